@@ -1,0 +1,102 @@
+"""The anomaly catalogue: every oddity the analyzer can report, by stable name.
+
+Names are dotted and never change once published (scripts grep for them, as
+Zeek users grep for weirds). Each has a severity and a one-line summary; the
+position where an anomaly was seen travels with the `Anomaly` event itself.
+Plugins add their own names under `plugin.<name>.` at run time.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Severity(enum.IntEnum):
+    INFO = 1
+    WARNING = 2
+    ERROR = 3
+
+    @classmethod
+    def parse(cls, text: str) -> "Severity":
+        try:
+            return cls[text.upper()]
+        except KeyError:
+            raise ValueError(f"unknown severity {text!r} (choose info, warning or error)") from None
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalySpec:
+    name: str
+    severity: Severity
+    summary: str
+
+
+_I, _W, _E = Severity.INFO, Severity.WARNING, Severity.ERROR
+
+CATALOGUE: dict[str, AnomalySpec] = {}
+
+
+def register(name: str, severity: Severity, summary: str) -> AnomalySpec:
+    """Add a name to the catalogue (plugins call this for their own names)."""
+    spec = AnomalySpec(name, severity, summary)
+    CATALOGUE[name] = spec
+    return spec
+
+
+for _name, _sev, _summary in [
+    # white space and line ends
+    ("msnp.whitespace.multiple_spaces", _W, "parameters separated by more than one space (servers always send one)"),
+    ("msnp.whitespace.tab", _W, "a tab used as a parameter separator"),
+    ("msnp.whitespace.trailing", _W, "white space at the end of a command line"),
+    ("msnp.whitespace.leading", _W, "white space before the command code"),
+    ("msnp.newline.bare_lf", _I, "line ended with a bare \\n instead of \\r\\n (servers accept it)"),
+    ("msnp.newline.bare_cr", _W, "a bare \\r inside a line (it is not a line end)"),
+    # the line as a whole
+    ("msnp.line.too_long", _E, "a line longer than the configured maximum; skipped up to the next line end"),
+    ("msnp.line.garbage", _E, "bytes that are not an MSNP command line; skipped until the next plausible command"),
+    ("msnp.line.empty", _W, "an empty line where a command was expected"),
+    ("msnp.line.truncated", _W, "the stream ended in the middle of a command line"),
+    # command codes
+    ("msnp.command.unknown", _W, "a well-formed three-letter command code this analyzer does not know"),
+    ("msnp.command.lowercase", _W, "a command code with lower-case letters (codes are case-sensitive upper case)"),
+    ("msnp.command.non_ascii", _E, "a command code with non-ASCII bytes"),
+    # transaction ids
+    ("msnp.trid.missing", _E, "a command that needs a TrID has none"),
+    ("msnp.trid.not_integer", _E, "the TrID is not a non-negative decimal integer (servers disconnect)"),
+    ("msnp.trid.out_of_range", _E, "the TrID is above 4294967295 (server behaviour undefined)"),
+    ("msnp.trid.zero_from_client", _I, "the client used TrID 0, which servers also use for asynchronous pushes"),
+    ("msnp.trid.duplicate_pending", _W, "a TrID reused while an earlier request with it still awaits its reply"),
+    ("msnp.trid.pending_limit", _W, "too many requests awaiting replies; the oldest was given up as unanswered"),
+    # replies
+    ("msnp.reply.out_of_order", _I, "a request's reply came after the reply to a later request"),
+    ("msnp.reply.orphan", _W, "a reply whose TrID matches no request seen (or the capture started mid-session)"),
+    ("msnp.reply.unanswered", _W, "a request that expects a reply got none (timeout or end of connection)"),
+    ("msnp.reply.unexpected_command", _W, "a reply with the request's TrID but a command that does not answer it"),
+    ("msnp.async.interleaved", _I, "an asynchronous line arrived inside a multi-reply block or between a request and its reply"),
+    ("msnp.syn.block_incomplete", _W, "a SYN answer block ended with fewer LST/LSG lines than the SYN line announced"),
+    # payloads
+    ("msnp.payload.too_large", _E, "a payload length above the configured cap; the length is ignored and decoding resynchronises"),
+    ("msnp.payload.bad_length", _E, "a payload command whose length field is not a non-negative integer"),
+    ("msnp.payload.truncated", _W, "the stream ended before the announced payload was complete"),
+    # errors and versions
+    ("msnp.error.with_params", _I, "a numeric error reply carries parameters beyond its TrID"),
+    ("msnp.error.unknown_code", _W, "a numeric error code not in the known error list"),
+    ("msnp.error.from_client", _E, "the client sent a numeric error code (only servers send errors)"),
+    ("msnp.version.rejected", _W, "the server answered VER with 0: none of the client's versions is supported"),
+    ("msnp.version.not_offered", _W, "the server chose a protocol version the client did not offer"),
+    # the analysis itself
+    ("analyzer.internal_error", _E, "the analysis of this connection failed; the rest of it was not decoded"),
+]:
+    register(_name, _sev, _summary)
+
+
+def spec(name: str) -> AnomalySpec:
+    """The catalogue entry for name (unknown names get a generic warning entry)."""
+    found = CATALOGUE.get(name)
+    if found is None:
+        found = AnomalySpec(name, Severity.WARNING, "(not in the catalogue)")
+    return found

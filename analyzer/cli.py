@@ -1,0 +1,238 @@
+"""The `msnp-analyzer` command line.
+
+Exit status, for scripts: 0 success; 1 anomalies at or above `--fail-on` were
+found; 2 unusable input or usage (missing file, not a capture): a one-line
+error on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .analysis import Analysis
+from .anomalies import CATALOGUE, Severity
+from .connection import Limits
+
+EXIT_OK, EXIT_ANOMALIES, EXIT_UNUSABLE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Unusable input: reported as one line, exit status 2."""
+
+
+def _size(text: str) -> int:
+    units = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+    text = text.strip().lower().rstrip("ib").rstrip("b")
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 65536, 64k, 1m)") from None
+
+
+def add_analysis_options(p: argparse.ArgumentParser) -> None:
+    """Options every command that decodes traffic shares."""
+    out = p.add_argument_group("output")
+    out.add_argument("--json", metavar="FILE", help="write JSON Lines events to FILE ('-' for stdout)")
+    out.add_argument("-v", "--verbose", action="store_true", help="print every decoded command")
+    out.add_argument("--no-redact", action="store_true",
+                     help="show passwords' MD5 answers, tickets and cookies as they were on the wire")
+    out.add_argument("--fail-on", metavar="SEVERITY", default="error", type=str.lower,
+                     choices=["info", "warning", "error", "never"],
+                     help="exit 1 if an anomaly of this severity or worse is found (default: error)")
+    lim = p.add_argument_group("limits")
+    d = Limits()
+    lim.add_argument("--max-line", type=_size, default=d.max_line, metavar="BYTES",
+                     help=f"longest command line accepted (default {d.max_line})")
+    lim.add_argument("--max-payload", type=_size, default=d.max_payload, metavar="BYTES",
+                     help=f"largest payload accepted (default {d.max_payload})")
+    lim.add_argument("--reply-timeout", type=float, default=d.reply_timeout, metavar="SECONDS",
+                     help=f"a request unanswered this long is reported (default {d.reply_timeout:g})")
+    lim.add_argument("--max-pending", type=int, default=d.max_pending, metavar="N",
+                     help=f"requests awaiting replies per connection before the oldest is dropped (default {d.max_pending})")
+
+
+def limits_from(args) -> Limits:
+    return Limits(max_line=args.max_line, max_payload=args.max_payload,
+                  reply_timeout=args.reply_timeout, max_pending=args.max_pending)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="msnp-analyzer",
+        description="Decode, pair and check MSN Messenger Protocol (MSNP) traffic.",
+        epilog="exit status: 0 ok, 1 anomalies at or above --fail-on, 2 unusable input.\n"
+               "Run 'msnp-analyzer COMMAND --help' for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("anomalies", help="list the anomaly catalogue (names, severities, summaries)",
+                       description="List every anomaly the analyzer can report.")
+    p.add_argument("--json", action="store_true", help="as JSON Lines")
+    p.set_defaults(func=cmd_anomalies)
+
+    p = sub.add_parser(
+        "decode", help="decode a raw one-direction byte stream or a transcript file",
+        description="Decode MSNP bytes that are not in a capture file: a raw byte stream of one "
+                    "direction, or a transcript ('>>> ' client lines, '<<< ' server lines; see README).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", metavar="FILE", help="raw bytes or a transcript ('-' for stdin)")
+    p.add_argument("--dir", choices=["c2s", "s2c"], help="direction of a raw file (default: guessed)")
+    p.add_argument("--msnp", type=int, metavar="N", help="assume protocol version N (for mid-stream data)")
+    add_analysis_options(p)
+    p.set_defaults(func=cmd_decode)
+
+    from .commands import register  # the capture-layer commands live beside their adapters
+    register(sub)
+    return parser
+
+
+def cmd_anomalies(args) -> int:
+    if args.json:
+        import json
+        for s in CATALOGUE.values():
+            print(json.dumps({"name": s.name, "severity": str(s.severity), "summary": s.summary}))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title="MSNP analyzer anomaly catalogue")
+    table.add_column("name")
+    table.add_column("severity")
+    table.add_column("summary")
+    for s in sorted(CATALOGUE.values(), key=lambda s: s.name):
+        table.add_row(s.name, str(s.severity), s.summary)
+    Console().print(table)
+    return EXIT_OK
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"{path}: no such file")
+    if p.is_dir():
+        raise UsageError(f"{path}: is a directory")
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from None
+
+
+def guess_direction(data: bytes) -> str:
+    """Which side sent a raw stream, from its first lines."""
+    from .codec import C2S, S2C
+    server_only = {b"NLN", b"FLN", b"ILN", b"IRO", b"JOI", b"BYE", b"QNG", b"RNG", b"NOT", b"CHL", b"UBX"}
+    for line in data.split(b"\n")[:50]:
+        parts = line.strip().split(b" ")
+        code = parts[0]
+        if code in server_only or code.isdigit():
+            return S2C
+        if code == b"PNG" or (code == b"MSG" and len(parts) > 1 and parts[1].isdigit()):
+            return C2S
+        if code == b"MSG" and len(parts) > 1:
+            return S2C
+    return C2S
+
+
+def output_sinks(args, console):
+    """JSON writer and verbose printer as the options ask. Returns (sinks, files to close)."""
+    from .jsonl import JsonLinesWriter
+    from .redact import Redactor
+    from .report import VerbosePrinter
+    redactor = Redactor(enabled=not args.no_redact)
+    sinks, files = [], []
+    if args.json:
+        if args.json == "-":
+            out = sys.stdout
+        else:
+            try:
+                out = open(args.json, "w", encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"{args.json}: {exc.strerror}") from None
+            files.append(out)
+        sinks.append(JsonLinesWriter(out, redactor))
+    if args.verbose:
+        sinks.append(VerbosePrinter(console, redactor))
+    return sinks, files
+
+
+def report_console(args):
+    """The console for human output: stderr when JSON goes to stdout, so pipes stay clean."""
+    from rich.console import Console
+    return Console(stderr=bool(getattr(args, "json", None) == "-"))
+
+
+def exit_status(analysis: Analysis, fail_on: str) -> int:
+    if fail_on == "never":
+        return EXIT_OK
+    worst = analysis.worst_severity()
+    if worst is not None and worst >= Severity.parse(fail_on):
+        return EXIT_ANOMALIES
+    return EXIT_OK
+
+
+def cmd_decode(args) -> int:
+    from .codec import C2S
+    from .report import render_report
+    from .transcript import TranscriptError, looks_like_transcript, parse
+    data = _read_input(args.file)
+    console = report_console(args)
+    sinks, files = output_sinks(args, console)
+    analysis = Analysis(sinks, limits_from(args))
+    try:
+        if looks_like_transcript(data[:4096]):
+            try:
+                chunks = parse(data)
+            except TranscriptError as exc:
+                raise UsageError(f"{args.file}: {exc}") from None
+            conns = {}
+            for chunk in chunks:
+                key = chunk.conn or "1"
+                conn = conns.get(key)
+                if conn is None:
+                    conn = conns[key] = analysis.open(conn_id=key, version=args.msnp)
+                analysis.feed(conn, chunk.direction, chunk.data, chunk.ts)
+        else:
+            direction = args.dir or guess_direction(data)
+            conn = analysis.open(conn_id="1", version=args.msnp,
+                                 client=args.file if direction == C2S else None,
+                                 server=args.file if direction != C2S else None)
+            analysis.feed(conn, direction, data, None)
+        analysis.finish()
+    finally:
+        for f in files:
+            f.close()
+    render_report(analysis, console)
+    return exit_status(analysis, args.fail_on)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_UNUSABLE
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"msnp-analyzer: error: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `msnp-analyzer ... --json - | head`: the reader left; that is not an error.
+        try:
+            sys.stdout = None
+        except Exception:  # noqa: BLE001
+            pass
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,418 @@
+"""The sans-IO MSNP reader: one per direction of a TCP connection.
+
+Contract:
+- `feed(data, ts)` takes bytes in any chunking and returns the events that are
+  now complete (`Command`, `Skipped`, `Anomaly`), in stream order. Incomplete
+  data stays pending; nothing is returned for it until it completes.
+- `close(ts)` says the stream ended and flushes what is pending as a truncated
+  command or skipped bytes, with an anomaly.
+- `gap(n, ts)` says n bytes are missing from the stream (a capture hole); the
+  reader resynchronises at the next plausible command line.
+- It never raises on input: malformed bytes become `Anomaly` events and the
+  bytes themselves come back as `Skipped`, so every byte is accounted for.
+- It knows nothing of sockets, files or clocks: `ts` is whatever the caller passes.
+
+The negotiated protocol version lives in a `ProtocolState` shared by the two
+readers of a connection, because the server's `VER` reply decides how the
+client's later lines are framed too.
+"""
+
+from __future__ import annotations
+
+from .events import C2S, S2C, Anomaly, Command, Skipped
+from .tables import (C2S_NO_TRID, C2S_PAYLOAD, ERROR_NAMES, ERROR_PAYLOAD_VERSION,
+                     KNOWN_COMMANDS, S2C_NEEDS_TRID, S2C_NO_TRID, S2C_NO_TRID_SYN_BLOCK,
+                     S2C_PAYLOAD, STRICT_LENGTH, SYN_BLOCK_VERSION, TRID_MAX)
+
+DEFAULT_MAX_LINE = 64 * 1024
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+
+_LINE, _PAYLOAD, _DISCARD, _SKIP = range(4)
+_CODE_TEXT = {c: c.decode("ascii") for c in KNOWN_COMMANDS}
+_DIGITS = frozenset(b"0123456789")
+
+
+class ProtocolState:
+    """What both directions of one connection know about its dialect."""
+
+    __slots__ = ("version", "offered", "min_version")
+
+    def __init__(self, version: int | None = None) -> None:
+        self.version = version          # negotiated (server's VER reply), or None
+        self.offered: list[int] = []    # versions the client offered
+        self.min_version = 0            # lower bound inferred from features seen
+
+    @property
+    def effective(self) -> int | None:
+        """The version that decides framing: negotiated, else the client's best offer."""
+        if self.version is not None:
+            return self.version
+        if self.offered:
+            return max(self.offered)
+        return None
+
+
+def parse_version(token: bytes) -> int | None:
+    if token[:4] == b"MSNP" and token[4:].isdigit():
+        return int(token[4:])
+    return None
+
+
+class CommandReader:
+    def __init__(self, direction: str, state: ProtocolState | None = None, *,
+                 max_line: int = DEFAULT_MAX_LINE,
+                 max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        if direction not in (C2S, S2C):
+            raise ValueError(f"direction must be {C2S!r} or {S2C!r}")
+        self.direction = direction
+        self.state = state if state is not None else ProtocolState()
+        self.max_line = max_line
+        self.max_payload = max_payload
+        self._client = direction == C2S
+        self._payload_table = C2S_PAYLOAD if self._client else S2C_PAYLOAD
+        self._chunks: list[bytes] = []  # pending bytes (in _LINE mode: no \n among them)
+        self._pending_len = 0
+        self._offset = 0                # stream offset of the first pending byte
+        self._mode = _LINE
+        self._partial: Command | None = None  # command waiting for its payload
+        self._need = 0                  # bytes still wanted in _PAYLOAD / _SKIP mode
+        self._garbage = False           # inside a run of undecodable lines
+
+    # -- public API ---------------------------------------------------------
+
+    @property
+    def offset(self) -> int:
+        """Stream offset of the next byte the reader has not yet turned into an event."""
+        return self._offset
+
+    @property
+    def pending(self) -> int:
+        return self._pending_len
+
+    def feed(self, data: bytes, ts: float | None = None) -> list:
+        out: list = []
+        if not data:
+            return out
+        data = bytes(data)
+        if self._mode == _SKIP or self._mode == _DISCARD:
+            data = self._skip(data, ts, out)
+            if not data:
+                return out
+        if self._chunks:
+            self._chunks.append(data)
+            self._pending_len += len(data)
+            if self._mode == _LINE:
+                if data.find(b"\n") < 0:
+                    if self._pending_len > self.max_line:
+                        self._overlong_pending(ts, out)
+                    return out
+            elif self._pending_len < self._need:
+                return out
+            buf = b"".join(self._chunks)
+            self._chunks = []
+            self._pending_len = 0
+        else:
+            if self._mode == _PAYLOAD and len(data) < self._need:
+                self._chunks.append(data)
+                self._pending_len = len(data)
+                return out
+            buf = data
+        self._parse(buf, ts, out)
+        return out
+
+    def close(self, ts: float | None = None) -> list:
+        """End of stream: flush whatever is pending, as truncated."""
+        out: list = []
+        if self._mode == _PAYLOAD and self._partial is not None:
+            cmd = self._partial
+            have = b"".join(self._chunks)
+            cmd.payload = have
+            cmd.ts = ts if ts is not None else cmd.ts
+            out.append(Anomaly("msnp.payload.truncated",
+                               f"{cmd.cmd} announced {cmd.payload_len} bytes, stream ended after {len(have)}",
+                               self.direction, cmd.offset, ts, cmd.trid))
+            out.append(cmd)
+            self._offset += len(have)
+        elif self._chunks:
+            have = b"".join(self._chunks)
+            out.append(Anomaly("msnp.line.truncated",
+                               f"stream ended inside a line of {len(have)} bytes: {have[:40]!r}",
+                               self.direction, self._offset, ts))
+            out.append(Skipped(self.direction, have, self._offset, ts))
+            self._offset += len(have)
+        self._chunks = []
+        self._pending_len = 0
+        self._partial = None
+        self._mode = _LINE
+        return out
+
+    def gap(self, size: int, ts: float | None = None) -> list:
+        """`size` bytes are missing here; drop what depended on them and resynchronise."""
+        out: list = []
+        if self._mode == _PAYLOAD and self._partial is not None:
+            cmd = self._partial
+            have = self._pending_len
+            remaining = cmd.payload_len - have - size
+            cmd.payload = None  # damaged: the bytes we hold are not the payload
+            cmd.ts = ts if ts is not None else cmd.ts
+            out.append(cmd)
+            if have:
+                out.append(Skipped(self.direction, b"".join(self._chunks), self._offset, ts))
+            self._offset += have + size
+            self._chunks, self._pending_len, self._partial = [], 0, None
+            if remaining > 0:
+                self._mode, self._need = _SKIP, remaining
+            else:
+                # The gap ran past the payload's end: the next line may start mid-way.
+                self._mode, self._garbage = _LINE, True
+            return out
+        if self._mode == _SKIP:
+            self._need -= size
+            self._offset += size
+            if self._need <= 0:
+                self._mode, self._garbage = _LINE, True
+            return out
+        if self._chunks:
+            out.append(Skipped(self.direction, b"".join(self._chunks), self._offset, ts))
+            self._offset += self._pending_len
+            self._chunks, self._pending_len = [], 0
+        self._offset += size
+        self._mode, self._garbage = _LINE, True
+        return out
+
+    # -- internals ----------------------------------------------------------
+
+    def _skip(self, data: bytes, ts, out: list) -> bytes:
+        """Consume bytes of an overlong line (_DISCARD) or a damaged payload (_SKIP)."""
+        if self._mode == _DISCARD:
+            nl = data.find(b"\n")
+            if nl < 0:
+                out.append(Skipped(self.direction, data, self._offset, ts))
+                self._offset += len(data)
+                return b""
+            out.append(Skipped(self.direction, data[:nl + 1], self._offset, ts))
+            self._offset += nl + 1
+            self._mode, self._garbage = _LINE, True
+            return data[nl + 1:]
+        take = min(self._need, len(data))
+        out.append(Skipped(self.direction, data[:take], self._offset, ts))
+        self._offset += take
+        self._need -= take
+        if self._need == 0:
+            self._mode = _LINE
+        return data[take:]
+
+    def _overlong_pending(self, ts, out: list) -> None:
+        have = b"".join(self._chunks)
+        out.append(Anomaly("msnp.line.too_long",
+                           f"no line end within {self.max_line} bytes (starts {have[:40]!r})",
+                           self.direction, self._offset, ts))
+        out.append(Skipped(self.direction, have, self._offset, ts))
+        self._offset += len(have)
+        self._chunks, self._pending_len = [], 0
+        self._mode = _DISCARD
+
+    def _parse(self, buf: bytes, ts, out: list) -> None:
+        direction = self.direction
+        pos = 0
+        n = len(buf)
+        base = self._offset
+        if self._mode == _PAYLOAD:
+            cmd = self._partial
+            need = self._need
+            cmd.payload = buf[:need]
+            cmd.ts = ts
+            out.append(cmd)
+            self._partial = None
+            self._mode = _LINE
+            pos = need
+        max_line = self.max_line
+        known = KNOWN_COMMANDS
+        code_text = _CODE_TEXT
+        client = self._client
+        payload_table = self._payload_table
+        append = out.append
+        find = buf.find
+        while True:
+            nl = find(b"\n", pos)
+            if nl < 0:
+                break
+            if nl - pos > max_line:
+                append(Anomaly("msnp.line.too_long", f"line of {nl - pos} bytes (starts {buf[pos:pos + 40]!r})",
+                               direction, base + pos, ts))
+                append(Skipped(direction, buf[pos:nl + 1], base + pos, ts))
+                pos = nl + 1
+                self._garbage = True
+                continue
+            if nl > pos and buf[nl - 1] == 13:
+                content = buf[pos:nl - 1]
+            else:
+                content = buf[pos:nl]
+                append(Anomaly("msnp.newline.bare_lf", "line ended with \\n only", direction, base + pos, ts))
+            tokens = content.split(b" ")
+            code = tokens[0]
+            if b"" in tokens or b"\t" in content or b"\r" in content or code not in known:
+                tokens = self._slow_tokens(content, tokens, base + pos, ts, out)
+                if tokens is None:
+                    append(Skipped(direction, buf[pos:nl + 1], base + pos, ts))
+                    pos = nl + 1
+                    continue
+                code = tokens[0]
+                text = code.decode("ascii")
+                lookup = code.upper()
+            else:
+                text = code_text[code]
+                lookup = code
+            self._garbage = False
+            ntok = len(tokens)
+            # -- TrID
+            trid = None
+            if client:
+                if lookup not in C2S_NO_TRID:
+                    trid = self._trid(tokens, ntok, base + pos, ts, out, text, True)
+            elif lookup not in S2C_NO_TRID and not (
+                    lookup in S2C_NO_TRID_SYN_BLOCK and (self.state.effective or SYN_BLOCK_VERSION) >= SYN_BLOCK_VERSION):
+                if ntok > 1 and tokens[1].isdigit():
+                    trid = int(tokens[1])
+                    if trid > TRID_MAX:
+                        append(Anomaly("msnp.trid.out_of_range", f"{text} TrID {trid}", direction, base + pos, ts, trid))
+                elif lookup in S2C_NEEDS_TRID or lookup.isdigit():
+                    trid = self._trid(tokens, ntok, base + pos, ts, out, text, False)
+            if lookup == b"VER":
+                self._learn_version(tokens)
+            # -- payload
+            length = None
+            minver = payload_table.get(lookup)
+            if minver is not None:
+                if ntok >= (3 if trid is not None else 2) and (minver == 0 or (self.state.effective or minver) >= minver):
+                    last = tokens[-1]
+                    if last.isdigit():
+                        length = int(last)
+                    elif lookup in STRICT_LENGTH:
+                        append(Anomaly("msnp.payload.bad_length", f"{text} length field {last[:20]!r}",
+                                       direction, base + pos, ts, trid))
+                elif lookup in STRICT_LENGTH and lookup != b"UBX":
+                    append(Anomaly("msnp.payload.bad_length", f"{text} has no length field",
+                                   direction, base + pos, ts, trid))
+            elif lookup.isdigit():
+                length = self._error_shape(lookup, tokens, ntok, trid, base + pos, ts, out)
+            line = buf[pos:nl + 1]
+            if length is None:
+                append(Command(direction, text, trid, tokens[1:], line, None, None, base + pos, ts))
+                pos = nl + 1
+                continue
+            if length > self.max_payload:
+                append(Anomaly("msnp.payload.too_large",
+                               f"{text} announces {length} bytes (cap {self.max_payload}); not consumed",
+                               direction, base + pos, ts, trid))
+                append(Command(direction, text, trid, tokens[1:], line, None, length, base + pos, ts))
+                pos = nl + 1
+                continue
+            start = nl + 1
+            end = start + length
+            if end <= n:
+                append(Command(direction, text, trid, tokens[1:], line, buf[start:end], length, base + pos, ts))
+                pos = end
+                continue
+            # The payload is not all here yet.
+            self._partial = Command(direction, text, trid, tokens[1:], line, None, length, base + pos, ts)
+            self._mode = _PAYLOAD
+            self._need = length
+            rest = buf[start:]
+            self._offset = base + start
+            if rest:
+                self._chunks = [rest]
+                self._pending_len = len(rest)
+            return
+        rest = buf[pos:] if pos else buf
+        self._offset = base + pos
+        if rest:
+            self._chunks = [rest]
+            self._pending_len = len(rest)
+            if len(rest) > max_line:
+                self._overlong_pending(ts, out)
+
+    def _slow_tokens(self, content: bytes, tokens: list[bytes], offset: int, ts, out: list):
+        """Tokens of an unusual line (odd white space, unknown code), or None to skip it."""
+        direction = self.direction
+        if b"\t" in content or b"" in tokens:
+            if b"\t" in content:
+                out.append(Anomaly("msnp.whitespace.tab", "tab used as a separator", direction, offset, ts))
+            spaced = content.replace(b"\t", b" ")
+            if spaced.startswith(b" "):
+                out.append(Anomaly("msnp.whitespace.leading", "white space before the command code",
+                                   direction, offset, ts))
+            if spaced.endswith(b" ") and spaced.strip(b" "):
+                out.append(Anomaly("msnp.whitespace.trailing", "white space at the end of the line",
+                                   direction, offset, ts))
+            if b"  " in spaced.strip(b" "):
+                out.append(Anomaly("msnp.whitespace.multiple_spaces", "more than one space between parameters",
+                                   direction, offset, ts))
+            tokens = [t for t in spaced.split(b" ") if t]
+            if not tokens:
+                out.append(Anomaly("msnp.line.empty", "empty line" if not content else "line of white space only",
+                                   direction, offset, ts))
+                return None
+        if b"\r" in content:
+            out.append(Anomaly("msnp.newline.bare_cr", "bare \\r inside a line", direction, offset, ts))
+        code = tokens[0]
+        if code in KNOWN_COMMANDS:
+            return tokens
+        plain = len(code) == 3 and code.isascii()
+        if plain and code.isdigit():
+            if self._client:
+                out.append(Anomaly("msnp.error.from_client", f"client sent error code {code.decode()}",
+                                   direction, offset, ts))
+            return tokens
+        if plain and code.isalpha() and not self._garbage:
+            if code.isupper():
+                out.append(Anomaly("msnp.command.unknown", f"unknown command {code.decode()}",
+                                   direction, offset, ts))
+                return tokens
+            out.append(Anomaly("msnp.command.lowercase", f"command code {code.decode()!r}",
+                               direction, offset, ts))
+            return tokens
+        if not self._garbage:
+            if not code.isascii() and len(code) <= 6:
+                out.append(Anomaly("msnp.command.non_ascii", f"command code {code[:12]!r}", direction, offset, ts))
+            else:
+                out.append(Anomaly("msnp.line.garbage", f"undecodable line {content[:40]!r}", direction, offset, ts))
+            self._garbage = True
+        return None
+
+    def _trid(self, tokens: list[bytes], ntok: int, offset: int, ts, out: list, text: str, client: bool):
+        if ntok < 2:
+            out.append(Anomaly("msnp.trid.missing", f"{text} without a TrID", self.direction, offset, ts))
+            return None
+        token = tokens[1]
+        if not token.isdigit():
+            out.append(Anomaly("msnp.trid.not_integer", f"{text} TrID {token[:20]!r}", self.direction, offset, ts))
+            return None
+        trid = int(token)
+        if trid > TRID_MAX:
+            out.append(Anomaly("msnp.trid.out_of_range", f"{text} TrID {trid}", self.direction, offset, ts, trid))
+        elif trid == 0 and client:
+            out.append(Anomaly("msnp.trid.zero_from_client", f"{text} 0", self.direction, offset, ts, trid))
+        return trid
+
+    def _error_shape(self, code: bytes, tokens, ntok, trid, offset, ts, out):
+        """Payload length of a numeric error, or None; flags odd shapes."""
+        number = int(code)
+        if number not in ERROR_NAMES:
+            out.append(Anomaly("msnp.error.unknown_code", f"error {number}", self.direction, offset, ts, trid))
+        if ntok <= 2:
+            return None
+        version = self.state.effective
+        if ntok == 3 and tokens[2].isdigit() and (version is None or version >= ERROR_PAYLOAD_VERSION):
+            return int(tokens[2])
+        out.append(Anomaly("msnp.error.with_params", f"error {number} with {ntok - 2} extra parameter(s)",
+                           self.direction, offset, ts, trid))
+        return None
+
+    def _learn_version(self, tokens: list[bytes]) -> None:
+        versions = [v for v in (parse_version(t) for t in tokens[2:]) if v is not None]
+        if self._client:
+            if versions:
+                self.state.offered = versions
+        elif versions:
+            self.state.version = versions[0]

@@ -1,0 +1,11 @@
+"""Sub-commands that belong to the capture layers, registered on the main parser.
+
+Each capture layer keeps its command-line glue next to itself and adds one
+`register` call here, so `cli.py` stays the small common part.
+"""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    """Add every capture layer's sub-commands to the `msnp-analyzer` parser."""
