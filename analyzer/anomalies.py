@@ -88,6 +88,18 @@ for _name, _sev, _summary in [
     ("msnp.error.from_client", _E, "the client sent a numeric error code (only servers send errors)"),
     ("msnp.version.rejected", _W, "the server answered VER with 0: none of the client's versions is supported"),
     ("msnp.version.not_offered", _W, "the server chose a protocol version the client did not offer"),
+    # mitmproxy: HTTP gateway, HTTPS logins, flow files (analyzer/capture/mitm.py, gateway.py, passport.py, flows.py)
+    ("gateway.request.malformed", _E, "a gateway.dll request without Action=open&Server=..&IP=.. or SessionID=.., or not a POST"),
+    ("gateway.content_type", _I, "a gateway request body not sent as application/x-msn-messenger"),
+    ("gateway.session.unknown", _W, "a gateway SessionID never opened in this capture (it started mid-session); decoded as a new connection"),
+    ("gateway.session.after_close", _W, "a gateway SessionID used after the gateway closed that session"),
+    ("gateway.poll.body", _W, "a gateway Action=poll request carried data (polls are empty)"),
+    ("gateway.http.error", _W, "a gateway round trip failed (no response or not HTTP 200): server data may be lost"),
+    ("gateway.header.missing", _W, "a gateway response without the X-MSN-Messenger SessionID header"),
+    ("passport.login.failed", _W, "a Passport (login2.srf) or RST/SSO (RST.srf) login was refused or its token answer is missing"),
+    ("mitm.connection.error", _W, "mitmproxy reported an error on a connection (reset, refused, TLS failure)"),
+    ("mitm.rewrite.skipped", _W, "reverse mode: an XFR/RNG address was not rewritten, so the client's next connection escapes observation"),
+    ("mitm.flowfile.corrupt", _E, "a mitmproxy flow file is damaged or cut short; the flows after that point are lost"),
     # the analysis itself
     ("analyzer.internal_error", _E, "the analysis of this connection failed; the rest of it was not decoded"),
 ]:

@@ -20,6 +20,14 @@ from .codec import C2S, Command
 AUTH_METHODS = (b"MD5", b"TWN", b"SSO")
 _MSPAUTH = re.compile(rb"(MSPAuth:\s*)([^\r\n]+)")
 _TICKET = re.compile(rb"(\bt=)([^&\s]+)|(\bp=)([^&\s]+)")
+# Passwords and tokens of HTTPS logins: `pwd=` in a Passport1.4 Authorization
+# header, and the SOAP elements of an RST request and its answer.
+_PWD = re.compile(rb"(\bpwd=)([^,&\s]+)")
+_SOAP_SECRET = re.compile(
+    rb"(<(?:\w+:)?(?:Password|BinarySecret|BinarySecurityToken|CipherValue)\b[^>]*>)([^<]+)(<)")
+# In Passport1.4 header fields the values end at a comma or a closing quote.
+_HEADER_TICKET = re.compile(rb"(\b[tp]=)([^&\s,']+)")
+_COOKIE_VALUE = re.compile(rb"(^|;\s*)([^=;\s]+=)([^;]*)")
 
 
 class Redactor:
@@ -69,7 +77,22 @@ class Redactor:
         return payload
 
     def text(self, raw: bytes) -> bytes:
-        """Tickets inside free text (HTTP headers and bodies of Passport logins)."""
+        """Tickets and passwords inside free text (HTTP headers and bodies of Passport and RST logins)."""
         if not self.enabled:
             return raw
+        raw = _SOAP_SECRET.sub(lambda m: m.group(1) + self.mask(m.group(2)).encode() + m.group(3), raw)
+        raw = _PWD.sub(lambda m: m.group(1) + self.mask(m.group(2)).encode(), raw)
         return _TICKET.sub(lambda m: (m.group(1) or m.group(3)) + self.mask(m.group(2) or m.group(4)).encode(), raw)
+
+    def header(self, name: str, value: str) -> str:
+        """One HTTP header's value with its secrets masked (passwords, tickets, cookie values)."""
+        if not self.enabled:
+            return value
+        raw = value.encode("utf-8", "surrogateescape")
+        lname = name.lower()
+        if lname in ("cookie", "set-cookie"):
+            raw = _COOKIE_VALUE.sub(lambda m: m.group(1) + m.group(2) + self.mask(m.group(3)).encode(), raw)
+        else:
+            raw = _PWD.sub(lambda m: m.group(1) + self.mask(m.group(2)).encode(), raw)
+            raw = _HEADER_TICKET.sub(lambda m: m.group(1) + self.mask(m.group(2)).encode(), raw)
+        return raw.decode("utf-8", "surrogateescape")
