@@ -85,6 +85,7 @@ class TransactionTracker:
         self._pings: list[Transaction] = []                  # PNG waiting for QNG
         self._lingering: dict[int, Transaction] = {}         # answered, may get more
         self._syn_block: Transaction | None = None           # MSNP8+ SYN list being counted
+        self._inside: list[tuple[Transaction, Anomaly]] = []  # async lines after a lingering reply
 
     # -- public API ---------------------------------------------------------
 
@@ -178,7 +179,7 @@ class TransactionTracker:
                     return
             lingering = self._lingering.get(trid)
             if lingering is not None and self._accepts(lingering, code):
-                lingering.replies.append(cmd)
+                self._more_replies(lingering, cmd, out)
                 if code.isdigit() or code == "NAK":
                     lingering.outcome = "error"
                     lingering.error = code if code == "NAK" else f"{code} {error_name(int(code))}"
@@ -198,18 +199,27 @@ class TransactionTracker:
         elif self._syn_block is not None and code in _SYN_BLOCK_TEXT:
             self._count_block_line(self._syn_block, cmd, out)
             return
-        elif code == "JOI" and cmd.args and self._join(cmd):
+        elif code == "JOI" and cmd.args and self._join(cmd, out):
             return
         elif code in _SYN_BLOCK_TEXT:
             for txn in self._lingering.values():
                 if txn.cmd == "SYN":
-                    txn.replies.append(cmd)  # e.g. BPR after the last LST of the list
+                    self._more_replies(txn, cmd, out)  # e.g. BPR after the last LST of the list
                     return
         # An asynchronous line (no TrID, or TrID 0 that answers nothing).
         if self._order or self._pings or self._syn_block is not None:
             out.append(Anomaly("msnp.async.interleaved",
                                f"{code} arrived while {self._waiting_summary()}",
                                cmd.direction, cmd.offset, cmd.ts, trid))
+        elif self._lingering:
+            # After a first reply (CHG, CAL, MSNP2-7 SYN) the block may or may not go
+            # on: the line is inside it only if a later reply of that block follows.
+            if len(self._inside) > 64:  # bounded: a block that goes quiet cannot grow this
+                del self._inside[:len(self._inside) - 64]
+            for txn in self._lingering.values():
+                self._inside.append((txn, Anomaly(
+                    "msnp.async.interleaved", f"{code} arrived inside the replies to {txn.cmd} {txn.trid}",
+                    cmd.direction, cmd.offset, cmd.ts, trid)))
 
     def _accepts(self, txn: Transaction, code: str) -> bool:
         want = txn.cmd
@@ -218,10 +228,12 @@ class TransactionTracker:
     def _first_reply(self, txn: Transaction, cmd: Command, out: list) -> None:
         if not txn.replies and txn.seq in self._order:
             # Requests sent before this one and still waiting have been overtaken.
+            # (One whose replies have already begun, e.g. IRO before ANS OK, was not.)
             for older in self._order.values():
                 if older is txn:
                     break
-                older.overtaken_by.append(txn)
+                if not older.replies:
+                    older.overtaken_by.append(txn)
         txn.replies.append(cmd)
         if txn.latency_ms is None and cmd.ts is not None and txn.request.ts is not None:
             txn.latency_ms = (cmd.ts - txn.request.ts) * 1000.0
@@ -261,13 +273,25 @@ class TransactionTracker:
         if txn.block[0] <= 0 and txn.block[1] <= 0:
             self._syn_block = None
 
-    def _join(self, cmd: Command) -> bool:
+    def _join(self, cmd: Command, out: list) -> bool:
         who = _handle(cmd.args[0])
         for txn in list(self._lingering.values()) + list(self._order.values()):
             if txn.cmd == "CAL" and txn.request.args[1:2] and _handle(txn.request.args[1]) == who:
-                txn.replies.append(cmd)
+                self._more_replies(txn, cmd, out)
                 return True
         return False
+
+    def _more_replies(self, txn: Transaction, cmd: Command, out: list) -> None:
+        """A further reply to an answered request: asynchronous lines before it were inside its block."""
+        txn.replies.append(cmd)
+        if self._inside:
+            keep = []
+            for owner, anomaly in self._inside:
+                if owner is txn:
+                    out.append(anomaly)
+                elif owner.trid in self._lingering and self._lingering[owner.trid] is owner:
+                    keep.append((owner, anomaly))
+            self._inside = keep
 
     # -- bookkeeping --------------------------------------------------------
 
@@ -298,6 +322,8 @@ class TransactionTracker:
     def _finish_lingering(self, txn: Transaction, out: list) -> None:
         if self._lingering.get(txn.trid) is txn:
             del self._lingering[txn.trid]
+        if self._inside:
+            self._inside = [(owner, a) for owner, a in self._inside if owner is not txn]
         if txn is self._syn_block:
             self._syn_block = None
             out.append(Anomaly("msnp.syn.block_incomplete",

@@ -32,6 +32,11 @@ _CODE_TEXT = {c: c.decode("ascii") for c in KNOWN_COMMANDS}
 _DIGITS = frozenset(b"0123456789")
 
 
+def _too_long_detail(max_line: int, head: bytes) -> str:
+    # The same text whether the line arrived whole or in pieces (chunking must not show).
+    return f"no line end within {max_line} bytes (starts {head!r})"
+
+
 class ProtocolState:
     """What both directions of one connection know about its dialect."""
 
@@ -204,8 +209,7 @@ class CommandReader:
 
     def _overlong_pending(self, ts, out: list) -> None:
         have = b"".join(self._chunks)
-        out.append(Anomaly("msnp.line.too_long",
-                           f"no line end within {self.max_line} bytes (starts {have[:40]!r})",
+        out.append(Anomaly("msnp.line.too_long", _too_long_detail(self.max_line, have[:40]),
                            self.direction, self._offset, ts))
         out.append(Skipped(self.direction, have, self._offset, ts))
         self._offset += len(have)
@@ -238,7 +242,7 @@ class CommandReader:
             if nl < 0:
                 break
             if nl - pos > max_line:
-                append(Anomaly("msnp.line.too_long", f"line of {nl - pos} bytes (starts {buf[pos:pos + 40]!r})",
+                append(Anomaly("msnp.line.too_long", _too_long_detail(max_line, buf[pos:pos + 40]),
                                direction, base + pos, ts))
                 append(Skipped(direction, buf[pos:nl + 1], base + pos, ts))
                 pos = nl + 1
@@ -271,7 +275,7 @@ class CommandReader:
                 if lookup not in C2S_NO_TRID:
                     trid = self._trid(tokens, ntok, base + pos, ts, out, text, True)
             elif lookup not in S2C_NO_TRID and not (
-                    lookup in S2C_NO_TRID_SYN_BLOCK and (self.state.effective or SYN_BLOCK_VERSION) >= SYN_BLOCK_VERSION):
+                    lookup in S2C_NO_TRID_SYN_BLOCK and self._syn_block_line(lookup)):
                 if ntok > 1 and tokens[1].isdigit():
                     trid = int(tokens[1])
                     if trid > TRID_MAX:
@@ -279,7 +283,7 @@ class CommandReader:
                 elif lookup in S2C_NEEDS_TRID or lookup.isdigit():
                     trid = self._trid(tokens, ntok, base + pos, ts, out, text, False)
             if lookup == b"VER":
-                self._learn_version(tokens)
+                self._learn_version(tokens, trid, base + pos, ts, out)
             # -- payload
             length = None
             minver = payload_table.get(lookup)
@@ -380,6 +384,15 @@ class CommandReader:
             self._garbage = True
         return None
 
+    def _syn_block_line(self, lookup: bytes) -> bool:
+        """Whether an LSG/LST line has the MSNP8+ shape (no TrID)."""
+        version = self.state.effective
+        if version is not None:
+            return version >= SYN_BLOCK_VERSION
+        # Unknown version (capture started late): an MSNP2-7 LST starts with its
+        # TrID, an MSNP8+ one with a handle; LSG is ambiguous and taken as MSNP8+.
+        return lookup != b"LST"
+
     def _trid(self, tokens: list[bytes], ntok: int, offset: int, ts, out: list, text: str, client: bool):
         if ntok < 2:
             out.append(Anomaly("msnp.trid.missing", f"{text} without a TrID", self.direction, offset, ts))
@@ -409,10 +422,23 @@ class CommandReader:
                            self.direction, offset, ts, trid))
         return None
 
-    def _learn_version(self, tokens: list[bytes]) -> None:
+    def _learn_version(self, tokens: list[bytes], trid, offset: int, ts, out: list) -> None:
         versions = [v for v in (parse_version(t) for t in tokens[2:]) if v is not None]
+        state = self.state
         if self._client:
             if versions:
-                self.state.offered = versions
-        elif versions:
-            self.state.version = versions[0]
+                state.offered = versions
+            return
+        if versions:
+            chosen = versions[0]
+            if state.offered and chosen not in state.offered:
+                out.append(Anomaly("msnp.version.not_offered",
+                                   f"server chose MSNP{chosen}; client offered "
+                                   + ", ".join(f"MSNP{v}" for v in state.offered),
+                                   self.direction, offset, ts, trid))
+            state.version = chosen
+        elif tokens[2:3] == [b"0"]:
+            out.append(Anomaly("msnp.version.rejected",
+                               "server supports none of "
+                               + (", ".join(f"MSNP{v}" for v in state.offered) or "the offered versions"),
+                               self.direction, offset, ts, trid))
