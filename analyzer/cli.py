@@ -156,7 +156,11 @@ def output_sinks(args, console):
             except OSError as exc:
                 raise UsageError(f"{args.json}: {exc.strerror}") from None
             files.append(out)
-        sinks.append(JsonLinesWriter(out, redactor))
+        writer = JsonLinesWriter(out, redactor)
+        # Link records (DS->NS->SB, login sessions, chats) are written at the end of the run.
+        from .linking import Linker, LinkWriter
+        linker = Linker(redactor)
+        sinks += [linker, writer, LinkWriter(linker, [writer])]
     if args.verbose:
         sinks.append(VerbosePrinter(console, redactor))
     return sinks, files

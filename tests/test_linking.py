@@ -1,0 +1,213 @@
+"""Linking: DS->NS by XFR NS, NS->SB by cookie, login sessions, chats, partial captures."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analyzer.analysis import Analysis
+from analyzer.codec import C2S, S2C
+from analyzer.jsonl import JsonLinesWriter
+from analyzer.linking import Linker, LinkWriter
+from analyzer.redact import Redactor
+from captures.sessions import CLEAN_SESSIONS, CONNECTIONS, SESSIONS
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "captures-real"
+
+
+def run(chunks, addresses=None, redact=False, keep=lambda chunk: True):
+    linker = Linker(Redactor(enabled=redact, key=b"k" * 16))
+    analysis = Analysis([linker])
+    conns = {}
+    for chunk in chunks:
+        if not keep(chunk):
+            continue
+        conn = conns.get(chunk.conn)
+        if conn is None:
+            client, server = (addresses or {}).get(chunk.conn, (None, None))
+            conn = conns[chunk.conn] = analysis.open(client, server, conn_id=chunk.conn)
+        analysis.feed(conn, chunk.direction, chunk.data, chunk.ts)
+    analysis.finish()
+    return linker.result(), analysis
+
+
+def links_of(res, type_):
+    return {(l["from"], l["to"]): l for l in res["links"] if l["type"] == type_}
+
+
+def test_msnp8_links_ds_ns_and_both_switchboards_by_cookie():
+    res, _ = run(SESSIONS["msnp8"], CONNECTIONS["msnp8"])
+    ds_ns = links_of(res, "ds_ns")
+    assert set(ds_ns) == {("ds", "ns")}
+    assert ds_ns[("ds", "ns")]["evidence"] == "target address, client host and time"
+    assert ds_ns[("ds", "ns")]["target"] == CONNECTIONS["msnp8"]["ns"][1]
+    ns_sb = links_of(res, "ns_sb")
+    assert set(ns_sb) == {("ns", "sb1"), ("ns", "sb2")}
+    assert ns_sb[("ns", "sb1")]["by"] == "xfr_sb"
+    assert ns_sb[("ns", "sb2")]["by"] == "rng" and ns_sb[("ns", "sb2")]["sessid"]
+    for link in ns_sb.values():
+        assert link["target_matches_server"] is True
+    assert res["unlinked"] == []
+    [session] = res["sessions"]
+    assert session["streams"] == ["ds", "ns", "sb1", "sb2"]
+    assert session["handle"] == "alice@example.com" and session["version"] == "MSNP8"
+    assert session["complete"] and session["start"] <= session["end"]
+
+
+def test_msnp8_chats_follow_participants():
+    res, _ = run(SESSIONS["msnp8"], CONNECTIONS["msnp8"])
+    chats = {c["stream"]: c for c in res["chats"]}
+    sb1 = [(p["handle"], p["via"], p["left_via"]) for p in chats["sb1"]["participants"]]
+    assert sb1 == [("alice@example.com", "self", "OUT"), ("bob@example.com", "JOI", "BYE")]
+    bob = chats["sb1"]["participants"][1]
+    assert bob["nick"] == "Bob" and bob["joined"] < bob["left"]
+    sb2 = [(p["handle"], p["via"]) for p in chats["sb2"]["participants"]]
+    assert sb2 == [("alice@example.com", "self"), ("carol@example.com", "IRO")]
+
+
+@pytest.mark.parametrize("name", CLEAN_SESSIONS)
+def test_every_clean_session_links_into_one_login(name):
+    res, analysis = run(SESSIONS[name], CONNECTIONS[name])
+    sbs = [c.id for c in analysis.connections.values() if c.role == "SB"]
+    assert sbs, "each scripted session has a switchboard"
+    linked = {l["to"] for l in res["links"] if l["type"] == "ns_sb"}
+    assert linked == set(sbs)
+    if "ds" in analysis.connections:
+        assert res["unlinked"] == []
+    else:  # the script starts at the NS: that much is said, nothing else
+        assert [(u["type"], u["to"]) for u in res["unlinked"]] == [("ds_ns", "ns")]
+    assert len(res["sessions"]) == 1
+    assert set(res["sessions"][0]["streams"]) == set(analysis.connections)
+
+
+def test_msnp18_endpoints_keep_their_guid():
+    res, _ = run(SESSIONS["msnp18"], CONNECTIONS["msnp18"])
+    handles = [p["handle"] for c in res["chats"] for p in c["participants"]]
+    assert any(";{" in h for h in handles)
+
+
+def test_without_addresses_links_by_time_order_and_says_so():
+    res, _ = run(SESSIONS["msnp8"])
+    assert links_of(res, "ds_ns")[("ds", "ns")]["evidence"].startswith("time order")
+
+
+def test_ns_from_another_client_host_is_not_linked():
+    addresses = dict(CONNECTIONS["msnp8"])
+    addresses["ns"] = ("127.0.0.9:50999", addresses["ns"][1])
+    res, _ = run(SESSIONS["msnp8"], addresses)
+    assert links_of(res, "ds_ns") == {}
+    reasons = [u["reason"] for u in res["unlinked"] if u["type"] == "ds_ns"]
+    assert any("no later connection" in r for r in reasons)
+
+
+def test_capture_without_the_ns_reports_unlinked_switchboards_and_groups_by_handle():
+    res, _ = run(SESSIONS["msnp8"], CONNECTIONS["msnp8"], keep=lambda c: c.conn != "ns")
+    assert links_of(res, "ns_sb") == {}
+    unlinked_sbs = {u["to"]: u for u in res["unlinked"] if u["type"] == "ns_sb"}
+    assert set(unlinked_sbs) == {"sb1", "sb2"}
+    assert all("NS is not in it" in u["reason"] for u in unlinked_sbs.values())
+    # The DS's XFR NS points at nothing in the capture.
+    assert any(u["type"] == "ds_ns" and u["from"] == "ds" for u in res["unlinked"])
+    assert all(not s["complete"] for s in res["sessions"])
+
+
+def test_mid_session_switchboard_says_why_and_still_lists_speakers():
+    sb_chunks = [c for c in SESSIONS["msnp8"] if c.conn == "sb1"]
+    first_msg = next(i for i, c in enumerate(sb_chunks) if c.data.startswith(b"MSG"))
+    res, _ = run(sb_chunks[first_msg:])
+    [u] = res["unlinked"]
+    assert u["to"] == "sb1" and "mid-session" in u["reason"]
+    speakers = {p["handle"] for p in res["chats"][0]["participants"]}
+    assert "bob@example.com" in speakers
+
+
+def test_one_sided_capture_links_what_it_can():
+    # Only the server side: the XFR SB and RNG are seen, no SB login is.
+    res, _ = run(SESSIONS["msnp8"], CONNECTIONS["msnp8"], keep=lambda c: c.direction == S2C)
+    assert links_of(res, "ns_sb") == {}
+    by = sorted(u["by"] for u in res["unlinked"] if u["type"] == "ns_sb" and u["from"] == "ns")
+    assert by == ["rng", "xfr_sb"]
+
+
+def test_cookie_is_redacted_but_still_matches():
+    res, _ = run(SESSIONS["msnp8"], CONNECTIONS["msnp8"], redact=True)
+    link = links_of(res, "ns_sb")[("ns", "sb1")]
+    assert link["cookie"].startswith("<redacted:")
+    raw = next(c.data for c in SESSIONS["msnp8"] if c.conn == "sb1" and c.direction == C2S)
+    cookie = raw.split()[3]
+    assert cookie.decode() not in json.dumps(res["links"])
+
+
+def test_link_writer_puts_records_in_json_lines():
+    out = io.StringIO()
+    redactor = Redactor(key=b"k" * 16)
+    linker = Linker(redactor)
+    writer = JsonLinesWriter(out, redactor)
+    analysis = Analysis([linker, writer, LinkWriter(linker, [writer])])
+    conns = {}
+    for chunk in SESSIONS["msnp8"]:
+        conn = conns.get(chunk.conn) or conns.setdefault(chunk.conn, analysis.open(conn_id=chunk.conn))
+        analysis.feed(conn, chunk.direction, chunk.data, chunk.ts)
+    analysis.finish()
+    recs = [json.loads(line) for line in out.getvalue().splitlines()]
+    kinds = [r["kind"] for r in recs]
+    assert kinds.count("link") == 3 and kinds.count("session") == 1 and kinds.count("chat") == 2
+    assert kinds.index("link") > max(i for i, k in enumerate(kinds) if k == "stream")
+
+
+def test_decode_json_carries_link_records(tmp_path):
+    from analyzer.transcript import format_chunks
+    src = tmp_path / "msnp8.msnp"
+    src.write_text(format_chunks(SESSIONS["msnp8"]))
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "analyzer", "decode", str(src), "--json", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    links = [r for r in recs if r["kind"] == "link" and r["linked"]]
+    assert {(l["from"], l["to"]) for l in links} == {("ds", "ns"), ("ns", "sb1"), ("ns", "sb2")}
+
+
+@pytest.mark.skipif(not (REAL / "ndpi_msnms.pcap").exists(), reason="../shared/captures-real not beside the clone")
+def test_ndpi_rng_and_xfr_sb_each_match_a_switchboard_by_cookie_and_session_id():
+    from analyzer.export_cmd import feed_pcap
+    from analyzer.codec import Command
+
+    class Logins:
+        """What each SB connection presented: (cmd, cookie, sessid)."""
+        def __init__(self):
+            self.seen = {}
+
+        def event(self, conn, event):
+            if type(event) is Command and event.direction == C2S and event.cmd in ("USR", "ANS") \
+                    and conn.id not in self.seen and len(event.params) >= 2:
+                self.seen[conn.id] = (event.cmd, event.params[1], event.params[2] if event.cmd == "ANS" else None)
+
+        def stream(self, conn):
+            pass
+
+        def close(self):
+            pass
+
+    linker = Linker(Redactor(enabled=False))
+    logins = Logins()
+    analysis = Analysis([linker, logins])
+    feed_pcap(analysis, str(REAL / "ndpi_msnms.pcap"))
+    analysis.finish()
+    res = linker.result()
+    links = [l for l in res["links"] if l["type"] == "ns_sb"]
+    rng = [l for l in links if l["by"] == "rng"]
+    xfr = [l for l in links if l["by"] == "xfr_sb"]
+    assert len(rng) == 3 and len(xfr) == 1
+    assert len({l["to"] for l in links}) == 4
+    for link in rng:
+        assert logins.seen[link["to"]] == ("ANS", link["cookie"], link["sessid"])
+        assert link["target_matches_server"] is True
+    assert logins.seen[xfr[0]["to"]] == ("USR", xfr[0]["cookie"], None)
+    # Nothing unlinked among the three RNGs and the XFR SB.
+    assert not [u for u in res["unlinked"] if u.get("from") and u["type"] == "ns_sb"]
