@@ -102,6 +102,10 @@ for _name, _sev, _summary in [
     ("mitm.flowfile.corrupt", _E, "a mitmproxy flow file is damaged or cut short; the flows after that point are lost"),
     # the analysis itself
     ("analyzer.internal_error", _E, "the analysis of this connection failed; the rest of it was not decoded"),
+    # plugins (analyzer/plugins.py); a plugin's own names are plugin.<name>.<what>
+    ("analyzer.plugin.failed", _W, "a plugin raised an exception; it was disabled for the rest of the run (the analysis carried on)"),
+    ("analyzer.plugin.too_slow", _W, "a plugin call took longer than --plugin-budget; the plugin was disabled for the rest of the run"),
+    ("analyzer.plugin.backlog", _W, "plugin observers fell behind the live traffic; events were dropped for plugins, never for forwarding"),
 ]:
     register(_name, _sev, _summary)
 

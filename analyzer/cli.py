@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", choices=["c2s", "s2c"], help="direction of a raw file (default: guessed)")
     p.add_argument("--msnp", type=int, metavar="N", help="assume protocol version N (for mid-stream data)")
     add_analysis_options(p)
+    from .plugins import add_plugin_options
+    add_plugin_options(p)
     p.set_defaults(func=cmd_decode)
 
     from .commands import register  # the capture-layer commands live beside their adapters
@@ -189,6 +191,8 @@ def cmd_decode(args) -> int:
     console = report_console(args)
     sinks, files = output_sinks(args, console)
     analysis = Analysis(sinks, limits_from(args))
+    from .plugins import load_plugins
+    plugins = load_plugins(args, analysis)
     try:
         if looks_like_transcript(data[:4096]):
             try:
@@ -212,7 +216,7 @@ def cmd_decode(args) -> int:
     finally:
         for f in files:
             f.close()
-    render_report(analysis, console)
+    render_report(analysis, console, extra=plugins.terminal_sections())
     return exit_status(analysis, args.fail_on)
 
 

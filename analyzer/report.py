@@ -104,6 +104,7 @@ class VerbosePrinter:
         self.console = console
         self.redactor = redactor or Redactor()
         self.decoded = decoded
+        self.views = None  # plugins' decoder: (command, conn) -> DecodedView | None (analyzer.plugins)
 
     def event(self, conn: Connection | None, event) -> None:
         stream = conn.id if conn is not None else "-"
@@ -123,6 +124,10 @@ class VerbosePrinter:
             if event.payload is not None:
                 line.append(f"  (+{len(event.payload)} bytes payload)", style="dim")
             self.console.print(line, highlight=False, markup=False)
+            view = self.views(event, conn) if self.views is not None and event.payload is not None else None
+            if view is not None:
+                for text in view.lines(self.redactor):
+                    self.console.print(Text("        " + text, style="dim"), highlight=False)
         elif kind is Anomaly:
             style = SEVERITY_STYLE[event.severity]
             self.console.print(Text(f"    ! {event.name}: {event.detail}", style=style), highlight=False)

@@ -48,6 +48,26 @@ def msnp8_challenge_answer(challenge: str) -> bytes:
     return hashlib.md5((challenge + MSNP8_PRODUCT_KEY).encode("ascii")).hexdigest().encode("ascii")
 
 
+def msnp11_challenge_answer(challenge: str, product_id: str, product_key: str) -> bytes:
+    """MSNP11+ `QRY` answer (the published algorithm: MD5 words mixed with the challenge)."""
+    digest = hashlib.md5((challenge + product_key).encode("ascii")).digest()
+    words = [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4)]
+    h = [w & 0x7FFFFFFF for w in words]
+    data = (challenge + product_id).encode("ascii")
+    data += b"0" * (-len(data) % 8)
+    ints = [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data), 4)]
+    high = low = 0
+    for i in range(0, len(ints), 2):
+        temp = (0x0E79A9C1 * ints[i]) % 0x7FFFFFFF
+        temp = (h[0] * (temp + high) + h[1]) % 0x7FFFFFFF
+        high = (h[2] * ((ints[i + 1] + temp) % 0x7FFFFFFF) + h[3]) % 0x7FFFFFFF
+        low += high + temp
+    high = (high + h[1]) % 0x7FFFFFFF
+    low = (low + h[3]) % 0x7FFFFFFF
+    mixed = [words[0] ^ high, words[1] ^ low, words[2] ^ high, words[3] ^ low]
+    return b"".join(w.to_bytes(4, "little") for w in mixed).hex().encode("ascii")
+
+
 def md5_login_answer(salt: str, password: str) -> str:
     """MSNP2-7 `USR trid MD5 S` answer: md5(salt + password) in hex."""
     return hashlib.md5((salt + password).encode("utf-8")).hexdigest()
@@ -325,10 +345,8 @@ def msnp12() -> list[Chunk]:
     s.c(ns, "UUX", 11, payload=psm("Writing tests", "{F26D1F07-95E2-403C-BC18-D4BFED493428}"))
     s.s(ns, "UUX", 11, "0")
     s.s(ns, "CHL", 0, "22210219642164014968", dt=1.0)
-    # MSNP11+ uses a longer published challenge algorithm; the analyzer does not
-    # check the answer, so this one only has the right shape (32 hex digits).
     s.c(ns, "QRY", 12, "PROD0090YUAUV{2B",
-        payload=hashlib.md5(b"22210219642164014968YMM8C_H7KCQ2S_KL").hexdigest().encode())
+        payload=msnp11_challenge_answer("22210219642164014968", "PROD0090YUAUV{2B", "YMM8C_H7KCQ2S_KL"))
     s.s(ns, "QRY", 12)
     s.c(ns, "PNG", None, dt=1.0)
     s.s(ns, "QNG", None, "45")
@@ -406,8 +424,8 @@ def msnp15() -> list[Chunk]:
     s.s(ns, "RML", 13, "OK")
     s.s(ns, "ADL", 0, payload=address_list([("eve@example.com", 8)]), dt=1.0)  # eve added alice
     s.s(ns, "CHL", 0, "11685325143958371529", dt=1.0)
-    s.c(ns, "QRY", 14, "PROD0114ES4Z%Q5W",  # answer of the right shape only (see msnp12)
-        payload=hashlib.md5(b"11685325143958371529PK}_A_0N_K%O?A9S").hexdigest().encode())
+    s.c(ns, "QRY", 14, "PROD0114ES4Z%Q5W",
+        payload=msnp11_challenge_answer("11685325143958371529", "PROD0114ES4Z%Q5W", "PK}_A_0N_K%O?A9S"))
     s.s(ns, "QRY", 14)
     s.c(ns, "PNG", None, dt=1.0)
     s.s(ns, "QNG", None, "50")

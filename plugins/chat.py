@@ -1,0 +1,198 @@
+"""chat: a readable transcript per switchboard (time, sender handle, text).
+
+Every text MSG (`text/plain`) on a switchboard becomes a line. The sender:
+- a server MSG names it (`MSG sender nick length`);
+- the client's own MSGs are sent by the switchboard connection's user, known
+  from its `USR trid handle cookie` / `ANS trid handle cookie sessid` line (or
+  the server's `USR trid OK handle`);
+- for captures that start mid-session: from the `TypingUser` header of the
+  client's typing notifications on that connection, or else from the user
+  handle of the notification server connection(s) in the same capture, when
+  they name one user;
+- "unknown" only when nothing tells.
+Senders are settled when the connection ends (a typing notification may come
+after the first message), so transcripts are complete only after the run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+
+from analyzer.codec import C2S
+from analyzer.plugins import Plugin, section
+
+from .mime import classify, parse_mime
+
+UNKNOWN = "unknown"
+
+
+@dataclass
+class ChatLine:
+    ts: float | None
+    direction: str
+    sender: str | None
+    text: str
+    nick: str | None = None
+
+
+@dataclass
+class Switchboard:
+    stream: str
+    client: str | None
+    server: str | None
+    user: str | None = None                 # the SB connection's own handle (USR/ANS)
+    typing_user: str | None = None          # from the client's TypingUser headers
+    others: list[str] = field(default_factory=list)  # IRO/JOI/server MSG senders
+    lines: list[ChatLine] = field(default_factory=list)
+    first_ts: float | None = None
+    how: str = ""                           # how the user was identified
+
+    @property
+    def participants(self) -> list[str]:
+        seen = []
+        for h in ([self.user] if self.user else []) + self.others:
+            if h and h not in seen:
+                seen.append(h)
+        return seen
+
+
+def _handle(token: bytes) -> str:
+    return token.split(b";", 1)[0].decode("utf-8", "replace")
+
+
+def format_ts(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    if ts >= 1e8:  # an absolute capture time
+        return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return f"+{ts:.3f}s"
+
+
+class ChatPlugin(Plugin):
+    name = "chat"
+    version = "1.0"
+    description = "a readable transcript per switchboard: time, sender handle, text"
+    anomalies = {
+        "unknown_sender": ("info", "a client text message whose sender nothing in the capture names"),
+    }
+
+    def __init__(self) -> None:
+        self.switchboards: dict[str, Switchboard] = {}
+        self.ns_handles: dict[str, str] = {}   # NS stream -> its user handle
+        self._conns: dict[str, object] = {}
+
+    def _board(self, conn) -> Switchboard:
+        sb = self.switchboards.get(conn.id)
+        if sb is None:
+            sb = self.switchboards[conn.id] = Switchboard(conn.id, conn.client, conn.server)
+            self._conns[conn.id] = conn
+        return sb
+
+    def on_command(self, conn, cmd) -> None:
+        code = cmd.cmd
+        if conn is None:
+            return
+        if conn.role in ("NS", "DS") and conn.handle:
+            self.ns_handles[conn.id] = conn.handle
+        if code == "MSG":
+            self._msg(conn, cmd)
+        elif code in ("IRO", "JOI") and cmd.direction != C2S:
+            params = cmd.raw_params
+            idx = 2 if code == "IRO" else 0
+            if len(params) > idx:
+                self._add_other(self._board(conn), _handle(params[idx]))
+
+    def _add_other(self, sb: Switchboard, handle: str) -> None:
+        if handle not in sb.others:
+            sb.others.append(handle)
+
+    def _msg(self, conn, cmd) -> None:
+        if cmd.payload is None:
+            return
+        msg = parse_mime(cmd.payload)
+        kind = classify(msg)
+        if kind not in ("text", "typing"):
+            return
+        sb = self._board(conn)
+        if sb.first_ts is None:
+            sb.first_ts = cmd.ts
+        if cmd.direction == C2S:
+            if kind == "typing":
+                typing = msg.header("TypingUser")
+                if typing and sb.typing_user is None:
+                    sb.typing_user = typing.split(";", 1)[0]
+                return
+            sb.lines.append(ChatLine(cmd.ts, C2S, None, msg.text()))
+        else:
+            params = cmd.raw_params
+            sender = _handle(params[0]) if params else None
+            nick = cmd.decoded_params()[1] if len(params) > 1 else None
+            if sender and sender.lower() != "hotmail":
+                self._add_other(sb, sender)
+            if kind == "text":
+                sb.lines.append(ChatLine(cmd.ts, cmd.direction, sender, msg.text(), nick))
+
+    def on_connection_end(self, conn) -> None:
+        if conn.role in ("NS", "DS") and conn.handle:
+            self.ns_handles[conn.id] = conn.handle
+        if conn.id in self.switchboards:
+            self._settle(self.switchboards[conn.id], conn)
+
+    def on_finish(self) -> None:
+        for stream, sb in self.switchboards.items():
+            conn = self._conns.get(stream)
+            if conn is not None:
+                self._settle(sb, conn, final=True)
+
+    def _settle(self, sb: Switchboard, conn, final: bool = False) -> None:
+        """Name the sender of the client's own messages."""
+        if sb.user is None:
+            if conn.role == "SB" and conn.handle:
+                sb.user, sb.how = conn.handle, "USR/ANS line"
+            elif sb.typing_user:
+                sb.user, sb.how = sb.typing_user, "TypingUser header"
+            else:
+                ns = set(self.ns_handles.values())
+                if len(ns) == 1:
+                    sb.user, sb.how = ns.pop(), "notification server login"
+        unnamed = 0
+        for line in sb.lines:
+            if line.direction == C2S and line.sender is None:
+                if sb.user:
+                    line.sender = sb.user
+                else:
+                    unnamed += 1
+        if unnamed and final:
+            self.report(conn, "unknown_sender",
+                        f"{unnamed} message(s) sent by the client of stream {sb.stream}: no USR/ANS line, "
+                        "TypingUser header or NS login names the user", None)
+
+    # -- views ---------------------------------------------------------------
+
+    def transcripts(self) -> list[Switchboard]:
+        """Switchboards with at least one text message, in order of their first message."""
+        boards = [sb for sb in self.switchboards.values() if sb.lines]
+        return sorted(boards, key=lambda sb: (sb.lines[0].ts is None, sb.lines[0].ts or 0, sb.stream))
+
+    def html_sections(self) -> list[dict]:
+        out = []
+        for sb in self.transcripts():
+            title = (f"Chat on switchboard {sb.stream} ({sb.client or '?'} - {sb.server or '?'}): "
+                     f"{', '.join(sb.participants) or UNKNOWN}")
+            out.append(section(title, ["time", "sender", "text"],
+                               [[format_ts(ln.ts), ln.sender or UNKNOWN, ln.text] for ln in sb.lines]))
+        return out
+
+    def terminal_sections(self) -> list:
+        boards = self.transcripts()
+        if not boards:
+            return []
+        from rich.table import Table
+        table = Table(title="Chats (msnp-analyzer chat CAPTURE for the transcripts)")
+        for col in ("stream", "participants", "messages", "first", "last"):
+            table.add_column(col, overflow="fold")
+        for sb in boards:
+            table.add_row(sb.stream, ", ".join(sb.participants) or UNKNOWN, str(len(sb.lines)),
+                          format_ts(sb.lines[0].ts), format_ts(sb.lines[-1].ts))
+        return [table]

@@ -1,0 +1,228 @@
+"""mime: MSG payloads as MIME (headers, charset, body) and what each kind of message means.
+
+Decodes every `MSG` payload: the headers, the charset and the body, and then
+by content type: chat text with its `X-MMS-IM-Format` font and colour, typing
+notifications (`text/x-msmsgscontrol`), old-style invitations
+(`text/x-msmsgsinvite`, file transfer included), the profile the NS sends at
+login (`text/x-msmsgsprofile`, MSPAuth redacted) and e-mail notifications.
+Counts the kinds seen (report section) and flags payloads that are not MIME.
+`parse_mime` and `classify` are used by the chat plugin too.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from analyzer.plugins import DecodedView, Plugin, section, section_table
+
+SECRET_HEADERS = frozenset({"MSPAuth", "AuthCookie", "sid", "kv"})
+
+KINDS = {
+    "text/plain": "text",
+    "text/x-msmsgscontrol": "typing",
+    "text/x-msmsgsinvite": "invitation",
+    "application/x-msnmsgrp2p": "p2p",
+    "text/x-msmsgsprofile": "profile",
+    "text/x-msmsgsinitialemailnotification": "email",
+    "text/x-msmsgsemailnotification": "email",
+    "text/x-msmsgsactivemailnotification": "email",
+    "text/x-msmsgsinitialmdatanotification": "email",
+    "text/x-msmsgsoimnotification": "email",
+    "text/x-mms-emoticon": "emoticon",
+    "text/x-mms-animemoticon": "emoticon",
+    "text/x-msnmsgr-datacast": "datacast",
+    "text/x-clientcaps": "clientcaps",
+    "text/x-keepalive": "keepalive",
+    "text/x-msmsgssystemmessage": "system",
+}
+
+# Application-GUIDs of old-style (text/x-msmsgsinvite) invitations.
+INVITE_APPS = {
+    "{5D3E02AB-6190-11D3-BBBB-00C04F795683}": "file transfer",
+    "{44BBA842-CC51-11CF-AAFA-00AA00B6015C}": "NetMeeting",
+}
+
+EFFECTS = {"B": "bold", "I": "italic", "U": "underline", "S": "strikethrough"}
+
+
+@dataclass
+class MimeMessage:
+    headers: list[tuple[str, str]]
+    body: bytes
+    content_type: str          # lower case, without parameters ("" when absent)
+    params: dict[str, str]     # content-type parameters (charset, ...)
+    separated: bool            # a blank line separated headers from body
+
+    def header(self, name: str) -> str | None:
+        low = name.lower()
+        for key, value in self.headers:
+            if key.lower() == low:
+                return value
+        return None
+
+    @property
+    def charset(self) -> str:
+        return self.params.get("charset", "utf-8") or "utf-8"
+
+    def text(self) -> str:
+        try:
+            return self.body.decode(self.charset, "replace")
+        except LookupError:  # an unknown charset name
+            return self.body.decode("utf-8", "replace")
+
+
+def parse_headers(block: bytes) -> list[tuple[str, str]]:
+    headers = []
+    for raw in block.replace(b"\r\n", b"\n").split(b"\n"):
+        if not raw.strip():
+            continue
+        key, sep, value = raw.partition(b":")
+        if not sep:
+            headers.append(("", raw.decode("utf-8", "replace").strip()))
+            continue
+        headers.append((key.decode("utf-8", "replace").strip(), value.decode("utf-8", "replace").strip()))
+    return headers
+
+
+def parse_mime(payload: bytes) -> MimeMessage:
+    """Split a MSG payload into headers and body (never raises)."""
+    cut, sep_len = payload.find(b"\r\n\r\n"), 4
+    lf = payload.find(b"\n\n")
+    if lf != -1 and (cut == -1 or lf < cut):
+        cut, sep_len = lf, 2
+    if cut == -1:
+        head, body, separated = payload, b"", False
+    else:
+        head, body, separated = payload[:cut], payload[cut + sep_len:], True
+    headers = parse_headers(head)
+    content_type, params = "", {}
+    for key, value in headers:
+        if key.lower() == "content-type":
+            parts = [p.strip() for p in value.split(";")]
+            content_type = parts[0].lower()
+            for p in parts[1:]:
+                k, _, v = p.partition("=")
+                if k:
+                    params[k.strip().lower()] = v.strip().strip('"')
+            break
+    return MimeMessage(headers, body, content_type, params, separated)
+
+
+def classify(msg: MimeMessage) -> str:
+    """The kind of a MSG payload: text, typing, invitation, p2p, profile, email, ... or other."""
+    if not msg.content_type:
+        return "malformed" if not msg.separated else "other"
+    kind = KINDS.get(msg.content_type, "other")
+    if kind == "typing" and msg.header("TypingUser") is None:
+        return "control"
+    return kind
+
+
+def parse_font(value: str) -> list[tuple[str, str]]:
+    """X-MMS-IM-Format: FN (font, URL-encoded), EF (effects), CO (colour, BGR hex), CS, PF, RL."""
+    items = {}
+    for part in value.split(";"):
+        key, _, val = part.strip().partition("=")
+        if key:
+            items[key.strip().upper()] = val.strip()
+    out = []
+    if "FN" in items:
+        out.append(("font", unquote(items["FN"])))
+    if "EF" in items:
+        effects = [EFFECTS.get(c, c) for c in items["EF"].upper() if c.strip()]
+        out.append(("effects", ", ".join(effects) or "none"))
+    if "CO" in items:
+        try:
+            bgr = int(items["CO"] or "0", 16)
+            out.append(("colour", f"#{bgr & 0xFF:02x}{(bgr >> 8) & 0xFF:02x}{(bgr >> 16) & 0xFF:02x}"))
+        except ValueError:
+            out.append(("colour", f"unreadable {items['CO']!r}"))
+    if "CS" in items:
+        out.append(("font charset", items["CS"]))
+    if "PF" in items:
+        out.append(("pitch and family", items["PF"]))
+    if items.get("RL") == "1":
+        out.append(("direction", "right to left"))
+    return out
+
+
+def _shown(text: str, limit: int = 2000) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
+
+
+def describe(msg: MimeMessage, kind: str) -> DecodedView:
+    """A DecodedView of one MSG payload."""
+    fields = [(k or "(no name)", v) for k, v in msg.headers]
+    view = DecodedView(f"MSG {msg.content_type or '(no content type)'}: {kind}", fields,
+                       secrets=SECRET_HEADERS, priority=10)
+    if kind == "text":
+        view.fields.append(("charset", msg.charset))
+        fmt = msg.header("X-MMS-IM-Format")
+        if fmt:
+            view.children.append(DecodedView("format", parse_font(fmt)))
+        view.body = _shown(msg.text())
+    elif kind == "typing":
+        view.fields.append(("typing", msg.header("TypingUser") or "?"))
+    elif kind in ("invitation", "email", "profile"):
+        inner = parse_headers(msg.body)
+        title = kind
+        if kind == "invitation":
+            guid = (dict((k.lower(), v) for k, v in inner).get("application-guid") or "").upper()
+            command = dict((k.lower(), v) for k, v in inner).get("invitation-command", "?")
+            app = INVITE_APPS.get(guid) or dict((k.lower(), v) for k, v in inner).get("application-name", "?")
+            title = f"invitation {command}: {app}"
+        if inner:
+            view.children.append(DecodedView(title, [(k or "(no name)", v) for k, v in inner],
+                                             secrets=SECRET_HEADERS))
+    elif kind in ("other", "control", "datacast", "emoticon", "clientcaps", "system"):
+        if msg.body:
+            view.body = _shown(msg.text())
+    return view
+
+
+class MimePlugin(Plugin):
+    name = "mime"
+    version = "1.0"
+    description = "MSG payloads as MIME: headers, charset, body; fonts, typing, invitations, profile, e-mail"
+    anomalies = {
+        "not_mime": ("warning", "a MSG payload without MIME headers (no blank line, no Content-Type)"),
+        "bad_charset": ("info", "a MSG payload declares a charset Python does not know; shown as UTF-8"),
+    }
+
+    def __init__(self) -> None:
+        self.kinds: Counter[str] = Counter()
+        self.types: Counter[str] = Counter()
+
+    def decode(self, cmd, conn):
+        if cmd.cmd != "MSG" or not cmd.payload:
+            return None
+        msg = parse_mime(cmd.payload)
+        return describe(msg, classify(msg))
+
+    def on_command(self, conn, cmd) -> None:
+        if cmd.cmd != "MSG" or cmd.payload is None:
+            return
+        msg = parse_mime(cmd.payload)
+        kind = classify(msg)
+        self.kinds[kind] += 1
+        self.types[msg.content_type or "(none)"] += 1
+        if kind == "malformed":
+            self.report(conn, "not_mime", f"{len(cmd.payload)}-byte MSG payload without MIME headers", cmd)
+        elif "charset" in msg.params:
+            try:
+                "".encode(msg.params["charset"])
+            except LookupError:
+                self.report(conn, "bad_charset", f"charset {msg.params['charset']!r}", cmd)
+
+    def html_sections(self) -> list[dict]:
+        if not self.kinds:
+            return []
+        return [section("MSG payloads by kind", ["kind", "count"],
+                        [[k, n] for k, n in self.kinds.most_common()]),
+                section("MSG payloads by content type", ["content type", "count"],
+                        [[t, n] for t, n in self.types.most_common()])]
+
+    def terminal_sections(self) -> list:
+        return [section_table(s) for s in self.html_sections()[:1]]

@@ -1,0 +1,198 @@
+"""TransactionTracker: each request with its replies, outcomes, latency, ordering anomalies."""
+
+from __future__ import annotations
+
+from analyzer.codec import C2S, S2C, Anomaly, CommandReader, ProtocolState, Transaction, TransactionTracker
+
+
+class Wire:
+    """Feeds lines through real readers into one tracker, with explicit times."""
+
+    def __init__(self, version: int | None = 8, **kw) -> None:
+        state = ProtocolState(version)
+        self.readers = {C2S: CommandReader(C2S, state), S2C: CommandReader(S2C, state)}
+        self.tracker = TransactionTracker(**kw)
+        self.events: list = []
+
+    def c(self, line: bytes, ts: float = 0.0):
+        return self._feed(C2S, line, ts)
+
+    def s(self, line: bytes, ts: float = 0.0):
+        return self._feed(S2C, line, ts)
+
+    def _feed(self, direction, line, ts):
+        for event in self.readers[direction].feed(line, ts):
+            self.events.append(event)
+            if type(event).__name__ == "Command":
+                self.events += self.tracker.observe(event)
+        return self
+
+    def close(self, ts: float | None = None):
+        self.events += self.tracker.close(ts)
+        return self
+
+    @property
+    def txns(self) -> list[Transaction]:
+        return [e for e in self.events if type(e) is Transaction]
+
+    def txn(self, cmd: str, trid=None) -> Transaction:
+        found = [t for t in self.txns if t.cmd == cmd and (trid is None or t.trid == trid)]
+        assert len(found) == 1, (cmd, trid, self.txns)
+        return found[0]
+
+    @property
+    def anomalies(self) -> list[str]:
+        return [e.name for e in self.events if type(e) is Anomaly]
+
+
+def test_simple_answer_with_latency():
+    w = Wire().c(b"XFR 10 SB\r\n", 1.0).s(b"XFR 10 SB 127.0.0.3:1864 CKI 1.2\r\n", 1.25).close()
+    t = w.txn("XFR", 10)
+    assert t.outcome == "answered" and abs(t.latency_ms - 250.0) < 1e-6
+    assert w.anomalies == []
+
+
+def test_error_reply():
+    w = Wire().c(b"REM 12 FL nobody@example.com\r\n", 1.0).s(b"216 12\r\n", 1.1).close()
+    t = w.txn("REM", 12)
+    assert (t.outcome, t.error) == ("error", "216 not on list")
+
+
+def test_chg_then_ilns_belong_to_the_chg():
+    w = (Wire().c(b"CHG 9 NLN 0\r\n").s(b"CHG 9 NLN 0\r\n").s(b"ILN 9 NLN bob@example.com Bob 0\r\n")
+         .s(b"ILN 9 AWY carol@example.com Carol 0\r\n").close())
+    assert [r.cmd for r in w.txn("CHG", 9).replies] == ["CHG", "ILN", "ILN"]
+    assert w.anomalies == []
+
+
+def test_msnp2_syn_with_lst_lines_carrying_the_trid():
+    w = (Wire(version=2).c(b"SYN 8 0\r\n").s(b"SYN 8 12\r\n").s(b"GTC 8 12 A\r\n").s(b"BLP 8 12 AL\r\n")
+         .s(b"LST 8 FL 12 1 1 bob@example.com Bob\r\n").s(b"LST 8 RL 12 1 1 bob@example.com Bob\r\n").close())
+    assert [r.cmd for r in w.txn("SYN", 8).replies] == ["SYN", "GTC", "BLP", "LST", "LST"]
+    assert w.anomalies == []
+
+
+def test_msnp8_syn_block_counted_from_the_syn_line():
+    w = (Wire(version=8).c(b"SYN 8 0\r\n").s(b"SYN 8 24 2 1\r\n").s(b"GTC A\r\n").s(b"BLP AL\r\n")
+         .s(b"LSG 0 Other%20Contacts 0\r\n").s(b"LST bob@example.com Bob 11 0\r\n")
+         .s(b"BPR PHH 555\r\n").s(b"LST carol@example.com Carol 11 0\r\n").s(b"BPR PHH 556\r\n").close())
+    t = w.txn("SYN", 8)
+    assert [r.cmd for r in t.replies] == ["SYN", "GTC", "BLP", "LSG", "LST", "BPR", "LST", "BPR"]
+    assert t.block == [0, 0]
+    assert w.anomalies == []
+
+
+def test_syn_block_cut_short_is_named():
+    w = Wire(version=8).c(b"SYN 8 0\r\n").s(b"SYN 8 24 3 0\r\n").s(b"LST bob@example.com Bob 11 0\r\n").close()
+    assert w.anomalies == ["msnp.syn.block_incomplete"]
+
+
+def test_ans_with_iro_lines_before_ans_ok():
+    w = (Wire().c(b"ANS 1 alice@example.com 1.2 11752013\r\n", 0.0)
+         .s(b"IRO 1 1 2 bob@example.com Bob\r\n", 0.1).s(b"IRO 1 2 2 carol@example.com Carol\r\n", 0.2)
+         .s(b"ANS 1 OK\r\n", 0.3).close())
+    t = w.txn("ANS", 1)
+    assert [r.cmd for r in t.replies] == ["IRO", "IRO", "ANS"]
+    assert abs(t.latency_ms - 100.0) < 1e-6  # first reply
+    assert w.anomalies == []
+
+
+def test_cal_ringing_then_joi_of_the_called_endpoint():
+    w = (Wire().c(b"CAL 2 bob@example.com\r\n").s(b"CAL 2 RINGING 11752013\r\n")
+         .s(b"JOI bob@example.com;{a6f3b20d} Bob\r\n").s(b"JOI bob@example.com;{6e5d4c3b} Bob\r\n").close())
+    assert [r.cmd for r in w.txn("CAL", 2).replies] == ["CAL", "JOI", "JOI"]
+
+
+def test_png_qng_pair_by_order():
+    w = Wire().c(b"PNG\r\n", 0.0).c(b"PNG\r\n", 1.0).s(b"QNG 50\r\n", 1.5).s(b"QNG 49\r\n", 2.5).close()
+    pings = [t for t in w.txns if t.cmd == "PNG"]
+    assert [round(t.latency_ms) for t in pings] == [1500, 1500]
+    assert w.anomalies == []
+
+
+def test_msg_modes():
+    w = (Wire().c(b"MSG 3 U 2\r\nhi").c(b"MSG 4 A 2\r\nhi").c(b"MSG 5 D 2\r\nhi").c(b"MSG 6 N 2\r\nhi")
+         .s(b"ACK 4\r\n").s(b"NAK 5\r\n").close())
+    assert w.txn("MSG", 3).outcome == "no_reply_expected"
+    assert w.txn("MSG", 4).outcome == "answered"
+    assert (w.txn("MSG", 5).outcome, w.txn("MSG", 5).error) == ("error", "NAK")
+    assert w.txn("MSG", 6).outcome == "no_reply_expected"
+    assert w.anomalies == []
+
+
+def test_unanswered_on_close_and_on_timeout():
+    w = Wire(reply_timeout=5.0).c(b"XFR 10 SB\r\n", 0.0).c(b"CAL 11 bob@example.com\r\n", 10.0).close(11.0)
+    assert w.txn("XFR", 10).outcome == "unanswered"
+    assert w.txn("CAL", 11).outcome == "unanswered"
+    assert w.anomalies.count("msnp.reply.unanswered") == 2
+
+
+def test_out_of_order_counted_once_per_reordered_pair():
+    w = (Wire().c(b"XFR 10 SB\r\n").c(b"ADD 11 FL dave@example.com dave\r\n").c(b"REM 12 FL x@example.com\r\n")
+         .s(b"216 12\r\n").s(b"ADD 11 FL 4 dave@example.com dave\r\n").s(b"XFR 10 SB 127.0.0.3:1864 CKI 1.2\r\n")
+         .close())
+    # Pairs (10,11), (10,12), (11,12) were reordered: three, whatever the number of replies.
+    assert w.anomalies == ["msnp.reply.out_of_order"] * 3
+
+
+def test_multi_reply_block_counts_once_and_started_blocks_are_not_overtaken():
+    w = (Wire().c(b"XFR 10 SB\r\n").c(b"CHG 11 NLN 0\r\n").s(b"CHG 11 NLN 0\r\n")
+         .s(b"ILN 11 NLN bob@example.com Bob 0\r\n").s(b"ILN 11 NLN carol@example.com Carol 0\r\n")
+         .s(b"XFR 10 SB 127.0.0.3:1864 CKI 1.2\r\n").close())
+    assert w.anomalies == ["msnp.reply.out_of_order"]  # not one per ILN
+    w = (Wire().c(b"ANS 1 alice@example.com 1.2 11752013\r\n").s(b"IRO 1 1 1 bob@example.com Bob\r\n")
+         .c(b"MSG 2 A 2\r\nhi").s(b"ACK 2\r\n").s(b"ANS 1 OK\r\n").close())
+    assert "msnp.reply.out_of_order" not in w.anomalies  # ANS's replies had begun before the ACK
+
+
+def test_in_order_replies_are_not_flagged():
+    w = (Wire().c(b"XFR 10 SB\r\n").c(b"ADD 11 FL dave@example.com dave\r\n")
+         .s(b"XFR 10 SB 127.0.0.3:1864 CKI 1.2\r\n").s(b"ADD 11 FL 4 dave@example.com dave\r\n").close())
+    assert w.anomalies == []
+
+
+def test_async_between_request_and_reply_is_interleaved():
+    w = Wire().c(b"XFR 10 SB\r\n").s(b"NLN AWY bob@example.com Bob 0\r\n").s(b"XFR 10 SB 1:1 CKI 1\r\n").close()
+    assert w.anomalies == ["msnp.async.interleaved"]
+
+
+def test_async_inside_a_multi_reply_block_is_interleaved_only_if_the_block_goes_on():
+    inside = (Wire().c(b"CHG 9 NLN 0\r\n").s(b"CHG 9 NLN 0\r\n").s(b"NLN AWY carol@example.com Carol 0\r\n")
+              .s(b"ILN 9 NLN bob@example.com Bob 0\r\n").close())
+    assert inside.anomalies == ["msnp.async.interleaved"]
+    after = (Wire().c(b"CHG 9 NLN 0\r\n").s(b"CHG 9 NLN 0\r\n").s(b"ILN 9 NLN bob@example.com Bob 0\r\n")
+             .s(b"NLN AWY carol@example.com Carol 0\r\n").close())
+    assert after.anomalies == []
+    syn = (Wire(version=8).c(b"SYN 8 0\r\n").s(b"SYN 8 24 2 0\r\n").s(b"LST bob@example.com Bob 11 0\r\n")
+           .s(b"NLN AWY carol@example.com Carol 0\r\n").s(b"LST carol@example.com Carol 11 0\r\n").close())
+    assert syn.anomalies == ["msnp.async.interleaved"]
+
+
+def test_async_with_nothing_waiting_is_fine():
+    w = Wire().s(b"NLN AWY bob@example.com Bob 0\r\n").s(b"CHL 0 123\r\n").close()
+    assert w.anomalies == []
+
+
+def test_orphan_unexpected_duplicate_and_pending_limit():
+    assert Wire().s(b"XFR 77 SB 1:1 CKI 1\r\n").close().anomalies == ["msnp.reply.orphan"]
+    assert Wire().s(b"QNG 50\r\n").close().anomalies == ["msnp.reply.orphan"]
+    w = Wire().c(b"XFR 10 SB\r\n").s(b"CAL 10 RINGING 1\r\n").close()
+    assert w.anomalies == ["msnp.reply.unexpected_command"]
+    w = Wire().c(b"XFR 10 SB\r\n").c(b"XFR 10 SB\r\n").s(b"XFR 10 SB 1:1 CKI 1\r\n").s(b"XFR 10 SB 1:1 CKI 2\r\n").close()
+    assert w.anomalies == ["msnp.trid.duplicate_pending"]
+    assert [t.outcome for t in w.txns] == ["answered", "answered"]
+    w = Wire(max_pending=2).c(b"XFR 1 SB\r\n").c(b"XFR 2 SB\r\n").c(b"XFR 3 SB\r\n").close()
+    assert w.anomalies[0] == "msnp.trid.pending_limit"
+
+
+def test_ds_answers_usr_with_xfr_ns():
+    w = Wire().c(b"USR 3 TWN I alice@example.com\r\n").s(b"XFR 3 NS 127.0.0.2:1863 0 127.0.0.1:1863\r\n").close()
+    assert w.txn("USR", 3).outcome == "answered"
+    assert w.anomalies == []
+
+
+def test_tick_expires_old_requests():
+    w = Wire(reply_timeout=5.0).c(b"XFR 10 SB\r\n", 0.0)
+    settled = w.tracker.tick(6.0)
+    assert [type(e).__name__ for e in settled] == ["Anomaly", "Transaction"]
+    assert settled[1].outcome == "unanswered"

@@ -1,0 +1,92 @@
+"""plugins/chat.py and `msnp-analyzer chat`: readable transcripts with each sender named."""
+
+import json
+
+import pytest
+
+from analyzer.cli import main
+from plugin_helpers import REAL, SAMPLE, reader_available, run, transcript
+from plugins.chat import ChatPlugin
+
+
+def lines(manager):
+    return [(sb.stream, l.sender, l.text) for sb in manager.get("chat").transcripts() for l in sb.lines]
+
+
+def test_sample_transcript_names_both_sides():
+    _, manager = run(SAMPLE, ChatPlugin())
+    assert lines(manager) == [("1", "alice@example.com", "Hello Bob, are you there?"),
+                              ("1", "bob@example.com", "Hi Alice! Yes."),
+                              ("1", "alice@example.com", "Great, see you later.")]
+
+
+TEXT = ("MIME-Version: 1.0\\r\\nContent-Type: text/plain; charset=UTF-8\\r\\n\\r\\n")
+TYPING = "MIME-Version: 1.0\\r\\nContent-Type: text/x-msmsgscontrol\\r\\nTypingUser: {}\\r\\n\\r\\n\\r\\n"
+
+
+def client_msg(trid, body):
+    payload = body.replace("\\r\\n", "\r\n")
+    return f">>> MSG {trid} N {len(payload.encode())}\\r\\n{body}\n"
+
+
+def test_mid_session_sender_from_typing_user_seen_after_the_message(tmp_path):
+    f = transcript(tmp_path, client_msg(5, TEXT + "first") + client_msg(6, TYPING.format("carol@example.com")))
+    _, manager = run(f, ChatPlugin())
+    assert lines(manager) == [("1", "carol@example.com", "first")]
+
+
+def test_mid_session_sender_from_the_ns_login_or_unknown(tmp_path):
+    ns = "@ns >>> USR 1 TWN I dave@example.com\\r\\n\n@ns <<< USR 1 OK dave@example.com Dave 1 0\\r\\n\n"
+    sb = client_msg(5, TEXT + "hello").replace(">>>", "@sb >>>")
+    _, manager = run(transcript(tmp_path, ns + sb), ChatPlugin())
+    assert lines(manager) == [("sb", "dave@example.com", "hello")]
+    analysis, manager = run(transcript(tmp_path, sb, "alone.msnp"), ChatPlugin())
+    assert lines(manager) == [("sb", None, "hello")]
+    assert analysis.connections["sb"].anomalies["plugin.chat.unknown_sender"] == 1
+
+
+def test_ppa1e_through_the_plugin():
+    _, manager = run(REAL / "ppa1e_msnms.pcap", ChatPlugin())
+    senders = [s for _, s, _ in lines(manager)]
+    assert senders.count("tesla_brian@hotmail.com") == 4 and senders.count("tesla_thomas@hotmail.com") == 3
+
+
+needs_reader = pytest.mark.skipif(not reader_available(), reason="the pcap reader (analyzer/capture) is not in this tree")
+
+
+@needs_reader
+def test_chat_command_on_ppa1e_names_every_sender(capsys):
+    assert main(["chat", str(REAL / "ppa1e_msnms.pcap")]) == 0
+    out = capsys.readouterr().out
+    msgs = [l for l in out.splitlines() if l[:4].isdigit()]
+    assert len(msgs) == 7
+    assert sum(": " in l and "tesla_brian@hotmail.com: " in l for l in msgs) == 4
+    assert sum("tesla_thomas@hotmail.com: " in l for l in msgs) == 3
+    assert "unknown" not in out
+    assert "tesla_brian@hotmail.com: Hey Brian" in out
+    assert "tesla_thomas@hotmail.com: maybe we should try hacking into a server to mess with him?" in out
+
+
+@needs_reader
+def test_chat_command_on_ndpi_prints_its_34_messages(capsys):
+    assert main(["chat", str(REAL / "ndpi_msnms.pcap"), "--json"]) == 0
+    recs = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert len(recs) == 34
+    assert all(r["sender"] in ("jujurius@msn.com", "cecile260992@hotmail.com") for r in recs)
+    # the first switchboard starts mid-session: its user is known only from TypingUser headers
+    first = [r for r in recs if r["dir"] == "c2s"][0]
+    assert first["sender"] == "jujurius@msn.com" and first["text"].startswith("ouai mai tu voi")
+    assert len({r["stream"] for r in recs}) == 5
+
+
+def test_chat_command_bad_input(tmp_path, capsys):
+    assert main(["chat", str(tmp_path / "missing.pcap")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such file" in err
+
+
+def test_chat_html_section_rows():
+    _, manager = run(SAMPLE, ChatPlugin())
+    (sec,) = manager.html_sections()
+    assert sec["columns"] == ["time", "sender", "text"]
+    assert sec["rows"][1] == ["+2.650s", "bob@example.com", "Hi Alice! Yes."]

@@ -1,0 +1,68 @@
+"""plugins/p2p.py: P2P binary headers and MSNSLP."""
+
+import base64
+import struct
+
+from analyzer.codec import encode_command
+from analyzer.transcript import Chunk, format_chunks
+from plugin_helpers import run, transcript
+from plugins.p2p import HEADER, P2PPlugin, parse_p2p
+
+FT = "{5D3E02AB-6190-11D3-BBBB-00C04F795683}"
+DP = "{A4268EEC-FEC5-49E5-95C3-F126696BDBF6}"
+
+
+def slp(start: str, call_id: str, body: str) -> bytes:
+    head = (f"{start}\r\nTo: <msnmsgr:bob@example.com>\r\nFrom: <msnmsgr:alice@example.com>\r\n"
+            f"Via: MSNSLP/1.0/TLP ;branch={{11111111-2222-3333-4444-555555555555}}\r\nCSeq: 0 \r\n"
+            f"Call-ID: {call_id}\r\nMax-Forwards: 0\r\nContent-Type: application/x-msnmsgr-sessionreqbody\r\n"
+            f"Content-Length: {len(body) + 1}\r\n\r\n{body}")
+    return head.encode() + b"\x00"
+
+
+def p2p_payload(data: bytes, session=0, offset=0, total=None, flags=0, footer=0, cut=0) -> bytes:
+    total = len(data) if total is None else total
+    header = HEADER.pack(session, 7, offset, total, len(data), flags, 0, 0, 0)
+    body = header + data + struct.pack(">I", footer)
+    mime = b"MIME-Version: 1.0\r\nContent-Type: application/x-msnmsgrp2p\r\nP2P-Dest: bob@example.com\r\n\r\n"
+    return (mime + body)[:len(mime + body) - cut]
+
+
+def test_header_fields_and_slp_invite():
+    context = base64.b64encode(b'<msnobj Creator="a@b.c" Size="1" Type="3" Location="x.dat"/>').decode()
+    p = parse_p2p(p2p_payload(slp("INVITE MSNMSGR:bob@example.com MSNSLP/1.0", "{C1}",
+                                  f"EUF-GUID: {DP}\r\nSessionID: 99\r\nAppID: 1\r\nContext: {context}\r\n\r\n")))
+    assert p.problem is None and p.header.identifier == 7 and p.footer == 0
+    assert p.slp.method == "INVITE" and p.slp.get("Call-ID") == "{C1}"
+    assert p.slp.application() == "display picture"
+    p = parse_p2p(p2p_payload(slp("INVITE MSNMSGR:bob@example.com MSNSLP/1.0", "{C2}", f"EUF-GUID: {FT}\r\n\r\n")))
+    assert p.slp.application() == "file transfer"
+    p = parse_p2p(p2p_payload(slp("MSNSLP/1.0 200 OK", "{C2}", "SessionID: 5\r\n\r\n")))
+    assert p.slp.method == "200 OK"
+    data = parse_p2p(p2p_payload(b"\x01" * 10, session=5, flags=0x1000030, footer=2))
+    assert data.slp is None and data.header.flag_names().startswith("0x1000030") and "file data" in data.header.flag_names()
+
+
+def test_truncated_and_inconsistent_headers():
+    assert "shorter than the 48-byte header" in parse_p2p(p2p_payload(b"", cut=20)).problem
+    assert "footer missing" in parse_p2p(p2p_payload(b"abc", cut=2)).problem
+    assert "beyond the total size" in parse_p2p(p2p_payload(b"abcd", offset=10, total=12)).problem
+
+
+def test_observer_follows_call_ids_and_flags_bad_headers(tmp_path):
+    msgs = [p2p_payload(slp("INVITE MSNMSGR:bob@example.com MSNSLP/1.0", "{C9}", f"EUF-GUID: {FT}\r\n\r\n")),
+            p2p_payload(slp("MSNSLP/1.0 200 OK", "{C9}", "SessionID: 5\r\n\r\n")),
+            p2p_payload(slp("BYE MSNMSGR:bob@example.com MSNSLP/1.0", "{C9}", "\r\n")),
+            p2p_payload(b"xyz", cut=3)]
+    chunks = [Chunk("c2s", encode_command("MSG", i + 1, ["D"], m), float(i)) for i, m in enumerate(msgs)]
+    analysis, manager = run(transcript(tmp_path, format_chunks(chunks)), P2PPlugin())
+    call = manager.get("p2p").calls["{C9}"]
+    assert call.states == ["INVITE", "200 OK", "BYE"] and call.application == "file transfer"
+    assert call.sender == "alice@example.com" and call.receiver == "bob@example.com"
+    assert analysis.connections["1"].anomalies["plugin.p2p.bad_header"] == 1
+    (sec,) = manager.html_sections()
+    assert sec["rows"][0][1:] == ["{C9}", "file transfer", "alice@example.com", "bob@example.com",
+                                  "INVITE -> 200 OK -> BYE"]
+    view = manager.decode_payload(analysis and __import__("analyzer.codec", fromlist=["Command"]).Command(
+        "c2s", "MSG", 1, [b"1", b"D", b"1"], b"", msgs[0], len(msgs[0]), 0, None))
+    assert view.plugin == "p2p" and view.children[1].title == "MSNSLP INVITE: file transfer"

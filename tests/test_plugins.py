@@ -1,0 +1,266 @@
+"""The plugin interface, discovery and isolation (analyzer/plugins.py)."""
+
+import io
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from analyzer.analysis import Analysis
+from analyzer.anomalies import CATALOGUE
+from analyzer.cli import main
+from analyzer.codec import C2S, Command
+from analyzer.plugins import (DecodedView, Plugin, PluginManager, capabilities, discover, load_explicit,
+                              section)
+from analyzer.transcript import parse
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "captures" / "msnp8_switchboard_chat.msnp"
+FIRST_PARTY = {"mime", "p2p", "challenge", "chat"}
+
+
+def run_sample(plugins, **kw) -> tuple[Analysis, PluginManager, list[str]]:
+    warnings = []
+    analysis = Analysis([])
+    manager = PluginManager(analysis, warn=warnings.append, **kw)
+    for p in plugins:
+        manager.add(p, "test")
+    analysis.sinks.append(manager)
+    conn = analysis.open(conn_id="1")
+    for chunk in parse(SAMPLE.read_bytes()):
+        analysis.feed(conn, chunk.direction, chunk.data, chunk.ts)
+    analysis.finish()
+    return analysis, manager, warnings
+
+
+class Broken(Plugin):
+    name = "broken"
+
+    def decode(self, cmd, conn):
+        raise RuntimeError("decoder bug")
+
+    def on_command(self, conn, cmd):
+        raise ZeroDivisionError("observer bug")
+
+    def on_transaction(self, conn, t):
+        raise ZeroDivisionError("observer bug")
+
+    def html_sections(self):
+        raise ValueError("report bug")
+
+
+class Slow(Plugin):
+    name = "slow"
+
+    def __init__(self):
+        self.calls = 0
+
+    def on_command(self, conn, cmd):
+        self.calls += 1
+        time.sleep(0.1)  # the behaviour under test: a call longer than the 0.02 s budget
+
+
+def first_party():
+    from plugins.chat import ChatPlugin
+    from plugins.challenge import ChallengePlugin
+    from plugins.mime import MimePlugin
+    from plugins.p2p import P2PPlugin
+    return [MimePlugin(), P2PPlugin(), ChallengePlugin(), ChatPlugin()]
+
+
+def test_first_party_plugins_load_through_the_entry_point_group():
+    manager = PluginManager(warn=lambda m: None)
+    discover(manager)
+    loaded = {lp.name: lp for lp in manager.loaded}
+    assert FIRST_PARTY <= set(loaded)
+    assert "msnp-analyzer" in loaded["mime"].origin and "plugins.mime:MimePlugin" in loaded["mime"].origin
+    assert loaded["chat"].version == "1.0"
+    assert "plugin.challenge.wrong_answer" in CATALOGUE
+
+
+def test_plugins_command_lists_name_origin_version(capsys):
+    assert main(["plugins", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    by_name = {r["name"]: r for r in rows}
+    assert FIRST_PARTY <= set(by_name)
+    assert by_name["p2p"]["version"] == "1.0"
+    assert "decoder" in by_name["p2p"]["provides"] and by_name["p2p"]["state"] == "enabled"
+
+
+def test_no_plugins_and_explicit_file(tmp_path, capsys):
+    f = tmp_path / "myplug.py"
+    f.write_text("from analyzer.plugins import Plugin\nclass Mine(Plugin):\n    name = 'mine'\n    version = '0.7'\n"
+                 "    def on_command(self, conn, cmd):\n        pass\n")
+    assert main(["plugins", "--json", "--no-plugins", "--plugin", str(f)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["name"], r["version"]) for r in rows] == [("mine", "0.7")]
+    assert rows[0]["origin"] == f"file {f.resolve()}"
+    assert rows[0]["provides"] == ["observer"]
+
+
+def test_explicit_module_and_bad_plugin_is_a_usage_error(capsys):
+    assert main(["plugins", "--json", "--no-plugins", "--plugin", "plugins.challenge"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["name"] for r in rows] == ["challenge"] and rows[0]["origin"] == "module plugins.challenge"
+    assert main(["decode", str(SAMPLE), "--plugin", "no_such_module_xyz"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no_such_module_xyz" in err and "Traceback" not in err
+
+
+def test_broken_and_slow_plugins_are_reported_once_and_others_unchanged():
+    clean, clean_mgr, clean_warn = run_sample(first_party())
+    assert clean_warn == []
+    slow = Slow()
+    analysis, manager, warnings = run_sample([Broken(), slow] + first_party(), budget=0.02)
+    # each reported once, by name, and disabled
+    assert len([w for w in warnings if "plugin broken" in w]) == 1
+    assert len([w for w in warnings if "plugin slow" in w]) == 1
+    assert analysis.capture_anomalies["analyzer.plugin.failed"] == 1
+    assert analysis.capture_anomalies["analyzer.plugin.too_slow"] == 1
+    assert slow.calls == 1
+    assert [lp.enabled for lp in manager.loaded[:2]] == [False, False]
+    # the others' results are unchanged
+    assert manager.get("mime").kinds == clean_mgr.get("mime").kinds
+    lines = lambda m: [(l.ts, l.sender, l.text) for sb in m.get("chat").transcripts() for l in sb.lines]
+    assert lines(manager) == lines(clean_mgr) and len(lines(manager)) == 3
+    assert analysis.totals()["commands"] == clean.totals()["commands"]
+    cmd = Command(C2S, "MSG", 4, [b"4", b"N", b"5"], b"MSG 4 N 5\r\n",
+                  b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhi", 5, 0, None)
+    assert manager.decode_payload(cmd).plugin == "mime"
+    names = [s["title"] for s in manager.html_sections()]
+    assert names == [s["title"] for s in clean_mgr.html_sections()]
+
+
+def test_broken_plugin_in_decode_cli_run_completes(tmp_path, capsys):
+    f = tmp_path / "broken_plugin.py"
+    f.write_text("from analyzer.plugins import Plugin\nclass Bad(Plugin):\n    name = 'bad'\n"
+                 "    def on_command(self, conn, cmd):\n        raise KeyError('boom')\n")
+    out = tmp_path / "out.jsonl"
+    rc = main(["decode", str(SAMPLE), "--plugin", str(f), "--json", str(out)])
+    assert rc == 0  # a plugin failure is a warning, not an error of the capture
+    err = capsys.readouterr().err
+    assert err.count("plugin bad raised KeyError") == 1
+    recs = [json.loads(l) for l in out.read_text().splitlines()]
+    assert sum(1 for r in recs if r["kind"] == "command") == 13
+    assert [r["name"] for r in recs if r["kind"] == "anomaly"] == ["analyzer.plugin.failed"]
+
+
+class Counter_(Plugin):
+    name = "counter"
+
+    def __init__(self):
+        self.commands = 0
+
+    def on_command(self, conn, cmd):
+        self.commands += 1
+
+
+class Stuck(Plugin):
+    name = "stuck"
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def on_command(self, conn, cmd):
+        self.entered.set()
+        self.release.wait(10)
+
+
+def test_threaded_observers_never_block_the_caller():
+    stuck, counter = Stuck(), Counter_()
+    warnings = []
+    analysis = Analysis([])
+    manager = PluginManager(analysis, threaded=True, backlog=4, budget=0, warn=warnings.append)
+    manager.add(stuck, "test")
+    manager.add(counter, "test")
+    analysis.sinks.append(manager)
+    conn = analysis.open(conn_id="1")
+    assert stuck.entered.wait(0) is False
+    for i in range(50):  # the forwarding path: returns although the plugin is stuck
+        analysis.feed(conn, C2S, b"PNG\r\n", float(i))
+    assert stuck.entered.wait(10)
+    assert counter.commands < 50 and manager.dropped["on_command"] > 0
+    stuck.release.set()
+    analysis.finish()
+    assert [w for w in warnings if "fell" in w] and len(warnings) == 1
+    assert analysis.capture_anomalies["analyzer.plugin.backlog"] == 1
+    assert counter.commands == 50 - manager.dropped["on_command"]
+
+
+class Reporter(Plugin):
+    name = "reporter"
+    anomalies = {"seen_out": ("error", "OUT seen")}
+
+    def on_command(self, conn, cmd):
+        if cmd.cmd == "OUT":
+            self.report(conn, "seen_out", "bye", cmd)
+
+
+def test_plugin_anomalies_are_catalogued_counted_and_exported(tmp_path, capsys):
+    analysis, manager, _ = run_sample([Reporter()])
+    assert CATALOGUE["plugin.reporter.seen_out"].summary == "OUT seen"
+    assert analysis.connections["1"].anomalies["plugin.reporter.seen_out"] == 1
+    assert str(analysis.worst_severity()) == "error"
+
+
+def test_threaded_plugin_anomalies_are_delivered_on_the_callers_thread():
+    analysis, manager, _ = run_sample([Reporter()], threaded=True)
+    assert analysis.connections["1"].anomalies["plugin.reporter.seen_out"] == 1
+
+
+class Loud(Plugin):
+    name = "loud"
+
+    def decode(self, cmd, conn):
+        return DecodedView("loud", priority=50)
+
+
+def test_best_priority_decoder_wins():
+    from plugins.mime import MimePlugin
+    from plugins.p2p import P2PPlugin
+    manager = PluginManager()
+    manager.add(MimePlugin(), "t")
+    manager.add(P2PPlugin(), "t")
+    payload = (b"MIME-Version: 1.0\r\nContent-Type: application/x-msnmsgrp2p\r\nP2P-Dest: bob@example.com\r\n\r\n"
+               + bytes(48) + bytes(4))
+    cmd = Command(C2S, "MSG", 5, [b"5", b"D", str(len(payload)).encode()], b"", payload, len(payload), 0, None)
+    assert manager.decode_payload(cmd).plugin == "p2p"
+    manager.add(Loud(), "t")
+    assert manager.decode_payload(cmd).title == "loud"
+    no_payload = Command(C2S, "PNG", None, [], b"PNG\r\n", None, None, 0, None)
+    assert manager.decode_payload(no_payload) is None
+
+
+def test_html_sections_are_plain_strings_and_capabilities():
+    analysis, manager, _ = run_sample(first_party())
+    sections = manager.html_sections()
+    assert {s["plugin"] for s in sections} == {"mime", "chat"}
+    for s in sections:
+        assert all(isinstance(c, str) for row in s["rows"] for c in row)
+    assert section("t", ["a"], [[1, None]])["rows"] == [["1", ""]]
+    assert capabilities(Reporter()) == ["observer"] and capabilities(Loud()) == ["decoder"]
+
+
+def test_invalid_and_duplicate_names_are_not_loaded():
+    warnings = []
+    manager = PluginManager(warn=warnings.append)
+
+    class Bad(Plugin):
+        name = "Bad Name"
+    assert manager.add(Bad(), "t") is None
+    assert manager.add(Reporter(), "t") is not None
+    assert manager.add(Reporter(), "t2") is None
+    assert len(warnings) == 2 and [lp.name for lp in manager.loaded] == ["reporter"]
+
+
+def test_verbose_decode_shows_decoded_payloads(capsys):
+    assert main(["decode", str(SAMPLE), "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "MSG text/plain: text  [mime]" in out and "| Hello Bob, are you there?" in out
+    assert "font: Arial" in out
+    assert main(["decode", str(SAMPLE), "-v", "--no-plugins"]) == 0
+    assert "[mime]" not in capsys.readouterr().out
