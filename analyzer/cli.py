@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("anomalies", help="list the anomaly catalogue (names, severities, summaries)",
                        description="List every anomaly the analyzer can report.")
     p.add_argument("--json", action="store_true", help="as JSON Lines")
+    from .plugins import add_plugin_options
+    add_plugin_options(p)  # plugins' own plugin.<name>.<what> names are listed too
     p.set_defaults(func=cmd_anomalies)
 
     p = sub.add_parser(
@@ -95,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_anomalies(args) -> int:
+    from .plugins import load_plugins
+    load_plugins(args, None)  # registers the plugins' anomaly names
     if args.json:
         import json
         for s in CATALOGUE.values():

@@ -78,3 +78,12 @@ def test_ndpi_all_244_msg_payloads_classified():
 def test_ppa1e_kinds():
     _, manager = run(REAL / "ppa1e_msnms.pcap", MimePlugin())
     assert manager.get("mime").kinds["text"] == 7
+
+
+def test_unknown_charset_is_flagged_and_shown_as_utf8(tmp_path):
+    body = "MIME-Version: 1.0\\r\\nContent-Type: text/plain; charset=x-nonsense\\r\\n\\r\\nhi"
+    f = tmp_path / "t.msnp"
+    f.write_text(f">>> MSG 1 N {len(body.replace(chr(92) + 'r' + chr(92) + 'n', '  '))}\\r\\n{body}\n")
+    analysis, manager = run(f, MimePlugin())
+    assert analysis.connections["1"].anomalies["plugin.mime.bad_charset"] == 1
+    assert parse_mime(b"Content-Type: text/plain; charset=x-nonsense\r\n\r\nhi").text() == "hi"

@@ -264,3 +264,17 @@ def test_verbose_decode_shows_decoded_payloads(capsys):
     assert "font: Arial" in out
     assert main(["decode", str(SAMPLE), "-v", "--no-plugins"]) == 0
     assert "[mime]" not in capsys.readouterr().out
+
+
+def test_readme_example_plugin_runs_and_anomaly_names_are_listed(tmp_path, capsys):
+    readme = (ROOT / "README.md").read_text()
+    code = readme.split("## Plugins", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    f = tmp_path / "msnp_pings.py"
+    f.write_text(code)
+    assert main(["decode", str(SAMPLE), "--no-plugins", "--plugin", str(f)]) == 0
+    assert "Keep-alives" in capsys.readouterr().out
+    assert main(["anomalies", "--json", "--no-plugins", "--plugin", str(f)]) == 0
+    names = [json.loads(l)["name"] for l in capsys.readouterr().out.splitlines()]
+    assert "plugin.pings.slow_qng" in names and "analyzer.plugin.failed" in names
+    assert main(["anomalies", "--json"]) == 0
+    assert '"plugin.challenge.wrong_answer"' in capsys.readouterr().out
