@@ -102,6 +102,10 @@ for _name, _sev, _summary in [
     ("mitm.flowfile.corrupt", _E, "a mitmproxy flow file is damaged or cut short; the flows after that point are lost"),
     # the analysis itself
     ("analyzer.internal_error", _E, "the analysis of this connection failed; the rest of it was not decoded"),
+    # the live proxy (analyzer/capture/proxy.py)
+    ("proxy.upstream_unreachable", _E, "the proxy could not connect to the upstream server; the client's connection was closed"),
+    ("proxy.rewrite_failed", _W, "an XFR/RNG address could not be rewritten; the client's next connection will bypass the proxy"),
+    ("proxy.reset", _I, "one side reset the connection (or failed); the proxy reset the other side too"),
     # plugins (analyzer/plugins.py); a plugin's own names are plugin.<name>.<what>
     ("analyzer.plugin.failed", _W, "a plugin raised an exception; it was disabled for the rest of the run (the analysis carried on)"),
     ("analyzer.plugin.too_slow", _W, "a plugin call took longer than --plugin-budget; the plugin was disabled for the rest of the run"),

@@ -11,3 +11,4 @@ def register(sub) -> None:
     """Add every capture layer's sub-commands to the `msnp-analyzer` parser."""
     from .export_cmd import register as register_export; register_export(sub)  # noqa: E702
     from .plugins_cmd import register as register_plugins; register_plugins(sub)  # noqa: E702
+    from .capture.proxy_cmd import register as register_proxy; register_proxy(sub)  # noqa: E702

@@ -1,0 +1,272 @@
+"""The `proxy` and `demo` sub-commands.
+
+`msnp-analyzer proxy --upstream HOST[:PORT]` runs the live proxy until Ctrl-C
+(or SIGTERM, or `--duration`), then prints the same report as `analyze` and
+exits 0 (or 1 with an explicit `--fail-on`). `msnp-analyzer demo` starts the
+built-in scripted MSNP service on loopback and runs a scripted client through
+the proxy, MSNP8 then MSNP15, so the whole thing can be seen with no legacy
+client at hand; it stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+
+from ..analysis import Analysis
+from ..cli import EXIT_OK, EXIT_UNUSABLE, UsageError, add_analysis_options, exit_status, limits_from, report_console
+from ..rewrite import join_address, split_address
+
+REFRESH = 0.25
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "proxy", help="run a live MSNP proxy between a legacy client and its server",
+        description="Listen for an MSN Messenger client and relay it to --upstream, analysing every "
+                    "command live. XFR and RNG addresses are rewritten so the notification server and "
+                    "every switchboard connection also pass through the proxy. Ctrl-C stops it and "
+                    "prints the report.",
+        epilog="example: msnp-analyzer proxy --upstream messenger.example.net --record session.pcapng\n"
+               "then point the client's server setting at 127.0.0.1 (port 1863).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--upstream", required=True, metavar="HOST[:PORT]",
+                   help="the dispatch (or notification) server the client would use (port 1863 if omitted)")
+    _common(p, listen_default="127.0.0.1:1863")
+    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="give up connecting upstream after this long (default 10)")
+    p.add_argument("--duration", type=float, metavar="SECONDS",
+                   help="stop by itself after this long (default: run until Ctrl-C)")
+    add_analysis_options(p)
+    p.set_defaults(func=cmd_proxy, fail_on="never")
+
+    d = sub.add_parser(
+        "demo", help="see the proxy at work on a built-in scripted MSNP service (no client needed)",
+        description="Start a small scripted MSNP service (dispatch, notification and switchboard "
+                    "servers, and a second user who answers) on loopback, and run a scripted client "
+                    "conversation through the live proxy: login, XFR to the NS, a switchboard opened "
+                    "with XFR SB, an invitation with RNG, chat, logout. Finishes by itself.")
+    d.add_argument("--msnp", choices=["8", "15", "both"], default="both",
+                   help="the dialect(s) the scripted client speaks (default: both, MSNP8 then MSNP15)")
+    _common(d, listen_default="127.0.0.1:0")
+    d.add_argument("--pace", type=float, metavar="SECONDS",
+                   help="pause between the client's commands (default 0.04 on a terminal, else 0)")
+    add_analysis_options(d)
+    d.set_defaults(func=cmd_demo, fail_on="never")
+
+
+def _common(p, listen_default: str) -> None:
+    p.add_argument("--listen", default=listen_default, metavar="ADDR:PORT",
+                   help=f"where to listen for the client (default {listen_default}; loopback only "
+                        "unless you give another address)")
+    p.add_argument("--advertise", metavar="HOST",
+                   help="the address written into rewritten XFR/RNG lines (default: the --listen "
+                        "address; required when listening on all interfaces)")
+    p.add_argument("--record", metavar="FILE",
+                   help="write the session as it happens to a pcapng FILE (readable by analyze, tshark, Wireshark)")
+    p.add_argument("--quiet", action="store_true", help="no live view (the final report is still printed)")
+
+
+def _address(text: str, what: str, default_port: int = 1863) -> tuple[str, int]:
+    if text.endswith(":0"):  # an ephemeral port (for listening)
+        address = split_address(text[:-2])
+        address = address and (address[0], 0)
+    else:
+        address = split_address(text) if ":" in text else (text, default_port)
+    if address is None or not address[0]:
+        raise UsageError(f"{what} {text!r}: expected HOST[:PORT]")
+    return address
+
+
+class _Session:
+    """What a proxy or demo run sets up: analysis, sinks, recorder, live view, report."""
+
+    def __init__(self, args, title: str) -> None:
+        from ..jsonl import JsonLinesWriter
+        from ..live import LiveView
+        from ..redact import Redactor
+        from ..report import VerbosePrinter
+        self.args = args
+        self.console = report_console(args)
+        self.files = []
+        redactor = Redactor(enabled=not args.no_redact)
+        sinks = []
+        if args.json:
+            if args.json == "-":
+                out = sys.stdout
+            else:
+                try:
+                    out = open(args.json, "w", encoding="utf-8")
+                except OSError as exc:
+                    raise UsageError(f"{args.json}: {exc.strerror}") from None
+                self.files.append(out)
+            sinks.append(JsonLinesWriter(out, redactor, flush=True))
+        self.live = None
+        if args.verbose:
+            sinks.append(VerbosePrinter(self.console, redactor))
+        self.analysis = Analysis(sinks, limits_from(args))
+        if not args.verbose and not args.quiet:
+            self.live = LiveView(self.analysis, redactor, title=title)
+            self.analysis.sinks.append(self.live)
+        self.recorder = None
+        if args.record:
+            from .pcapng_writer import PcapngWriter
+            try:
+                f = open(args.record, "wb")
+            except OSError as exc:
+                raise UsageError(f"{args.record}: {exc.strerror}") from None
+            self.files.append(f)
+            self.recorder = PcapngWriter(f)
+
+    def notice(self, text: str) -> None:
+        if self.live is not None:
+            self.live.notice(text)
+        else:
+            self.console.print(f"[yellow]! {text}[/yellow]", highlight=False)
+
+    def listen_address(self) -> tuple[str, int]:
+        host, port = _address(self.args.listen, "--listen", 1863)
+        if host in ("0.0.0.0", "::", "") and not self.args.advertise:
+            raise UsageError("listening on all interfaces: give the address clients should be sent to "
+                             "with --advertise HOST")
+        return host, port
+
+    async def run(self, body) -> None:
+        """Run `body(live)` under a rich Live view when on a terminal (`live` is None otherwise)."""
+        live = None
+        if self.live is not None and self.console.is_terminal:
+            from rich.live import Live
+            live = Live(self.live, console=self.console, auto_refresh=False, transient=False,
+                        vertical_overflow="visible")
+            live.start()
+        try:
+            await body(live)
+        finally:
+            if live is not None:
+                live.refresh()
+                live.stop()
+            elif self.live is not None:
+                self.console.print(self.live)
+
+    def finish(self) -> int:
+        self.analysis.finish()
+        for f in self.files:
+            try:
+                f.close()
+            except OSError:
+                pass
+        from ..report import render_report
+        render_report(self.analysis, self.console)
+        return exit_status(self.analysis, self.args.fail_on)
+
+
+def _make_proxy(session: _Session, upstream, listen, connect_timeout=10.0):
+    from .proxy import Proxy
+    return Proxy(upstream, session.analysis, listen=listen, advertise=session.args.advertise,
+                 recorder=session.recorder, connect_timeout=connect_timeout, on_notice=session.notice)
+
+
+async def _start(proxy) -> None:
+    try:
+        await proxy.start()
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {join_address(*proxy.listen)}: {exc.strerror or exc}") from None
+
+
+def cmd_proxy(args) -> int:
+    upstream = _address(args.upstream, "--upstream")
+    session = _Session(args, f"msnp-analyzer proxy -> {join_address(*upstream)}")
+    listen = session.listen_address()
+
+    async def body(live) -> None:
+        proxy = _make_proxy(session, upstream, listen, args.connect_timeout)
+        await _start(proxy)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        where = join_address(*proxy.address)
+        session.console.print(f"listening on {where}, relaying to {join_address(*upstream)}; "
+                              "Ctrl-C to stop", style="bold", highlight=False)
+        deadline = None if args.duration is None else time.monotonic() + args.duration
+        try:
+            while not stop.is_set():
+                wait = REFRESH if deadline is None else max(0.0, min(REFRESH, deadline - time.monotonic()))
+                try:
+                    await asyncio.wait_for(stop.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                proxy.tick()
+                if live is not None:
+                    session.live.status = _status(proxy)
+                    live.refresh()
+        finally:
+            await proxy.stop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.remove_signal_handler(sig)
+                except (NotImplementedError, RuntimeError):
+                    pass
+
+    try:
+        asyncio.run(session.run(body))
+    except KeyboardInterrupt:
+        pass
+    return session.finish()
+
+
+def _status(proxy) -> str:
+    return (f"listening on {join_address(*proxy.address)} | open connections {len(proxy.relays)} | "
+            f"listeners {len(proxy.listeners)} | addresses rewritten {proxy.rewrites}")
+
+
+def cmd_demo(args) -> int:
+    from ..service import ScriptedClient, ScriptedService, ScriptError
+    session = _Session(args, "msnp-analyzer demo (scripted service on loopback)")
+    listen = session.listen_address()
+    pace = args.pace if args.pace is not None else (0.04 if session.console.is_terminal and session.live else 0.0)
+    versions = {"8": [8], "15": [15], "both": [8, 15]}[args.msnp]
+    failures: list[str] = []
+
+    async def body(live) -> None:
+        service = await ScriptedService(host="127.0.0.1").start()
+        proxy = _make_proxy(session, service.address("DS"), listen)
+        await _start(proxy)
+        session.console.print(f"scripted service on {join_address(*service.address('DS'))} (DS), "
+                              f"proxy on {join_address(*proxy.address)}", style="bold", highlight=False)
+
+        async def refresher() -> None:
+            while True:
+                await asyncio.sleep(REFRESH / 2)
+                if live is not None:
+                    session.live.status = _status(proxy)
+                    live.refresh()
+        task = asyncio.ensure_future(refresher())
+        try:
+            for version in versions:
+                client = ScriptedClient(*proxy.address, version=version, timeout=10.0, pace=pace)
+                try:
+                    await asyncio.wait_for(client.run(), 60)
+                except (ScriptError, asyncio.TimeoutError) as exc:
+                    failures.append(f"MSNP{version} client: {exc or 'timed out'}")
+            failures.extend(service.errors)
+        finally:
+            task.cancel()
+            await proxy.stop()
+            await service.stop()
+            if live is not None:
+                live.refresh()
+
+    asyncio.run(session.run(body))
+    status = session.finish()
+    for failure in failures:
+        session.console.print(f"[red]demo script failed: {failure}[/red]", highlight=False)
+    return EXIT_UNUSABLE if failures else status
