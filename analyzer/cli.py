@@ -34,11 +34,14 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 65536, 64k, 1m)") from None
 
 
-def add_analysis_options(p: argparse.ArgumentParser) -> None:
+def add_analysis_options(p: argparse.ArgumentParser, html: bool = True) -> None:
     """Options every command that decodes traffic shares."""
     out = p.add_argument_group("output")
     out.add_argument("--json", metavar="FILE", help="write JSON Lines events to FILE ('-' for stdout)")
     out.add_argument("-v", "--verbose", action="store_true", help="print every decoded command")
+    if html:
+        out.add_argument("--html", metavar="FILE",
+                         help="write a self-contained HTML timeline to FILE at the end (see README)")
     out.add_argument("--no-redact", action="store_true",
                      help="show passwords' MD5 answers, tickets and cookies as they were on the wire")
     out.add_argument("--fail-on", metavar="SEVERITY", default="error", type=str.lower,
@@ -162,14 +165,38 @@ def output_sinks(args, console):
             except OSError as exc:
                 raise UsageError(f"{args.json}: {exc.strerror}") from None
             files.append(out)
-        writer = JsonLinesWriter(out, redactor)
-        # Link records (DS->NS->SB, login sessions, chats) are written at the end of the run.
-        from .linking import Linker, LinkWriter
-        linker = Linker(redactor)
-        sinks += [linker, writer, LinkWriter(linker, [writer])]
+        sinks.append(JsonLinesWriter(out, redactor))
     if args.verbose:
         sinks.append(VerbosePrinter(console, redactor))
-    return sinks, files
+    return link_and_html_sinks(args, redactor, sinks), files
+
+
+def link_and_html_sinks(args, redactor, sinks: list) -> list:
+    """`sinks` plus linking: link records for the JSON Lines writers, and the `--html` timeline.
+
+    The Linker goes first (it only observes), the LinkWriter after the writers (it
+    writes the link/session/chat records when the run finishes), the HTML timeline
+    last (written at the end, sharing the Linker). Raises UsageError for an
+    unwritable --html path.
+    """
+    from .jsonl import JsonLinesWriter
+    from .linking import Linker, LinkWriter
+    writers = [s for s in sinks if isinstance(s, JsonLinesWriter)]
+    html = getattr(args, "html", None)
+    if not writers and not html:
+        return sinks
+    linker = Linker(redactor)
+    out = [linker] + sinks
+    if writers:
+        out.append(LinkWriter(linker, writers))
+    if html:
+        parent = Path(html).resolve().parent
+        if Path(html).is_dir() or not parent.is_dir():
+            raise UsageError(f"{html}: cannot write there (not a file in an existing directory)")
+        from .html import html_sinks
+        sources = getattr(args, "captures", None) or ([args.file] if getattr(args, "file", None) else [])
+        out += html_sinks(html, redactor, sources=[Path(s).name for s in sources], linker=linker)
+    return out
 
 
 def report_console(args):

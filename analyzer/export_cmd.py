@@ -35,7 +35,7 @@ def register(sub) -> None:
     p.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap, pcapng or transcript file")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
     p.add_argument("--msnp", type=int, metavar="N", help="assume protocol version N for transcripts")
-    add_analysis_options(p)
+    add_analysis_options(p, html=False)  # the HTML file is -o here
     p.set_defaults(func=cmd_export)
 
 
@@ -68,22 +68,13 @@ def feed_transcript(analysis, path: str, data: bytes, prefix: str = "", version:
 
 
 def feed_pcap(analysis, path: str) -> None:
-    """A pcap/pcapng file through the pcap reader and TCP reassembly (the analyze command's path)."""
-    from .cli import UsageError
-    from .capture.pcap import CaptureError, CaptureFile
-    from .capture.tcp import TcpTracker
-    try:
-        capture = CaptureFile(path)
-    except CaptureError as exc:
-        raise UsageError(str(exc)) from None
-    tracker = TcpTracker(analysis)
-    last = None
-    for segment in capture.segments():
-        tracker.segment(*segment)
-        last = segment[0]
-    tracker.finish(last)
-    for anomaly in capture.anomalies:
-        analysis.anomaly(None, anomaly)
+    """A pcap/pcapng file through the analyze command's own entry (reader, TCP reassembly, detection)."""
+    from .capture.analyze_cmd import analyze_file, open_captures
+    from .capture.detect import Detector
+    from .capture.tcp import DEFAULT_BUFFER, DEFAULT_IDLE_TIMEOUT, DEFAULT_REORDER_TIMEOUT
+    [capture] = open_captures([path])
+    analyze_file(capture, analysis, Detector(), buffer=DEFAULT_BUFFER,
+                 reorder_timeout=DEFAULT_REORDER_TIMEOUT, idle_timeout=DEFAULT_IDLE_TIMEOUT)
 
 
 def feed_capture(analysis, path: str, prefix: str = "", version: int | None = None) -> None:
@@ -104,7 +95,7 @@ def cmd_export(args) -> int:
     from .analysis import Analysis
     from .cli import UsageError, exit_status, limits_from, output_sinks, report_console
     from .html import HtmlTimeline
-    from .linking import Linker, LinkWriter
+    from .linking import Linker
     from .redact import Redactor
     from .report import render_report
     out_path = Path(args.output)
@@ -119,14 +110,11 @@ def cmd_export(args) -> int:
     sinks, files = output_sinks(args, console)
     redactor = next((s.redactor for s in sinks if hasattr(s, "redactor")), None) \
         or Redactor(enabled=not args.no_redact)
-    # `--json` already brings a Linker (cli.output_sinks); the timeline shares it.
+    # `--json` already brought a Linker (cli.link_and_html_sinks); the timeline shares it.
     linker = next((s for s in sinks if isinstance(s, Linker)), None)
     if linker is None:
         linker = Linker(redactor)
         sinks.insert(0, linker)
-    json_sinks = [s for s in sinks if type(s).__name__ == "JsonLinesWriter"]
-    if json_sinks and not any(isinstance(s, LinkWriter) for s in sinks):
-        sinks.append(LinkWriter(linker, json_sinks))
     timeline = HtmlTimeline(str(out_path), linker, redactor, sources=[Path(p).name for p in args.captures])
     all_sinks = sinks + [timeline]
     analysis = Analysis(all_sinks, limits_from(args))

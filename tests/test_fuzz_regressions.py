@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT / "bench"))  # appended: bench/html.py must not shadow the stdlib's html
 
 from fuzz_codec import InvariantBroken, check, encode_script, script_from  # noqa: E402
 

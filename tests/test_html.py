@@ -163,3 +163,42 @@ def test_export_reads_a_pcap(tmp_path):
     assert meta["totals"]["connections"] == 6
     linked = [l for l in meta["lanes"] if l["link"]]
     assert len(linked) == 4 and all(l["link"]["from"] == "2" for l in linked)
+
+
+def page_meta(path: Path) -> dict:
+    return json.loads(re.search(r'id="meta">(.*?)</script>', path.read_text(), re.S).group(1))
+
+
+def test_decode_html_option(tmp_path):
+    out = tmp_path / "d.html"
+    proc = run_cli("decode", "captures/msnp8_switchboard_chat.msnp", "--html", str(out))
+    assert proc.returncode == 0, proc.stderr
+    meta = page_meta(out)
+    assert meta["sources"] == ["msnp8_switchboard_chat.msnp"] and meta["rows"] == meta["totals"]["commands"]
+    proc = run_cli("decode", "captures/msnp8_switchboard_chat.msnp", "--html", str(tmp_path / "no" / "x.html"))
+    assert proc.returncode == 2 and "cannot write there" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(not (REAL / "ndpi_msnms.pcap").exists(), reason="../shared/captures-real not beside the clone")
+def test_analyze_html_option(tmp_path):
+    out = tmp_path / "a.html"
+    proc = run_cli("analyze", str(REAL / "ndpi_msnms.pcap"), "--html", str(out), "--json", str(tmp_path / "a.jsonl"))
+    assert proc.returncode in (0, 1), proc.stderr
+    meta = page_meta(out)
+    assert meta["totals"]["connections"] == 6 and sum(1 for lane in meta["lanes"] if lane["link"]) == 4
+    links = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()
+             if '"kind":"link"' in line]
+    assert sum(1 for link in links if link["linked"]) == 4
+
+
+def test_proxy_html_is_written_at_exit(tmp_path):
+    # `demo` runs the live proxy (the same session code as `proxy`) on a scripted loopback service.
+    out = tmp_path / "p.html"
+    proc = run_cli("demo", "--msnp", "8", "--quiet", "--html", str(out), "--json", str(tmp_path / "p.jsonl"))
+    assert proc.returncode == 0, proc.stderr
+    meta = page_meta(out)
+    roles = [lane["role"] for lane in meta["lanes"]]
+    assert roles[:2] == ["DS", "NS"] and roles.count("SB") >= 2
+    assert meta["totals"]["logins"] == 1
+    assert [lane["link"]["by"] for lane in meta["lanes"][1:]][:1] == ["xfr_ns"]
+    assert all(lane["link"] for lane in meta["lanes"] if lane["role"] == "SB")

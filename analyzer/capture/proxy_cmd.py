@@ -107,7 +107,8 @@ class _Session:
         self.live = None
         if args.verbose:
             sinks.append(VerbosePrinter(self.console, redactor))
-        self.analysis = Analysis(sinks, limits_from(args))
+        from ..cli import link_and_html_sinks  # link records for --json, the --html timeline (at exit)
+        self.analysis = Analysis(link_and_html_sinks(args, redactor, sinks), limits_from(args))
         if not args.verbose and not args.quiet:
             self.live = LiveView(self.analysis, redactor, title=title)
             self.analysis.sinks.append(self.live)
