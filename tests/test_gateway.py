@@ -109,3 +109,17 @@ def test_same_bytes_as_one_tcp_connection():
     tcp.finish()
     gw.finish()
     assert tcp.connections["1"].commands == gw.connections["gw1"].commands
+
+
+def test_content_type_poll_body_and_use_after_close():
+    dec = GatewayDecoder()
+    dec.exchange(x("/gateway/gateway.dll?Action=open&Server=NS&IP=ns.example", b"VER 1 MSNP8 CVR0\r\n", b""))
+    plain = HttpExchange("POST", "gw", "/gateway/gateway.dll?SessionID=7.1", [("Content-Type", "text/plain")],
+                         b"PNG\r\n", 200, [("X-MSN-Messenger", "SessionID=7.1; GW-IP=1.2.3.4")], b"")
+    assert [e.name for e in dec.exchange(plain) if hasattr(e, "name")] == ["gateway.content_type"]
+    poll = x("/gateway/gateway.dll?Action=poll&SessionID=7.1", b"PNG\r\n", b"", extra="; Session=close")
+    events = dec.exchange(poll)
+    assert [e.name for e in events if hasattr(e, "name")] == ["gateway.poll.body"]
+    assert isinstance(events[-1], SessionClosed)
+    again = x("/gateway/gateway.dll?SessionID=7.1", b"OUT\r\n", b"")
+    assert [e.name for e in dec.exchange(again) if hasattr(e, "name")] == ["gateway.session.after_close"]

@@ -171,3 +171,25 @@ def test_next_layer_turns_msnp_into_tcp_and_leaves_http():
     assert type(nl.layer).__name__ == "HttpLayer"
     nl, _ = _next_layer_after_socks(b"VER 1 MS", MsnpAddon(Analysis()))
     assert nl.layer is None  # wait for the whole first line
+
+
+def test_unroutable_xfr_in_reverse_mode_is_named_and_forwarded():
+    from mitmproxy.proxy.mode_specs import ProxyMode
+    analysis = Analysis()
+    addon = MsnpAddon(analysis)
+    line = b"XFR 5 NS not-an-address:x 0\r\n"
+
+    async def go():
+        with taddons.context(addon):
+            f = tflow.ttcpflow(messages=[])
+            f.client_conn.proxy_mode = ProxyMode.parse("reverse:tcp://127.0.0.1:1863")
+            addon.tcp_start(f)
+            f.messages.append(tcp.TCPMessage(False, line))
+            msg = f.messages[-1]
+            await addon.tcp_message(f)
+            addon.tcp_end(f)
+            return msg.content
+    forwarded = asyncio.run(go())
+    assert forwarded == line
+    conn = next(iter(analysis.connections.values()))
+    assert conn.anomalies["mitm.rewrite.skipped"] == 1
