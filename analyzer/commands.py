@@ -12,3 +12,4 @@ def register(sub) -> None:
     from .export_cmd import register as register_export; register_export(sub)  # noqa: E702
     from .plugins_cmd import register as register_plugins; register_plugins(sub)  # noqa: E702
     from .capture.proxy_cmd import register as register_proxy; register_proxy(sub)  # noqa: E702
+    from .capture.mitm_cmd import register as register_mitm; register_mitm(sub)  # noqa: E702
