@@ -91,7 +91,8 @@ class Connection:
         if self.failed:
             return []
         try:
-            return self._absorb(self.readers[direction].feed(data, ts))
+            events = self.readers[direction].feed(data, ts)
+            return self._absorb(events) if events else events
         except Exception as exc:  # noqa: BLE001 - fail-open is the contract
             return self._fail(exc, direction, ts)
 
@@ -143,25 +144,30 @@ class Connection:
     def _absorb(self, events: list) -> list:
         """Count what the reader produced and pass commands on to the pairing."""
         out: list = []
-        observe = self.tracker.observe
+        append = out.append
+        observe = self.tracker.observe_into
+        commands = self.commands
         for event in events:
-            out.append(event)
+            append(event)
             kind = type(event)
             if kind is Command:
-                self.commands[event.cmd] += 1
-                if self.role is None or event.cmd in _HINT_CODES:
+                code = event.cmd
+                commands[code] += 1
+                if code in _HINT_CODES or self.role is None:
                     self._learn(event)
-                settled = observe(event)
-                if settled:
-                    out.extend(self._count(settled))
+                mark = len(out)
+                observe(event, out)
+                if len(out) > mark:
+                    self._count(out, mark)
             elif kind is Anomaly:
                 self.anomalies[event.name] += 1
             elif kind is Transaction:
-                self._count([event])
+                self._count([event], 0)
         return out
 
-    def _count(self, settled: list) -> list:
-        for event in settled:
+    def _count(self, settled: list, start: int = 0) -> list:
+        for i in range(start, len(settled)):
+            event = settled[i]
             if type(event) is Anomaly:
                 self.anomalies[event.name] += 1
             else:

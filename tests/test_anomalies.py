@@ -123,9 +123,9 @@ def test_clean_twin_raises_nothing(name):
 def test_internal_error_is_raised_when_the_analysis_fails_and_not_otherwise():
     conn = Connection("x")
 
-    def broken(cmd):
+    def broken(cmd, out):
         raise RuntimeError("injected")
-    conn.tracker.observe = broken
+    conn.tracker.observe_into = broken
     events = conn.feed("c2s", b"PNG\r\n")
     assert [e.name for e in events] == ["analyzer.internal_error"]
     assert conn.failed and conn.feed("c2s", b"PNG\r\n") == []  # fail-open: only bytes counted now

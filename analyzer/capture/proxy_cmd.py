@@ -194,7 +194,7 @@ def cmd_proxy(args) -> int:
                 pass
         where = join_address(*proxy.address)
         session.console.print(f"listening on {where}, relaying to {join_address(*upstream)}; "
-                              "Ctrl-C to stop", style="bold", highlight=False)
+                              "Ctrl-C to stop", style="bold", highlight=False, soft_wrap=True)
         deadline = None if args.duration is None else time.monotonic() + args.duration
         try:
             while not stop.is_set():
@@ -242,7 +242,7 @@ def cmd_demo(args) -> int:
         proxy = _make_proxy(session, service.address("DS"), listen)
         await _start(proxy)
         session.console.print(f"scripted service on {join_address(*service.address('DS'))} (DS), "
-                              f"proxy on {join_address(*proxy.address)}", style="bold", highlight=False)
+                              f"proxy on {join_address(*proxy.address)}", style="bold", highlight=False, soft_wrap=True)
 
         async def refresher() -> None:
             while True:

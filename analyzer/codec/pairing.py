@@ -95,6 +95,11 @@ class TransactionTracker:
 
     def observe(self, cmd: Command) -> list:
         out: list = []
+        self.observe_into(cmd, out)
+        return out
+
+    def observe_into(self, cmd: Command, out: list) -> None:
+        """As `observe`, appending what is settled to `out` (spares a list per command)."""
         ts = cmd.ts
         if ts is not None and (self._order or self._pings or self._lingering):
             self._expire(ts, out)
@@ -102,7 +107,6 @@ class TransactionTracker:
             self._request(cmd, out)
         else:
             self._reply(cmd, out)
-        return out
 
     def tick(self, ts: float) -> list:
         out: list = []
@@ -170,8 +174,10 @@ class TransactionTracker:
             waiting = self._by_trid.get(trid)
             if waiting:
                 txn = waiting[0]
-                if self._accepts(txn, code) or trid != 0:
-                    if not self._accepts(txn, code):
+                want = txn.cmd
+                accepted = code == want or code.isdigit() or code in EXTRA_REPLIES.get(want, ())
+                if accepted or trid != 0:
+                    if not accepted:
                         out.append(Anomaly("msnp.reply.unexpected_command",
                                            f"{code} {trid} answers {txn.cmd} {trid}",
                                            cmd.direction, cmd.offset, cmd.ts, trid))
@@ -246,7 +252,8 @@ class TransactionTracker:
         if code in PARTIAL_REPLIES.get(txn.cmd, ()):
             return  # still waiting (IRO before ANS OK); latency already taken
         self._forget(txn)
-        self._close_other_lingering(txn, out)
+        if self._lingering:
+            self._close_other_lingering(txn, out)
         if code.isdigit() or code == "NAK":
             txn.outcome = "error"
             txn.error = "NAK" if code == "NAK" else f"{code} {error_name(int(code))}"

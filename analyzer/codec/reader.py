@@ -28,7 +28,32 @@ DEFAULT_MAX_LINE = 64 * 1024
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
 _LINE, _PAYLOAD, _DISCARD, _SKIP = range(4)
-_CODE_TEXT = {c: c.decode("ascii") for c in KNOWN_COMMANDS}
+
+# How a line's first parameter is read as a TrID.
+_TRID_NONE = 0        # never a TrID (PNG from the client; NLN, MSG, RNG, ... from the server)
+_TRID_IF_NUMBER = 1   # a TrID when it is a number (a pushed line may lack one)
+_TRID_ALWAYS = 2      # required: a missing or malformed one is an anomaly
+_TRID_SYN_BLOCK = 3   # LSG/LST: none in an MSNP8+ SYN block, else as _TRID_IF_NUMBER
+
+
+def _trid_mode(code: bytes, client: bool) -> int:
+    if client:
+        return _TRID_NONE if code in C2S_NO_TRID else _TRID_ALWAYS
+    if code in S2C_NO_TRID:
+        return _TRID_NONE
+    if code in S2C_NO_TRID_SYN_BLOCK:
+        return _TRID_SYN_BLOCK
+    return _TRID_ALWAYS if code in S2C_NEEDS_TRID else _TRID_IF_NUMBER
+
+
+def _table(client: bool) -> dict[bytes, tuple[str, int, int | None]]:
+    """Known code -> (its text, TrID mode, first version with a payload or None): one lookup per line."""
+    payloads = C2S_PAYLOAD if client else S2C_PAYLOAD
+    return {c: (c.decode("ascii"), _trid_mode(c, client), payloads.get(c)) for c in KNOWN_COMMANDS}
+
+
+_CLIENT_TABLE = _table(True)
+_SERVER_TABLE = _table(False)
 _DIGITS = frozenset(b"0123456789")
 
 
@@ -75,6 +100,7 @@ class CommandReader:
         self.max_payload = max_payload
         self._client = direction == C2S
         self._payload_table = C2S_PAYLOAD if self._client else S2C_PAYLOAD
+        self._fast = _CLIENT_TABLE if self._client else _SERVER_TABLE
         self._chunks: list[bytes] = []  # pending bytes (in _LINE mode: no \n among them)
         self._pending_len = 0
         self._offset = 0                # stream offset of the first pending byte
@@ -231,95 +257,108 @@ class CommandReader:
             self._mode = _LINE
             pos = need
         max_line = self.max_line
-        known = KNOWN_COMMANDS
-        code_text = _CODE_TEXT
         client = self._client
-        payload_table = self._payload_table
+        fast = self._fast
         append = out.append
+        # Two scans of the whole buffer spare two per line: without a tab, and with
+        # every \r followed by \n, no line's content can hold a tab or a bare \r.
+        odd_bytes = b"\t" in buf or buf.count(b"\r") != buf.count(b"\r\n")
         find = buf.find
+        max_payload = self.max_payload
         while True:
             nl = find(b"\n", pos)
             if nl < 0:
                 break
+            off = base + pos
             if nl - pos > max_line:
                 append(Anomaly("msnp.line.too_long", _too_long_detail(max_line, buf[pos:pos + 40]),
-                               direction, base + pos, ts))
-                append(Skipped(direction, buf[pos:nl + 1], base + pos, ts))
+                               direction, off, ts))
+                append(Skipped(direction, buf[pos:nl + 1], off, ts))
                 pos = nl + 1
                 self._garbage = True
                 continue
-            if nl > pos and buf[nl - 1] == 13:
+            if buf[nl - 1] == 13 and nl > pos:
                 content = buf[pos:nl - 1]
             else:
                 content = buf[pos:nl]
-                append(Anomaly("msnp.newline.bare_lf", "line ended with \\n only", direction, base + pos, ts))
+                append(Anomaly("msnp.newline.bare_lf", "line ended with \\n only", direction, off, ts))
             tokens = content.split(b" ")
-            code = tokens[0]
-            if b"" in tokens or b"\t" in content or b"\r" in content or code not in known:
-                tokens = self._slow_tokens(content, tokens, base + pos, ts, out)
+            info = fast.get(tokens[0])
+            if info is None or b"" in tokens or (odd_bytes and (b"\t" in content or b"\r" in content)):
+                tokens = self._slow_tokens(content, tokens, off, ts, out)
                 if tokens is None:
-                    append(Skipped(direction, buf[pos:nl + 1], base + pos, ts))
+                    append(Skipped(direction, buf[pos:nl + 1], off, ts))
                     pos = nl + 1
                     continue
                 code = tokens[0]
-                text = code.decode("ascii")
                 lookup = code.upper()
+                info = fast.get(lookup)
+                if info is None:  # unknown or numeric code
+                    info = (None, _TRID_ALWAYS if client or lookup.isdigit() else _TRID_IF_NUMBER, None)
+                text = code.decode("ascii")
+                mode, minver = info[1], info[2]
             else:
-                text = code_text[code]
-                lookup = code
-            self._garbage = False
+                text, mode, minver = info
+                lookup = tokens[0]
+            if self._garbage:
+                self._garbage = False
             ntok = len(tokens)
-            # -- TrID
+            # -- TrID (see the _TRID_* modes above)
             trid = None
-            if client:
-                if lookup not in C2S_NO_TRID:
-                    trid = self._trid(tokens, ntok, base + pos, ts, out, text, True)
-            elif lookup not in S2C_NO_TRID and not (
-                    lookup in S2C_NO_TRID_SYN_BLOCK and self._syn_block_line(lookup)):
-                if ntok > 1 and tokens[1].isdigit():
+            if mode:
+                if mode == _TRID_SYN_BLOCK:
+                    mode = _TRID_NONE if self._syn_block_line(lookup) else _TRID_IF_NUMBER
+                if mode and ntok > 1 and tokens[1].isdigit():
                     trid = int(tokens[1])
-                    if trid > TRID_MAX:
-                        append(Anomaly("msnp.trid.out_of_range", f"{text} TrID {trid}", direction, base + pos, ts, trid))
-                elif lookup in S2C_NEEDS_TRID or lookup.isdigit():
-                    trid = self._trid(tokens, ntok, base + pos, ts, out, text, False)
-            if lookup == b"VER":
-                self._learn_version(tokens, trid, base + pos, ts, out)
+                    if trid > TRID_MAX or (trid == 0 and client):
+                        self._trid(tokens, ntok, off, ts, out, text, client)
+                elif mode == _TRID_ALWAYS:
+                    trid = self._trid(tokens, ntok, off, ts, out, text, client)
+                if lookup == b"VER":
+                    self._learn_version(tokens, trid, off, ts, out)
             # -- payload
-            length = None
-            minver = payload_table.get(lookup)
-            if minver is not None:
-                if ntok >= (3 if trid is not None else 2) and (minver == 0 or (self.state.effective or minver) >= minver):
+            if minver is None:
+                if info[0] is None and lookup.isdigit():
+                    length = self._error_shape(lookup, tokens, ntok, trid, off, ts, out)
+                    if length is None:
+                        append(Command(direction, text, trid, tokens[1:], buf[pos:nl + 1], None, None, off, ts))
+                        pos = nl + 1
+                        continue
+                else:
+                    append(Command(direction, text, trid, tokens[1:], buf[pos:nl + 1], None, None, off, ts))
+                    pos = nl + 1
+                    continue
+            else:
+                length = None
+                if ntok >= (2 if trid is None else 3) and (minver == 0 or (self.state.effective or minver) >= minver):
                     last = tokens[-1]
                     if last.isdigit():
                         length = int(last)
                     elif lookup in STRICT_LENGTH:
                         append(Anomaly("msnp.payload.bad_length", f"{text} length field {last[:20]!r}",
-                                       direction, base + pos, ts, trid))
+                                       direction, off, ts, trid))
                 elif lookup in STRICT_LENGTH and lookup != b"UBX":
                     append(Anomaly("msnp.payload.bad_length", f"{text} has no length field",
-                                   direction, base + pos, ts, trid))
-            elif lookup.isdigit():
-                length = self._error_shape(lookup, tokens, ntok, trid, base + pos, ts, out)
-            line = buf[pos:nl + 1]
-            if length is None:
-                append(Command(direction, text, trid, tokens[1:], line, None, None, base + pos, ts))
-                pos = nl + 1
-                continue
-            if length > self.max_payload:
-                append(Anomaly("msnp.payload.too_large",
-                               f"{text} announces {length} bytes (cap {self.max_payload}); not consumed",
-                               direction, base + pos, ts, trid))
-                append(Command(direction, text, trid, tokens[1:], line, None, length, base + pos, ts))
-                pos = nl + 1
-                continue
+                                   direction, off, ts, trid))
+                if length is None:
+                    append(Command(direction, text, trid, tokens[1:], buf[pos:nl + 1], None, None, off, ts))
+                    pos = nl + 1
+                    continue
             start = nl + 1
+            if length > max_payload:
+                append(Anomaly("msnp.payload.too_large",
+                               f"{text} announces {length} bytes (cap {max_payload}); not consumed",
+                               direction, off, ts, trid))
+                append(Command(direction, text, trid, tokens[1:], buf[pos:start], None, length, off, ts))
+                pos = start
+                continue
             end = start + length
             if end <= n:
-                append(Command(direction, text, trid, tokens[1:], line, buf[start:end], length, base + pos, ts))
+                append(Command(direction, text, trid, tokens[1:], buf[pos:start], buf[start:end], length, off, ts))
                 pos = end
                 continue
             # The payload is not all here yet.
-            self._partial = Command(direction, text, trid, tokens[1:], line, None, length, base + pos, ts)
+            self._partial = Command(direction, text, trid, tokens[1:], buf[pos:start], None, length, off, ts)
             self._mode = _PAYLOAD
             self._need = length
             rest = buf[start:]

@@ -1,0 +1,118 @@
+"""The `proxy` and `demo` commands as a user runs them (subprocesses, bounded in time)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+from scapy.utils import RawPcapNgReader
+
+from analyzer.service import EchoServer
+
+PY = [sys.executable, "-m", "analyzer"]
+
+
+def cli(*args, timeout=60):
+    return subprocess.run(PY + list(args), capture_output=True, text=True, timeout=timeout)
+
+
+def test_demo_finishes_by_itself_with_json_and_recording(tmp_path):
+    jpath, rpath = tmp_path / "demo.jsonl", tmp_path / "demo.pcapng"
+    out = cli("demo", "--quiet", "--json", str(jpath), "--record", str(rpath))
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr and "MSNP connections" in out.stdout
+    records = [json.loads(line) for line in jpath.read_text().splitlines()]
+    streams = [r for r in records if r["kind"] == "stream"]
+    assert sorted(r["role"] for r in streams) == ["DS", "DS", "NS", "NS", "SB", "SB", "SB", "SB"]
+    assert {r["version"] for r in streams if r["role"] != "SB"} == {"MSNP8", "MSNP15"}
+    assert sum(r["kind"] == "rewrite" for r in records) == 6
+    with RawPcapNgReader(str(rpath)) as reader:
+        assert sum(1 for _ in reader) > 50
+
+
+def test_demo_recording_reads_back_with_analyze(tmp_path):
+    rpath = tmp_path / "demo.pcapng"
+    assert cli("demo", "--quiet", "--msnp", "8", "--record", str(rpath)).returncode == 0
+    if "analyze" not in cli("--help").stdout:
+        pytest.skip("the analyze command is not in this tree")
+    out = cli("analyze", str(rpath), "--json", "-")
+    assert out.returncode == 0, out.stderr
+    kinds = [json.loads(line)["kind"] for line in out.stdout.splitlines()]
+    assert kinds.count("stream") == 4 and "command" in kinds
+
+
+def test_demo_live_view_is_shown_when_not_quiet():
+    out = cli("demo", "--msnp", "15")
+    assert out.returncode == 0, out.stderr
+    assert "msnp-analyzer demo (scripted service on loopback)" in out.stdout
+    assert re.search(r"\[\d+\] >>> OUT", out.stdout) and re.search(r"\[\d+\] <<< MSG ", out.stdout)
+
+
+def test_sigint_with_open_connections_prints_the_report_and_exits_0():
+    async def go():
+        echo = await EchoServer().start()
+        host, port = echo.address
+        proc = await asyncio.create_subprocess_exec(
+            *PY, "proxy", "--upstream", f"{host}:{port}", "--listen", "127.0.0.1:0", "--quiet",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+            m = re.search(r"listening on ([\d.]+):(\d+)", line)
+            assert m, line
+            reader, writer = await asyncio.open_connection(m.group(1), int(m.group(2)))
+            writer.write(b"VER 1 MSNP8 CVR0\r\n")
+            await writer.drain()
+            assert await asyncio.wait_for(reader.readline(), 10) == b"VER 1 MSNP8 CVR0\r\n"
+            proc.send_signal(signal.SIGINT)
+            rest, err = await asyncio.wait_for(proc.communicate(), 20)
+            eof = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            return proc.returncode, rest.decode(), err.decode(), eof
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            await echo.stop()
+    code, out, err, eof = asyncio.run(go())
+    assert code == 0, err
+    assert "MSNP connections" in out and "Traceback" not in err
+    assert eof == b""
+
+
+def test_usage_errors_are_one_line_and_exit_2():
+    bad = cli("proxy", "--upstream", "host:notaport")
+    assert bad.returncode == 2 and "expected HOST[:PORT]" in bad.stderr and "Traceback" not in bad.stderr
+    wild = cli("proxy", "--upstream", "127.0.0.1", "--listen", "0.0.0.0:0")
+    assert wild.returncode == 2 and "--advertise" in wild.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = cli("proxy", "--upstream", "127.0.0.1", "--listen", f"127.0.0.1:{port}", "--quiet")
+    assert taken.returncode == 2 and "cannot listen" in taken.stderr
+    assert len(taken.stderr.strip().splitlines()) == 1
+
+
+def test_duration_stops_by_itself_and_help_answers():
+    out = cli("proxy", "--upstream", "127.0.0.1:9", "--listen", "127.0.0.1:0", "--duration", "0.3", "--quiet")
+    assert out.returncode == 0 and "no MSNP connections" in out.stdout
+    helptext = cli("proxy", "--help").stdout
+    for option in ("--upstream", "--listen", "--advertise", "--record", "--json", "--quiet"):
+        assert option in helptext
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/tshark"), reason="tshark not installed")
+def test_tshark_reads_the_recording(tmp_path):
+    rpath = tmp_path / "demo.pcapng"
+    assert cli("demo", "--quiet", "--msnp", "8", "--record", str(rpath)).returncode == 0
+    out = subprocess.run(["tshark", "-r", str(rpath), "-q", "-z", "conv,tcp"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("<->") == 4
