@@ -100,6 +100,14 @@ for _name, _sev, _summary in [
     ("mitm.connection.error", _W, "mitmproxy reported an error on a connection (reset, refused, TLS failure)"),
     ("mitm.rewrite.skipped", _W, "reverse mode: an XFR/RNG address was not rewritten, so the client's next connection escapes observation"),
     ("mitm.flowfile.corrupt", _E, "a mitmproxy flow file is damaged or cut short; the flows after that point are lost"),
+    # TCP reassembly and capture files (analyzer/capture/tcp.py, pcap.py)
+    ("tcp.gap", _W, "bytes of a TCP stream are missing from the capture (a hole that never filled); decoding resynchronised after it"),
+    ("tcp.overlap_mismatch", _W, "two copies of the same TCP sequence range carry different bytes; the first copy was kept"),
+    ("tcp.retransmission", _I, "a TCP segment whose bytes were already delivered was seen again and dropped"),
+    ("capture.truncated", _E, "the capture file ends in the middle of a record; everything before that point was analysed"),
+    ("capture.damaged", _E, "the capture file holds a record that cannot be a packet; reading stopped there"),
+    ("capture.unknown_linktype", _W, "a link type neither the fast decoder nor scapy knows; its packets were skipped"),
+    ("capture.fallback_dissection", _I, "a link type the fast decoder does not know; its packets were dissected by scapy (slow)"),
     # the analysis itself
     ("analyzer.internal_error", _E, "the analysis of this connection failed; the rest of it was not decoded"),
     # the live proxy (analyzer/capture/proxy.py)

@@ -1,0 +1,172 @@
+"""Which TCP flows are MSNP, and which side of each is the client.
+
+Contract:
+- `Detector.decide(tracker, flow, final)` looks at a flow that has delivered
+  its first bytes and calls `tracker.accept(flow, client_index)` or
+  `tracker.reject(flow)`, or returns without deciding when it needs more
+  bytes (never once `final` is true).
+- A flow is MSNP when one end is port 1863 or an `ip:port` an `XFR`/`RNG`
+  line of this capture pointed to, or, on any other port, when the first
+  line of its first bytes is an MSNP command (`looks_like_msnp`). HTTP on
+  the same ports (`GET / HTTP/1.1`) is not mistaken for MSNP's `GET`.
+- The client is the side that sent the SYN; without a SYN, the side whose
+  port is 1863 or was named by an `XFR`/`RNG` is the server; without that,
+  content decides (lines only a server sends, such as `MSG handle nick len`,
+  `NLN`, `JOI` or numeric errors, versus lines only a client sends); as a
+  last resort the lower port is the server's.
+- `Detector.referral(command)` learns the address from a server's `XFR ...
+  host:port` or `RNG ... host:port`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import struct
+
+from ..codec import C2S, S2C
+from ..codec.tables import KNOWN_COMMANDS
+
+MSNP_PORT = 1863
+REFERRALS = frozenset({"XFR", "RNG"})
+HEAD_BYTES = 1024           # the first line must end within this many bytes
+DECIDE_BYTES = 4096         # give up waiting for a line end after this many bytes
+
+_HEAD = re.compile(rb"[A-Z0-9]{3}[ \t\r\n]")
+# Codes that in MSNP are followed by a TrID, but that open other protocols' lines too.
+_AMBIGUOUS = frozenset({b"GET", b"PUT", b"DEL"})
+SERVER_ONLY = frozenset({b"NLN", b"FLN", b"ILN", b"IRO", b"JOI", b"BYE", b"QNG", b"RNG", b"NOT",
+                         b"CHL", b"UBX", b"ACK", b"NAK", b"LST", b"LSG", b"BPR", b"GTC", b"BLP",
+                         b"PRP", b"SBS", b"IPG", b"UBN", b"UBM"})
+CLIENT_ONLY = frozenset({b"PNG", b"CAL", b"ANS", b"QRY", b"CVR", b"PAG", b"UUM", b"UUN"})
+
+
+def first_line(data: bytes):
+    """Tokens of the first line, None when it has not ended yet, [] when it is not a text line."""
+    nl = data.find(b"\n", 0, HEAD_BYTES)
+    if nl < 0:
+        if len(data) >= 4 and not _HEAD.match(data):
+            return []
+        return None if len(data) < HEAD_BYTES else []
+    return data[:nl].rstrip(b"\r").split()
+
+
+def looks_like_msnp(data: bytes) -> bool | None:
+    """True if the stream starts with an MSNP command line, False if not, None: need more bytes."""
+    tokens = first_line(data)
+    if tokens is None:
+        return None
+    if not tokens or any(t.startswith(b"HTTP/") for t in tokens):
+        return False
+    code = tokens[0]
+    if code in KNOWN_COMMANDS:
+        if code in _AMBIGUOUS:
+            return len(tokens) > 1 and tokens[1].isdigit()
+        return True
+    # A numeric error answers a TrID: `217 5`.
+    return len(code) == 3 and code.isdigit() and len(tokens) > 1 and tokens[1].isdigit()
+
+
+def side_from_content(data: bytes) -> str | None:
+    """Who sent a stream that starts with `data`: C2S, S2C, or None when its first line cannot tell."""
+    tokens = first_line(data)
+    if not tokens:
+        return None
+    code = tokens[0]
+    if code in SERVER_ONLY or code.isdigit():
+        return S2C
+    if code in CLIENT_ONLY:
+        return C2S
+    if code == b"MSG" and len(tokens) > 1:
+        return C2S if tokens[1].isdigit() else S2C  # client MSG has a TrID, server MSG a handle
+    if code == b"USR" and len(tokens) > 3 and tokens[2] in (b"TWN", b"SSO", b"MD5"):
+        return C2S if tokens[3] == b"I" else S2C
+    return None
+
+
+def _endpoint(token: bytes):
+    """`(packed ip or None, port)` from `host:port`, or None."""
+    host, sep, port = token.rpartition(b":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    try:
+        packed = ipaddress.ip_address(host.strip(b"[]").decode("ascii")).packed
+    except (ValueError, UnicodeDecodeError):
+        packed = None  # a host name: only its port can be matched
+    return packed, int(port)
+
+
+class Detector:
+    def __init__(self, ports: frozenset[int] = frozenset({MSNP_PORT})) -> None:
+        self.ports = set(ports)                       # always MSNP, server side
+        self.endpoints: set[tuple[bytes, int]] = set()  # (packed ip, port) named by XFR/RNG
+        self.referral_ports: set[int] = set()
+
+    def referral(self, command) -> None:
+        """Learn the `host:port` a server's XFR or RNG points the client to."""
+        for token in command.raw_params[:3]:
+            found = _endpoint(token)
+            if found is not None:
+                packed, port = found
+                if packed is not None:
+                    self.endpoints.add((packed, port))
+                self.referral_ports.add(port)
+                return
+
+    def server_by_address(self, key: bytes) -> int | None:
+        """0 or 1: which end of the flow keyed `key` is a known MSNP server (by address or port)."""
+        n = (len(key) - 4) // 2
+        pa, pb = struct.unpack_from(">HH", key, 2 * n)
+        ia, ib = key[:n], key[n:2 * n]
+        if (ib, pb) in self.endpoints:
+            return 1
+        if (ia, pa) in self.endpoints:
+            return 0
+        if pb in self.ports and pa not in self.ports:
+            return 1
+        if pa in self.ports and pb not in self.ports:
+            return 0
+        return None
+
+    def decide(self, tracker, flow, final: bool) -> None:
+        heads = [b"", b""]
+        first = None
+        for item in flow.early:
+            if len(item) == 3 and item[1]:
+                index = item[0]
+                if first is None:
+                    first = index
+                if len(heads[index]) < HEAD_BYTES:
+                    heads[index] += item[1][:HEAD_BYTES]
+        if first is None:
+            if final:
+                tracker.reject(flow)
+            return
+        server = self.server_by_address(flow.keys[0])
+        if server is None:
+            verdict = looks_like_msnp(heads[first])
+            if verdict is None and not final and flow.early_bytes < DECIDE_BYTES:
+                return
+            if not verdict:
+                tracker.reject(flow)
+                return
+        tracker.accept(flow, self.client_index(flow, heads, first, server))
+
+    def client_index(self, flow, heads, first: int, server: int | None) -> int:
+        if flow.client_hint is not None:
+            return flow.client_hint
+        if server is not None:
+            return 1 - server
+        for index in (first, 1 - first):
+            said = side_from_content(heads[index])
+            if said is not None:
+                return index if said == C2S else 1 - index
+        n = (len(flow.keys[0]) - 4) // 2
+        pa, pb = struct.unpack_from(">HH", flow.keys[0], 2 * n)
+        if pa in self.referral_ports and pb not in self.referral_ports:
+            return 1
+        if pb in self.referral_ports and pa not in self.referral_ports:
+            return 0
+        if pa != pb:
+            return 0 if pa > pb else 1
+        return first  # an MSNP client speaks first

@@ -1,0 +1,396 @@
+"""Capture files in, TCP segments out: the pcap/pcapng boundary of the analyzer.
+
+Contract:
+- `CaptureFile(path)` opens a pcap or pcapng file (optionally gzip'd) with
+  scapy's raw readers (`RawPcapReader` / `RawPcapNgReader`: no per-packet
+  dissection). A missing file or one that is not a capture raises
+  `CaptureError` with a one-line message.
+- `CaptureFile.segments()` yields one tuple per TCP segment, in file order:
+  `(ts, key, seq, ack, flags, payload)` where `key` is the packed
+  `src ip + dst ip + src port + dst port` of the segment (12 bytes for IPv4,
+  36 for IPv6; `split_key` turns it back into addresses). Everything that is
+  not TCP over IPv4/IPv6 is skipped before anything is allocated for it.
+- The TCP payload length comes from the IP header, never from the frame
+  length: short Ethernet frames carry padding that is not part of the stream.
+- Damage is never an exception: a truncated or corrupt file yields every
+  packet before the damage, then `CaptureFile.anomalies` holds a
+  `capture.truncated` / `capture.damaged` anomaly saying where it stopped.
+  Link types the fast decoder does not know are dissected by scapy (slow,
+  reported once as `capture.fallback_dissection`), or skipped when scapy does
+  not know them either (`capture.unknown_linktype`).
+
+Classic pcap records are read by our own loop over the file scapy opened (the
+header, byte order, nanosecond magic and gzip are scapy's work): scapy's
+per-record `read_packet` builds a metadata namedtuple per packet, which is a
+third of the whole budget on a large file. pcapng goes through
+`RawPcapNgReader` record by record (its blocks carry per-interface link types
+and time resolutions).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import struct
+
+from ..codec import Anomaly
+
+# Link-layer header types (https://www.tcpdump.org/linktypes.html).
+LINKTYPE_NULL = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+LINKTYPE_LOOP = 108
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_LINUX_SLL2 = 276
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+# DLT_RAW's historical values on some BSDs (12, 14) appear in old files.
+RAW_IP_LINKTYPES = frozenset({LINKTYPE_RAW, 12, 14, LINKTYPE_IPV4, LINKTYPE_IPV6})
+KNOWN_LINKTYPES = frozenset({LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_LOOP,
+                             LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2}) | RAW_IP_LINKTYPES
+
+ETH_IPV4, ETH_IPV6 = 0x0800, 0x86DD
+VLAN_TAGS = frozenset({0x8100, 0x88A8, 0x9100, 0x9200})
+IPPROTO_TCP = 6
+# IPv6 extension headers we walk over to find TCP (fragments are not reassembled).
+IPV6_EXTENSIONS = frozenset({0, 43, 60, 51})
+IPV6_FRAGMENT = 44
+
+MAX_RECORD = 256 * 1024 * 4  # a pcap record longer than this is corruption, not a packet
+
+_u16 = struct.Struct(">H").unpack_from
+_tcp = struct.Struct(">HHIIH").unpack_from
+
+
+class CaptureError(Exception):
+    """The file cannot be used at all (missing, not a capture): one line, exit 2."""
+
+
+def split_key(key: bytes) -> tuple[str, int, str, int]:
+    """`(src ip, src port, dst ip, dst port)` of a segment key, as text."""
+    n = (len(key) - 4) // 2
+    sport, dport = struct.unpack_from(">HH", key, 2 * n)
+    return (str(ipaddress.ip_address(key[:n])), sport, str(ipaddress.ip_address(key[n:2 * n])), dport)
+
+
+def format_endpoint(ip: str, port: int) -> str:
+    """`ip:port`, with IPv6 addresses in brackets as in URLs."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def reverse_key(key: bytes) -> bytes:
+    n = (len(key) - 4) // 2
+    return key[n:2 * n] + key[:n] + key[2 * n + 2:] + key[2 * n:2 * n + 2]
+
+
+def decode_ip(data, o: int, end: int | None = None):
+    """The TCP segment in the IP packet at `data[o:end]`: `(key, seq, ack, flags, payload)` or None."""
+    if end is None:
+        end = len(data)
+    if o >= end:
+        return None
+    version = data[o] >> 4
+    if version == 4:
+        if end - o < 20 or data[o + 9] != IPPROTO_TCP:
+            return None
+        if _u16(data, o + 6)[0] & 0x3FFF:
+            return None  # a fragment: the TCP header may not even be here
+        total = _u16(data, o + 2)[0]
+        t = o + ((data[o] & 15) << 2)
+        stop = o + total if total else end  # 0: TSO capture, length unknown
+        addrs = data[o + 12:o + 20]
+    elif version == 6:
+        if end - o < 40:
+            return None
+        nh = data[o + 6]
+        stop = o + 40 + _u16(data, o + 4)[0]
+        addrs = data[o + 8:o + 40]
+        t = o + 40
+        while nh in IPV6_EXTENSIONS and t + 8 <= end:
+            nh, t = data[t], t + ((data[t + 1] + 2) << 2 if nh == 51 else (data[t + 1] + 1) << 3)
+        if nh != IPPROTO_TCP:
+            return None
+        if o + 40 == stop:
+            return None  # jumbogram or empty
+    else:
+        return None
+    if t + 20 > end:
+        return None
+    sport_dport = data[t:t + 4]
+    _, _, seq, ack, offflags = _tcp(data, t)
+    p = t + ((offflags >> 12) << 2)
+    if stop > end:
+        stop = end  # cut by the snap length: the missing bytes become a tcp.gap later
+    return addrs + sport_dport, seq, ack, offflags & 0x3F, data[p:stop] if p < stop else b""
+
+
+def link_offset(linktype: int, data) -> int:
+    """Where the IP header starts in a frame of this link type, or -1 (not IP / unknown)."""
+    n = len(data)
+    if linktype == LINKTYPE_ETHERNET:
+        o, etype = 14, (_u16(data, 12)[0] if n >= 14 else 0)
+        while etype in VLAN_TAGS and o + 4 <= n:
+            etype = _u16(data, o + 2)[0]
+            o += 4
+        return o if etype in (ETH_IPV4, ETH_IPV6) else -1
+    if linktype in RAW_IP_LINKTYPES:
+        return 0
+    if linktype == LINKTYPE_LINUX_SLL:
+        return 16 if n >= 16 and _u16(data, 14)[0] in (ETH_IPV4, ETH_IPV6) else -1
+    if linktype == LINKTYPE_LINUX_SLL2:
+        return 20 if n >= 20 and _u16(data, 0)[0] in (ETH_IPV4, ETH_IPV6) else -1
+    if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
+        # The family is in host (NULL) or network (LOOP) byte order and its value
+        # for IPv6 differs per OS: the IP version nibble is the reliable test.
+        return 4 if n > 4 and data[4] >> 4 in (4, 6) else -1
+    return -1
+
+
+class _WarningTrap(logging.Handler):
+    """Collects scapy's reader warnings so damage is reported as an anomaly, not log noise."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+class CaptureFile:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if not os.path.exists(path):
+            raise CaptureError(f"{path}: no such file")
+        if os.path.isdir(path):
+            raise CaptureError(f"{path}: is a directory")
+        from scapy.error import Scapy_Exception
+        from scapy.utils import RawPcapNgReader, RawPcapReader
+        self.size = os.path.getsize(path)
+        logger = logging.getLogger("scapy.runtime")
+        self._trap = _WarningTrap()
+        logger.addHandler(self._trap)
+        self._propagate = logger.propagate
+        logger.propagate = False
+        try:
+            self.reader = RawPcapReader(path)
+        except (Scapy_Exception, EOFError, OSError) as exc:
+            self._untrap()
+            reason = str(exc).strip() or "unreadable"
+            if isinstance(exc, OSError):
+                reason = exc.strerror or reason
+            elif "No data" in reason:
+                reason = "empty file"
+            else:
+                reason = "not a pcap or pcapng capture"
+            raise CaptureError(f"{path}: {reason}") from None
+        self.pcapng = isinstance(self.reader, RawPcapNgReader)
+        self.format = "pcapng" if self.pcapng else "pcap"
+        self.gzip = not hasattr(self.reader.f, "raw") and type(self.reader.f).__name__ == "GzipFile"
+        self.linktype = getattr(self.reader, "linktype", None)
+        self.nano = bool(getattr(self.reader, "nano", False))
+        self.anomalies: list[Anomaly] = []
+        self.packets = 0        # records read
+        self.tcp_segments = 0   # of which TCP over IP
+        self.position = 0       # bytes of the file consumed (for progress)
+        self._warned_links: set[int] = set()
+
+    # -- public -----------------------------------------------------------------
+
+    def segments(self):
+        try:
+            if self.pcapng:
+                yield from self._pcapng_segments()
+            else:
+                yield from self._pcap_segments()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._untrap()
+        try:
+            self.reader.close()
+        except Exception:  # noqa: BLE001 - closing a damaged gzip stream can fail
+            pass
+
+    # -- classic pcap -------------------------------------------------------------
+
+    def _pcap_segments(self):
+        f = self.reader.f
+        endian = self.reader.endian
+        rec = struct.Struct(endian + "IIII").unpack_from
+        scale = 1e-9 if self.nano else 1e-6
+        linktype = self.linktype
+        fast_ethernet = linktype == LINKTYPE_ETHERNET
+        if linktype not in KNOWN_LINKTYPES:
+            self._unknown_link(linktype)
+        decode = decode_ip
+        u16 = _u16
+        pos = 24  # file offset of buf[0]
+        buf = b""
+        i = 0
+        packets = 0
+        tcp = 0
+        read = f.read
+        chunk = 1 << 20
+        while True:
+            if len(buf) - i < 16:
+                more = read(chunk)
+                buf = buf[i:] + more
+                pos += i
+                i = 0
+                if len(buf) < 16:
+                    if buf:
+                        self._damage("capture.truncated", pos, packets,
+                                     f"the capture ends inside the header of record {packets + 1} "
+                                     f"({len(buf)} of 16 bytes)")
+                    break
+            sec, frac, caplen, wirelen = rec(buf, i)
+            if caplen > MAX_RECORD:
+                self._damage("capture.damaged", pos + i, packets,
+                             f"record {packets + 1} claims {caplen} bytes: not a packet record")
+                break
+            start = i + 16
+            stop = start + caplen
+            if stop > len(buf):
+                more = read(max(chunk, caplen))
+                buf = buf[i:] + more
+                pos += i
+                i, start, stop = 0, 16, 16 + caplen
+                if stop > len(buf):
+                    self._damage("capture.truncated", pos, packets,
+                                 f"the capture ends inside record {packets + 1} "
+                                 f"({len(buf) - 16} of {caplen} bytes)")
+                    break
+            packets += 1
+            i = stop
+            # Ethernet (with VLAN tags) inline: it is nearly every capture.
+            if fast_ethernet:
+                etype = u16(buf, start + 12)[0] if caplen >= 14 else 0
+                o = start + 14
+                if etype != ETH_IPV4:
+                    while etype in VLAN_TAGS and o + 4 <= stop:
+                        etype = u16(buf, o + 2)[0]
+                        o += 4
+                    if etype != ETH_IPV4 and etype != ETH_IPV6:
+                        continue
+                elif caplen < 34 or buf[start + 23] != IPPROTO_TCP:
+                    continue  # IPv4 but not TCP: the commonest skip, decided in two lookups
+                seg = decode(buf, o, stop)
+            else:
+                frame = buf[start:stop]
+                o = link_offset(linktype, frame) if linktype in KNOWN_LINKTYPES else -2
+                if o == -2:
+                    seg = self._fallback(linktype, frame)
+                elif o < 0:
+                    continue
+                else:
+                    seg = decode(frame, o)
+            if seg is None:
+                continue
+            tcp += 1
+            if tcp & 0x3FFF == 0:
+                self.position = pos + i
+                self.packets, self.tcp_segments = packets, tcp
+            yield (sec + frac * scale, *seg)
+        self.position = pos + i
+        self.packets, self.tcp_segments = packets, tcp
+
+    # -- pcapng -------------------------------------------------------------------
+
+    def _pcapng_segments(self):
+        reader = self.reader
+        f = reader.f
+        packets = tcp = 0
+        while True:
+            try:
+                got = reader._read_packet()
+            except EOFError:
+                break
+            except Exception as exc:  # noqa: BLE001 - scapy raises assorted errors on damage
+                self._trap.messages.append(f"{type(exc).__name__}: {exc}")
+                break
+            data, meta = got
+            packets += 1
+            linktype = meta.linktype
+            if linktype in KNOWN_LINKTYPES:
+                o = link_offset(linktype, data)
+                if o < 0:
+                    continue
+                seg = decode_ip(data, o)
+            else:
+                seg = self._fallback(linktype, data)
+            if seg is None:
+                continue
+            tcp += 1
+            if tcp & 0xFFF == 0:
+                self.position = self._tell(f)
+                self.packets, self.tcp_segments = packets, tcp
+            ts = ((meta.tshigh << 32) | meta.tslow) / (meta.tsresol or 1000000)
+            yield (ts, *seg)
+        self.packets, self.tcp_segments = packets, tcp
+        where = self._tell(f)
+        self.position = where if where is not None else self.size
+        if self._trap.messages or (where is not None and not self.gzip and where < self.size):
+            why = self._trap.messages[-1] if self._trap.messages else "unreadable data"
+            self._damage("capture.truncated", where, packets,
+                         f"stopped reading after record {packets}: {why}")
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _tell(self, f):
+        try:
+            return f.tell()
+        except (OSError, ValueError):
+            return None
+
+    def _damage(self, name: str, offset, packets: int, detail: str) -> None:
+        where = f" at byte {offset}" if offset is not None else ""
+        self.anomalies.append(Anomaly(name, f"{os.path.basename(self.path)}{where}: {detail}; "
+                                            f"the {packets} packets before it were analysed",
+                                      None, offset, None))
+
+    def _unknown_link(self, linktype) -> bool:
+        """Report once per link type; True when scapy can dissect it."""
+        import scapy.layers.all  # noqa: F401 - fills conf.l2types; slow, so only for odd link types
+        from scapy.config import conf
+        known = conf.l2types.get(linktype) is not None if linktype is not None else False
+        if linktype not in self._warned_links:
+            self._warned_links.add(linktype)
+            if known:
+                self.anomalies.append(Anomaly(
+                    "capture.fallback_dissection",
+                    f"link type {linktype}: not in the fast decoder, dissected by scapy (slow)",
+                    None, None, None))
+            else:
+                self.anomalies.append(Anomaly(
+                    "capture.unknown_linktype",
+                    f"link type {linktype}: neither the fast decoder nor scapy knows it; its packets were skipped",
+                    None, None, None))
+        return known
+
+    def _fallback(self, linktype, data):
+        """Dissect one frame with scapy and hand its IP layer to our decoder."""
+        if linktype not in self._warned_links and not self._unknown_link(linktype):
+            return None
+        from scapy.config import conf
+        cls = conf.l2types.get(linktype)
+        if cls is None:
+            return None
+        try:
+            from scapy.layers.inet import IP
+            from scapy.layers.inet6 import IPv6
+            pkt = cls(bytes(data))
+            layer = pkt.getlayer(IP) or pkt.getlayer(IPv6)
+            if layer is None:
+                return None
+            return decode_ip(bytes(layer), 0)
+        except Exception:  # noqa: BLE001 - a frame scapy cannot dissect is skipped
+            return None
+
+    def _untrap(self) -> None:
+        logger = logging.getLogger("scapy.runtime")
+        if self._trap in logger.handlers:
+            logger.removeHandler(self._trap)
+            logger.propagate = self._propagate

@@ -1,0 +1,83 @@
+"""`msnp-analyzer analyze`: exit codes, report, JSON Lines, verbose output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analyzer.cli import main
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "captures-real"
+NDPI = REAL / "ndpi_msnms.pcap"
+PPA = REAL / "ppa1e_msnms.pcap"
+needs_real = pytest.mark.skipif(not NDPI.exists(), reason="../shared/captures-real is not beside the clone")
+
+
+def run(*argv):
+    return subprocess.run([sys.executable, "-m", "analyzer", *argv], capture_output=True, text=True, timeout=120)
+
+
+def test_missing_file_is_a_one_line_error():
+    r = run("analyze", "/nonexistent/x.pcap")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "msnp-analyzer: error: /nonexistent/x.pcap: no such file"
+
+
+def test_not_a_capture_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello\n")
+    r = run("analyze", str(bad))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "not a pcap or pcapng capture" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@needs_real
+def test_json_lines_stream_records_carry_addresses(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    out = tmp_path / "o.jsonl"
+    assert main(["analyze", str(PPA), "--json", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    [stream] = [r for r in records if r["kind"] == "stream"]
+    assert stream["client"] == "192.168.0.114:3331" and stream["server"] == "207.46.26.167:1863"
+    assert stream["commands"] == 25
+    assert sum(1 for r in records if r["kind"] == "command") == 25
+    report = capsys.readouterr().out
+    assert "192.168.0.114:3331" in report and "207.46.26.167:1863" in report
+
+
+@needs_real
+def test_json_to_stdout_keeps_stdout_pure_json():
+    r = run("analyze", str(NDPI), "--json", "-")
+    assert r.returncode == 0
+    kinds = [json.loads(line)["kind"] for line in r.stdout.splitlines()]
+    assert kinds.count("stream") == 6 and kinds.count("command") == 364
+    assert "MSNP connections" in r.stderr
+
+
+@needs_real
+def test_verbose_prints_the_commands(capsys):
+    assert main(["analyze", str(PPA), "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "CAL" in out and "JOI" in out and "MSG" in out
+
+
+@needs_real
+def test_fail_on_decides_the_exit_status(tmp_path):
+    data = PPA.read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[:len(data) - 100])
+    assert main(["analyze", str(cut)]) == 1                    # capture.truncated is an error
+    assert main(["analyze", str(cut), "--fail-on", "never"]) == 0
+
+
+@needs_real
+def test_several_files_continue_stream_ids(tmp_path):
+    out = tmp_path / "o.jsonl"
+    assert main(["analyze", str(PPA), str(NDPI), "--json", str(out)]) == 0
+    ids = [json.loads(l)["stream"] for l in out.read_text().splitlines() if '"kind":"stream"' in l]
+    assert sorted(ids, key=int) == [str(i) for i in range(1, 8)]

@@ -1,0 +1,214 @@
+"""TCP reassembly: order, holes, overlaps, wrap-around, starts without SYN, FIN/RST, port reuse."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from analyzer.analysis import Analysis
+from analyzer.capture.tcp import ACK, FIN, RST, SYN, TcpTracker
+from resegment import Collector
+
+PSH_ACK = 0x18
+CLIENT = ("127.0.0.1", 40000)
+SERVER = ("127.0.0.2", 1863)
+
+
+def key(src, dst) -> bytes:
+    return socket.inet_aton(src[0]) + socket.inet_aton(dst[0]) + struct.pack(">HH", src[1], dst[1])
+
+
+class Wire:
+    """Builds segments of one connection and feeds them to a tracker."""
+
+    def __init__(self, isn_c=1000, isn_s=5000, client=CLIENT, server=SERVER, **tracker_options):
+        self.got = Collector()
+        self.analysis = Analysis([self.got])
+        self.tracker = TcpTracker(self.analysis, **tracker_options)
+        self.seq = {"c": isn_c, "s": isn_s}
+        self.client, self.server = client, server
+        self.ts = 100.0
+
+    def send(self, side, data=b"", flags=PSH_ACK, seq=None, ack=0):
+        self.ts += 0.01
+        src, dst = (self.client, self.server) if side == "c" else (self.server, self.client)
+        s = self.seq[side] if seq is None else seq
+        self.tracker.segment(self.ts, key(src, dst), s & 0xFFFFFFFF, ack, flags, data)
+        if seq is None:
+            self.seq[side] = (s + len(data) + (1 if flags & (SYN | FIN) else 0)) & 0xFFFFFFFF
+        return s
+
+    def handshake(self):
+        self.send("c", flags=SYN)
+        self.send("s", flags=SYN | ACK)
+        self.send("c", flags=ACK)
+
+    def finish(self):
+        self.tracker.finish(self.ts)
+        self.analysis.finish()
+        return self.got
+
+
+def lines(got, direction="c2s"):
+    return [raw for d in got.lines.values() for raw in d[direction]]
+
+
+def test_in_order_with_handshake_and_fin_closes_at_once():
+    w = Wire()
+    w.handshake()
+    w.send("c", b"VER 1 MSNP8 CVR0\r\n")
+    w.send("s", b"VER 1 MSNP8 CVR0\r\n")
+    w.send("c", b"OUT\r\n")
+    w.send("c", flags=FIN | ACK)
+    w.send("s", flags=FIN | ACK)
+    [conn] = w.analysis.connections.values()
+    assert conn.closed and conn.readers == {}   # reported and released before the capture ends
+    assert w.got.streams == [conn]
+    assert conn.client == "127.0.0.1:40000" and conn.server == "127.0.0.2:1863"
+    got = w.finish()
+    assert lines(got) == [b"VER 1 MSNP8 CVR0\r\n", b"OUT\r\n"]
+    assert lines(got, "s2c") == [b"VER 1 MSNP8 CVR0\r\n"]
+
+
+def test_syn_decides_the_client_even_on_port_1863():
+    # The client's own port is 1863 (a peer-to-peer oddity): the SYN still says who called.
+    w = Wire(client=("127.0.0.1", 1863), server=("127.0.0.2", 40000))
+    w.handshake()
+    w.send("c", b"VER 1 MSNP8 CVR0\r\n")
+    w.finish()
+    [conn] = w.analysis.connections.values()
+    assert conn.client == "127.0.0.1:1863"
+
+
+def test_out_of_order_and_retransmitted_segments():
+    w = Wire()
+    w.handshake()
+    base = w.seq["c"]
+    stream = b"PNG\r\nCAL 2 alice@example.com\r\nCAL 3 bob@example.com\r\n"
+    w.send("c", stream[30:], seq=base + 30)       # early: waits
+    w.send("c", stream[:11], seq=base)            # in order
+    w.send("c", stream[5:30], seq=base + 5)       # overlaps 6 bytes, fills the hole
+    w.send("c", stream[:5], seq=base)             # a whole retransmission
+    got = w.finish()
+    assert lines(got) == [b"PNG\r\n", b"CAL 2 alice@example.com\r\n", b"CAL 3 bob@example.com\r\n"]
+    names = [a.name for _, a in got.anomalies]
+    assert "tcp.retransmission" in names
+    assert "tcp.gap" not in names
+
+
+def test_overlap_with_different_bytes_is_an_anomaly_and_first_copy_wins():
+    w = Wire()
+    w.handshake()
+    base = w.seq["c"]
+    w.send("c", b"CAL 2 alice@example.com\r\n")
+    w.send("c", b"CAL 2 mallory@example.com\r\n", seq=base)
+    got = w.finish()
+    assert lines(got) == [b"CAL 2 alice@example.com\r\n"]
+    assert "tcp.overlap_mismatch" in got.names()
+
+
+def test_hole_that_never_fills_is_a_gap_and_decoding_resynchronises():
+    w = Wire()
+    w.handshake()
+    w.send("c", b"PNG\r\n")
+    w.seq["c"] += 40                                   # 40 bytes lost by the capture
+    w.send("c", b" cut line\r\nCAL 5 bob@example.com\r\n")
+    got = w.finish()
+    gaps = [a for _, a in got.anomalies if a.name == "tcp.gap"]
+    assert len(gaps) == 1 and gaps[0].detail.startswith("40 bytes missing")
+    assert lines(got) == [b"PNG\r\n", b"CAL 5 bob@example.com\r\n"]  # nothing invented
+    [conn] = w.analysis.connections.values()
+    assert conn.bytes["c2s"] == 5 + 34  # what was captured, the hole not counted
+
+
+def test_small_buffer_gives_up_on_a_hole_before_the_end():
+    w = Wire(buffer=16)
+    w.handshake()
+    w.send("c", b"PNG\r\n")
+    w.seq["c"] += 3
+    w.send("c", b"X\r\nCAL 5 bob@example.com\r\n")  # 26 bytes wait: more than the buffer
+    gaps = [a for _, a in w.got.anomalies if a.name == "tcp.gap"]
+    assert len(gaps) == 1          # reported now, not at the end of the capture
+    w.finish()
+
+
+def test_peer_acks_past_a_hole_give_it_up():
+    w = Wire()
+    w.handshake()
+    w.send("c", b"PNG\r\n")
+    lost = w.seq["c"]
+    w.seq["c"] += 5
+    for i in range(3):
+        w.send("c", b"PNG\r\n")
+        w.send("s", b"QNG 50\r\n", ack=w.seq["c"])  # the server got everything, the capture did not
+    [gap] = [a for _, a in w.got.anomalies if a.name == "tcp.gap"]
+    assert gap.offset == 5 and gap.detail.startswith("5 bytes missing") and lost
+    w.finish()
+
+
+def test_sequence_numbers_wrap_around():
+    w = Wire(isn_c=0xFFFFFFF0)
+    w.handshake()
+    w.send("c", b"VER 1 MSNP8 CVR0\r\n")   # crosses 2^32
+    w.send("c", b"PNG\r\n")
+    base = w.seq["c"]
+    w.send("c", b"OUT\r\n", seq=base + 5)
+    w.send("c", b"PNG\r\n", seq=base)
+    got = w.finish()
+    assert lines(got) == [b"VER 1 MSNP8 CVR0\r\n", b"PNG\r\n", b"PNG\r\n", b"OUT\r\n"]
+    assert not got.names() & {"tcp.gap", "tcp.retransmission"}
+
+
+def test_mid_session_start_with_reordered_first_segments():
+    w = Wire(isn_c=777)
+    w.send("c", b"CAL 9 bob@example.com\r\n", seq=777 + 5)   # arrives first
+    w.send("c", b"PNG\r\n", seq=777)
+    w.send("s", b"QNG 50\r\n")
+    got = w.finish()
+    assert lines(got) == [b"PNG\r\n", b"CAL 9 bob@example.com\r\n"]
+    assert "tcp.gap" not in got.names()
+    [conn] = w.analysis.connections.values()
+    assert conn.server == "127.0.0.2:1863"   # no SYN: the 1863 end is the server
+
+
+def test_one_sided_capture():
+    w = Wire()
+    for i in range(20):
+        w.send("s", b"QNG 50\r\n")
+    got = w.finish()
+    assert len(lines(got, "s2c")) == 20 and lines(got) == []
+
+
+def test_rst_closes_the_connection_at_once():
+    w = Wire()
+    w.handshake()
+    w.send("c", b"PNG\r\n")
+    w.send("s", flags=RST | ACK)
+    [conn] = w.analysis.connections.values()
+    assert conn.closed
+    w.finish()
+
+
+def test_reused_four_tuple_is_a_new_connection():
+    w = Wire()
+    w.handshake()
+    w.send("c", b"VER 1 MSNP8 CVR0\r\n")
+    w.seq = {"c": 90000, "s": 123}
+    w.handshake()                      # a new SYN on the same 4-tuple, no FIN before it
+    w.send("c", b"VER 2 MSNP9 CVR0\r\n")
+    got = w.finish()
+    assert len(w.analysis.connections) == 2
+    assert sorted(lines(got)) == [b"VER 1 MSNP8 CVR0\r\n", b"VER 2 MSNP9 CVR0\r\n"]
+    assert [c.id for c in got.streams] == ["1", "2"]
+
+
+def test_late_segments_of_a_closed_connection_open_nothing():
+    w = Wire()
+    w.handshake()
+    w.send("c", b"PNG\r\n")
+    w.send("c", flags=FIN | ACK)
+    w.send("s", flags=FIN | ACK)
+    w.send("c", b"PNG\r\n", seq=w.seq["c"] - 6)   # a late retransmission after the close
+    w.finish()
+    assert len(w.analysis.connections) == 1
+    assert w.tracker.stats["late_segments"] == 1
