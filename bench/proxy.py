@@ -1,0 +1,196 @@
+"""Benchmark: the live proxy against a direct connection and Debian's socat, in one run.
+
+    python3 bench/proxy.py [--pairs 10000] [--connections 50] [--messages 4000] [--idle 1000]
+
+Everything is on loopback; each phase is bounded in count and time. It measures
+- round-trip latency p50/p99 over N sequential request/reply pairs on one
+  connection (a `CHG` line and its echo), for: direct to the echo server,
+  through socat (`TCP-LISTEN,fork` -> `TCP`), and through `msnp-analyzer proxy`
+  (analysis on); the *added* latency is each relay's figure minus direct's;
+- messages/s over C concurrent connections, each keeping 16 requests in flight;
+- the proxy's peak RSS with K idle connections open through it.
+Ratios are against socat measured in the same run. Targets: our added p99 at
+most 1.5x socat's, our messages/s at least socat's, peak RSS under 150 MB.
+If socat is missing, install it: apt-get update && apt-get install -y socat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ECHO = r"""
+import asyncio, sys
+class Echo(asyncio.Protocol):
+    def connection_made(self, t): self.t = t
+    def data_received(self, d): self.t.write(d)
+async def main():
+    srv = await asyncio.get_running_loop().create_server(Echo, '127.0.0.1', 0, backlog=4096)
+    print(srv.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listening on port {port} after {timeout} s")
+
+
+def percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * (len(values) - 1) + 0.5))]
+
+
+def latency(port: int, pairs: int) -> tuple[float, float]:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    rtts = []
+    for i in range(pairs + 200):
+        line = f"CHG {i + 1} NLN 0\r\n".encode()
+        t = time.perf_counter()
+        sock.sendall(line)
+        got = b""
+        while len(got) < len(line):
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise SystemExit("connection closed during the latency run")
+            got += chunk
+        if i >= 200:  # warm-up excluded
+            rtts.append((time.perf_counter() - t) * 1e6)
+    sock.close()
+    return percentile(rtts, 0.5), percentile(rtts, 0.99)
+
+
+async def _throughput(port: int, connections: int, messages: int, window: int = 16) -> float:
+    async def one(n: int) -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        line = f"MSG {n} N 5\r\nhello".encode()
+        sent = done = 0
+        pending = b""
+        while sent < min(window, messages):
+            writer.write(line)
+            sent += 1
+        while done < messages:
+            chunk = await reader.read(65536)
+            if not chunk:
+                raise SystemExit("connection closed during the throughput run")
+            pending += chunk
+            got = len(pending) // len(line)
+            pending = pending[got * len(line):]
+            done += got
+            more = min(got, messages - sent)
+            if more > 0:
+                writer.write(line * more)
+                sent += more
+        writer.close()
+        return done
+    t = time.perf_counter()
+    total = sum(await asyncio.gather(*(one(i) for i in range(connections))))
+    return total / (time.perf_counter() - t)
+
+
+def throughput(port: int, connections: int, messages: int) -> float:
+    return asyncio.run(asyncio.wait_for(_throughput(port, connections, messages), 300))
+
+
+def rss_with_idle(pid: int, port: int, idle: int) -> tuple[float, float]:
+    socks = []
+    for _ in range(idle):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"PNG\r\n")
+        socks.append(s)
+    for s in socks:  # every connection is through to the echo server and back
+        s.settimeout(10)
+        assert s.recv(16) == b"PNG\r\n"
+    status = open(f"/proc/{pid}/status").read()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    rss = int(fields["VmRSS"].split()[0]) / 1024
+    hwm = int(fields["VmHWM"].split()[0]) / 1024
+    for s in socks:
+        s.close()
+    return rss, hwm
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=10000)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--messages", type=int, default=4000, help="replies per connection in the rate run")
+    ap.add_argument("--idle", type=int, default=1000)
+    args = ap.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8192)), hard))
+    socat = shutil.which("socat")
+    if socat is None:
+        raise SystemExit("socat is not installed: apt-get update && apt-get install -y socat")
+    procs = []
+    try:
+        echo = subprocess.Popen([sys.executable, "-c", ECHO], stdout=subprocess.PIPE, text=True)
+        procs.append(echo)
+        echo_port = int(echo.stdout.readline())
+        socat_port = free_port()
+        procs.append(subprocess.Popen([socat, f"TCP-LISTEN:{socat_port},bind=127.0.0.1,reuseaddr,fork,backlog=4096",
+                                       f"TCP:127.0.0.1:{echo_port},nodelay"], stderr=subprocess.DEVNULL))
+        ours_port = free_port()
+        ours = subprocess.Popen([sys.executable, "-m", "analyzer", "proxy", "--upstream", f"127.0.0.1:{echo_port}",
+                                 "--listen", f"127.0.0.1:{ours_port}", "--quiet"], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        procs.append(ours)
+        wait_port(socat_port)
+        wait_port(ours_port)
+        rows = {}
+        for name, port in (("direct", echo_port), ("socat", socat_port), ("msnp-analyzer proxy", ours_port)):
+            p50, p99 = latency(port, args.pairs)
+            rate = throughput(port, args.connections, args.messages)
+            rows[name] = (p50, p99, rate)
+            print(f"  {name}: p50 {p50:.1f} us, p99 {p99:.1f} us, {rate:,.0f} msg/s", file=sys.stderr)
+        rss, hwm = rss_with_idle(ours.pid, ours_port, args.idle)
+    finally:
+        for p in reversed(procs):
+            p.send_signal(2) if p is procs[-1] else p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    d50, d99, _ = rows["direct"]
+    s50, s99, srate = rows["socat"]
+    o50, o99, orate = rows["msnp-analyzer proxy"]
+    print(f"\nloopback, {os.cpu_count()} CPUs; latency over {args.pairs:,} sequential pairs; "
+          f"rate over {args.connections} connections x {args.messages:,} replies (16 in flight each)\n")
+    print("| path | p50 us | p99 us | added p50 us | added p99 us | messages/s | vs socat |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| direct | {d50:.1f} | {d99:.1f} | - | - | {rows['direct'][2]:,.0f} | |")
+    print(f"| socat | {s50:.1f} | {s99:.1f} | {s50 - d50:.1f} | {s99 - d99:.1f} | {srate:,.0f} | 1.00 |")
+    add_ratio = (o99 - d99) / max(s99 - d99, 1e-9)
+    print(f"| msnp-analyzer proxy (analysis on) | {o50:.1f} | {o99:.1f} | {o50 - d50:.1f} | {o99 - d99:.1f} | "
+          f"{orate:,.0f} | added p99 x{add_ratio:.2f}, rate x{orate / srate:.2f} |")
+    print(f"\nproxy RSS with {args.idle} idle connections open: {rss:.1f} MB (peak {hwm:.1f} MB)")
+    ok = add_ratio <= 1.5 and orate >= srate and hwm < 150
+    print(f"targets (added p99 <= 1.5x socat's, rate >= socat's, peak RSS < 150 MB): {'met' if ok else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
