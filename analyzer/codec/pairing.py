@@ -85,6 +85,7 @@ class TransactionTracker:
         self._pings: list[Transaction] = []                  # PNG waiting for QNG
         self._lingering: dict[int, Transaction] = {}         # answered, may get more
         self._syn_block: Transaction | None = None           # MSNP8+ SYN list being counted
+        self._wake = _NEVER  # no request or lingering block can expire before this time
         self._inside: list[tuple[Transaction, Anomaly]] = []  # async lines after a lingering reply
 
     # -- public API ---------------------------------------------------------
@@ -101,7 +102,7 @@ class TransactionTracker:
     def observe_into(self, cmd: Command, out: list) -> None:
         """As `observe`, appending what is settled to `out` (spares a list per command)."""
         ts = cmd.ts
-        if ts is not None and (self._order or self._pings or self._lingering):
+        if ts is not None and ts > self._wake:
             self._expire(ts, out)
         if cmd.direction == C2S:
             self._request(cmd, out)
@@ -132,6 +133,7 @@ class TransactionTracker:
         code = cmd.cmd
         if code == "PNG":
             self._pings.append(txn)
+            self._wake_at(cmd.ts, self.reply_timeout)
             return
         trid = cmd.trid
         if code == "OUT" or trid is None:
@@ -158,6 +160,7 @@ class TransactionTracker:
         else:
             self._by_trid[trid] = [txn]
         self._order[txn.seq] = txn
+        self._wake_at(cmd.ts, self.reply_timeout)
         if len(self._order) > self.max_pending:
             oldest = next(iter(self._order.values()))
             out.append(Anomaly("msnp.trid.pending_limit",
@@ -279,6 +282,7 @@ class TransactionTracker:
             txn.block[1] -= 1
         if txn.block[0] <= 0 and txn.block[1] <= 0:
             self._syn_block = None
+            self._wake_at(txn.deadline, 0.0)  # the complete list may now stop lingering
 
     def _join(self, cmd: Command, out: list) -> bool:
         who = _handle(cmd.args[0])
@@ -319,6 +323,11 @@ class TransactionTracker:
             self._finish_lingering(previous, out)
         txn.deadline = None if ts is None else ts + self.linger
         self._lingering[txn.trid] = txn
+        self._wake_at(ts, self.linger)
+
+    def _wake_at(self, ts, delay: float) -> None:
+        if ts is not None and ts + delay < self._wake:
+            self._wake = ts + delay
 
     def _close_other_lingering(self, txn: Transaction, out: list) -> None:
         if self._lingering:
@@ -362,6 +371,19 @@ class TransactionTracker:
             for txn in list(self._lingering.values()):
                 if txn.deadline is not None and txn.deadline < ts and txn is not self._syn_block:
                     self._finish_lingering(txn, out)
+        # The next time anything can expire: the oldest waiting request or ping, the
+        # earliest lingering deadline (requests without a time never expire).
+        wake = _NEVER
+        for txn in self._order.values():
+            if txn.request.ts is not None:
+                wake = txn.request.ts + self.reply_timeout
+                break
+        if self._pings and self._pings[0].request.ts is not None:
+            wake = min(wake, self._pings[0].request.ts + self.reply_timeout)
+        for txn in self._lingering.values():
+            if txn.deadline is not None and txn.deadline < wake and txn is not self._syn_block:
+                wake = txn.deadline
+        self._wake = wake
 
     def _waiting_summary(self) -> str:
         if self._syn_block is not None:
@@ -372,4 +394,5 @@ class TransactionTracker:
         return "PNG awaited its QNG"
 
 
+_NEVER = float("inf")
 _SYN_BLOCK_TEXT = frozenset(c.decode() for c in SYN_BLOCK_LINES)
