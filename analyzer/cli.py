@@ -57,6 +57,8 @@ def add_analysis_options(p: argparse.ArgumentParser, html: bool = True) -> None:
                      help=f"a request unanswered this long is reported (default {d.reply_timeout:g})")
     lim.add_argument("--max-pending", type=int, default=d.max_pending, metavar="N",
                      help=f"requests awaiting replies per connection before the oldest is dropped (default {d.max_pending})")
+    from .plugins import add_plugin_options
+    add_plugin_options(p)
 
 
 def limits_from(args) -> Limits:
@@ -90,8 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", choices=["c2s", "s2c"], help="direction of a raw file (default: guessed)")
     p.add_argument("--msnp", type=int, metavar="N", help="assume protocol version N (for mid-stream data)")
     add_analysis_options(p)
-    from .plugins import add_plugin_options
-    add_plugin_options(p)
     p.set_defaults(func=cmd_decode)
 
     from .commands import register  # the capture-layer commands live beside their adapters

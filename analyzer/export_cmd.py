@@ -118,6 +118,8 @@ def cmd_export(args) -> int:
     timeline = HtmlTimeline(str(out_path), linker, redactor, sources=[Path(p).name for p in args.captures])
     all_sinks = sinks + [timeline]
     analysis = Analysis(all_sinks, limits_from(args))
+    from .plugins import load_plugins
+    plugins = load_plugins(args, analysis)
     try:
         many = len(args.captures) > 1
         for n, path in enumerate(args.captures, 1):
@@ -129,6 +131,6 @@ def cmd_export(args) -> int:
     finally:
         for f in files:
             f.close()
-    render_report(analysis, console)
+    render_report(analysis, console, extra=plugins.terminal_sections())
     print(f"timeline written to {out_path}", file=sys.stderr)
     return exit_status(analysis, args.fail_on)

@@ -560,6 +560,8 @@ def load_plugins(args, analysis=None, threaded: bool = False, warn=None) -> Plug
         for sink in analysis.sinks:
             if hasattr(sink, "views"):
                 sink.views = manager.decode_payload
+            if hasattr(sink, "plugins"):  # the HTML timeline: decoded payloads and report sections
+                sink.plugins = manager
         analysis.sinks.append(manager)
     return manager
 

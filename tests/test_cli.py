@@ -78,7 +78,10 @@ def test_anomalies_json_lists_every_catalogue_name():
     result = run("anomalies", "--json")
     assert result.returncode == 0
     names = {json.loads(line)["name"] for line in result.stdout.splitlines()}
-    assert names == set(CATALOGUE)
+    # Plugin names registered in this test process by other tests' plugins are not
+    # known to a fresh process; the core names and the first-party plugins' are.
+    assert names >= {n for n in CATALOGUE if not n.startswith("plugin.")}
+    assert "plugin.challenge.wrong_answer" in names
 
 
 def test_no_command_prints_help_and_exits_2(capsys):

@@ -32,7 +32,7 @@ def register(sub) -> None:
                "others are dissected by scapy (slow, reported once).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap or pcapng file (gzip'd is fine)")
-    add_analysis_options(p)
+    add_analysis_options(p)  # includes the plugin options
     tcp = p.add_argument_group("TCP reassembly")
     from .tcp import DEFAULT_BUFFER, DEFAULT_IDLE_TIMEOUT, DEFAULT_REORDER_TIMEOUT
     from ..cli import _size
@@ -128,6 +128,8 @@ def cmd_analyze(args) -> int:
     console = report_console(args)
     sinks, files = output_sinks(args, console)
     analysis = Analysis(sinks, limits_from(args))
+    from ..plugins import load_plugins
+    plugins = load_plugins(args, analysis)
     detector = Detector(frozenset({MSNP_PORT, *args.port}))
     progress = _Progress(sum(c.size for c in captures))
     per_file = []
@@ -144,7 +146,7 @@ def cmd_analyze(args) -> int:
         progress.stop()
         for f in files:
             f.close()
-    render_report(analysis, console, extra=[capture_table(per_file)])
+    render_report(analysis, console, extra=[*plugins.terminal_sections(), capture_table(per_file)])
     return exit_status(analysis, args.fail_on)
 
 

@@ -101,6 +101,8 @@ def cmd_mitm(args) -> int:
     console = report_console(args)
     sinks, files = output_sinks(args, console)
     analysis = Analysis(sinks, limits_from(args))
+    from ..plugins import load_plugins
+    plugins = load_plugins(args, analysis, threaded=True)
     handler = logging.StreamHandler()
     handler.setLevel(logging.WARNING)
     logging.getLogger("mitmproxy").addHandler(handler)
@@ -113,7 +115,7 @@ def cmd_mitm(args) -> int:
         analysis.finish()  # no-op for connections the addon already closed
         for f in files:
             f.close()
-    render_report(analysis, console)
+    render_report(analysis, console, extra=plugins.terminal_sections())
     return exit_status(analysis, args.fail_on)
 
 

@@ -112,6 +112,9 @@ class _Session:
         if not args.verbose and not args.quiet:
             self.live = LiveView(self.analysis, redactor, title=title)
             self.analysis.sinks.append(self.live)
+        from ..plugins import load_plugins
+        # Observers run on a worker thread fed by a bounded queue: a slow plugin never stalls forwarding.
+        self.plugins = load_plugins(args, self.analysis, threaded=True, warn=self.notice)
         self.recorder = None
         if args.record:
             from .pcapng_writer import PcapngWriter
@@ -160,7 +163,7 @@ class _Session:
             except OSError:
                 pass
         from ..report import render_report
-        render_report(self.analysis, self.console)
+        render_report(self.analysis, self.console, extra=self.plugins.terminal_sections())
         return exit_status(self.analysis, self.args.fail_on)
 
 

@@ -121,6 +121,7 @@ class HtmlTimeline:
         self.lanes: dict[str, _Lane] = {}
         self.capture_anomalies: list[list] = []
         self.written = False
+        self.plugins = None  # a PluginManager: decoded payload views and report sections
 
     # -- sink interface -------------------------------------------------------
 
@@ -138,7 +139,7 @@ class HtmlTimeline:
             return
         lane = self._lane(conn)
         if kind is Command:
-            self._command(lane, event)
+            self._command(lane, event, conn)
         elif kind is Anomaly:
             self._anomaly(lane, event)
         elif kind is Transaction:
@@ -153,6 +154,8 @@ class HtmlTimeline:
     def close(self) -> None:
         if self.written:
             return
+        if self.plugins is not None:
+            self.plugins.close()  # let plugins finish (their last anomalies, their sections) first
         self.written = True
         page = self.render()
         if hasattr(self.out, "write"):
@@ -162,12 +165,16 @@ class HtmlTimeline:
 
     # -- rows -----------------------------------------------------------------
 
-    def _command(self, lane: _Lane, cmd: Command) -> None:
+    def _command(self, lane: _Lane, cmd: Command, conn=None) -> None:
         red = self.redactor
         params = " ".join(red.params(cmd, decoded=True))
         payload = 0
         if cmd.payload is not None:
             payload = split_payload(red.payload(cmd) or b"")
+            if self.plugins is not None:
+                view = self.plugins.decode_payload(cmd, conn)
+                if view is not None:
+                    payload.append(view.to_dict(red))
         key = (cmd.direction, cmd.offset)
         idx = len(lane.rows)
         anoms = 0
@@ -295,6 +302,7 @@ class HtmlTimeline:
                        "anomalies": dict(sorted(totals_anom.items()))},
             "catalogue": {n: [str(spec(n).severity), spec(n).summary] for n in names},
             "capture_anomalies": self.capture_anomalies,
+            "sections": self.plugins.html_sections() if self.plugins is not None else [],
         }
         return meta, rows
 

@@ -33,6 +33,7 @@ header h1{font-size:15px;margin:0 0 4px}
 #totals{display:flex;flex-wrap:wrap;gap:4px 14px;font-size:12px}
 #totals .t b{color:#ffd479;font-weight:600;margin-left:3px}
 #totals .t{max-width:100%}
+#sections details{font-size:12px;margin:2px 0}#sections table{border-collapse:collapse;max-height:30vh;overflow:auto;display:block}#sections td,#sections th{border:1px solid #556;padding:1px 6px;text-align:left}
 #filters{display:flex;flex-wrap:wrap;gap:6px;padding:5px 10px;background:#e3e7ef;border-bottom:1px solid #c9cfdb;align-items:center}
 #filters select,#filters input{font:inherit;padding:1px 4px}
 #filters #q{width:18em}
@@ -134,6 +135,33 @@ JS = r"""
       box.appendChild(s);
     }
     if (meta.redacted) box.appendChild(el("span", "t muted", "secrets redacted"));
+    // Plugins' report sections: plain data, rendered with textContent like everything else.
+    const secs = $("sections");
+    for (const sec of meta.sections || []) {
+      const det = el("details", "section");
+      det.dataset.section = sec.title;
+      det.appendChild(el("summary", null, sec.title + " (" + sec.rows.length + ")"));
+      const table = el("table");
+      const head = el("tr");
+      for (const c of sec.columns) head.appendChild(el("th", null, c));
+      table.appendChild(head);
+      for (const r of sec.rows) {
+        const tr = el("tr");
+        for (const cell of r) tr.appendChild(el("td", null, cell === null ? "" : String(cell)));
+        table.appendChild(tr);
+      }
+      det.appendChild(table);
+      secs.appendChild(det);
+    }
+  }
+  function decodedView(v) {
+    const det = el("details", "decoded");
+    det.open = true;
+    det.appendChild(el("summary", null, v.title + (v.plugin ? "  [" + v.plugin + "]" : "")));
+    if (v.fields.length) kv(det, v.fields);
+    if (v.body !== null && v.body !== undefined) det.appendChild(el("pre", "body", v.body));
+    for (const c of v.children || []) det.appendChild(decodedView(c));
+    return det;
   }
 
   // ---- items: lane headers (negative) and rows ------------------------------
@@ -348,6 +376,7 @@ JS = r"""
       if (r[6][0]) det.appendChild(el("pre", "headers", r[6][0]));
       det.appendChild(el("pre", r[6][2] ? "hex" : "body", r[6][1]));
       box.appendChild(det);
+      if (r[6][4]) box.appendChild(decodedView(r[6][4]));
     }
   }
   function showLane(li) {
@@ -407,7 +436,7 @@ PAGE_HEAD = """<!DOCTYPE html>
 <style nonce="{nonce}">{css}</style>
 </head>
 <body>
-<header><h1>MSNP timeline</h1><div id="totals"></div></header>
+<header><h1>MSNP timeline</h1><div id="totals"></div><div id="sections"></div></header>
 <div id="filters">
 <label>command <select id="f-cmd" disabled></select></label>
 <label>connection <select id="f-conn" disabled></select></label>
