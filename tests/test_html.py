@@ -202,3 +202,21 @@ def test_proxy_html_is_written_at_exit(tmp_path):
     assert meta["totals"]["logins"] == 1
     assert [lane["link"]["by"] for lane in meta["lanes"][1:]][:1] == ["xfr_ns"]
     assert all(lane["link"] for lane in meta["lanes"] if lane["role"] == "SB")
+
+
+def test_plugins_contribute_sections_and_decoded_payloads(tmp_path):
+    out = tmp_path / "s.html"
+    proc = run_cli("export", "captures/msnp8_login_chat.pcap", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    page = out.read_text()
+    meta = page_meta(out)
+    titles = {s["plugin"]: s["title"] for s in meta["sections"]}
+    assert {"challenge", "chat", "mime"} <= set(titles)
+    challenge = next(s for s in meta["sections"] if s["plugin"] == "challenge")
+    assert [row[-1] for row in challenge["rows"]] == ["correct"]
+    chunk = json.loads(re.search(r'id="c0">(.*?)</script>', page, re.S).group(1))
+    decoded = [r[6][4] for r in chunk if r[6] and len(r[6]) > 4]
+    assert decoded and any(d["plugin"] == "mime" for d in decoded)
+    # Without plugins there is nothing of theirs in the page.
+    proc = run_cli("export", "captures/msnp8_login_chat.pcap", "-o", str(out), "--no-plugins")
+    assert proc.returncode == 0 and page_meta(out)["sections"] == []
