@@ -74,3 +74,24 @@ def test_not_a_flow_file(tmp_path):
         read_flow_file(other, Analysis())
     with pytest.raises(FlowFileError):
         read_flow_file(tmp_path / "missing", Analysis())
+
+
+def test_analyze_command_reads_flow_files_beside_pcaps(tmp_path):
+    import subprocess
+    import sys
+    path = tmp_path / "flows.mitm"
+    write_flows(path, [msnp_flow(), gateway_flow()])
+    out = tmp_path / "a.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "analyzer", "analyze", str(path), "captures/msnp8_login_chat.pcap",
+                           "--json", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    streams = {r["stream"] for r in recs if r["kind"] == "command"}
+    assert "gw1" in streams and len(streams) == 1 + 1 + 4  # the TCP flow, the gateway session, 4 pcap streams
+    tcp_cmds = [(r["dir"], r["cmd"]) for r in recs if r["kind"] == "command" and r["stream"] == "1"]
+    assert tcp_cmds == [("c2s", "VER"), ("s2c", "VER"), ("c2s", "CVR"), ("s2c", "CVR")]
+    # A damaged flow file that yields nothing is unusable input: one line, exit 2.
+    bad = tmp_path / "bad.mitm"
+    bad.write_bytes(path.read_bytes()[:30])
+    proc = subprocess.run([sys.executable, "-m", "analyzer", "analyze", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -124,7 +124,10 @@ def cmd_analyze(args) -> int:
     from ..analysis import Analysis
     from ..report import render_report
     from .detect import MSNP_PORT, Detector
-    captures = open_captures(args.captures)
+    from .flows import FlowFileError, is_flow_file, read_flow_file
+    # mitmproxy flow files (TCP flows, gateway and login HTTP flows) go through the mitm layer.
+    flow_files = [p for p in args.captures if is_flow_file(p)]
+    captures = open_captures([p for p in args.captures if p not in flow_files])
     console = report_console(args)
     sinks, files = output_sinks(args, console)
     analysis = Analysis(sinks, limits_from(args))
@@ -134,6 +137,11 @@ def cmd_analyze(args) -> int:
     progress = _Progress(sum(c.size for c in captures))
     per_file = []
     try:
+        for path in flow_files:
+            try:
+                read_flow_file(path, analysis)
+            except FlowFileError as exc:
+                raise UsageError(str(exc)) from None
         for capture in captures:
             stats = analyze_file(capture, analysis, detector, buffer=args.tcp_buffer,
                                  reorder_timeout=args.reorder_timeout, idle_timeout=args.idle_timeout,
@@ -146,7 +154,8 @@ def cmd_analyze(args) -> int:
         progress.stop()
         for f in files:
             f.close()
-    render_report(analysis, console, extra=[*plugins.terminal_sections(), capture_table(per_file)])
+    render_report(analysis, console,
+                  extra=[*plugins.terminal_sections(), *([capture_table(per_file)] if per_file else [])])
     return exit_status(analysis, args.fail_on)
 
 
