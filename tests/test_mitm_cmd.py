@@ -17,3 +17,31 @@ def test_bad_mode_is_a_one_line_error(capsys):
     rc = main(["mitm", "--mode", "bogus:x", "--listen-port", "0", "--duration", "0.5"])
     err = capsys.readouterr().err
     assert rc == 2 and "Invalid proxy mode" in err and "Traceback" not in err
+
+
+def test_live_view_on_a_terminal():
+    # The live view appears only on a terminal: run the command in a pseudo-terminal.
+    import os
+    import pty
+    import subprocess
+    import sys
+    import time
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "analyzer", "mitm", "--listen-port", "0", "--duration", "1"],
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=30)
+    os.close(master)
+    text = out.decode("utf-8", "replace")
+    assert proc.returncode == 0
+    assert "msnp-analyzer mitm" in text and "waiting for traffic" in text

@@ -43,8 +43,36 @@ def register(sub) -> None:
     m.add_argument("--idle-timeout", type=int, default=0, metavar="SECONDS",
                    help="close MSNP connections idle this long (default 0: never; mitmproxy's own is 600)")
     m.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: until Ctrl-C)")
+    p.add_argument("--quiet", action="store_true", help="no live view (the final report is still printed)")
     add_analysis_options(p)
     p.set_defaults(func=cmd_mitm)
+
+
+async def _with_live_view(args, analysis, console, body) -> None:
+    """Run `body()` under the same rich live view as the proxy (on a terminal, unless --quiet/-v)."""
+    if args.quiet or args.verbose or not console.is_terminal:
+        await body()
+        return
+    from rich.live import Live
+
+    from ..live import LiveView
+    from ..redact import Redactor
+    view = LiveView(analysis, Redactor(enabled=not args.no_redact), title="msnp-analyzer mitm")
+    analysis.sinks.append(view)
+    live = Live(view, console=console, auto_refresh=False, transient=False, vertical_overflow="visible")
+    live.start()
+
+    async def refresher() -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            live.refresh()
+    ticker = asyncio.ensure_future(refresher())
+    try:
+        await body()
+    finally:
+        ticker.cancel()
+        live.refresh()
+        live.stop()
 
 
 async def _run(args, analysis, console) -> None:
@@ -107,7 +135,7 @@ def cmd_mitm(args) -> int:
     handler.setLevel(logging.WARNING)
     logging.getLogger("mitmproxy").addHandler(handler)
     try:
-        asyncio.run(_run(args, analysis, console))
+        asyncio.run(_with_live_view(args, analysis, console, lambda: _run(args, analysis, console)))
     except KeyboardInterrupt:
         pass
     finally:
