@@ -147,6 +147,7 @@ class Connection:
         append = out.append
         observe = self.tracker.observe_into
         commands = self.commands
+        anomalies, outcomes, latencies = self.anomalies, self.outcomes, self.latencies
         for event in events:
             append(event)
             kind = type(event)
@@ -158,7 +159,14 @@ class Connection:
                 mark = len(out)
                 observe(event, out)
                 if len(out) > mark:
-                    self._count(out, mark)
+                    for i in range(mark, len(out)):
+                        settled = out[i]
+                        if type(settled) is Anomaly:
+                            anomalies[settled.name] += 1
+                        else:
+                            outcomes[settled.outcome] += 1
+                            if settled.latency_ms is not None:
+                                latencies.append(settled.latency_ms)
             elif kind is Anomaly:
                 self.anomalies[event.name] += 1
             elif kind is Transaction:

@@ -42,19 +42,19 @@ LINGERING = frozenset({"CHG", "SYN", "CAL", "LST", "LSG"})
 
 
 class Transaction:
-    __slots__ = ("request", "replies", "outcome", "error", "latency_ms", "seq",
-                 "overtaken_by", "block", "deadline")
+    # No __slots__: the rarely set fields live as class defaults, so building one
+    # (once per request, on the hot path) sets three attributes, not nine.
+    outcome: str | None = None
+    error: str | None = None
+    latency_ms: float | None = None
+    overtaken_by: "list[Transaction] | None" = None  # later requests answered first
+    block: list[int] | None = None  # SYN block: [contacts left, groups left]
+    deadline: float | None = None
 
     def __init__(self, request: Command, seq: int) -> None:
         self.request = request
         self.replies: list[Command] = []
-        self.outcome: str | None = None
-        self.error: str | None = None
-        self.latency_ms: float | None = None
         self.seq = seq
-        self.overtaken_by: list[Transaction] = []
-        self.block: list[int] | None = None  # SYN block: [contacts left, groups left]
-        self.deadline: float | None = None
 
     @property
     def trid(self) -> int | None:
@@ -242,15 +242,18 @@ class TransactionTracker:
                 if older is txn:
                     break
                 if not older.replies:
+                    if older.overtaken_by is None:
+                        older.overtaken_by = []
                     older.overtaken_by.append(txn)
         txn.replies.append(cmd)
         if txn.latency_ms is None and cmd.ts is not None and txn.request.ts is not None:
             txn.latency_ms = (cmd.ts - txn.request.ts) * 1000.0
-        for later in txn.overtaken_by:
-            out.append(Anomaly("msnp.reply.out_of_order",
-                               f"reply to {txn.cmd} {txn.trid} came after the reply to the later {later.cmd} {later.trid}",
-                               cmd.direction, cmd.offset, cmd.ts, txn.trid))
-        txn.overtaken_by = []
+        if txn.overtaken_by:
+            for later in txn.overtaken_by:
+                out.append(Anomaly("msnp.reply.out_of_order",
+                                   f"reply to {txn.cmd} {txn.trid} came after the reply to the later {later.cmd} {later.trid}",
+                                   cmd.direction, cmd.offset, cmd.ts, txn.trid))
+            txn.overtaken_by = None
         code = cmd.cmd
         if code in PARTIAL_REPLIES.get(txn.cmd, ()):
             return  # still waiting (IRO before ANS OK); latency already taken
@@ -308,14 +311,14 @@ class TransactionTracker:
 
     def _forget(self, txn: Transaction) -> None:
         self._order.pop(txn.seq, None)
-        waiting = self._by_trid.get(txn.trid)
+        trid = txn.request.trid
+        waiting = self._by_trid.get(trid)
         if waiting is not None:
-            try:
+            if len(waiting) == 1:
+                if waiting[0] is txn:
+                    del self._by_trid[trid]
+            elif txn in waiting:
                 waiting.remove(txn)
-            except ValueError:
-                pass
-            if not waiting:
-                del self._by_trid[txn.trid]
 
     def _start_lingering(self, txn: Transaction, ts, out: list) -> None:
         previous = self._lingering.pop(txn.trid, None)

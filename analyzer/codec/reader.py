@@ -124,7 +124,8 @@ class CommandReader:
         out: list = []
         if not data:
             return out
-        data = bytes(data)
+        if type(data) is not bytes:
+            data = bytes(data)
         if self._mode == _SKIP or self._mode == _DISCARD:
             data = self._skip(data, ts, out)
             if not data:
