@@ -119,7 +119,7 @@ class Conversation:
 
 
 SESSION_C = (b"VER 1 MSNP8 CVR0\r\nUSR 2 alice@example.com 1234.5678\r\nCAL 3 bob@example.com\r\n"
-             b"MSG 4 A 86\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n"
+             b"MSG 4 A 90\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n"
              b"Hello from before the damageOUT\r\n")
 SESSION_S = (b"VER 1 MSNP8 CVR0\r\nUSR 2 OK alice@example.com Alice\r\nCAL 3 RINGING 99\r\n"
              b"JOI bob@example.com Bob\r\nACK 4\r\n")
@@ -171,10 +171,14 @@ def absurd_snaplen() -> bytes:
     return pcap_header(snaplen=0xFFFFFFFF) + clean_session().records()
 
 
+ABSURD_AFTER = 6  # good records before the absurd one (handshake, both VERs, the client's commands)
+
+
 def absurd_record_length() -> bytes:
     # A record announcing 2 GiB after a few good ones: must not be allocated.
-    good = clean_session().records()
-    return pcap_header() + good[: len(good) // 2] + struct.pack("<IIII", 1_000_100, 0, 0x7FFFFFFF, 0x7FFFFFFF) + b"x" * 64
+    conv = clean_session()
+    good = b"".join(pcap_record(f, ts) for ts, f in conv.frames[:ABSURD_AFTER])
+    return pcap_header() + good + struct.pack("<IIII", 1_000_100, 0, 0x7FFFFFFF, 0x7FFFFFFF) + b"x" * 64
 
 
 def zero_and_oversize_records() -> bytes:
@@ -282,11 +286,11 @@ def cases(heavy: bool = False) -> list[Case]:
         Case("bad_magic", bad_magic, "one-line error 'not a capture', exit 2"),
         Case("absurd_snaplen", absurd_snaplen, "decodes normally (snaplen is only a hint)"),
         Case("absurd_record_length", absurd_record_length,
-             "everything before the record, then capture.truncated; nothing allocated for the 2 GiB"),
+             "everything before the record, then capture.damaged; nothing allocated for the 2 GiB"),
         Case("zero_and_oversize_records", zero_and_oversize_records,
-             "skips the empty and the oversize record with an anomaly, decodes the rest"),
+             "capture.bad_record (once, with the count) for the empty and the oversize record; decodes the rest"),
         Case("ipv4_options_and_fragments", ipv4_options_and_fragments,
-             "honours IP options; reports the fragment (not reassembled)"),
+             "honours IP options; capture.ip_fragment for the fragment (not reassembled), its bytes never delivered"),
         Case("ipv6_extension_headers", ipv6_extension_headers, "walks the extension headers to TCP"),
         Case("tcp_options", tcp_options, "honours the TCP data offset"),
         Case("sequence_wraparound", sequence_wraparound, "reassembles across 2^32"),

@@ -34,7 +34,7 @@ def register(sub) -> None:
     p.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap or pcapng file (gzip'd is fine)")
     add_analysis_options(p)  # includes the plugin options
     tcp = p.add_argument_group("TCP reassembly")
-    from .tcp import DEFAULT_BUFFER, DEFAULT_IDLE_TIMEOUT, DEFAULT_REORDER_TIMEOUT
+    from .tcp import DEFAULT_BUFFER, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, DEFAULT_REORDER_TIMEOUT
     from ..cli import _size
     tcp.add_argument("--tcp-buffer", type=_size, default=DEFAULT_BUFFER, metavar="BYTES",
                      help=f"out-of-order bytes held per direction before a hole is given up as a "
@@ -43,6 +43,9 @@ def register(sub) -> None:
                      help=f"capture time a hole may wait for its bytes (default {DEFAULT_REORDER_TIMEOUT:g})")
     tcp.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                      help=f"close a connection silent this long (default {DEFAULT_IDLE_TIMEOUT:g})")
+    tcp.add_argument("--max-flows", type=int, default=DEFAULT_MAX_FLOWS, metavar="N",
+                     help=f"TCP flows open at once; beyond it the least recently active are closed early, "
+                          f"reported once as capture.flow_limit (default {DEFAULT_MAX_FLOWS})")
     tcp.add_argument("--port", type=int, action="append", default=[], metavar="PORT",
                      help="also treat this TCP port as an MSNP server port (repeatable; 1863 always is)")
     p.set_defaults(func=cmd_analyze)
@@ -62,11 +65,13 @@ def open_captures(paths: list[str]):
     return files
 
 
-def analyze_file(capture, analysis, detector, *, buffer, reorder_timeout, idle_timeout, progress=None) -> dict:
+def analyze_file(capture, analysis, detector, *, buffer, reorder_timeout, idle_timeout, progress=None,
+                 max_flows=None) -> dict:
     """Stream one capture through TCP reassembly into `analysis`. Returns the tracker's counts."""
-    from .tcp import TcpTracker
+    from .tcp import DEFAULT_MAX_FLOWS, TcpTracker
     tracker = TcpTracker(analysis, buffer=buffer, reorder_timeout=reorder_timeout,
-                         idle_timeout=idle_timeout, detector=detector)
+                         idle_timeout=idle_timeout, detector=detector,
+                         max_flows=max_flows if max_flows is not None else DEFAULT_MAX_FLOWS)
     segment = tracker.segment
     last_ts = None
     n = 0
@@ -145,7 +150,7 @@ def cmd_analyze(args) -> int:
         for capture in captures:
             stats = analyze_file(capture, analysis, detector, buffer=args.tcp_buffer,
                                  reorder_timeout=args.reorder_timeout, idle_timeout=args.idle_timeout,
-                                 progress=progress)
+                                 progress=progress, max_flows=args.max_flows)
             progress.file_done(capture)
             per_file.append((capture, stats))
         progress.stop()

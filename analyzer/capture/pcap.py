@@ -10,6 +10,12 @@ Contract:
   `src ip + dst ip + src port + dst port` of the segment (12 bytes for IPv4,
   36 for IPv6; `split_key` turns it back into addresses). Everything that is
   not TCP over IPv4/IPv6 is skipped before anything is allocated for it.
+- IP fragments of TCP are not reassembled (MSNP never needs it; a capture
+  that holds them lost its MTU fight): they are counted and reported once per
+  file as `capture.ip_fragment`; the bytes they carried become a `tcp.gap`.
+- Pcap records that are empty or longer than the file's snapshot length
+  (when that is a sane value) are reported once per file as
+  `capture.bad_record` with their count; their contents are still decoded.
 - The TCP payload length comes from the IP header, never from the frame
   length: short Ethernet frames carry padding that is not part of the stream.
 - Damage is never an exception: a truncated or corrupt file yields every
@@ -58,6 +64,7 @@ IPV6_EXTENSIONS = frozenset({0, 43, 60, 51})
 IPV6_FRAGMENT = 44
 
 MAX_RECORD = 256 * 1024 * 4  # a pcap record longer than this is corruption, not a packet
+FRAGMENT = ()  # decode_ip's answer for a TCP fragment (not None: the caller counts them)
 
 _u16 = struct.Struct(">H").unpack_from
 _tcp = struct.Struct(">HHIIH").unpack_from
@@ -85,7 +92,8 @@ def reverse_key(key: bytes) -> bytes:
 
 
 def decode_ip(data, o: int, end: int | None = None):
-    """The TCP segment in the IP packet at `data[o:end]`: `(key, seq, ack, flags, payload)` or None."""
+    """The TCP segment in the IP packet at `data[o:end]`: `(key, seq, ack, flags, payload)`,
+    `FRAGMENT` for a fragment of a TCP datagram, or None (not TCP)."""
     if end is None:
         end = len(data)
     if o >= end:
@@ -95,7 +103,7 @@ def decode_ip(data, o: int, end: int | None = None):
         if end - o < 20 or data[o + 9] != IPPROTO_TCP:
             return None
         if _u16(data, o + 6)[0] & 0x3FFF:
-            return None  # a fragment: the TCP header may not even be here
+            return FRAGMENT  # the TCP header may not even be here
         total = _u16(data, o + 2)[0]
         t = o + ((data[o] & 15) << 2)
         stop = o + total if total else end  # 0: TSO capture, length unknown
@@ -110,7 +118,7 @@ def decode_ip(data, o: int, end: int | None = None):
         while nh in IPV6_EXTENSIONS and t + 8 <= end:
             nh, t = data[t], t + ((data[t + 1] + 2) << 2 if nh == 51 else (data[t + 1] + 1) << 3)
         if nh != IPPROTO_TCP:
-            return None
+            return FRAGMENT if nh == IPV6_FRAGMENT else None
         if o + 40 == stop:
             return None  # jumbogram or empty
     else:
@@ -194,7 +202,11 @@ class CaptureFile:
         self.packets = 0        # records read
         self.tcp_segments = 0   # of which TCP over IP
         self.position = 0       # bytes of the file consumed (for progress)
+        self.fragments = 0      # TCP fragments seen (not reassembled)
+        self.bad_records = 0    # empty records, or longer than the snapshot length
         self._warned_links: set[int] = set()
+        self._counted = False
+        self._first_bad = None
 
     # -- public -----------------------------------------------------------------
 
@@ -206,6 +218,7 @@ class CaptureFile:
                 yield from self._pcap_segments()
         finally:
             self.close()
+            self._report_counts()
 
     def close(self) -> None:
         self._untrap()
@@ -234,6 +247,9 @@ class CaptureFile:
         tcp = 0
         read = f.read
         chunk = 1 << 20
+        snaplen = getattr(self.reader, "snaplen", 0) or 0
+        snap = snaplen if 0 < snaplen <= MAX_RECORD else MAX_RECORD  # an absurd snaplen is only a hint
+        fragments = bad = 0
         while True:
             if len(buf) - i < 16:
                 more = read(chunk)
@@ -265,6 +281,10 @@ class CaptureFile:
                     break
             packets += 1
             i = stop
+            if not 0 < caplen <= snap:
+                if not bad:
+                    self._first_bad = (pos + start - 16, packets, caplen, snaplen)
+                bad += 1
             # Ethernet (with VLAN tags) inline: it is nearly every capture.
             if fast_ethernet:
                 etype = u16(buf, start + 12)[0] if caplen >= 14 else 0
@@ -289,13 +309,18 @@ class CaptureFile:
                     seg = decode(frame, o)
             if seg is None:
                 continue
+            if seg is FRAGMENT:
+                fragments += 1
+                continue
             tcp += 1
             if tcp & 0x3FFF == 0:
                 self.position = pos + i
                 self.packets, self.tcp_segments = packets, tcp
+                self.fragments, self.bad_records = fragments, bad
             yield (sec + frac * scale, *seg)
         self.position = pos + i
         self.packets, self.tcp_segments = packets, tcp
+        self.fragments, self.bad_records = fragments, bad
 
     # -- pcapng -------------------------------------------------------------------
 
@@ -323,6 +348,9 @@ class CaptureFile:
                 seg = self._fallback(linktype, data)
             if seg is None:
                 continue
+            if seg is FRAGMENT:
+                self.fragments += 1
+                continue
             tcp += 1
             if tcp & 0xFFF == 0:
                 self.position = self._tell(f)
@@ -344,6 +372,26 @@ class CaptureFile:
             return f.tell()
         except (OSError, ValueError):
             return None
+
+    def _report_counts(self) -> None:
+        """The once-per-file anomalies that carry a count (fragments, bad records)."""
+        if self._counted:
+            return
+        self._counted = True
+        base = os.path.basename(self.path)
+        if self.bad_records:
+            offset, number, caplen, snaplen = self._first_bad
+            self.anomalies.append(Anomaly(
+                "capture.bad_record",
+                f"{base}: {self.bad_records} record(s) empty or longer than the snapshot length {snaplen}; "
+                f"the first is record {number} at byte {offset} ({caplen} bytes); their contents were still decoded",
+                None, offset, None))
+        if self.fragments:
+            self.anomalies.append(Anomaly(
+                "capture.ip_fragment",
+                f"{base}: {self.fragments} fragment(s) of TCP datagrams were not reassembled; "
+                f"their bytes are missing from the streams (tcp.gap where a stream needed them)",
+                None, None, None))
 
     def _damage(self, name: str, offset, packets: int, detail: str) -> None:
         where = f" at byte {offset}" if offset is not None else ""

@@ -22,6 +22,10 @@ Contract:
   soon as both directions ended (FIN delivered) or on RST; a SYN on a 4-tuple
   that is still open starts a new connection (port reuse). Memory grows with
   the number of open flows times the configured buffers, not with the file.
+- At most `max_flows` flows are open at once: a new flow beyond that closes
+  the least recently active sixteenth of them first (their holes become
+  gaps, their connections end; a later segment of one starts a new flow), and
+  the file gets one `capture.flow_limit` anomaly with the count at `finish`.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 DEFAULT_BUFFER = 1024 * 1024        # out-of-order bytes held per direction
 DEFAULT_REORDER_TIMEOUT = 60.0       # seconds a hole may wait for its bytes (unless the peer ACKs past it)
 DEFAULT_IDLE_TIMEOUT = 1800.0        # a flow silent this long is closed
+DEFAULT_MAX_FLOWS = 100_000          # flows open at once (MSNP and not-yet-decided; ignored ones cost a dict entry)
 SYNC_WINDOW = 8                      # data segments per direction before a SYN-less flow picks its start
 ACK_STRIKES = 3                      # peer ACKs past a hole before it is given up
 START_WINDOW = 0.5                   # seconds a SYN-less direction waits for reordered first segments
@@ -98,8 +103,10 @@ class TcpTracker:
     def __init__(self, analysis, *, buffer: int = DEFAULT_BUFFER,
                  reorder_timeout: float = DEFAULT_REORDER_TIMEOUT,
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-                 detector: detect.Detector | None = None) -> None:
+                 detector: detect.Detector | None = None, max_flows: int = DEFAULT_MAX_FLOWS) -> None:
         self.analysis = analysis
+        self.max_flows = max(1, max_flows)
+        self.evicted = 0
         self.buffer = buffer
         self.reorder_timeout = reorder_timeout
         self.idle_timeout = idle_timeout
@@ -204,10 +211,26 @@ class TcpTracker:
                 half.nxt = (half.nxt + size) & MASK
             self._drain(flow, half, ts)
 
+    def _evict(self, ts) -> None:
+        """Too many open flows: close the least recently active sixteenth (amortised: no scan per flow)."""
+        import heapq
+        victims = heapq.nsmallest(max(1, self.max_flows // 16), self.open.values(), key=lambda f: f.last_ts)
+        for flow in victims:
+            self._close(flow, flow.last_ts)
+            for k in flow.keys:  # not late segments: a later segment starts a new flow
+                self.tombstones.pop(k, None)
+        self.evicted += len(victims)
+
     def finish(self, ts: float | None = None) -> None:
         """End of capture: flush every open flow (holes become gaps) and close it."""
         for flow in list(self.open.values()):
             self._close(flow, ts if ts is not None else flow.last_ts)
+        if self.evicted:
+            self.analysis.anomaly(None, Anomaly(
+                "capture.flow_limit",
+                f"more than {self.max_flows} TCP flows open at once (--max-flows): {self.evicted} of the least "
+                f"recently active were closed early", None, None, ts))
+            self.evicted = 0
         self.flows.clear()
         self.tombstones.clear()
 
@@ -225,6 +248,8 @@ class TcpTracker:
             return None
         if flags & (RST | FIN) and not payload:
             return None
+        if len(self.open) >= self.max_flows:
+            self._evict(ts)
         from .pcap import reverse_key
         rkey = reverse_key(key)
         self.tombstones.pop(rkey, None)
