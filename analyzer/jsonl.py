@@ -16,6 +16,10 @@ from .connection import Connection
 from .redact import Redactor
 
 
+# One encoder for the run: json.dumps with options builds a new JSONEncoder per call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _text(raw: bytes | None) -> str | None:
     return None if raw is None else raw.decode("utf-8", "backslashreplace")
 
@@ -67,7 +71,7 @@ class JsonLinesWriter:
         self._write(stream_record(conn))
 
     def _write(self, rec: dict) -> None:
-        self.out.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")))
+        self.out.write(_encode(rec))
         self.out.write("\n")
         if self.flush_each:
             self.out.flush()

@@ -54,12 +54,24 @@ def _anomaly_text(counter) -> Text:
     return text
 
 
-def connection_table(analysis: Analysis) -> Table:
+MAX_ROWS = 40  # connections listed one by one; a capture with thousands gets the rest summed up
+
+
+def connection_table(analysis: Analysis, max_rows: int | None = MAX_ROWS) -> Table:
     table = Table(title="MSNP connections", show_lines=True, expand=False)
     for col in ("stream", "role", "client", "server", "version", "handle", "commands",
                 "transactions", "latency ms p50/p90/p99", "anomalies"):
         table.add_column(col, overflow="fold")
-    for conn in analysis.connections.values():
+    conns = list(analysis.connections.values())
+    shown = conns
+    if max_rows is not None and len(conns) > max_rows:
+        # The worst connections first (by anomaly severity), then the earliest.
+        def rank(conn):
+            worst = max((spec(n).severity for n in conn.anomalies), default=0)
+            return -worst
+        keep = {id(c) for c in sorted(conns, key=rank)[:max_rows]}
+        shown = [c for c in conns if id(c) in keep]
+    for conn in shown:
         lat = conn.latencies
         table.add_row(
             conn.id, conn.role or "?", conn.client or "?", conn.server or "?",
@@ -69,6 +81,9 @@ def connection_table(analysis: Analysis) -> Table:
             "/".join(_ms(percentile(lat, q)) for q in (0.5, 0.9, 0.99)),
             _anomaly_text(conn.anomalies),
         )
+    if len(shown) < len(conns):
+        table.add_row("…", "", f"{len(conns) - len(shown)} more connections", "", "", "", "", "", "",
+                      "see Total below, or --json for each", style="dim")
     return table
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -45,6 +46,9 @@ def build(path: Path, replicas: int) -> None:
     """Write `replicas` shifted copies of the source capture to `path`."""
     from scapy.utils import RawPcapReader
     records = [(bytes(d), m.sec, m.usec) for d, m in RawPcapReader(str(SOURCE))]
+    # Switchboard cookies (XFR/RNG ... CKI cookie, then USR/ANS): unique per copy, as in a
+    # real capture, so linking by cookie does the work it would do on real traffic.
+    cookies = sorted({m.group(1) for d, _, _ in records for m in re.finditer(rb"CKI (\d{4}[\d.]+)", d)})
     t0 = records[0][1]
     span = records[-1][1] - t0 + 5
     # Each original address gets a fixed slot; each replica a distinct 127.x.y block.
@@ -59,9 +63,13 @@ def build(path: Path, replicas: int) -> None:
             block = bytes([127, 1 + (r >> 8) % 250, r & 0xFF])
             addr = {a: block + bytes([1 + s]) for a, s in slots.items()}
             shift = (r * 7919) & 0xFFFFFFFF
+            renamed = [(c, b"%04d" % (r % 10000) + c[4:]) for c in cookies]
             dt = r * span
             buf = bytearray()
             for data, sec, usec in records:
+                for old, new in renamed:
+                    if old in data:
+                        data = data.replace(old, new)  # same length: nothing else moves
                 pkt = bytearray(data)
                 pkt[26:30] = addr[data[26:30]]
                 pkt[30:34] = addr[data[30:34]]
@@ -79,7 +87,7 @@ def build(path: Path, replicas: int) -> None:
 
 def ensure(replicas: int) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"msnp_x{replicas}.pcap"
+    path = CACHE / f"msnp_v2_x{replicas}.pcap"
     if not path.exists():
         print(f"building {path.relative_to(ROOT)} ({replicas} copies of {SOURCE.name}) ...", flush=True)
         build(path, replicas)

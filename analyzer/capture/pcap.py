@@ -68,6 +68,9 @@ FRAGMENT = ()  # decode_ip's answer for a TCP fragment (not None: the caller cou
 
 _u16 = struct.Struct(">H").unpack_from
 _tcp = struct.Struct(">HHIIH").unpack_from
+# Ethernet type, IPv4 version/IHL, total length, fragment field, protocol, then TCP seq, ack,
+# offset/flags (the addresses and ports, bytes 26-38, are sliced out as the flow key).
+_ETH_IP4_TCP = struct.Struct(">12xHBxH2xHxB14xIIH").unpack_from
 
 
 class CaptureError(Exception):
@@ -240,6 +243,7 @@ class CaptureFile:
             self._unknown_link(linktype)
         decode = decode_ip
         u16 = _u16
+        eth_ip4_tcp = _ETH_IP4_TCP
         pos = 24  # file offset of buf[0]
         buf = b""
         i = 0
@@ -287,6 +291,22 @@ class CaptureFile:
                 bad += 1
             # Ethernet (with VLAN tags) inline: it is nearly every capture.
             if fast_ethernet:
+                if caplen >= 54:
+                    # Plain Ethernet + IPv4 without options + TCP: one unpack, two slices.
+                    etype, vhl, total, frag, proto, seq, ack, offflags = eth_ip4_tcp(buf, start)
+                    if etype == ETH_IPV4 and vhl == 0x45 and proto == IPPROTO_TCP and not frag & 0x3FFF:
+                        end = start + 14 + total if total else stop
+                        if end > stop:
+                            end = stop
+                        p = start + 34 + ((offflags >> 12) << 2)
+                        tcp += 1
+                        if tcp & 0x3FFF == 0:
+                            self.position = pos + i
+                            self.packets, self.tcp_segments = packets, tcp
+                            self.fragments, self.bad_records = fragments, bad
+                        yield (sec + frac * scale, buf[start + 26:start + 38], seq, ack, offflags & 0x3F,
+                               buf[p:end] if p < end else b"")
+                        continue
                 etype = u16(buf, start + 12)[0] if caplen >= 14 else 0
                 o = start + 14
                 if etype != ETH_IPV4:

@@ -144,6 +144,21 @@ class TcpTracker:
             return
         flow, index = entry
         flow.last_ts = ts
+        if payload and not flags & (SYN | FIN | RST) and flow.conn is not None:
+            # The common case, kept short: the next bytes of an MSNP stream, nothing pending.
+            half = flow.halves[index]
+            if seq == half.nxt and not half.pending and half.fin is None \
+                    and not flow.halves[1 - index].pending:
+                n = len(payload)
+                half.nxt = (seq + n) & MASK
+                start = half.pos
+                half.pos = start + n
+                half.history.append((start, payload))
+                half.history_bytes += n
+                if half.history_bytes > HISTORY:
+                    self._trim_history(half)
+                self._deliver(flow, index, payload, ts)
+                return
         if flags & SYN:
             if self._syn(flow, index, ts, key, seq, flags, payload):
                 return
@@ -464,13 +479,18 @@ class TcpTracker:
             flow.early.append((half.index, None, ts, size, detail, half.pos))
 
     def _remember(self, half: HalfStream, start: int, data: bytes) -> None:
-        history = half.history
-        history.append((start, data))
+        half.history.append((start, data))
         half.history_bytes += len(data)
-        if half.history_bytes > HISTORY and len(history) > 1:
+        if half.history_bytes > HISTORY:
+            self._trim_history(half)
+
+    @staticmethod
+    def _trim_history(half: HalfStream) -> None:
+        history = half.history
+        if len(history) > 1:
             drop = 0
             total = half.history_bytes
-            while total > HISTORY and drop < len(history) - 1:
+            while total > HISTORY // 2 and drop < len(history) - 1:  # amortised: trim to half
                 total -= len(history[drop][1])
                 drop += 1
             del history[:drop]
