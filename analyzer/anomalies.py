@@ -117,6 +117,8 @@ for _name, _sev, _summary in [
     ("proxy.upstream_unreachable", _E, "the proxy could not connect to the upstream server; the client's connection was closed"),
     ("proxy.rewrite_failed", _W, "an XFR/RNG address could not be rewritten; the client's next connection will bypass the proxy"),
     ("proxy.reset", _I, "one side reset the connection (or failed); the proxy reset the other side too"),
+    ("proxy.analysis_backlog", _W, "the analysis process fell more than --analysis-backlog behind; newer bytes of the connection were forwarded but not analysed (a gap)"),
+    ("proxy.connection_limit", _W, "--max-connections relays were open: new clients were closed at once (reported once per run; the count is in the notice)"),
     # plugins (analyzer/plugins.py); a plugin's own names are plugin.<name>.<what>
     ("analyzer.plugin.failed", _W, "a plugin raised an exception; it was disabled for the rest of the run (the analysis carried on)"),
     ("analyzer.plugin.too_slow", _W, "a plugin call took longer than --plugin-budget; the plugin was disabled for the rest of the run"),

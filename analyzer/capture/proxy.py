@@ -6,7 +6,10 @@ upstream target and copies bytes both ways. The forwarding path comes first:
 a chunk is written to the other side before anything looks at it, then it is
 recorded (`--record`) and fed to the shared `Analysis` (which is fail-open;
 any exception from it or its sinks is caught here, reported once, and the
-connection goes on relaying raw bytes).
+connection goes on relaying raw bytes). The `Analysis` is either the real one
+(in this process, `--analysis inline`) or `proxy_worker.RemoteAnalysis`, which
+batches the same calls to an analysis process so that decoding never runs on
+the forwarding core.
 
 Following the client: on connections that can carry them (the first listener
 and every NS listener), the server's bytes go through `analyzer.rewrite.
@@ -21,6 +24,14 @@ Flow control is the transports' own: when one side's write buffer passes its
 high-water mark (`pause_writing`), reading from the other side stops until it
 drains (`resume_writing`), so no buffer grows without bound. Half-close (EOF)
 is passed on; a reset (or any error) on one side resets the other.
+
+Limits (options of `proxy`): `buffer` is that high-water mark per side
+(`--buffer`, default 256 KiB; a side holds at most it plus one read, 256 KiB);
+`max_connections` caps the relays open at once (`--max-connections`, default
+4096 or what the open-file limit allows): a client beyond it is accepted and
+closed at once, counted in `Proxy.refused`, and the first refusal of a run is
+reported as `proxy.connection_limit` (a connection storm does not flood the
+log; the notice at stop gives the count).
 
 `Proxy.stop()` closes the listeners and every connection; it is what Ctrl-C calls.
 """
@@ -39,6 +50,18 @@ from ..rewrite import AddressRewriter, join_address
 from .pcapng_writer import PcapngWriter, TcpRecorder
 
 WRITE_HIGH_WATER = 256 * 1024  # per side: above this, the other side stops being read
+
+
+def default_max_connections() -> int:
+    """4096 relays, or fewer when the open-file limit cannot hold two sockets each."""
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 4096
+    if soft == resource.RLIM_INFINITY:
+        return 4096
+    return max(16, min(4096, (soft - 64) // 2))
 
 
 @dataclass(eq=False)
@@ -106,11 +129,16 @@ class Relay:
 
     def client_made(self, transport) -> None:
         self.client = transport
+        proxy = self.proxy
+        if len(proxy.relays) >= proxy.max_connections:
+            self.done = True
+            transport.close()
+            proxy.refuse(transport.get_extra_info("peername"))
+            return
         transport.pause_reading()  # until the upstream connection is up
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        transport.set_write_buffer_limits(high=proxy.buffer)
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
-        proxy = self.proxy
         proxy.relays.add(self)
         self.conn = self._analyse(lambda: proxy.analysis.open(
             client=join_address(*peer[:2]), server=join_address(*self.listener.target)))
@@ -139,7 +167,7 @@ class Relay:
             transport.close()
             return
         self.server = transport
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        transport.set_write_buffer_limits(high=self.proxy.buffer)
         self.upstream_local = transport.get_extra_info("sockname")[:2]
         self.proxy.upstream_locals.append(self.upstream_local)
         self.client.resume_reading()
@@ -182,7 +210,7 @@ class Relay:
             record = {"kind": "rewrite", "dir": S2C, "ts": ts, "offset": r.offset, "cmd": r.cmd,
                       "target": r.kind, "original": r.original, "rewritten": r.rewritten}
             if self.analysing:
-                self._analyse(lambda: [sink.event(self.conn, record) for sink in self.proxy.analysis.sinks])
+                self._analyse(lambda: self.proxy.emit(self.conn, record))
 
     def eof(self, direction: str) -> bool:
         ts = time.time()
@@ -300,8 +328,11 @@ class Proxy:
     def __init__(self, upstream: tuple[str, int], analysis: Analysis | None = None, *,
                  listen: tuple[str, int] = ("127.0.0.1", 1863), advertise: str | None = None,
                  recorder: PcapngWriter | None = None, connect_timeout: float = 10.0,
-                 on_notice=None) -> None:
+                 on_notice=None, max_connections: int | None = None, buffer: int = WRITE_HIGH_WATER) -> None:
         self.upstream = upstream
+        self.max_connections = max_connections if max_connections is not None else default_max_connections()
+        self.buffer = buffer
+        self.refused = 0
         self.analysis = analysis if analysis is not None else Analysis()
         self.listen = listen
         self.advertise = advertise or listen[0]
@@ -358,12 +389,37 @@ class Proxy:
             self.listeners[key] = listener
         return self.advertise, listener.address[1]
 
+    def emit(self, conn, record: dict) -> None:
+        """A record of the proxy's own (a `rewrite`) for the sinks, wherever the analysis runs."""
+        analysis = self.analysis
+        event = getattr(analysis, "event", None)  # RemoteAnalysis (proxy_worker.py)
+        if event is not None:
+            event(conn, record)
+        else:
+            for sink in analysis.sinks:
+                sink.event(conn, record)
+
     def notice(self, text: str) -> None:
         self.notices.append(text)
         if self.on_notice is not None:
             try:
                 self.on_notice(text)
             except Exception:  # noqa: BLE001
+                pass
+
+    def refuse(self, peer) -> None:
+        """A client beyond --max-connections was closed at once: count it, report the first."""
+        self.refused += 1
+        if self.refused == 1:
+            who = join_address(*peer[:2]) if peer else "?"
+            self.notice(f"connection limit ({self.max_connections}) reached: closing new clients "
+                        f"(first: {who}) until connections end")
+            try:
+                self.analysis.anomaly(None, Anomaly(
+                    "proxy.connection_limit",
+                    f"{self.max_connections} connections open (--max-connections): {who} and every client "
+                    f"after it while the limit held was closed at once", None, None, time.time()))
+            except Exception:  # noqa: BLE001 - forwarding never depends on the analysis
                 pass
 
     def record_failed(self, exc: Exception) -> None:
@@ -398,3 +454,5 @@ class Proxy:
                 await listener.server.wait_closed()
         # Give the transports one turn of the loop to deliver connection_lost.
         await asyncio.sleep(0)
+        if self.refused > 1:
+            self.notice(f"connection limit: {self.refused} clients were closed at once in all")

@@ -38,8 +38,24 @@ def register(sub) -> None:
     _common(p, listen_default="127.0.0.1:1863")
     p.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="give up connecting upstream after this long (default 10)")
+    from ..cli import _size
+    from .proxy import WRITE_HIGH_WATER
+    p.add_argument("--max-connections", type=int, metavar="N",
+                   help="relays open at once; a client beyond it is closed at once, reported once as "
+                        "proxy.connection_limit (default 4096, or what the open-file limit allows)")
+    p.add_argument("--buffer", type=_size, default=WRITE_HIGH_WATER, metavar="BYTES",
+                   help=f"per-connection write buffer high-water mark per side: above it the other side "
+                        f"stops being read (default {WRITE_HIGH_WATER})")
     p.add_argument("--duration", type=float, metavar="SECONDS",
                    help="stop by itself after this long (default: run until Ctrl-C)")
+    p.add_argument("--analysis", choices=["process", "inline"], default="process",
+                   help="where the analysis runs: 'process' (default) in a process of its own fed in "
+                        "batches, so decoding never slows forwarding; 'inline' on the forwarding "
+                        "loop itself (for debugging, or where processes cannot be forked)")
+    p.add_argument("--analysis-backlog", type=float, default=64, metavar="MIB",
+                   help="with --analysis process: at most this many MiB forwarded but not yet "
+                        "analysed; beyond it the newest bytes are forwarded unanalysed and "
+                        "proxy.analysis_backlog is reported (default 64)")
     add_analysis_options(p)
     p.set_defaults(func=cmd_proxy, fail_on="never")
 
@@ -84,7 +100,7 @@ def _address(text: str, what: str, default_port: int = 1863) -> tuple[str, int]:
 class _Session:
     """What a proxy or demo run sets up: analysis, sinks, recorder, live view, report."""
 
-    def __init__(self, args, title: str) -> None:
+    def __init__(self, args, title: str, plugins: bool = True) -> None:
         from ..jsonl import JsonLinesWriter
         from ..live import LiveView
         from ..redact import Redactor
@@ -112,9 +128,9 @@ class _Session:
         if not args.verbose and not args.quiet:
             self.live = LiveView(self.analysis, redactor, title=title)
             self.analysis.sinks.append(self.live)
-        from ..plugins import load_plugins
-        # Observers run on a worker thread fed by a bounded queue: a slow plugin never stalls forwarding.
-        self.plugins = load_plugins(args, self.analysis, threaded=True, warn=self.notice)
+        self.plugins = None
+        if plugins:  # else start_plugins() in the analysis process (their thread must live there)
+            self.start_plugins()
         self.recorder = None
         if args.record:
             from .pcapng_writer import PcapngWriter
@@ -124,6 +140,11 @@ class _Session:
                 raise UsageError(f"{args.record}: {exc.strerror}") from None
             self.files.append(f)
             self.recorder = PcapngWriter(f)
+
+    def start_plugins(self) -> None:
+        from ..plugins import load_plugins
+        # Observers run on a worker thread fed by a bounded queue: a slow plugin never stalls forwarding.
+        self.plugins = load_plugins(self.args, self.analysis, threaded=True, warn=self.notice)
 
     def notice(self, text: str) -> None:
         if self.live is not None:
@@ -168,9 +189,12 @@ class _Session:
 
 
 def _make_proxy(session: _Session, upstream, listen, connect_timeout=10.0):
-    from .proxy import Proxy
-    return Proxy(upstream, session.analysis, listen=listen, advertise=session.args.advertise,
-                 recorder=session.recorder, connect_timeout=connect_timeout, on_notice=session.notice)
+    from .proxy import WRITE_HIGH_WATER, Proxy
+    args = session.args
+    return Proxy(upstream, session.analysis, listen=listen, advertise=args.advertise,
+                 recorder=session.recorder, connect_timeout=connect_timeout, on_notice=session.notice,
+                 max_connections=getattr(args, "max_connections", None),
+                 buffer=getattr(args, "buffer", WRITE_HIGH_WATER))
 
 
 async def _start(proxy) -> None:
@@ -182,11 +206,23 @@ async def _start(proxy) -> None:
 
 def cmd_proxy(args) -> int:
     upstream = _address(args.upstream, "--upstream")
-    session = _Session(args, f"msnp-analyzer proxy -> {join_address(*upstream)}")
+    in_process = _analysis_process(args)
+    session = _Session(args, f"msnp-analyzer proxy -> {join_address(*upstream)}", plugins=not in_process)
     listen = session.listen_address()
+    remote = None
+    if in_process:
+        worker, ours = _fork_analysis(session)
 
     async def body(live) -> None:
+        nonlocal remote
+        if in_process:
+            from .proxy_worker import RemoteAnalysis
+            remote = await RemoteAnalysis(ours, session.analysis.limits,
+                                          int(args.analysis_backlog * 1024 * 1024)).start()
         proxy = _make_proxy(session, upstream, listen, args.connect_timeout)
+        if remote is not None:  # the analysis (and the live view, the report) run in the other process
+            proxy.analysis = remote
+            proxy.on_notice = remote.on_notice = remote.notice
         await _start(proxy)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
@@ -196,8 +232,11 @@ def cmd_proxy(args) -> int:
             except (NotImplementedError, RuntimeError):
                 pass
         where = join_address(*proxy.address)
-        session.console.print(f"listening on {where}, relaying to {join_address(*upstream)}; "
-                              "Ctrl-C to stop", style="bold", highlight=False, soft_wrap=True)
+        text = f"listening on {where}, relaying to {join_address(*upstream)}; Ctrl-C to stop"
+        if remote is not None:
+            remote.print(text, "bold")
+        else:
+            session.console.print(text, style="bold", highlight=False, soft_wrap=True)
         deadline = None if args.duration is None else time.monotonic() + args.duration
         try:
             while not stop.is_set():
@@ -209,7 +248,9 @@ def cmd_proxy(args) -> int:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
                 proxy.tick()
-                if live is not None:
+                if remote is not None:
+                    remote.status(_status(proxy))
+                elif live is not None:
                     session.live.status = _status(proxy)
                     live.refresh()
         finally:
@@ -219,12 +260,75 @@ def cmd_proxy(args) -> int:
                     loop.remove_signal_handler(sig)
                 except (NotImplementedError, RuntimeError):
                     pass
+            if remote is not None:
+                remote.finished = await remote.finish(timeout=120)
 
+    if in_process:
+        return _await_analysis(session, worker, ours, lambda: body(None), lambda: remote)
     try:
         asyncio.run(session.run(body))
     except KeyboardInterrupt:
         pass
     return session.finish()
+
+
+def _analysis_process(args) -> bool:
+    """Whether `proxy` runs its analysis in a process of its own (needs fork())."""
+    if args.analysis_backlog <= 0:
+        raise UsageError("--analysis-backlog: expected a positive number of MiB")
+    if args.analysis != "process":
+        return False
+    import multiprocessing
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _fork_analysis(session: _Session):
+    """Fork the analysis process; it gets the session (sinks, live view, report) and one end of a socket pair."""
+    import multiprocessing
+    import socket
+    from .proxy_worker import serve
+    ours, theirs = socket.socketpair()
+    worker = multiprocessing.get_context("fork").Process(
+        target=_analysis_main, args=(serve, session, theirs, ours), name="msnp-analysis")
+    worker.start()
+    theirs.close()
+    return worker, ours
+
+
+def _analysis_main(serve, session, sock, other_end) -> None:
+    other_end.close()  # so that the forwarding process's end closing is seen here
+    sys.exit(serve(session, sock))
+
+
+def _await_analysis(session: _Session, worker, ours, body, remote) -> int:
+    """Run the forwarding side, then wait (bounded) for the analysis process's report and status."""
+    try:
+        asyncio.run(body())
+    except KeyboardInterrupt:
+        pass
+    except BaseException:
+        worker.kill()  # a usage error (a busy --listen port, ...): no report to wait for
+        worker.join(5)
+        raise
+    finally:
+        try:
+            ours.close()  # if the run was cut short, the analysis process sees the end and reports
+        except OSError:
+            pass
+    done = remote() is not None and getattr(remote(), "finished", False)
+    worker.join(None if done else 120)
+    if session.recorder is not None:
+        try:
+            session.recorder.close()
+        except OSError:
+            pass
+    if worker.exitcode is None:
+        worker.terminate()
+        worker.join(5)
+        raise UsageError("the analysis process did not finish in time; its report is lost")
+    if worker.exitcode not in (EXIT_OK, 1):
+        raise UsageError(f"the analysis process failed (exit status {worker.exitcode})")
+    return worker.exitcode
 
 
 def _status(proxy) -> str:
