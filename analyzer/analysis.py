@@ -10,7 +10,9 @@ counters (for the final report) but drop their decoders.
 
 from __future__ import annotations
 
-from collections import Counter
+import random
+from array import array
+from collections import Counter, deque
 from typing import Protocol
 
 from .codec import Anomaly, Transaction
@@ -30,6 +32,12 @@ class Analysis:
         self.connections: dict[str, Connection] = {}
         self.capture_anomalies: Counter[str] = Counter()  # not tied to one connection
         self._next_id = 0
+        # Bounded memory for long captures: with keep_closed set, only that many closed
+        # connections stay in `connections`; older ones are folded into `folded` (their
+        # counts, and a fixed-size sample of their latencies) once their sinks saw them.
+        self.keep_closed: int | None = None
+        self.folded = Folded()
+        self._closed: deque[str] = deque()
 
     def new_id(self) -> str:
         self._next_id += 1
@@ -62,6 +70,12 @@ class Analysis:
         # Release the decoders; the counters stay for the report.
         conn.readers = {}
         conn.tracker = None
+        if self.keep_closed is not None:
+            self._closed.append(conn.id)
+            while len(self._closed) > self.keep_closed:
+                old = self.connections.pop(self._closed.popleft(), None)
+                if old is not None:
+                    self.folded.add(old)
         return events
 
     def anomaly(self, conn: Connection | None, anomaly: Anomaly) -> None:
@@ -89,17 +103,19 @@ class Analysis:
     # -- totals for reports ---------------------------------------------------
 
     def totals(self) -> dict:
-        commands: Counter[str] = Counter()
+        folded = self.folded
+        commands: Counter[str] = Counter(folded.commands)
         anomalies: Counter[str] = Counter(self.capture_anomalies)
-        outcomes: Counter[str] = Counter()
-        versions: Counter[str] = Counter()
+        anomalies.update(folded.anomalies)
+        outcomes: Counter[str] = Counter(folded.outcomes)
+        versions: Counter[str] = Counter(folded.versions)
         for conn in self.connections.values():
             commands.update(conn.commands)
             anomalies.update(conn.anomalies)
             outcomes.update(conn.outcomes)
             if conn.version_label:
                 versions[conn.version_label] += 1
-        return {"connections": len(self.connections), "commands": commands,
+        return {"connections": len(self.connections) + folded.count, "commands": commands,
                 "anomalies": anomalies, "outcomes": outcomes, "versions": versions}
 
     def worst_severity(self):
@@ -108,4 +124,36 @@ class Analysis:
         return max((spec(name).severity for name in names), default=None)
 
 
-__all__ = ["Analysis", "Sink", "Transaction"]
+class Folded:
+    """What closed connections dropped from `Analysis.connections` still add to the totals."""
+
+    SAMPLE = 100_000  # latencies kept (a uniform sample) for the total's percentiles
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.commands: Counter[str] = Counter()
+        self.anomalies: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()
+        self.versions: Counter[str] = Counter()
+        self.latencies = array("d")
+        self._seen = 0
+        self._random = random.Random(1863)
+
+    def add(self, conn: Connection) -> None:
+        self.count += 1
+        self.commands.update(conn.commands)
+        self.anomalies.update(conn.anomalies)
+        self.outcomes.update(conn.outcomes)
+        if conn.version_label:
+            self.versions[conn.version_label] += 1
+        for value in conn.latencies:  # reservoir sampling: bounded, unbiased
+            self._seen += 1
+            if len(self.latencies) < self.SAMPLE:
+                self.latencies.append(value)
+            else:
+                j = self._random.randrange(self._seen)
+                if j < self.SAMPLE:
+                    self.latencies[j] = value
+
+
+__all__ = ["Analysis", "Folded", "Sink", "Transaction"]

@@ -81,8 +81,9 @@ def connection_table(analysis: Analysis, max_rows: int | None = MAX_ROWS) -> Tab
             "/".join(_ms(percentile(lat, q)) for q in (0.5, 0.9, 0.99)),
             _anomaly_text(conn.anomalies),
         )
-    if len(shown) < len(conns):
-        table.add_row("…", "", f"{len(conns) - len(shown)} more connections", "", "", "", "", "", "",
+    hidden = len(conns) - len(shown) + analysis.folded.count
+    if hidden:
+        table.add_row("…", "", f"{hidden} more connections", "", "", "", "", "", "",
                       "see Total below, or --json for each", style="dim")
     return table
 
@@ -93,6 +94,7 @@ def totals_table(analysis: Analysis) -> Table:
     table.add_column("what", style="bold")
     table.add_column("value", overflow="fold")
     lat = [v for conn in analysis.connections.values() for v in conn.latencies]
+    lat.extend(analysis.folded.latencies)
     table.add_row("connections", str(totals["connections"]))
     table.add_row("versions", _counts(totals["versions"]))
     table.add_row("commands", f"{sum(totals['commands'].values())}: {_counts(totals['commands'], 12)}")

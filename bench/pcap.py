@@ -133,10 +133,10 @@ def timed(argv: list[str]) -> tuple[float, int, int]:
     return elapsed, usage.ru_maxrss, code
 
 
-def ours(path: Path) -> list[str]:
+def ours(path: Path, *extra: str) -> list[str]:
     exe = shutil.which("msnp-analyzer")
     base = [exe] if exe else [sys.executable, "-m", "analyzer"]
-    return base + ["analyze", str(path), "--json", "/dev/null", "--fail-on", "never"]
+    return base + ["analyze", str(path), "--json", "/dev/null", *extra]
 
 
 def main() -> int:
@@ -157,20 +157,26 @@ def main() -> int:
         t, rss, _ = timed([tshark, "-r", str(path), "-Y", "msnms", "-T", "fields", "-e", "frame.number"])
         rows.append(("tshark -Y msnms", size_mb, packets, t, rss))
     t, rss, _ = timed(ours(path))
-    rows.append(("msnp-analyzer analyze --json", size_mb, packets, t, rss))
+    rows.append(("msnp-analyzer analyze FILE --json /dev/null", size_mb, packets, t, rss))
+    t, rss, _ = timed(ours(path, "--no-plugins"))
+    rows.append(("the same with --no-plugins", size_mb, packets, t, rss))
     if args.double:
         path2 = ensure(args.replicas * 2)
         packets2 = packets_in(path2)
+        mb2 = path2.stat().st_size / 1e6
         t2, rss2, _ = timed(ours(path2))
-        rows.append(("msnp-analyzer analyze --json (2x)", path2.stat().st_size / 1e6, packets2, t2, rss2))
+        rows.append(("msnp-analyzer analyze FILE --json /dev/null, file x2", mb2, packets2, t2, rss2))
+        t2, rss2, _ = timed(ours(path2, "--no-plugins"))
+        rows.append(("the same with --no-plugins, file x2", mb2, packets2, t2, rss2))
     print()
-    print(f"| run | file MB | packets | seconds | packets/s | peak RSS MB |")
-    print(f"|---|---:|---:|---:|---:|---:|")
+    print("| run | file MB | packets | seconds | packets/s | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, mb, n, secs, kib in rows:
         print(f"| {name} | {mb:.0f} | {n:,} | {secs:.1f} | {n / secs:,.0f} | {kib / 1024:.0f} |")
     if tshark:
-        ratio = (rows[1][2] / rows[1][3]) / (rows[0][2] / rows[0][3])
-        print(f"\nmsnp-analyzer / tshark packets/s: {ratio:.1f}x")
+        base = rows[0][2] / rows[0][3]
+        for name, mb, n, secs, kib in rows[1:]:
+            print(f"{name}: {n / secs / base:.2f}x tshark's packets/s")
     return 0
 
 

@@ -81,3 +81,26 @@ def test_several_files_continue_stream_ids(tmp_path):
     assert main(["analyze", str(PPA), str(NDPI), "--json", str(out)]) == 0
     ids = [json.loads(l)["stream"] for l in out.read_text().splitlines() if '"kind":"stream"' in l]
     assert sorted(ids, key=int) == [str(i) for i in range(1, 8)]
+
+
+@needs_real
+def test_memory_stays_flat_closed_connections_fold_into_the_totals(monkeypatch, capsys):
+    import analyzer.capture.analyze_cmd as cmd
+    monkeypatch.setattr(cmd, "KEEP_CLOSED", 2)
+    monkeypatch.setenv("COLUMNS", "200")
+    seen = {}
+    from analyzer import analysis as mod
+    real_init = mod.Analysis.__init__
+
+    def spy(self, *a, **k):
+        real_init(self, *a, **k)
+        seen["analysis"] = self
+    monkeypatch.setattr(mod.Analysis, "__init__", spy)
+    assert main(["analyze", str(NDPI), "--no-plugins"]) == 0
+    analysis = seen["analysis"]
+    assert len(analysis.connections) == 2 and analysis.folded.count == 4
+    totals = analysis.totals()
+    assert totals["connections"] == 6 and sum(totals["commands"].values()) == 364
+    assert totals["commands"]["MSG"] == 244
+    out = capsys.readouterr().out
+    assert "4 more connections" in out

@@ -19,6 +19,7 @@ from ..cli import UsageError, add_analysis_options, exit_status, limits_from, ou
 from ..codec import Anomaly
 
 PROGRESS_AFTER = 0.5   # seconds: quicker files get no progress bar
+KEEP_CLOSED = 1000     # closed connections kept one by one for the report; the rest go into the totals
 
 
 def register(sub) -> None:
@@ -136,6 +137,7 @@ def cmd_analyze(args) -> int:
     console = report_console(args)
     sinks, files = output_sinks(args, console)
     analysis = Analysis(sinks, limits_from(args))
+    analysis.keep_closed = KEEP_CLOSED  # memory flat however long the capture: older ones are summed up
     from ..plugins import load_plugins
     plugins = load_plugins(args, analysis)
     detector = Detector(frozenset({MSNP_PORT, *args.port}))
