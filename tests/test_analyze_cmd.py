@@ -104,3 +104,29 @@ def test_memory_stays_flat_closed_connections_fold_into_the_totals(monkeypatch, 
     assert totals["commands"]["MSG"] == 244
     out = capsys.readouterr().out
     assert "4 more connections" in out
+
+
+class _Stub:
+    path, position, size = "big.pcap", 500, 1000
+
+
+def test_progress_bar_only_on_a_terminal_and_only_when_slow(monkeypatch):
+    import analyzer.capture.analyze_cmd as cmd
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    quiet = cmd._Progress(1000)
+    quiet.started -= 10
+    quiet(_Stub())
+    assert quiet.bar is None                    # stderr is not a terminal: no bar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    quick = cmd._Progress(1000)
+    quick(_Stub())
+    assert quick.bar is None                    # not slow yet
+    slow = cmd._Progress(1000)
+    slow.started -= 10
+    slow(_Stub())
+    try:
+        assert slow.bar is not None
+        assert slow.bar.tasks[0].completed == 500 and slow.bar.tasks[0].total == 1000
+    finally:
+        slow.stop()

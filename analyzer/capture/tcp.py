@@ -12,8 +12,13 @@ Contract:
   end of capture) is reported as `tcp.gap` with its size and passed to the
   codec (`Analysis.gap`), which resynchronises; no byte is invented.
 - Streams without a SYN (captures that start mid-session) start at the lowest
-  sequence number seen in a short window of their first segments, so a
-  capture that starts with a reordered pair still starts at the right byte.
+  sequence number seen in a short window of their first segments (SYNC_WINDOW
+  data segments per direction, or START_WINDOW seconds), so a capture that
+  starts with a reordered pair still starts at the right byte. Windows close
+  oldest first, so stream ids follow the order flows were first seen.
+- A hole is given up (`tcp.gap`) when the peer has ACKed past it several
+  times (the receiver got bytes the capture never will), when the buffer is
+  full, after the reorder timeout, or at FIN/RST/end of capture.
 - MSNP detection and the client/server decision are `detect.py`'s; only MSNP
   flows become `Connection`s (stream ids "1", "2", ... in order of
   detection). Other flows are remembered as ignored, and their segments cost
