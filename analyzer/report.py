@@ -59,9 +59,13 @@ MAX_ROWS = 40  # connections listed one by one; a capture with thousands gets th
 
 def connection_table(analysis: Analysis, max_rows: int | None = MAX_ROWS) -> Table:
     table = Table(title="MSNP connections", show_lines=True, expand=False)
-    for col in ("stream", "role", "client", "server", "version", "handle", "commands",
-                "transactions", "latency ms p50/p90/p99", "anomalies"):
-        table.add_column(col, overflow="fold")
+    # Narrow terminals: short headers, addresses and figures never broken mid-token.
+    table.add_column("id", no_wrap=True)
+    table.add_column("role, version\nclient\n→ server\nhandle", no_wrap=True, min_width=15)
+    table.add_column("commands", overflow="fold", ratio=3)
+    table.add_column("transactions", overflow="fold", ratio=2, min_width=12)
+    table.add_column("latency ms", no_wrap=True)
+    table.add_column("anomalies", overflow="fold", ratio=3)
     conns = list(analysis.connections.values())
     shown = conns
     if max_rows is not None and len(conns) > max_rows:
@@ -74,16 +78,17 @@ def connection_table(analysis: Analysis, max_rows: int | None = MAX_ROWS) -> Tab
     for conn in shown:
         lat = conn.latencies
         table.add_row(
-            conn.id, conn.role or "?", conn.client or "?", conn.server or "?",
-            conn.version_label or "?", conn.handle or "-",
-            f"{sum(conn.commands.values())}\n{_counts(conn.commands)}",
-            _counts(conn.outcomes),
-            "/".join(_ms(percentile(lat, q)) for q in (0.5, 0.9, 0.99)),
+            conn.id,
+            f"{conn.role or '?'} {conn.version_label or ''}".rstrip() + f"\n{conn.client or '?'}\n→ {conn.server or '?'}"
+            f"\n{conn.handle or '-'}",
+            f"{sum(conn.commands.values())}: {_counts(conn.commands)}",
+            _counts(conn.outcomes).replace("no_reply_expected", "no reply expected"),
+            "\n".join(f"p{int(q * 100)} {_ms(percentile(lat, q))}" for q in (0.5, 0.9, 0.99)),
             _anomaly_text(conn.anomalies),
         )
     hidden = len(conns) - len(shown) + analysis.folded.count
     if hidden:
-        table.add_row("…", "", f"{hidden} more connections", "", "", "", "", "", "",
+        table.add_row("…", f"{hidden} more connections", "", "", "",
                       "see Total below, or --json for each", style="dim")
     return table
 

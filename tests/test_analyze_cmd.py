@@ -130,3 +130,17 @@ def test_progress_bar_only_on_a_terminal_and_only_when_slow(monkeypatch):
         assert slow.bar.tasks[0].completed == 500 and slow.bar.tasks[0].total == 1000
     finally:
         slow.stop()
+
+
+def test_report_keeps_addresses_whole_on_an_80_column_terminal():
+    import io
+    from rich.console import Console
+    import resegment as R
+    from analyzer.report import render_report
+    analysis, _ = R.analyze(Path(__file__).resolve().parents[1] / "captures" / "msnp8_login_chat.pcap")
+    buf = io.StringIO()
+    render_report(analysis, Console(file=buf, width=80))
+    text = buf.getvalue()
+    for addr in ("127.0.0.1:50010", "→ 127.0.0.1:1863", "→ 127.0.0.3:1864", "alice@example.com"):
+        assert addr in text
+    assert "DS MSNP8" in text and "NS MSNP8" in text
