@@ -203,8 +203,9 @@ def test_one_client_holding_hundreds_of_connections_does_not_starve_the_others()
 def test_200_clients_with_one_hostile_client_lose_nothing_and_p99_stays_within_2x():
     """The issue's acceptance run, in-process: 199 clients + 1 hostile vs 200 clients.
 
-    Baseline and hostile runs alternate (three each per hostile kind) and the
-    medians of their p99s are compared. Everything shares one event loop here
+    Baseline and hostile runs alternate (three each per hostile kind); the
+    median p99 of each kind's hostile runs is compared with the median of all
+    nine baseline p99s. Everything shares one event loop here
     and a single run's p99 swings by 10x on a loaded 2-core machine (a GC
     pause, another process), so the baseline gets a 50 ms floor: a hostile
     client that stalled the proxy would still fail it by far.
@@ -226,9 +227,12 @@ def test_200_clients_with_one_hostile_client_lose_nothing_and_p99_stays_within_2
                 r = await load_bench.load(proxy.address, 199, 10, hostile, limit=60)
                 assert all_whole(r), (name, r["ok"])
                 bad.append(r["p99"])
-            figures[name] = (statistics.median(base), statistics.median(bad))
+            figures[name] = (base, bad)
         await stopped(upstream, proxy, analysis)
         return figures
     figures = run(go(), timeout=240)
-    for name, (base, bad) in figures.items():
-        assert bad <= 2 * max(base, 50.0), f"{name}: p99 {bad:.1f} ms vs {base:.1f} ms without it"
+    # The baseline is the median of all nine baseline runs (one noisy run cannot move it).
+    base = statistics.median(p99 for runs, _ in figures.values() for p99 in runs)
+    for name, (_, bad) in figures.items():
+        assert statistics.median(bad) <= 2 * max(base, 50.0), \
+            f"{name}: p99s {[round(x, 1) for x in bad]} ms vs a baseline median of {base:.1f} ms ({figures})"
