@@ -203,6 +203,13 @@ class LoadedPlugin:
     problem: str | None = None
     calls: int = 0
     seconds: float = 0.0
+    hooks: frozenset = frozenset()  # the hooks this plugin really implements
+
+    def __post_init__(self) -> None:
+        # A hook inherited unchanged from the Plugin base class is a no-op: never call it.
+        cls = type(self.plugin)
+        self.hooks = frozenset(h for h in HOOKS if getattr(cls, h, None) is not None
+                               and getattr(cls, h) is not getattr(Plugin, h, None))
 
 
 def _warn_stderr(message: str) -> None:
@@ -383,7 +390,7 @@ class PluginManager:
     def _run(self, item: tuple) -> None:
         hook, *args = item
         for lp in self.loaded:
-            if lp.enabled:
+            if lp.enabled and hook in lp.hooks:
                 self._call(lp, hook, *args)
 
     def _serve(self) -> None:
@@ -394,7 +401,7 @@ class PluginManager:
                 return
             hook, *args = item
             for lp in self.loaded:
-                if lp.enabled:
+                if lp.enabled and hook in lp.hooks:
                     self._current = lp
                     self._call(lp, hook, *args)
             self._current = None
@@ -407,7 +414,7 @@ class PluginManager:
             return None
         best = None
         for lp in self.loaded:
-            if not lp.enabled:
+            if not lp.enabled or "decode" not in lp.hooks:
                 continue
             view = self._call(lp, "decode", cmd, conn)
             if view is None:

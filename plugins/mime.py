@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import unquote
 
 from analyzer.plugins import DecodedView, Plugin, section, section_table
@@ -86,8 +87,13 @@ def parse_headers(block: bytes) -> list[tuple[str, str]]:
     return headers
 
 
+@lru_cache(maxsize=64)
 def parse_mime(payload: bytes) -> MimeMessage:
-    """Split a MSG payload into headers and body (never raises)."""
+    """Split a MSG payload into headers and body (never raises).
+
+    Memoised: the mime, chat and p2p plugins all look at the same payload in
+    turn; callers must treat the result as read-only.
+    """
     cut, sep_len = payload.find(b"\r\n\r\n"), 4
     lf = payload.find(b"\n\n")
     if lf != -1 and (cut == -1 or lf < cut):
