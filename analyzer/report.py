@@ -19,6 +19,14 @@ from .redact import Redactor
 SEVERITY_STYLE = {Severity.INFO: "cyan", Severity.WARNING: "yellow", Severity.ERROR: "bold red"}
 
 
+def clock(ts: float) -> str:
+    """Wall-clock time of day (local) with milliseconds; capture-relative seconds stay as they are."""
+    if ts < 100_000_000:  # transcripts and tests use small relative times
+        return f"{ts:.3f}"
+    import time as _time
+    return _time.strftime("%H:%M:%S", _time.localtime(ts)) + f".{int((ts % 1) * 1000):03d}"
+
+
 def percentile(values, q: float) -> float | None:
     if not values:
         return None
@@ -135,7 +143,7 @@ class VerbosePrinter:
             arrow = ">>>" if event.direction == C2S else "<<<"
             line = Text()
             if event.ts is not None:
-                line.append(f"{event.ts:.3f} ", style="dim")
+                line.append(clock(event.ts) + " ", style="dim")
             line.append(f"[{stream}] {arrow} ", style="blue" if event.direction == C2S else "magenta")
             line.append(event.cmd, style="bold")
             if event.trid is not None:
@@ -145,11 +153,12 @@ class VerbosePrinter:
                 line.append(" " + " ".join(params))
             if event.payload is not None:
                 line.append(f"  (+{len(event.payload)} bytes payload)", style="dim")
-            self.console.print(line, highlight=False, markup=False)
+            # soft_wrap: one wire line is one output line (grep-able), however wide.
+            self.console.print(line, highlight=False, markup=False, soft_wrap=True)
             view = self.views(event, conn) if self.views is not None and event.payload is not None else None
             if view is not None:
                 for text in view.lines(self.redactor):
-                    self.console.print(Text("        " + text, style="dim"), highlight=False)
+                    self.console.print(Text("        " + text, style="dim"), highlight=False, soft_wrap=True)
         elif kind is Anomaly:
             style = SEVERITY_STYLE[event.severity]
             self.console.print(Text(f"    ! {event.name}: {event.detail}", style=style), highlight=False)
