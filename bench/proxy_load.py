@@ -211,6 +211,39 @@ async def storm(address, stop: asyncio.Event, deadline: float, connections: int 
     return len(held)
 
 
+def _hostile_child(hostile, address, mp_stop, seconds: float) -> None:
+    async def go():
+        stop = asyncio.Event()
+
+        async def watch():
+            while not mp_stop.is_set():
+                await asyncio.sleep(0.02)
+            stop.set()
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await hostile(address, stop, time.monotonic() + seconds)
+        except (ConnectionError, OSError):
+            pass
+        await watcher
+    asyncio.run(go())
+
+
+def separate(hostile):
+    """The hostile client in a process of its own (forked), so its CPU is not the measuring clients'."""
+    async def run(address, stop, deadline):
+        import multiprocessing
+        ctx = multiprocessing.get_context("fork")
+        mp_stop = ctx.Event()
+        child = ctx.Process(target=_hostile_child, args=(hostile, address, mp_stop, deadline - time.monotonic()))
+        child.start()
+        await stop.wait()
+        mp_stop.set()
+        await asyncio.get_running_loop().run_in_executor(None, child.join, 30)
+        if child.is_alive():
+            child.kill()
+    return run
+
+
 async def load(address, clients: int, commands: int, hostile=None, limit: float = 120.0) -> dict:
     """N clients (one hostile task beside them, if given); returns digests, latencies, elapsed."""
     stop = asyncio.Event()
@@ -300,6 +333,10 @@ async def bench(args) -> list[dict]:
         cases.append((f"{args.storm} connections from one client", held))
     rows = []
     for name, hostile in cases:
+        if args.only and args.only not in name:
+            continue
+        if args.separate:
+            hostile = separate(hostile)
         extra = ["--max-connections", str(args.storm + args.clients + 16)] if "connections from" in name else []
         rows.append(await run_case(name, hostile, args.clients, args.commands, args.repeat, extra))
     return rows
@@ -311,9 +348,13 @@ def main() -> int:
     p.add_argument("--commands", type=int, default=100, help="round trips per client")
     p.add_argument("--repeat", type=int, default=3, help="alternating baseline/hostile runs per case (medians)")
     p.add_argument("--storm", type=int, default=5000, help="connections the storm client holds (0: skip)")
+    p.add_argument("--separate", action="store_true",
+                   help="run the hostile client in a process of its own (default: in the clients' process)")
+    p.add_argument("--only", metavar="TEXT", help="only the cases whose name contains TEXT")
     args = p.parse_args()
     rows = asyncio.run(bench(args))
-    print(f"{args.clients} clients x {args.commands} round trips; medians of {args.repeat} alternating runs")
+    print(f"{args.clients} clients x {args.commands} round trips; medians of {args.repeat} alternating runs; "
+          f"hostile client {'in its own process' if args.separate else 'in the clients process'}")
     print(f"{'hostile client / fault':36} {'others whole':>12} {'p99 base':>9} {'p99 with':>9} {'ratio':>6} "
           f"{'p50 with':>9} {'proxy peak RSS':>15}")
     for r in rows:
