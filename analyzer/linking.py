@@ -351,10 +351,18 @@ class Linker:
         return handle
 
     def _sessions(self, sids: list[str], parent: dict[str, str]):
+        position = {sid: i for i, sid in enumerate(sids)}  # capture order (index() would be quadratic)
         groups: dict[str, list[str]] = {}
         for sid in sids:
             groups.setdefault(self._root(sid, parent), []).append(sid)
         # A group rooted at an unlinked SB joins an NS-rooted group of the same user that overlaps it.
+        # Candidates are looked up by handle, so this stays linear in the number of groups.
+        by_handle: dict[str, list[str]] = {}
+        for root, members in groups.items():
+            if self._role(root) != "SB":
+                key = (self._session_handle(members) or "").lower()
+                if key:
+                    by_handle.setdefault(key, []).append(root)
         for root in list(groups):
             if self._role(root) != "SB":
                 continue
@@ -362,19 +370,18 @@ class Linker:
             if not handle:
                 continue
             start, end = self._start(root), self._end(root)
-            for other, members in groups.items():
-                if other == root or self._role(other) == "SB" or other not in groups:
+            for other in by_handle.get(handle, ()):
+                if other == root or other not in groups:
                     continue
-                if (self._session_handle(members) or "").lower() != handle:
-                    continue
+                members = groups[other]
                 o_start = min((self._start(m) for m in members if self._start(m) is not None), default=None)
                 o_end = max((self._end(m) for m in members if self._end(m) is not None), default=None)
                 if None in (start, end, o_start, o_end) or (start <= o_end and end >= o_start):
                     members.extend(groups.pop(root))
-                    members.sort(key=sids.index)
+                    members.sort(key=position.__getitem__)
                     break
         sessions, session_of = [], {}
-        ordered = sorted(groups.values(), key=lambda ms: sids.index(ms[0]))
+        ordered = sorted(groups.values(), key=lambda ms: position[ms[0]])
         for n, members in enumerate(ordered, 1):
             sid_name = f"L{n}"
             roles = [self._role(m) for m in members]
