@@ -217,7 +217,7 @@ def exit_status(analysis: Analysis, fail_on: str) -> int:
 def cmd_decode(args) -> int:
     from .codec import C2S
     from .report import render_report
-    from .transcript import TranscriptError, looks_like_transcript, parse
+    from .transcript import looks_like_transcript
     data = _read_input(args.file)
     console = report_console(args)
     sinks, files = output_sinks(args, console)
@@ -226,17 +226,8 @@ def cmd_decode(args) -> int:
     plugins = load_plugins(args, analysis)
     try:
         if looks_like_transcript(data[:4096]):
-            try:
-                chunks = parse(data)
-            except TranscriptError as exc:
-                raise UsageError(f"{args.file}: {exc}") from None
-            conns = {}
-            for chunk in chunks:
-                key = chunk.conn or "1"
-                conn = conns.get(key)
-                if conn is None:
-                    conn = conns[key] = analysis.open(conn_id=key, version=args.msnp)
-                analysis.feed(conn, chunk.direction, chunk.data, chunk.ts)
+            from .inputs import feed_transcript
+            feed_transcript(analysis, args.file, data, version=args.msnp)
         else:
             direction = args.dir or guess_direction(data)
             conn = analysis.open(conn_id="1", version=args.msnp,

@@ -16,10 +16,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-PCAP_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d",
-               b"\x0a\x0d\x0d\x0a", b"\x1f\x8b")
-
-
 def register(sub) -> None:
     import argparse
     from .cli import add_analysis_options
@@ -39,61 +35,10 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
-def _is_pcap(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4).startswith(PCAP_MAGICS)
-    except OSError:
-        return False
-
-
-def feed_transcript(analysis, path: str, data: bytes, prefix: str = "", version: int | None = None) -> None:
-    """Feed a transcript's chunks, one Connection per `@label` (default "1")."""
-    from .cli import UsageError
-    from .transcript import TranscriptError, parse
-    try:
-        chunks = parse(data)
-    except TranscriptError as exc:
-        raise UsageError(f"{path}: {exc}") from None
-    conns = {}
-    for chunk in chunks:
-        key = chunk.conn or "1"
-        conn = conns.get(key)
-        if conn is None:
-            conn = conns[key] = analysis.open(conn_id=prefix + key, version=version)
-        analysis.feed(conn, chunk.direction, chunk.data, chunk.ts)
-    last = max((c.ts for c in chunks if c.ts is not None), default=None)
-    for conn in conns.values():
-        analysis.close(conn, last)
-
-
-def feed_pcap(analysis, path: str) -> None:
-    """A pcap/pcapng file through the analyze command's own entry (reader, TCP reassembly, detection)."""
-    from .capture.analyze_cmd import analyze_file, open_captures
-    from .capture.detect import Detector
-    from .capture.tcp import DEFAULT_BUFFER, DEFAULT_IDLE_TIMEOUT, DEFAULT_REORDER_TIMEOUT
-    [capture] = open_captures([path])
-    analyze_file(capture, analysis, Detector(), buffer=DEFAULT_BUFFER,
-                 reorder_timeout=DEFAULT_REORDER_TIMEOUT, idle_timeout=DEFAULT_IDLE_TIMEOUT)
-
-
-def feed_capture(analysis, path: str, prefix: str = "", version: int | None = None) -> None:
-    from .cli import UsageError, _read_input
-    from .transcript import looks_like_transcript
-    if not Path(path).exists():
-        raise UsageError(f"{path}: no such file")
-    if _is_pcap(path):
-        feed_pcap(analysis, path)
-        return
-    data = _read_input(path)
-    if not looks_like_transcript(data[:4096]):
-        raise UsageError(f"{path}: not a pcap, pcapng or transcript file")
-    feed_transcript(analysis, path, data, prefix, version)
-
-
 def cmd_export(args) -> int:
     from .analysis import Analysis
     from .cli import UsageError, exit_status, limits_from, output_sinks, report_console
+    from .inputs import feed_capture
     from .html import HtmlTimeline
     from .linking import Linker
     from .redact import Redactor

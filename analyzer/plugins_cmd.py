@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from .cli import EXIT_OK, UsageError, _read_input
+from .cli import EXIT_OK
 from .plugins import add_plugin_options, load_plugins
 
 
@@ -65,41 +65,8 @@ def cmd_plugins(args) -> int:
 
 def feed_capture(path: str, analysis, msnp: int | None = None) -> None:
     """Read a transcript or a pcap/pcapng capture into `analysis` (then call finish())."""
-    from .transcript import TranscriptError, looks_like_transcript, parse
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror}") from None
-    if looks_like_transcript(head):
-        try:
-            chunks = parse(_read_input(path))
-        except TranscriptError as exc:
-            raise UsageError(f"{path}: {exc}") from None
-        conns = {}
-        for chunk in chunks:
-            key = chunk.conn or "1"
-            conn = conns.get(key)
-            if conn is None:
-                conn = conns[key] = analysis.open(conn_id=key, version=msnp)
-            analysis.feed(conn, chunk.direction, chunk.data, chunk.ts)
-        return
-    try:
-        from .capture.analyze_cmd import analyze_file, open_captures
-        from .capture.detect import MSNP_PORT, Detector
-        from .capture.tcp import DEFAULT_BUFFER, DEFAULT_IDLE_TIMEOUT, DEFAULT_REORDER_TIMEOUT
-    except ImportError:  # pragma: no cover - the pcap reader is part of the package
-        raise UsageError(f"{path}: not a transcript, and this installation cannot read captures") from None
-    (capture,) = open_captures([path])
-    try:
-        analyze_file(capture, analysis, Detector(frozenset({MSNP_PORT})), buffer=DEFAULT_BUFFER,
-                     reorder_timeout=DEFAULT_REORDER_TIMEOUT, idle_timeout=DEFAULT_IDLE_TIMEOUT)
-    finally:
-        capture.close()
+    from .inputs import feed_capture as feed
+    feed(analysis, path, version=msnp)
 
 
 def cmd_chat(args) -> int:

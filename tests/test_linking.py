@@ -175,7 +175,7 @@ def test_decode_json_carries_link_records(tmp_path):
 
 @pytest.mark.skipif(not (REAL / "ndpi_msnms.pcap").exists(), reason="../shared/captures-real not beside the clone")
 def test_ndpi_rng_and_xfr_sb_each_match_a_switchboard_by_cookie_and_session_id():
-    from analyzer.export_cmd import feed_pcap
+    from analyzer.inputs import feed_pcap
     from analyzer.codec import Command
 
     class Logins:

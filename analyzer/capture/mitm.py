@@ -30,7 +30,6 @@ A failing analysis never stops the proxy: each hook catches, logs, and forwards.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import socket
