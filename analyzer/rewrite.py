@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from .codec.events import replace_token
 from .codec.reader import DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, parse_version
 from .codec.tables import ERROR_PAYLOAD_VERSION, S2C_PAYLOAD
 
@@ -236,21 +237,7 @@ class AddressRewriter:
             return line
         new = join_address(*target)
         rewrites.append(Rewrite(cmd, kind, original, new, offset))
-        return _replace_token(line, index, new.encode())
+        replaced = replace_token(line, index, new.encode())
+        return line if replaced is None else replaced
 
 
-def _replace_token(line: bytes, index: int, value: bytes) -> bytes:
-    """`line` with white-space-separated token `index` replaced; every other byte kept."""
-    pos, token, n = 0, -1, len(line)
-    while pos < n:
-        while pos < n and line[pos] in b" \t\r\n":
-            pos += 1
-        if pos >= n:
-            break
-        start = pos
-        while pos < n and line[pos] not in b" \t\r\n":
-            pos += 1
-        token += 1
-        if token == index:
-            return line[:start] + value + line[pos:]
-    return line

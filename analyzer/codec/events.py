@@ -77,25 +77,35 @@ class Command:
         any, is not included.
         """
         want = index + (1 if self.trid is not None else 0) + 1  # token number incl. the code
-        line = self.line
-        pos, token = 0, -1
-        n = len(line)
-        while pos < n:
-            while pos < n and line[pos] in b" \t\r\n":
-                pos += 1
-            if pos >= n:
-                break
-            start = pos
-            while pos < n and line[pos] not in b" \t\r\n":
-                pos += 1
-            token += 1
-            if token == want:
-                return line[:start] + value + line[pos:]
+        line = replace_token(self.line, want, value)
+        if line is not None:
+            return line
         raise IndexError(f"{self.cmd} has no parameter {index}")
 
     def __repr__(self) -> str:
         extra = f" +{len(self.payload)}B" if self.payload is not None else ""
         return f"<Command {self.direction} {self.raw[:60]!r}{extra} @{self.offset}>"
+
+
+def replace_token(line: bytes, index: int, value: bytes) -> bytes | None:
+    """`line` with its white-space-separated token `index` (0: the command code) replaced.
+
+    Every other byte (separators, odd white space, the line end) is kept. None
+    when the line has no such token.
+    """
+    pos, token, n = 0, -1, len(line)
+    while pos < n:
+        while pos < n and line[pos] in b" \t\r\n":
+            pos += 1
+        if pos >= n:
+            break
+        start = pos
+        while pos < n and line[pos] not in b" \t\r\n":
+            pos += 1
+        token += 1
+        if token == index:
+            return line[:start] + value + line[pos:]
+    return None
 
 
 class Skipped:
