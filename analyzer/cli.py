@@ -149,12 +149,14 @@ def guess_direction(data: bytes) -> str:
     return C2S
 
 
-def output_sinks(args, console):
-    """JSON writer and verbose printer as the options ask. Returns (sinks, files to close)."""
+def output_sinks(args, console, redactor=None, flush: bool = False):
+    """JSON writer (flushed per line if `flush`: live runs), verbose printer, links and --html
+    as the options ask. Returns (sinks, files to close)."""
     from .jsonl import JsonLinesWriter
     from .redact import Redactor
     from .report import VerbosePrinter
-    redactor = Redactor(enabled=not args.no_redact)
+    if redactor is None:
+        redactor = Redactor(enabled=not args.no_redact)
     sinks, files = [], []
     if args.json:
         if args.json == "-":
@@ -165,7 +167,7 @@ def output_sinks(args, console):
             except OSError as exc:
                 raise UsageError(f"{args.json}: {exc.strerror}") from None
             files.append(out)
-        sinks.append(JsonLinesWriter(out, redactor))
+        sinks.append(JsonLinesWriter(out, redactor, flush=flush))
     if args.verbose:
         sinks.append(VerbosePrinter(console, redactor))
     return link_and_html_sinks(args, redactor, sinks), files

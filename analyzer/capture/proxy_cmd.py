@@ -101,30 +101,16 @@ class _Session:
     """What a proxy or demo run sets up: analysis, sinks, recorder, live view, report."""
 
     def __init__(self, args, title: str, plugins: bool = True) -> None:
-        from ..jsonl import JsonLinesWriter
+        from ..cli import output_sinks
         from ..live import LiveView
         from ..redact import Redactor
-        from ..report import VerbosePrinter
         self.args = args
         self.console = report_console(args)
-        self.files = []
-        redactor = Redactor(enabled=not args.no_redact)
-        sinks = []
-        if args.json:
-            if args.json == "-":
-                out = sys.stdout
-            else:
-                try:
-                    out = open(args.json, "w", encoding="utf-8")
-                except OSError as exc:
-                    raise UsageError(f"{args.json}: {exc.strerror}") from None
-                self.files.append(out)
-            sinks.append(JsonLinesWriter(out, redactor, flush=True))
+        redactor = Redactor(enabled=not args.no_redact)  # one key: the live view's hashes match the JSON's
+        # JSON Lines flushed per line (a live run), -v, link records, the --html timeline (at exit).
+        sinks, self.files = output_sinks(args, self.console, redactor, flush=True)
         self.live = None
-        if args.verbose:
-            sinks.append(VerbosePrinter(self.console, redactor))
-        from ..cli import link_and_html_sinks  # link records for --json, the --html timeline (at exit)
-        self.analysis = Analysis(link_and_html_sinks(args, redactor, sinks), limits_from(args))
+        self.analysis = Analysis(sinks, limits_from(args))
         if not args.verbose and not args.quiet:
             self.live = LiveView(self.analysis, redactor, title=title)
             self.analysis.sinks.append(self.live)
