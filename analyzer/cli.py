@@ -70,11 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="msnp-analyzer",
         description="Decode, pair and check MSN Messenger Protocol (MSNP) traffic.",
-        epilog="exit status: 0 ok, 1 anomalies at or above --fail-on, 2 unusable input.\n"
+        epilog="examples:\n"
+               "  msnp-analyzer analyze capture.pcapng            a report per MSNP connection\n"
+               "  msnp-analyzer analyze capture.pcap --json - | jq -c 'select(.kind==\"anomaly\")'\n"
+               "  msnp-analyzer proxy --upstream HOST[:PORT]      point a legacy client at 127.0.0.1:1863\n"
+               "  msnp-analyzer demo                              the proxy at work, no client needed\n"
+               "  msnp-analyzer export capture.pcap -o t.html     a self-contained HTML timeline\n"
+               "  msnp-analyzer chat capture.pcap                 who said what on each switchboard\n\n"
+               "exit status: 0 ok, 1 anomalies at or above --fail-on, 2 unusable input.\n"
                "Run 'msnp-analyzer COMMAND --help' for a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    from .commands import register  # the capture-layer commands live beside their adapters
+    register(sub)
 
     p = sub.add_parser("anomalies", help="list the anomaly catalogue (names, severities, summaries)",
                        description="List every anomaly the analyzer can report.")
@@ -94,8 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_analysis_options(p)
     p.set_defaults(func=cmd_decode)
 
-    from .commands import register  # the capture-layer commands live beside their adapters
-    register(sub)
     return parser
 
 
