@@ -20,18 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from analyzer.capture.pcapng_writer import inet_checksum  # noqa: E402
+
 PCAP_MAGIC = 0xA1B2C3D4
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def ip4(a: str) -> bytes:
@@ -49,14 +43,14 @@ def tcp_segment(src: str, sport: int, dst: str, dport: int, seq: int, ack: int, 
     tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
                       offset << 4, flag_value, 65535, 0, 0) + options
     pseudo = ip4(src) + ip4(dst) + struct.pack("!BBH", 0, 6, len(tcp) + len(payload))
-    csum = _checksum(pseudo + tcp + payload)
+    csum = inet_checksum(pseudo + tcp + payload)
     tcp = tcp[:16] + struct.pack("!H", csum) + tcp[18:]
     ip_options += b"\0" * (-len(ip_options) % 4)
     ihl = (20 + len(ip_options)) // 4
     length = total_len if total_len is not None else 4 * ihl + len(tcp) + len(payload)
     ip = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, length, ip_id, frag, 64, 6, 0,
                      ip4(src), ip4(dst)) + ip_options
-    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", inet_checksum(ip)) + ip[12:]
     return ip + tcp + payload
 
 

@@ -45,7 +45,8 @@ def _block(kind: int, body: bytes) -> bytes:
     return struct.pack("<II", kind, total) + body + struct.pack("<I", total)
 
 
-def _checksum(data: bytes) -> int:
+def inet_checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of IP headers and TCP segments."""
     if len(data) % 2:
         data += b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -138,12 +139,12 @@ class TcpRecorder:
             pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, 6, len(tcp))
         else:
             pseudo = src.packed + dst.packed + struct.pack("!IxxxB", len(tcp), 6)
-        tcp = tcp[:16] + struct.pack("!H", _checksum(pseudo + tcp)) + tcp[18:]
+        tcp = tcp[:16] + struct.pack("!H", inet_checksum(pseudo + tcp)) + tcp[18:]
         if src.version == 4:
             self.ip_id = (self.ip_id + 1) & 0xFFFF
             ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), self.ip_id, 0x4000, 64, 6, 0,
                              src.packed, dst.packed)
-            ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+            ip = ip[:10] + struct.pack("!H", inet_checksum(ip)) + ip[12:]
             ethertype = 0x0800
         else:
             ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), 6, 64, src.packed, dst.packed)
