@@ -156,11 +156,15 @@ class _Session:
         try:
             await body(live)
         finally:
-            if live is not None:
-                live.refresh()
-                live.stop()
-            elif self.live is not None:
-                self.console.print(self.live)
+            self.end_live(live)
+
+    def end_live(self, live) -> None:
+        """Stop the rich Live display (or, off a terminal, print the view once)."""
+        if live is not None:
+            live.refresh()
+            live.stop()
+        elif self.live is not None:
+            self.console.print(self.live)
 
     def finish(self) -> int:
         self.analysis.finish()

@@ -358,11 +358,7 @@ def serve(session, sock: socket.socket) -> int:
                 if live is not None:
                     live.refresh()
     finally:
-        if live is not None:
-            live.refresh()
-            live.stop()
-        elif session.live is not None:
-            session.console.print(session.live)
+        session.end_live(live)
     status = session.finish()
     try:
         sock.close()
