@@ -133,10 +133,10 @@ def timed(argv: list[str]) -> tuple[float, int, int]:
     return elapsed, usage.ru_maxrss, code
 
 
-def ours(path: Path, *extra: str) -> list[str]:
+def ours(path: Path, *extra: str, json: bool = True) -> list[str]:
     exe = shutil.which("msnp-analyzer")
     base = [exe] if exe else [sys.executable, "-m", "analyzer"]
-    return base + ["analyze", str(path), "--json", "/dev/null", *extra]
+    return base + ["analyze", str(path), *(["--json", "/dev/null"] if json else []), *extra]
 
 
 def main() -> int:
@@ -160,6 +160,8 @@ def main() -> int:
     rows.append(("msnp-analyzer analyze FILE --json /dev/null", size_mb, packets, t, rss))
     t, rss, _ = timed(ours(path, "--no-plugins"))
     rows.append(("the same with --no-plugins", size_mb, packets, t, rss))
+    t, rss, _ = timed(ours(path, "--no-plugins", json=False))
+    rows.append(("msnp-analyzer analyze FILE --no-plugins (no --json)", size_mb, packets, t, rss))
     if args.double:
         path2 = ensure(args.replicas * 2)
         packets2 = packets_in(path2)
@@ -168,6 +170,8 @@ def main() -> int:
         rows.append(("msnp-analyzer analyze FILE --json /dev/null, file x2", mb2, packets2, t2, rss2))
         t2, rss2, _ = timed(ours(path2, "--no-plugins"))
         rows.append(("the same with --no-plugins, file x2", mb2, packets2, t2, rss2))
+        t2, rss2, _ = timed(ours(path2, "--no-plugins", json=False))
+        rows.append(("msnp-analyzer analyze FILE --no-plugins (no --json), file x2", mb2, packets2, t2, rss2))
     print()
     print("| run | file MB | packets | seconds | packets/s | peak RSS MB |")
     print("|---|---:|---:|---:|---:|---:|")
