@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import io
 import json
+import sys
 from collections import defaultdict
 
 import pytest
@@ -14,7 +16,7 @@ from scapy.utils import RawPcapNgReader
 
 from analyzer.analysis import Analysis
 from analyzer.capture.pcapng_writer import PcapngWriter
-from analyzer.capture.proxy import Proxy
+from analyzer.capture.proxy import LoopUnavailable, Proxy, loop_factory, run
 from analyzer.codec import C2S, S2C, Command, CommandReader
 from analyzer.jsonl import JsonLinesWriter
 from analyzer.redact import Redactor
@@ -46,11 +48,41 @@ def _commands(data: bytes, direction: str, version_hint=None):
     return [e for e in events if type(e) is Command]
 
 
-@pytest.fixture(params=[8, 15], ids=["MSNP8", "MSNP15"])
+HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
+LOOPS = [pytest.param("asyncio"),
+         pytest.param("uvloop", marks=pytest.mark.skipif(not HAVE_UVLOOP, reason="uvloop not installed"))]
+
+
+@pytest.fixture(params=[(8, "asyncio"), (15, "asyncio"), (8, "uvloop"), (15, "uvloop")],
+                ids=["MSNP8-asyncio", "MSNP15-asyncio", "MSNP8-uvloop", "MSNP15-uvloop"])
 def session(request, tmp_path):
+    version, loop = request.param
+    if loop == "uvloop" and not HAVE_UVLOOP:
+        pytest.skip("uvloop not installed")
     path = tmp_path / "session.pcapng"
-    service, proxy, client, records = asyncio.run(_session(request.param, path))
-    return request.param, service, proxy, client, records, path
+    service, proxy, client, records = run(_session(version, path), loop)
+    return version, service, proxy, client, records, path
+
+
+@pytest.mark.parametrize("choice", LOOPS)
+def test_run_uses_the_chosen_loop(choice):
+    async def which():
+        return type(asyncio.get_running_loop()).__module__
+    module = run(which(), choice)
+    assert module.startswith("uvloop") if choice == "uvloop" else module.startswith("asyncio")
+    assert loop_factory(choice)[1] == choice
+
+
+def test_auto_loop_is_uvloop_when_importable_else_asyncio(monkeypatch):
+    assert loop_factory("auto")[1] == ("uvloop" if HAVE_UVLOOP else "asyncio")
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # makes `import uvloop` raise ImportError
+    factory, name = loop_factory("auto")
+    assert name == "asyncio" and factory is asyncio.new_event_loop
+    assert loop_factory("asyncio")[1] == "asyncio"
+    with pytest.raises(LoopUnavailable, match="--loop asyncio"):
+        loop_factory("uvloop")
+    with pytest.raises(ValueError):
+        loop_factory("trio")
 
 
 def test_every_connection_goes_through_the_proxy(session):

@@ -116,3 +116,25 @@ def test_tshark_reads_the_recording(tmp_path):
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("<->") == 4
+
+
+def test_loop_option_is_used_and_a_missing_uvloop_is_a_usage_error(tmp_path):
+    for loop in ("asyncio", "auto"):
+        out = cli("proxy", "--upstream", "127.0.0.1:9", "--listen", "127.0.0.1:0", "--duration", "0.2",
+                  "--quiet", "--loop", loop)
+        assert out.returncode == 0, out.stderr
+        if loop == "asyncio":
+            assert "(asyncio loop)" in out.stdout
+        else:
+            assert re.search(r"\((uvloop|asyncio) loop\)", out.stdout)
+    # uvloop made unimportable: auto falls back to asyncio, an explicit --loop uvloop is exit 2 in one line
+    (tmp_path / "uvloop.py").write_text("raise ImportError('hidden by the test')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    auto = subprocess.run(PY + ["proxy", "--upstream", "127.0.0.1:9", "--listen", "127.0.0.1:0",
+                                "--duration", "0.2", "--quiet"], capture_output=True, text=True, timeout=60, env=env)
+    assert auto.returncode == 0 and "(asyncio loop)" in auto.stdout, auto.stderr
+    hard = subprocess.run(PY + ["proxy", "--upstream", "127.0.0.1:9", "--listen", "127.0.0.1:0",
+                                "--quiet", "--loop", "uvloop"], capture_output=True, text=True, timeout=60, env=env)
+    assert hard.returncode == 2 and "uvloop" in hard.stderr and "Traceback" not in hard.stderr
+    assert len(hard.stderr.strip().splitlines()) == 1
+    assert "--loop" in cli("proxy", "--help").stdout

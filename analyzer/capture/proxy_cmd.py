@@ -48,6 +48,11 @@ def register(sub) -> None:
                         f"stops being read (default {WRITE_HIGH_WATER})")
     p.add_argument("--duration", type=float, metavar="SECONDS",
                    help="stop by itself after this long (default: run until Ctrl-C)")
+    from .proxy import LOOPS
+    p.add_argument("--loop", choices=LOOPS, default="auto",
+                   help="the event loop that forwards: 'uvloop' (libuv, transports in C: a higher message "
+                        "rate and lower latency), 'asyncio' (the standard library's), or 'auto' (default: "
+                        "uvloop when it is installed, else asyncio)")
     p.add_argument("--analysis", choices=["process", "inline"], default="process",
                    help="where the analysis runs: 'process' (default) in a process of its own fed in "
                         "batches, so decoding never slows forwarding; 'inline' on the forwarding "
@@ -195,7 +200,12 @@ async def _start(proxy) -> None:
 
 
 def cmd_proxy(args) -> int:
+    from .proxy import LoopUnavailable, loop_factory, run
     upstream = _address(args.upstream, "--upstream")
+    try:
+        _, loop_name = loop_factory(args.loop)
+    except LoopUnavailable as exc:
+        raise UsageError(f"--loop uvloop: {exc}") from None
     in_process = _analysis_process(args)
     session = _Session(args, f"msnp-analyzer proxy -> {join_address(*upstream)}", plugins=not in_process)
     listen = session.listen_address()
@@ -222,7 +232,7 @@ def cmd_proxy(args) -> int:
             except (NotImplementedError, RuntimeError):
                 pass
         where = join_address(*proxy.address)
-        text = f"listening on {where}, relaying to {join_address(*upstream)}; Ctrl-C to stop"
+        text = f"listening on {where}, relaying to {join_address(*upstream)} ({loop_name} loop); Ctrl-C to stop"
         if remote is not None:
             remote.print(text, "bold")
         else:
@@ -254,9 +264,9 @@ def cmd_proxy(args) -> int:
                 remote.finished = await remote.finish(timeout=120)
 
     if in_process:
-        return _await_analysis(session, worker, ours, lambda: body(None), lambda: remote)
+        return _await_analysis(session, worker, ours, lambda: run(body(None), args.loop), lambda: remote)
     try:
-        asyncio.run(session.run(body))
+        run(session.run(body), args.loop)
     except KeyboardInterrupt:
         pass
     return session.finish()
@@ -293,7 +303,7 @@ def _analysis_main(serve, session, sock, other_end) -> None:
 def _await_analysis(session: _Session, worker, ours, body, remote) -> int:
     """Run the forwarding side, then wait (bounded) for the analysis process's report and status."""
     try:
-        asyncio.run(body())
+        body()
     except KeyboardInterrupt:
         pass
     except BaseException:

@@ -118,18 +118,22 @@ class RemoteAnalysis:
         return conn
 
     def feed(self, conn: RemoteConn, direction: str, data: bytes, ts: float | None = None) -> None:
+        # The relay calls this once per chunk read: kept to a few attribute reads and one append.
         if conn.dropped:  # in a hole: resume once the backlog has drained to half the limit
             if self.backlog > self.max_backlog // 2:
                 self._drop(conn, direction, len(data), ts)
                 return
             self._fill(conn, ts)
-        if self.backlog + len(data) > self.max_backlog:
+        waiting = self._batch_bytes + len(data)
+        if self.sent + waiting - self.acked > self.max_backlog:
             self._drop(conn, direction, len(data), ts)
             return
-        self._batch_bytes += len(data)
-        self._put(("data", conn.id, direction, data, ts))
-        if self._batch_bytes >= FLUSH_BYTES:
+        self._batch_bytes = waiting
+        self._batch.append(("data", conn.id, direction, data, ts))
+        if waiting >= FLUSH_BYTES:
             self._flush()
+        elif self._timer is None and self._loop is not None:
+            self._timer = self._loop.call_later(FLUSH_DELAY, self._flush)
 
     def end(self, conn: RemoteConn, direction: str, ts: float | None = None) -> None:
         self._fill(conn, ts)
