@@ -137,6 +137,9 @@ class Plugin:
     version: ClassVar[str | None] = None
     description: ClassVar[str] = ""
     anomalies: ClassVar[dict[str, tuple[Severity | str, str]]] = {}
+    # The command codes `on_command` is called for (e.g. {"MSG"}); None: every command.
+    # Saying which is what keeps a large capture fast: the others are never dispatched.
+    commands: ClassVar[frozenset[str] | None] = None
 
     _reporter: Callable | None = None
 
@@ -204,12 +207,21 @@ class LoadedPlugin:
     calls: int = 0
     seconds: float = 0.0
     hooks: frozenset = frozenset()  # the hooks this plugin really implements
+    commands: frozenset | None = None  # the codes on_command wants (None: all)
 
     def __post_init__(self) -> None:
         # A hook inherited unchanged from the Plugin base class is a no-op: never call it.
         cls = type(self.plugin)
         self.hooks = frozenset(h for h in HOOKS if getattr(cls, h, None) is not None
                                and getattr(cls, h) is not getattr(Plugin, h, None))
+        wanted = getattr(self.plugin, "commands", None)
+        if wanted is not None:
+            if isinstance(wanted, str):
+                wanted = [wanted]
+            try:
+                self.commands = frozenset(str(c).upper() for c in wanted)
+            except TypeError:
+                self.commands = None  # not a collection of codes: every command, as before
 
 
 def _warn_stderr(message: str) -> None:
@@ -237,6 +249,9 @@ class PluginManager:
         self._worker: threading.Thread | None = None
         self._backlog_reported = False
         self._current: LoadedPlugin | None = None  # the plugin the worker is running
+        # Who gets what: hook (or ("on_command", code)) -> the enabled plugins that
+        # take it. Rebuilt (a new dict) whenever a plugin is added or disabled.
+        self._routes: dict = {}
         if threaded:
             self._queue = queue.Queue(maxsize=backlog)
             self._worker = threading.Thread(target=self._serve, name="msnp-plugins", daemon=True)
@@ -265,6 +280,7 @@ class PluginManager:
             pass  # a plugin that does not subclass Plugin and forbids attributes: it cannot report
         loaded = LoadedPlugin(plugin, name, origin, str(version or getattr(plugin, "version", None) or "-"))
         self.loaded.append(loaded)
+        self._routes = {}
         return loaded
 
     def get(self, name: str):
@@ -302,6 +318,7 @@ class PluginManager:
             return
         lp.enabled = False
         lp.problem = detail
+        self._routes = {}
         self.warn(detail)
         self._emit(None, Anomaly(name, detail, None, None, None))
 
@@ -338,12 +355,33 @@ class PluginManager:
     def event(self, conn, event) -> None:
         kind = type(event)
         if kind is Command:
+            routes = self._routes
+            targets = routes.get(event.cmd)
+            if targets is None:
+                targets = routes[event.cmd] = self._targets("on_command", event.cmd)
+            if not targets:
+                return  # no plugin wants this code: not even queued
             item = ("on_command", conn, event)
         elif kind is Transaction:
+            if not self._route("on_transaction"):
+                return
             item = ("on_transaction", conn, event)
         else:
             return  # anomalies (ours included), skipped bytes, other layers' records
         self._dispatch(item)
+
+    def _targets(self, hook: str, code: str | None = None) -> list:
+        return [lp for lp in self.loaded if lp.enabled and hook in lp.hooks
+                and (code is None or lp.commands is None or code in lp.commands)]
+
+    def _route(self, hook: str, args: tuple = ()) -> list:
+        """The enabled plugins that take this call (for on_command: that want its code)."""
+        routes = self._routes
+        key = args[1].cmd if hook == "on_command" else hook
+        targets = routes.get(key)
+        if targets is None:
+            targets = routes[key] = self._targets(hook, key if hook == "on_command" else None)
+        return targets
 
     def stream(self, conn) -> None:
         self._dispatch(("on_connection_end", conn))
@@ -389,8 +427,8 @@ class PluginManager:
 
     def _run(self, item: tuple) -> None:
         hook, *args = item
-        for lp in self.loaded:
-            if lp.enabled and hook in lp.hooks:
+        for lp in self._route(hook, args):
+            if lp.enabled:
                 self._call(lp, hook, *args)
 
     def _serve(self) -> None:
@@ -400,8 +438,8 @@ class PluginManager:
             if item is None:
                 return
             hook, *args = item
-            for lp in self.loaded:
-                if lp.enabled and hook in lp.hooks:
+            for lp in self._route(hook, args):
+                if lp.enabled:
                     self._current = lp
                     self._call(lp, hook, *args)
             self._current = None

@@ -18,6 +18,7 @@ import re
 from .codec import C2S, Command
 
 AUTH_METHODS = (b"MD5", b"TWN", b"SSO")
+_SECRET_CODES = frozenset({"USR", "ANS", "XFR", "RNG"})  # the commands secret_params looks at
 _MSPAUTH = re.compile(rb"(MSPAuth:\s*)([^\r\n]+)")
 _TICKET = re.compile(rb"(\bt=)([^&\s]+)|(\bp=)([^&\s]+)")
 # Passwords and tokens of HTTPS logins: `pwd=` in a Passport1.4 Authorization
@@ -62,8 +63,9 @@ class Redactor:
 
     def params(self, cmd: Command, decoded: bool = False) -> list[str]:
         shown = cmd.decoded_params() if decoded else cmd.params
-        for i in self.secret_params(cmd):
-            shown[i] = self.mask(cmd.raw_params[i])
+        if cmd.cmd in _SECRET_CODES:  # (secret_params finds nothing in any other command)
+            for i in self.secret_params(cmd):
+                shown[i] = self.mask(cmd.raw_params[i])
         return shown
 
     def payload(self, cmd: Command) -> bytes | None:

@@ -98,6 +98,7 @@ class ChallengePlugin(Plugin):
     name = "challenge"
     version = "1.0"
     description = "checks each QRY answer to a CHL challenge (MSNP6-10 MD5, MSNP11+ algorithm)"
+    commands = frozenset({"CHL", "QRY"})  # CHL (the challenge) and QRY (the answer)
     anomalies = {
         "wrong_answer": ("error", "the client's QRY answer does not match the CHL challenge for its product id"),
         "unknown_product": ("info", "a QRY with a product id whose key is not publicly known; the answer was not checked"),

@@ -69,10 +69,15 @@ def format_ts(ts: float | None) -> str:
     return f"+{ts:.3f}s"
 
 
+TERMINAL_ROWS = 40  # chats listed one by one in the analyze report
+
+
 class ChatPlugin(Plugin):
     name = "chat"
     version = "1.0"
     description = "a readable transcript per switchboard: time, sender handle, text"
+    # Messages, who is in the board, and the logins that name the user.
+    commands = frozenset({"MSG", "IRO", "JOI", "USR"})
     anomalies = {
         "unknown_sender": ("info", "a client text message whose sender nothing in the capture names"),
     }
@@ -192,7 +197,16 @@ class ChatPlugin(Plugin):
         table = Table(title="Chats (msnp-analyzer chat CAPTURE for the transcripts)")
         for col in ("stream", "participants", "messages", "first", "last"):
             table.add_column(col, overflow="fold")
-        for sb in boards:
+        # As the connection table: a capture with thousands of chats lists the first
+        # ones and counts the rest (the transcripts are all in `msnp-analyzer chat`).
+        for sb in boards[:TERMINAL_ROWS]:
             table.add_row(sb.stream, ", ".join(sb.participants) or UNKNOWN, str(len(sb.lines)),
                           format_ts(sb.lines[0].ts), format_ts(sb.lines[-1].ts))
+        if len(boards) > TERMINAL_ROWS:
+            rest = boards[TERMINAL_ROWS:]
+            firsts = [sb.lines[0].ts for sb in rest if sb.lines[0].ts is not None]
+            lasts = [sb.lines[-1].ts for sb in rest if sb.lines[-1].ts is not None]
+            table.add_row("…", f"{len(rest)} more chats", str(sum(len(sb.lines) for sb in rest)),
+                          format_ts(min(firsts, default=None)), format_ts(max(lasts, default=None)),
+                          style="dim")
         return [table]

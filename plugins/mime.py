@@ -192,6 +192,7 @@ class MimePlugin(Plugin):
     name = "mime"
     version = "1.0"
     description = "MSG payloads as MIME: headers, charset, body; fonts, typing, invitations, profile, e-mail"
+    commands = frozenset({"MSG"})
     anomalies = {
         "not_mime": ("warning", "a MSG payload without MIME headers (no blank line, no Content-Type)"),
         "bad_charset": ("info", "a MSG payload declares a charset Python does not know; shown as UTF-8"),

@@ -187,6 +187,7 @@ class P2PPlugin(Plugin):
     name = "p2p"
     version = "1.0"
     description = "application/x-msnmsgrp2p binary headers and MSNSLP (INVITE, 200 OK, BYE) by Call-ID"
+    commands = frozenset({"MSG"})
     anomalies = {
         "bad_header": ("warning", "a P2P payload whose binary header, sizes or footer contradict its length"),
     }

@@ -90,3 +90,19 @@ def test_chat_html_section_rows():
     (sec,) = manager.html_sections()
     assert sec["columns"] == ["time", "sender", "text"]
     assert sec["rows"][1] == ["+2.650s", "bob@example.com", "Hi Alice! Yes."]
+
+
+def test_terminal_section_lists_the_first_chats_and_counts_the_rest(tmp_path):
+    from rich.console import Console
+    import io
+    from plugins import chat as chat_module
+    boards = chat_module.TERMINAL_ROWS + 5
+    text = "".join(client_msg(i + 1, TEXT + f"hello {i}").replace(">>>", f"@sb{i} >>>") for i in range(boards))
+    _, manager = run(transcript(tmp_path, text), ChatPlugin())
+    assert len(manager.get("chat").transcripts()) == boards
+    out = io.StringIO()
+    Console(file=out, width=200).print(*manager.get("chat").terminal_sections())
+    rendered = out.getvalue()
+    listed = [line for line in rendered.splitlines() if line.startswith("│ sb")]
+    assert len(listed) == chat_module.TERMINAL_ROWS
+    assert "5 more chats" in rendered and "│ 5 " in rendered.split("5 more chats")[1].splitlines()[0]

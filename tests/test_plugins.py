@@ -278,3 +278,46 @@ def test_readme_example_plugin_runs_and_anomaly_names_are_listed(tmp_path, capsy
     assert "plugin.pings.slow_qng" in names and "analyzer.plugin.failed" in names
     assert main(["anomalies", "--json"]) == 0
     assert '"plugin.challenge.wrong_answer"' in capsys.readouterr().out
+
+
+class Recorder(Plugin):
+    def __init__(self, name, commands=None):
+        self.name = name
+        if commands is not None:
+            self.commands = commands
+        self.seen: list[str] = []
+        self.transactions = 0
+
+    def on_command(self, conn, cmd):
+        self.seen.append(cmd.cmd)
+
+    def on_transaction(self, conn, t):
+        self.transactions += 1
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_plugins_get_only_the_commands_they_declare(threaded):
+    every = Recorder("every")
+    msg_only = Recorder("msgonly", frozenset({"MSG"}))
+    lower = Recorder("lower", ["msg", "usr"])  # any collection of codes, any case
+    analysis, manager, _ = run_sample([every, msg_only, lower], threaded=threaded)
+    codes = set(every.seen)
+    assert {"MSG", "USR"} <= codes and len(codes) > 2  # the sample has more than these
+    assert msg_only.seen == [c for c in every.seen if c == "MSG"] and msg_only.seen
+    assert lower.seen == [c for c in every.seen if c in ("MSG", "USR")]
+    # Declaring commands narrows on_command only; transactions still reach everyone.
+    assert every.transactions == msg_only.transactions == sum(analysis.totals()["outcomes"].values()) > 0
+
+
+def test_a_disabled_plugin_drops_out_of_the_routes():
+    class FailsOnThird(Recorder):
+        def on_command(self, conn, cmd):
+            super().on_command(conn, cmd)
+            if len(self.seen) == 3:
+                raise RuntimeError("third")
+
+    failing = FailsOnThird("failing", {"MSG"})
+    other = Recorder("other", {"MSG"})
+    run_sample([failing, other])
+    assert len(failing.seen) == 3  # no call after it was disabled
+    assert len(other.seen) > 3

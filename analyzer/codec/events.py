@@ -59,7 +59,8 @@ class Command:
 
     @property
     def params(self) -> list[str]:
-        return [_text(a) for a in self.raw_params]
+        args = self.args if self.trid is None else self.args[1:]
+        return [a.decode("utf-8", "backslashreplace") for a in args]  # as _text, inline: once per command
 
     def decoded_params(self) -> list[str]:
         """Parameters with URL-encoding undone (friendly names, personal messages)."""
