@@ -1,6 +1,6 @@
 """Benchmark: the live proxy against a direct connection and Debian's socat, in one run.
 
-    python3 bench/proxy.py [--pairs 10000] [--connections 50] [--messages 4000] [--idle 1000]
+    python3 bench/proxy.py [--pairs 10000] [--connections 50] [--messages 4000] [--idle 1000] [--rounds 5]
 
 Everything is on loopback; each phase is bounded in count and time. It measures
 - round-trip latency p50/p99 over N sequential request/reply pairs on one
@@ -10,6 +10,10 @@ Everything is on loopback; each phase is bounded in count and time. It measures
 - messages/s over C concurrent connections, each keeping 16 requests in flight;
 - the proxy's peak RSS with K idle connections open through it (the forwarding
   process plus its analysis process).
+The three paths are measured in R interleaved rounds (the order rotated each
+round): the N pairs are split over the rounds and pooled into one p50/p99 per
+path, and each round runs the full rate test once per path (the median is
+reported), so load from other jobs during the run falls on all three alike.
 Extra arguments after `--` go to `msnp-analyzer proxy` (e.g. `-- --analysis inline`).
 Ratios are against socat measured in the same run. Targets: our added p99 at
 most 1.5x socat's, our messages/s at least socat's, peak RSS under 150 MB.
@@ -24,6 +28,7 @@ import os
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -64,7 +69,8 @@ def percentile(values, q):
     return values[min(len(values) - 1, int(q * (len(values) - 1) + 0.5))]
 
 
-def latency(port: int, pairs: int) -> tuple[float, float]:
+def latency(port: int, pairs: int) -> list[float]:
+    """Round-trip times (us) of `pairs` sequential pairs on one connection, after 200 unmeasured ones."""
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     rtts = []
@@ -81,7 +87,7 @@ def latency(port: int, pairs: int) -> tuple[float, float]:
         if i >= 200:  # warm-up excluded
             rtts.append((time.perf_counter() - t) * 1e6)
     sock.close()
-    return percentile(rtts, 0.5), percentile(rtts, 0.99)
+    return rtts
 
 
 async def _throughput(port: int, connections: int, messages: int, window: int = 16) -> float:
@@ -144,16 +150,28 @@ def rss_with_idle(pid: int, port: int, idle: int) -> tuple[float, float]:
     return rss, hwm
 
 
+def load_after() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=10000)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--messages", type=int, default=4000, help="replies per connection in the rate run")
     ap.add_argument("--idle", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="interleave the three paths this many times (order rotated each round): the "
+                         "latency pairs are split over the rounds and pooled, the rate is the median "
+                         "of one full rate run per round (default 5)")
     ap.add_argument("proxy_args", nargs="*", help="after --: extra options for msnp-analyzer proxy")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8192)), hard))
+    load_before = load_after()
     socat = shutil.which("socat")
     if socat is None:
         raise SystemExit("socat is not installed: apt-get update && apt-get install -y socat")
@@ -172,12 +190,22 @@ def main() -> int:
         procs.append(ours)
         wait_port(socat_port)
         wait_port(ours_port)
+        paths = [("direct", echo_port), ("socat", socat_port), ("msnp-analyzer proxy", ours_port)]
+        rtts = {name: [] for name, _ in paths}
+        rates = {name: [] for name, _ in paths}
+        rounds = max(1, args.rounds)
+        for r in range(rounds):
+            # Same client code for every path, one path at a time, in an order rotated every round, so
+            # a change in the machine's load during the run falls on all three alike.
+            for name, port in paths[r % 3:] + paths[:r % 3]:
+                rtts[name] += latency(port, args.pairs // rounds + (r < args.pairs % rounds))
+                rates[name].append(throughput(port, args.connections, args.messages))
         rows = {}
-        for name, port in (("direct", echo_port), ("socat", socat_port), ("msnp-analyzer proxy", ours_port)):
-            p50, p99 = latency(port, args.pairs)
-            rate = throughput(port, args.connections, args.messages)
+        for name, _ in paths:
+            p50, p99, rate = percentile(rtts[name], 0.5), percentile(rtts[name], 0.99), statistics.median(rates[name])
             rows[name] = (p50, p99, rate)
-            print(f"  {name}: p50 {p50:.1f} us, p99 {p99:.1f} us, {rate:,.0f} msg/s", file=sys.stderr)
+            print(f"  {name}: p50 {p50:.1f} us, p99 {p99:.1f} us, {rate:,.0f} msg/s "
+                  f"(rounds: {', '.join(f'{x:,.0f}' for x in rates[name])})", file=sys.stderr)
         rss, hwm = rss_with_idle(ours.pid, ours_port, args.idle)
     finally:
         for p in reversed(procs):
@@ -190,8 +218,9 @@ def main() -> int:
     d50, d99, _ = rows["direct"]
     s50, s99, srate = rows["socat"]
     o50, o99, orate = rows["msnp-analyzer proxy"]
-    print(f"\nloopback, {os.cpu_count()} CPUs; latency over {args.pairs:,} sequential pairs; "
-          f"rate over {args.connections} connections x {args.messages:,} replies (16 in flight each)\n")
+    print(f"\nloopback, {os.cpu_count()} CPUs, load average {load_before} before, {load_after()} after; "
+          f"{rounds} interleaved rounds; latency over {args.pairs:,} sequential pairs; rate (median of the "
+          f"rounds) over {args.connections} connections x {args.messages:,} replies (16 in flight each)\n")
     print("| path | p50 us | p99 us | added p50 us | added p99 us | messages/s | vs socat |")
     print("|---|---|---|---|---|---|---|")
     print(f"| direct | {d50:.1f} | {d99:.1f} | - | - | {rows['direct'][2]:,.0f} | |")
@@ -200,7 +229,7 @@ def main() -> int:
         print("warning: socat's p99 is not above direct's (a noisy run); the added-p99 ratio is meaningless",
               file=sys.stderr)
     add_ratio = (o99 - d99) / max(s99 - d99, 1e-9)
-    mode = " ".join(args.proxy_args) or "--analysis process"
+    mode = " ".join(args.proxy_args) or "defaults: --analysis process, --loop auto"
     print(f"| msnp-analyzer proxy ({mode}) | {o50:.1f} | {o99:.1f} | {o50 - d50:.1f} | {o99 - d99:.1f} | "
           f"{orate:,.0f} | added p99 x{add_ratio:.2f}, rate x{orate / srate:.2f} |")
     print(f"\nproxy RSS with {args.idle} idle connections open (forwarding + analysis processes): "
