@@ -13,7 +13,10 @@ Everything is on loopback; each phase is bounded in count and time. It measures
 The three paths are measured in R interleaved rounds (the order rotated each
 round): the N pairs are split over the rounds and pooled into one p50/p99 per
 path, and each round runs the full rate test once per path (the median is
-reported), so load from other jobs during the run falls on all three alike.
+reported), so load from other jobs during the run falls on all three alike;
+after each of the proxy's rounds the bench waits until its processes are idle
+(the analysis process has caught up), so that work does not fall on the next
+path's measurement.
 Extra arguments after `--` go to `msnp-analyzer proxy` (e.g. `-- --analysis inline`).
 Ratios are against socat measured in the same run. Targets: our added p99 at
 most 1.5x socat's, our messages/s at least socat's, peak RSS under 150 MB.
@@ -130,6 +133,30 @@ def _family(pid: int) -> list[int]:
     return [pid] + [q for c in children for q in _family(int(c))]
 
 
+def settle(pid: int, timeout: float = 60.0) -> float:
+    """Wait until the proxy's processes use no CPU (the analysis process has caught up), so that
+    what it does after a phase does not fall on the next path's measurement. Returns the wait (s)."""
+    start = time.monotonic()
+
+    def ticks() -> int:
+        total = 0
+        for p in _family(pid):
+            try:
+                fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total
+    last = ticks()
+    while time.monotonic() - start < timeout:
+        time.sleep(0.2)
+        now = ticks()
+        if now == last:
+            break
+        last = now
+    return time.monotonic() - start
+
+
 def rss_with_idle(pid: int, port: int, idle: int) -> tuple[float, float]:
     socks = []
     for _ in range(idle):
@@ -193,6 +220,7 @@ def main() -> int:
         paths = [("direct", echo_port), ("socat", socat_port), ("msnp-analyzer proxy", ours_port)]
         rtts = {name: [] for name, _ in paths}
         rates = {name: [] for name, _ in paths}
+        settled = []
         rounds = max(1, args.rounds)
         for r in range(rounds):
             # Same client code for every path, one path at a time, in an order rotated every round, so
@@ -200,12 +228,16 @@ def main() -> int:
             for name, port in paths[r % 3:] + paths[:r % 3]:
                 rtts[name] += latency(port, args.pairs // rounds + (r < args.pairs % rounds))
                 rates[name].append(throughput(port, args.connections, args.messages))
+                if port == ours_port:  # its analysis process catches up before the next path is measured
+                    settled.append(settle(ours.pid))
         rows = {}
         for name, _ in paths:
             p50, p99, rate = percentile(rtts[name], 0.5), percentile(rtts[name], 0.99), statistics.median(rates[name])
             rows[name] = (p50, p99, rate)
             print(f"  {name}: p50 {p50:.1f} us, p99 {p99:.1f} us, {rate:,.0f} msg/s "
                   f"(rounds: {', '.join(f'{x:,.0f}' for x in rates[name])})", file=sys.stderr)
+        print(f"  the proxy's processes were busy {max(settled):.1f} s at most after its rounds "
+              "(waited for before the next path)", file=sys.stderr)
         rss, hwm = rss_with_idle(ours.pid, ours_port, args.idle)
     finally:
         for p in reversed(procs):
