@@ -37,6 +37,8 @@ Route = Callable[[str, str, int], "tuple[str, int] | None"]
 
 _LINE, _PAYLOAD, _OVERLONG = range(3)
 _HELD = (b"XFR", b"RNG")
+_SPACE = b" \t\n\r\x0b\x0c"  # what bytes.split() takes for white space
+_FRAMED = _SPACE + b"0123456789"  # a line starting with one of these may be an error code with a payload
 DEFAULT_PORT = 1863
 
 
@@ -117,6 +119,8 @@ class AddressRewriter:
         run = 0  # start of the run of input bytes forwarded unchanged, not yet in out
         base = self._offset
         line = self._line
+        if self._mode == _LINE and not line:
+            pos = self._skim(data)  # whole ordinary lines and payloads, with few Python steps each
         while pos < n:
             if self._mode == _PAYLOAD:
                 take = min(self._need, n - pos)
@@ -184,6 +188,57 @@ class AddressRewriter:
         return rest
 
     # -- internals ------------------------------------------------------------
+
+    def _skim(self, data: bytes) -> int:
+        """From a line start: pass whole lines that cannot be held, and payloads inside `data`.
+
+        Returns where `feed`'s general loop takes over (an XFR/RNG line, an unfinished or
+        long line, a payload going on past `data`), in the state it would have reached
+        itself: a payload command's line (code, a space, ..., the length last) is framed
+        here exactly as `_frame` does; VER and lines starting with a digit (error codes)
+        or white space go through `_frame`; any other line cannot start a payload.
+        """
+        n = len(data)
+        pos = 0
+        find = data.find
+        payload = S2C_PAYLOAD
+        limit = self.max_line
+        max_payload = self.max_payload
+        while pos < n:
+            nl = find(b"\n", pos)
+            if nl < 0 or nl - pos > limit:
+                return pos
+            head = data[pos:pos + 3]
+            if head in _HELD:
+                return pos
+            minver = payload.get(head)
+            if minver is not None and data[pos + 3] in _SPACE:
+                parts = data[pos:nl + 1].rsplit(None, 1)
+                pos = nl + 1
+                if len(parts) == 2:  # at least one token after the code
+                    last = parts[1]
+                    if (minver == 0 or (self.version or minver) >= minver) and last.isdigit():
+                        length = int(last)
+                        if length and length <= max_payload:
+                            if pos + length > n:
+                                self._mode = _PAYLOAD
+                                self._need = length
+                                return pos
+                            pos += length
+            elif head == b"VER" or data[pos] in _FRAMED:
+                tokens = data[pos:nl + 1].split()
+                pos = nl + 1
+                if tokens:
+                    self._frame(tokens)
+                    if self._mode == _PAYLOAD:
+                        if pos + self._need > n:
+                            return pos
+                        pos += self._need
+                        self._mode = _LINE
+                        self._need = 0
+            else:
+                pos = nl + 1
+        return pos
 
     def _frame(self, tokens: list[bytes]) -> None:
         """Learn the version, and whether a payload follows this line."""

@@ -177,3 +177,41 @@ def test_identity_route_is_byte_exact_whatever_the_input(parts, cuts):
 def test_junk_never_raises_and_is_forwarded(junk):
     out, _, _ = run(junk, max_line=200)
     assert out == junk
+
+
+class _GeneralLoopOnly(AddressRewriter):
+    """The rewriter without its skimming fast path: every byte through feed's general loop."""
+
+    def _skim(self, data: bytes) -> int:
+        return 0
+
+
+_PIECES = [b"MSG 1 N 5\r\nhello", b"MSG a@b Nick 30\r\nXFR 1 SB 1.2.3.4:1863 CKI x\r\nabc",
+           b"XFR 2 NS 10.0.0.1:1863 0 127.0.0.1:1863\r\n", b"RNG 123 5.6.7.8:1863 CKI 999 a@b N\r\n",
+           b"VER 1 MSNP15 CVR0\r\n", b"VER 1 MSNP8\r\n", b"UBX a@b 12\r\n<Data></Data>", b"911 5 4\r\nabcd",
+           b"CHG 3 NLN 0\r\n", b" MSG 1 N 3\r\nxyz", b"MSG\r\n", b"MSG 0\r\n", b"MSGX 1 N 3\r\n", b"NOT 10\r\nXFR 1 NS ",
+           b"\r\n", b"\n", b"XF\r\n", b"MSG 1 N 99999999999\r\n", b"GCF 1 5\r\nhello", b"\tMSG 1 2\r\nhi",
+           b"MSG 1\tN 2\r\nhi", b"X" * 50 + b"\r\n", b"ADL 1 3\r\nabc", b"MSG 1 N 5 \r\nhello", b"RN",
+           b"G 1 9.9.9.9:1 CKI x\r\n", b"\r\nMSG 1 N 2\r\nab"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(parts=st.lists(st.sampled_from(_PIECES), min_size=1, max_size=30),
+       sizes=st.lists(st.sampled_from([1, 2, 3, 5, 17, 64, 1000]), min_size=1, max_size=50),
+       max_line=st.sampled_from([40, 16384]), max_payload=st.sampled_from([10, 1 << 20]))
+def test_skimming_fast_path_changes_nothing(parts, sizes, max_line, max_payload):
+    def route(kind, host, port):
+        return ("127.0.0.1", 4000 + port % 100)
+    stream = b"".join(parts)
+    fast = AddressRewriter(route, max_line=max_line, max_payload=max_payload)
+    slow = _GeneralLoopOnly(route, max_line=max_line, max_payload=max_payload)
+    pos, i = 0, 0
+    while pos < len(stream):
+        size = sizes[i % len(sizes)]
+        chunk = stream[pos:pos + size]
+        pos, i = pos + size, i + 1
+        a, b = fast.feed(chunk), slow.feed(chunk)
+        assert a[0] == b[0] and [repr(r) for r in a[1]] == [repr(r) for r in b[1]]
+        assert (fast._mode, fast._need, bytes(fast._line), fast._offset, fast.version) == \
+               (slow._mode, slow._need, bytes(slow._line), slow._offset, slow.version)
+    assert fast.close() == slow.close()
