@@ -43,7 +43,7 @@ LINGERING = frozenset({"CHG", "SYN", "CAL", "LST", "LSG"})
 
 class Transaction:
     # No __slots__: the rarely set fields live as class defaults, so building one
-    # (once per request, on the hot path) sets four attributes, not ten.
+    # (once per request, on the hot path) sets three attributes, not nine.
     outcome: str | None = None
     error: str | None = None
     latency_ms: float | None = None
@@ -53,13 +53,16 @@ class Transaction:
 
     def __init__(self, request: Command, seq: int) -> None:
         self.request = request
-        self.cmd: str = request.cmd  # the request's code (read on every reply: kept, not looked up)
         self.replies: list[Command] = []
         self.seq = seq
 
     @property
     def trid(self) -> int | None:
         return self.request.trid
+
+    @property
+    def cmd(self) -> str:
+        return self.request.cmd
 
     def __repr__(self) -> str:
         return f"<Transaction {self.cmd} {self.trid} {self.outcome} replies={len(self.replies)}>"
@@ -103,9 +106,6 @@ class TransactionTracker:
             self._expire(ts, out)
         if cmd.direction == C2S:
             self._request(cmd, out)
-        elif (cmd.trid is None and not self._order and not self._pings and not self._lingering
-              and self._syn_block is None and cmd.cmd not in _QUIET_SPECIAL):
-            return  # an asynchronous line with nothing waiting: it settles nothing
         else:
             self._reply(cmd, out)
 
@@ -160,9 +160,7 @@ class TransactionTracker:
         else:
             self._by_trid[trid] = [txn]
         self._order[txn.seq] = txn
-        ts = cmd.ts
-        if ts is not None and ts + self.reply_timeout < self._wake:
-            self._wake = ts + self.reply_timeout
+        self._wake_at(cmd.ts, self.reply_timeout)
         if len(self._order) > self.max_pending:
             oldest = next(iter(self._order.values()))
             out.append(Anomaly("msnp.trid.pending_limit",
@@ -259,13 +257,7 @@ class TransactionTracker:
         code = cmd.cmd
         if code in PARTIAL_REPLIES.get(txn.cmd, ()):
             return  # still waiting (IRO before ANS OK); latency already taken
-        order = self._order
-        waiting = self._by_trid.get(txn.request.trid)
-        if waiting is not None and len(waiting) == 1 and waiting[0] is txn:
-            del self._by_trid[txn.request.trid]  # the common case of _forget, inline
-            order.pop(txn.seq, None)
-        else:
-            self._forget(txn)
+        self._forget(txn)
         if self._lingering:
             self._close_other_lingering(txn, out)
         if code.isdigit() or code == "NAK":
@@ -407,6 +399,3 @@ class TransactionTracker:
 
 _NEVER = float("inf")
 _SYN_BLOCK_TEXT = frozenset(c.decode() for c in SYN_BLOCK_LINES)
-# Lines without a TrID that may still settle something when nothing is waiting
-# (QNG reports an orphan; a SYN-block line may join a lingering SYN; JOI a CAL).
-_QUIET_SPECIAL = _SYN_BLOCK_TEXT | {"QNG", "JOI"}

@@ -46,35 +46,10 @@ def _trid_mode(code: bytes, client: bool) -> int:
     return _TRID_ALWAYS if code in S2C_NEEDS_TRID else _TRID_IF_NUMBER
 
 
-# The shape of a well-formed line of a code, for the reader's fast path (anything
-# else, or a line that does not fit its shape, takes the general path).
-_SHAPE_OTHER = 0    # the general path only (VER, LSG/LST, version-dependent payloads)
-_SHAPE_PLAIN = 1    # no TrID, no payload
-_SHAPE_TRID = 2     # a TrID (always, or when a number), no payload
-_SHAPE_PAYLOAD = 3  # a payload in every version, its length last (with a TrID or none)
-
-
-def _shape(code: bytes, mode: int, minver: int | None) -> int:
-    if code == b"VER":
-        return _SHAPE_OTHER
-    if minver is None:
-        if mode == _TRID_NONE:
-            return _SHAPE_PLAIN
-        if mode in (_TRID_IF_NUMBER, _TRID_ALWAYS):
-            return _SHAPE_TRID
-    elif minver == 0 and mode in (_TRID_NONE, _TRID_ALWAYS):
-        return _SHAPE_PAYLOAD
-    return _SHAPE_OTHER
-
-
-def _table(client: bool) -> dict[bytes, tuple[str, int, int | None, int]]:
-    """Known code -> (its text, TrID mode, first version with a payload or None, shape): one lookup per line."""
+def _table(client: bool) -> dict[bytes, tuple[str, int, int | None]]:
+    """Known code -> (its text, TrID mode, first version with a payload or None): one lookup per line."""
     payloads = C2S_PAYLOAD if client else S2C_PAYLOAD
-    table = {}
-    for c in KNOWN_COMMANDS:
-        mode, minver = _trid_mode(c, client), payloads.get(c)
-        table[c] = (c.decode("ascii"), mode, minver, _shape(c, mode, minver))
-    return table
+    return {c: (c.decode("ascii"), _trid_mode(c, client), payloads.get(c)) for c in KNOWN_COMMANDS}
 
 
 _CLIENT_TABLE = _table(True)
@@ -320,57 +295,11 @@ class CommandReader:
                 lookup = code.upper()
                 info = fast.get(lookup)
                 if info is None:  # unknown or numeric code
-                    info = (None, _TRID_ALWAYS if client or lookup.isdigit() else _TRID_IF_NUMBER, None, 0)
+                    info = (None, _TRID_ALWAYS if client or lookup.isdigit() else _TRID_IF_NUMBER, None)
                 text = code.decode("ascii")
                 mode, minver = info[1], info[2]
             else:
-                text, mode, minver, shape = info
-                # Fast path: a well-formed line of a common shape is built here at
-                # once; one that does not fit falls through to the general path,
-                # which builds the same Command (and flags what is wrong).
-                if shape == _SHAPE_PAYLOAD:
-                    last = tokens[-1]
-                    if last.isdigit():  # (so there are at least two tokens)
-                        if mode == _TRID_NONE:
-                            trid = None
-                        elif len(tokens) >= 3 and tokens[1].isdigit():
-                            trid = int(tokens[1])
-                            if not 0 < trid <= TRID_MAX:
-                                trid = -1
-                        else:
-                            trid = -1
-                        if trid != -1:
-                            length = int(last)
-                            start = nl + 1
-                            end = start + length
-                            if length <= max_payload and end <= n:
-                                if self._garbage:
-                                    self._garbage = False
-                                append(Command(direction, text, trid, tokens[1:], buf[pos:start], buf[start:end],
-                                               length, off, ts))
-                                pos = end
-                                continue
-                elif shape == _SHAPE_TRID:
-                    if len(tokens) > 1 and tokens[1].isdigit():
-                        trid = int(tokens[1])
-                        if trid <= TRID_MAX and (trid or not client):
-                            if self._garbage:
-                                self._garbage = False
-                            append(Command(direction, text, trid, tokens[1:], buf[pos:nl + 1], None, None, off, ts))
-                            pos = nl + 1
-                            continue
-                    elif mode == _TRID_IF_NUMBER:
-                        if self._garbage:
-                            self._garbage = False
-                        append(Command(direction, text, None, tokens[1:], buf[pos:nl + 1], None, None, off, ts))
-                        pos = nl + 1
-                        continue
-                elif shape == _SHAPE_PLAIN:
-                    if self._garbage:
-                        self._garbage = False
-                    append(Command(direction, text, None, tokens[1:], buf[pos:nl + 1], None, None, off, ts))
-                    pos = nl + 1
-                    continue
+                text, mode, minver = info
                 lookup = tokens[0]
             if self._garbage:
                 self._garbage = False
