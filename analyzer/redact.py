@@ -74,7 +74,7 @@ class Redactor:
             return payload
         if cmd.cmd == "QRY" and cmd.direction == C2S:
             return self.mask(payload).encode()
-        if b"MSPAuth" in payload:
+        if payload.find(b"MSPAuth") >= 0:  # not `in`: see CommandReader._parse
             payload = _MSPAUTH.sub(lambda m: m.group(1) + self.mask(m.group(2)).encode(), payload)
         return payload
 

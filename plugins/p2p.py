@@ -198,14 +198,14 @@ class P2PPlugin(Plugin):
         self.slp = 0
 
     def decode(self, cmd, conn):
-        if cmd.cmd != "MSG" or not cmd.payload or b"application/x-msnmsgrp2p" not in cmd.payload[:200]:
+        if cmd.cmd != "MSG" or not cmd.payload or cmd.payload.find(b"application/x-msnmsgrp2p", 0, 200) < 0:
             return None
         if parse_mime(cmd.payload).content_type != "application/x-msnmsgrp2p":
             return None
         return describe(parse_p2p(cmd.payload))
 
     def on_command(self, conn, cmd) -> None:
-        if cmd.cmd != "MSG" or not cmd.payload or b"application/x-msnmsgrp2p" not in cmd.payload[:200]:
+        if cmd.cmd != "MSG" or not cmd.payload or cmd.payload.find(b"application/x-msnmsgrp2p", 0, 200) < 0:
             return
         if parse_mime(cmd.payload).content_type != "application/x-msnmsgrp2p":
             return
