@@ -10,7 +10,8 @@ TCP-sized reads in wire order, and times:
 - codec: what the issue names (framing, TrIDs, payloads, pairing,
   anomalies): one `CommandReader` per direction, sharing the connection's
   `ProtocolState`, and the connection's `TransactionTracker`, each command
-  paired as it comes out;
+  paired as it comes out and what the pairing settles taken after each read
+  (as `Connection.feed` takes it);
 - connection: everything `analyzer.connection.Connection.feed` does, which
   adds the analysis layer's bookkeeping to the codec (the report's counters
   per command, outcome and anomaly, role and handle inference, the fail-open
@@ -132,8 +133,10 @@ def run_codec(reads) -> tuple[float, dict[str, int]]:
                 observe(event, settled)
             elif type(event) is Anomaly:
                 anomalies += 1
-        if len(settled) > 4096:  # a consumer takes them as they come
-            anomalies += sum(1 for e in settled if type(e) is not Transaction)
+        if settled:  # a consumer takes them as they come, as Connection.feed does
+            for e in settled:
+                if type(e) is not Transaction:
+                    anomalies += 1
             settled.clear()
     for reader in readers.values():
         anomalies += sum(1 for e in reader.close(1.0) if type(e) is Anomaly)

@@ -267,6 +267,7 @@ class CommandReader:
         # `b"\r" in content` first tries its needle as an integer, and the
         # TypeError raised and cleared inside costs about six times the scan.
         tabs = 9 in buf
+        garbage = self._garbage  # kept in step with self._garbage: read on every line
         find = buf.find
         max_payload = self.max_payload
         while True:
@@ -279,7 +280,7 @@ class CommandReader:
                                direction, off, ts))
                 append(Skipped(direction, buf[pos:nl + 1], off, ts))
                 pos = nl + 1
-                self._garbage = True
+                self._garbage = garbage = True
                 continue
             if buf[nl - 1] == 13 and nl > pos:
                 content = buf[pos:nl - 1]
@@ -293,6 +294,7 @@ class CommandReader:
                 if tokens is None:
                     append(Skipped(direction, buf[pos:nl + 1], off, ts))
                     pos = nl + 1
+                    garbage = self._garbage
                     continue
                 code = tokens[0]
                 lookup = code.upper()
@@ -304,8 +306,8 @@ class CommandReader:
             else:
                 text, mode, minver = info
                 lookup = tokens[0]
-            if self._garbage:
-                self._garbage = False
+            if garbage:
+                self._garbage = garbage = False
             ntok = len(tokens)
             # -- TrID (see the _TRID_* modes above)
             trid = None
