@@ -91,6 +91,21 @@ class StreamFacts:
     saw_out: bool = False
 
 
+class Ended:
+    """What linking needs of a connection once it has ended.
+
+    The `Connection` itself (its counters, its latencies) is released after its
+    sinks have seen it; holding it here would keep every connection of a long
+    capture alive until the end of the run.
+    """
+
+    __slots__ = ("id", "client", "server", "role", "handle", "version_label", "first_ts", "last_ts")
+
+    def __init__(self, conn) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(conn, name, None))
+
+
 class Linker:
     """A sink that links DS->NS->SB connections, groups logins and follows chats."""
 
@@ -133,7 +148,7 @@ class Linker:
         if facts is None:
             self._order += 1
             facts = self.facts[conn.id] = StreamFacts(conn.id, self._order)
-        self.conns[conn.id] = conn
+        self.conns[conn.id] = Ended(conn)  # the stream is over (see Analysis.close)
         self._result = None
 
     def close(self) -> None:

@@ -142,7 +142,12 @@ class ChatPlugin(Plugin):
         if conn.role in ("NS", "DS") and conn.handle:
             self.ns_handles[conn.id] = conn.handle
         if conn.id in self.switchboards:
-            self._settle(self.switchboards[conn.id], conn)
+            sb = self.switchboards[conn.id]
+            self._settle(sb, conn)
+            if sb.user is not None:
+                # Every line is named: the final pass has nothing to do for this
+                # board, so the ended connection need not be kept until then.
+                self._conns.pop(conn.id, None)
 
     def on_finish(self) -> None:
         for stream, sb in self.switchboards.items():
