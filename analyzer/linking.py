@@ -52,7 +52,7 @@ def _host(addr: str | None) -> str | None:
     return addr.rsplit(":", 1)[0] if addr.count(":") == 1 else addr
 
 
-@dataclass
+@dataclass(slots=True)  # these are kept per stream for the whole run: slots keep them small
 class Referral:
     """A server line that sends the client to another server."""
     kind: str                 # "xfr_ns", "xfr_sb", "rng"
@@ -67,7 +67,7 @@ class Referral:
     linked_to: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Participant:
     handle: str               # as on the wire: 'bob@x' or 'bob@x;{guid}'
     nick: str | None
@@ -77,7 +77,7 @@ class Participant:
     left_via: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class StreamFacts:
     id: str
     order: int
@@ -439,11 +439,17 @@ class Linker:
 
     def records(self) -> list[dict]:
         """Every link, unlinked item, session and chat, as JSON Lines records."""
+        return list(self.iter_records())
+
+    def iter_records(self):
+        """As `records()`, one at a time (a long capture's copies are never all held at once)."""
         res = self.result()
-        out = [dict(r, linked=True) for r in res["links"]]
-        out += [dict(r, linked=False) for r in res["unlinked"]]
-        out += res["sessions"] + res["chats"]
-        return out
+        for r in res["links"]:
+            yield dict(r, linked=True)
+        for r in res["unlinked"]:
+            yield dict(r, linked=False)
+        yield from res["sessions"]
+        yield from res["chats"]
 
 
 def _decode_nick(raw: bytes) -> str:
@@ -465,7 +471,7 @@ class LinkWriter:
         pass
 
     def close(self) -> None:
-        for rec in self.linker.records():
+        for rec in self.linker.iter_records():
             for out in self.outputs:
                 out.event(None, rec)
         for out in self.outputs:

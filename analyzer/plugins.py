@@ -140,6 +140,10 @@ class Plugin:
     # The command codes `on_command` is called for (e.g. {"MSG"}); None: every command.
     # Saying which is what keeps a large capture fast: the others are never dispatched.
     commands: ClassVar[frozenset[str] | None] = None
+    # Set by the run before the first event: False when nothing will ask for
+    # `html_sections()` (`analyze` without --html), so a plugin may skip keeping
+    # what only those sections show (the chat plugin keeps no message text then).
+    html_report: bool = True
 
     _reporter: Callable | None = None
 
@@ -584,12 +588,14 @@ def add_plugin_options(p) -> None:
                    help=f"a plugin whose single call takes longer is disabled (default {DEFAULT_BUDGET:g}; 0: no limit)")
 
 
-def load_plugins(args, analysis=None, threaded: bool = False, warn=None) -> PluginManager:
+def load_plugins(args, analysis=None, threaded: bool = False, warn=None,
+                 html_report: bool = True) -> PluginManager:
     """Build the run's PluginManager from the options, add it to `analysis` as its last sink.
 
     Verbose printers among the analysis's sinks get the manager's decoder, so
     `-v` shows decoded payloads. An explicit `--plugin` that cannot be loaded
     is a usage error (exit 2); a broken installed plugin is reported and skipped.
+    `html_report=False` tells the plugins that no HTML sections will be asked for.
     """
     from .cli import UsageError
     manager = PluginManager(analysis, budget=getattr(args, "plugin_budget", DEFAULT_BUDGET),
@@ -601,6 +607,12 @@ def load_plugins(args, analysis=None, threaded: bool = False, warn=None) -> Plug
             load_explicit(manager, spec)
         except PluginLoadError as exc:
             raise UsageError(str(exc)) from None
+    if not html_report:
+        for loaded in manager.loaded:
+            try:
+                loaded.plugin.html_report = False
+            except AttributeError:
+                pass  # a plugin that forbids attributes keeps what it keeps
     if analysis is not None:
         for sink in analysis.sinks:
             if hasattr(sink, "views"):

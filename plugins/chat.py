@@ -12,6 +12,11 @@ Every text MSG (`text/plain`) on a switchboard becomes a line. The sender:
 - "unknown" only when nothing tells.
 Senders are settled when the connection ends (a typing notification may come
 after the first message), so transcripts are complete only after the run.
+
+When the run will not ask for HTML sections (`analyze` without --html), only
+each board's counts and times are kept, not the text: the terminal section
+needs no more, and memory then grows with the number of switchboards, not
+with the number of messages.
 """
 
 from __future__ import annotations
@@ -44,9 +49,13 @@ class Switchboard:
     user: str | None = None                 # the SB connection's own handle (USR/ANS)
     typing_user: str | None = None          # from the client's TypingUser headers
     others: list[str] = field(default_factory=list)  # IRO/JOI/server MSG senders
-    lines: list[ChatLine] = field(default_factory=list)
+    lines: list[ChatLine] = field(default_factory=list)  # empty when the plugin keeps no text
     first_ts: float | None = None
     how: str = ""                           # how the user was identified
+    messages: int = 0                       # text messages (kept as lines or not)
+    client_messages: int = 0                # of which the client sent
+    first_message: float | None = None      # times of the first and last text message
+    last_message: float | None = None
 
     @property
     def participants(self) -> list[str]:
@@ -128,7 +137,10 @@ class ChatPlugin(Plugin):
                 if typing and sb.typing_user is None:
                     sb.typing_user = typing.split(";", 1)[0]
                 return
-            sb.lines.append(ChatLine(cmd.ts, C2S, None, msg.text()))
+            sb.client_messages += 1
+            self._count(sb, cmd.ts)
+            if self.html_report:
+                sb.lines.append(ChatLine(cmd.ts, C2S, None, msg.text()))
         else:
             params = cmd.raw_params
             sender = _handle(params[0]) if params else None
@@ -136,7 +148,16 @@ class ChatPlugin(Plugin):
             if sender and sender.lower() != "hotmail":
                 self._add_other(sb, sender)
             if kind == "text":
-                sb.lines.append(ChatLine(cmd.ts, cmd.direction, sender, msg.text(), nick))
+                self._count(sb, cmd.ts)
+                if self.html_report:
+                    sb.lines.append(ChatLine(cmd.ts, cmd.direction, sender, msg.text(), nick))
+
+    @staticmethod
+    def _count(sb: Switchboard, ts: float | None) -> None:
+        sb.messages += 1
+        if sb.messages == 1:
+            sb.first_message = ts
+        sb.last_message = ts
 
     def on_connection_end(self, conn) -> None:
         if conn.role in ("NS", "DS") and conn.handle:
@@ -166,13 +187,11 @@ class ChatPlugin(Plugin):
                 ns = set(self.ns_handles.values())
                 if len(ns) == 1:
                     sb.user, sb.how = ns.pop(), "notification server login"
-        unnamed = 0
-        for line in sb.lines:
-            if line.direction == C2S and line.sender is None:
-                if sb.user:
+        if sb.user:
+            for line in sb.lines:
+                if line.direction == C2S and line.sender is None:
                     line.sender = sb.user
-                else:
-                    unnamed += 1
+        unnamed = 0 if sb.user else sb.client_messages
         if unnamed and final:
             self.report(conn, "unknown_sender",
                         f"{unnamed} message(s) sent by the client of stream {sb.stream}: no USR/ANS line, "
@@ -181,9 +200,12 @@ class ChatPlugin(Plugin):
     # -- views ---------------------------------------------------------------
 
     def transcripts(self) -> list[Switchboard]:
-        """Switchboards with at least one text message, in order of their first message."""
-        boards = [sb for sb in self.switchboards.values() if sb.lines]
-        return sorted(boards, key=lambda sb: (sb.lines[0].ts is None, sb.lines[0].ts or 0, sb.stream))
+        """Switchboards with at least one text message, in order of their first message.
+
+        Their `lines` are empty when the plugin was told no HTML report will be asked for.
+        """
+        boards = [sb for sb in self.switchboards.values() if sb.messages]
+        return sorted(boards, key=lambda sb: (sb.first_message is None, sb.first_message or 0, sb.stream))
 
     def html_sections(self) -> list[dict]:
         out = []
@@ -205,13 +227,13 @@ class ChatPlugin(Plugin):
         # As the connection table: a capture with thousands of chats lists the first
         # ones and counts the rest (the transcripts are all in `msnp-analyzer chat`).
         for sb in boards[:TERMINAL_ROWS]:
-            table.add_row(sb.stream, ", ".join(sb.participants) or UNKNOWN, str(len(sb.lines)),
-                          format_ts(sb.lines[0].ts), format_ts(sb.lines[-1].ts))
+            table.add_row(sb.stream, ", ".join(sb.participants) or UNKNOWN, str(sb.messages),
+                          format_ts(sb.first_message), format_ts(sb.last_message))
         if len(boards) > TERMINAL_ROWS:
             rest = boards[TERMINAL_ROWS:]
-            firsts = [sb.lines[0].ts for sb in rest if sb.lines[0].ts is not None]
-            lasts = [sb.lines[-1].ts for sb in rest if sb.lines[-1].ts is not None]
-            table.add_row("…", f"{len(rest)} more chats", str(sum(len(sb.lines) for sb in rest)),
+            firsts = [sb.first_message for sb in rest if sb.first_message is not None]
+            lasts = [sb.last_message for sb in rest if sb.last_message is not None]
+            table.add_row("…", f"{len(rest)} more chats", str(sum(sb.messages for sb in rest)),
                           format_ts(min(firsts, default=None)), format_ts(max(lasts, default=None)),
                           style="dim")
         return [table]

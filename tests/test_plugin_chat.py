@@ -106,3 +106,45 @@ def test_terminal_section_lists_the_first_chats_and_counts_the_rest(tmp_path):
     listed = [line for line in rendered.splitlines() if line.startswith("│ sb")]
     assert len(listed) == chat_module.TERMINAL_ROWS
     assert "5 more chats" in rendered and "│ 5 " in rendered.split("5 more chats")[1].splitlines()[0]
+
+
+def summary_only():
+    plugin = ChatPlugin()
+    plugin.html_report = False  # as `analyze` without --html sets it
+    return plugin
+
+
+def test_without_an_html_report_counts_and_times_are_kept_but_no_text(tmp_path):
+    _, full = run(SAMPLE, ChatPlugin())
+    _, brief = run(SAMPLE, summary_only())
+    (a,), (b,) = full.get("chat").transcripts(), brief.get("chat").transcripts()
+    assert len(a.lines) == 3 and b.lines == []
+    assert (b.messages, b.client_messages) == (3, 2)
+    assert (b.first_message, b.last_message) == (a.lines[0].ts, a.lines[-1].ts)
+    assert b.participants == a.participants == ["alice@example.com", "bob@example.com"]
+    # the unnamed-sender finding does not need the text either
+    sb = client_msg(5, TEXT + "hello").replace(">>>", "@sb >>>")
+    analysis, _ = run(transcript(tmp_path, sb), summary_only())
+    assert analysis.connections["sb"].anomalies["plugin.chat.unknown_sender"] == 1
+
+
+@needs_reader
+def test_analyze_keeps_chat_text_only_when_it_writes_html(tmp_path, monkeypatch, capsys):
+    made = []
+    original = ChatPlugin.__init__
+
+    def record(self):
+        original(self)
+        made.append(self)
+    monkeypatch.setattr(ChatPlugin, "__init__", record)
+    assert main(["analyze", str(REAL / "ppa1e_msnms.pcap")]) == 0
+    (plain,) = made
+    row = capsys.readouterr().out.split("Chats")[1].splitlines()[4]
+    assert [c.strip() for c in row.split("│")[1:4:2]] == ["1", "7"]  # the board and its message count
+    (board,) = plain.transcripts()
+    assert plain.html_report is False and board.messages == 7 and board.lines == []
+    page = tmp_path / "t.html"
+    assert main(["analyze", str(REAL / "ppa1e_msnms.pcap"), "--html", str(page)]) == 0
+    html_plugin = made[1]
+    assert html_plugin.html_report is True and len(html_plugin.transcripts()[0].lines) == 7
+    assert "maybe we should try hacking into a server to mess with him?" in page.read_text()

@@ -139,7 +139,7 @@ def cmd_analyze(args) -> int:
     analysis = Analysis(sinks, limits_from(args))
     analysis.keep_closed = KEEP_CLOSED  # memory flat however long the capture: older ones are summed up
     from ..plugins import load_plugins
-    plugins = load_plugins(args, analysis)
+    plugins = load_plugins(args, analysis, html_report=bool(getattr(args, "html", None)))
     detector = Detector(frozenset({MSNP_PORT, *args.port}))
     progress = _Progress(sum(c.size for c in captures))
     per_file = []
