@@ -181,11 +181,15 @@ def output_sinks(args, console, redactor=None, flush: bool = False):
     return link_and_html_sinks(args, redactor, sinks), files
 
 
+SETTLE_AFTER = 1000  # ended connections held for linking before settled logins are written
+
+
 def link_and_html_sinks(args, redactor, sinks: list) -> list:
     """`sinks` plus linking: link records for the JSON Lines writers, and the `--html` timeline.
 
     The Linker goes first (it only observes), the LinkWriter after the writers (it
-    writes the link/session/chat records when the run finishes), the HTML timeline
+    writes the link/session/chat records as logins settle and when the run
+    finishes), the HTML timeline
     last (written at the end, sharing the Linker). Raises UsageError for an
     unwritable --html path.
     """
@@ -195,7 +199,9 @@ def link_and_html_sinks(args, redactor, sinks: list) -> list:
     html = getattr(args, "html", None)
     if not writers and not html:
         return sinks
-    linker = Linker(redactor)
+    # Without a timeline (which shows every link at the end), settled logins are
+    # written as they settle and forgotten: memory stays flat on long captures.
+    linker = Linker(redactor, settle_after=None if html else SETTLE_AFTER)
     out = [linker] + sinks
     if writers:
         out.append(LinkWriter(linker, writers))

@@ -25,6 +25,19 @@ Records (`records()`) are dicts for the JSON Lines writer, kinds "link",
 "session" and "chat" (see the README's JSON section). Cookies are passed
 through the run's `Redactor`, so they still match across records but are not
 disclosed unless `--no-redact`.
+
+Settling (`settle_after`, used for JSON Lines output without an HTML timeline):
+a long capture would otherwise hold every stream's facts to the end. Once more
+than `settle_after` ended streams are held, the linker links what it holds and
+hands the records of each login session that has settled to `on_settled`, then
+forgets its streams. A session has settled when all its streams have ended,
+`window` seconds of capture time have passed since the last of them, and no
+stream still open could join it (one that started before that end plus the
+window and whose user is unknown or the same, or that presented one of the
+session's cookies, or that could answer one of its unlinked XFR NS lines). What
+the window gives up: a connection that starts more than `window` seconds after
+every connection of its login has ended is not linked to it (real clients
+connect within seconds of the XFR or RNG that sends them).
 """
 
 from __future__ import annotations
@@ -109,13 +122,22 @@ class Ended:
 class Linker:
     """A sink that links DS->NS->SB connections, groups logins and follows chats."""
 
-    def __init__(self, redactor: Redactor | None = None) -> None:
+    def __init__(self, redactor: Redactor | None = None, *, settle_after: int | None = None,
+                 window: float = 300.0) -> None:
         self.redactor = redactor or Redactor()
         self.facts: dict[str, StreamFacts] = {}
         self.conns: dict = {}
         self.referrals: list[Referral] = []
         self._order = 0
         self._result: dict | None = None
+        # Settling (see the module docstring); off unless settle_after is set.
+        self.settle_after = settle_after
+        self.window = window
+        self.on_settled = None         # called with the records of settled sessions
+        self.settled_sessions = 0      # sessions already handed over (numbering goes on after them)
+        self._ended = 0                # ended streams held
+        self._next_try = settle_after or 0
+        self._now: float | None = None  # the latest capture time seen
 
     # -- sink interface -------------------------------------------------------
 
@@ -133,6 +155,8 @@ class Linker:
             if facts.first_ts is None:
                 facts.first_ts = event.ts
             facts.last_ts = event.ts
+            if self._now is None or event.ts > self._now:
+                self._now = event.ts
         code = event.cmd
         if event.direction == C2S:
             first = not facts.first_c2s_seen
@@ -148,8 +172,14 @@ class Linker:
         if facts is None:
             self._order += 1
             facts = self.facts[conn.id] = StreamFacts(conn.id, self._order)
-        self.conns[conn.id] = Ended(conn)  # the stream is over (see Analysis.close)
+        if not isinstance(self.conns.get(conn.id), Ended):
+            self._ended += 1
+        ended = self.conns[conn.id] = Ended(conn)  # the stream is over (see Analysis.close)
+        if ended.last_ts is not None and (self._now is None or ended.last_ts > self._now):
+            self._now = ended.last_ts
         self._result = None
+        if self.settle_after is not None and self._ended > self._next_try:
+            self._settle()
 
     def close(self) -> None:
         self.result()
@@ -398,7 +428,7 @@ class Linker:
         sessions, session_of = [], {}
         ordered = sorted(groups.values(), key=lambda ms: position[ms[0]])
         for n, members in enumerate(ordered, 1):
-            sid_name = f"L{n}"
+            sid_name = f"L{self.settled_sessions + n}"
             roles = [self._role(m) for m in members]
             starts = [self._start(m) for m in members if self._start(m) is not None]
             ends = [self._end(m) for m in members if self._end(m) is not None]
@@ -432,6 +462,81 @@ class Linker:
                 "participants": [{"handle": p.handle, "nick": p.nick, "joined": p.joined, "via": p.via,
                                   "left": p.left, "left_via": p.left_via} for p in facts.participants]}
 
+    # -- settling -------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Hand over the records of the sessions that have settled and forget their streams."""
+        res = self._link()
+        self._result = None
+        done: list[dict] = []
+        if self._now is not None:
+            refs_of: dict[str, list[Referral]] = {}
+            for ref in self.referrals:
+                refs_of.setdefault(ref.stream, []).append(ref)
+            still_open = [sid for sid, c in self.conns.items() if not isinstance(c, Ended)]
+            horizon = self._now - self.window
+            done = [s for s in res["sessions"]
+                    if s["end"] is not None and s["end"] < horizon
+                    and all(isinstance(self.conns.get(m), Ended) for m in s["streams"])
+                    and not self._could_join(s, refs_of, still_open)]
+        if not done:
+            self._next_try = self._ended + self.settle_after  # nothing yet: try again later
+            return
+        # Each record belongs to the session of the stream(s) it names.
+        by_stream: dict[str, list[dict]] = {}
+        for r in res["links"]:
+            by_stream.setdefault(r["to"] or r["from"], []).append(dict(r, linked=True))
+        for r in res["unlinked"]:
+            by_stream.setdefault(r["to"] or r["from"], []).append(dict(r, linked=False))
+        chats = {c["stream"]: c for c in res["chats"]}
+        records: list[dict] = []
+        gone: set[str] = set()
+        for session in done:
+            self.settled_sessions += 1
+            name = f"L{self.settled_sessions}"
+            members = session["streams"]
+            for m in members:
+                records += by_stream.get(m, ())
+            records.append(dict(session, session=name))
+            records += [dict(chats[m], session=name) for m in members if m in chats]
+            gone.update(members)
+        for sid in gone:
+            del self.facts[sid]
+            del self.conns[sid]
+        self.referrals = [r for r in self.referrals if r.stream not in gone]
+        self._ended -= len(gone)
+        self._next_try = self._ended + self.settle_after
+        if self.on_settled is not None:
+            self.on_settled(records)
+
+    def _could_join(self, session: dict, refs_of: dict[str, list[Referral]], still_open: list[str]) -> bool:
+        """Whether a stream still open might yet be linked into `session` (see the module docstring)."""
+        end = session["end"]
+        handle = (session["handle"] or "").lower()
+        cookies = set()
+        xfr_ns = []
+        for m in session["streams"]:
+            for ref in refs_of.get(m, ()):
+                if ref.cookie is not None:
+                    cookies.add(ref.cookie)
+                if ref.kind == "xfr_ns" and ref.linked_to is None:
+                    xfr_ns.append(ref.ts)
+        for sid in still_open:
+            start = self._start(sid)
+            if start is None:
+                return True
+            if start > end + self.window:
+                continue
+            login = self.facts[sid].sb_login
+            if login is not None and login[1] in cookies:
+                return True
+            if any(ts is None or start >= ts for ts in xfr_ns):
+                return True
+            other = (self._handle(sid) or "").lower()
+            if not other or other == handle:
+                return True
+        return False
+
     def _mask(self, secret: bytes | None) -> str | None:
         if secret is None:
             return None
@@ -458,11 +563,18 @@ def _decode_nick(raw: bytes) -> str:
 
 
 class LinkWriter:
-    """A sink that writes the Linker's records to other sinks (a JSON Lines writer) at the end."""
+    """A sink that writes the Linker's records to other sinks (JSON Lines writers): those of
+    settled sessions as they settle (see `Linker.settle_after`), the rest at the end."""
 
     def __init__(self, linker: Linker, outputs: list) -> None:
         self.linker = linker
         self.outputs = outputs
+        linker.on_settled = self._write  # settled sessions are written as they settle
+
+    def _write(self, records) -> None:
+        for rec in records:
+            for out in self.outputs:
+                out.event(None, rec)
 
     def event(self, conn, event) -> None:
         pass
@@ -471,9 +583,7 @@ class LinkWriter:
         pass
 
     def close(self) -> None:
-        for rec in self.linker.iter_records():
-            for out in self.outputs:
-                out.event(None, rec)
+        self._write(self.linker.iter_records())
         for out in self.outputs:
             flush = getattr(getattr(out, "out", None), "flush", None)
             if flush:

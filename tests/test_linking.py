@@ -15,6 +15,7 @@ from analyzer.codec import C2S, S2C
 from analyzer.jsonl import JsonLinesWriter
 from analyzer.linking import Linker, LinkWriter
 from analyzer.redact import Redactor
+from analyzer.transcript import Chunk
 from captures.sessions import CLEAN_SESSIONS, CONNECTIONS, SESSIONS
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "captures-real"
@@ -211,3 +212,71 @@ def test_ndpi_rng_and_xfr_sb_each_match_a_switchboard_by_cookie_and_session_id()
     assert logins.seen[xfr[0]["to"]] == ("USR", xfr[0]["cookie"], None)
     # Nothing unlinked among the three RNGs and the XFR SB.
     assert not [u for u in res["unlinked"] if u.get("from") and u["type"] == "ns_sb"]
+
+
+# -- settling: long captures hand over settled sessions and forget their streams ----
+
+def replicas(n: int, gap: float = 1000.0):
+    """n copies of the MSNP8 login, each `gap` seconds after the last, with its own cookies."""
+    from dataclasses import replace
+    chunks = []
+    for k in range(n):
+        for c in SESSIONS["msnp8"]:
+            data = c.data.replace(b"17262740", b"1726274%d" % k).replace(b"849102291", b"84910229%d" % k)
+            chunks.append(replace(c, conn=f"{c.conn}-{k}", ts=c.ts + gap * k, data=data))
+    return chunks
+
+
+def linked_output(chunks, settle_after=None, extra=None):
+    """JSON Lines of a run that closes each connection after its last chunk (as FINs do)."""
+    out = io.StringIO()
+    redactor = Redactor(enabled=False)
+    linker = Linker(redactor, settle_after=settle_after)
+    writer = JsonLinesWriter(out, redactor)
+    analysis = Analysis([linker, writer, LinkWriter(linker, [writer])])
+    last = {c.conn: i for i, c in enumerate(chunks)}
+    conns, held = {}, []
+    for i, chunk in enumerate(chunks):
+        conn = conns.get(chunk.conn)
+        if conn is None:
+            client, server = CONNECTIONS["msnp8"].get(chunk.conn.split("-")[0], (None, None))
+            conn = conns[chunk.conn] = analysis.open(client, server, conn_id=chunk.conn)
+        analysis.feed(conn, chunk.direction, chunk.data, chunk.ts)
+        if last[chunk.conn] == i and chunk.conn != extra:
+            analysis.close(conn, chunk.ts)
+        held.append(len(linker.facts))
+    analysis.finish()
+    recs = [json.loads(line) for line in out.getvalue().splitlines()]
+    return recs, held
+
+
+def linking_records(recs):
+    return sorted(json.dumps(r, sort_keys=True) for r in recs if r["kind"] in ("link", "session", "chat"))
+
+
+def test_settling_writes_the_same_records_as_linking_at_the_end_while_holding_few_streams():
+    chunks = replicas(8)
+    batch, batch_held = linked_output(chunks)
+    settled, held = linked_output(chunks, settle_after=2)
+    assert linking_records(settled) == linking_records(batch)
+    sessions = [r for r in settled if r["kind"] == "session"]
+    assert [s["session"] for s in sessions] == [f"L{n}" for n in range(1, 9)]
+    assert all(len(s["streams"]) == 4 and s["complete"] for s in sessions)
+    assert max(batch_held) == 32 and max(held) <= 8  # two logins' streams at most, not all eight
+    # records came out during the run, right after their login settled
+    kinds = [r["kind"] for r in settled]
+    assert kinds.index("session") < kinds.index("stream", kinds.index("session"))
+
+
+def test_an_open_connection_that_might_still_join_keeps_sessions_from_settling():
+    # A connection with no known user that starts early and stays open to the end could
+    # still turn out to be a switchboard of any of these logins: nothing may settle early.
+    chunks = replicas(4)
+    stray = [Chunk(C2S, b"PNG\r\n", 5.0, "stray-0")] + [Chunk(C2S, b"PNG\r\n", 3990.0, "stray-0")]
+    chunks = sorted(chunks + stray, key=lambda c: c.ts)
+    batch, _ = linked_output(chunks, extra="stray-0")
+    settled, held = linked_output(chunks, settle_after=2, extra="stray-0")
+    assert linking_records(settled) == linking_records(batch)
+    assert max(held) == 17  # every stream held to the end
+    kinds = [r["kind"] for r in settled]
+    assert kinds.index("session") > max(i for i, k in enumerate(kinds) if k == "stream")
