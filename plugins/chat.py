@@ -14,9 +14,10 @@ Senders are settled when the connection ends (a typing notification may come
 after the first message), so transcripts are complete only after the run.
 
 When the run will not ask for HTML sections (`analyze` without --html), only
-each board's counts and times are kept, not the text: the terminal section
-needs no more, and memory then grows with the number of switchboards, not
-with the number of messages.
+each board's counts and times are kept, not the text, and once a board has
+ended and is not among the TERMINAL_ROWS earliest, it is folded into the
+totals of the "more chats" row: the terminal section needs no more, and
+memory stays flat however many switchboards the capture holds.
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ class Switchboard:
         return seen
 
 
+def _first_message(sb: Switchboard):
+    """Boards in order of their first text message (those without a time last)."""
+    return (sb.first_message is None, sb.first_message or 0, sb.stream)
+
+
 def _handle(token: bytes) -> str:
     return token.split(b";", 1)[0].decode("utf-8", "replace")
 
@@ -93,8 +99,12 @@ class ChatPlugin(Plugin):
 
     def __init__(self) -> None:
         self.switchboards: dict[str, Switchboard] = {}
-        self.ns_handles: dict[str, str] = {}   # NS stream -> its user handle
+        self.ns_handles: set[str] = set()      # the user handles of NS/DS connections
         self._conns: dict[str, object] = {}
+        # Summary mode (no HTML report): ended boards past the earliest TERMINAL_ROWS,
+        # folded into [chats, messages, first message, last message].
+        self._shown: list[Switchboard] = []
+        self.folded = [0, 0, None, None]
 
     def _board(self, conn) -> Switchboard:
         sb = self.switchboards.get(conn.id)
@@ -108,7 +118,7 @@ class ChatPlugin(Plugin):
         if conn is None:
             return
         if conn.role in ("NS", "DS") and conn.handle:
-            self.ns_handles[conn.id] = conn.handle
+            self.ns_handles.add(conn.handle)
         if code == "MSG":
             self._msg(conn, cmd)
         elif code in ("IRO", "JOI") and cmd.direction != C2S:
@@ -161,7 +171,7 @@ class ChatPlugin(Plugin):
 
     def on_connection_end(self, conn) -> None:
         if conn.role in ("NS", "DS") and conn.handle:
-            self.ns_handles[conn.id] = conn.handle
+            self.ns_handles.add(conn.handle)
         if conn.id in self.switchboards:
             sb = self.switchboards[conn.id]
             self._settle(sb, conn)
@@ -169,6 +179,25 @@ class ChatPlugin(Plugin):
                 # Every line is named: the final pass has nothing to do for this
                 # board, so the ended connection need not be kept until then.
                 self._conns.pop(conn.id, None)
+                if not self.html_report:
+                    self._fold(sb)
+
+    def _fold(self, sb: Switchboard) -> None:
+        """Summary mode: keep an ended board only while it is among the earliest shown."""
+        del self.switchboards[sb.stream]
+        if sb.messages:
+            self._shown.append(sb)
+            self._shown.sort(key=_first_message)
+            if len(self._shown) <= TERMINAL_ROWS:
+                return
+            sb = self._shown.pop()
+            f = self.folded
+            f[0] += 1
+            f[1] += sb.messages
+            if sb.first_message is not None:
+                f[2] = sb.first_message if f[2] is None else min(f[2], sb.first_message)
+            if sb.last_message is not None:
+                f[3] = sb.last_message if f[3] is None else max(f[3], sb.last_message)
 
     def on_finish(self) -> None:
         for stream, sb in self.switchboards.items():
@@ -183,10 +212,8 @@ class ChatPlugin(Plugin):
                 sb.user, sb.how = conn.handle, "USR/ANS line"
             elif sb.typing_user:
                 sb.user, sb.how = sb.typing_user, "TypingUser header"
-            else:
-                ns = set(self.ns_handles.values())
-                if len(ns) == 1:
-                    sb.user, sb.how = ns.pop(), "notification server login"
+            elif len(self.ns_handles) == 1:
+                sb.user, sb.how = next(iter(self.ns_handles)), "notification server login"
         if sb.user:
             for line in sb.lines:
                 if line.direction == C2S and line.sender is None:
@@ -202,10 +229,11 @@ class ChatPlugin(Plugin):
     def transcripts(self) -> list[Switchboard]:
         """Switchboards with at least one text message, in order of their first message.
 
-        Their `lines` are empty when the plugin was told no HTML report will be asked for.
+        Their `lines` are empty when the plugin was told no HTML report will be asked
+        for; then boards folded into `folded` are not listed either.
         """
-        boards = [sb for sb in self.switchboards.values() if sb.messages]
-        return sorted(boards, key=lambda sb: (sb.first_message is None, sb.first_message or 0, sb.stream))
+        boards = [sb for sb in self.switchboards.values() if sb.messages] + self._shown
+        return sorted(boards, key=_first_message)
 
     def html_sections(self) -> list[dict]:
         out = []
@@ -218,6 +246,7 @@ class ChatPlugin(Plugin):
 
     def terminal_sections(self) -> list:
         boards = self.transcripts()
+        folded_chats, folded_messages, folded_first, folded_last = self.folded
         if not boards:
             return []
         from rich.table import Table
@@ -229,11 +258,14 @@ class ChatPlugin(Plugin):
         for sb in boards[:TERMINAL_ROWS]:
             table.add_row(sb.stream, ", ".join(sb.participants) or UNKNOWN, str(sb.messages),
                           format_ts(sb.first_message), format_ts(sb.last_message))
-        if len(boards) > TERMINAL_ROWS:
+        if len(boards) > TERMINAL_ROWS or folded_chats:
             rest = boards[TERMINAL_ROWS:]
-            firsts = [sb.first_message for sb in rest if sb.first_message is not None]
-            lasts = [sb.last_message for sb in rest if sb.last_message is not None]
-            table.add_row("…", f"{len(rest)} more chats", str(sum(sb.messages for sb in rest)),
+            firsts = [sb.first_message for sb in rest if sb.first_message is not None] + [folded_first]
+            lasts = [sb.last_message for sb in rest if sb.last_message is not None] + [folded_last]
+            firsts = [t for t in firsts if t is not None]
+            lasts = [t for t in lasts if t is not None]
+            table.add_row("…", f"{len(rest) + folded_chats} more chats",
+                          str(sum(sb.messages for sb in rest) + folded_messages),
                           format_ts(min(firsts, default=None)), format_ts(max(lasts, default=None)),
                           style="dim")
         return [table]

@@ -148,3 +148,26 @@ def test_analyze_keeps_chat_text_only_when_it_writes_html(tmp_path, monkeypatch,
     html_plugin = made[1]
     assert html_plugin.html_report is True and len(html_plugin.transcripts()[0].lines) == 7
     assert "maybe we should try hacking into a server to mess with him?" in page.read_text()
+
+
+def test_summary_mode_folds_ended_boards_past_the_listed_ones_into_the_same_table(tmp_path):
+    from rich.console import Console
+    import io
+    from plugins import chat as chat_module
+    boards = chat_module.TERMINAL_ROWS + 7
+    # Each board names its user (USR), so it can be folded when it ends; boards end in
+    # the order they opened but later ones spoke first: the earliest speakers stay listed.
+    text = "".join(f"{i} @sb{i} >>> USR 1 alice@example.com 1234.{i}\\r\\n\n" for i in range(boards))
+    text += "".join(f"{1000 - i} " + client_msg(2, TEXT + f"hello {i}").replace(">>>", f"@sb{i} >>>")
+                    for i in range(boards))
+    tables = []
+    for plugin in (ChatPlugin(), summary_only()):
+        _, manager = run(transcript(tmp_path, text), plugin)
+        out = io.StringIO()
+        Console(file=out, width=200).print(*plugin.terminal_sections())
+        tables.append(out.getvalue())
+    assert tables[0] == tables[1] and "7 more chats" in tables[1]
+    brief = manager.get("chat")
+    assert brief.folded[:2] == [7, 7] and brief.switchboards == {}
+    assert len(brief.transcripts()) == chat_module.TERMINAL_ROWS
+    assert brief.transcripts()[0].stream == f"sb{boards - 1}" and f"sb{boards - 1} " in tables[1]
