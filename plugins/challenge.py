@@ -8,6 +8,10 @@ expected answer and raises `plugin.challenge.wrong_answer` when the client's
 differs (against the latest challenge or the one before it: servers accept
 either). A product id it does not know is `plugin.challenge.unknown_product`; a
 QRY with no CHL before it (a capture started mid-session) is `no_challenge`.
+
+Without an HTML report (`analyze` without --html) only the first TERMINAL_ROWS
+checks are kept as rows and the rest are counted by result, which is what the
+terminal section shows in any case.
 """
 
 from __future__ import annotations
@@ -15,8 +19,12 @@ from __future__ import annotations
 import hashlib
 import struct
 
+from collections import Counter
+
 from analyzer.codec import C2S, S2C
 from analyzer.plugins import Plugin, section, section_table
+
+TERMINAL_ROWS = 40  # checks listed one by one in the analyze report
 
 # Publicly documented product id -> product key pairs.
 OLD_KEYS = {  # MSNP6-10: md5(challenge + key)
@@ -106,8 +114,18 @@ class ChallengePlugin(Plugin):
     }
 
     def __init__(self) -> None:
-        self.challenges: dict[str, list[bytes]] = {}
+        self.challenges: dict[str, list[bytes]] = {}  # per open connection: its last two CHLs
         self.results: list[list[str]] = []
+        self.more: Counter[str] = Counter()  # summary mode: results past the rows kept, by result
+
+    def on_connection_end(self, conn) -> None:
+        self.challenges.pop(conn.id, None)
+
+    def _result(self, row: list[str]) -> None:
+        if self.html_report or len(self.results) < TERMINAL_ROWS:
+            self.results.append(row)
+        else:
+            self.more[row[-1]] += 1
 
     def on_command(self, conn, cmd) -> None:
         code = cmd.cmd
@@ -128,21 +146,21 @@ class ChallengePlugin(Plugin):
         stream = conn.id
         if not seen:
             self.report(conn, "no_challenge", f"QRY {cmd.trid} from {product_id} with no CHL before it", cmd)
-            self.results.append([stream, "-", product_id, "not checked: no CHL seen"])
+            self._result([stream, "-", product_id, "not checked: no CHL seen"])
             return
         challenge = seen[-1]
         candidates = {c: expected_answers(c, product_id, conn.version) for c in seen}
         if candidates[challenge] is None:
             self.report(conn, "unknown_product", f"product id {product_id!r}", cmd)
-            self.results.append([stream, challenge.decode("ascii", "replace"), product_id, "not checked: unknown product id"])
+            self._result([stream, challenge.decode("ascii", "replace"), product_id, "not checked: unknown product id"])
             return
         if any(answer in answers for answers in candidates.values()):
-            self.results.append([stream, challenge.decode("ascii", "replace"), product_id, "correct"])
+            self._result([stream, challenge.decode("ascii", "replace"), product_id, "correct"])
             return
         self.report(conn, "wrong_answer",
                     f"QRY {cmd.trid} from {product_id} does not answer CHL {challenge.decode('ascii', 'replace')}",
                     cmd)
-        self.results.append([stream, challenge.decode("ascii", "replace"), product_id, "WRONG"])
+        self._result([stream, challenge.decode("ascii", "replace"), product_id, "WRONG"])
 
     def html_sections(self) -> list[dict]:
         if not self.results:
@@ -150,4 +168,12 @@ class ChallengePlugin(Plugin):
         return [section("Challenges (CHL/QRY)", ["stream", "challenge", "product id", "answer"], self.results)]
 
     def terminal_sections(self) -> list:
-        return [section_table(s) for s in self.html_sections()]
+        if not self.results:
+            return []
+        rows = self.results[:TERMINAL_ROWS]
+        more = self.more + Counter(row[-1] for row in self.results[TERMINAL_ROWS:])
+        if more:
+            rows = rows + [["…", f"{sum(more.values())} more", "",
+                            ", ".join(f"{n} {what}" for what, n in more.most_common())]]
+        return [section_table(section("Challenges (CHL/QRY)", ["stream", "challenge", "product id", "answer"],
+                                      rows))]

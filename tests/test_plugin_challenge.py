@@ -59,3 +59,26 @@ def test_tampered_answer_fails_the_decode_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "plugin.challenge.wrong_answer" in out and "Challenges (CHL/QRY)" in out
     assert main(["decode", str(bad), "--no-plugins"]) == 0
+
+
+def test_many_checks_list_the_first_and_count_the_rest_without_keeping_them(tmp_path):
+    import io
+    from rich.console import Console
+    from plugins import challenge as challenge_module
+    chl = b"29409134351025259292"
+    good = answer_md5(chl, b"Q1P7W2E4J9R8U3S5")
+    n = challenge_module.TERMINAL_ROWS + 3
+    text = "".join(session("MSNP8", "msmsgs@msnmsgr.com", good if i % 2 else good[::-1])
+                   .replace(">>>", f"@c{i} >>>").replace("<<<", f"@c{i} <<<") for i in range(n))
+    tables = []
+    for html_report in (True, False):
+        plugin = ChallengePlugin()
+        plugin.html_report = html_report
+        run(transcript(tmp_path, text), plugin)
+        out = io.StringIO()
+        Console(file=out, width=200).print(*plugin.terminal_sections())
+        tables.append(out.getvalue())
+    assert tables[0] == tables[1]
+    assert "3 more" in tables[1] and "2 WRONG, 1 correct" in tables[1]
+    assert len(plugin.results) == challenge_module.TERMINAL_ROWS and sum(plugin.more.values()) == 3
+    assert plugin.challenges == {}  # dropped as each connection ended
