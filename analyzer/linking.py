@@ -480,7 +480,7 @@ class Linker:
                     and all(isinstance(self.conns.get(m), Ended) for m in s["streams"])
                     and not self._could_join(s, refs_of, still_open)]
         if not done:
-            self._next_try = self._ended + self.settle_after  # nothing yet: try again later
+            self._next_try = self._backoff()  # nothing yet: try again later
             return
         # Each record belongs to the session of the stream(s) it names.
         by_stream: dict[str, list[dict]] = {}
@@ -505,9 +505,15 @@ class Linker:
             del self.conns[sid]
         self.referrals = [r for r in self.referrals if r.stream not in gone]
         self._ended -= len(gone)
-        self._next_try = self._ended + self.settle_after
+        self._next_try = self._backoff()
         if self.on_settled is not None:
             self.on_settled(records)
+
+    def _backoff(self) -> int:
+        # The next attempt once settle_after more streams have ended, or, when many
+        # are held (something keeps them from settling), once as many again have:
+        # each attempt links everything held, so this keeps the total linear.
+        return max(self._ended + self.settle_after, 2 * self._ended)
 
     def _could_join(self, session: dict, refs_of: dict[str, list[Referral]], still_open: list[str]) -> bool:
         """Whether a stream still open might yet be linked into `session` (see the module docstring)."""
