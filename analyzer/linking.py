@@ -21,7 +21,7 @@ returns what could be linked and what could not:
 Partial captures (mid-session, one direction only) link what they can; each
 thing that could not be linked is reported with the reason, never guessed.
 
-Records (`records()`) are dicts for the JSON Lines writer, kinds "link",
+Records (`records()`, a generator) are dicts for the JSON Lines writer, kinds "link",
 "session" and "chat" (see the README's JSON section). Cookies are passed
 through the run's `Redactor`, so they still match across records but are not
 disclosed unless `--no-redact`.
@@ -482,24 +482,21 @@ class Linker:
         if not done:
             self._next_try = self._backoff()  # nothing yet: try again later
             return
-        # Each record belongs to the session of the stream(s) it names.
-        by_stream: dict[str, list[dict]] = {}
-        for r in res["links"]:
-            by_stream.setdefault(r["to"] or r["from"], []).append(dict(r, linked=True))
-        for r in res["unlinked"]:
-            by_stream.setdefault(r["to"] or r["from"], []).append(dict(r, linked=False))
-        chats = {c["stream"]: c for c in res["chats"]}
-        records: list[dict] = []
+        # Settled sessions are numbered on from those handed over before; a link record
+        # belongs to the session of the stream(s) it names.
+        rename: dict[str, str] = {}
         gone: set[str] = set()
         for session in done:
             self.settled_sessions += 1
-            name = f"L{self.settled_sessions}"
-            members = session["streams"]
-            for m in members:
-                records += by_stream.get(m, ())
-            records.append(dict(session, session=name))
-            records += [dict(chats[m], session=name) for m in members if m in chats]
-            gone.update(members)
+            rename[session["session"]] = f"L{self.settled_sessions}"
+            gone.update(session["streams"])
+        records = []
+        for r in self.records(res):
+            if r["kind"] == "link":
+                if (r["to"] or r["from"]) in gone:
+                    records.append(r)
+            elif r["session"] in rename:
+                records.append(dict(r, session=rename[r["session"]]))
         for sid in gone:
             del self.facts[sid]
             del self.conns[sid]
@@ -548,13 +545,10 @@ class Linker:
             return None
         return self.redactor.mask(secret) if self.redactor.enabled else _text(secret)
 
-    def records(self) -> list[dict]:
-        """Every link, unlinked item, session and chat, as JSON Lines records."""
-        return list(self.iter_records())
-
-    def iter_records(self):
-        """As `records()`, one at a time (a long capture's copies are never all held at once)."""
-        res = self.result()
+    def records(self, res: dict | None = None):
+        """Every link, unlinked item, session and chat (of `res`, else of `result()`), as
+        JSON Lines records, one at a time: a long capture's are never all copied at once."""
+        res = self.result() if res is None else res
         for r in res["links"]:
             yield dict(r, linked=True)
         for r in res["unlinked"]:
@@ -589,7 +583,7 @@ class LinkWriter:
         pass
 
     def close(self) -> None:
-        self._write(self.linker.iter_records())
+        self._write(self.linker.records())
         for out in self.outputs:
             flush = getattr(getattr(out, "out", None), "flush", None)
             if flush:
