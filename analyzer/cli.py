@@ -34,6 +34,16 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 65536, 64k, 1m)") from None
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (seconds, 0 or more, or inf)")
+    return value
+
+
 def add_analysis_options(p: argparse.ArgumentParser, html: bool = True) -> None:
     """Options every command that decodes traffic shares."""
     out = p.add_argument_group("output")
@@ -42,6 +52,11 @@ def add_analysis_options(p: argparse.ArgumentParser, html: bool = True) -> None:
     if html:
         out.add_argument("--html", metavar="FILE",
                          help="write a self-contained HTML timeline to FILE at the end (see README)")
+    out.add_argument("--link-window", type=_seconds, default=LINK_WINDOW, metavar="SECONDS",
+                     help="with --json on a long capture, a login's link, session and chat records are "
+                          "written once all its connections ended this long ago (capture time) and no "
+                          f"open one could join it; later connections are not linked to it "
+                          f"(default {LINK_WINDOW:g}; inf: all at the end)")
     out.add_argument("--no-redact", action="store_true",
                      help="show passwords' MD5 answers, tickets and cookies as they were on the wire")
     out.add_argument("--fail-on", metavar="SEVERITY", default="error", type=str.lower,
@@ -182,6 +197,7 @@ def output_sinks(args, console, redactor=None, flush: bool = False):
 
 
 SETTLE_AFTER = 1000  # ended connections held for linking before settled logins are written
+LINK_WINDOW = 300.0  # seconds of capture time after a login's last connection before it settles
 
 
 def link_and_html_sinks(args, redactor, sinks: list) -> list:
@@ -201,7 +217,8 @@ def link_and_html_sinks(args, redactor, sinks: list) -> list:
         return sinks
     # Without a timeline (which shows every link at the end), settled logins are
     # written as they settle and forgotten: memory stays flat on long captures.
-    linker = Linker(redactor, settle_after=None if html else SETTLE_AFTER)
+    linker = Linker(redactor, settle_after=None if html else SETTLE_AFTER,
+                    window=getattr(args, "link_window", LINK_WINDOW))
     out = [linker] + sinks
     if writers:
         out.append(LinkWriter(linker, writers))

@@ -227,11 +227,11 @@ def replicas(n: int, gap: float = 1000.0):
     return chunks
 
 
-def linked_output(chunks, settle_after=None, extra=None, passes=None):
+def linked_output(chunks, settle_after=None, extra=None, passes=None, window=300.0):
     """JSON Lines of a run that closes each connection after its last chunk (as FINs do)."""
     out = io.StringIO()
     redactor = Redactor(enabled=False)
-    linker = Linker(redactor, settle_after=settle_after)
+    linker = Linker(redactor, settle_after=settle_after, window=window)
     if passes is not None:  # count the linking passes
         link = linker._link
         linker._link = lambda: passes.append(1) or link()
@@ -287,3 +287,23 @@ def test_an_open_connection_that_might_still_join_keeps_sessions_from_settling()
     assert len(passes) == 5
     kinds = [r["kind"] for r in settled]
     assert kinds.index("session") > max(i for i, k in enumerate(kinds) if k == "stream")
+
+
+def test_the_window_decides_how_long_ended_logins_wait():
+    chunks = replicas(5, gap=200.0)  # logins 200 s apart (each lasts about 20 s)
+    _, held = linked_output(chunks, settle_after=2)
+    _, held_short = linked_output(chunks, settle_after=2, window=10.0)
+    _, held_all = linked_output(chunks, settle_after=2, window=float("inf"))
+    assert max(held_short) < max(held) < max(held_all) == 20
+
+
+def test_link_window_option_reaches_the_linker_and_is_checked(capsys):
+    from analyzer.cli import build_parser, link_and_html_sinks, main
+    writer = JsonLinesWriter(io.StringIO())
+    for given, want in (([], 300.0), (["--link-window", "inf"], float("inf")), (["--link-window", "30"], 30.0)):
+        args = build_parser().parse_args(["decode", "x.msnp", "--json", "-", *given])
+        (linker,) = [s for s in link_and_html_sinks(args, Redactor(), [writer]) if isinstance(s, Linker)]
+        assert linker.window == want and linker.settle_after == 1000
+    with pytest.raises(SystemExit) as stop:
+        main(["decode", "x.msnp", "--link-window", "-5"])
+    assert stop.value.code == 2 and "not a duration: '-5'" in capsys.readouterr().err
