@@ -57,6 +57,7 @@ from .codec import Anomaly, Command, Transaction
 GROUP = "msnp_analyzer.plugins"
 DEFAULT_BUDGET = 1.0       # seconds per call before a plugin is disabled
 DEFAULT_BACKLOG = 10000    # events queued for threaded observers before dropping
+TERMINAL_ROWS = 40         # rows a plugin's terminal section lists before it counts the rest
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -623,5 +624,5 @@ def load_plugins(args, analysis=None, threaded: bool = False, warn=None,
     return manager
 
 
-__all__ = ["Plugin", "DecodedView", "PluginManager", "LoadedPlugin", "GROUP", "section", "section_table",
+__all__ = ["Plugin", "DecodedView", "PluginManager", "LoadedPlugin", "GROUP", "TERMINAL_ROWS", "section", "section_table",
            "discover", "load_explicit", "add_plugin_options", "load_plugins", "PluginLoadError", "capabilities"]

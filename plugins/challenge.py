@@ -22,9 +22,8 @@ import struct
 from collections import Counter
 
 from analyzer.codec import C2S, S2C
-from analyzer.plugins import Plugin, section, section_table
+from analyzer.plugins import TERMINAL_ROWS, Plugin, section, section_table
 
-TERMINAL_ROWS = 40  # checks listed one by one in the analyze report
 
 # Publicly documented product id -> product key pairs.
 OLD_KEYS = {  # MSNP6-10: md5(challenge + key)

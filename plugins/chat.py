@@ -26,7 +26,7 @@ import datetime as _dt
 from dataclasses import dataclass, field
 
 from analyzer.codec import C2S
-from analyzer.plugins import Plugin, section
+from analyzer.plugins import TERMINAL_ROWS, Plugin, section
 
 from .mime import classify, parse_mime
 
@@ -84,7 +84,6 @@ def format_ts(ts: float | None) -> str:
     return f"+{ts:.3f}s"
 
 
-TERMINAL_ROWS = 40  # chats listed one by one in the analyze report
 
 
 class ChatPlugin(Plugin):

@@ -15,6 +15,7 @@ from mitmproxy.test import taddons, tflow
 from analyzer.analysis import Analysis
 from analyzer.capture.mitm import MsnpAddon, msnp_first_line
 from analyzer.jsonl import JsonLinesWriter
+from test_flows import gateway_flow  # the same gateway POST the flow-file tests use
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSION = [
@@ -107,14 +108,7 @@ def test_gateway_flow_through_response_hook():
 
     async def go():
         with taddons.context(addon):
-            f = tflow.tflow(resp=True)
-            f.request.method = "POST"
-            f.request.path = "/gateway/gateway.dll?Action=open&Server=NS&IP=ns.example"
-            f.request.headers["Content-Type"] = "application/x-msn-messenger"
-            f.request.content = b"VER 1 MSNP8 CVR0\r\n"
-            f.response.headers["X-MSN-Messenger"] = "SessionID=1.1; GW-IP=127.0.0.1"
-            f.response.content = b"VER 1 MSNP8 CVR0\r\n"
-            addon.response(f)
+            addon.response(gateway_flow())
     asyncio.run(go())
     conn = analysis.connections["gw1"]
     assert conn.commands == {"VER": 2} and conn.version_label == "MSNP8"
