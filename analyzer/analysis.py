@@ -15,8 +15,8 @@ from array import array
 from collections import Counter, deque
 from typing import Protocol
 
-from .codec import Anomaly, Transaction
-from .connection import Connection, Limits
+from analyzer.codec import Anomaly, Transaction
+from analyzer.connection import Connection, Limits
 
 
 class Sink(Protocol):
@@ -119,7 +119,7 @@ class Analysis:
                 "anomalies": anomalies, "outcomes": outcomes, "versions": versions}
 
     def worst_severity(self):
-        from .anomalies import spec
+        from analyzer.anomalies import spec
         names = self.totals()["anomalies"]
         return max((spec(name).severity for name in names), default=None)
 

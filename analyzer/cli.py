@@ -11,10 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __version__
-from .analysis import Analysis
-from .anomalies import CATALOGUE, Severity
-from .connection import Limits
+from analyzer import __version__
+from analyzer.analysis import Analysis
+from analyzer.anomalies import CATALOGUE, Severity
+from analyzer.connection import Limits
 
 EXIT_OK, EXIT_ANOMALIES, EXIT_UNUSABLE = 0, 1, 2
 
@@ -72,7 +72,7 @@ def add_analysis_options(p: argparse.ArgumentParser, html: bool = True) -> None:
                      help=f"a request unanswered this long is reported (default {d.reply_timeout:g})")
     lim.add_argument("--max-pending", type=int, default=d.max_pending, metavar="N",
                      help=f"requests awaiting replies per connection before the oldest is dropped (default {d.max_pending})")
-    from .plugins import add_plugin_options
+    from analyzer.plugins import add_plugin_options
     add_plugin_options(p)
 
 
@@ -98,13 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from .commands import register  # the capture-layer commands live beside their adapters
+    from analyzer.commands import register  # the capture-layer commands live beside their adapters
     register(sub)
 
     p = sub.add_parser("anomalies", help="list the anomaly catalogue (names, severities, summaries)",
                        description="List every anomaly the analyzer can report.")
     p.add_argument("--json", action="store_true", help="as JSON Lines")
-    from .plugins import add_plugin_options
+    from analyzer.plugins import add_plugin_options
     add_plugin_options(p)  # plugins' own plugin.<name>.<what> names are listed too
     p.set_defaults(func=cmd_anomalies)
 
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_anomalies(args) -> int:
-    from .plugins import load_plugins
+    from analyzer.plugins import load_plugins
     load_plugins(args, None)  # registers the plugins' anomaly names
     if args.json:
         import json
@@ -158,7 +158,7 @@ def _read_input(path: str) -> bytes:
 
 def guess_direction(data: bytes) -> str:
     """Which side sent a raw stream, from its first lines."""
-    from .codec import C2S, S2C
+    from analyzer.codec import C2S, S2C
     server_only = {b"NLN", b"FLN", b"ILN", b"IRO", b"JOI", b"BYE", b"QNG", b"RNG", b"NOT", b"CHL", b"UBX"}
     for line in data.split(b"\n")[:50]:
         parts = line.strip().split(b" ")
@@ -175,9 +175,9 @@ def guess_direction(data: bytes) -> str:
 def output_sinks(args, console, redactor=None, flush: bool = False):
     """JSON writer (flushed per line if `flush`: live runs), verbose printer, links and --html
     as the options ask. Returns (sinks, files to close)."""
-    from .jsonl import JsonLinesWriter
-    from .redact import Redactor
-    from .report import VerbosePrinter
+    from analyzer.jsonl import JsonLinesWriter
+    from analyzer.redact import Redactor
+    from analyzer.report import VerbosePrinter
     if redactor is None:
         redactor = Redactor(enabled=not args.no_redact)
     sinks, files = [], []
@@ -209,8 +209,8 @@ def link_and_html_sinks(args, redactor, sinks: list) -> list:
     last (written at the end, sharing the Linker). Raises UsageError for an
     unwritable --html path.
     """
-    from .jsonl import JsonLinesWriter
-    from .linking import Linker, LinkWriter
+    from analyzer.jsonl import JsonLinesWriter
+    from analyzer.linking import Linker, LinkWriter
     writers = [s for s in sinks if isinstance(s, JsonLinesWriter)]
     html = getattr(args, "html", None)
     if not writers and not html:
@@ -226,7 +226,7 @@ def link_and_html_sinks(args, redactor, sinks: list) -> list:
         parent = Path(html).resolve().parent
         if Path(html).is_dir() or not parent.is_dir():
             raise UsageError(f"{html}: cannot write there (not a file in an existing directory)")
-        from .html import html_sinks
+        from analyzer.html import html_sinks
         sources = getattr(args, "captures", None) or ([args.file] if getattr(args, "file", None) else [])
         out += html_sinks(html, redactor, sources=[Path(s).name for s in sources], linker=linker)
     return out
@@ -248,18 +248,18 @@ def exit_status(analysis: Analysis, fail_on: str) -> int:
 
 
 def cmd_decode(args) -> int:
-    from .codec import C2S
-    from .report import render_report
-    from .transcript import looks_like_transcript
+    from analyzer.codec import C2S
+    from analyzer.report import render_report
+    from analyzer.transcript import looks_like_transcript
     data = _read_input(args.file)
     console = report_console(args)
     sinks, files = output_sinks(args, console)
     analysis = Analysis(sinks, limits_from(args))
-    from .plugins import load_plugins
+    from analyzer.plugins import load_plugins
     plugins = load_plugins(args, analysis)
     try:
         if looks_like_transcript(data[:4096]):
-            from .inputs import feed_transcript
+            from analyzer.inputs import feed_transcript
             feed_transcript(analysis, args.file, data, version=args.msnp)
         else:
             direction = args.dir or guess_direction(data)

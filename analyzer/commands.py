@@ -10,8 +10,8 @@ from __future__ import annotations
 def register(sub) -> None:
     """Add every capture layer's sub-commands to the `msnp-analyzer` parser."""
     # In the order a newcomer needs them (argparse lists them as registered).
-    from .capture.analyze_cmd import register as register_analyze; register_analyze(sub)  # noqa: E702
-    from .capture.proxy_cmd import register as register_proxy; register_proxy(sub)  # noqa: E702
-    from .capture.mitm_cmd import register as register_mitm; register_mitm(sub)  # noqa: E702
-    from .export_cmd import register as register_export; register_export(sub)  # noqa: E702
-    from .plugins_cmd import register as register_plugins; register_plugins(sub)  # noqa: E702
+    from analyzer.capture.analyze_cmd import register as register_analyze; register_analyze(sub)  # noqa: E702
+    from analyzer.capture.proxy_cmd import register as register_proxy; register_proxy(sub)  # noqa: E702
+    from analyzer.capture.mitm_cmd import register as register_mitm; register_mitm(sub)  # noqa: E702
+    from analyzer.export_cmd import register as register_export; register_export(sub)  # noqa: E702
+    from analyzer.plugins_cmd import register as register_plugins; register_plugins(sub)  # noqa: E702

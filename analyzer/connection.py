@@ -17,7 +17,7 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass
 
-from .codec import (C2S, S2C, DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, Anomaly, Command,
+from analyzer.codec import (C2S, S2C, DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, Anomaly, Command,
                     CommandReader, ProtocolState, Transaction, TransactionTracker)
 
 SB_SERVER_CODES = frozenset({"IRO", "JOI", "BYE", "ACK", "NAK"})

@@ -18,7 +18,7 @@ from pathlib import Path
 
 def register(sub) -> None:
     import argparse
-    from .cli import add_analysis_options
+    from analyzer.cli import add_analysis_options
     p = sub.add_parser(
         "export", help="write a self-contained HTML timeline of one or more captures",
         description="Write one HTML file that shows the captures as a timeline: connections grouped "
@@ -36,13 +36,13 @@ def register(sub) -> None:
 
 
 def cmd_export(args) -> int:
-    from .analysis import Analysis
-    from .cli import UsageError, exit_status, limits_from, output_sinks, report_console
-    from .inputs import feed_capture
-    from .html import HtmlTimeline
-    from .linking import Linker
-    from .redact import Redactor
-    from .report import render_report
+    from analyzer.analysis import Analysis
+    from analyzer.cli import UsageError, exit_status, limits_from, output_sinks, report_console
+    from analyzer.inputs import feed_capture
+    from analyzer.html import HtmlTimeline
+    from analyzer.linking import Linker
+    from analyzer.redact import Redactor
+    from analyzer.report import render_report
     out_path = Path(args.output)
     if out_path.is_dir():
         raise UsageError(f"{args.output}: is a directory")
@@ -63,7 +63,7 @@ def cmd_export(args) -> int:
     timeline = HtmlTimeline(str(out_path), linker, redactor, sources=[Path(p).name for p in args.captures])
     all_sinks = sinks + [timeline]
     analysis = Analysis(all_sinks, limits_from(args))
-    from .plugins import load_plugins
+    from analyzer.plugins import load_plugins
     plugins = load_plugins(args, analysis)
     try:
         many = len(args.captures) > 1

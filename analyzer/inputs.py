@@ -23,8 +23,8 @@ def is_pcap(path: str) -> bool:
 
 def feed_transcript(analysis, path: str, data: bytes, prefix: str = "", version: int | None = None) -> dict:
     """A transcript's chunks, one Connection per `@label` (default "1"), ids prefixed by `prefix`."""
-    from .cli import UsageError
-    from .transcript import TranscriptError, parse
+    from analyzer.cli import UsageError
+    from analyzer.transcript import TranscriptError, parse
     try:
         chunks = parse(data)
     except TranscriptError as exc:
@@ -41,9 +41,9 @@ def feed_transcript(analysis, path: str, data: bytes, prefix: str = "", version:
 
 def feed_pcap(analysis, path: str) -> None:
     """A pcap/pcapng file through the analyze command's own entry (reader, TCP reassembly, detection)."""
-    from .capture.analyze_cmd import analyze_file, open_captures
-    from .capture.detect import Detector
-    from .capture.tcp import DEFAULT_BUFFER, DEFAULT_IDLE_TIMEOUT, DEFAULT_REORDER_TIMEOUT
+    from analyzer.capture.analyze_cmd import analyze_file, open_captures
+    from analyzer.capture.detect import Detector
+    from analyzer.capture.tcp import DEFAULT_BUFFER, DEFAULT_IDLE_TIMEOUT, DEFAULT_REORDER_TIMEOUT
     [capture] = open_captures([path])
     try:
         analyze_file(capture, analysis, Detector(), buffer=DEFAULT_BUFFER,
@@ -54,8 +54,8 @@ def feed_pcap(analysis, path: str) -> None:
 
 def feed_capture(analysis, path: str, prefix: str = "", version: int | None = None) -> None:
     """A pcap/pcapng capture or a transcript; anything else is unusable input."""
-    from .cli import UsageError, _read_input
-    from .transcript import looks_like_transcript
+    from analyzer.cli import UsageError, _read_input
+    from analyzer.transcript import looks_like_transcript
     p = Path(path)
     if not p.exists():
         raise UsageError(f"{path}: no such file")

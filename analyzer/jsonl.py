@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from typing import IO
 
-from .codec import Anomaly, Command, Skipped, Transaction
-from .connection import Connection
-from .redact import Redactor
+from analyzer.codec import Anomaly, Command, Skipped, Transaction
+from analyzer.connection import Connection
+from analyzer.redact import Redactor
 
 
 # One encoder for the run: json.dumps with options builds a new JSONEncoder per call.

@@ -44,8 +44,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .codec import C2S, Command
-from .redact import Redactor
+from analyzer.codec import C2S, Command
+from analyzer.redact import Redactor
 
 AUTH_METHODS = (b"MD5", b"TWN", b"SSO")
 _WATCH_S2C = frozenset({"XFR", "RNG", "IRO", "JOI", "BYE", "USR", "MSG"})

@@ -19,11 +19,11 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .analysis import Analysis
-from .anomalies import Severity
-from .codec import C2S, Anomaly, Command, Transaction
-from .redact import Redactor
-from .report import SEVERITY_STYLE, _anomaly_text, _ms, percentile
+from analyzer.analysis import Analysis
+from analyzer.anomalies import Severity
+from analyzer.codec import C2S, Anomaly, Command, Transaction
+from analyzer.redact import Redactor
+from analyzer.report import SEVERITY_STYLE, _anomaly_text, _ms, percentile
 
 OUTCOME_STYLE = {"answered": "green", "error": "red", "no_reply_expected": "dim", "unanswered": "yellow"}
 

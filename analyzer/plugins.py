@@ -51,8 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from .anomalies import CATALOGUE, Severity, register
-from .codec import Anomaly, Command, Transaction
+from analyzer.anomalies import CATALOGUE, Severity, register
+from analyzer.codec import Anomaly, Command, Transaction
 
 GROUP = "msnp_analyzer.plugins"
 DEFAULT_BUDGET = 1.0       # seconds per call before a plugin is disabled
@@ -598,7 +598,7 @@ def load_plugins(args, analysis=None, threaded: bool = False, warn=None,
     is a usage error (exit 2); a broken installed plugin is reported and skipped.
     `html_report=False` tells the plugins that no HTML sections will be asked for.
     """
-    from .cli import UsageError
+    from analyzer.cli import UsageError
     manager = PluginManager(analysis, budget=getattr(args, "plugin_budget", DEFAULT_BUDGET),
                             threaded=threaded, warn=warn)
     if not getattr(args, "no_plugins", False):

@@ -12,8 +12,8 @@ import argparse
 import json
 import sys
 
-from .cli import EXIT_OK
-from .plugins import add_plugin_options, load_plugins
+from analyzer.cli import EXIT_OK
+from analyzer.plugins import add_plugin_options, load_plugins
 
 
 def register(sub) -> None:
@@ -65,15 +65,15 @@ def cmd_plugins(args) -> int:
 
 def feed_capture(path: str, analysis, msnp: int | None = None) -> None:
     """Read a transcript or a pcap/pcapng capture into `analysis` (then call finish())."""
-    from .inputs import feed_capture as feed
+    from analyzer.inputs import feed_capture as feed
     feed(analysis, path, version=msnp)
 
 
 def cmd_chat(args) -> int:
     from plugins.chat import UNKNOWN, ChatPlugin, format_ts
 
-    from .analysis import Analysis
-    from .plugins import PluginManager
+    from analyzer.analysis import Analysis
+    from analyzer.plugins import PluginManager
     analysis = Analysis([])
     manager = PluginManager(analysis)
     manager.add(ChatPlugin(), "plugins.chat (the chat command)")

@@ -15,7 +15,7 @@ import hmac
 import os
 import re
 
-from .codec import C2S, Command
+from analyzer.codec import C2S, Command
 
 AUTH_METHODS = (b"MD5", b"TWN", b"SSO")
 _SECRET_CODES = frozenset({"USR", "ANS", "XFR", "RNG"})  # the commands secret_params looks at

@@ -10,11 +10,11 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from .analysis import Analysis
-from .anomalies import Severity, spec
-from .codec import C2S, Anomaly, Command, Skipped, Transaction
-from .connection import Connection
-from .redact import Redactor
+from analyzer.analysis import Analysis
+from analyzer.anomalies import Severity, spec
+from analyzer.codec import C2S, Anomaly, Command, Skipped, Transaction
+from analyzer.connection import Connection
+from analyzer.redact import Redactor
 
 SEVERITY_STYLE = {Severity.INFO: "cyan", Severity.WARNING: "yellow", Severity.ERROR: "bold red"}
 

@@ -29,9 +29,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .codec.events import replace_token
-from .codec.reader import DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, parse_version
-from .codec.tables import ERROR_PAYLOAD_VERSION, S2C_PAYLOAD
+from analyzer.codec.events import replace_token
+from analyzer.codec.reader import DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, parse_version
+from analyzer.codec.tables import ERROR_PAYLOAD_VERSION, S2C_PAYLOAD
 
 Route = Callable[[str, str, int], "tuple[str, int] | None"]
 

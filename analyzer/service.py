@@ -27,7 +27,7 @@ import hashlib
 import itertools
 from dataclasses import dataclass, field
 
-from .codec import C2S, S2C, Command, CommandReader, encode_command
+from analyzer.codec import C2S, S2C, Command, CommandReader, encode_command
 
 BOB = "bob@example.com"
 ALICE = "alice@example.com"

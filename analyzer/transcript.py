@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .codec import C2S, S2C
+from analyzer.codec import C2S, S2C
 
 _ESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{2}|[rnt\\])")
 _SIMPLE = {b"r": b"\r", b"n": b"\n", b"t": b"\t", b"\\": b"\\"}

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from analyzer.codec import C2S
 from analyzer.plugins import TERMINAL_ROWS, Plugin, section
 
-from .mime import classify, parse_mime
+from plugins.mime import classify, parse_mime
 
 UNKNOWN = "unknown"
 

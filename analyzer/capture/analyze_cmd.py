@@ -15,8 +15,8 @@ import os
 import sys
 import time
 
-from ..cli import UsageError, add_analysis_options, exit_status, limits_from, output_sinks, report_console
-from ..codec import Anomaly
+from analyzer.cli import UsageError, add_analysis_options, exit_status, limits_from, output_sinks, report_console
+from analyzer.codec import Anomaly
 
 PROGRESS_AFTER = 0.5   # seconds: quicker files get no progress bar
 KEEP_CLOSED = 1000     # closed connections kept one by one for the report; the rest go into the totals
@@ -35,8 +35,8 @@ def register(sub) -> None:
     p.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap or pcapng file (gzip'd is fine)")
     add_analysis_options(p)  # includes the plugin options
     tcp = p.add_argument_group("TCP reassembly")
-    from .tcp import DEFAULT_BUFFER, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, DEFAULT_REORDER_TIMEOUT
-    from ..cli import _size
+    from analyzer.capture.tcp import DEFAULT_BUFFER, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, DEFAULT_REORDER_TIMEOUT
+    from analyzer.cli import _size
     tcp.add_argument("--tcp-buffer", type=_size, default=DEFAULT_BUFFER, metavar="BYTES",
                      help=f"out-of-order bytes held per direction before a hole is given up as a "
                           f"tcp.gap (default {DEFAULT_BUFFER})")
@@ -54,7 +54,7 @@ def register(sub) -> None:
 
 def open_captures(paths: list[str]):
     """Open every file before reading any, so a bad argument fails fast (exit 2)."""
-    from .pcap import CaptureError, CaptureFile
+    from analyzer.capture.pcap import CaptureError, CaptureFile
     files = []
     try:
         for path in paths:
@@ -69,7 +69,7 @@ def open_captures(paths: list[str]):
 def analyze_file(capture, analysis, detector, *, buffer, reorder_timeout, idle_timeout, progress=None,
                  max_flows=None) -> dict:
     """Stream one capture through TCP reassembly into `analysis`. Returns the tracker's counts."""
-    from .tcp import DEFAULT_MAX_FLOWS, TcpTracker
+    from analyzer.capture.tcp import DEFAULT_MAX_FLOWS, TcpTracker
     tracker = TcpTracker(analysis, buffer=buffer, reorder_timeout=reorder_timeout,
                          idle_timeout=idle_timeout, detector=detector,
                          max_flows=max_flows if max_flows is not None else DEFAULT_MAX_FLOWS)
@@ -127,10 +127,10 @@ class _Progress:
 
 
 def cmd_analyze(args) -> int:
-    from ..analysis import Analysis
-    from ..report import render_report
-    from .detect import MSNP_PORT, Detector
-    from .flows import FlowFileError, is_flow_file, read_flow_file
+    from analyzer.analysis import Analysis
+    from analyzer.report import render_report
+    from analyzer.capture.detect import MSNP_PORT, Detector
+    from analyzer.capture.flows import FlowFileError, is_flow_file, read_flow_file
     # mitmproxy flow files (TCP flows, gateway and login HTTP flows) go through the mitm layer.
     flow_files = [p for p in args.captures if is_flow_file(p)]
     captures = open_captures([p for p in args.captures if p not in flow_files])
@@ -138,7 +138,7 @@ def cmd_analyze(args) -> int:
     sinks, files = output_sinks(args, console)
     analysis = Analysis(sinks, limits_from(args))
     analysis.keep_closed = KEEP_CLOSED  # memory flat however long the capture: older ones are summed up
-    from ..plugins import load_plugins
+    from analyzer.plugins import load_plugins
     plugins = load_plugins(args, analysis, html_report=bool(getattr(args, "html", None)))
     detector = Detector(frozenset({MSNP_PORT, *args.port}))
     progress = _Progress(sum(c.size for c in captures))

@@ -24,8 +24,8 @@ import ipaddress
 import re
 import struct
 
-from ..codec import C2S, S2C
-from ..codec.tables import KNOWN_COMMANDS
+from analyzer.codec import C2S, S2C
+from analyzer.codec.tables import KNOWN_COMMANDS
 
 MSNP_PORT = 1863
 REFERRALS = frozenset({"XFR", "RNG"})

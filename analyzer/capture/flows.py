@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..codec import C2S, S2C, Anomaly
-from .gateway import GatewayFeeder, HttpExchange
-from .passport import LoginLinker
+from analyzer.codec import C2S, S2C, Anomaly
+from analyzer.capture.gateway import GatewayFeeder, HttpExchange
+from analyzer.capture.passport import LoginLinker
 
 
 class FlowFileError(Exception):

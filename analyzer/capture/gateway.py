@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
-from ..codec import C2S, S2C, Anomaly
+from analyzer.codec import C2S, S2C, Anomaly
 
 GATEWAY_PATH = "/gateway/gateway.dll"
 CONTENT_TYPE = "application/x-msn-messenger"

@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import logging
 
-from ..cli import UsageError, add_analysis_options, exit_status, limits_from, output_sinks, report_console
+from analyzer.cli import UsageError, add_analysis_options, exit_status, limits_from, output_sinks, report_console
 
 EPILOG = """examples:
   msnp-analyzer mitm --mode socks5 --listen-port 1080 -v
@@ -55,8 +55,8 @@ async def _with_live_view(args, analysis, console, body) -> None:
         return
     from rich.live import Live
 
-    from ..live import LiveView
-    from ..redact import Redactor
+    from analyzer.live import LiveView
+    from analyzer.redact import Redactor
     view = LiveView(analysis, Redactor(enabled=not args.no_redact), title="msnp-analyzer mitm")
     analysis.sinks.append(view)
     live = Live(view, console=console, auto_refresh=False, transient=False, vertical_overflow="visible")
@@ -79,7 +79,7 @@ async def _run(args, analysis, console) -> None:
     from mitmproxy import exceptions, options
     from mitmproxy.tools.dump import DumpMaster
 
-    from .mitm import MsnpAddon
+    from analyzer.capture.mitm import MsnpAddon
     opts = options.Options()
     master = DumpMaster(opts, with_termlog=False, with_dumper=False)
     master.addons.add(MsnpAddon(analysis))
@@ -124,12 +124,12 @@ async def _run(args, analysis, console) -> None:
 
 
 def cmd_mitm(args) -> int:
-    from ..analysis import Analysis
-    from ..report import render_report
+    from analyzer.analysis import Analysis
+    from analyzer.report import render_report
     console = report_console(args)
     sinks, files = output_sinks(args, console)
     analysis = Analysis(sinks, limits_from(args))
-    from ..plugins import load_plugins
+    from analyzer.plugins import load_plugins
     plugins = load_plugins(args, analysis, threaded=True)
     handler = logging.StreamHandler()
     handler.setLevel(logging.WARNING)

@@ -28,9 +28,9 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from ..codec import C2S, Anomaly, Command
-from ..redact import Redactor
-from .gateway import HttpExchange, emit, header
+from analyzer.codec import C2S, Anomaly, Command
+from analyzer.redact import Redactor
+from analyzer.capture.gateway import HttpExchange, emit, header
 
 NEXUS, PASSPORT, RST = "nexus", "passport", "rst"
 _SHOWN_HEADERS = ("Authorization", "Authentication-Info", "WWW-Authenticate", "PassportURLs", "Location")

@@ -40,7 +40,7 @@ import logging
 import os
 import struct
 
-from ..codec import Anomaly
+from analyzer.codec import Anomaly
 
 # Link-layer header types (https://www.tcpdump.org/linktypes.html).
 LINKTYPE_NULL = 0

@@ -54,10 +54,10 @@ from dataclasses import dataclass, field
 
 _now = time.time
 
-from ..analysis import Analysis
-from ..codec import C2S, S2C, Anomaly
-from ..rewrite import AddressRewriter, join_address
-from .pcapng_writer import PcapngWriter, TcpRecorder
+from analyzer.analysis import Analysis
+from analyzer.codec import C2S, S2C, Anomaly
+from analyzer.rewrite import AddressRewriter, join_address
+from analyzer.capture.pcapng_writer import PcapngWriter, TcpRecorder
 
 WRITE_HIGH_WATER = 256 * 1024  # per side: above this, the other side stops being read
 

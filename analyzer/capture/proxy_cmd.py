@@ -16,9 +16,9 @@ import signal
 import sys
 import time
 
-from ..analysis import Analysis
-from ..cli import EXIT_OK, EXIT_UNUSABLE, UsageError, add_analysis_options, exit_status, limits_from, report_console
-from ..rewrite import join_address, split_address
+from analyzer.analysis import Analysis
+from analyzer.cli import EXIT_OK, EXIT_UNUSABLE, UsageError, add_analysis_options, exit_status, limits_from, report_console
+from analyzer.rewrite import join_address, split_address
 
 REFRESH = 0.25
 
@@ -38,8 +38,8 @@ def register(sub) -> None:
     _common(p, listen_default="127.0.0.1:1863")
     p.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="give up connecting upstream after this long (default 10)")
-    from ..cli import _size
-    from .proxy import WRITE_HIGH_WATER
+    from analyzer.cli import _size
+    from analyzer.capture.proxy import WRITE_HIGH_WATER
     p.add_argument("--max-connections", type=int, metavar="N",
                    help="relays open at once; a client beyond it is closed at once, reported once as "
                         "proxy.connection_limit (default 4096, or what the open-file limit allows)")
@@ -48,7 +48,7 @@ def register(sub) -> None:
                         f"stops being read (default {WRITE_HIGH_WATER})")
     p.add_argument("--duration", type=float, metavar="SECONDS",
                    help="stop by itself after this long (default: run until Ctrl-C)")
-    from .proxy import LOOPS
+    from analyzer.capture.proxy import LOOPS
     p.add_argument("--loop", choices=LOOPS, default="auto",
                    help="the event loop that forwards: 'uvloop' (libuv, transports in C: a higher message "
                         "rate and lower latency), 'asyncio' (the standard library's), or 'auto' (default: "
@@ -106,9 +106,9 @@ class _Session:
     """What a proxy or demo run sets up: analysis, sinks, recorder, live view, report."""
 
     def __init__(self, args, title: str, plugins: bool = True) -> None:
-        from ..cli import output_sinks
-        from ..live import LiveView
-        from ..redact import Redactor
+        from analyzer.cli import output_sinks
+        from analyzer.live import LiveView
+        from analyzer.redact import Redactor
         self.args = args
         self.console = report_console(args)
         redactor = Redactor(enabled=not args.no_redact)  # one key: the live view's hashes match the JSON's
@@ -124,7 +124,7 @@ class _Session:
             self.start_plugins()
         self.recorder = None
         if args.record:
-            from .pcapng_writer import PcapngWriter
+            from analyzer.capture.pcapng_writer import PcapngWriter
             try:
                 f = open(args.record, "wb")
             except OSError as exc:
@@ -133,7 +133,7 @@ class _Session:
             self.recorder = PcapngWriter(f)
 
     def start_plugins(self) -> None:
-        from ..plugins import load_plugins
+        from analyzer.plugins import load_plugins
         # Observers run on a worker thread fed by a bounded queue: a slow plugin never stalls forwarding.
         self.plugins = load_plugins(self.args, self.analysis, threaded=True, warn=self.notice)
 
@@ -178,13 +178,13 @@ class _Session:
                 f.close()
             except OSError:
                 pass
-        from ..report import render_report
+        from analyzer.report import render_report
         render_report(self.analysis, self.console, extra=self.plugins.terminal_sections())
         return exit_status(self.analysis, self.args.fail_on)
 
 
 def _make_proxy(session: _Session, upstream, listen, connect_timeout=10.0):
-    from .proxy import WRITE_HIGH_WATER, Proxy
+    from analyzer.capture.proxy import WRITE_HIGH_WATER, Proxy
     args = session.args
     return Proxy(upstream, session.analysis, listen=listen, advertise=args.advertise,
                  recorder=session.recorder, connect_timeout=connect_timeout, on_notice=session.notice,
@@ -200,7 +200,7 @@ async def _start(proxy) -> None:
 
 
 def cmd_proxy(args) -> int:
-    from .proxy import LoopUnavailable, loop_factory, run
+    from analyzer.capture.proxy import LoopUnavailable, loop_factory, run
     upstream = _address(args.upstream, "--upstream")
     try:
         _, loop_name = loop_factory(args.loop)
@@ -216,7 +216,7 @@ def cmd_proxy(args) -> int:
     async def body(live) -> None:
         nonlocal remote
         if in_process:
-            from .proxy_worker import RemoteAnalysis
+            from analyzer.capture.proxy_worker import RemoteAnalysis
             remote = await RemoteAnalysis(ours, session.analysis.limits,
                                           int(args.analysis_backlog * 1024 * 1024)).start()
         proxy = _make_proxy(session, upstream, listen, args.connect_timeout)
@@ -286,7 +286,7 @@ def _fork_analysis(session: _Session):
     """Fork the analysis process; it gets the session (sinks, live view, report) and one end of a socket pair."""
     import multiprocessing
     import socket
-    from .proxy_worker import serve
+    from analyzer.capture.proxy_worker import serve
     ours, theirs = socket.socketpair()
     worker = multiprocessing.get_context("fork").Process(
         target=_analysis_main, args=(serve, session, theirs, ours), name="msnp-analysis")
@@ -337,7 +337,7 @@ def _status(proxy) -> str:
 
 
 def cmd_demo(args) -> int:
-    from ..service import ScriptedClient, ScriptedService, ScriptError
+    from analyzer.service import ScriptedClient, ScriptedService, ScriptError
     session = _Session(args, "msnp-analyzer demo (scripted service on loopback)")
     listen = session.listen_address()
     pace = args.pace if args.pace is not None else (0.04 if session.console.is_terminal and session.live else 0.0)

@@ -36,8 +36,8 @@ import struct
 import time
 from collections import Counter
 
-from ..codec import Anomaly
-from ..connection import Limits
+from analyzer.codec import Anomaly
+from analyzer.connection import Limits
 
 DEFAULT_BACKLOG = 64 * 1024 * 1024
 _LEN = struct.Struct("!I")

@@ -35,8 +35,8 @@ Contract:
 
 from __future__ import annotations
 
-from ..codec import C2S, S2C, Anomaly, Command
-from . import detect
+from analyzer.codec import C2S, S2C, Anomaly, Command
+from analyzer.capture import detect
 
 MASK = 0xFFFFFFFF
 HALF = 0x80000000
@@ -270,7 +270,7 @@ class TcpTracker:
             return None
         if len(self.open) >= self.max_flows:
             self._evict(ts)
-        from .pcap import reverse_key
+        from analyzer.capture.pcap import reverse_key
         rkey = reverse_key(key)
         self.tombstones.pop(rkey, None)
         flow = Flow(key, rkey, ts)
@@ -564,7 +564,7 @@ class TcpTracker:
         flow.early = None
 
     def _forget_ignored(self, key) -> None:
-        from .pcap import reverse_key
+        from analyzer.capture.pcap import reverse_key
         self.flows.pop(key, None)
         self.flows.pop(reverse_key(key), None)
 
@@ -594,7 +594,7 @@ class TcpTracker:
 
     def accept(self, flow: Flow, client_index: int) -> None:
         """The flow is MSNP and half `client_index` is the client: open its connection."""
-        from .pcap import format_endpoint, split_key
+        from analyzer.capture.pcap import format_endpoint, split_key
         sip, sport, dip, dport = split_key(flow.keys[0])
         a, b = format_endpoint(sip, sport), format_endpoint(dip, dport)
         client, server = (a, b) if client_index == 0 else (b, a)

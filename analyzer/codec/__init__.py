@@ -1,8 +1,8 @@
 """The sans-IO MSNP codec: bytes in, events out. No sockets, files, clocks or rich."""
 
-from .events import C2S, S2C, Anomaly, Command, Skipped, encode_command
-from .pairing import OUTCOMES, Transaction, TransactionTracker
-from .reader import DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, CommandReader, ProtocolState
+from analyzer.codec.events import C2S, S2C, Anomaly, Command, Skipped, encode_command
+from analyzer.codec.pairing import OUTCOMES, Transaction, TransactionTracker
+from analyzer.codec.reader import DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, CommandReader, ProtocolState
 
 __all__ = [
     "C2S", "S2C", "Anomaly", "Command", "Skipped", "encode_command",

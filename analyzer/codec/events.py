@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
-from ..anomalies import Severity, spec
+from analyzer.anomalies import Severity, spec
 
 C2S = "c2s"  # client to server
 S2C = "s2c"  # server to client

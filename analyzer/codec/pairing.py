@@ -21,8 +21,8 @@ connection ends; only then is the transaction returned.
 
 from __future__ import annotations
 
-from .events import C2S, Anomaly, Command
-from .tables import SYN_BLOCK_LINES, error_name
+from analyzer.codec.events import C2S, Anomaly, Command
+from analyzer.codec.tables import SYN_BLOCK_LINES, error_name
 
 OUTCOMES = ("answered", "error", "no_reply_expected", "unanswered")
 

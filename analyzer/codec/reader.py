@@ -19,8 +19,8 @@ client's later lines are framed too.
 
 from __future__ import annotations
 
-from .events import C2S, S2C, Anomaly, Command, Skipped
-from .tables import (C2S_NO_TRID, C2S_PAYLOAD, ERROR_NAMES, ERROR_PAYLOAD_VERSION,
+from analyzer.codec.events import C2S, S2C, Anomaly, Command, Skipped
+from analyzer.codec.tables import (C2S_NO_TRID, C2S_PAYLOAD, ERROR_NAMES, ERROR_PAYLOAD_VERSION,
                      KNOWN_COMMANDS, S2C_NEEDS_TRID, S2C_NO_TRID, S2C_NO_TRID_SYN_BLOCK,
                      S2C_PAYLOAD, STRICT_LENGTH, SYN_BLOCK_VERSION, TRID_MAX)
 

@@ -28,11 +28,11 @@ import secrets
 from collections import Counter
 from pathlib import Path
 
-from ..anomalies import CATALOGUE, spec
-from ..codec import C2S, Anomaly, Command, Skipped, Transaction
-from ..linking import Linker
-from ..redact import Redactor
-from .template import render_page
+from analyzer.anomalies import CATALOGUE, spec
+from analyzer.codec import C2S, Anomaly, Command, Skipped, Transaction
+from analyzer.linking import Linker
+from analyzer.redact import Redactor
+from analyzer.html.template import render_page
 
 CHUNK = 1000
 DIRS = {C2S: 0, "s2c": 1}
