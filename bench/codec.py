@@ -12,7 +12,7 @@ TCP-sized reads in wire order, and times:
   `ProtocolState`, and the connection's `TransactionTracker`, each command
   paired as it comes out and what the pairing settles taken after each read
   (as `Connection.feed` takes it);
-- connection: everything `analyzer.connection.Connection.feed` does, which
+- connection: everything `analyzer.analysis.connection.Connection.feed` does, which
   adds the analysis layer's bookkeeping to the codec (the report's counters
   per command, outcome and anomaly, role and handle inference, the fail-open
   guard); shown for comparison;
@@ -34,10 +34,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analyzer.codec import C2S, S2C, Anomaly, Command, encode_command  # noqa: E402
-from analyzer.codec.pairing import Transaction, TransactionTracker  # noqa: E402
-from analyzer.codec.reader import CommandReader, ProtocolState  # noqa: E402
-from analyzer.connection import Connection  # noqa: E402
+from analyzer.msnp import C2S, S2C, Anomaly, Command, encode_command  # noqa: E402
+from analyzer.msnp.pairing import Transaction, TransactionTracker  # noqa: E402
+from analyzer.msnp.reader import CommandReader, ProtocolState  # noqa: E402
+from analyzer.analysis.connection import Connection  # noqa: E402
 
 TARGET = 0.25
 READ = 16 * 1024  # bytes per read, as a socket or a pcap reassembler hands them over

@@ -64,8 +64,8 @@ def script_from(data: bytes):
 
 def check(data: bytes) -> None:
     """Run one fuzz input through a Connection and verify the invariants."""
-    from analyzer.codec import OUTCOMES, Anomaly, Command, Skipped, Transaction
-    from analyzer.connection import Connection, Limits
+    from analyzer.msnp import OUTCOMES, Anomaly, Command, Skipped, Transaction
+    from analyzer.analysis.connection import Connection, Limits
 
     version, chunks = script_from(data)
     conn = Connection("fuzz", limits=Limits(max_line=512, max_payload=4096, reply_timeout=5.0),
@@ -105,7 +105,7 @@ def encode_script(version_index: int, chunks: list[tuple[str, bytes]]) -> bytes:
 
 def build_seeds() -> list[bytes]:
     seeds = []
-    from analyzer.transcript import parse
+    from analyzer.msnp.transcript import parse
     for path in sorted((ROOT / "captures").glob("*.msnp")):
         chunks = [(c.direction, c.data) for c in parse(path.read_bytes())]
         seeds.append(encode_script(2, chunks))  # version 8 assumed
@@ -147,8 +147,8 @@ def main() -> int:
     print(f"seed corpus: {len(list(CACHE.iterdir()))} inputs in {CACHE}", flush=True)
 
     with atheris.instrument_imports(include=["analyzer"]):
-        import analyzer.connection  # noqa: F401
-        import analyzer.codec  # noqa: F401
+        import analyzer.analysis.connection  # noqa: F401
+        import analyzer.msnp  # noqa: F401
 
     found = []
 

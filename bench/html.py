@@ -33,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analyzer.codec import C2S, S2C, encode_command  # noqa: E402
-from analyzer.transcript import Chunk, format_chunks  # noqa: E402
+from analyzer.msnp import C2S, S2C, encode_command  # noqa: E402
+from analyzer.msnp.transcript import Chunk, format_chunks  # noqa: E402
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -26,7 +26,7 @@ from scapy.layers.l2 import Ether  # noqa: E402
 from scapy.packet import Raw  # noqa: E402
 from scapy.utils import PcapNgWriter, PcapWriter  # noqa: E402
 
-from analyzer.codec import C2S  # noqa: E402
+from analyzer.msnp import C2S  # noqa: E402
 from captures.sessions import CONNECTIONS, SESSIONS  # noqa: E402
 
 EPOCH = 1_136_116_800.0    # 2006-01-01T12:00:00Z: the era of these clients

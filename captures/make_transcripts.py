@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
-from analyzer.transcript import format_chunks  # noqa: E402
+from analyzer.msnp.transcript import format_chunks  # noqa: E402
 from captures.sessions import SESSIONS  # noqa: E402
 
 TITLES = {

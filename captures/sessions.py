@@ -1,8 +1,8 @@
 """Realistic scripted MSNP sessions, one per protocol generation, for tests and sample files.
 
-Each session is a list of `analyzer.transcript.Chunk(direction, data, ts, conn)`
+Each session is a list of `analyzer.msnp.transcript.Chunk(direction, data, ts, conn)`
 in the order the bytes were seen, with one label per TCP connection ("ds",
-"ns", "sb1", ...). Every line is built with `analyzer.codec.encode_command`, so
+"ns", "sb1", ...). Every line is built with `analyzer.msnp.encode_command`, so
 payload lengths are exact. The scripts follow the message flows of the MSNP
 documents (see ../shared/PROTOCOL.md): a dispatch server referral, a login, the
 contact list, presence, a switchboard chat with typing notifications and
@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import hashlib
 
-from analyzer.codec import C2S, S2C, encode_command
-from analyzer.transcript import Chunk
+from analyzer.msnp import C2S, S2C, encode_command
+from analyzer.msnp.transcript import Chunk
 
 ALICE, BOB, CAROL, DAVE = ("alice@example.com", "bob@example.com", "carol@example.com",
                            "dave@example.com")

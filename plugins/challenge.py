@@ -21,7 +21,7 @@ import struct
 
 from collections import Counter
 
-from analyzer.codec import C2S, S2C
+from analyzer.msnp import C2S, S2C
 from analyzer.plugins import TERMINAL_ROWS, Plugin, section, section_table
 
 

@@ -25,10 +25,10 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, field
 
-from analyzer.codec import C2S
+from analyzer.msnp import C2S
 from analyzer.plugins import TERMINAL_ROWS, Plugin, section
 
-from plugins.mime import classify, parse_mime
+from msnp_analyzer_plugins.mime import classify, parse_mime
 
 UNKNOWN = "unknown"
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from analyzer.plugins import DecodedView, Plugin, section, section_table
 
-from plugins.mime import parse_headers, parse_mime
+from msnp_analyzer_plugins.mime import parse_headers, parse_mime
 
 HEADER = struct.Struct("<IIQQIIIIQ")  # 48 bytes
 FOOTER = struct.Struct(">I")

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from analyzer.analysis import Analysis
+from analyzer.analysis.run import Analysis
 from analyzer.plugins import PluginManager
-from analyzer.plugins_cmd import feed_capture
+from analyzer.cli.plugins import feed_capture
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "captures" / "msnp8_switchboard_chat.msnp"
@@ -33,7 +33,7 @@ def transcript(tmp_path, text: str, name="t.msnp") -> Path:
 
 def reader_available() -> bool:
     try:
-        import analyzer.capture.analyze_cmd  # noqa: F401
+        import analyzer.cli.analyze  # noqa: F401
     except ImportError:
         return False
     return True

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analyzer.codec import C2S, S2C
-from analyzer.transcript import Chunk
+from analyzer.msnp import C2S, S2C
+from analyzer.msnp.transcript import Chunk
 
 REAL_CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "captures-real"
 MSNP_PORT = 1863
@@ -79,7 +79,7 @@ def decode(chunks: list[Chunk], limits=None, version: int | None = None):
 
     `events` is a list of (conn label, event) in the order the codec produced them.
     """
-    from analyzer.connection import Connection
+    from analyzer.analysis.connection import Connection
     conns: dict = {}
     events: list = []
     last_ts = None

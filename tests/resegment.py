@@ -217,7 +217,7 @@ class Collector:
         self.streams: list = []
 
     def event(self, conn, event) -> None:
-        from analyzer.codec import Anomaly, Command
+        from analyzer.msnp import Anomaly, Command
         if type(event) is Command:
             by_dir = self.lines.setdefault(conn.id, {"c2s": [], "s2c": []})
             by_dir[event.direction].append(event.raw)
@@ -240,8 +240,8 @@ class Collector:
 
 def analyze(*paths, **options):
     """Run the analyze pipeline on capture files; returns (analysis, collector)."""
-    from analyzer.analysis import Analysis
-    from analyzer.capture.analyze_cmd import analyze_file, open_captures
+    from analyzer.analysis.run import Analysis
+    from analyzer.cli.analyze import analyze_file, open_captures
     from analyzer.capture.detect import Detector
     from analyzer.capture.tcp import DEFAULT_BUFFER, DEFAULT_IDLE_TIMEOUT, DEFAULT_REORDER_TIMEOUT
     collector = Collector()

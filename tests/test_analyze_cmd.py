@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.cli import main
+from analyzer.cli.main import main
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "captures-real"
 NDPI = REAL / "ndpi_msnms.pcap"
@@ -85,11 +85,11 @@ def test_several_files_continue_stream_ids(tmp_path):
 
 @needs_real
 def test_memory_stays_flat_closed_connections_fold_into_the_totals(monkeypatch, capsys):
-    import analyzer.capture.analyze_cmd as cmd
+    import analyzer.cli.analyze as cmd
     monkeypatch.setattr(cmd, "KEEP_CLOSED", 2)
     monkeypatch.setenv("COLUMNS", "200")
     seen = {}
-    from analyzer import analysis as mod
+    from analyzer.analysis import run as mod
     real_init = mod.Analysis.__init__
 
     def spy(self, *a, **k):
@@ -111,7 +111,7 @@ class _Stub:
 
 
 def test_progress_bar_only_on_a_terminal_and_only_when_slow(monkeypatch):
-    import analyzer.capture.analyze_cmd as cmd
+    import analyzer.cli.analyze as cmd
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
     quiet = cmd._Progress(1000)
@@ -136,7 +136,7 @@ def test_report_keeps_addresses_whole_on_an_80_column_terminal():
     import io
     from rich.console import Console
     import resegment as R
-    from analyzer.report import render_report
+    from analyzer.outputs.terminal import render_report
     analysis, _ = R.analyze(Path(__file__).resolve().parents[1] / "captures" / "msnp8_login_chat.pcap")
     buf = io.StringIO()
     render_report(analysis, Console(file=buf, width=80))

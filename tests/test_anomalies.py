@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from analyzer.anomalies import CATALOGUE, Severity, register, spec
-from analyzer.codec import Anomaly
-from analyzer.connection import Connection, Limits
-from analyzer.transcript import parse
+from analyzer.msnp import Anomaly
+from analyzer.analysis.connection import Connection, Limits
+from analyzer.msnp.transcript import parse
 from captures.sessions import CLEAN_SESSIONS, SESSIONS
 from realstreams import decode
 
@@ -154,7 +154,7 @@ def test_every_catalogue_name_has_a_trigger_case():
 def test_every_codec_name_is_in_the_catalogue():
     codec = Path(__file__).resolve().parents[1] / "analyzer"
     emitted = set()
-    for path in [*codec.glob("codec/*.py"), codec / "connection.py"]:
+    for path in [*codec.glob("msnp/*.py"), codec / "analysis" / "connection.py"]:
         emitted.update(re.findall(r'Anomaly\(\s*"([a-z0-9_.]+)"', path.read_text("utf-8")))
     assert emitted and emitted <= set(CATALOGUE), emitted - set(CATALOGUE)
     assert emitted <= set(TRIGGERS) | INJECTED
@@ -185,7 +185,7 @@ def test_register_and_unknown_names():
 
 
 def test_anomalies_json_cli_lists_every_name(capsys):
-    from analyzer.cli import main
+    from analyzer.cli.main import main
     assert main(["anomalies", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {r["name"] for r in rows} == set(CATALOGUE)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from analyzer.anomalies import CATALOGUE
-from analyzer.cli import main
+from analyzer.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTURES = ROOT / "captures"

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analyzer.codec import C2S, S2C, Anomaly, Command, CommandReader, ProtocolState, Skipped
-from analyzer.connection import Connection, Limits
+from analyzer.msnp import C2S, S2C, Anomaly, Command, CommandReader, ProtocolState, Skipped
+from analyzer.analysis.connection import Connection, Limits
 from captures.sessions import SESSIONS, VERSIONS, streams
 
 STREAMS = [(name, conn, direction, data)

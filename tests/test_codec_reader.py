@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from analyzer.codec import C2S, S2C, Anomaly, Command, CommandReader, ProtocolState, Skipped, encode_command
+from analyzer.msnp import C2S, S2C, Anomaly, Command, CommandReader, ProtocolState, Skipped, encode_command
 
 
 def read(direction: str, data: bytes, version: int | None = None, **kw):

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from analyzer.codec import Anomaly, Command, Skipped
+from analyzer.msnp import Anomaly, Command, Skipped
 from realstreams import REAL_CAPTURES, capture_streams, decode, capture_chunks
 
 pytestmark = pytest.mark.skipif(not (REAL_CAPTURES / "ndpi_msnms.pcap").exists(),

@@ -7,10 +7,10 @@ import struct
 
 import pytest
 
-from analyzer.analysis import Analysis
+from analyzer.analysis.run import Analysis
 from analyzer.capture.detect import Detector, looks_like_msnp, side_from_content
 from analyzer.capture.tcp import ACK, SYN, TcpTracker
-from analyzer.codec import C2S, S2C
+from analyzer.msnp import C2S, S2C
 from resegment import Collector
 
 
@@ -105,7 +105,7 @@ def test_xfr_names_the_server_of_a_later_flow_without_syn():
 
 def test_rng_names_an_endpoint():
     d = Detector()
-    from analyzer.codec import CommandReader
+    from analyzer.msnp import CommandReader
     [cmd] = CommandReader(S2C).feed(b"RNG 11752013 127.0.0.4:1864 CKI 849102291.520491113 bob@example.com Bob\r\n")
     d.referral(cmd)
     assert (bytes([127, 0, 0, 4]), 1864) in d.endpoints

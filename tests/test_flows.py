@@ -8,9 +8,9 @@ from mitmproxy import io as mio
 from mitmproxy import tcp
 from mitmproxy.test import tflow
 
-from analyzer.analysis import Analysis
-from analyzer.capture.flows import FlowFileError, is_flow_file, read_flow_file
-from analyzer.jsonl import JsonLinesWriter
+from analyzer.analysis.run import Analysis
+from analyzer.capture.mitm.flows import FlowFileError, is_flow_file, read_flow_file
+from analyzer.outputs.jsonl import JsonLinesWriter
 
 
 def write_flows(path, flows):

@@ -33,7 +33,7 @@ def test_script_round_trip():
 
 def test_check_detects_lost_bytes(monkeypatch):
     # The invariant checker must notice if the codec dropped bytes.
-    from analyzer.codec import events
+    from analyzer.msnp import events
     monkeypatch.setattr(events.Command, "raw", property(lambda self: self.line))
     with pytest.raises(InvariantBroken):
         check(encode_script(2, [("c2s", b"MSG 1 U 5\r\nhello")]))

@@ -3,10 +3,10 @@
 import io
 import json
 
-from analyzer.analysis import Analysis
-from analyzer.capture.gateway import (GatewayData, GatewayDecoder, GatewayFeeder, HttpExchange,
+from analyzer.analysis.run import Analysis
+from analyzer.capture.mitm.gateway import (GatewayData, GatewayDecoder, GatewayFeeder, HttpExchange,
                                       RoundTrip, SessionClosed, SessionOpened, parse_messenger_header)
-from analyzer.jsonl import JsonLinesWriter
+from analyzer.outputs.jsonl import JsonLinesWriter
 
 CT = [("Content-Type", "application/x-msn-messenger")]
 

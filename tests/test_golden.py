@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.analysis import Analysis
-from analyzer.jsonl import JsonLinesWriter
-from analyzer.redact import Redactor
-from analyzer.transcript import parse
+from analyzer.analysis.run import Analysis
+from analyzer.outputs.jsonl import JsonLinesWriter
+from analyzer.analysis.redact import Redactor
+from analyzer.msnp.transcript import parse
 from captures.make_transcripts import render
 from captures.sessions import CLEAN_SESSIONS, SESSIONS
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.cli import main
-from analyzer.codec import C2S, S2C, Command, CommandReader
+from analyzer.cli.main import main
+from analyzer.msnp import C2S, S2C, Command, CommandReader
 from captures import make_hostile as hostile
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.html import CHUNK, hexdump, split_payload
-from analyzer.html.template import embed_json
+from analyzer.outputs.html import CHUNK, hexdump, split_payload
+from analyzer.outputs.html.template import embed_json
 from browser.pages import HOSTILE_BODY, hostile_page, sample_page, write_page
 from captures.sessions import SESSIONS
 
@@ -126,7 +126,7 @@ def run_cli(*args, cwd=None):
 
 
 def test_export_command_writes_a_page_and_json(tmp_path):
-    from analyzer.transcript import format_chunks
+    from analyzer.msnp.transcript import format_chunks
     src = tmp_path / "msnp8.msnp"
     src.write_text(format_chunks(SESSIONS["msnp8"]))
     out = tmp_path / "t.html"

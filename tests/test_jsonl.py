@@ -7,11 +7,11 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyzer.analysis import Analysis
-from analyzer.codec import C2S, S2C, Command
-from analyzer.inputs import feed_capture
-from analyzer.jsonl import JsonLinesWriter, _encode, command_line
-from analyzer.redact import Redactor
+from analyzer.analysis.run import Analysis
+from analyzer.msnp import C2S, S2C, Command
+from analyzer.capture.files import feed_capture
+from analyzer.outputs.jsonl import JsonLinesWriter, _encode, command_line
+from analyzer.analysis.redact import Redactor
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "captures-real"

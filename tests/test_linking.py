@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.analysis import Analysis
-from analyzer.codec import C2S, S2C
-from analyzer.jsonl import JsonLinesWriter
-from analyzer.linking import Linker, LinkWriter
-from analyzer.redact import Redactor
-from analyzer.transcript import Chunk
+from analyzer.analysis.run import Analysis
+from analyzer.msnp import C2S, S2C
+from analyzer.outputs.jsonl import JsonLinesWriter
+from analyzer.analysis.linking import Linker, LinkWriter
+from analyzer.analysis.redact import Redactor
+from analyzer.msnp.transcript import Chunk
 from captures.sessions import CLEAN_SESSIONS, CONNECTIONS, SESSIONS
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "captures-real"
@@ -162,7 +162,7 @@ def test_link_writer_puts_records_in_json_lines():
 
 
 def test_decode_json_carries_link_records(tmp_path):
-    from analyzer.transcript import format_chunks
+    from analyzer.msnp.transcript import format_chunks
     src = tmp_path / "msnp8.msnp"
     src.write_text(format_chunks(SESSIONS["msnp8"]))
     out = tmp_path / "out.jsonl"
@@ -176,8 +176,8 @@ def test_decode_json_carries_link_records(tmp_path):
 
 @pytest.mark.skipif(not (REAL / "ndpi_msnms.pcap").exists(), reason="../shared/captures-real not beside the clone")
 def test_ndpi_rng_and_xfr_sb_each_match_a_switchboard_by_cookie_and_session_id():
-    from analyzer.inputs import feed_pcap
-    from analyzer.codec import Command
+    from analyzer.capture.files import feed_pcap
+    from analyzer.msnp import Command
 
     class Logins:
         """What each SB connection presented: (cmd, cookie, sessid)."""
@@ -298,7 +298,7 @@ def test_the_window_decides_how_long_ended_logins_wait():
 
 
 def test_link_window_option_reaches_the_linker_and_is_checked(capsys):
-    from analyzer.cli import build_parser, link_and_html_sinks, main
+    from analyzer.cli.main import build_parser, link_and_html_sinks, main
     writer = JsonLinesWriter(io.StringIO())
     for given, want in (([], 300.0), (["--link-window", "inf"], float("inf")), (["--link-window", "30"], 30.0)):
         args = build_parser().parse_args(["decode", "x.msnp", "--json", "-", *given])

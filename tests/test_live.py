@@ -6,9 +6,9 @@ import io
 
 from rich.console import Console
 
-from analyzer.analysis import Analysis
-from analyzer.codec import C2S, S2C
-from analyzer.live import LiveView
+from analyzer.analysis.run import Analysis
+from analyzer.msnp import C2S, S2C
+from analyzer.outputs.live import LiveView
 
 
 def render(view) -> str:

@@ -12,9 +12,9 @@ from mitmproxy.proxy.events import DataReceived
 from mitmproxy.proxy.layers import TCPLayer, modes
 from mitmproxy.test import taddons, tflow
 
-from analyzer.analysis import Analysis
-from analyzer.capture.mitm import MsnpAddon, msnp_first_line
-from analyzer.jsonl import JsonLinesWriter
+from analyzer.analysis.run import Analysis
+from analyzer.capture.mitm.addon import MsnpAddon, msnp_first_line
+from analyzer.outputs.jsonl import JsonLinesWriter
 from test_flows import gateway_flow  # the same gateway POST the flow-file tests use
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +119,7 @@ def test_stock_script_loads_and_builds_its_own_analysis(tmp_path):
 
     async def go():
         with taddons.context() as tctx:
-            module = tctx.script(str(ROOT / "analyzer" / "capture" / "mitm.py"))
+            module = tctx.script(str(ROOT / "analyzer" / "capture" / "mitm" / "addon.py"))
             tctx.configure(module, msnp_jsonl=str(out), msnp_verbose=False)
             addon = module.addons[0]
             addon.running()

@@ -2,7 +2,7 @@
 
 import json
 
-from analyzer.cli import main
+from analyzer.cli.main import main
 
 
 def test_runs_for_a_duration_and_reports(tmp_path, capsys):

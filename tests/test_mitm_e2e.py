@@ -13,12 +13,12 @@ import struct
 from mitmproxy import options
 from mitmproxy.tools.dump import DumpMaster
 
-from analyzer.analysis import Analysis
-from analyzer.capture.flows import read_flow_file
-from analyzer.capture.mitm import MsnpAddon
-from analyzer.codec import S2C, CommandReader
-from analyzer.jsonl import JsonLinesWriter
-from analyzer.service import Endpoint, Peer, ScriptedClient, ScriptedService
+from analyzer.analysis.run import Analysis
+from analyzer.capture.mitm.flows import read_flow_file
+from analyzer.capture.mitm.addon import MsnpAddon
+from analyzer.msnp import S2C, CommandReader
+from analyzer.outputs.jsonl import JsonLinesWriter
+from analyzer.scripted import Endpoint, Peer, ScriptedClient, ScriptedService
 
 LIMIT = 30  # seconds for a whole scenario
 

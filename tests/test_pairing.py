@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from analyzer.codec import C2S, S2C, Anomaly, CommandReader, ProtocolState, Transaction, TransactionTracker
+from analyzer.msnp import C2S, S2C, Anomaly, CommandReader, ProtocolState, Transaction, TransactionTracker
 
 
 class Wire:

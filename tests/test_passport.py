@@ -3,11 +3,11 @@
 import io
 import json
 
-from analyzer.analysis import Analysis
-from analyzer.capture.gateway import HttpExchange
-from analyzer.capture.passport import LoginLinker, passport_fields, recognise, ticket_key
-from analyzer.jsonl import JsonLinesWriter
-from analyzer.redact import Redactor
+from analyzer.analysis.run import Analysis
+from analyzer.capture.mitm.gateway import HttpExchange
+from analyzer.capture.mitm.passport import LoginLinker, passport_fields, recognise, ticket_key
+from analyzer.outputs.jsonl import JsonLinesWriter
+from analyzer.analysis.redact import Redactor
 
 TICKET = "t=T1cketAAA*bbb$&p=PprofXYZ$"
 NEXUS = HttpExchange("GET", "nexus.passport.com", "/rdr/pprdr.asp", [], b"", 200,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import resegment as R
-from analyzer.analysis import Analysis
+from analyzer.analysis.run import Analysis
 from captures import make_pcaps
 from captures.sessions import ANOMALY_NAMES, CONNECTIONS, SESSIONS
 

@@ -1,8 +1,8 @@
 """plugins/challenge.py: CHL/QRY answers."""
 
-from analyzer.cli import main
+from analyzer.cli.main import main
 from plugin_helpers import run, transcript
-from plugins.challenge import ChallengePlugin, answer_md5, answer_msnp11, expected_answers
+from msnp_analyzer_plugins.challenge import ChallengePlugin, answer_md5, answer_msnp11, expected_answers
 
 
 def test_msnp11_algorithm_matches_the_published_example():
@@ -64,7 +64,7 @@ def test_tampered_answer_fails_the_decode_run(tmp_path, capsys):
 def test_many_checks_list_the_first_and_count_the_rest_without_keeping_them(tmp_path):
     import io
     from rich.console import Console
-    from plugins import challenge as challenge_module
+    from msnp_analyzer_plugins import challenge as challenge_module
     chl = b"29409134351025259292"
     good = answer_md5(chl, b"Q1P7W2E4J9R8U3S5")
     n = challenge_module.TERMINAL_ROWS + 3

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from analyzer.cli import main
+from analyzer.cli.main import main
 from plugin_helpers import REAL, SAMPLE, reader_available, run, transcript
-from plugins.chat import ChatPlugin
+from msnp_analyzer_plugins.chat import ChatPlugin
 
 
 def lines(manager):
@@ -95,7 +95,7 @@ def test_chat_html_section_rows():
 def test_terminal_section_lists_the_first_chats_and_counts_the_rest(tmp_path):
     from rich.console import Console
     import io
-    from plugins import chat as chat_module
+    from msnp_analyzer_plugins import chat as chat_module
     boards = chat_module.TERMINAL_ROWS + 5
     text = "".join(client_msg(i + 1, TEXT + f"hello {i}").replace(">>>", f"@sb{i} >>>") for i in range(boards))
     _, manager = run(transcript(tmp_path, text), ChatPlugin())
@@ -153,7 +153,7 @@ def test_analyze_keeps_chat_text_only_when_it_writes_html(tmp_path, monkeypatch,
 def test_summary_mode_folds_ended_boards_past_the_listed_ones_into_the_same_table(tmp_path):
     from rich.console import Console
     import io
-    from plugins import chat as chat_module
+    from msnp_analyzer_plugins import chat as chat_module
     boards = chat_module.TERMINAL_ROWS + 7
     # Each board names its user (USR), so it can be folded when it ends; boards end in
     # the order they opened but later ones spoke first: the earliest speakers stay listed.

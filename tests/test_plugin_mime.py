@@ -1,9 +1,9 @@
 """plugins/mime.py: MSG payloads as MIME."""
 
-from analyzer.codec import S2C, Command
-from analyzer.redact import Redactor
+from analyzer.msnp import S2C, Command
+from analyzer.analysis.redact import Redactor
 from plugin_helpers import REAL, SAMPLE, run
-from plugins.mime import MimePlugin, classify, describe, parse_font, parse_mime
+from msnp_analyzer_plugins.mime import MimePlugin, classify, describe, parse_font, parse_mime
 
 
 def msg(payload: bytes, direction=S2C) -> Command:

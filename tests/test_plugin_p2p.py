@@ -3,10 +3,10 @@
 import base64
 import struct
 
-from analyzer.codec import encode_command
-from analyzer.transcript import Chunk, format_chunks
+from analyzer.msnp import encode_command
+from analyzer.msnp.transcript import Chunk, format_chunks
 from plugin_helpers import run, transcript
-from plugins.p2p import HEADER, P2PPlugin, parse_p2p
+from msnp_analyzer_plugins.p2p import HEADER, P2PPlugin, parse_p2p
 
 FT = "{5D3E02AB-6190-11D3-BBBB-00C04F795683}"
 DP = "{A4268EEC-FEC5-49E5-95C3-F126696BDBF6}"
@@ -63,6 +63,6 @@ def test_observer_follows_call_ids_and_flags_bad_headers(tmp_path):
     (sec,) = manager.html_sections()
     assert sec["rows"][0][1:] == ["{C9}", "file transfer", "alice@example.com", "bob@example.com",
                                   "INVITE -> 200 OK -> BYE"]
-    view = manager.decode_payload(analysis and __import__("analyzer.codec", fromlist=["Command"]).Command(
+    view = manager.decode_payload(analysis and __import__("analyzer.msnp", fromlist=["Command"]).Command(
         "c2s", "MSG", 1, [b"1", b"D", b"1"], b"", msgs[0], len(msgs[0]), 0, None))
     assert view.plugin == "p2p" and view.children[1].title == "MSNSLP INVITE: file transfer"

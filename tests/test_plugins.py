@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from analyzer.analysis import Analysis
+from analyzer.analysis.run import Analysis
 from analyzer.anomalies import CATALOGUE
-from analyzer.cli import main
-from analyzer.codec import C2S, Command
+from analyzer.cli.main import main
+from analyzer.msnp import C2S, Command
 from analyzer.plugins import (DecodedView, Plugin, PluginManager, capabilities, discover, load_explicit,
                               section)
-from analyzer.transcript import parse
+from analyzer.msnp.transcript import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "captures" / "msnp8_switchboard_chat.msnp"
@@ -64,10 +64,10 @@ class Slow(Plugin):
 
 
 def first_party():
-    from plugins.chat import ChatPlugin
-    from plugins.challenge import ChallengePlugin
-    from plugins.mime import MimePlugin
-    from plugins.p2p import P2PPlugin
+    from msnp_analyzer_plugins.chat import ChatPlugin
+    from msnp_analyzer_plugins.challenge import ChallengePlugin
+    from msnp_analyzer_plugins.mime import MimePlugin
+    from msnp_analyzer_plugins.p2p import P2PPlugin
     return [MimePlugin(), P2PPlugin(), ChallengePlugin(), ChatPlugin()]
 
 
@@ -76,7 +76,7 @@ def test_first_party_plugins_load_through_the_entry_point_group():
     discover(manager)
     loaded = {lp.name: lp for lp in manager.loaded}
     assert FIRST_PARTY <= set(loaded)
-    assert "msnp-analyzer" in loaded["mime"].origin and "plugins.mime:MimePlugin" in loaded["mime"].origin
+    assert "msnp-analyzer" in loaded["mime"].origin and "msnp_analyzer_plugins.mime:MimePlugin" in loaded["mime"].origin
     assert loaded["chat"].version == "1.0"
     assert "plugin.challenge.wrong_answer" in CATALOGUE
 
@@ -102,9 +102,9 @@ def test_no_plugins_and_explicit_file(tmp_path, capsys):
 
 
 def test_explicit_module_and_bad_plugin_is_a_usage_error(capsys):
-    assert main(["plugins", "--json", "--no-plugins", "--plugin", "plugins.challenge"]) == 0
+    assert main(["plugins", "--json", "--no-plugins", "--plugin", "msnp_analyzer_plugins.challenge"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["name"] for r in rows] == ["challenge"] and rows[0]["origin"] == "module plugins.challenge"
+    assert [r["name"] for r in rows] == ["challenge"] and rows[0]["origin"] == "module msnp_analyzer_plugins.challenge"
     assert main(["decode", str(SAMPLE), "--plugin", "no_such_module_xyz"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no_such_module_xyz" in err and "Traceback" not in err
@@ -220,8 +220,8 @@ class Loud(Plugin):
 
 
 def test_best_priority_decoder_wins():
-    from plugins.mime import MimePlugin
-    from plugins.p2p import P2PPlugin
+    from msnp_analyzer_plugins.mime import MimePlugin
+    from msnp_analyzer_plugins.p2p import P2PPlugin
     manager = PluginManager()
     manager.add(MimePlugin(), "t")
     manager.add(P2PPlugin(), "t")

@@ -14,13 +14,13 @@ from scapy.layers.inet import TCP
 from scapy.layers.l2 import Ether
 from scapy.utils import RawPcapNgReader
 
-from analyzer.analysis import Analysis
+from analyzer.analysis.run import Analysis
 from analyzer.capture.pcapng_writer import PcapngWriter
-from analyzer.capture.proxy import LoopUnavailable, Proxy, loop_factory, run
-from analyzer.codec import C2S, S2C, Command, CommandReader
-from analyzer.jsonl import JsonLinesWriter
-from analyzer.redact import Redactor
-from analyzer.service import ScriptedClient, ScriptedService
+from analyzer.capture.proxy.relay import LoopUnavailable, Proxy, loop_factory, run
+from analyzer.msnp import C2S, S2C, Command, CommandReader
+from analyzer.outputs.jsonl import JsonLinesWriter
+from analyzer.analysis.redact import Redactor
+from analyzer.scripted import ScriptedClient, ScriptedService
 
 
 async def _session(version: int, record_path):

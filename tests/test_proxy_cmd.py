@@ -14,7 +14,7 @@ import sys
 import pytest
 from scapy.utils import RawPcapNgReader
 
-from analyzer.service import EchoServer
+from analyzer.scripted import EchoServer
 
 PY = [sys.executable, "-m", "analyzer"]
 

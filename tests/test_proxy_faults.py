@@ -10,10 +10,10 @@ import struct
 
 import pytest
 
-from analyzer.analysis import Analysis
-from analyzer.capture.proxy import WRITE_HIGH_WATER, Proxy
-from analyzer.codec import S2C, Anomaly
-from analyzer.service import EchoServer
+from analyzer.analysis.run import Analysis
+from analyzer.capture.proxy.relay import WRITE_HIGH_WATER, Proxy
+from analyzer.msnp import S2C, Anomaly
+from analyzer.scripted import EchoServer
 
 LOOP = "127.0.0.1"
 

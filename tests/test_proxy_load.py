@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from analyzer.analysis import Analysis
-from analyzer.capture.proxy import Proxy, run
-from analyzer.codec import encode_command
-from analyzer.service import EchoServer
+from analyzer.analysis.run import Analysis
+from analyzer.capture.proxy.relay import Proxy, run
+from analyzer.msnp import encode_command
+from analyzer.scripted import EchoServer
 
 CLIENTS, COMMANDS = 200, 1000
 

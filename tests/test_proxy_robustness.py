@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.analysis import Analysis
-from analyzer.capture.proxy import WRITE_HIGH_WATER, Proxy
-from analyzer.codec import Anomaly
+from analyzer.analysis.run import Analysis
+from analyzer.capture.proxy.relay import WRITE_HIGH_WATER, Proxy
+from analyzer.msnp import Anomaly
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "proxy_load.py"
 _spec = importlib.util.spec_from_file_location("proxy_load", BENCH)

@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
-from analyzer.capture.proxy_worker import RemoteAnalysis
-from analyzer.codec import C2S, S2C
-from analyzer.service import EchoServer
+from analyzer.capture.proxy.worker import RemoteAnalysis
+from analyzer.msnp import C2S, S2C
+from analyzer.scripted import EchoServer
 
 PY = [sys.executable, "-m", "analyzer"]
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyzer.codec import encode_command
-from analyzer.rewrite import AddressRewriter, Rewrite, join_address, split_address
+from analyzer.msnp import encode_command
+from analyzer.msnp.rewrite import AddressRewriter, Rewrite, join_address, split_address
 
 ROUTES = {("NS", "10.0.0.5", 1863): ("127.0.0.1", 40001),
           ("SB", "10.0.0.9", 1864): ("127.0.0.1", 40002),

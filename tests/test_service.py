@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from analyzer.codec import C2S, Command, CommandReader
-from analyzer.service import EchoServer, ScriptedClient, ScriptedService, ScriptError
+from analyzer.msnp import C2S, Command, CommandReader
+from analyzer.scripted import EchoServer, ScriptedClient, ScriptedService, ScriptError
 
 
 @pytest.mark.parametrize("version", [8, 15])

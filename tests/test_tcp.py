@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from analyzer.analysis import Analysis
+from analyzer.analysis.run import Analysis
 from analyzer.capture.tcp import ACK, FIN, RST, SYN, TcpTracker
 from resegment import Collector
 

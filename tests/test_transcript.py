@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from analyzer.codec import C2S, S2C
-from analyzer.transcript import Chunk, TranscriptError, escape, format_chunks, looks_like_transcript, parse, unescape
+from analyzer.msnp import C2S, S2C
+from analyzer.msnp.transcript import Chunk, TranscriptError, escape, format_chunks, looks_like_transcript, parse, unescape
 from captures.sessions import SESSIONS
 
 

@@ -24,8 +24,8 @@ import ipaddress
 import re
 import struct
 
-from analyzer.codec import C2S, S2C
-from analyzer.codec.tables import KNOWN_COMMANDS
+from analyzer.msnp import C2S, S2C
+from analyzer.msnp.tables import KNOWN_COMMANDS
 
 MSNP_PORT = 1863
 REFERRALS = frozenset({"XFR", "RNG"})

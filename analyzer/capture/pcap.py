@@ -40,7 +40,7 @@ import logging
 import os
 import struct
 
-from analyzer.codec import Anomaly
+from analyzer.msnp import Anomaly
 
 # Link-layer header types (https://www.tcpdump.org/linktypes.html).
 LINKTYPE_NULL = 0

@@ -35,7 +35,7 @@ Contract:
 
 from __future__ import annotations
 
-from analyzer.codec import C2S, S2C, Anomaly, Command
+from analyzer.msnp import C2S, S2C, Anomaly, Command
 from analyzer.capture import detect
 
 MASK = 0xFFFFFFFF

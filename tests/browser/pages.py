@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analyzer.analysis import Analysis
-from analyzer.codec import C2S, S2C, encode_command
-from analyzer.html import HtmlTimeline
-from analyzer.linking import Linker
-from analyzer.redact import Redactor
-from analyzer.transcript import Chunk
+from analyzer.analysis.run import Analysis
+from analyzer.msnp import C2S, S2C, encode_command
+from analyzer.outputs.html import HtmlTimeline
+from analyzer.analysis.linking import Linker
+from analyzer.analysis.redact import Redactor
+from analyzer.msnp.transcript import Chunk
 from captures.sessions import CONNECTIONS, SESSIONS
 
 CANARY = "window.__pwned=1"

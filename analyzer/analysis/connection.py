@@ -1,0 +1,236 @@
+"""One MSNP connection under analysis: both directions' readers, the pairing, what we learn.
+
+Every capture layer (pcap, live proxy, mitmproxy) creates a `Connection` per
+TCP connection (or gateway session) and feeds it bytes with `feed(direction,
+data, ts)`. It returns the codec's events plus finished transactions, and keeps
+the per-connection facts a report needs: role (DS/NS/SB), negotiated or
+inferred version, user handle, counts, latencies.
+
+Fail-open: if the analysis itself raises (a bug), the connection reports
+`analyzer.internal_error` once and from then on only counts bytes. The caller
+(a proxy) keeps forwarding regardless.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import Counter
+from dataclasses import dataclass
+
+from analyzer.msnp import (C2S, S2C, DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, Anomaly, Command,
+                    CommandReader, ProtocolState, Transaction, TransactionTracker)
+
+SB_SERVER_CODES = frozenset({"IRO", "JOI", "BYE", "ACK", "NAK"})
+SB_CLIENT_CODES = frozenset({"ANS", "CAL", "MSG"})  # only switchboards take client MSG
+NS_CODES = frozenset({"CHG", "ILN", "NLN", "FLN", "SYN", "ADL", "UUX", "UBX", "RNG", "CHL",
+                      "QRY", "LST", "LSG", "ADC", "BPR", "PRP", "GCF", "NOT", "SBS", "UUN", "UBN"})
+AUTH_METHODS = frozenset({b"MD5", b"TWN", b"SSO"})
+
+
+@dataclass
+class Limits:
+    """Resource limits for decoding one connection (documented in the README)."""
+    max_line: int = DEFAULT_MAX_LINE
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    reply_timeout: float = 60.0
+    linger: float = 3.0
+    max_pending: int = 1000
+
+
+class Connection:
+    def __init__(self, conn_id: str, client: str | None = None, server: str | None = None,
+                 limits: Limits | None = None, version: int | None = None) -> None:
+        limits = limits or Limits()
+        self.id = conn_id
+        self.client = client
+        self.server = server
+        self.state = ProtocolState(version)
+        self.readers = {
+            C2S: CommandReader(C2S, self.state, max_line=limits.max_line, max_payload=limits.max_payload),
+            S2C: CommandReader(S2C, self.state, max_line=limits.max_line, max_payload=limits.max_payload),
+        }
+        self.tracker = TransactionTracker(reply_timeout=limits.reply_timeout, linger=limits.linger,
+                                          max_pending=limits.max_pending)
+        self.role: str | None = None
+        self.handle: str | None = None
+        self.commands: Counter[str] = Counter()
+        self.anomalies: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()
+        self.latencies = array("d")
+        self.bytes = {C2S: 0, S2C: 0}
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+        self.failed = False
+        self.closed = False
+        self.logged_in = False
+
+    # -- facts ----------------------------------------------------------------
+
+    @property
+    def version(self) -> int | None:
+        return self.state.effective
+
+    @property
+    def version_label(self) -> str | None:
+        if self.state.effective is not None:
+            return f"MSNP{self.state.effective}"
+        if self.state.min_version:
+            return f"MSNP{self.state.min_version}+"
+        return None
+
+    # -- feeding --------------------------------------------------------------
+
+    def feed(self, direction: str, data: bytes, ts: float | None = None) -> list:
+        if not data:
+            return []
+        self.bytes[direction] += len(data)
+        if ts is not None:
+            if self.first_ts is None:
+                self.first_ts = ts
+            self.last_ts = ts
+        if self.failed:
+            return []
+        try:
+            events = self.readers[direction].feed(data, ts)
+            return self._absorb(events) if events else events
+        except Exception as exc:  # noqa: BLE001 - fail-open is the contract
+            return self._fail(exc, direction, ts)
+
+    def gap(self, direction: str, size: int, ts: float | None = None) -> list:
+        if self.failed:
+            return []
+        try:
+            return self._absorb(self.readers[direction].gap(size, ts))
+        except Exception as exc:  # noqa: BLE001
+            return self._fail(exc, direction, ts)
+
+    def tick(self, ts: float) -> list:
+        if self.failed:
+            return []
+        try:
+            return self._absorb(self.tracker.tick(ts))
+        except Exception as exc:  # noqa: BLE001
+            return self._fail(exc, None, ts)
+
+    def end(self, direction: str, ts: float | None = None) -> list:
+        """One direction ended (FIN): flush that reader."""
+        if self.failed:
+            return []
+        try:
+            return self._absorb(self.readers[direction].close(ts))
+        except Exception as exc:  # noqa: BLE001
+            return self._fail(exc, direction, ts)
+
+    def close(self, ts: float | None = None) -> list:
+        """The connection is over: flush both readers and every open transaction."""
+        if self.closed:
+            return []
+        self.closed = True
+        if self.failed:
+            return []
+        try:
+            events = self._absorb(self.readers[C2S].close(ts) + self.readers[S2C].close(ts))
+            return events + self._absorb(self.tracker.close(ts))
+        except Exception as exc:  # noqa: BLE001
+            return self._fail(exc, None, ts)
+
+    # -- internals ------------------------------------------------------------
+
+    def _fail(self, exc: Exception, direction: str | None, ts) -> list:
+        self.failed = True
+        self.anomalies["analyzer.internal_error"] += 1
+        return [Anomaly("analyzer.internal_error", f"{type(exc).__name__}: {exc}", direction, None, ts)]
+
+    def _absorb(self, events: list) -> list:
+        """Count what the reader produced and pass commands on to the pairing."""
+        out: list = []
+        append = out.append
+        observe = self.tracker.observe_into
+        commands = self.commands
+        anomalies, outcomes, latencies = self.anomalies, self.outcomes, self.latencies
+        for event in events:
+            append(event)
+            kind = type(event)
+            if kind is Command:
+                code = event.cmd
+                commands[code] += 1
+                if code in _HINT_CODES or self.role is None:
+                    self._learn(event)
+                mark = len(out)
+                observe(event, out)
+                if len(out) > mark:
+                    for i in range(mark, len(out)):
+                        settled = out[i]
+                        if type(settled) is Anomaly:
+                            anomalies[settled.name] += 1
+                        else:
+                            outcomes[settled.outcome] += 1
+                            if settled.latency_ms is not None:
+                                latencies.append(settled.latency_ms)
+            elif kind is Anomaly:
+                self.anomalies[event.name] += 1
+            elif kind is Transaction:
+                self._count([event], 0)
+        return out
+
+    def _count(self, settled: list, start: int = 0) -> list:
+        for i in range(start, len(settled)):
+            event = settled[i]
+            if type(event) is Anomaly:
+                self.anomalies[event.name] += 1
+            else:
+                self.outcomes[event.outcome] += 1
+                if event.latency_ms is not None:
+                    self.latencies.append(event.latency_ms)
+        return settled
+
+    def _learn(self, cmd: Command) -> None:
+        """Role, handle and version hints from one command."""
+        code = cmd.cmd
+        params = cmd.raw_params
+        state = self.state
+        if cmd.direction == C2S:
+            if code == "USR" and params:
+                if params[0] in AUTH_METHODS:
+                    if len(params) >= 3 and params[1] == b"I":
+                        self.handle = params[2].decode("utf-8", "replace")
+                    if params[0] == b"SSO":
+                        state.min_version = max(state.min_version, 15)
+                    elif params[0] == b"TWN":
+                        state.min_version = max(state.min_version, 8)
+                    if self.role is None:
+                        self.role = "NS"  # may turn out to be a DS (XFR NS answers the USR)
+                elif len(params) >= 2:
+                    self.role = "SB"
+                    self.handle = params[0].split(b";")[0].decode("utf-8", "replace")
+            elif code == "ANS" and params:
+                self.role = "SB"
+                self.handle = params[0].split(b";")[0].decode("utf-8", "replace")
+            elif code in SB_CLIENT_CODES:
+                self.role = "SB"
+            elif code in NS_CODES and self.role is None:
+                self.role = "NS"
+        else:
+            if code == "XFR" and params[:1] == [b"NS"] and not self.logged_in:
+                self.role = "DS"
+            elif code == "USR" and params[:1] == [b"OK"]:
+                self.logged_in = True
+                if self.role == "DS":
+                    self.role = "NS"
+                if self.handle is None and len(params) >= 2:
+                    self.handle = params[1].split(b";")[0].decode("utf-8", "replace")
+            elif code in SB_SERVER_CODES:
+                self.role = "SB"
+            elif code == "MSG" and self.role is None and params[:1] not in ([b"Hotmail"],):
+                self.role = "SB"
+            elif code in NS_CODES and self.role != "SB":
+                self.role = "NS"
+            if code == "UBX":
+                state.min_version = max(state.min_version, 11)
+            elif code == "QNG" and params:
+                state.min_version = max(state.min_version, 9)
+            elif code in ("ADL", "RML") and cmd.payload:
+                state.min_version = max(state.min_version, 13)
+
+
+_HINT_CODES = frozenset({"USR", "XFR", "ANS", "UBX", "QNG", "ADL", "RML"})

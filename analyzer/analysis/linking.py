@@ -1,0 +1,593 @@
+"""Linking: which connections belong together, and who was in each chat.
+
+A `Linker` is a sink (see `analysis.Sink`): it watches the few commands that
+tie connections together and, when asked (`result()`, or at `close()`),
+returns what could be linked and what could not:
+
+- a DS connection to the NS it referred the client to (`XFR trid NS host:port`):
+  the NS connection to that server address, from the same client host, that
+  started after the XFR (the earliest such); without addresses (transcripts),
+  the first unlinked NS-like connection that started after the XFR;
+- an NS connection to each switchboard it led to, by cookie: the NS's
+  `XFR trid SB host:port CKI c` to the SB whose first client line is
+  `USR trid handle c`; the NS's `RNG sessid host:port CKI c ...` to the SB
+  whose `ANS trid handle c sessid` presents that cookie (and session id);
+- login sessions: a DS, its NS and the NS's switchboards; switchboards whose
+  NS is not in the capture join the session of an NS with the same user
+  handle that overlaps them in time, else form a partial session of their own;
+- chats: each switchboard's participants over time (the user, `IRO`, `JOI`,
+  `BYE`; MSNP16+ `handle;{guid}` endpoints keep their endpoint).
+
+Partial captures (mid-session, one direction only) link what they can; each
+thing that could not be linked is reported with the reason, never guessed.
+
+Records (`records()`, a generator) are dicts for the JSON Lines writer, kinds "link",
+"session" and "chat" (see the README's JSON section). Cookies are passed
+through the run's `Redactor`, so they still match across records but are not
+disclosed unless `--no-redact`.
+
+Settling (`settle_after`, used for JSON Lines output without an HTML timeline):
+a long capture would otherwise hold every stream's facts to the end. Once more
+than `settle_after` ended streams are held, the linker links what it holds and
+hands the records of each login session that has settled to `on_settled`, then
+forgets its streams. A session has settled when all its streams have ended,
+`window` seconds of capture time have passed since the last of them, and no
+stream still open could join it (one that started before that end plus the
+window and whose user is unknown or the same, or that presented one of the
+session's cookies, or that could answer one of its unlinked XFR NS lines). What
+the window gives up: a connection that starts more than `window` seconds after
+every connection of its login has ended is not linked to it (real clients
+connect within seconds of the XFR or RNG that sends them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from analyzer.msnp import C2S, Command
+from analyzer.analysis.redact import Redactor
+
+AUTH_METHODS = (b"MD5", b"TWN", b"SSO")
+_WATCH_S2C = frozenset({"XFR", "RNG", "IRO", "JOI", "BYE", "USR", "MSG"})
+_WATCH_C2S = frozenset({"USR", "ANS", "OUT"})
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _host(addr: str | None) -> str | None:
+    """The host part of 'host:port' or '[v6]:port'."""
+    if not addr:
+        return None
+    if addr.startswith("["):
+        return addr[1:addr.find("]")] if "]" in addr else addr
+    return addr.rsplit(":", 1)[0] if addr.count(":") == 1 else addr
+
+
+@dataclass(slots=True)  # these are kept per stream for the whole run: slots keep them small
+class Referral:
+    """A server line that sends the client to another server."""
+    kind: str                 # "xfr_ns", "xfr_sb", "rng"
+    stream: str               # the connection the line was seen on
+    ts: float | None
+    order: int                # global order of observation (for captures without times)
+    target: str               # host:port
+    trid: int | None = None
+    cookie: bytes | None = None
+    sessid: str | None = None
+    inviter: str | None = None
+    linked_to: str | None = None
+
+
+@dataclass(slots=True)
+class Participant:
+    handle: str               # as on the wire: 'bob@x' or 'bob@x;{guid}'
+    nick: str | None
+    joined: float | None
+    via: str                  # "self", "IRO", "JOI"; "MSG"/"unseen" when only seen talking/leaving
+    left: float | None = None
+    left_via: str | None = None
+
+
+@dataclass(slots=True)
+class StreamFacts:
+    id: str
+    order: int
+    client: str | None = None
+    server: str | None = None
+    first_ts: float | None = None
+    last_ts: float | None = None
+    sb_login: tuple[str, bytes, str | None, float | None] | None = None  # (USR|ANS, cookie, sessid, ts)
+    first_c2s_seen: bool = False
+    participants: list[Participant] = field(default_factory=list)
+    saw_out: bool = False
+
+
+class Ended:
+    """What linking needs of a connection once it has ended.
+
+    The `Connection` itself (its counters, its latencies) is released after its
+    sinks have seen it; holding it here would keep every connection of a long
+    capture alive until the end of the run.
+    """
+
+    __slots__ = ("id", "client", "server", "role", "handle", "version_label", "first_ts", "last_ts")
+
+    def __init__(self, conn) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(conn, name, None))
+
+
+class Linker:
+    """A sink that links DS->NS->SB connections, groups logins and follows chats."""
+
+    def __init__(self, redactor: Redactor | None = None, *, settle_after: int | None = None,
+                 window: float = 300.0) -> None:
+        self.redactor = redactor or Redactor()
+        self.facts: dict[str, StreamFacts] = {}
+        self.conns: dict = {}
+        self.referrals: list[Referral] = []
+        self._order = 0
+        self._result: dict | None = None
+        # Settling (see the module docstring); off unless settle_after is set.
+        self.settle_after = settle_after
+        self.window = window
+        self.on_settled = None         # called with the records of settled sessions
+        self.settled_sessions = 0      # sessions already handed over (numbering goes on after them)
+        self._ended = 0                # ended streams held
+        self._next_try = settle_after or 0
+        self._now: float | None = None  # the latest capture time seen
+
+    # -- sink interface -------------------------------------------------------
+
+    def event(self, conn, event) -> None:
+        if conn is None:
+            return
+        facts = self.facts.get(conn.id)
+        if facts is None:
+            self._order += 1
+            facts = self.facts[conn.id] = StreamFacts(conn.id, self._order)
+            self.conns[conn.id] = conn
+        if type(event) is not Command:
+            return
+        if event.ts is not None:
+            if facts.first_ts is None:
+                facts.first_ts = event.ts
+            facts.last_ts = event.ts
+            if self._now is None or event.ts > self._now:
+                self._now = event.ts
+        code = event.cmd
+        if event.direction == C2S:
+            first = not facts.first_c2s_seen
+            facts.first_c2s_seen = True
+            if code in _WATCH_C2S:
+                self._client_line(facts, event, first)
+        elif code in _WATCH_S2C:
+            self._server_line(facts, event)
+        self._result = None
+
+    def stream(self, conn) -> None:
+        facts = self.facts.get(conn.id)
+        if facts is None:
+            self._order += 1
+            facts = self.facts[conn.id] = StreamFacts(conn.id, self._order)
+        if not isinstance(self.conns.get(conn.id), Ended):
+            self._ended += 1
+        ended = self.conns[conn.id] = Ended(conn)  # the stream is over (see Analysis.close)
+        if ended.last_ts is not None and (self._now is None or ended.last_ts > self._now):
+            self._now = ended.last_ts
+        self._result = None
+        if self.settle_after is not None and self._ended > self._next_try:
+            self._settle()
+
+    def close(self) -> None:
+        self.result()
+
+    # -- observation ----------------------------------------------------------
+
+    def _client_line(self, facts: StreamFacts, cmd: Command, first: bool) -> None:
+        params = cmd.raw_params
+        code = cmd.cmd
+        if code == "USR" and len(params) >= 2 and params[0] not in AUTH_METHODS:
+            if facts.sb_login is None:
+                facts.sb_login = ("USR", params[1], None, cmd.ts)
+                self._join(facts, params[0], None, cmd.ts, "self")
+        elif code == "ANS" and len(params) >= 2:
+            if facts.sb_login is None:
+                sessid = _text(params[2]) if len(params) >= 3 else None
+                facts.sb_login = ("ANS", params[1], sessid, cmd.ts)
+                self._join(facts, params[0], None, cmd.ts, "self")
+        elif code == "OUT":
+            facts.saw_out = True
+            me = facts.participants[0] if facts.participants and facts.participants[0].via == "self" else None
+            if me is not None and me.left is None:
+                me.left, me.left_via = cmd.ts, "OUT"
+
+    def _server_line(self, facts: StreamFacts, cmd: Command) -> None:
+        code = cmd.cmd
+        params = cmd.raw_params
+        self._order += 1
+        if code == "XFR" and len(params) >= 2:
+            if params[0] == b"NS":
+                self.referrals.append(Referral("xfr_ns", facts.id, cmd.ts, self._order,
+                                               _text(params[1]), cmd.trid))
+            elif params[0] == b"SB" and len(params) >= 4 and params[2] == b"CKI":
+                self.referrals.append(Referral("xfr_sb", facts.id, cmd.ts, self._order,
+                                               _text(params[1]), cmd.trid, cookie=params[3]))
+        elif code == "RNG" and len(params) >= 4 and params[2] == b"CKI":
+            self.referrals.append(Referral("rng", facts.id, cmd.ts, self._order, _text(params[1]),
+                                           cookie=params[3], sessid=_text(params[0]),
+                                           inviter=_text(params[4]) if len(params) >= 5 else None))
+        elif code == "IRO" and len(params) >= 3:
+            # IRO trid n total handle nick
+            nick = params[3] if len(params) >= 4 else None
+            self._join(facts, params[2], nick, cmd.ts, "IRO")
+        elif code == "JOI" and params:
+            self._join(facts, params[0], params[1] if len(params) >= 2 else None, cmd.ts, "JOI")
+        elif code == "BYE" and params:
+            handle = _text(params[0])
+            for p in reversed(facts.participants):
+                if p.handle == handle and p.left is None:
+                    p.left, p.left_via = cmd.ts, "BYE"
+                    break
+            else:
+                # Left without our seeing the arrival (mid-session capture).
+                facts.participants.append(Participant(handle, None, None, "unseen", cmd.ts, "BYE"))
+        elif code == "MSG" and len(params) >= 2 and not facts.sb_login and params[0] != b"Hotmail":
+            # Mid-session switchboard: a sender we never saw arrive was there all the same.
+            sender = _text(params[0])
+            if all(p.handle != sender for p in facts.participants):
+                facts.participants.append(Participant(sender, _decode_nick(params[1]), None, "MSG"))
+        elif code == "USR" and params[:1] == [b"OK"] and len(params) >= 3 and facts.participants:
+            me = facts.participants[0]
+            if me.via == "self" and me.nick is None:
+                me.nick = _decode_nick(params[2])
+
+    def _join(self, facts: StreamFacts, handle: bytes, nick: bytes | None, ts, via: str) -> None:
+        text = _text(handle)
+        for p in facts.participants:
+            if p.handle == text and p.left is None:
+                if nick is not None and p.nick is None:
+                    p.nick = _decode_nick(nick)
+                return
+        facts.participants.append(Participant(text, _decode_nick(nick) if nick is not None else None, ts, via))
+
+    # -- linking --------------------------------------------------------------
+
+    def result(self) -> dict:
+        """Links, sessions, chats and what could not be linked (computed once per change)."""
+        if self._result is None:
+            self._result = self._link()
+        return self._result
+
+    def _role(self, sid: str) -> str | None:
+        conn = self.conns.get(sid)
+        role = getattr(conn, "role", None)
+        if role is None and self.facts.get(sid) and self.facts[sid].sb_login:
+            return "SB"
+        return role
+
+    def _start(self, sid: str) -> float | None:
+        conn = self.conns.get(sid)
+        ts = getattr(conn, "first_ts", None)
+        return ts if ts is not None else self.facts[sid].first_ts if sid in self.facts else None
+
+    def _end(self, sid: str) -> float | None:
+        conn = self.conns.get(sid)
+        ts = getattr(conn, "last_ts", None)
+        return ts if ts is not None else self.facts[sid].last_ts if sid in self.facts else None
+
+    def _link(self) -> dict:
+        links: list[dict] = []
+        unlinked: list[dict] = []
+        parent: dict[str, str] = {}       # child stream -> parent stream
+        sids = sorted(self.facts, key=lambda s: self.facts[s].order)
+        for sid, conn in self.conns.items():
+            if sid not in self.facts:
+                self.facts[sid] = StreamFacts(sid, 10 ** 9)
+        sids = sorted(self.facts, key=lambda s: (self._start(s) is None, self._start(s) or 0.0, self.facts[s].order))
+
+        # NS <- SB by cookie (and session id for RNG).
+        by_cookie: dict[bytes, list[str]] = {}
+        for sid in sids:
+            login = self.facts[sid].sb_login
+            if login is not None:
+                by_cookie.setdefault(login[1], []).append(sid)
+        claimed: set[str] = set()
+        for ref in self.referrals:
+            if ref.kind not in ("xfr_sb", "rng"):
+                continue
+            want = "USR" if ref.kind == "xfr_sb" else "ANS"
+            candidates = [s for s in by_cookie.get(ref.cookie, ())
+                          if s not in claimed and s != ref.stream and self.facts[s].sb_login[0] == want
+                          and (ref.kind != "rng" or self.facts[s].sb_login[2] in (None, ref.sessid))]
+            if not candidates:
+                unlinked.append({"kind": "link", "type": "ns_sb", "from": ref.stream, "to": None,
+                                 "by": ref.kind, "ts": ref.ts, "trid": ref.trid, "target": ref.target,
+                                 "cookie": self._mask(ref.cookie), "sessid": ref.sessid,
+                                 "reason": "no switchboard connection in the capture presented this cookie"})
+                continue
+            sb = candidates[0]
+            claimed.add(sb)
+            ref.linked_to = sb
+            parent[sb] = ref.stream
+            login = self.facts[sb].sb_login
+            rec = {"kind": "link", "type": "ns_sb", "from": ref.stream, "to": sb, "by": ref.kind,
+                   "ts": ref.ts, "trid": ref.trid, "target": ref.target,
+                   "cookie": self._mask(ref.cookie), "sessid": ref.sessid,
+                   "evidence": f"{'XFR SB' if ref.kind == 'xfr_sb' else 'RNG'} cookie = {login[0]} cookie"
+                               + (" and session id" if ref.kind == "rng" and login[2] is not None else "")}
+            server = getattr(self.conns.get(sb), "server", None)
+            rec["target_matches_server"] = None if server is None else server == ref.target
+            if ref.inviter:
+                rec["inviter"] = ref.inviter
+            links.append(rec)
+        for sid in sids:
+            login = self.facts[sid].sb_login
+            if self._role(sid) == "SB" and sid not in claimed:
+                reason = ("its cookie matches no XFR SB or RNG line in the capture (the NS is not in it)"
+                          if login is not None else
+                          "no USR or ANS seen (the capture starts mid-session or holds one side only)")
+                unlinked.append({"kind": "link", "type": "ns_sb", "from": None, "to": sid,
+                                 "by": login[0].lower() if login else None,
+                                 "cookie": self._mask(login[1]) if login else None,
+                                 "sessid": login[2] if login else None, "reason": reason})
+
+        # DS -> NS by target address, client host and time order.
+        ns_taken: set[str] = set()
+        for ref in self.referrals:
+            if ref.kind != "xfr_ns":
+                continue
+            ds = self.conns.get(ref.stream)
+            ds_client = _host(getattr(ds, "client", None))
+            best, by = None, None
+            for sid in sids:
+                if sid == ref.stream or sid in ns_taken or self._role(sid) == "SB" or sid in parent:
+                    continue
+                conn = self.conns.get(sid)
+                start = self._start(sid)
+                if ref.ts is not None and start is not None and start < ref.ts:
+                    continue
+                if ref.ts is None and self.facts[sid].order <= self.facts[ref.stream].order:
+                    continue
+                server = getattr(conn, "server", None)
+                client = _host(getattr(conn, "client", None))
+                if server is not None and ds is not None and getattr(ds, "server", None) is not None:
+                    if server != ref.target or (ds_client and client and client != ds_client):
+                        continue
+                    best, by = sid, "target address, client host and time"
+                    break
+                if server is None or getattr(ds, "server", None) is None:
+                    best, by = sid, "time order (no addresses in this capture)"
+                    break
+            if best is None:
+                unlinked.append({"kind": "link", "type": "ds_ns", "from": ref.stream, "to": None,
+                                 "by": "xfr_ns", "ts": ref.ts, "trid": ref.trid, "target": ref.target,
+                                 "reason": "no later connection to the target from this client in the capture"})
+                continue
+            ns_taken.add(best)
+            ref.linked_to = best
+            parent[best] = ref.stream
+            links.append({"kind": "link", "type": "ds_ns", "from": ref.stream, "to": best, "by": "xfr_ns",
+                          "ts": ref.ts, "trid": ref.trid, "target": ref.target, "evidence": by})
+        ds_with_xfr = {r.stream for r in self.referrals if r.kind == "xfr_ns"}
+        for sid in sids:
+            if self._role(sid) == "NS" and sid not in parent and sid not in ds_with_xfr:
+                unlinked.append({"kind": "link", "type": "ds_ns", "from": None, "to": sid, "by": None,
+                                 "reason": "no DS XFR NS to this connection in the capture"})
+
+        sessions, session_of = self._sessions(sids, parent)
+        chats = [self._chat(sid, session_of.get(sid)) for sid in sids if self._role(sid) == "SB"]
+        return {"links": links, "unlinked": unlinked, "sessions": sessions, "chats": chats,
+                "session_of": session_of, "parent": parent}
+
+    def _root(self, sid: str, parent: dict[str, str]) -> str:
+        seen = {sid}
+        while sid in parent and parent[sid] not in seen:
+            sid = parent[sid]
+            seen.add(sid)
+        return sid
+
+    def _handle(self, sid: str) -> str | None:
+        handle = getattr(self.conns.get(sid), "handle", None)
+        if handle is None and self.facts[sid].participants and self.facts[sid].participants[0].via == "self":
+            handle = self.facts[sid].participants[0].handle.split(";")[0]
+        return handle
+
+    def _sessions(self, sids: list[str], parent: dict[str, str]):
+        position = {sid: i for i, sid in enumerate(sids)}  # capture order (index() would be quadratic)
+        groups: dict[str, list[str]] = {}
+        for sid in sids:
+            groups.setdefault(self._root(sid, parent), []).append(sid)
+        # A group rooted at an unlinked SB joins an NS-rooted group of the same user that overlaps it.
+        # Candidates are looked up by handle, so this stays linear in the number of groups.
+        by_handle: dict[str, list[str]] = {}
+        for root, members in groups.items():
+            if self._role(root) != "SB":
+                key = (self._session_handle(members) or "").lower()
+                if key:
+                    by_handle.setdefault(key, []).append(root)
+        for root in list(groups):
+            if self._role(root) != "SB":
+                continue
+            handle = (self._handle(root) or "").lower()
+            if not handle:
+                continue
+            start, end = self._start(root), self._end(root)
+            for other in by_handle.get(handle, ()):
+                if other == root or other not in groups:
+                    continue
+                members = groups[other]
+                o_start = min((self._start(m) for m in members if self._start(m) is not None), default=None)
+                o_end = max((self._end(m) for m in members if self._end(m) is not None), default=None)
+                if None in (start, end, o_start, o_end) or (start <= o_end and end >= o_start):
+                    members.extend(groups.pop(root))
+                    members.sort(key=position.__getitem__)
+                    break
+        sessions, session_of = [], {}
+        ordered = sorted(groups.values(), key=lambda ms: position[ms[0]])
+        for n, members in enumerate(ordered, 1):
+            sid_name = f"L{self.settled_sessions + n}"
+            roles = [self._role(m) for m in members]
+            starts = [self._start(m) for m in members if self._start(m) is not None]
+            ends = [self._end(m) for m in members if self._end(m) is not None]
+            version = next((getattr(self.conns.get(m), "version_label", None) for m in members
+                            if self._role(m) == "NS" and getattr(self.conns.get(m), "version_label", None)), None)
+            if version is None:
+                version = next((getattr(self.conns.get(m), "version_label", None) for m in members
+                                if getattr(self.conns.get(m), "version_label", None)), None)
+            complete = "NS" in roles
+            session = {"kind": "session", "session": sid_name, "handle": self._session_handle(members),
+                       "version": version, "start": min(starts, default=None), "end": max(ends, default=None),
+                       "streams": members, "complete": complete}
+            if not complete:
+                session["note"] = "no NS connection of this login in the capture"
+            sessions.append(session)
+            for m in members:
+                session_of[m] = sid_name
+        return sessions, session_of
+
+    def _session_handle(self, members: list[str]) -> str | None:
+        for want in ("NS", "DS", "SB", None):
+            for m in members:
+                if (want is None or self._role(m) == want) and self._handle(m):
+                    return self._handle(m)
+        return None
+
+    def _chat(self, sid: str, session: str | None) -> dict:
+        facts = self.facts[sid]
+        return {"kind": "chat", "stream": sid, "session": session, "start": self._start(sid),
+                "end": self._end(sid),
+                "participants": [{"handle": p.handle, "nick": p.nick, "joined": p.joined, "via": p.via,
+                                  "left": p.left, "left_via": p.left_via} for p in facts.participants]}
+
+    # -- settling -------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Hand over the records of the sessions that have settled and forget their streams."""
+        res = self._link()
+        self._result = None
+        done: list[dict] = []
+        if self._now is not None:
+            refs_of: dict[str, list[Referral]] = {}
+            for ref in self.referrals:
+                refs_of.setdefault(ref.stream, []).append(ref)
+            still_open = [sid for sid, c in self.conns.items() if not isinstance(c, Ended)]
+            horizon = self._now - self.window
+            done = [s for s in res["sessions"]
+                    if s["end"] is not None and s["end"] < horizon
+                    and all(isinstance(self.conns.get(m), Ended) for m in s["streams"])
+                    and not self._could_join(s, refs_of, still_open)]
+        if not done:
+            self._next_try = self._backoff()  # nothing yet: try again later
+            return
+        # Settled sessions are numbered on from those handed over before; a link record
+        # belongs to the session of the stream(s) it names.
+        rename: dict[str, str] = {}
+        gone: set[str] = set()
+        for session in done:
+            self.settled_sessions += 1
+            rename[session["session"]] = f"L{self.settled_sessions}"
+            gone.update(session["streams"])
+        records = []
+        for r in self.records(res):
+            if r["kind"] == "link":
+                if (r["to"] or r["from"]) in gone:
+                    records.append(r)
+            elif r["session"] in rename:
+                records.append(dict(r, session=rename[r["session"]]))
+        for sid in gone:
+            del self.facts[sid]
+            del self.conns[sid]
+        self.referrals = [r for r in self.referrals if r.stream not in gone]
+        self._ended -= len(gone)
+        self._next_try = self._backoff()
+        if self.on_settled is not None:
+            self.on_settled(records)
+
+    def _backoff(self) -> int:
+        # The next attempt once settle_after more streams have ended, or, when many
+        # are held (something keeps them from settling), once as many again have:
+        # each attempt links everything held, so this keeps the total linear.
+        return max(self._ended + self.settle_after, 2 * self._ended)
+
+    def _could_join(self, session: dict, refs_of: dict[str, list[Referral]], still_open: list[str]) -> bool:
+        """Whether a stream still open might yet be linked into `session` (see the module docstring)."""
+        end = session["end"]
+        handle = (session["handle"] or "").lower()
+        cookies = set()
+        xfr_ns = []
+        for m in session["streams"]:
+            for ref in refs_of.get(m, ()):
+                if ref.cookie is not None:
+                    cookies.add(ref.cookie)
+                if ref.kind == "xfr_ns" and ref.linked_to is None:
+                    xfr_ns.append(ref.ts)
+        for sid in still_open:
+            start = self._start(sid)
+            if start is None:
+                return True
+            if start > end + self.window:
+                continue
+            login = self.facts[sid].sb_login
+            if login is not None and login[1] in cookies:
+                return True
+            if any(ts is None or start >= ts for ts in xfr_ns):
+                return True
+            other = (self._handle(sid) or "").lower()
+            if not other or other == handle:
+                return True
+        return False
+
+    def _mask(self, secret: bytes | None) -> str | None:
+        if secret is None:
+            return None
+        return self.redactor.mask(secret) if self.redactor.enabled else _text(secret)
+
+    def records(self, res: dict | None = None):
+        """Every link, unlinked item, session and chat (of `res`, else of `result()`), as
+        JSON Lines records, one at a time: a long capture's are never all copied at once."""
+        res = self.result() if res is None else res
+        for r in res["links"]:
+            yield dict(r, linked=True)
+        for r in res["unlinked"]:
+            yield dict(r, linked=False)
+        yield from res["sessions"]
+        yield from res["chats"]
+
+
+def _decode_nick(raw: bytes) -> str:
+    from urllib.parse import unquote_to_bytes
+    return unquote_to_bytes(raw).decode("utf-8", "backslashreplace")
+
+
+class LinkWriter:
+    """A sink that writes the Linker's records to other sinks (JSON Lines writers): those of
+    settled sessions as they settle (see `Linker.settle_after`), the rest at the end."""
+
+    def __init__(self, linker: Linker, outputs: list) -> None:
+        self.linker = linker
+        self.outputs = outputs
+        linker.on_settled = self._write  # settled sessions are written as they settle
+
+    def _write(self, records) -> None:
+        for rec in records:
+            for out in self.outputs:
+                out.event(None, rec)
+
+    def event(self, conn, event) -> None:
+        pass
+
+    def stream(self, conn) -> None:
+        pass
+
+    def close(self) -> None:
+        self._write(self.linker.records())
+        for out in self.outputs:
+            flush = getattr(getattr(out, "out", None), "flush", None)
+            if flush:
+                flush()
+
+
+__all__ = ["Linker", "LinkWriter", "Participant", "Referral"]

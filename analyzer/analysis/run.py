@@ -1,0 +1,159 @@
+"""The analysis of a whole capture or proxy session: connections plus the sinks that show them.
+
+Capture layers (pcap reader, live proxy, mitmproxy addon, the `decode`
+command) stay thin: they open a `Connection` here per TCP connection, feed it
+bytes, and close it. Every event goes to each sink (`Sink.event`), a closed
+connection to `Sink.stream`; sinks are the JSON Lines writer, the verbose
+terminal printer, the HTML timeline, plugins. Closed connections keep their
+counters (for the final report) but drop their decoders.
+"""
+
+from __future__ import annotations
+
+import random
+from array import array
+from collections import Counter, deque
+from typing import Protocol
+
+from analyzer.msnp import Anomaly, Transaction
+from analyzer.analysis.connection import Connection, Limits
+
+
+class Sink(Protocol):
+    def event(self, conn: Connection | None, event) -> None: ...
+    def stream(self, conn: Connection) -> None: ...
+    def close(self) -> None: ...
+
+
+class Analysis:
+    def __init__(self, sinks: list | None = None, limits: Limits | None = None) -> None:
+        self.sinks: list = list(sinks or [])
+        self.limits = limits or Limits()
+        self.connections: dict[str, Connection] = {}
+        self.capture_anomalies: Counter[str] = Counter()  # not tied to one connection
+        self._next_id = 0
+        # Bounded memory for long captures: with keep_closed set, only that many closed
+        # connections stay in `connections`; older ones are folded into `folded` (their
+        # counts, and a fixed-size sample of their latencies) once their sinks saw them.
+        self.keep_closed: int | None = None
+        self.folded = Folded()
+        self._closed: deque[str] = deque()
+
+    def new_id(self) -> str:
+        self._next_id += 1
+        return str(self._next_id)
+
+    def open(self, client: str | None = None, server: str | None = None,
+             conn_id: str | None = None, version: int | None = None) -> Connection:
+        conn = Connection(conn_id or self.new_id(), client, server, self.limits, version)
+        self.connections[conn.id] = conn
+        return conn
+
+    def feed(self, conn: Connection, direction: str, data: bytes, ts: float | None = None) -> list:
+        return self._emit(conn, conn.feed(direction, data, ts))
+
+    def gap(self, conn: Connection, direction: str, size: int, ts: float | None = None) -> list:
+        return self._emit(conn, conn.gap(direction, size, ts))
+
+    def end(self, conn: Connection, direction: str, ts: float | None = None) -> list:
+        return self._emit(conn, conn.end(direction, ts))
+
+    def tick(self, conn: Connection, ts: float) -> list:
+        return self._emit(conn, conn.tick(ts))
+
+    def close(self, conn: Connection, ts: float | None = None) -> list:
+        if conn.closed:
+            return []
+        events = self._emit(conn, conn.close(ts))
+        for sink in self.sinks:
+            sink.stream(conn)
+        # Release the decoders; the counters stay for the report.
+        conn.readers = {}
+        conn.tracker = None
+        if self.keep_closed is not None:
+            self._closed.append(conn.id)
+            while len(self._closed) > self.keep_closed:
+                old = self.connections.pop(self._closed.popleft(), None)
+                if old is not None:
+                    self.folded.add(old)
+        return events
+
+    def anomaly(self, conn: Connection | None, anomaly: Anomaly) -> None:
+        """An anomaly found by a capture layer (tcp.gap, capture.truncated, ...)."""
+        if conn is not None:
+            conn.anomalies[anomaly.name] += 1
+        else:
+            self.capture_anomalies[anomaly.name] += 1
+        for sink in self.sinks:
+            sink.event(conn, anomaly)
+
+    def finish(self, ts: float | None = None) -> None:
+        for conn in list(self.connections.values()):
+            self.close(conn, ts)
+        for sink in self.sinks:
+            sink.close()
+
+    def _emit(self, conn: Connection, events: list) -> list:
+        if events:
+            for sink in self.sinks:
+                for event in events:
+                    sink.event(conn, event)
+        return events
+
+    # -- totals for reports ---------------------------------------------------
+
+    def totals(self) -> dict:
+        folded = self.folded
+        commands: Counter[str] = Counter(folded.commands)
+        anomalies: Counter[str] = Counter(self.capture_anomalies)
+        anomalies.update(folded.anomalies)
+        outcomes: Counter[str] = Counter(folded.outcomes)
+        versions: Counter[str] = Counter(folded.versions)
+        for conn in self.connections.values():
+            commands.update(conn.commands)
+            anomalies.update(conn.anomalies)
+            outcomes.update(conn.outcomes)
+            if conn.version_label:
+                versions[conn.version_label] += 1
+        return {"connections": len(self.connections) + folded.count, "commands": commands,
+                "anomalies": anomalies, "outcomes": outcomes, "versions": versions}
+
+    def worst_severity(self):
+        from analyzer.anomalies import spec
+        names = self.totals()["anomalies"]
+        return max((spec(name).severity for name in names), default=None)
+
+
+class Folded:
+    """What closed connections dropped from `Analysis.connections` still add to the totals."""
+
+    SAMPLE = 100_000  # latencies kept (a uniform sample) for the total's percentiles
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.commands: Counter[str] = Counter()
+        self.anomalies: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()
+        self.versions: Counter[str] = Counter()
+        self.latencies = array("d")
+        self._seen = 0
+        self._random = random.Random(1863)
+
+    def add(self, conn: Connection) -> None:
+        self.count += 1
+        self.commands.update(conn.commands)
+        self.anomalies.update(conn.anomalies)
+        self.outcomes.update(conn.outcomes)
+        if conn.version_label:
+            self.versions[conn.version_label] += 1
+        for value in conn.latencies:  # reservoir sampling: bounded, unbiased
+            self._seen += 1
+            if len(self.latencies) < self.SAMPLE:
+                self.latencies.append(value)
+            else:
+                j = self._random.randrange(self._seen)
+                if j < self.SAMPLE:
+                    self.latencies[j] = value
+
+
+__all__ = ["Analysis", "Folded", "Sink", "Transaction"]

@@ -1,0 +1,1 @@
+"""mitmproxy: the addon, flow files, the HTTP gateway and Passport logins."""

@@ -1,0 +1,227 @@
+"""Logins over HTTPS (Passport 1.4 / Nexus, and RST/SSO), tied to the MSNP line that uses their ticket.
+
+MSNP8-14 clients log in with Passport 1.4: `GET /rdr/pprdr.asp` on the Nexus
+answers `PassportURLs: ...,DALogin=login.example/login2.srf,...`; then
+`GET /login2.srf` with `Authorization: Passport1.4 ...,sign-in=..,pwd=..,...`
+answers `Authentication-Info: Passport1.4 da-status=success,...,from-PP='t=..&p=..'`
+(or 302 `da-status=redir` to another login server, or 401 `da-status=failed`).
+The client then sends `USR trid TWN S t=..&p=..` to the NS. MSNP15+ clients
+POST a SOAP `RequestSecurityToken` to `/RST.srf` (`<wsse:Username>`,
+`<wsse:Password>`), get `<wsse:BinarySecurityToken>t=..&amp;p=..</...>` tokens
+back, and send `USR trid SSO S t=..&p=.. <response>`.
+
+Contract:
+- `recognise(HttpExchange)` returns a `LoginStep` for a Nexus, Passport or RST
+  exchange, else None. Never raises on input.
+- `LoginLinker` is a sink (add it last to an `Analysis`'s sinks): it watches
+  `USR .. TWN S` / `USR .. SSO S` commands, and `http(exchange)` takes the HTTPS
+  side; when a ticket issued by a login is presented on a connection, in either
+  order, it emits one `login` record on that connection (the steps, who, the
+  outcome), so the timeline shows the login end to end.
+- Tickets and passwords in every record go through the `Redactor`.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+from analyzer.msnp import C2S, Anomaly, Command
+from analyzer.analysis.redact import Redactor
+from analyzer.capture.mitm.gateway import HttpExchange, emit, header
+
+NEXUS, PASSPORT, RST = "nexus", "passport", "rst"
+_SHOWN_HEADERS = ("Authorization", "Authentication-Info", "WWW-Authenticate", "PassportURLs", "Location")
+_TOKEN = re.compile(rb"<(?:\w+:)?BinarySecurityToken\b[^>]*>(.*?)</(?:\w+:)?BinarySecurityToken>", re.S)
+_USERNAME = re.compile(rb"<(?:\w+:)?Username\b[^>]*>(.*?)</(?:\w+:)?Username>", re.S)
+_FAULT = re.compile(rb"<(?:\w+:)?Fault\b|FailedAuthentication|<psf:error", re.S)
+_T_VALUE = re.compile(r"(?:^|[&'\s])t=([^&'\s,]+)")
+
+
+def ticket_key(ticket: str) -> str:
+    """What identifies a ticket: its `t=` value (the `p=` part is optional), else the whole."""
+    ticket = html.unescape(ticket.strip().strip("'\""))
+    m = _T_VALUE.search(ticket)
+    return m.group(1) if m else ticket
+
+
+def passport_fields(value: str | None) -> dict[str, str]:
+    """`Passport1.4 a=1,b='x,y',c=3` -> {"a": "1", "b": "x,y", "c": "3"} (quotes kept off)."""
+    out: dict[str, str] = {}
+    if not value:
+        return out
+    text = value.strip()
+    if text.lower().startswith("passport1.4"):
+        text = text[len("passport1.4"):]
+    for m in re.finditer(r"\s*([\w-]+)=('[^']*'|[^,]*)\s*,?", text):
+        val = m.group(2)
+        out.setdefault(m.group(1), val[1:-1] if val.startswith("'") and val.endswith("'") else val)
+    return out
+
+
+@dataclass
+class LoginStep:
+    role: str                       # nexus, passport or rst
+    exchange: HttpExchange
+    handle: str | None = None
+    outcome: str = "unknown"        # success, failed, redirect, info, no_response
+    tickets: list[str] = field(default_factory=list)
+
+
+def recognise(x: HttpExchange) -> LoginStep | None:
+    try:
+        return _recognise(x)
+    except Exception:  # noqa: BLE001 - an odd exchange is just not a login step
+        return None
+
+
+def _recognise(x: HttpExchange) -> LoginStep | None:
+    path = urlsplit(x.path).path.lower()
+    if path.endswith("/rdr/pprdr.asp"):
+        step = LoginStep(NEXUS, x)
+        step.outcome = "no_response" if x.status is None else (
+            "info" if header(x.response_headers, "PassportURLs") else "failed")
+        return step
+    auth = header(x.request_headers, "Authorization") or ""
+    if path.endswith("/login2.srf") or path.endswith("/login.srf") or auth.lower().startswith("passport1.4"):
+        step = LoginStep(PASSPORT, x)
+        signin = passport_fields(auth).get("sign-in")
+        step.handle = unquote(signin) if signin else None
+        if x.status is None:
+            step.outcome = "no_response"
+            return step
+        info = passport_fields(header(x.response_headers, "Authentication-Info"))
+        www = passport_fields(header(x.response_headers, "WWW-Authenticate"))
+        status = (info.get("da-status") or www.get("da-status") or "").lower()
+        if info.get("from-PP"):
+            step.tickets.append(info["from-PP"])
+        if status == "success" or step.tickets:
+            step.outcome = "success"
+        elif status == "redir" or 300 <= x.status < 400:
+            step.outcome = "redirect"
+        else:
+            step.outcome = "failed"
+        return step
+    if re.search(r"/rst\d*\.srf$", path):
+        step = LoginStep(RST, x)
+        user = _USERNAME.search(x.request_body or b"")
+        if user:
+            step.handle = html.unescape(user.group(1).decode("utf-8", "replace")).strip()
+        if x.status is None:
+            step.outcome = "no_response"
+            return step
+        body = x.response_body or b""
+        step.tickets = [html.unescape(t.decode("utf-8", "replace")).strip() for t in _TOKEN.findall(body)]
+        if x.status == 200 and step.tickets and not _FAULT.search(body):
+            step.outcome = "success"
+        else:
+            step.outcome = "failed"
+        return step
+    return None
+
+
+def step_record(step: LoginStep, redactor: Redactor) -> dict:
+    """One HTTPS exchange of a login, redacted, for `http` and `login` records."""
+    x = step.exchange
+    headers = {}
+    for name in _SHOWN_HEADERS:
+        value = header(x.request_headers, name) or header(x.response_headers, name)
+        if value is not None:
+            headers[name] = redactor.header(name, value)
+    return {"role": step.role, "method": x.method, "url": redactor.text(x.url.encode()).decode("utf-8", "replace"),
+            "status": x.status, "ts": x.ts_request, "ts_end": x.ts_response, "outcome": step.outcome,
+            "handle": step.handle, "headers": headers}
+
+
+def usr_ticket(cmd: Command) -> tuple[str, str] | None:
+    """(method, ticket) of a client's `USR trid TWN|SSO S ticket ...`, else None."""
+    if cmd.cmd != "USR" or cmd.direction != C2S:
+        return None
+    params = cmd.raw_params
+    if len(params) >= 3 and params[0] in (b"TWN", b"SSO") and params[1] == b"S":
+        return params[0].decode(), params[2].decode("utf-8", "replace")
+    return None
+
+
+class LoginLinker:
+    """A sink that ties HTTPS logins to the MSNP connection that presents their ticket."""
+
+    def __init__(self, analysis, redactor: Redactor | None = None) -> None:
+        self.analysis = analysis
+        self.redactor = redactor or _sink_redactor(analysis) or Redactor()
+        self.chain: list[LoginStep] = []               # steps since the last ticket was issued
+        self.issued: dict[str, list[LoginStep]] = {}   # ticket key -> the steps that issued it
+        self.presented: dict[str, tuple] = {}          # ticket key -> (conn, method, ticket, ts), not yet linked
+        self.linked: set[str] = set()
+        self.steps = 0
+
+    # -- the HTTPS side -------------------------------------------------------
+
+    def http(self, x: HttpExchange) -> LoginStep | None:
+        step = recognise(x)
+        if step is None:
+            return None
+        self.steps += 1
+        rec = step_record(step, self.redactor)
+        rec = {"kind": "http", "via": step.role, **{k: v for k, v in rec.items() if k != "role"}}
+        emit(self.analysis, None, rec)
+        if step.outcome == "failed":
+            self.analysis.anomaly(None, Anomaly(
+                "passport.login.failed", f"{step.role} login for {step.handle or '?'} refused (HTTP {x.status})",
+                None, None, x.ts_response))
+        self.chain.append(step)
+        if step.tickets:
+            chain, self.chain = self.chain, []
+            for ticket in step.tickets:
+                key = ticket_key(ticket)
+                self.issued[key] = chain
+                waiting = self.presented.pop(key, None)
+                if waiting is not None:
+                    self._link(key, *waiting)
+        del self.chain[:-16]  # a client that never gets a ticket must not grow this forever
+        return step
+
+    # -- the MSNP side (Sink protocol) ----------------------------------------
+
+    def event(self, conn, event) -> None:
+        if type(event) is not Command or conn is None or event.cmd != "USR":
+            return
+        found = usr_ticket(event)
+        if found is None:
+            return
+        method, ticket = found
+        key = ticket_key(ticket)
+        if key in self.issued:
+            self._link(key, conn, method, ticket, event.ts)
+        else:
+            self.presented[key] = (conn, method, ticket, event.ts)
+
+    def stream(self, conn) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def _link(self, key: str, conn, method: str, ticket: str, ts) -> None:
+        if key in self.linked:
+            return
+        self.linked.add(key)
+        steps = self.issued.get(key, [])
+        records = [step_record(s, self.redactor) for s in steps]
+        handle = next((s.handle for s in reversed(steps) if s.handle), None)
+        outcome = steps[-1].outcome if steps else "unknown"
+        emit(self.analysis, conn, {
+            "kind": "login", "method": method, "handle": handle, "outcome": outcome, "ts": ts,
+            "ticket": self.redactor.mask(ticket.encode()) if self.redactor.enabled else ticket,
+            "start": records[0]["ts"] if records else None, "steps": records})
+
+
+def _sink_redactor(analysis) -> Redactor | None:
+    """Share the JSON writer's redactor, so a masked ticket matches the one in the USR line."""
+    for sink in getattr(analysis, "sinks", []):
+        redactor = getattr(sink, "redactor", None)
+        if isinstance(redactor, Redactor):
+            return redactor
+    return None

@@ -1,0 +1,1 @@
+"""The `msnp-analyzer` command line: nothing imports this package."""

@@ -1,0 +1,182 @@
+"""`msnp-analyzer analyze CAPTURE...`: offline analysis of pcap and pcapng files.
+
+The glue between the capture reader (`pcap.py`), TCP reassembly (`tcp.py`)
+and the shared analysis, report and JSON Lines sinks. Each file is read in
+one streaming pass (memory bounded by the open connections and the TCP
+buffers); its flows are closed at its end, stream ids continue across files.
+Exit status as for every command: 0, 1 (anomalies at or above --fail-on),
+2 (unusable input: one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from analyzer.cli.main import UsageError, add_analysis_options, exit_status, limits_from, output_sinks, report_console
+from analyzer.msnp import Anomaly
+
+PROGRESS_AFTER = 0.5   # seconds: quicker files get no progress bar
+KEEP_CLOSED = 1000     # closed connections kept one by one for the report; the rest go into the totals
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "analyze", help="analyze pcap/pcapng captures (MSNP on 1863 and wherever XFR/RNG point)",
+        description="Read pcap or pcapng captures, reassemble TCP, find the MSNP streams (port 1863, "
+                    "the addresses XFR and RNG lines name, and any stream that starts with an MSNP "
+                    "command), decode and pair every command, and report per connection.",
+        epilog="exit status: 0 ok, 1 anomalies at or above --fail-on, 2 unusable input.\n"
+               "Link types: Ethernet (802.1Q/QinQ), Linux SLL/SLL2, BSD loopback, raw IPv4/IPv6;\n"
+               "others are dissected by scapy (slow, reported once).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap or pcapng file (gzip'd is fine)")
+    add_analysis_options(p)  # includes the plugin options
+    tcp = p.add_argument_group("TCP reassembly")
+    from analyzer.capture.tcp import DEFAULT_BUFFER, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, DEFAULT_REORDER_TIMEOUT
+    from analyzer.cli.main import _size
+    tcp.add_argument("--tcp-buffer", type=_size, default=DEFAULT_BUFFER, metavar="BYTES",
+                     help=f"out-of-order bytes held per direction before a hole is given up as a "
+                          f"tcp.gap (default {DEFAULT_BUFFER})")
+    tcp.add_argument("--reorder-timeout", type=float, default=DEFAULT_REORDER_TIMEOUT, metavar="SECONDS",
+                     help=f"capture time a hole may wait for its bytes (default {DEFAULT_REORDER_TIMEOUT:g})")
+    tcp.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
+                     help=f"close a connection silent this long (default {DEFAULT_IDLE_TIMEOUT:g})")
+    tcp.add_argument("--max-flows", type=int, default=DEFAULT_MAX_FLOWS, metavar="N",
+                     help=f"TCP flows open at once; beyond it the least recently active are closed early, "
+                          f"reported once as capture.flow_limit (default {DEFAULT_MAX_FLOWS})")
+    tcp.add_argument("--port", type=int, action="append", default=[], metavar="PORT",
+                     help="also treat this TCP port as an MSNP server port (repeatable; 1863 always is)")
+    p.set_defaults(func=cmd_analyze)
+
+
+def open_captures(paths: list[str]):
+    """Open every file before reading any, so a bad argument fails fast (exit 2)."""
+    from analyzer.capture.pcap import CaptureError, CaptureFile
+    files = []
+    try:
+        for path in paths:
+            files.append(CaptureFile(path))
+    except CaptureError as exc:
+        for f in files:
+            f.close()
+        raise UsageError(str(exc)) from None
+    return files
+
+
+def analyze_file(capture, analysis, detector, *, buffer, reorder_timeout, idle_timeout, progress=None,
+                 max_flows=None) -> dict:
+    """Stream one capture through TCP reassembly into `analysis`. Returns the tracker's counts."""
+    from analyzer.capture.tcp import DEFAULT_MAX_FLOWS, TcpTracker
+    tracker = TcpTracker(analysis, buffer=buffer, reorder_timeout=reorder_timeout,
+                         idle_timeout=idle_timeout, detector=detector,
+                         max_flows=max_flows if max_flows is not None else DEFAULT_MAX_FLOWS)
+    segment = tracker.segment
+    last_ts = None
+    n = 0
+    for ts, key, seq, ack, flags, payload in capture.segments():
+        segment(ts, key, seq, ack, flags, payload)
+        last_ts = ts
+        n += 1
+        if progress is not None and n & 0x3FFF == 0:
+            progress(capture)
+    tracker.finish(tracker.now if tracker.now else last_ts)
+    for anomaly in capture.anomalies:
+        analysis.anomaly(None, anomaly)
+    stats = dict(tracker.stats)
+    stats["packets"] = capture.packets
+    return stats
+
+
+class _Progress:
+    """A rich progress bar on stderr that appears only once a file takes more than a moment."""
+
+    def __init__(self, total_bytes: int) -> None:
+        self.enabled = sys.stderr.isatty() and not os.environ.get("CI")
+        self.total = total_bytes
+        self.started = time.monotonic()
+        self.bar = None
+        self.task = None
+        self.done = 0   # bytes of the files already finished
+
+    def __call__(self, capture) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            if time.monotonic() - self.started < PROGRESS_AFTER:
+                return
+            from rich.console import Console
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                                       TimeRemainingColumn, TransferSpeedColumn)
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                                TransferSpeedColumn(), TimeRemainingColumn(),
+                                console=Console(stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("reading", total=self.total)
+        self.bar.update(self.task, completed=self.done + capture.position,
+                        description=os.path.basename(capture.path))
+
+    def file_done(self, capture) -> None:
+        self.done += capture.size
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def cmd_analyze(args) -> int:
+    from analyzer.analysis.run import Analysis
+    from analyzer.outputs.terminal import render_report
+    from analyzer.capture.detect import MSNP_PORT, Detector
+    from analyzer.capture.mitm.flows import FlowFileError, is_flow_file, read_flow_file
+    # mitmproxy flow files (TCP flows, gateway and login HTTP flows) go through the mitm layer.
+    flow_files = [p for p in args.captures if is_flow_file(p)]
+    captures = open_captures([p for p in args.captures if p not in flow_files])
+    console = report_console(args)
+    sinks, files = output_sinks(args, console)
+    analysis = Analysis(sinks, limits_from(args))
+    analysis.keep_closed = KEEP_CLOSED  # memory flat however long the capture: older ones are summed up
+    from analyzer.plugins import load_plugins
+    plugins = load_plugins(args, analysis, html_report=bool(getattr(args, "html", None)))
+    detector = Detector(frozenset({MSNP_PORT, *args.port}))
+    progress = _Progress(sum(c.size for c in captures))
+    per_file = []
+    try:
+        for path in flow_files:
+            try:
+                read_flow_file(path, analysis)
+            except FlowFileError as exc:
+                raise UsageError(str(exc)) from None
+        for capture in captures:
+            stats = analyze_file(capture, analysis, detector, buffer=args.tcp_buffer,
+                                 reorder_timeout=args.reorder_timeout, idle_timeout=args.idle_timeout,
+                                 progress=progress, max_flows=args.max_flows)
+            progress.file_done(capture)
+            per_file.append((capture, stats))
+        progress.stop()
+        analysis.finish()
+    finally:
+        progress.stop()
+        for f in files:
+            f.close()
+    render_report(analysis, console,
+                  extra=[*plugins.terminal_sections(), *([capture_table(per_file)] if per_file else [])])
+    return exit_status(analysis, args.fail_on)
+
+
+def capture_table(per_file):
+    from rich.table import Table
+    table = Table(title="Captures", show_header=True)
+    for col in ("file", "format", "link", "packets", "TCP flows", "MSNP streams", "other flows"):
+        table.add_column(col)
+    for capture, stats in per_file:
+        table.add_row(capture.path, capture.format + (" (ns)" if capture.nano else ""),
+                      str(capture.linktype) if capture.linktype is not None else "per interface",
+                      str(stats["packets"]), str(stats["flows"]), str(stats["msnp_flows"]),
+                      str(stats["ignored_flows"]))
+    return table
+
+
+__all__ = ["register", "cmd_analyze", "analyze_file", "open_captures", "Anomaly"]

@@ -1,0 +1,105 @@
+"""`msnp-analyzer plugins` (what is loaded, from where, its version) and `msnp-analyzer chat CAPTURE`.
+
+`chat` is the chat plugin run on its own: a transcript per switchboard with
+each sender's handle, from a pcap/pcapng capture (through the same reader
+and TCP reassembly as `analyze`, which needs no TCP handshake) or a
+transcript file. Exit status: 0, or 2 for unusable input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from analyzer.cli.main import EXIT_OK
+from analyzer.plugins import add_plugin_options, load_plugins
+
+
+def register(sub) -> None:
+    p = sub.add_parser("plugins", help="list the plugins that load: name, version, origin, what they provide",
+                       description="List the plugins this run would load (entry-point group "
+                                   "msnp_analyzer.plugins, plus --plugin ones), where each comes from, "
+                                   "its version, and whether it loaded.")
+    p.add_argument("--json", action="store_true", help="as JSON Lines")
+    add_plugin_options(p)
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser(
+        "chat", help="print a readable transcript of every switchboard chat in a capture",
+        description="Print every text message of every switchboard in a capture: time (UTC), "
+                    "sender handle, text. Works on captures without a TCP handshake or login: the "
+                    "client's own messages are attributed from the switchboard's USR/ANS line, its "
+                    "TypingUser headers, or the NS login in the same capture.",
+        epilog="exit status: 0 ok, 2 unusable input.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("capture", metavar="CAPTURE", help="pcap, pcapng or transcript file")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per message: stream, ts, sender, nick, dir, text")
+    p.add_argument("--msnp", type=int, metavar="N", help="assume protocol version N (transcripts)")
+    p.set_defaults(func=cmd_chat)
+
+
+def cmd_plugins(args) -> int:
+    manager = load_plugins(args, None)
+    rows = manager.describe()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title="msnp-analyzer plugins")
+    for col in ("name", "version", "provides", "origin", "state"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(row["name"] or "-", row["version"] or "-", ", ".join(row["provides"]) or "-",
+                      row["origin"], row["state"])
+    console = Console()
+    if rows:
+        console.print(table)
+    else:
+        console.print("no plugins loaded")
+    return EXIT_OK
+
+
+def feed_capture(path: str, analysis, msnp: int | None = None) -> None:
+    """Read a transcript or a pcap/pcapng capture into `analysis` (then call finish())."""
+    from analyzer.capture.files import feed_capture as feed
+    feed(analysis, path, version=msnp)
+
+
+def cmd_chat(args) -> int:
+    from msnp_analyzer_plugins.chat import UNKNOWN, ChatPlugin, format_ts
+
+    from analyzer.analysis.run import Analysis
+    from analyzer.plugins import PluginManager
+    analysis = Analysis([])
+    manager = PluginManager(analysis)
+    manager.add(ChatPlugin(), "msnp_analyzer_plugins.chat (the chat command)")
+    analysis.sinks.append(manager)
+    feed_capture(args.capture, analysis, args.msnp)
+    analysis.finish()
+    chat = manager.get("chat")
+    boards = chat.transcripts()
+    out = sys.stdout
+    if not boards:
+        print("msnp-analyzer: no chat messages found", file=sys.stderr)
+    for sb in boards:
+        if args.json:
+            for line in sb.lines:
+                out.write(json.dumps({"stream": sb.stream, "ts": line.ts, "sender": line.sender or UNKNOWN,
+                                      "nick": line.nick, "dir": line.direction, "text": line.text},
+                                     ensure_ascii=False) + "\n")
+            continue
+        who = ", ".join(sb.participants) or UNKNOWN
+        out.write(f"== switchboard {sb.stream}  {sb.client or '?'} <-> {sb.server or '?'}  ({who})\n")
+        for line in sb.lines:
+            text = line.text.replace("\r\n", "\n").replace("\n", "\n    ")
+            out.write(f"{format_ts(line.ts)}  {line.sender or UNKNOWN}: {text}\n")
+        out.write("\n")
+    out.flush()
+    return EXIT_OK
+
+
+__all__ = ["register", "cmd_plugins", "cmd_chat", "feed_capture"]

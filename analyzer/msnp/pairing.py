@@ -1,0 +1,395 @@
+"""Transaction pairing: each client request with its server replies, by TrID.
+
+Contract: `observe(command)` takes the `Command` events of both directions of
+one connection in the order they were seen and returns what that settles:
+finished `Transaction`s and `Anomaly` events. `tick(ts)` expires requests that
+waited longer than `reply_timeout`; `close(ts)` ends the connection and flushes
+everything still open (requests still waiting become unanswered). Never raises
+on any sequence of commands.
+
+A transaction ends as one of:
+- "answered": the server replied (latency = first reply - request);
+- "error": the reply was a numeric error (or a NAK);
+- "no_reply_expected": `MSG U`, `MSG N` with no NAK, `OUT`;
+- "unanswered": nothing came back before the timeout or the end.
+
+Commands that may get more replies after their first one (CHG then ILNs, SYN
+and its list, CAL then JOI) linger after that first reply and collect the rest,
+until a reply to some other request arrives, `linger` seconds pass, or the
+connection ends; only then is the transaction returned.
+"""
+
+from __future__ import annotations
+
+from analyzer.msnp.events import C2S, Anomaly, Command
+from analyzer.msnp.tables import SYN_BLOCK_LINES, error_name
+
+OUTCOMES = ("answered", "error", "no_reply_expected", "unanswered")
+
+# Replies a request accepts besides its own command code and numeric errors.
+EXTRA_REPLIES: dict[str, frozenset[str]] = {
+    "USR": frozenset({"XFR"}),   # a DS answers USR with XFR NS
+    "CHG": frozenset({"ILN"}),
+    "ANS": frozenset({"IRO"}),
+    "MSG": frozenset({"ACK", "NAK"}),
+    "SYN": frozenset(c.decode() for c in SYN_BLOCK_LINES),
+    "LST": frozenset({"LSG"}),
+}
+# Replies that do not finish their transaction.
+PARTIAL_REPLIES: dict[str, frozenset[str]] = {"ANS": frozenset({"IRO"})}
+# Requests that may get more replies after the first one.
+LINGERING = frozenset({"CHG", "SYN", "CAL", "LST", "LSG"})
+
+
+class Transaction:
+    # No __slots__: the rarely set fields live as class defaults, so building one
+    # (once per request, on the hot path) sets five attributes, not eleven.
+    outcome: str | None = None
+    error: str | None = None
+    latency_ms: float | None = None
+    overtaken_by: "list[Transaction] | None" = None  # later requests answered first
+    block: list[int] | None = None  # SYN block: [contacts left, groups left]
+    deadline: float | None = None
+
+    def __init__(self, request: Command, seq: int) -> None:
+        self.request = request
+        self.replies: list[Command] = []
+        self.seq = seq
+        self.cmd: str = request.cmd         # the request's, read on every reply
+        self.trid: int | None = request.trid
+
+    def __repr__(self) -> str:
+        return f"<Transaction {self.cmd} {self.trid} {self.outcome} replies={len(self.replies)}>"
+
+
+def _handle(token: bytes) -> bytes:
+    # MSNP16+ endpoints look like handle;{machine-guid}: one person, several places.
+    return token.split(b";", 1)[0].lower()
+
+
+class TransactionTracker:
+    def __init__(self, *, reply_timeout: float = 60.0, linger: float = 3.0,
+                 max_pending: int = 1000) -> None:
+        self.reply_timeout = reply_timeout
+        self.linger = linger
+        self.max_pending = max_pending
+        self._seq = 0
+        self._by_trid: dict[int, list[Transaction]] = {}   # waiting for a first reply
+        self._order: dict[int, Transaction] = {}            # the same, by request order
+        self._pings: list[Transaction] = []                  # PNG waiting for QNG
+        self._lingering: dict[int, Transaction] = {}         # answered, may get more
+        self._syn_block: Transaction | None = None           # MSNP8+ SYN list being counted
+        self._wake = _NEVER  # no request or lingering block can expire before this time
+        self._inside: list[tuple[Transaction, Anomaly]] = []  # async lines after a lingering reply
+
+    # -- public API ---------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        return len(self._order) + len(self._pings)
+
+    def observe(self, cmd: Command) -> list:
+        out: list = []
+        self.observe_into(cmd, out)
+        return out
+
+    def observe_into(self, cmd: Command, out: list) -> None:
+        """As `observe`, appending what is settled to `out` (spares a list per command)."""
+        ts = cmd.ts
+        if ts is not None and ts > self._wake:
+            self._expire(ts, out)
+        if cmd.direction == C2S:
+            self._request(cmd, out)
+        else:
+            self._reply(cmd, out)
+
+    def tick(self, ts: float) -> list:
+        out: list = []
+        self._expire(ts, out)
+        return out
+
+    def close(self, ts: float | None = None) -> list:
+        out: list = []
+        for txn in list(self._lingering.values()):
+            self._finish_lingering(txn, out)
+        for txn in list(self._order.values()) + self._pings:
+            self._unanswered(txn, ts, "connection ended", out)
+        self._by_trid.clear()
+        self._order.clear()
+        self._pings.clear()
+        return out
+
+    # -- requests -----------------------------------------------------------
+
+    def _request(self, cmd: Command, out: list) -> None:
+        self._seq += 1
+        txn = Transaction(cmd, self._seq)
+        code = cmd.cmd
+        if code == "PNG":
+            self._pings.append(txn)
+            self._wake_at(cmd.ts, self.reply_timeout)
+            return
+        trid = cmd.trid
+        if code == "OUT" or trid is None:
+            if code == "OUT":
+                txn.outcome = "no_reply_expected"
+                out.append(txn)
+            return  # a line without a usable TrID cannot be paired (the reader flagged it)
+        if code == "MSG":
+            mode = cmd.args[1] if len(cmd.args) > 1 else b""
+            if mode == b"U":
+                txn.outcome = "no_reply_expected"
+                out.append(txn)
+                return
+            if mode == b"N":  # only a NAK may come back
+                txn.outcome = "no_reply_expected"
+                self._start_lingering(txn, cmd.ts, out)
+                return
+        same = self._by_trid.get(trid)
+        if same:
+            out.append(Anomaly("msnp.trid.duplicate_pending",
+                               f"{code} {trid} sent while {same[0].cmd} {trid} still awaits its reply",
+                               C2S, cmd.offset, cmd.ts, trid))
+            same.append(txn)
+        else:
+            self._by_trid[trid] = [txn]
+        self._order[txn.seq] = txn
+        self._wake_at(cmd.ts, self.reply_timeout)
+        if len(self._order) > self.max_pending:
+            oldest = next(iter(self._order.values()))
+            out.append(Anomaly("msnp.trid.pending_limit",
+                               f"more than {self.max_pending} requests waiting; gave up on {oldest.cmd} {oldest.trid}",
+                               C2S, cmd.offset, cmd.ts, oldest.trid))
+            self._unanswered(oldest, cmd.ts, "pending limit", out, anomaly=False)
+
+    # -- replies ------------------------------------------------------------
+
+    def _reply(self, cmd: Command, out: list) -> None:
+        trid = cmd.trid
+        code = cmd.cmd
+        if trid is not None:
+            waiting = self._by_trid.get(trid)
+            if waiting:
+                txn = waiting[0]
+                want = txn.cmd
+                accepted = code == want or code.isdigit() or code in EXTRA_REPLIES.get(want, ())
+                if accepted or trid != 0:
+                    if not accepted:
+                        out.append(Anomaly("msnp.reply.unexpected_command",
+                                           f"{code} {trid} answers {txn.cmd} {trid}",
+                                           cmd.direction, cmd.offset, cmd.ts, trid))
+                    self._first_reply(txn, cmd, out)
+                    return
+            lingering = self._lingering.get(trid)
+            if lingering is not None and self._accepts(lingering, code):
+                self._more_replies(lingering, cmd, out)
+                if code.isdigit() or code == "NAK":
+                    lingering.outcome = "error"
+                    lingering.error = code if code == "NAK" else f"{code} {error_name(int(code))}"
+                return
+            if trid != 0:
+                out.append(Anomaly("msnp.reply.orphan",
+                                   f"{code} {trid} matches no request seen",
+                                   cmd.direction, cmd.offset, cmd.ts, trid))
+                return
+        elif code == "QNG":
+            if self._pings:
+                self._first_reply(self._pings.pop(0), cmd, out)
+            else:
+                out.append(Anomaly("msnp.reply.orphan", "QNG without a PNG",
+                                   cmd.direction, cmd.offset, cmd.ts))
+            return
+        elif self._syn_block is not None and code in _SYN_BLOCK_TEXT:
+            self._count_block_line(self._syn_block, cmd, out)
+            return
+        elif code == "JOI" and cmd.args and self._join(cmd, out):
+            return
+        elif code in _SYN_BLOCK_TEXT:
+            for txn in self._lingering.values():
+                if txn.cmd == "SYN":
+                    self._more_replies(txn, cmd, out)  # e.g. BPR after the last LST of the list
+                    return
+        # An asynchronous line (no TrID, or TrID 0 that answers nothing).
+        if self._order or self._pings or self._syn_block is not None:
+            out.append(Anomaly("msnp.async.interleaved",
+                               f"{code} arrived while {self._waiting_summary()}",
+                               cmd.direction, cmd.offset, cmd.ts, trid))
+        elif self._lingering:
+            # After a first reply (CHG, CAL, MSNP2-7 SYN) the block may or may not go
+            # on: the line is inside it only if a later reply of that block follows.
+            if len(self._inside) > 64:  # bounded: a block that goes quiet cannot grow this
+                del self._inside[:len(self._inside) - 64]
+            for txn in self._lingering.values():
+                self._inside.append((txn, Anomaly(
+                    "msnp.async.interleaved", f"{code} arrived inside the replies to {txn.cmd} {txn.trid}",
+                    cmd.direction, cmd.offset, cmd.ts, trid)))
+
+    def _accepts(self, txn: Transaction, code: str) -> bool:
+        want = txn.cmd
+        return code == want or code.isdigit() or code in EXTRA_REPLIES.get(want, ())
+
+    def _first_reply(self, txn: Transaction, cmd: Command, out: list) -> None:
+        if not txn.replies and txn.seq in self._order:
+            # Requests sent before this one and still waiting have been overtaken.
+            # (One whose replies have already begun, e.g. IRO before ANS OK, was not.)
+            for older in self._order.values():
+                if older is txn:
+                    break
+                if not older.replies:
+                    if older.overtaken_by is None:
+                        older.overtaken_by = []
+                    older.overtaken_by.append(txn)
+        txn.replies.append(cmd)
+        if txn.latency_ms is None and cmd.ts is not None and txn.request.ts is not None:
+            txn.latency_ms = (cmd.ts - txn.request.ts) * 1000.0
+        if txn.overtaken_by:
+            for later in txn.overtaken_by:
+                out.append(Anomaly("msnp.reply.out_of_order",
+                                   f"reply to {txn.cmd} {txn.trid} came after the reply to the later {later.cmd} {later.trid}",
+                                   cmd.direction, cmd.offset, cmd.ts, txn.trid))
+            txn.overtaken_by = None
+        code = cmd.cmd
+        if code in PARTIAL_REPLIES.get(txn.cmd, ()):
+            return  # still waiting (IRO before ANS OK); latency already taken
+        self._forget(txn)
+        if self._lingering:
+            self._close_other_lingering(txn, out)
+        if code.isdigit() or code == "NAK":
+            txn.outcome = "error"
+            txn.error = "NAK" if code == "NAK" else f"{code} {error_name(int(code))}"
+            out.append(txn)
+            return
+        txn.outcome = "answered"
+        if txn.cmd == "SYN" and code == "SYN":
+            params = cmd.raw_params
+            if len(params) >= 3 and params[-1].isdigit() and params[-2].isdigit():
+                txn.block = [int(params[-2]), int(params[-1])]
+                if txn.block != [0, 0]:
+                    self._syn_block = txn
+        if txn.cmd in LINGERING or txn.block is not None:
+            self._start_lingering(txn, cmd.ts, out)
+        else:
+            out.append(txn)
+
+    def _count_block_line(self, txn: Transaction, cmd: Command, out: list) -> None:
+        txn.replies.append(cmd)
+        if cmd.cmd == "LST":
+            txn.block[0] -= 1
+        elif cmd.cmd == "LSG":
+            txn.block[1] -= 1
+        if txn.block[0] <= 0 and txn.block[1] <= 0:
+            self._syn_block = None
+            self._wake_at(txn.deadline, 0.0)  # the complete list may now stop lingering
+
+    def _join(self, cmd: Command, out: list) -> bool:
+        who = _handle(cmd.args[0])
+        for txn in list(self._lingering.values()) + list(self._order.values()):
+            if txn.cmd == "CAL" and txn.request.args[1:2] and _handle(txn.request.args[1]) == who:
+                self._more_replies(txn, cmd, out)
+                return True
+        return False
+
+    def _more_replies(self, txn: Transaction, cmd: Command, out: list) -> None:
+        """A further reply to an answered request: asynchronous lines before it were inside its block."""
+        txn.replies.append(cmd)
+        if self._inside:
+            keep = []
+            for owner, anomaly in self._inside:
+                if owner is txn:
+                    out.append(anomaly)
+                elif owner.trid in self._lingering and self._lingering[owner.trid] is owner:
+                    keep.append((owner, anomaly))
+            self._inside = keep
+
+    # -- bookkeeping --------------------------------------------------------
+
+    def _forget(self, txn: Transaction) -> None:
+        self._order.pop(txn.seq, None)
+        trid = txn.request.trid
+        waiting = self._by_trid.get(trid)
+        if waiting is not None:
+            if len(waiting) == 1:
+                if waiting[0] is txn:
+                    del self._by_trid[trid]
+            elif txn in waiting:
+                waiting.remove(txn)
+
+    def _start_lingering(self, txn: Transaction, ts, out: list) -> None:
+        previous = self._lingering.pop(txn.trid, None)
+        if previous is not None:
+            self._finish_lingering(previous, out)
+        txn.deadline = None if ts is None else ts + self.linger
+        self._lingering[txn.trid] = txn
+        self._wake_at(ts, self.linger)
+
+    def _wake_at(self, ts, delay: float) -> None:
+        if ts is not None and ts + delay < self._wake:
+            self._wake = ts + delay
+
+    def _close_other_lingering(self, txn: Transaction, out: list) -> None:
+        if self._lingering:
+            for other in list(self._lingering.values()):
+                if other is not txn and other is not self._syn_block:
+                    self._finish_lingering(other, out)
+
+    def _finish_lingering(self, txn: Transaction, out: list) -> None:
+        if self._lingering.get(txn.trid) is txn:
+            del self._lingering[txn.trid]
+        if self._inside:
+            self._inside = [(owner, a) for owner, a in self._inside if owner is not txn]
+        if txn is self._syn_block:
+            self._syn_block = None
+            out.append(Anomaly("msnp.syn.block_incomplete",
+                               f"SYN {txn.trid} announced {txn.block[0]} more contact(s) and {txn.block[1]} group(s)",
+                               txn.request.direction, txn.request.offset, txn.request.ts, txn.trid))
+        out.append(txn)
+
+    def _unanswered(self, txn: Transaction, ts, why: str, out: list, anomaly: bool = True) -> None:
+        if txn in self._pings:
+            self._pings.remove(txn)
+        self._forget(txn)
+        txn.outcome = "unanswered"
+        if anomaly:
+            out.append(Anomaly("msnp.reply.unanswered", f"{txn.cmd} {txn.trid if txn.trid is not None else ''}"
+                               f" got no reply ({why})".replace("  ", " "),
+                               txn.request.direction, txn.request.offset, ts, txn.trid))
+        out.append(txn)
+
+    def _expire(self, ts: float, out: list) -> None:
+        limit = ts - self.reply_timeout
+        while self._order:
+            oldest = next(iter(self._order.values()))
+            if oldest.request.ts is None or oldest.request.ts >= limit:
+                break
+            self._unanswered(oldest, ts, f"no reply within {self.reply_timeout:g} s", out)
+        while self._pings and self._pings[0].request.ts is not None and self._pings[0].request.ts < limit:
+            self._unanswered(self._pings[0], ts, f"no reply within {self.reply_timeout:g} s", out)
+        if self._lingering:
+            for txn in list(self._lingering.values()):
+                if txn.deadline is not None and txn.deadline < ts and txn is not self._syn_block:
+                    self._finish_lingering(txn, out)
+        # The next time anything can expire: the oldest waiting request or ping, the
+        # earliest lingering deadline (requests without a time never expire).
+        wake = _NEVER
+        for txn in self._order.values():
+            if txn.request.ts is not None:
+                wake = txn.request.ts + self.reply_timeout
+                break
+        if self._pings and self._pings[0].request.ts is not None:
+            wake = min(wake, self._pings[0].request.ts + self.reply_timeout)
+        for txn in self._lingering.values():
+            if txn.deadline is not None and txn.deadline < wake and txn is not self._syn_block:
+                wake = txn.deadline
+        self._wake = wake
+
+    def _waiting_summary(self) -> str:
+        if self._syn_block is not None:
+            return f"the SYN {self._syn_block.trid} list was incomplete"
+        if self._order:
+            first = next(iter(self._order.values()))
+            return f"{first.cmd} {first.trid} awaited its reply"
+        return "PNG awaited its QNG"
+
+
+_NEVER = float("inf")
+_SYN_BLOCK_TEXT = frozenset(c.decode() for c in SYN_BLOCK_LINES)

@@ -1,0 +1,104 @@
+"""The transcript format: an exact, human-readable record of both directions.
+
+One chunk of bytes per line, in the order they were seen:
+
+    # comments and blank lines are ignored
+    >>> VER 1 MSNP8 CVR0\\r\\n                 client to server
+    <<< VER 1 MSNP8 CVR0\\r\\n                 server to client
+    0.250 >>> PNG\\r\\n                        optional time in seconds first
+    0.300 @sb1 <<< JOI bob@example.com Bob\\r\\n   optional connection label
+
+The data after `>>> ` or `<<< ` is taken byte for byte, with the escapes
+`\\r \\n \\t \\\\ \\xHH` (and nothing else) undone; the file's own line end is
+not part of the data, so `\\r\\n` must be written. `>>>`/`<<<` follow the old
+MSNP documents' convention (client sends `>>>`, receives `<<<`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from analyzer.msnp import C2S, S2C
+
+_ESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{2}|[rnt\\])")
+_SIMPLE = {b"r": b"\r", b"n": b"\n", b"t": b"\t", b"\\": b"\\"}
+ARROWS = {b">>>": C2S, b"<<<": S2C}
+
+
+class TranscriptError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    direction: str
+    data: bytes
+    ts: float | None = None
+    conn: str | None = None
+
+
+def unescape(text: bytes) -> bytes:
+    def sub(m: re.Match) -> bytes:
+        code = m.group(1)
+        return bytes([int(code[1:], 16)]) if code[:1] == b"x" else _SIMPLE[code]
+    return _ESCAPE.sub(sub, text)
+
+
+def escape(data: bytes) -> str:
+    out = []
+    for b in data:
+        if b == 0x5C:
+            out.append("\\\\")
+        elif b == 0x0D:
+            out.append("\\r")
+        elif b == 0x0A:
+            out.append("\\n")
+        elif b == 0x09:
+            out.append("\\t")
+        elif 0x20 <= b < 0x7F:
+            out.append(chr(b))
+        else:
+            out.append(f"\\x{b:02x}")
+    return "".join(out)
+
+
+def looks_like_transcript(head: bytes) -> bool:
+    for line in head.splitlines()[:20]:
+        line = line.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        return bool(re.match(rb"^(\d+(\.\d+)?\s+)?(@\S+\s+)?(>>>|<<<)( |$)", line))
+    return False
+
+
+def parse(text: bytes) -> list[Chunk]:
+    """Chunks of a transcript; raises TranscriptError with the line number on bad lines."""
+    chunks = []
+    for number, line in enumerate(text.split(b"\n"), 1):
+        line = line.rstrip(b"\r")
+        stripped = line.strip()
+        if not stripped or stripped.startswith(b"#"):
+            continue
+        m = re.match(rb"^\s*(?:(\d+(?:\.\d+)?)\s+)?(?:@(\S+)\s+)?(>>>|<<<)(?: (.*))?$", line, re.S)
+        if not m:
+            raise TranscriptError(f"line {number}: expected '>>> ' or '<<< ' and data, got {line[:40]!r}")
+        ts = float(m.group(1)) if m.group(1) else None
+        conn = m.group(2).decode("utf-8", "replace") if m.group(2) else None
+        chunks.append(Chunk(ARROWS[m.group(3)], unescape(m.group(4) or b""), ts, conn))
+    return chunks
+
+
+def format_chunks(chunks: list[Chunk]) -> str:
+    """A transcript that parses back to the same bytes (one line per wire line)."""
+    lines = []
+    for chunk in chunks:
+        arrow = ">>>" if chunk.direction == C2S else "<<<"
+        prefix = ""
+        if chunk.ts is not None:
+            prefix += f"{chunk.ts:.6f} "
+        if chunk.conn is not None:
+            prefix += f"@{chunk.conn} "
+        for piece in chunk.data.splitlines(keepends=True) or [b""]:
+            lines.append(f"{prefix}{arrow} {escape(piece)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,315 @@
+"""The HTML timeline: one self-contained file that shows a whole capture.
+
+`HtmlTimeline` is a sink (see `analysis.Sink`). It keeps one compact row per
+command (and per anomaly or skipped run that no command explains), pairs the
+rows of each transaction, and at `close()` writes a single HTML file: inline
+CSS and JavaScript, the data embedded as JSON, a Content-Security-Policy that
+forbids every network access (`default-src 'none'`, the inline script and
+style allowed by a per-file nonce). Opening it makes no request to any host
+or file.
+
+Safety: every string from the wire is data. The JSON is embedded with `<`,
+`>`, `&`, U+2028 and U+2029 escaped, so nothing in it can close the script
+element; the page builds its DOM with `textContent` only.
+
+Size: rows are embedded in chunks of `CHUNK` rows, each its own
+`<script type="application/json">` element, parsed only when a row in it is
+first needed; the page draws only the rows on screen (a virtual list). The
+first screen is drawn before the browser has even read the later chunks, so
+the time to the first rows does not grow with the capture.
+
+Secrets go through the run's `Redactor` (params, payloads, link cookies).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections import Counter
+from pathlib import Path
+
+from analyzer.anomalies import CATALOGUE, spec
+from analyzer.msnp import C2S, Anomaly, Command, Skipped, Transaction
+from analyzer.analysis.linking import Linker
+from analyzer.analysis.redact import Redactor
+from analyzer.outputs.html.template import render_page
+
+CHUNK = 1000
+DIRS = {C2S: 0, "s2c": 1}
+_MIME_HEAD = b"MIME-Version"
+
+
+def add_html_option(parser, help_text: str = "write a self-contained HTML timeline to FILE") -> None:
+    """`--html FILE` for commands that analyse traffic (analyze, proxy)."""
+    parser.add_argument("--html", metavar="FILE", help=help_text)
+
+
+def html_sinks(path: str | None, redactor: Redactor | None = None, sources: list[str] | None = None,
+               linker: Linker | None = None) -> list:
+    """The sinks that make `--html FILE` work: a Linker (unless given) and the timeline writer.
+
+    Put them in the Analysis's sink list; the file is written by `Analysis.finish()`.
+    """
+    if not path:
+        return []
+    redactor = redactor or Redactor()
+    sinks = []
+    if linker is None:
+        linker = Linker(redactor)
+        sinks.append(linker)
+    sinks.append(HtmlTimeline(path, linker, redactor, sources=sources))
+    return sinks
+
+
+def hexdump(data: bytes, width: int = 16) -> str:
+    lines = []
+    for pos in range(0, len(data), width):
+        part = data[pos:pos + width]
+        hexes = " ".join(f"{b:02x}" for b in part)
+        text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in part)
+        lines.append(f"{pos:06x}  {hexes:<{width * 3 - 1}}  {text}")
+    return "\n".join(lines)
+
+
+def _is_text(data: bytes) -> str | None:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    for ch in text:
+        if ch < " " and ch not in "\r\n\t":
+            return None
+    return text
+
+
+def split_payload(payload: bytes) -> list:
+    """[headers text or "", body text, is_hex, length]: MIME headers apart, binary bodies as hex."""
+    headers, body = b"", payload
+    if payload.startswith(_MIME_HEAD) or (b"\r\n\r\n" in payload[:4096] and b":" in payload.split(b"\r\n", 1)[0]):
+        end = payload.find(b"\r\n\r\n")
+        if end >= 0:
+            headers, body = payload[:end], payload[end + 4:]
+    head_text = headers.decode("utf-8", "backslashreplace")
+    text = _is_text(body)
+    if text is None:
+        return [head_text, hexdump(body), 1, len(payload)]
+    return [head_text, text, 0, len(payload)]
+
+
+class _Lane:
+    __slots__ = ("conn", "rows", "index", "pending", "dead", "txns")
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.rows: list[list] = []
+        self.index: dict[tuple, int] = {}      # (dir, offset) -> row of that command
+        self.pending: dict[tuple, list[int]] = {}  # anomaly rows waiting for their command
+        self.dead: set[int] = set()
+        self.txns: list[tuple] = []
+
+
+class HtmlTimeline:
+    """A sink that collects rows and writes the HTML timeline at close()."""
+
+    def __init__(self, out, linker: Linker, redactor: Redactor | None = None,
+                 sources: list[str] | None = None, title: str | None = None) -> None:
+        self.out = out
+        self.linker = linker
+        self.redactor = redactor or Redactor()
+        self.sources = list(sources or [])
+        self.title = title
+        self.lanes: dict[str, _Lane] = {}
+        self.capture_anomalies: list[list] = []
+        self.written = False
+        self.plugins = None  # a PluginManager: decoded payload views and report sections
+
+    # -- sink interface -------------------------------------------------------
+
+    def _lane(self, conn) -> _Lane:
+        lane = self.lanes.get(conn.id)
+        if lane is None:
+            lane = self.lanes[conn.id] = _Lane(conn)
+        return lane
+
+    def event(self, conn, event) -> None:
+        kind = type(event)
+        if conn is None:
+            if kind is Anomaly:
+                self.capture_anomalies.append([event.name, event.detail, event.ts])
+            return
+        lane = self._lane(conn)
+        if kind is Command:
+            self._command(lane, event, conn)
+        elif kind is Anomaly:
+            self._anomaly(lane, event)
+        elif kind is Transaction:
+            self._transaction(lane, event)
+        elif kind is Skipped:
+            lane.rows.append([event.ts, DIRS.get(event.direction, 2), "~", None,
+                              f"{len(event.raw)} bytes skipped (not MSNP)", 0, 0, 0])
+
+    def stream(self, conn) -> None:
+        self._lane(conn).conn = conn
+
+    def close(self) -> None:
+        if self.written:
+            return
+        if self.plugins is not None:
+            self.plugins.close()  # let plugins finish (their last anomalies, their sections) first
+        self.written = True
+        page = self.render()
+        if hasattr(self.out, "write"):
+            self.out.write(page)
+        else:
+            Path(self.out).write_text(page, encoding="utf-8")
+
+    # -- rows -----------------------------------------------------------------
+
+    def _command(self, lane: _Lane, cmd: Command, conn=None) -> None:
+        red = self.redactor
+        params = " ".join(red.params(cmd, decoded=True))
+        payload = 0
+        if cmd.payload is not None:
+            payload = split_payload(red.payload(cmd) or b"")
+            if self.plugins is not None:
+                view = self.plugins.decode_payload(cmd, conn)
+                if view is not None:
+                    payload.append(view.to_dict(red))
+        key = (cmd.direction, cmd.offset)
+        idx = len(lane.rows)
+        anoms = 0
+        waiting = lane.pending.pop(key, None)
+        if waiting:
+            anoms = []
+            for r in waiting:
+                lane.dead.add(r)
+                anoms.extend(lane.rows[r][6])
+        lane.rows.append([cmd.ts, DIRS[cmd.direction], cmd.cmd, cmd.trid, params, payload, anoms, 0])
+        lane.index[key] = idx
+
+    def _anomaly(self, lane: _Lane, anomaly: Anomaly) -> None:
+        entry = [anomaly.name, anomaly.detail]
+        key = (anomaly.direction, anomaly.offset)
+        idx = lane.index.get(key)
+        if idx is not None and anomaly.offset is not None:
+            row = lane.rows[idx]
+            if row[6] == 0:
+                row[6] = []
+            row[6].append(entry)
+            return
+        # Not (yet) tied to a command: its own row, where it happened; merged into the
+        # command at the same position if that command comes next.
+        row_idx = len(lane.rows)
+        lane.rows.append([anomaly.ts, DIRS.get(anomaly.direction, 2), "!", anomaly.trid,
+                          anomaly.detail, 0, [entry], 0])
+        if anomaly.offset is not None:
+            lane.pending.setdefault(key, []).append(row_idx)
+
+    def _transaction(self, lane: _Lane, txn: Transaction) -> None:
+        req = lane.index.get((C2S, txn.request.offset))
+        if req is None:
+            return
+        replies = [lane.index[k] for k in ((r.direction, r.offset) for r in txn.replies) if k in lane.index]
+        latency = None if txn.latency_ms is None else round(txn.latency_ms, 3)
+        lane.txns.append((req, replies, txn.outcome, latency, txn.error))
+
+    # -- the page -------------------------------------------------------------
+
+    def data(self) -> tuple[dict, list[list]]:
+        """(meta, rows): what the page embeds. Rows are in lane order, each lane in time order."""
+        links = self.linker.result()
+        order: list[str] = []
+        lane_session: dict[str, str | None] = {}
+        for session in links["sessions"]:
+            for sid in session["streams"]:
+                if sid in self.lanes and sid not in lane_session:
+                    order.append(sid)
+                    lane_session[sid] = session["session"]
+        for sid in self.lanes:
+            if sid not in lane_session:
+                order.append(sid)
+                lane_session[sid] = None
+        rows: list[list] = []
+        lanes_meta = []
+        totals_cmd: Counter[str] = Counter()
+        totals_anom: Counter[str] = Counter()
+        outcomes: Counter[str] = Counter()
+        versions: Counter[str] = Counter()
+        parent = links["parent"]
+        link_by_child = {l["to"]: l for l in links["links"]}
+        unlinked_by_stream: dict[str, list[str]] = {}
+        for u in links["unlinked"]:
+            for end in (u.get("to"), u.get("from")):
+                if end:
+                    unlinked_by_stream.setdefault(end, []).append(u["reason"])
+        chats = {c["stream"]: c for c in links["chats"]}
+        for li, sid in enumerate(order):
+            lane = self.lanes[sid]
+            conn = lane.conn
+            base = len(rows)
+            remap: dict[int, int] = {}
+            for i, row in enumerate(lane.rows):
+                if i in lane.dead:
+                    continue
+                remap[i] = len(rows)
+                rows.append([li] + row)
+            for req, replies, outcome, latency, error in lane.txns:
+                if req not in remap:
+                    continue
+                g_req = remap[req]
+                g_replies = [remap[r] for r in replies if r in remap]
+                rows[g_req][8] = [0, g_replies, outcome, latency, error]
+                for r in g_replies:
+                    if rows[r][8] == 0:
+                        rows[r][8] = [1, g_req]
+            commands = getattr(conn, "commands", Counter())
+            anomalies = getattr(conn, "anomalies", Counter())
+            totals_cmd.update(commands)
+            totals_anom.update(anomalies)
+            outcomes.update(getattr(conn, "outcomes", Counter()))
+            if getattr(conn, "version_label", None):
+                versions[conn.version_label] += 1
+            link = link_by_child.get(sid)
+            lanes_meta.append({
+                "id": sid, "session": lane_session[sid], "role": getattr(conn, "role", None),
+                "client": getattr(conn, "client", None), "server": getattr(conn, "server", None),
+                "version": getattr(conn, "version_label", None), "handle": getattr(conn, "handle", None),
+                "start": getattr(conn, "first_ts", None), "end": getattr(conn, "last_ts", None),
+                "first": base, "count": len(rows) - base, "commands": sum(commands.values()),
+                "anomalies": dict(anomalies), "parent": parent.get(sid),
+                "link": None if link is None else {"by": link["by"], "evidence": link.get("evidence"),
+                                                   "from": link["from"], "cookie": link.get("cookie"),
+                                                   "sessid": link.get("sessid")},
+                "unlinked": unlinked_by_stream.get(sid, []),
+                "participants": chats.get(sid, {}).get("participants", []),
+            })
+        for name, _detail, _ts in self.capture_anomalies:
+            totals_anom[name] += 1
+        start = min((l["start"] for l in lanes_meta if l["start"] is not None), default=None)
+        names = sorted(set(totals_anom) | {a[0] for r in rows if r[7] for a in r[7]})
+        meta = {
+            "title": self.title or ("MSNP timeline: " + ", ".join(self.sources) if self.sources else "MSNP timeline"),
+            "sources": self.sources, "start": start, "rows": len(rows), "chunk": CHUNK,
+            "chunks": (len(rows) + CHUNK - 1) // CHUNK, "redacted": self.redactor.enabled,
+            "lanes": lanes_meta,
+            "sessions": [{k: s[k] for k in ("session", "handle", "version", "start", "end", "streams",
+                                             "complete")} for s in links["sessions"]],
+            "unlinked": links["unlinked"],
+            "totals": {"logins": sum(1 for s in links["sessions"] if s["complete"]),
+                       "sessions": len(links["sessions"]), "connections": len(lanes_meta),
+                       "versions": dict(versions), "commands": sum(totals_cmd.values()),
+                       "by_command": dict(totals_cmd.most_common()), "transactions": dict(outcomes),
+                       "anomalies": dict(sorted(totals_anom.items()))},
+            "catalogue": {n: [str(spec(n).severity), spec(n).summary] for n in names},
+            "capture_anomalies": self.capture_anomalies,
+            "sections": self.plugins.html_sections() if self.plugins is not None else [],
+        }
+        return meta, rows
+
+    def render(self) -> str:
+        meta, rows = self.data()
+        chunks = [rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK)]
+        return render_page(meta, chunks, nonce=secrets.token_urlsafe(18))
+
+
+__all__ = ["HtmlTimeline", "html_sinks", "add_html_option", "split_payload", "hexdump", "CHUNK", "CATALOGUE"]
