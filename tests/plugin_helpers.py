@@ -33,7 +33,7 @@ def transcript(tmp_path, text: str, name="t.msnp") -> Path:
 
 def reader_available() -> bool:
     try:
-        import analyzer.cli.analyze  # noqa: F401
+        import analyzer.capture.files  # noqa: F401
     except ImportError:
         return False
     return True

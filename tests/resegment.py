@@ -241,7 +241,7 @@ class Collector:
 def analyze(*paths, **options):
     """Run the analyze pipeline on capture files; returns (analysis, collector)."""
     from analyzer.analysis.run import Analysis
-    from analyzer.cli.analyze import analyze_file, open_captures
+    from analyzer.capture.files import analyze_file, open_captures
     from analyzer.capture.detect import Detector
     from analyzer.capture.tcp import DEFAULT_BUFFER, DEFAULT_IDLE_TIMEOUT, DEFAULT_REORDER_TIMEOUT
     collector = Collector()

@@ -298,7 +298,8 @@ def test_the_window_decides_how_long_ended_logins_wait():
 
 
 def test_link_window_option_reaches_the_linker_and_is_checked(capsys):
-    from analyzer.cli.main import build_parser, link_and_html_sinks, main
+    from analyzer.cli.main import build_parser, main
+    from analyzer.cli.run import link_and_html_sinks
     writer = JsonLinesWriter(io.StringIO())
     for given, want in (([], 300.0), (["--link-window", "inf"], float("inf")), (["--link-window", "30"], 30.0)):
         args = build_parser().parse_args(["decode", "x.msnp", "--json", "-", *given])

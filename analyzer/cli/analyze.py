@@ -15,8 +15,10 @@ import os
 import sys
 import time
 
-from analyzer.cli.main import UsageError, add_analysis_options, exit_status, limits_from, output_sinks, report_console
-from analyzer.msnp import Anomaly
+from analyzer.capture.files import analyze_file, open_captures
+from analyzer.cli.options import _size, add_analysis_options, exit_status, limits_from, report_console
+from analyzer.cli.run import output_sinks
+from analyzer.errors import UsageError
 
 PROGRESS_AFTER = 0.5   # seconds: quicker files get no progress bar
 KEEP_CLOSED = 1000     # closed connections kept one by one for the report; the rest go into the totals
@@ -36,7 +38,6 @@ def register(sub) -> None:
     add_analysis_options(p)  # includes the plugin options
     tcp = p.add_argument_group("TCP reassembly")
     from analyzer.capture.tcp import DEFAULT_BUFFER, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, DEFAULT_REORDER_TIMEOUT
-    from analyzer.cli.main import _size
     tcp.add_argument("--tcp-buffer", type=_size, default=DEFAULT_BUFFER, metavar="BYTES",
                      help=f"out-of-order bytes held per direction before a hole is given up as a "
                           f"tcp.gap (default {DEFAULT_BUFFER})")
@@ -50,44 +51,6 @@ def register(sub) -> None:
     tcp.add_argument("--port", type=int, action="append", default=[], metavar="PORT",
                      help="also treat this TCP port as an MSNP server port (repeatable; 1863 always is)")
     p.set_defaults(func=cmd_analyze)
-
-
-def open_captures(paths: list[str]):
-    """Open every file before reading any, so a bad argument fails fast (exit 2)."""
-    from analyzer.capture.pcap import CaptureError, CaptureFile
-    files = []
-    try:
-        for path in paths:
-            files.append(CaptureFile(path))
-    except CaptureError as exc:
-        for f in files:
-            f.close()
-        raise UsageError(str(exc)) from None
-    return files
-
-
-def analyze_file(capture, analysis, detector, *, buffer, reorder_timeout, idle_timeout, progress=None,
-                 max_flows=None) -> dict:
-    """Stream one capture through TCP reassembly into `analysis`. Returns the tracker's counts."""
-    from analyzer.capture.tcp import DEFAULT_MAX_FLOWS, TcpTracker
-    tracker = TcpTracker(analysis, buffer=buffer, reorder_timeout=reorder_timeout,
-                         idle_timeout=idle_timeout, detector=detector,
-                         max_flows=max_flows if max_flows is not None else DEFAULT_MAX_FLOWS)
-    segment = tracker.segment
-    last_ts = None
-    n = 0
-    for ts, key, seq, ack, flags, payload in capture.segments():
-        segment(ts, key, seq, ack, flags, payload)
-        last_ts = ts
-        n += 1
-        if progress is not None and n & 0x3FFF == 0:
-            progress(capture)
-    tracker.finish(tracker.now if tracker.now else last_ts)
-    for anomaly in capture.anomalies:
-        analysis.anomaly(None, anomaly)
-    stats = dict(tracker.stats)
-    stats["packets"] = capture.packets
-    return stats
 
 
 class _Progress:
@@ -179,4 +142,4 @@ def capture_table(per_file):
     return table
 
 
-__all__ = ["register", "cmd_analyze", "analyze_file", "open_captures", "Anomaly"]
+__all__ = ["register", "cmd_analyze"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 def register(sub) -> None:
     import argparse
-    from analyzer.cli.main import add_analysis_options
+    from analyzer.cli.options import add_analysis_options
     p = sub.add_parser(
         "export", help="write a self-contained HTML timeline of one or more captures",
         description="Write one HTML file that shows the captures as a timeline: connections grouped "
@@ -37,7 +37,9 @@ def register(sub) -> None:
 
 def cmd_export(args) -> int:
     from analyzer.analysis.run import Analysis
-    from analyzer.cli.main import UsageError, exit_status, limits_from, output_sinks, report_console
+    from analyzer.cli.options import exit_status, limits_from, report_console
+    from analyzer.cli.run import output_sinks
+    from analyzer.errors import UsageError
     from analyzer.capture.files import feed_capture
     from analyzer.outputs.html import HtmlTimeline
     from analyzer.analysis.linking import Linker

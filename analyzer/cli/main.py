@@ -9,77 +9,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from analyzer import __version__
 from analyzer.analysis.run import Analysis
-from analyzer.anomalies import CATALOGUE, Severity
-from analyzer.analysis.connection import Limits
-
-EXIT_OK, EXIT_ANOMALIES, EXIT_UNUSABLE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Unusable input: reported as one line, exit status 2."""
-
-
-def _size(text: str) -> int:
-    units = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
-    text = text.strip().lower().rstrip("ib").rstrip("b")
-    try:
-        if text and text[-1] in units:
-            return int(float(text[:-1]) * units[text[-1]])
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 65536, 64k, 1m)") from None
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also NaN
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (seconds, 0 or more, or inf)")
-    return value
-
-
-def add_analysis_options(p: argparse.ArgumentParser, html: bool = True) -> None:
-    """Options every command that decodes traffic shares."""
-    out = p.add_argument_group("output")
-    out.add_argument("--json", metavar="FILE", help="write JSON Lines events to FILE ('-' for stdout)")
-    out.add_argument("-v", "--verbose", action="store_true", help="print every decoded command")
-    if html:
-        out.add_argument("--html", metavar="FILE",
-                         help="write a self-contained HTML timeline to FILE at the end (see README)")
-    out.add_argument("--link-window", type=_seconds, default=LINK_WINDOW, metavar="SECONDS",
-                     help="with --json on a long capture, a login's link, session and chat records are "
-                          "written once all its connections ended this long ago (capture time) and no "
-                          f"open one could join it; later connections are not linked to it "
-                          f"(default {LINK_WINDOW:g}; inf: all at the end)")
-    out.add_argument("--no-redact", action="store_true",
-                     help="show passwords' MD5 answers, tickets and cookies as they were on the wire")
-    out.add_argument("--fail-on", metavar="SEVERITY", default="error", type=str.lower,
-                     choices=["info", "warning", "error", "never"],
-                     help="exit 1 if an anomaly of this severity or worse is found (default: error)")
-    lim = p.add_argument_group("limits")
-    d = Limits()
-    lim.add_argument("--max-line", type=_size, default=d.max_line, metavar="BYTES",
-                     help=f"longest command line accepted (default {d.max_line})")
-    lim.add_argument("--max-payload", type=_size, default=d.max_payload, metavar="BYTES",
-                     help=f"largest payload accepted (default {d.max_payload})")
-    lim.add_argument("--reply-timeout", type=float, default=d.reply_timeout, metavar="SECONDS",
-                     help=f"a request unanswered this long is reported (default {d.reply_timeout:g})")
-    lim.add_argument("--max-pending", type=int, default=d.max_pending, metavar="N",
-                     help=f"requests awaiting replies per connection before the oldest is dropped (default {d.max_pending})")
-    from analyzer.plugins import add_plugin_options
-    add_plugin_options(p)
-
-
-def limits_from(args) -> Limits:
-    return Limits(max_line=args.max_line, max_payload=args.max_payload,
-                  reply_timeout=args.reply_timeout, max_pending=args.max_pending)
-
+from analyzer.cli import analyze, export, mitm, proxy
+from analyzer.cli import plugins as plugins_cmd
+from analyzer.cli.options import add_analysis_options, exit_status, limits_from, report_console
+from analyzer.cli.run import output_sinks
+from analyzer.errors import EXIT_OK, EXIT_UNUSABLE, UsageError, read_input
+from analyzer.msnp.direction import guess_direction
+from analyzer.anomalies import CATALOGUE
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -98,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from analyzer.cli.commands import register  # the capture-layer commands live beside their adapters
-    register(sub)
+    # In the order a newcomer needs them (argparse lists them as registered).
+    for command in (analyze, proxy, mitm, export, plugins_cmd):
+        command.register(sub)
 
     p = sub.add_parser("anomalies", help="list the anomaly catalogue (names, severities, summaries)",
                        description="List every anomaly the analyzer can report.")
@@ -142,116 +82,11 @@ def cmd_anomalies(args) -> int:
     return EXIT_OK
 
 
-def _read_input(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    p = Path(path)
-    if not p.exists():
-        raise UsageError(f"{path}: no such file")
-    if p.is_dir():
-        raise UsageError(f"{path}: is a directory")
-    try:
-        return p.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror}") from None
-
-
-def guess_direction(data: bytes) -> str:
-    """Which side sent a raw stream, from its first lines."""
-    from analyzer.msnp import C2S, S2C
-    server_only = {b"NLN", b"FLN", b"ILN", b"IRO", b"JOI", b"BYE", b"QNG", b"RNG", b"NOT", b"CHL", b"UBX"}
-    for line in data.split(b"\n")[:50]:
-        parts = line.strip().split(b" ")
-        code = parts[0]
-        if code in server_only or code.isdigit():
-            return S2C
-        if code == b"PNG" or (code == b"MSG" and len(parts) > 1 and parts[1].isdigit()):
-            return C2S
-        if code == b"MSG" and len(parts) > 1:
-            return S2C
-    return C2S
-
-
-def output_sinks(args, console, redactor=None, flush: bool = False):
-    """JSON writer (flushed per line if `flush`: live runs), verbose printer, links and --html
-    as the options ask. Returns (sinks, files to close)."""
-    from analyzer.outputs.jsonl import JsonLinesWriter
-    from analyzer.analysis.redact import Redactor
-    from analyzer.outputs.terminal import VerbosePrinter
-    if redactor is None:
-        redactor = Redactor(enabled=not args.no_redact)
-    sinks, files = [], []
-    if args.json:
-        if args.json == "-":
-            out = sys.stdout
-        else:
-            try:
-                out = open(args.json, "w", encoding="utf-8")
-            except OSError as exc:
-                raise UsageError(f"{args.json}: {exc.strerror}") from None
-            files.append(out)
-        sinks.append(JsonLinesWriter(out, redactor, flush=flush))
-    if args.verbose:
-        sinks.append(VerbosePrinter(console, redactor))
-    return link_and_html_sinks(args, redactor, sinks), files
-
-
-SETTLE_AFTER = 1000  # ended connections held for linking before settled logins are written
-LINK_WINDOW = 300.0  # seconds of capture time after a login's last connection before it settles
-
-
-def link_and_html_sinks(args, redactor, sinks: list) -> list:
-    """`sinks` plus linking: link records for the JSON Lines writers, and the `--html` timeline.
-
-    The Linker goes first (it only observes), the LinkWriter after the writers (it
-    writes the link/session/chat records as logins settle and when the run
-    finishes), the HTML timeline
-    last (written at the end, sharing the Linker). Raises UsageError for an
-    unwritable --html path.
-    """
-    from analyzer.outputs.jsonl import JsonLinesWriter
-    from analyzer.analysis.linking import Linker, LinkWriter
-    writers = [s for s in sinks if isinstance(s, JsonLinesWriter)]
-    html = getattr(args, "html", None)
-    if not writers and not html:
-        return sinks
-    # Without a timeline (which shows every link at the end), settled logins are
-    # written as they settle and forgotten: memory stays flat on long captures.
-    linker = Linker(redactor, settle_after=None if html else SETTLE_AFTER,
-                    window=getattr(args, "link_window", LINK_WINDOW))
-    out = [linker] + sinks
-    if writers:
-        out.append(LinkWriter(linker, writers))
-    if html:
-        parent = Path(html).resolve().parent
-        if Path(html).is_dir() or not parent.is_dir():
-            raise UsageError(f"{html}: cannot write there (not a file in an existing directory)")
-        from analyzer.outputs.html import html_sinks
-        sources = getattr(args, "captures", None) or ([args.file] if getattr(args, "file", None) else [])
-        out += html_sinks(html, redactor, sources=[Path(s).name for s in sources], linker=linker)
-    return out
-
-
-def report_console(args):
-    """The console for human output: stderr when JSON goes to stdout, so pipes stay clean."""
-    from rich.console import Console
-    return Console(stderr=bool(getattr(args, "json", None) == "-"))
-
-
-def exit_status(analysis: Analysis, fail_on: str) -> int:
-    if fail_on == "never":
-        return EXIT_OK
-    worst = analysis.worst_severity()
-    if worst is not None and worst >= Severity.parse(fail_on):
-        return EXIT_ANOMALIES
-    return EXIT_OK
-
-
 def cmd_decode(args) -> int:
     from analyzer.msnp import C2S
     from analyzer.outputs.terminal import render_report
     from analyzer.msnp.transcript import looks_like_transcript
-    data = _read_input(args.file)
+    data = read_input(args.file)
     console = report_console(args)
     sinks, files = output_sinks(args, console)
     analysis = Analysis(sinks, limits_from(args))

@@ -12,7 +12,9 @@ import argparse
 import asyncio
 import logging
 
-from analyzer.cli.main import UsageError, add_analysis_options, exit_status, limits_from, output_sinks, report_console
+from analyzer.cli.options import add_analysis_options, exit_status, limits_from, report_console
+from analyzer.cli.run import output_sinks
+from analyzer.errors import UsageError
 
 EPILOG = """examples:
   msnp-analyzer mitm --mode socks5 --listen-port 1080 -v

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from analyzer.cli.main import EXIT_OK
+from analyzer.errors import EXIT_OK
 from analyzer.plugins import add_plugin_options, load_plugins
 
 

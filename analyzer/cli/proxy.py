@@ -17,7 +17,8 @@ import sys
 import time
 
 from analyzer.analysis.run import Analysis
-from analyzer.cli.main import EXIT_OK, EXIT_UNUSABLE, UsageError, add_analysis_options, exit_status, limits_from, report_console
+from analyzer.cli.options import _size, add_analysis_options, exit_status, limits_from, report_console
+from analyzer.errors import EXIT_OK, EXIT_UNUSABLE, UsageError
 from analyzer.msnp.rewrite import join_address, split_address
 
 REFRESH = 0.25
@@ -38,7 +39,6 @@ def register(sub) -> None:
     _common(p, listen_default="127.0.0.1:1863")
     p.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="give up connecting upstream after this long (default 10)")
-    from analyzer.cli.main import _size
     from analyzer.capture.proxy.relay import WRITE_HIGH_WATER
     p.add_argument("--max-connections", type=int, metavar="N",
                    help="relays open at once; a client beyond it is closed at once, reported once as "
@@ -106,7 +106,7 @@ class _Session:
     """What a proxy or demo run sets up: analysis, sinks, recorder, live view, report."""
 
     def __init__(self, args, title: str, plugins: bool = True) -> None:
-        from analyzer.cli.main import output_sinks
+        from analyzer.cli.run import output_sinks
         from analyzer.outputs.live import LiveView
         from analyzer.analysis.redact import Redactor
         self.args = args

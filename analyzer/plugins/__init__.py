@@ -598,7 +598,7 @@ def load_plugins(args, analysis=None, threaded: bool = False, warn=None,
     is a usage error (exit 2); a broken installed plugin is reported and skipped.
     `html_report=False` tells the plugins that no HTML sections will be asked for.
     """
-    from analyzer.cli.main import UsageError
+    from analyzer.errors import UsageError
     manager = PluginManager(analysis, budget=getattr(args, "plugin_budget", DEFAULT_BUDGET),
                             threaded=threaded, warn=warn)
     if not getattr(args, "no_plugins", False):

@@ -23,7 +23,6 @@ Secrets go through the run's `Redactor` (params, payloads, link cookies).
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections import Counter
 from pathlib import Path

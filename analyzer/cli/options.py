@@ -1,0 +1,90 @@
+"""Command-line options shared by the sub-commands, and how a run's result becomes an exit status.
+
+Only `analyzer.cli` imports this module: the layers below never see argparse.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from analyzer.analysis.connection import Limits
+from analyzer.analysis.run import Analysis
+from analyzer.anomalies import Severity
+from analyzer.errors import EXIT_ANOMALIES, EXIT_OK
+
+LINK_WINDOW = 300.0  # seconds of capture time after a login's last connection before it settles
+
+
+def _size(text: str) -> int:
+    units = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+    text = text.strip().lower().rstrip("ib").rstrip("b")
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 65536, 64k, 1m)") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (seconds, 0 or more, or inf)")
+    return value
+
+
+def add_analysis_options(p: argparse.ArgumentParser, html: bool = True) -> None:
+    """Options every command that decodes traffic shares."""
+    out = p.add_argument_group("output")
+    out.add_argument("--json", metavar="FILE", help="write JSON Lines events to FILE ('-' for stdout)")
+    out.add_argument("-v", "--verbose", action="store_true", help="print every decoded command")
+    if html:
+        out.add_argument("--html", metavar="FILE",
+                         help="write a self-contained HTML timeline to FILE at the end (see README)")
+    out.add_argument("--link-window", type=_seconds, default=LINK_WINDOW, metavar="SECONDS",
+                     help="with --json on a long capture, a login's link, session and chat records are "
+                          "written once all its connections ended this long ago (capture time) and no "
+                          f"open one could join it; later connections are not linked to it "
+                          f"(default {LINK_WINDOW:g}; inf: all at the end)")
+    out.add_argument("--no-redact", action="store_true",
+                     help="show passwords' MD5 answers, tickets and cookies as they were on the wire")
+    out.add_argument("--fail-on", metavar="SEVERITY", default="error", type=str.lower,
+                     choices=["info", "warning", "error", "never"],
+                     help="exit 1 if an anomaly of this severity or worse is found (default: error)")
+    lim = p.add_argument_group("limits")
+    d = Limits()
+    lim.add_argument("--max-line", type=_size, default=d.max_line, metavar="BYTES",
+                     help=f"longest command line accepted (default {d.max_line})")
+    lim.add_argument("--max-payload", type=_size, default=d.max_payload, metavar="BYTES",
+                     help=f"largest payload accepted (default {d.max_payload})")
+    lim.add_argument("--reply-timeout", type=float, default=d.reply_timeout, metavar="SECONDS",
+                     help=f"a request unanswered this long is reported (default {d.reply_timeout:g})")
+    lim.add_argument("--max-pending", type=int, default=d.max_pending, metavar="N",
+                     help=f"requests awaiting replies per connection before the oldest is dropped (default {d.max_pending})")
+    from analyzer.plugins import add_plugin_options
+    add_plugin_options(p)
+
+
+def limits_from(args) -> Limits:
+    return Limits(max_line=args.max_line, max_payload=args.max_payload,
+                  reply_timeout=args.reply_timeout, max_pending=args.max_pending)
+
+
+def report_console(args):
+    """The console for human output: stderr when JSON goes to stdout, so pipes stay clean."""
+    from rich.console import Console
+    return Console(stderr=bool(getattr(args, "json", None) == "-"))
+
+
+def exit_status(analysis: Analysis, fail_on: str) -> int:
+    if fail_on == "never":
+        return EXIT_OK
+    worst = analysis.worst_severity()
+    if worst is not None and worst >= Severity.parse(fail_on):
+        return EXIT_ANOMALIES
+    return EXIT_OK
+
+
