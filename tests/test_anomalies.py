@@ -134,7 +134,7 @@ def test_internal_error_is_raised_when_the_analysis_fails_and_not_otherwise():
 
 def _named_elsewhere() -> set[str]:
     found: set[str] = set()
-    for path in TESTS.glob("test_*.py"):
+    for path in TESTS.rglob("test_*.py"):
         if path.name == Path(__file__).name:
             continue
         found.update(re.findall(r"""["']([a-z0-9_]+(?:\.[a-z0-9_]+)+)["']""", path.read_text("utf-8")))

@@ -23,7 +23,7 @@ from analyzer.cli.main import main
 from analyzer.msnp import C2S, S2C, Command, CommandReader
 from captures import make_hostile as hostile
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LIGHT = {case.name: case for case in hostile.cases(heavy=False)}
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import resegment as R
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "captures-real"
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "captures-real"
 NDPI = REAL / "ndpi_msnms.pcap"
 PPA = REAL / "ppa1e_msnms.pcap"
 MAPI = REAL / "zeek_dce-rpc_mapi.pcap"

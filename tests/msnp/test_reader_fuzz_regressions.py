@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.append(str(ROOT / "bench"))  # appended: bench/html.py must not shadow the stdlib's html
 
 from fuzz_codec import InvariantBroken, check, encode_script, script_from  # noqa: E402

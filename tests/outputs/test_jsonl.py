@@ -13,7 +13,7 @@ from analyzer.capture.files import feed_capture
 from analyzer.outputs.jsonl import JsonLinesWriter, _encode, command_line
 from analyzer.analysis.redact import Redactor
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REAL = ROOT.parent / "shared" / "captures-real"
 
 

@@ -15,9 +15,9 @@ from mitmproxy.test import taddons, tflow
 from analyzer.analysis.run import Analysis
 from analyzer.capture.mitm.addon import MsnpAddon, msnp_first_line
 from analyzer.outputs.jsonl import JsonLinesWriter
-from test_flows import gateway_flow  # the same gateway POST the flow-file tests use
+from capture.mitm.test_flows import gateway_flow  # the same gateway POST the flow-file tests use
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 SESSION = [
     (True, b"VER 1 MSNP8 CVR0\r\n"), (False, b"VER 1 MSNP8 CVR0\r\n"),
     (True, b"USR 2 TWN I alice@example.com\r\n"), (False, b"USR 2 TWN S lc=1033,id=507\r\n"),

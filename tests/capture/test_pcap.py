@@ -11,7 +11,7 @@ import pytest
 import resegment as R
 from analyzer.capture.pcap import CaptureError, CaptureFile, decode_ip, format_endpoint, split_key
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "captures-real"
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "captures-real"
 NDPI = REAL / "ndpi_msnms.pcap"
 PPA = REAL / "ppa1e_msnms.pcap"
 needs_real = pytest.mark.skipif(not NDPI.exists(), reason="../shared/captures-real is not beside the clone")

@@ -12,7 +12,7 @@ import pytest
 from analyzer.anomalies import CATALOGUE
 from analyzer.cli.main import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CAPTURES = ROOT / "captures"
 
 

@@ -23,7 +23,7 @@ from analyzer.analysis.run import Analysis
 from analyzer.capture.proxy.relay import WRITE_HIGH_WATER, Proxy
 from analyzer.msnp import Anomaly
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "proxy_load.py"
+BENCH = Path(__file__).resolve().parents[3] / "bench" / "proxy_load.py"
 _spec = importlib.util.spec_from_file_location("proxy_load", BENCH)
 load_bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(load_bench)

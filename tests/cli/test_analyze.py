@@ -11,7 +11,7 @@ import pytest
 
 from analyzer.cli.main import main
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "captures-real"
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "captures-real"
 NDPI = REAL / "ndpi_msnms.pcap"
 PPA = REAL / "ppa1e_msnms.pcap"
 needs_real = pytest.mark.skipif(not NDPI.exists(), reason="../shared/captures-real is not beside the clone")
@@ -137,7 +137,7 @@ def test_report_keeps_addresses_whole_on_an_80_column_terminal():
     from rich.console import Console
     import resegment as R
     from analyzer.outputs.terminal import render_report
-    analysis, _ = R.analyze(Path(__file__).resolve().parents[1] / "captures" / "msnp8_login_chat.pcap")
+    analysis, _ = R.analyze(Path(__file__).resolve().parents[2] / "captures" / "msnp8_login_chat.pcap")
     buf = io.StringIO()
     render_report(analysis, Console(file=buf, width=80))
     text = buf.getvalue()

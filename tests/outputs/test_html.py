@@ -12,10 +12,10 @@ import pytest
 
 from analyzer.outputs.html import CHUNK, hexdump, split_payload
 from analyzer.outputs.html.template import embed_json
-from browser.pages import HOSTILE_BODY, hostile_page, sample_page, write_page
+from outputs.browser.pages import HOSTILE_BODY, hostile_page, sample_page, write_page
 from captures.sessions import SESSIONS
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "captures-real"
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "captures-real"
 
 
 def scripts(page: str) -> list[tuple[str, str]]:

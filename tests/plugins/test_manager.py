@@ -17,7 +17,7 @@ from analyzer.plugins import (DecodedView, Plugin, PluginManager, capabilities, 
                               section)
 from analyzer.msnp.transcript import parse
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "captures" / "msnp8_switchboard_chat.msnp"
 FIRST_PARTY = {"mime", "p2p", "challenge", "chat"}
 

@@ -23,8 +23,8 @@ from analyzer.msnp.transcript import parse
 from captures.make_transcripts import render
 from captures.sessions import CLEAN_SESSIONS, SESSIONS
 
-ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = Path(__file__).resolve().parent / "golden"
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 NAMES = sorted(SESSIONS)
 
 

@@ -13,7 +13,7 @@ from analyzer.analysis.run import Analysis
 from captures import make_pcaps
 from captures.sessions import ANOMALY_NAMES, CONNECTIONS, SESSIONS
 
-CAPTURES = Path(__file__).resolve().parents[1] / "captures"
+CAPTURES = Path(__file__).resolve().parents[2] / "captures"
 
 
 def transcript_signature(session: str):

@@ -18,7 +18,7 @@ from analyzer.analysis.redact import Redactor
 from analyzer.msnp.transcript import Chunk
 from captures.sessions import CLEAN_SESSIONS, CONNECTIONS, SESSIONS
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "captures-real"
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "captures-real"
 
 
 def run(chunks, addresses=None, redact=False, keep=lambda chunk: True):
