@@ -331,6 +331,7 @@ def build_console(model: ConsoleModel, title: str, zone: Clock = UTC, on_quit=No
             self.rows_by_key: dict[str, Row] = {}
             self.quitting = False
             self.built_width = 0
+            self.ready = False  # set once on_mount has built the tables
 
         def compose(self) -> ComposeResult:
             yield Static(id="status")
@@ -350,6 +351,7 @@ def build_console(model: ConsoleModel, title: str, zone: Clock = UTC, on_quit=No
                                ("client -> server", "addr")):
                 conns.add_column(label, key=key)
             self._stream_columns()
+            self.ready = True
             self.refresh_data()
             self.set_interval(REFRESH, self.refresh_data)
 
@@ -398,6 +400,8 @@ def build_console(model: ConsoleModel, title: str, zone: Clock = UTC, on_quit=No
             return " | ".join(parts)
 
         def refresh_data(self) -> None:
+            if not self.ready:
+                return
             if self.size.width != self.built_width:
                 self._rebuild()
             self.query_one("#status", Static).update(Text(self._status_line(), no_wrap=True, overflow="ellipsis"))
@@ -489,7 +493,7 @@ def build_console(model: ConsoleModel, title: str, zone: Clock = UTC, on_quit=No
                 del self.rows_by_key[first]
 
         def _rebuild(self) -> None:
-            if not self.is_mounted:
+            if not self.ready:
                 return
             self._stream_columns()
             self.rows_by_key.clear()
