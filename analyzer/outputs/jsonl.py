@@ -14,10 +14,13 @@ from typing import IO
 from analyzer.msnp import Anomaly, Command, Skipped, Transaction
 from analyzer.analysis.connection import Connection
 from analyzer.analysis.redact import Redactor
+from analyzer.text import clean_data
 
 
 # One encoder for the run: json.dumps with options builds a new JSONEncoder per call.
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# allow_nan=False: a non-finite time (a transcript's 400-digit one) must not become `Infinity`,
+# which is not JSON; _write then writes the record through clean_data (null there).
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 # What that encoder uses for a string (the C version): quotes and escapes it.
 _quote = json.encoder.encode_basestring
 
@@ -90,7 +93,7 @@ class JsonLinesWriter:
         if kind is Anomaly:
             return {"kind": "anomaly", "stream": stream, "name": event.name,
                     "severity": str(event.severity), "dir": event.direction, "ts": event.ts,
-                    "offset": event.offset, "trid": event.trid, "detail": event.detail,
+                    "offset": event.offset, "trid": event.trid, "detail": self.redactor.detail(event),
                     "summary": event.summary}
         if kind is Skipped:
             return {"kind": "skipped", "stream": stream, "dir": event.direction, "ts": event.ts,
@@ -120,8 +123,13 @@ class JsonLinesWriter:
         self._write(stream_record(conn))
 
     def _write(self, rec: dict) -> None:
-        self.out.write(_encode(rec))
-        self.out.write("\n")
+        try:
+            line = _encode(rec) + "\n"
+            self.out.write(line)  # a text stream encodes all of it before writing any
+        except (ValueError, UnicodeEncodeError):
+            # A lone surrogate (a plugin's odd charset, a file name that is not UTF-8) or a
+            # non-finite number: every JSON line stays valid UTF-8 JSON (see analyzer.text).
+            self.out.write(_encode(clean_data(rec)) + "\n")
         if self.flush_each:
             self.out.flush()
 
