@@ -45,7 +45,10 @@ def clock(ts: float) -> str:
     if ts < 100_000_000:  # transcripts and tests use small relative times
         return f"{ts:.3f}"
     import time as _time
-    return _time.strftime("%H:%M:%S", _time.localtime(ts)) + f".{int((ts % 1) * 1000):03d}"
+    try:
+        return _time.strftime("%H:%M:%S", _time.localtime(ts)) + f".{int((ts % 1) * 1000):03d}"
+    except (OverflowError, OSError, ValueError):  # a time beyond what the platform's clock can show
+        return f"{ts:.3f}"
 
 
 def percentile(values, q: float) -> float | None:

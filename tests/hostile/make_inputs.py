@@ -157,6 +157,48 @@ def other_blocks() -> bytes:
     return pcapng(262144, False, extra)
 
 
+def _tnet_dict(items: list[tuple[bytes, bytes]]) -> bytes:
+    body = b"".join(k + v for k, v in items)
+    return str(len(body)).encode() + b":" + body + b"}"
+
+
+def _tnet_str(value: bytes) -> bytes:
+    return str(len(value)).encode() + b":" + value + b","
+
+
+def flow_files() -> dict[str, bytes]:
+    """A good MSNP TCP flow, one damaged record, the good flow again (mitmproxy's own writer)."""
+    from mitmproxy import io as mio
+    from mitmproxy import tcp
+    from mitmproxy.io import tnetstring
+    from mitmproxy.test import tflow
+
+    def good(n: int) -> bytes:
+        flow = tflow.ttcpflow(messages=[tcp.TCPMessage(True, b"VER %d MSNP8 CVR0\r\n" % n, 10.0 + n),
+                                        tcp.TCPMessage(False, b"VER %d MSNP8 CVR0\r\n" % n, 10.5 + n)])
+        out = io.BytesIO()
+        mio.FlowWriter(out).add(flow)
+        return out.getvalue()
+
+    state = tnetstring.loads(good(1))
+    no_type = dict(state)
+    del no_type["type"]
+    bad_state = dict(state)
+    bad_state["messages"] = [[1, 2, 3]]
+    bad_state2 = dict(state)
+    bad_state2["client_conn"] = "not a connection"
+    deep = b"0:]"
+    for _ in range(5000):
+        deep = str(len(deep)).encode() + b":" + deep + b"]"
+    nested = _tnet_dict([(_tnet_str(b"type"), _tnet_str(b"tcp")), (_tnet_str(b"deep"), deep)])
+    return {
+        "flow_no_type.mitm": good(1) + tnetstring.dumps(no_type) + good(2),
+        "flow_deep.mitm": good(1) + nested + good(2),
+        "flow_bad_state.mitm": good(1) + tnetstring.dumps(bad_state) + tnetstring.dumps(bad_state2) + good(2),
+        "flow_cut.mitm": good(1) + good(2)[:-25],
+    }
+
+
 def main() -> None:
     files = {
         "surrogate_charset.msnp": surrogate_charset(),
@@ -168,6 +210,7 @@ def main() -> None:
         "simple_packets.pcapng": pcapng(262144, True),
         "simple_packets_snaplen0.pcapng": pcapng(0, True),
         "other_blocks.pcapng": other_blocks(),
+        **flow_files(),
     }
     for name, data in files.items():
         (HERE / name).write_bytes(data)

@@ -32,7 +32,7 @@ from analyzer.msnp import C2S, Anomaly, Command, Skipped, Transaction
 from analyzer.analysis.linking import Linker
 from analyzer.analysis.redact import Redactor
 from analyzer.outputs.atomic import open_output
-from analyzer.text import clean
+from analyzer.text import clean_data
 from analyzer.outputs.html.template import render_page
 
 CHUNK = 1000
@@ -314,8 +314,15 @@ class HtmlTimeline:
     def render(self) -> str:
         meta, rows = self.data()
         chunks = [rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK)]
-        # Any string may hold a lone surrogate (a plugin's charset, a file name): written as an escape.
-        return clean(render_page(meta, chunks, nonce=secrets.token_urlsafe(18)))
+        nonce = secrets.token_urlsafe(18)
+        page = render_page(meta, chunks, nonce=nonce)
+        try:
+            page.encode("utf-8")
+        except UnicodeEncodeError:
+            # A string held a lone surrogate (a plugin's charset, a file name that is not
+            # UTF-8): every string is cleaned (analyzer.text) and the page rendered again.
+            page = render_page(clean_data(meta), clean_data(chunks), nonce=nonce)
+        return page
 
 
 __all__ = ["HtmlTimeline", "html_sinks", "add_html_option", "split_payload", "hexdump", "CHUNK", "CATALOGUE"]
