@@ -15,7 +15,7 @@ decoding of the payload, the anomalies of that line), filters (text, command
 codes, anomalies only), pause and follow, and a footer with the keys. It
 polls the model four times a second, so the forwarding path never waits for
 it; rows never wrap (long text is cut to the screen, the detail pane shows it
-whole). Text from the wire is shown through `analyzer.text.printable`;
+whole). Text from the wire is shown through `analyzer.text.visible`;
 secrets are redacted as in every export.
 """
 
@@ -29,7 +29,7 @@ from analyzer.analysis.redact import Redactor
 from analyzer.anomalies import Severity
 from analyzer.clock import UTC, Clock
 from analyzer.msnp import C2S, Anomaly, Command, Transaction
-from analyzer.text import printable
+from analyzer.text import visible
 
 MAX_ROWS = 5000          # rows the model keeps (older ones are dropped; --json keeps everything)
 MAX_CONNECTIONS = 2000   # connection summaries kept (the oldest closed ones go first)
@@ -107,9 +107,9 @@ class ConsoleModel:
             summary = self.conns[conn.id] = ConnSummary(conn.id, first_seq=self.seq)
         summary.role = conn.role or "?"
         summary.version = conn.version_label or "?"
-        summary.handle = printable(conn.handle or "-")
-        summary.client = printable(conn.client or "?")
-        summary.server = printable(conn.server or "?")
+        summary.handle = visible(conn.handle or "-")
+        summary.client = visible(conn.client or "?")
+        summary.server = visible(conn.server or "?")
         return summary
 
     def _add(self, row: Row) -> Row:
@@ -133,15 +133,15 @@ class ConsoleModel:
                     summary.commands += 1
                     self.conns_version += 1
                 params = " ".join(self.redactor.params(event))
-                row = self._add(Row(0, stream, "command", event.ts, event.direction, printable(event.cmd),
-                                    event.trid, printable(params), event.offset, command=event, conn=conn))
+                row = self._add(Row(0, stream, "command", event.ts, event.direction, visible(event.cmd),
+                                    event.trid, visible(params), event.offset, command=event, conn=conn))
                 if event.payload is not None:
                     row.text += f"  +{len(event.payload)}B"
                 key = (stream, event.direction)
                 self.lines[key] = row
                 for anomaly in self.waiting.pop(key, ()):
                     if anomaly.offset == event.offset:
-                        row.anomalies.append((anomaly.name, anomaly.severity, printable(anomaly.detail)))
+                        row.anomalies.append((anomaly.name, anomaly.severity, visible(self.redactor.detail(anomaly))))
                     else:
                         self._anomaly_row(stream, anomaly)
                 if event.trid is not None and event.direction == C2S:
@@ -151,7 +151,7 @@ class ConsoleModel:
                 if row is not None and row.cmd == event.cmd:
                     row.outcome = event.outcome
                     row.latency_ms = event.latency_ms
-                    row.error = printable(event.error) if event.error else None
+                    row.error = visible(event.error) if event.error else None
                     self.changed.add(row.seq)
             elif kind is Anomaly:
                 summary = self._summary(conn) if conn is not None else None
@@ -163,7 +163,7 @@ class ConsoleModel:
                 last = self.lines.get(key)
                 if event.direction is not None and event.offset is not None:
                     if last is not None and last.offset == event.offset:
-                        last.anomalies.append((event.name, event.severity, printable(event.detail)))
+                        last.anomalies.append((event.name, event.severity, visible(self.redactor.detail(event))))
                         self.changed.add(last.seq)
                         return
                     if last is None or (last.offset is not None and event.offset > last.offset):
@@ -174,13 +174,13 @@ class ConsoleModel:
                 self._anomaly_row(stream, event)
             elif isinstance(event, dict) and event.get("kind") == "rewrite":
                 self._add(Row(0, stream, "rewrite", event.get("ts"), event.get("dir"), event.get("cmd", ""),
-                              None, printable(f"{event.get('target', '')} {event.get('original')} -> "
+                              None, visible(f"{event.get('target', '')} {event.get('original')} -> "
                                               f"{event.get('rewritten')} (the client was given the proxy)")))
 
     def _anomaly_row(self, stream: str, event: Anomaly) -> None:
         row = self._add(Row(0, stream, "anomaly", event.ts, event.direction, "!", None,
-                            printable(f"{event.name}: {event.detail}"), event.offset))
-        row.anomalies.append((event.name, event.severity, printable(event.detail)))
+                            visible(f"{event.name}: {self.redactor.detail(event)}"), event.offset))
+        row.anomalies.append((event.name, event.severity, visible(self.redactor.detail(event))))
 
     def stream(self, conn) -> None:
         with self.lock:
@@ -201,11 +201,11 @@ class ConsoleModel:
 
     def notice(self, text: str) -> None:
         with self.lock:
-            self._add(Row(0, "-", "notice", None, None, "*", None, printable(text)))
+            self._add(Row(0, "-", "notice", None, None, "*", None, visible(text)))
 
     def set_status(self, text: str) -> None:
         with self.lock:
-            self.status = printable(text)
+            self.status = visible(text)
 
     # -- what the console reads ---------------------------------------------------
 
@@ -247,7 +247,7 @@ class ConsoleModel:
             cmd = row.command
             head = f"{row.cmd}" + (f" {row.trid}" if row.trid is not None else "")
             params = self.redactor.params(cmd, decoded=True) if cmd is not None else []
-            lines.append(printable(" ".join([head, *params])))
+            lines.append(visible(" ".join([head, *params])))
             if row.outcome:
                 pairing = f"pairing: {row.outcome}"
                 if row.error:
@@ -264,11 +264,11 @@ class ConsoleModel:
                     except Exception:  # noqa: BLE001 - a decoder failing only costs the decoded view
                         view = None
                 if view is not None:
-                    lines.extend("  " + printable(text) for text in view.lines(self.redactor))
+                    lines.extend("  " + visible(text) for text in view.lines(self.redactor))
                 else:
                     raw = self.redactor.payload(cmd) or b""
                     text = raw[:2000].decode("utf-8", "replace")
-                    lines.extend("  " + printable(part) for part in text.split("\r\n")[:40])
+                    lines.extend("  " + visible(part) for part in text.split("\r\n")[:40])
         else:
             lines.append(f"{when}  stream {row.stream}  {row.kind}")
             lines.append(row.text)

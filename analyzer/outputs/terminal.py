@@ -7,7 +7,7 @@ Reports fit the terminal: every table goes through `Fit`, which prints it as a
 table when its columns fit without breaking a word, and otherwise as stacked
 blocks (one block per row, `column: value` lines), so at 80 columns nothing is
 cropped and no anomaly name, address or file name is cut in two. Text from the
-wire goes through `analyzer.text.printable` first, and times through one
+wire goes through `analyzer.text.visible` first, and times through one
 `analyzer.clock.Clock` (UTC unless `--local-time`).
 """
 
@@ -16,17 +16,37 @@ from __future__ import annotations
 from rich.console import Console, ConsoleOptions, Group
 from rich.measure import Measurement
 from rich.padding import Padding
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
 from analyzer.clock import UTC, Clock
-from analyzer.text import printable
 
 from analyzer.analysis.run import Analysis
 from analyzer.anomalies import Severity, spec
 from analyzer.msnp import C2S, Anomaly, Command, Skipped, Transaction
 from analyzer.analysis.connection import Connection
 from analyzer.analysis.redact import Redactor
+from analyzer.text import visible
+
+class SafeConsole(Console):
+    """A rich Console that never lets text act on the terminal.
+
+    Everything printed through it (reports, -v, the live view, plugins' sections)
+    is rendered to segments; the text of each (not rich's own control segments,
+    which carry its cursor moves) goes through `analyzer.text.visible`, so an ESC,
+    a C1 control, a carriage return or a bidi override from the wire is shown as
+    an escape instead of being obeyed. Newlines and tabs are kept.
+    """
+
+    def render(self, renderable, options=None):
+        for segment in super().render(renderable, options):
+            if segment.control is None and not segment.text.isprintable():
+                text = visible(segment.text, keep="\n\t")
+                if text != segment.text:
+                    segment = Segment(text, segment.style, None)
+            yield segment
+
 
 SEVERITY_STYLE = {Severity.INFO: "cyan", Severity.WARNING: "yellow", Severity.ERROR: "bold red"}
 
@@ -168,7 +188,7 @@ def connection_table(analysis: Analysis, max_rows: int | None = MAX_ROWS) -> Tab
         table.add_row(
             conn.id,
             f"{conn.role or '?'} {conn.version_label or ''}".rstrip() + f"\n{conn.client or '?'}\n→ {conn.server or '?'}"
-            f"\n{printable(conn.handle or '-')}",
+            f"\n{visible(conn.handle or '-')}",
             f"{sum(conn.commands.values())}: {_counts(conn.commands)}",
             _counts(conn.outcomes).replace("no_reply_expected", "no reply expected"),
             "\n".join(f"p{int(q * 100)} {_ms(percentile(lat, q))}" for q in (0.5, 0.9, 0.99)),
@@ -238,7 +258,7 @@ class VerbosePrinter:
 
     def _anomaly(self, stream: str, event: Anomaly) -> None:
         style = SEVERITY_STYLE[event.severity]
-        self._print(Text(f"    ! [{stream}] {event.name}: {printable(event.detail)}", style=style))
+        self._print(Text(f"    ! [{stream}] {event.name}: {visible(self.redactor.detail(event))}", style=style))
 
     def event(self, conn: Connection | None, event) -> None:
         stream = conn.id if conn is not None else "-"
@@ -254,12 +274,12 @@ class VerbosePrinter:
             if event.ts is not None:
                 line.append(self.zone.time(event.ts) + " ", style="dim")
             line.append(f"[{stream}] {arrow} ", style="blue" if event.direction == C2S else "magenta")
-            line.append(printable(event.cmd), style="bold")
+            line.append(visible(event.cmd), style="bold")
             if event.trid is not None:
                 line.append(f" {event.trid}", style="green")
             params = self.redactor.params(event, decoded=self.decoded)
             if params:
-                line.append(" " + printable(" ".join(params)))
+                line.append(" " + visible(" ".join(params)))
             if event.payload is not None:
                 line.append(f"  (+{len(event.payload)} bytes payload)", style="dim")
             self._print(line)
@@ -276,7 +296,7 @@ class VerbosePrinter:
             view = self.views(event, conn) if self.views is not None and event.payload is not None else None
             if view is not None:
                 for text in view.lines(self.redactor):
-                    self._print(Text("        " + printable(text), style="dim"))
+                    self._print(Text("        " + visible(text), style="dim"))
         elif kind is Anomaly:
             key = (stream, event.direction)
             if (event.direction is None or event.offset is None
@@ -303,4 +323,4 @@ class VerbosePrinter:
             self._flush(stream)
 
 
-__all__ = ["render_report", "VerbosePrinter", "Fit", "fit", "connection_table", "totals_table", "percentile", "Group"]
+__all__ = ["SafeConsole", "render_report", "VerbosePrinter", "Fit", "fit", "connection_table", "totals_table", "percentile", "Group"]
