@@ -27,7 +27,9 @@ of its own. `AddressRewriter` does exactly that and nothing else:
 - `pending` is the bytes held right now: if a caller catches an exception from
   `feed`, forwarding `pending` (read before the call) plus the chunk loses nothing.
 - The address to write comes from `route(kind, host, port)` (`kind` is `"NS"` or
-  `"SB"`), which returns `(host, port)`, or None to leave the line alone.
+  `"SB"`), which returns `(host, port)`, or a reason (a str) or None to leave
+  the line alone: then the `Rewrite` record's `rewritten` is None. A record with
+  an address is made only for a line actually rewritten.
 
 It does no I/O and knows no clock, so the asyncio proxy and a mitmproxy addon can
 share it; it never raises on input.
@@ -40,17 +42,17 @@ from typing import Callable
 
 from analyzer.msnp import framing
 from analyzer.msnp.events import S2C
+from analyzer.msnp.facts import format_address, referral_fields
 from analyzer.msnp.framing import HUGE, content, parse_version, payload_length, too_long, version_of
 from analyzer.msnp.reader import DEFAULT_MAX_LINE
 
-Route = Callable[[str, str, int], "tuple[str, int] | None"]
+Route = Callable[[str, str, int], "tuple[str, int] | str | None"]  # an address, a reason to refuse, or None
 
 _LINE, _PAYLOAD, _OVERLONG = range(3)
 _HELD = (b"XFR", b"RNG")
 _NOT, _MAYBE, _SURE = range(3)  # could the line being read be an XFR/RNG referral?
 _S2C_PAYLOAD = framing.PAYLOAD[S2C]
 _DIGITS = b"0123456789"
-DEFAULT_PORT = 1863
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,35 +68,6 @@ class Rewrite:
     rewritten: str | None
     offset: int
     reason: str | None = None
-
-
-def split_address(text: str) -> tuple[str, int] | None:
-    """`host:port` (or `[v6]:port`, or a bare host meaning port 1863) -> (host, port)."""
-    if not text:
-        return None
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep:
-            return None
-        if not rest:
-            return host, DEFAULT_PORT
-        if not rest.startswith(":") or not rest[1:].isdigit():
-            return None
-        port = int(rest[1:])
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            host, port_text = text, str(DEFAULT_PORT)
-        if not host or not port_text.isdigit() or ":" in host:
-            return None
-        port = int(port_text)
-    if not 0 < port < 65536:
-        return None
-    return host, port
-
-
-def join_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class AddressRewriter:
@@ -323,19 +296,12 @@ class AddressRewriter:
         code = tokens[0]
         if code not in _HELD:
             return line  # e.g. "XFRX ...", "XFR\x0b...": not a referral to a client either
-        if code == b"XFR":
-            # XFR trid NS|SB host:port ...
-            if len(tokens) < 4 or tokens[2] not in (b"NS", b"SB"):
-                return line
-            kind, index = tokens[2].decode(), 3
-        else:
-            # RNG sessid host:port CKI cookie ...
-            if len(tokens) < 3:
-                return line
-            kind, index = "SB", 2
-        cmd = code.decode()
-        original = tokens[index].decode("utf-8", "backslashreplace")
-        address = split_address(original)
+        first = 2 if code == b"XFR" else 1  # XFR trid NS|SB host:port ...; RNG sessid host:port ... (no TrID)
+        found = referral_fields(code.decode(), tokens[first:])
+        if found is None:
+            return line
+        cmd, kind, original, address = found.cmd, found.kind, found.target, found.address
+        index = first + found.index
         if address is None:
             rewrites.append(Rewrite(cmd, kind, original, None, offset, "not a host:port"))
             return line
@@ -350,7 +316,7 @@ class AddressRewriter:
         if isinstance(target, str):  # the route's reason for leaving the line alone
             rewrites.append(Rewrite(cmd, kind, original, None, offset, target))
             return line
-        new = join_address(*target)
+        new = format_address(*target)
         start, stop = framing.token_spans(content(line))[index]
         rewrites.append(Rewrite(cmd, kind, original, new, offset))
         return line[:start] + new.encode() + line[stop:]

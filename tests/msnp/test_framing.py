@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from analyzer.msnp import C2S, S2C, Command, CommandReader
 from analyzer.msnp import framing
-from analyzer.msnp.rewrite import AddressRewriter, join_address, split_address
+from analyzer.msnp.facts import format_address, parse_address
+from analyzer.msnp.rewrite import AddressRewriter
 
 
 def route(kind, host, port):
@@ -105,10 +106,10 @@ def expected_rewrite(data: bytes, max_line: int) -> tuple[bytes, list[int]]:
         if not span.payload and toks and piece.endswith(b"\n"):
             index = 3 if toks[0] == b"XFR" and len(toks) >= 4 and toks[2] in (b"NS", b"SB") else \
                 2 if toks[0] == b"RNG" and len(toks) >= 3 else None
-            address = split_address(toks[index].decode("utf-8", "backslashreplace")) if index else None
+            address = parse_address(toks[index]) if index else None
             if address is not None:
                 a, b = framing.token_spans(framing.content(piece))[index]
-                piece = piece[:a] + join_address(*route("", *address)).encode() + piece[b:]
+                piece = piece[:a] + format_address(*route("", *address)).encode() + piece[b:]
                 offsets.append(span.start)
         out.append(piece)
         pos = span.end
