@@ -38,28 +38,6 @@ DIRS = {C2S: 0, "s2c": 1}
 _MIME_HEAD = b"MIME-Version"
 
 
-def add_html_option(parser, help_text: str = "write a self-contained HTML timeline to FILE") -> None:
-    """`--html FILE` for commands that analyse traffic (analyze, proxy)."""
-    parser.add_argument("--html", metavar="FILE", help=help_text)
-
-
-def html_sinks(path: str | None, redactor: Redactor | None = None, sources: list[str] | None = None,
-               linker: Linker | None = None) -> list:
-    """The sinks that make `--html FILE` work: a Linker (unless given) and the timeline writer.
-
-    Put them in the Analysis's sink list; the file is written by `Analysis.finish()`.
-    """
-    if not path:
-        return []
-    redactor = redactor or Redactor()
-    sinks = []
-    if linker is None:
-        linker = Linker(redactor)
-        sinks.append(linker)
-    sinks.append(HtmlTimeline(path, linker, redactor, sources=sources))
-    return sinks
-
-
 def hexdump(data: bytes, width: int = 16) -> str:
     lines = []
     for pos in range(0, len(data), width):
@@ -311,4 +289,4 @@ class HtmlTimeline:
         return render_page(meta, chunks, nonce=secrets.token_urlsafe(18))
 
 
-__all__ = ["HtmlTimeline", "html_sinks", "add_html_option", "split_payload", "hexdump", "CHUNK", "CATALOGUE"]
+__all__ = ["HtmlTimeline", "split_payload", "hexdump", "CHUNK", "CATALOGUE"]
