@@ -62,5 +62,6 @@ def cmd_export(args) -> int:
     finally:
         run.close()
     status = run.report()
-    print(f"timeline written to {out_path}", file=sys.stderr)
+    from analyzer.text import visible
+    print(f"timeline written to {visible(str(out_path))}", file=sys.stderr)
     return status

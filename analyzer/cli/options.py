@@ -82,8 +82,8 @@ def add_plugin_options(p: argparse.ArgumentParser) -> None:
 
 def report_console(args):
     """The console for human output: stderr when JSON goes to stdout, so pipes stay clean."""
-    from rich.console import Console
-    return Console(stderr=bool(getattr(args, "json", None) == "-"))
+    from analyzer.outputs.terminal import SafeConsole
+    return SafeConsole(stderr=bool(getattr(args, "json", None) == "-"))
 
 
 def exit_status(analysis: Analysis, fail_on: str) -> int:

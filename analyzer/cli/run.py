@@ -45,12 +45,14 @@ class RunOptions:
     fail_on: str = "error"
     limits: Limits = field(default_factory=Limits)
     plugins: PluginOptions = PluginOptions()
+    record: str | None = None        # the proxy's pcapng recording (written by the proxy itself)
 
     @classmethod
     def from_args(cls, args, *, html: str | None = None, sources=()) -> RunOptions:
         """From the options `cli.options.add_analysis_options` declared; `html` and `sources`
         differ per command (`--html` or `export -o`; capture files, a decoded file, none)."""
         return cls(json=args.json, verbose=args.verbose, html=html, sources=tuple(sources),
+                   record=getattr(args, "record", None),
                    link_window=args.link_window, redact=not args.no_redact, fail_on=args.fail_on,
                    limits=Limits(max_line=args.max_line, max_payload=args.max_payload,
                                  reply_timeout=args.reply_timeout, max_pending=args.max_pending),
@@ -77,8 +79,10 @@ class Run:
     """
 
     def __init__(self, options: RunOptions, console, *, flush: bool = False) -> None:
+        from analyzer.outputs.atomic import open_output, refuse_inputs
         from analyzer.outputs.jsonl import JsonLinesWriter
         from analyzer.outputs.terminal import VerbosePrinter
+        refuse_inputs([options.json, options.html, options.record], options.sources)
         self.options = options
         self.console = console
         self.redactor = Redactor(enabled=options.redact)  # one key: masked values match across outputs
@@ -94,10 +98,7 @@ class Run:
             if options.json == "-":
                 out = sys.stdout
             else:
-                try:
-                    out = open(options.json, "w", encoding="utf-8")
-                except OSError as exc:
-                    raise UsageError(f"{options.json}: {exc.strerror}") from None
+                out = open_output(options.json)  # renamed over options.json when the run ends well
                 self.files.append(out)
             self.writer = JsonLinesWriter(out, self.redactor, flush=flush)
         self.printer = VerbosePrinter(console, self.redactor) if options.verbose else None
@@ -137,7 +138,8 @@ class Run:
         return manager
 
     def close(self) -> None:
-        """Close the files the run opened (idempotent)."""
+        """Close the files the run opened (idempotent). Call it in a `finally`: an output
+        closed while an exception propagates is discarded (see outputs/atomic.py)."""
         files, self.files = self.files, []
         for f in files:
             try:
