@@ -13,7 +13,7 @@ import asyncio
 import logging
 import signal
 
-from analyzer.cli.options import add_analysis_options, report_console
+from analyzer.cli.options import add_analysis_options, interactive, report_console
 from analyzer.cli.run import Run, RunOptions
 from analyzer.errors import UsageError
 
@@ -46,39 +46,47 @@ def register(sub) -> None:
     m.add_argument("--idle-timeout", type=int, default=0, metavar="SECONDS",
                    help="close MSNP connections idle this long (default 0: never; mitmproxy's own is 600)")
     m.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: until Ctrl-C)")
-    p.add_argument("--quiet", action="store_true", help="no live view (the final report is still printed)")
     add_analysis_options(p)
     p.set_defaults(func=cmd_mitm)
 
 
-async def _with_live_view(args, run: Run, body) -> None:
-    """Run `body()` under the same rich live view as the proxy (on a terminal, unless --quiet/-v)."""
+async def _with_console(args, run: Run, body) -> None:
+    """Run `body(say)` beside the interactive console (on a terminal, without -v or -q).
+
+    Off a terminal every command is printed on one line instead (as -v does), or
+    nothing with -q. The console's quit key stops mitmproxy as Ctrl-C does.
+    """
+    import os
+
     console = run.console
-    if args.quiet or args.verbose or not console.is_terminal:
-        await body()
+
+    def say(text: str) -> None:
+        console.print(text, highlight=False, soft_wrap=True, markup=False)
+    if not interactive(args, console):
+        if not args.quiet:
+            run.add_printer()
+        await body(say)
         return
-    from rich.live import Live
+    from analyzer.outputs.console import ConsoleModel, build_console
+    model = ConsoleModel(run.redactor, views=run.plugins.decode_payload if run.plugins else None)
+    run.add(model)
 
-    from analyzer.outputs.live import LiveView
-    view = LiveView(run.analysis, run.redactor, title="msnp-analyzer mitm")
-    run.add(view)
-    live = Live(view, console=console, auto_refresh=False, transient=False, vertical_overflow="visible")
-    live.start()
-
-    async def refresher() -> None:
-        while True:
-            await asyncio.sleep(0.25)
-            live.refresh()
-    ticker = asyncio.ensure_future(refresher())
-    try:
-        await body()
-    finally:
-        ticker.cancel()
-        live.refresh()
-        live.stop()
+    def to_console(text: str) -> None:
+        model.notice(text)
+        model.set_status(text)
+    task = asyncio.ensure_future(body(to_console))
+    app = build_console(model, "msnp-analyzer mitm", run.zone,
+                        on_quit=lambda: os.kill(os.getpid(), signal.SIGINT))  # mitmproxy's orderly stop
+    task.add_done_callback(lambda _: app.exit())
+    await app.run_async()
+    if not task.done():
+        os.kill(os.getpid(), signal.SIGINT)
+    await asyncio.gather(task, return_exceptions=True)
+    if not task.cancelled() and task.exception() is not None:
+        raise task.exception()
 
 
-async def _run(args, analysis, console) -> None:
+async def _run(args, analysis, say) -> None:
     from mitmproxy import exceptions, options
     from mitmproxy.tools.dump import DumpMaster
 
@@ -119,8 +127,7 @@ async def _run(args, analysis, console) -> None:
         await asyncio.gather(task, return_exceptions=True)
         raise UsageError("mitmproxy could not listen (port in use, or a bad --mode); see the log above")
     for addr in proxyserver.listen_addrs():
-        console.print(f"[bold]mitmproxy[/bold] {', '.join(opts.mode)} listening on {addr[0]}:{addr[1]}",
-                      highlight=False)
+        say(f"mitmproxy {', '.join(opts.mode)} listening on {addr[0]}:{addr[1]}")
     try:
         if args.duration is not None:
             await asyncio.wait_for(asyncio.shield(task), args.duration)
@@ -141,13 +148,13 @@ async def _run(args, analysis, console) -> None:
 
 def cmd_mitm(args) -> int:
     run = Run(RunOptions.from_args(args, html=args.html), report_console(args))
-    analysis, console = run.analysis, run.console
+    analysis = run.analysis
     run.load_plugins(threaded=True)
     handler = logging.StreamHandler()
     handler.setLevel(logging.WARNING)
     logging.getLogger("mitmproxy").addHandler(handler)
     try:
-        asyncio.run(_with_live_view(args, run, lambda: _run(args, analysis, console)))
+        asyncio.run(_with_console(args, run, lambda say: _run(args, analysis, say)))
     except KeyboardInterrupt:
         pass
     finally:

@@ -6,6 +6,7 @@ Only `analyzer.cli` imports this module: the layers below never see argparse.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from analyzer.analysis.connection import Limits
 from analyzer.analysis.run import Analysis
@@ -41,7 +42,13 @@ def add_analysis_options(p: argparse.ArgumentParser, html: bool = True) -> None:
     """Options every command that decodes traffic shares."""
     out = p.add_argument_group("output")
     out.add_argument("--json", metavar="FILE", help="write JSON Lines events to FILE ('-' for stdout)")
-    out.add_argument("-v", "--verbose", action="store_true", help="print every decoded command")
+    out.add_argument("-v", "--verbose", action="store_true",
+                     help="print every decoded command, one line each (anomalies under their line)")
+    out.add_argument("-q", "--quiet", action="store_true",
+                     help="print no report and no live view: errors only (the exit status and the files "
+                          "asked for are unchanged)")
+    out.add_argument("--local-time", action="store_true",
+                     help="show times of day in this machine's time zone (default: UTC, marked Z)")
     if html:
         out.add_argument("--html", metavar="FILE",
                          help="write a self-contained HTML timeline to FILE at the end (see README)")
@@ -96,3 +103,6 @@ def exit_status(analysis: Analysis, fail_on: str) -> int:
     return EXIT_OK
 
 
+def interactive(args, console) -> bool:
+    """Whether a live run gets the interactive console: a terminal on both ends, no -v, no -q."""
+    return not args.verbose and not args.quiet and console.is_terminal and sys.stdin.isatty()

@@ -39,6 +39,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true",
                    help="one JSON object per message: stream, ts, sender, nick, dir, text")
     p.add_argument("--msnp", type=int, metavar="N", help="assume protocol version N (transcripts)")
+    p.add_argument("--local-time", action="store_true",
+                   help="times in this machine's time zone (default: UTC, marked Z)")
     p.set_defaults(func=cmd_chat)
 
 
@@ -84,6 +86,9 @@ def json_line(rec: dict) -> str:
 def cmd_chat(args) -> int:
     from msnp_analyzer_plugins.chat import UNKNOWN, ChatPlugin, format_ts
 
+    from analyzer.clock import Clock
+    zone = Clock(local=args.local_time)
+
     from analyzer.analysis.run import Analysis
     from analyzer.plugins import PluginManager
     analysis = Analysis([])
@@ -109,7 +114,7 @@ def cmd_chat(args) -> int:
                   + "\n")
         for line in sb.lines:
             text = visible(line.text.replace("\r\n", "\n"), keep="\n\t").replace("\n", "\n    ")
-            out.write(f"{format_ts(line.ts)}  {visible(line.sender or UNKNOWN)}: {text}\n")
+            out.write(f"{format_ts(line.ts, zone)}  {visible(line.sender or UNKNOWN)}: {text}\n")
         out.write("\n")
     out.flush()
     return EXIT_OK

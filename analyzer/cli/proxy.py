@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 
-from analyzer.cli.options import _size, add_analysis_options, report_console
+from analyzer.cli.options import _size, add_analysis_options, interactive, report_console
 from analyzer.errors import EXIT_OK, EXIT_UNUSABLE, UsageError
 from analyzer.msnp.facts import format_address, parse_address
 
@@ -87,7 +87,6 @@ def _common(p, listen_default: str) -> None:
                         "address; required when listening on all interfaces)")
     p.add_argument("--record", metavar="FILE",
                    help="write the session as it happens to a pcapng FILE (readable by analyze, tshark, Wireshark)")
-    p.add_argument("--quiet", action="store_true", help="no live view (the final report is still printed)")
 
 
 def _address(text: str, what: str, default_port: int = 1863) -> tuple[str, int]:
@@ -102,21 +101,32 @@ def _address(text: str, what: str, default_port: int = 1863) -> tuple[str, int]:
 
 
 class _Session:
-    """What a proxy or demo run sets up: analysis, sinks, recorder, live view, report."""
+    """What a proxy or demo run sets up: analysis, sinks, recorder, the console or plain lines, report.
+
+    On a terminal (and without -v or -q) the run gets the interactive console
+    (`analyzer.outputs.console`); otherwise every command is printed on one line
+    as `-v` does (never a table that could wrap), or nothing with `-q`.
+    """
 
     def __init__(self, args, title: str, plugins: bool = True) -> None:
         from analyzer.cli.run import Run, RunOptions
-        from analyzer.outputs.live import LiveView
         self.args = args
+        self.title = title
         # JSON Lines flushed per line (a live run), -v, link records, the --html timeline (at exit).
         self.analysis_run = Run(RunOptions.from_args(args, html=args.html), report_console(args), flush=True)
         self.console = self.analysis_run.console
-        self.live = None
+        self.zone = self.analysis_run.zone
         self.analysis = self.analysis_run.analysis
-        if not args.verbose and not args.quiet:
-            # The run's redactor: one key, so the live view's hashes match the JSON's.
-            self.live = LiveView(self.analysis, self.analysis_run.redactor, title=title)
-            self.analysis_run.add(self.live)
+        self.model = None
+        self.app = None          # the console app while it runs
+        self.on_quit = None      # what the console's quit key does (stop the proxy)
+        if interactive(args, self.console):
+            from analyzer.outputs.console import ConsoleModel
+            # The run's redactor: one key, so the console's hashes match the JSON's.
+            self.model = ConsoleModel(self.analysis_run.redactor)
+            self.analysis_run.add(self.model)
+        elif not args.quiet:
+            self.analysis_run.add_printer()
         self.plugins = None
         if plugins:  # else start_plugins() in the analysis process (their thread must live there)
             self.start_plugins()
@@ -133,12 +143,27 @@ class _Session:
     def start_plugins(self) -> None:
         # Observers run on a worker thread fed by a bounded queue: a slow plugin never stalls forwarding.
         self.plugins = self.analysis_run.load_plugins(threaded=True, warn=self.notice)
+        if self.model is not None:
+            self.model.views = self.plugins.decode_payload  # the detail pane's decoded payloads
 
     def notice(self, text: str) -> None:
-        if self.live is not None:
-            self.live.notice(text)
+        if self.model is not None:
+            self.model.notice(text)
         else:
-            self.console.print(f"[yellow]! {text}[/yellow]", highlight=False)
+            from analyzer.text import visible
+            self.console.print(f"! {visible(text)}", style="yellow", highlight=False, markup=False)
+
+    def say(self, text: str, style: str | None = "bold") -> None:
+        """A line for the user (where the proxy listens, ...): in the console's status, else printed."""
+        if self.model is not None:
+            self.model.notice(text)
+            self.model.set_status(text)
+        elif not self.args.quiet or text.startswith("listening on"):
+            self.console.print(text, style=style, highlight=False, soft_wrap=True, markup=False)
+
+    def status(self, text: str) -> None:
+        if self.model is not None:
+            self.model.set_status(text)
 
     def listen_address(self) -> tuple[str, int]:
         host, port = _address(self.args.listen, "--listen", 1863)
@@ -147,26 +172,37 @@ class _Session:
                              "with --advertise HOST")
         return host, port
 
-    async def run(self, body) -> None:
-        """Run `body(live)` under a rich Live view when on a terminal (`live` is None otherwise)."""
-        live = None
-        if self.live is not None and self.console.is_terminal:
-            from rich.live import Live
-            live = Live(self.live, console=self.console, auto_refresh=False, transient=False,
-                        vertical_overflow="visible")
-            live.start()
-        try:
-            await body(live)
-        finally:
-            self.end_live(live)
+    def console_app(self, on_quit):
+        from analyzer.outputs.console import build_console
+        return build_console(self.model, self.title, self.zone, on_quit=on_quit)
 
-    def end_live(self, live) -> None:
-        """Stop the rich Live display (or, off a terminal, print the view once)."""
-        if live is not None:
-            live.refresh()
-            live.stop()
-        elif self.live is not None:
-            self.console.print(self.live)
+    async def run(self, body) -> None:
+        """Run `body()`, beside the interactive console when there is one.
+
+        The console's quit key calls `self.on_quit` (the body sets it: stop the
+        proxy); when the body ends by itself the console closes.
+        """
+        if self.model is None:
+            await body()
+            return
+        task = asyncio.ensure_future(body())
+
+        def quit_pressed() -> None:
+            if self.on_quit is not None:
+                self.on_quit()
+            else:
+                task.cancel()
+        self.app = self.console_app(quit_pressed)
+        task.add_done_callback(lambda _: self.app.exit())
+        try:
+            await self.app.run_async()
+            if not task.done():
+                quit_pressed()
+            await asyncio.gather(task, return_exceptions=True)
+        finally:
+            self.app = None
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()
 
     def finish(self) -> int:
         self.analysis.finish()
@@ -204,7 +240,7 @@ def cmd_proxy(args) -> int:
     if in_process:
         worker, ours = _fork_analysis(session)
 
-    async def body(live) -> None:
+    async def body() -> None:
         nonlocal remote
         if in_process:
             from analyzer.capture.proxy.worker import RemoteAnalysis
@@ -222,12 +258,13 @@ def cmd_proxy(args) -> int:
                 loop.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError):
                 pass
+        session.on_quit = stop.set  # the console's quit key
         where = format_address(*proxy.address)
         text = f"listening on {where}, relaying to {format_address(*upstream)} ({loop_name} loop); Ctrl-C to stop"
         if remote is not None:
             remote.print(text, "bold")
         else:
-            session.console.print(text, style="bold", highlight=False, soft_wrap=True)
+            session.say(text)
         deadline = None if args.duration is None else time.monotonic() + args.duration
         try:
             while not stop.is_set():
@@ -241,9 +278,8 @@ def cmd_proxy(args) -> int:
                 proxy.tick()
                 if remote is not None:
                     remote.status(_status(proxy))
-                elif live is not None:
-                    session.live.status = _status(proxy)
-                    live.refresh()
+                else:
+                    session.status(_status(proxy))
         finally:
             await proxy.stop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -255,7 +291,7 @@ def cmd_proxy(args) -> int:
                 remote.finished = await remote.finish(timeout=120)
 
     if in_process:
-        return _await_analysis(session, worker, ours, lambda: run(body(None), args.loop), lambda: remote)
+        return _await_analysis(session, worker, ours, lambda: run(body(), args.loop), lambda: remote)
     try:
         run(session.run(body), args.loop)
     except KeyboardInterrupt:
@@ -331,23 +367,21 @@ def cmd_demo(args) -> int:
     from analyzer.scripted import ScriptedClient, ScriptedService, ScriptError
     session = _Session(args, "msnp-analyzer demo (scripted service on loopback)")
     listen = session.listen_address()
-    pace = args.pace if args.pace is not None else (0.04 if session.console.is_terminal and session.live else 0.0)
+    pace = args.pace if args.pace is not None else (0.04 if session.model is not None else 0.0)
     versions = {"8": [8], "15": [15], "both": [8, 15]}[args.msnp]
     failures: list[str] = []
 
-    async def body(live) -> None:
+    async def body() -> None:
         service = await ScriptedService(host="127.0.0.1").start()
         proxy = _make_proxy(session, service.address("DS"), listen)
         await _start(proxy)
-        session.console.print(f"scripted service on {format_address(*service.address('DS'))} (DS), "
-                              f"proxy on {format_address(*proxy.address)}", style="bold", highlight=False, soft_wrap=True)
+        session.say(f"scripted service on {format_address(*service.address('DS'))} (DS), "
+                    f"proxy on {format_address(*proxy.address)}")
 
         async def refresher() -> None:
             while True:
                 await asyncio.sleep(REFRESH / 2)
-                if live is not None:
-                    session.live.status = _status(proxy)
-                    live.refresh()
+                session.status(_status(proxy))
         task = asyncio.ensure_future(refresher())
         try:
             for version in versions:
@@ -361,8 +395,9 @@ def cmd_demo(args) -> int:
             task.cancel()
             await proxy.stop()
             await service.stop()
-            if live is not None:
-                live.refresh()
+        if session.model is not None:  # the run is over: say so, and let the user look before the report
+            session.say("demo finished: press q for the report")
+            await asyncio.Event().wait()  # until the console's quit key cancels this
 
     asyncio.run(session.run(body))
     status = session.finish()

@@ -46,6 +46,8 @@ class RunOptions:
     limits: Limits = field(default_factory=Limits)
     plugins: PluginOptions = PluginOptions()
     record: str | None = None        # the proxy's pcapng recording (written by the proxy itself)
+    quiet: bool = False              # no terminal report
+    local_time: bool = False         # times of day in the local zone (default UTC)
 
     @classmethod
     def from_args(cls, args, *, html: str | None = None, sources=()) -> RunOptions:
@@ -53,6 +55,7 @@ class RunOptions:
         differ per command (`--html` or `export -o`; capture files, a decoded file, none)."""
         return cls(json=args.json, verbose=args.verbose, html=html, sources=tuple(sources),
                    record=getattr(args, "record", None),
+                   quiet=getattr(args, "quiet", False), local_time=getattr(args, "local_time", False),
                    link_window=args.link_window, redact=not args.no_redact, fail_on=args.fail_on,
                    limits=Limits(max_line=args.max_line, max_payload=args.max_payload,
                                  reply_timeout=args.reply_timeout, max_pending=args.max_pending),
@@ -101,7 +104,9 @@ class Run:
                 out = open_output(options.json)  # renamed over options.json when the run ends well
                 self.files.append(out)
             self.writer = JsonLinesWriter(out, self.redactor, flush=flush)
-        self.printer = VerbosePrinter(console, self.redactor) if options.verbose else None
+        from analyzer.clock import Clock
+        self.zone = Clock(local=options.local_time)  # one time convention for every view of the run
+        self.printer = VerbosePrinter(console, self.redactor, zone=self.zone) if options.verbose else None
         self.linker = None
         if self.writer is not None or options.html:
             # Without a timeline (which shows every link at the end), settled logins are
@@ -118,6 +123,15 @@ class Run:
         if self.timeline is not None:
             sinks.append(self.timeline)
         self.analysis = Analysis(sinks, options.limits, redactor=self.redactor)
+
+    def add_printer(self) -> None:
+        """The one-line-per-command printer, also without -v (live runs whose output is not a terminal)."""
+        if self.printer is None:
+            from analyzer.outputs.terminal import VerbosePrinter
+            self.printer = VerbosePrinter(self.console, self.redactor, zone=self.zone)
+            self.add(self.printer)
+            if self.plugins is not None:
+                self.printer.views = self.plugins.decode_payload
 
     def add(self, sink) -> None:
         """A sink of the command's own (before the plugins)."""
@@ -150,6 +164,8 @@ class Run:
     def report(self, extra=()) -> int:
         """The terminal report (plugins' sections, then `extra`) and the exit status."""
         from analyzer.outputs.terminal import render_report
+        if self.options.quiet:
+            return exit_status(self.analysis, self.options.fail_on)
         sections = self.plugins.terminal_sections() if self.plugins is not None else []
         render_report(self.analysis, self.console, extra=[*sections, *extra])
         return exit_status(self.analysis, self.options.fail_on)

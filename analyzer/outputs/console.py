@@ -95,6 +95,7 @@ class ConsoleModel:
         self.lines: dict[tuple, Row] = {}      # (stream, direction) -> the last command row
         self.waiting: dict[tuple, list] = {}   # (stream, direction) -> anomalies of lines not yet seen
         self.finished = False
+        self.ended = threading.Event()     # set when no more records will come: the console closes
 
     # -- sink -------------------------------------------------------------------
 
@@ -294,9 +295,9 @@ def build_console(model: ConsoleModel, title: str, zone: Clock = UTC, on_quit=No
         CSS = """
         Screen { layout: vertical; }
         #status { height: 1; background: $boost; color: $text; }
-        #conns { height: 8; }
-        #stream { height: 1fr; }
-        #detail { height: 8; border-top: solid $primary; overflow-y: auto; }
+        #conns { height: auto; max-height: 7; }
+        #stream { height: 1fr; min-height: 5; }
+        #detail { height: 6; border-top: solid $primary; overflow-y: auto; }
         #filter { display: none; }
         #filter.shown { display: block; }
         """
@@ -337,7 +338,7 @@ def build_console(model: ConsoleModel, title: str, zone: Clock = UTC, on_quit=No
             yield Static(id="status")
             conns = DataTable(id="conns", cursor_type="row", zebra_stripes=True)
             yield conns
-            stream = DataTable(id="stream", cursor_type="row")
+            stream = DataTable(id="stream", cursor_type="row", cell_padding=0)
             yield stream
             yield Input(placeholder="filter", id="filter")
             with Vertical(id="detail"):
@@ -358,18 +359,18 @@ def build_console(model: ConsoleModel, title: str, zone: Clock = UTC, on_quit=No
         def _stream_columns(self) -> None:
             stream = self.query_one("#stream", DataTable)
             stream.clear(columns=True)
-            stream.add_column("time", key="time")
-            stream.add_column("id", key="id")
-            stream.add_column("dir", key="dir")
-            stream.add_column("cmd", key="cmd")
-            stream.add_column("trid", key="trid")
-            stream.add_column("pairing", key="pairing")
+            # Fixed widths, each with a space for a gutter (no cell padding): the text gets the rest.
+            for label, key, width in self.FIXED:
+                stream.add_column(label, key=key, width=width)
             stream.add_column("text", key="text", width=self._text_width())
             self.built_width = self.size.width
 
+        FIXED = (("time", "time", 14), ("id", "id", 4), ("dir", "dir", 4), ("cmd", "cmd", 4),
+                 ("trid", "trid", 5), ("pairing", "pairing", 10))
+
         def _text_width(self) -> int:
-            # time 13, id 5, dir 3, cmd 4, trid 6, pairing 12, padding: the rest for the text
-            return max(12, self.size.width - 13 - 5 - 3 - 4 - 6 - 12 - 2 * 7 - 2)
+            # what the fixed columns leave, less the vertical scrollbar
+            return max(12, self.size.width - sum(w for _, _, w in self.FIXED) - 2)
 
         def on_resize(self, event) -> None:
             self.call_after_refresh(self._fit_width)
@@ -401,6 +402,9 @@ def build_console(model: ConsoleModel, title: str, zone: Clock = UTC, on_quit=No
 
         def refresh_data(self) -> None:
             if not self.ready:
+                return
+            if self.model.ended.is_set():
+                self.exit()
                 return
             if self.size.width != self.built_width:
                 self._rebuild()

@@ -71,8 +71,11 @@ class Fit:
         if _min_width(table) <= options.max_width:
             for col in table.columns:  # rich may otherwise shrink a column below its longest word
                 col.min_width = max(col.min_width or 0, _longest_word(col))
-            yield table
-            return
+            # rich's share-out of ratios and minimums can still overshoot by a column or two
+            # (and printing crops what overshoots): lay it out first, print it only if it fits.
+            if _laid_out_width(table, console, options) <= options.max_width:
+                yield table
+                return
         if table.title:
             yield Text(str(table.title), style="bold italic")
         headers = [_plain(col.header) for col in table.columns]
@@ -100,6 +103,13 @@ class Fit:
                     yield Padding(line, (0, 0, 0, 2))
 
 
+def _laid_out_width(table: Table, console: Console, options: ConsoleOptions) -> int:
+    """The width rich will give `table` at `options` (its column layout plus the borders)."""
+    widths = table._calculate_column_widths(console, options)  # rich's own layout (no public API)
+    edges = (len(table.columns) + 1) if table.box and table.show_edge else (len(table.columns) - 1 if table.box else 0)
+    return sum(widths) + edges
+
+
 def _min_width(table: Table) -> int:
     """The narrowest `table` can be without folding a word: longest words, padding and borders."""
     pad_left, pad_right = table.padding[3], table.padding[1]
@@ -111,9 +121,14 @@ def _min_width(table: Table) -> int:
 
 
 def _longest_word(col) -> int:
+    """The widest unbreakable piece of a column: a word, or a whole line where it must not wrap."""
     from rich.cells import cell_len
-    words = [w for text in (_plain(col.header), *(_plain(c) for c in col.cells)) for w in text.split()]
-    return max((cell_len(w) for w in words), default=0)
+    texts = (_plain(col.header), *(_plain(c) for c in col.cells))
+    if col.no_wrap:
+        pieces = [line for text in texts for line in text.split("\n")]
+    else:
+        pieces = [w for text in texts for w in text.split()]
+    return max((cell_len(w) for w in pieces), default=0)
 
 
 def _plain(cell) -> str:

@@ -135,6 +135,6 @@ def test_report_keeps_addresses_whole_on_an_80_column_terminal():
     buf = io.StringIO()
     render_report(analysis, Console(file=buf, width=80))
     text = buf.getvalue()
-    for addr in ("127.0.0.1:50010", "→ 127.0.0.1:1863", "→ 127.0.0.3:1864", "alice@example.com"):
-        assert addr in text
+    for addr in ("127.0.0.1:50010", "127.0.0.1:1863", "127.0.0.3:1864", "alice@example.com"):
+        assert any(addr in line for line in text.splitlines()), addr
     assert "DS MSNP8" in text and "NS MSNP8" in text

@@ -19,16 +19,17 @@ def test_bad_mode_is_a_one_line_error(capsys):
     assert rc == 2 and "Invalid proxy mode" in err and "Traceback" not in err
 
 
-def test_live_view_on_a_terminal():
-    # The live view appears only on a terminal: run the command in a pseudo-terminal.
+def test_the_console_on_a_terminal():
+    # The interactive console appears only on a terminal: run the command in a pseudo-terminal.
     import os
     import pty
     import subprocess
     import sys
     import time
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "analyzer", "mitm", "--listen-port", "0", "--duration", "1"],
-                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    proc = subprocess.Popen([sys.executable, "-m", "analyzer", "mitm", "--listen-port", "0", "--duration", "2"],
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+                            env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "80", "LINES": "24"})
     os.close(slave)
     out = b""
     deadline = time.monotonic() + 30
@@ -43,8 +44,10 @@ def test_live_view_on_a_terminal():
     proc.wait(timeout=30)
     os.close(master)
     text = out.decode("utf-8", "replace")
-    assert proc.returncode == 0
-    assert "msnp-analyzer mitm" in text and "waiting for traffic" in text
+    assert proc.returncode == 0, text[-2000:]
+    assert "\x1b[?1049h" in text  # the console took the alternate screen ...
+    assert "msnp-analyzer mitm" in text and "Quit" in text and "Filter" in text  # ... with its footer of keys
+    assert "no MSNP connections found" in text  # and the report follows it on the normal screen
 
 
 def _mitm_session_then_sigterm(tmp_path):
@@ -63,7 +66,7 @@ def _mitm_session_then_sigterm(tmp_path):
     from tests.scenarios.test_mitm_e2e import Socks5Client
     out, html = tmp_path / "events.jsonl", tmp_path / "t.html"
     proc = subprocess.Popen([sys.executable, "-m", "analyzer", "mitm", "--mode", "socks5", "--listen-port", "0",
-                             "--quiet", "--json", str(out), "--html", str(html)],
+                             "--json", str(out), "--html", str(html)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"})
     try:

@@ -27,7 +27,7 @@ def test_demo_finishes_by_itself_with_json_and_recording(tmp_path):
     jpath, rpath = tmp_path / "demo.jsonl", tmp_path / "demo.pcapng"
     out = cli("demo", "--quiet", "--json", str(jpath), "--record", str(rpath))
     assert out.returncode == 0, out.stderr
-    assert "Traceback" not in out.stderr and "MSNP connections" in out.stdout
+    assert "Traceback" not in out.stderr and out.stdout.strip() == ""  # -q: no lines, no report
     records = [json.loads(line) for line in jpath.read_text().splitlines()]
     streams = [r for r in records if r["kind"] == "stream"]
     assert sorted(r["role"] for r in streams) == ["DS", "DS", "NS", "NS", "SB", "SB", "SB", "SB"]
@@ -48,11 +48,14 @@ def test_demo_recording_reads_back_with_analyze(tmp_path):
     assert kinds.count("stream") == 4 and "command" in kinds
 
 
-def test_demo_live_view_is_shown_when_not_quiet():
+def test_demo_off_a_terminal_prints_one_line_per_command_then_the_report():
     out = cli("demo", "--msnp", "15")
     assert out.returncode == 0, out.stderr
-    assert "msnp-analyzer demo (scripted service on loopback)" in out.stdout
     assert re.search(r"\[\d+\] >>> OUT", out.stdout) and re.search(r"\[\d+\] <<< MSG ", out.stdout)
+    live, _, report = out.stdout.partition("MSNP connections")
+    assert report, "the report follows the command lines"
+    # one line per command: no table (and nothing that could wrap into one) before the report
+    assert not any(ch in live for ch in "┏┃│└") and len(re.findall(r"\] (>>>|<<<) ", live)) > 20
 
 
 def test_sigint_with_open_connections_prints_the_report_and_exits_0():
@@ -60,7 +63,7 @@ def test_sigint_with_open_connections_prints_the_report_and_exits_0():
         echo = await EchoServer().start()
         host, port = echo.address
         proc = await asyncio.create_subprocess_exec(
-            *PY, "proxy", "--upstream", f"{host}:{port}", "--listen", "127.0.0.1:0", "--quiet",
+            *PY, "proxy", "--upstream", f"{host}:{port}", "--listen", "127.0.0.1:0",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:
             line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
@@ -101,8 +104,11 @@ def test_usage_errors_are_one_line_and_exit_2():
 
 
 def test_duration_stops_by_itself_and_help_answers():
-    out = cli("proxy", "--upstream", "127.0.0.1:9", "--listen", "127.0.0.1:0", "--duration", "0.3", "--quiet")
+    out = cli("proxy", "--upstream", "127.0.0.1:9", "--listen", "127.0.0.1:0", "--duration", "0.3")
     assert out.returncode == 0 and "no MSNP connections" in out.stdout
+    quiet = cli("proxy", "--upstream", "127.0.0.1:9", "--listen", "127.0.0.1:0", "--duration", "0.3", "-q")
+    assert quiet.returncode == 0 and "no MSNP connections" not in quiet.stdout
+    assert "listening on 127.0.0.1:" in quiet.stdout  # the one line a script needs: where to connect
     helptext = cli("proxy", "--help").stdout
     for option in ("--upstream", "--listen", "--advertise", "--record", "--json", "--quiet"):
         assert option in helptext

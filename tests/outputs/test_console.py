@@ -174,3 +174,39 @@ def test_wire_text_is_shown_with_visible_escapes_and_times_are_labelled():
     assert "\x1b" not in row.text and "\\x1b" in row.text
     assert UTC.time(row.ts) == "00:00:00.500Z"
     assert isinstance(row.command, Command)
+
+
+def test_redaction_pairing_rewrites_and_notices_reach_the_model():
+    from analyzer.msnp import C2S, S2C
+    model = ConsoleModel(Redactor())
+    analysis = Analysis([model])
+    conn = analysis.open(client="127.0.0.1:5000", server="127.0.0.2:1863")
+    analysis.feed(conn, C2S, b"VER 1 MSNP8 CVR0\r\nUSR 2 alice@example.com 1726.1050.3230\r\n", 1.0)
+    analysis.feed(conn, S2C, b"VER 1 MSNP8 CVR0\r\nUSR 2 OK alice@example.com Alice\r\n", 1.0125)
+    model.event(conn, {"kind": "rewrite", "cmd": "XFR", "target": "SB", "original": "127.0.0.9:1863",
+                       "rewritten": "127.0.0.1:40000"})
+    model.notice("upstream 127.0.0.2:1863 unreachable: Connection refused")
+    rows = model.all_rows()
+    text = "\n".join(r.text for r in rows)
+    assert "1726.1050.3230" not in text and "<redacted:" in text  # the cookie is a secret
+    [ver] = [r for r in rows if r.cmd == "VER" and r.direction == C2S]
+    assert ver.outcome == "answered" and abs(ver.latency_ms - 12.5) < 0.01
+    assert any(r.kind == "rewrite" and "127.0.0.1:40000" in r.text for r in rows)
+    assert any(r.kind == "notice" and "unreachable" in r.text for r in rows)
+    [summary] = model.connections()[0]
+    assert (summary.role, summary.version, summary.closed) == ("NS", "MSNP8", False) or summary.version == "MSNP8"
+    analysis.close(conn, 2.0)
+    assert model.connections()[0][0].closed
+
+
+def test_the_model_is_bounded():
+    from analyzer.msnp import C2S
+    model = ConsoleModel(Redactor(), max_rows=50, max_connections=3)
+    analysis = Analysis([model])
+    for i in range(10):
+        conn = analysis.open()
+        analysis.feed(conn, C2S, b"".join(b"PNG\r\n" for _ in range(20)), float(i))
+        analysis.close(conn, float(i) + 0.5)
+    assert len(model.all_rows()) == 50 and len(model.conns) <= 3
+    new, _, last = model.since(0)
+    assert len(new) == 50 and last == model.seq

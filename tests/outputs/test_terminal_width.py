@@ -37,6 +37,17 @@ def rendered(analysis, manager, width: int, extra=()) -> str:
     return out.getvalue()
 
 
+BOX = set("┏┃┡│├└┌┓┩┤┘┐╇╋┼┳┻┬┴━─")
+
+
+def assert_no_table_cropped(lines):
+    """A table drawn wider than the console loses its right edge: every table line ends on a border."""
+    for line in lines:
+        stripped = line.rstrip()
+        if stripped and stripped[0] in BOX:
+            assert stripped[-1] in "┓┃┩│┤┘┐", f"a table cut at the right edge: {line!r}"
+
+
 def names_that_must_stay_whole(analysis) -> set[str]:
     names = set()
     for conn in analysis.connections.values():
@@ -54,6 +65,7 @@ def test_sample_reports_fit(sample, width):
     lines = text.splitlines()
     assert all(len(line) <= width for line in lines)
     assert "…" not in text  # rich's mark of a cropped cell
+    assert_no_table_cropped(lines)
     for name in names_that_must_stay_whole(analysis):
         assert any(name in line for line in lines), f"{name!r} broken or cropped at {width} columns"
     # every column header word of the connection report appears whole
@@ -68,6 +80,7 @@ def test_a_real_capture_with_chats_fits(width):
     text = rendered(analysis, manager, width)
     lines = text.splitlines()
     assert "…" not in text and all(len(line) <= width for line in lines)
+    assert_no_table_cropped(lines)
     for name in names_that_must_stay_whole(analysis):
         assert any(name in line for line in lines), name
 

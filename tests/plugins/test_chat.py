@@ -137,6 +137,7 @@ def test_analyze_keeps_chat_text_only_when_it_writes_html(tmp_path, monkeypatch,
         original(self)
         made.append(self)
     monkeypatch.setattr(ChatPlugin, "__init__", record)
+    monkeypatch.setenv("COLUMNS", "200")  # wide enough for the chats table (80 columns get blocks)
     assert main(["analyze", str(REAL / "ppa1e_msnms.pcap")]) == 0
     (plain,) = made
     row = capsys.readouterr().out.split("Chats")[1].splitlines()[4]

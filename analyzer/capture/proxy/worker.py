@@ -255,12 +255,6 @@ def serve(session, sock: socket.socket) -> int:
     conns: dict = {}
     failed: set = set()
     sock.setblocking(True)
-    live = None
-    if session.live is not None and session.console.is_terminal:
-        from rich.live import Live
-        live = Live(session.live, console=session.console, auto_refresh=False, transient=False,
-                    vertical_overflow="visible")
-        live.start()
 
     def guarded(conn_id, call):
         if conn_id in failed:
@@ -318,18 +312,17 @@ def serve(session, sock: socket.socket) -> int:
         elif kind == "notice":
             session.notice(record[1])
         elif kind == "print":
-            session.console.print(record[1], style=record[2], highlight=False, soft_wrap=True)
+            session.say(record[1], record[2])
         elif kind == "status":
-            if session.live is not None:
-                session.live.status = record[1]
+            session.status(record[1])
         elif kind == "finish":
             return False
         return True
 
-    buf = bytearray()
-    running = True
-    next_tick = time.monotonic() + REFRESH
-    try:
+    def records() -> None:
+        buf = bytearray()
+        running = True
+        next_tick = time.monotonic() + REFRESH
         while running:
             ready, _, _ = select.select([sock], [], [], max(0.0, next_tick - time.monotonic()))
             if ready:
@@ -359,10 +352,26 @@ def serve(session, sock: socket.socket) -> int:
                 wall = time.time()
                 for cid, conn in list(conns.items()):
                     guarded(cid, lambda conn=conn: analysis.tick(conn, wall))
-                if live is not None:
-                    live.refresh()
-    finally:
-        session.end_live(live)
+
+    if session.model is None:
+        records()
+    else:
+        # The console takes this process's main thread (and the terminal); the records are applied
+        # on another thread, under the console model's lock. Its quit key stops the forwarding
+        # process (SIGINT, as Ctrl-C would: the terminal is the console's now), which then tells
+        # this one to finish; the console closes when the records end.
+        import threading
+        app = session.console_app(lambda: os.kill(os.getppid(), signal.SIGINT))
+
+        def feed() -> None:
+            try:
+                records()
+            finally:
+                session.model.ended.set()
+        thread = threading.Thread(target=feed, name="msnp-records", daemon=True)
+        thread.start()
+        app.run()
+        thread.join()
     status = session.finish()
     try:
         sock.close()

@@ -26,7 +26,7 @@ async def _through_cli(tmp_path, extra, body):
     host, port = echo.address
     jpath = tmp_path / "run.jsonl"
     proc = await asyncio.create_subprocess_exec(
-        *PY, "proxy", "--upstream", f"{host}:{port}", "--listen", "127.0.0.1:0", "--quiet",
+        *PY, "proxy", "--upstream", f"{host}:{port}", "--listen", "127.0.0.1:0",
         "--json", str(jpath), *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
