@@ -50,6 +50,7 @@ from analyzer.analysis.redact import Redactor
 AUTH_METHODS = (b"MD5", b"TWN", b"SSO")
 _WATCH_S2C = frozenset({"XFR", "RNG", "IRO", "JOI", "BYE", "USR", "MSG"})
 _WATCH_C2S = frozenset({"USR", "ANS", "OUT"})
+CLOCK_SKEW = 1.0  # seconds a switchboard may seem to start before its XFR/RNG (captures merged from two hosts)
 
 
 def _text(raw: bytes) -> str:
@@ -304,21 +305,27 @@ class Linker:
             if login is not None:
                 by_cookie.setdefault(login[1], []).append(sid)
         claimed: set[str] = set()
-        for ref in self.referrals:
-            if ref.kind not in ("xfr_sb", "rng"):
-                continue
-            want = "USR" if ref.kind == "xfr_sb" else "ANS"
-            candidates = [s for s in by_cookie.get(ref.cookie, ())
-                          if s not in claimed and s != ref.stream and self.facts[s].sb_login[0] == want
-                          and (ref.kind != "rng" or self.facts[s].sb_login[2] in (None, ref.sessid))]
-            if not candidates:
+        sb_refs = [r for r in self.referrals if r.kind in ("xfr_sb", "rng")]
+        chosen: dict[int, str] = {}
+        # Two passes: first every referral whose target address names a switchboard connection
+        # presenting its cookie (a capture of both legs of a relay holds two such connections per
+        # cookie, one to the proxy's listener and one to the real server), then the rest by time.
+        for exact in (True, False):
+            for i, ref in enumerate(sb_refs):
+                if i in chosen:
+                    continue
+                candidates = self._sb_candidates(ref, by_cookie.get(ref.cookie, ()), claimed, exact)
+                if candidates:
+                    chosen[i] = candidates[0]
+                    claimed.add(candidates[0])
+        for i, ref in enumerate(sb_refs):
+            if i not in chosen:
                 unlinked.append({"kind": "link", "type": "ns_sb", "from": ref.stream, "to": None,
                                  "by": ref.kind, "ts": ref.ts, "trid": ref.trid, "target": ref.target,
                                  "cookie": self._mask(ref.cookie), "sessid": ref.sessid,
                                  "reason": "no switchboard connection in the capture presented this cookie"})
                 continue
-            sb = candidates[0]
-            claimed.add(sb)
+            sb = chosen[i]
             ref.linked_to = sb
             parent[sb] = ref.stream
             login = self.facts[sb].sb_login
@@ -356,7 +363,7 @@ class Linker:
                     continue
                 conn = self.conns.get(sid)
                 start = self._start(sid)
-                if ref.ts is not None and start is not None and start < ref.ts:
+                if ref.ts is not None and start is not None and not ref.ts <= start <= ref.ts + self.window:
                     continue
                 if ref.ts is None and self.facts[sid].order <= self.facts[ref.stream].order:
                     continue
@@ -390,6 +397,35 @@ class Linker:
         chats = [self._chat(sid, session_of.get(sid)) for sid in sids if self._role(sid) == "SB"]
         return {"links": links, "unlinked": unlinked, "sessions": sessions, "chats": chats,
                 "session_of": session_of, "parent": parent}
+
+    def _sb_candidates(self, ref: Referral, sids, claimed: set[str], exact: bool) -> list[str]:
+        """The switchboard connections that presented `ref`'s cookie, best first. `exact`: only
+        those whose server address is the referral's target. Otherwise those with an unknown
+        server come first. Time takes part when both times are known (see `_in_time`)."""
+        want = "USR" if ref.kind == "xfr_sb" else "ANS"
+        out = []
+        for s in sids:
+            login = self.facts[s].sb_login
+            if s in claimed or s == ref.stream or login[0] != want:
+                continue
+            if ref.kind == "rng" and login[2] not in (None, ref.sessid):
+                continue
+            server = getattr(self.conns.get(s), "server", None)
+            if exact and server != ref.target:
+                continue
+            if not self._in_time(ref, self._start(s)):
+                continue
+            out.append(((server is not None,), s))
+        out.sort(key=lambda item: item[0])  # stable: capture order within a rank
+        return [s for _, s in out]
+
+    def _in_time(self, ref: Referral, start: float | None) -> bool:
+        """Could a connection that started at `start` follow `ref`? Not if it started before the
+        line that sent the client there (a little skew allowed for merged captures), nor more than
+        the link window after it: a transcript's relative times never match a capture's clock."""
+        if ref.ts is None or start is None:
+            return True
+        return ref.ts - CLOCK_SKEW <= start <= ref.ts + self.window
 
     def _root(self, sid: str, parent: dict[str, str]) -> str:
         seen = {sid}
