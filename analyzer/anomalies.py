@@ -111,6 +111,7 @@ for _name, _sev, _summary in [
     ("capture.fallback_dissection", _I, "a link type the fast decoder does not know; its packets were dissected by scapy (slow)"),
     ("capture.bad_record", _W, "pcap records that are empty or longer than the file's snapshot length (reported once per file, with the count); still decoded"),
     ("capture.ip_fragment", _W, "fragments of TCP datagrams (reported once per file, with the count); not reassembled, their bytes are missing"),
+    ("capture.inflate_limit", _W, "a gzip'd capture inflates to more than 100 times its size (at least 64 MiB); reading stopped at that cap (once per file)"),
     ("capture.flow_limit", _W, "more TCP flows open at once than --max-flows; the least recently active were closed early (once per file, with the count)"),
     # the analysis itself
     ("analyzer.internal_error", _E, "the analysis of this connection failed; the rest of it was not decoded"),

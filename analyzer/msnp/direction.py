@@ -8,7 +8,7 @@ from analyzer.msnp.events import C2S, S2C
 def guess_direction(data: bytes) -> str:
     """Which side sent a raw stream, from its first lines."""
     server_only = {b"NLN", b"FLN", b"ILN", b"IRO", b"JOI", b"BYE", b"QNG", b"RNG", b"NOT", b"CHL", b"UBX"}
-    for line in data.split(b"\n")[:50]:
+    for line in data.split(b"\n", 50)[:50]:  # the first lines only: never split a whole capture
         parts = line.strip().split(b" ")
         code = parts[0]
         if code in server_only or code.isdigit():

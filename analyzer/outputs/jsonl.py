@@ -123,6 +123,8 @@ class JsonLinesWriter:
         self._write(stream_record(conn))
 
     def _write(self, rec: dict) -> None:
+        if self.out.closed:
+            return  # the run's file was closed (a report rendered after it): nothing to write to
         self.out.write(_encode(rec))
         self.out.write("\n")
         if self.flush_each:
