@@ -151,3 +151,27 @@ def test_joi_flood_lists_each_participant_once_and_the_terminal_cell_stays_short
     assert len(handles) == 3001 and handles[0] == "alice@example.com"  # the user, then 3,000 once each
     assert "+2991 more" in report.getvalue()  # 10 listed in the Chats table's cell
     assert max(len(line) for line in report.getvalue().splitlines()) <= 120
+
+
+def test_a_connection_keeps_a_bounded_sample_of_its_latencies():
+    from analyzer.analysis.connection import LATENCY_SAMPLE, Connection
+    conn = Connection("1")
+    n = LATENCY_SAMPLE * 3
+    for i in range(n):
+        conn.feed("c2s", b"PNG\r\n", float(i))
+        conn.feed("s2c", b"QNG 50\r\n", i + 0.25)
+    assert conn.outcomes["answered"] == n                  # every transaction counted
+    assert len(conn.latencies) == LATENCY_SAMPLE          # but only a sample of latencies held
+    assert set(conn.latencies) == {250.0} and conn.latency_count == n - LATENCY_SAMPLE
+
+
+def test_every_run_folds_closed_connections_past_keep_closed():
+    from analyzer.analysis.run import KEEP_CLOSED, Analysis
+    analysis = Analysis()
+    for _ in range(KEEP_CLOSED + 500):
+        conn = analysis.open()
+        analysis.feed(conn, "c2s", b"PNG\r\n", 1.0)
+        analysis.close(conn, 2.0)
+    assert len(analysis.connections) == KEEP_CLOSED and analysis.folded.count == 500
+    assert analysis.totals()["connections"] == KEEP_CLOSED + 500
+    assert analysis.totals()["commands"]["PNG"] == KEEP_CLOSED + 500
