@@ -19,7 +19,9 @@ and, when it is a loopback, link-local or unspecified address (0.0.0.0 and
 :: reach this machine), only when the upstream itself is on loopback, or when
 `--allow-target` names it explicitly (`--allow-any-target` does not cover
 this machine). A host name is compared as a name (it is not resolved here:
-resolving would let DNS pick the address after the check).
+resolving would let DNS pick the address after the check); once the proxy has
+connected to a followed name, `check_resolved` refuses it if DNS sent it to this
+machine's own loopback or link-local address.
 
 A refused target is forwarded as the server sent it: the client goes there
 directly, outside the proxy, and the proxy reports `proxy.target_refused`.
@@ -169,6 +171,21 @@ class TargetPolicy:
         if name is not None and name == self.upstream_name:
             return None
         return f"host name {host!r} is not the upstream's and not named by --allow-target"
+
+    def check_resolved(self, host: str, port: int, reached: str) -> str | None:
+        """A target followed by name turned out to be `reached`: refuse this machine's own addresses.
+
+        The name was allowed as a name; what it resolves to is up to DNS, so a
+        loopback or link-local answer is refused as `check` refuses such an address,
+        unless `--allow-target` names the host or that address.
+        """
+        address = ip_of(reached)
+        if address is None or ip_of(host) is not None or not this_machine(address) or self.loopback_upstream:
+            return None
+        if any(a.matches(address, _name(host), port) or a.matches(address, None, port) for a in self.allowed):
+            return None
+        return (f"{format_address(host, port)} resolved to {reached}, this machine's own address, "
+                f"and the upstream is not on loopback")
 
 
 class Refused(str):

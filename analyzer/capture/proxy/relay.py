@@ -271,6 +271,15 @@ class Relay:
         if self.done:  # the client left (or stop() was called) meanwhile
             transport.close()
             return
+        if self.listener is not self.proxy.main:  # a followed name must not lead to this machine
+            peer = transport.get_extra_info("peername")
+            reason = self.proxy.policy.check_resolved(host, port, peer[0]) if peer else None
+            if reason is not None:
+                transport.close()
+                self.proxy.hits["targets"] += 1
+                self._anomaly("proxy.target_refused", f"{reason}; connection closed", None)
+                self.finish()
+                return
         self.server = transport
         transport.set_write_buffer_limits(high=self.proxy.buffer)
         self.upstream_local = transport.get_extra_info("sockname")[:2]
@@ -749,13 +758,7 @@ class Proxy:
 
     def emit(self, conn, record: dict) -> None:
         """A record of the proxy's own (a `rewrite`) for the sinks, wherever the analysis runs."""
-        analysis = self.analysis
-        event = getattr(analysis, "event", None)  # RemoteAnalysis (proxy_worker.py)
-        if event is not None:
-            event(conn, record)
-        else:
-            for sink in analysis.sinks:
-                sink.event(conn, record)
+        self.analysis.record(conn, record)  # an Analysis, or the proxy worker's RemoteAnalysis
 
     def notice(self, text: str) -> None:
         self.notices.append(text)

@@ -129,6 +129,15 @@ def test_policy_follows_the_upstreams_network_and_refuses_the_rest():
     assert v6.check("2001:db8::ffff", 1863) is None and v6.check("2001:db8:1::1", 1863) is not None
 
 
+def test_a_followed_name_that_resolves_to_this_machine_is_refused():
+    remote = TargetPolicy(("203.0.113.7", 1863), allow_any=True)
+    assert "resolved to 127.0.0.1" in remote.check_resolved("sb.example.net", 1863, "127.0.0.1")
+    assert remote.check_resolved("sb.example.net", 1863, "198.51.100.4") is None
+    assert TargetPolicy(("203.0.113.7", 1863), ["sb.example.net"]).check_resolved(
+        "sb.example.net", 1863, "127.0.0.1") is None                  # named by the user
+    assert TargetPolicy(("127.0.0.1", 1863)).check_resolved("localhost", 1863, "127.0.0.1") is None
+
+
 def test_allow_target_forms_and_errors():
     named = TargetPolicy(("203.0.113.7", 1863), ["sb.example.net", "ns.example.net:1863", "198.51.100.0/24",
                                                   "[2001:db8::5]:1863"])
