@@ -16,6 +16,7 @@ from rich.console import Console
 from analyzer.analysis.run import Analysis
 from analyzer.capture import pcap as pcap_module
 from analyzer.capture.detect import Detector
+from analyzer.capture.tcp import Early
 from analyzer.capture.files import open_captures
 from analyzer.cli.main import RAW_CHUNK, main
 from captures.make_hostile import clean_pcap, ethernet, pcap_header, pcap_record, tcp_segment
@@ -57,7 +58,7 @@ def test_detection_reads_each_delivery_once_however_it_is_chopped():
     CountingList.reads = 0
     line = b"VER 1 " + b"x" * 900 + b"\r\n"
     for i in range(len(line)):
-        flow.early.append((0, line[i:i + 1], 0.0))
+        flow.early.append(Early(0, 0.0, line[i:i + 1]))
         flow.early_bytes += 1
         detector.decide(tracker, flow, final=False)
         if tracker.verdicts:
@@ -70,7 +71,7 @@ def test_detection_reads_each_delivery_once_however_it_is_chopped():
 def test_detection_forgets_a_flow_it_rejects_and_keeps_at_most_the_head():
     detector, tracker, flow = Detector(), FakeTracker(), FakeFlow()
     for _ in range(3000):  # one byte at a time, never a line end, 3,000 bytes
-        flow.early.append((0, b"A", 0.0))
+        flow.early.append(Early(0, 0.0, b"A"))
         flow.early_bytes += 1
         detector.decide(tracker, flow, final=False)
         if tracker.verdicts:
