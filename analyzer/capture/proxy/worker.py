@@ -114,6 +114,11 @@ class Status(NamedTuple):
     text: str
 
 
+class ReportLine(NamedTuple):
+    """A line for the end of the final report."""
+    text: str
+
+
 class Finish(NamedTuple):
     """The run is over: finish the analysis and exit."""
 
@@ -238,6 +243,10 @@ class RemoteAnalysis:
 
     def status(self, text: str) -> None:
         self._put(Status(text))
+
+    def report(self, text: str) -> None:
+        """A line for the end of the final report (the proxy's policy and limits)."""
+        self._put(ReportLine(text))
 
     # -- backlog -------------------------------------------------------------------
 
@@ -390,6 +399,8 @@ def serve(session, sock: socket.socket) -> int:
             session.notice(record.text)
         elif kind is Print:
             session.console.print(record.text, style=record.style, highlight=False, soft_wrap=True)
+        elif kind is ReportLine:
+            session.report_lines.append(record.text)
         elif kind is Status:
             if session.live is not None:
                 session.live.status = record.text
