@@ -70,9 +70,10 @@ for _name, _sev, _summary in [
     ("msnp.trid.out_of_range", _E, "the TrID is above 4294967295 (server behaviour undefined)"),
     ("msnp.trid.zero_from_client", _I, "the client used TrID 0, which servers also use for asynchronous pushes"),
     ("msnp.trid.duplicate_pending", _W, "a TrID reused while an earlier request with it still awaits its reply"),
-    ("msnp.trid.pending_limit", _W, "too many requests awaiting replies; the oldest was given up as unanswered"),
+    ("msnp.trid.pending_limit", _W, "more requests awaiting replies than --max-pending; the oldest were given up as unanswered (once per connection, with the count)"),
     # replies
-    ("msnp.reply.out_of_order", _I, "a request's reply came after the reply to a later request"),
+    ("msnp.reply.out_of_order", _I, "a reply came before the replies to earlier requests (one per such reply, saying how many it overtook)"),
+    ("msnp.reply.list_limit", _I, "a transaction got more replies than are listed (10,000); the rest are counted in its record's more_replies"),
     ("msnp.reply.orphan", _W, "a reply whose TrID matches no request seen (or the capture started mid-session)"),
     ("msnp.reply.unanswered", _W, "a request that expects a reply got none (timeout or end of connection)"),
     ("msnp.reply.unexpected_command", _W, "a reply with the request's TrID but a command that does not answer it"),
@@ -111,6 +112,7 @@ for _name, _sev, _summary in [
     ("capture.pcapng.no_timestamp", _I, "pcapng Simple Packet Blocks carry no time: each was given the time of the packet before it (once per file, with the count)"),
     ("capture.bad_record", _W, "pcap records that are empty or longer than the file's snapshot length (reported once per file, with the count); still decoded"),
     ("capture.ip_fragment", _W, "fragments of TCP datagrams (reported once per file, with the count); not reassembled, their bytes are missing"),
+    ("capture.inflate_limit", _W, "a gzip'd capture inflates to more than 100 times its size (at least 64 MiB); reading stopped at that cap (once per file)"),
     ("capture.flow_limit", _W, "more TCP flows open at once than --max-flows; the least recently active were closed early (once per file, with the count)"),
     # the analysis itself
     ("analyzer.internal_error", _E, "the analysis of this connection failed; the rest of it was not decoded"),
@@ -120,6 +122,11 @@ for _name, _sev, _summary in [
     ("proxy.reset", _I, "one side reset the connection (or failed); the proxy reset the other side too"),
     ("proxy.analysis_backlog", _W, "the analysis process fell more than --analysis-backlog behind; newer bytes of the connection were forwarded but not analysed (a gap)"),
     ("proxy.connection_limit", _W, "--max-connections relays were open: new clients were closed at once (reported once per run; the count is in the notice)"),
+    ("proxy.target_refused", _W, "a server's XFR/RNG named a target the target policy does not follow (outside the upstream's network and --allow-target, this machine's own address, or one of the proxy's own listeners): the line was forwarded as sent, so the client's next connection bypasses the proxy"),
+    ("proxy.listener_limit", _W, "--max-listeners listeners were open and none idle: an XFR/RNG was forwarded as sent (the client's next connection bypasses the proxy)"),
+    ("proxy.address_limit", _W, "--max-per-address connections were open from one client address: its new clients were closed at once (reported once per run; the count is in the notice)"),
+    ("proxy.rate_limit", _W, "a client address opened more than --max-rate connections per second: the excess were closed at once (reported once per run; the count is in the notice)"),
+    ("proxy.idle_timeout", _I, "the proxy closed a connection: no byte from the client within --first-byte-timeout of connecting, or none either way for --idle-timeout"),
     # plugins (analyzer/plugins.py); a plugin's own names are plugin.<name>.<what>
     ("analyzer.plugin.failed", _W, "a plugin raised an exception; it was disabled for the rest of the run (the analysis carried on)"),
     ("analyzer.plugin.too_slow", _W, "a plugin call took longer than --plugin-budget; the plugin was disabled for the rest of the run"),

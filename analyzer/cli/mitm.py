@@ -43,6 +43,12 @@ def register(sub) -> None:
     m.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="mitm_set",
                    help="any mitmproxy option (repeatable), e.g. --set tcp_hosts=.* --set ssl_insecure=true")
     m.add_argument("--advertise", metavar="HOST", help="reverse mode: host written into rewritten XFR/RNG lines")
+    m.add_argument("--allow-target", action="append", default=[], metavar="CIDR|HOST[:PORT]",
+                   help="reverse mode: also follow XFR/RNG referrals to this network, address or host name "
+                        "(repeatable; default: only the reverse target's own /24 or /64 and its name)")
+    m.add_argument("--allow-any-target", action="store_true",
+                   help="reverse mode: follow referrals to any host (loopback/link-local still only when the "
+                        "reverse target is on loopback or --allow-target names them)")
     m.add_argument("--idle-timeout", type=int, default=0, metavar="SECONDS",
                    help="close MSNP connections idle this long (default 0: never; mitmproxy's own is 600)")
     m.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: until Ctrl-C)")
@@ -103,6 +109,14 @@ async def _run(args, analysis, say) -> None:
             update["save_stream_file"] = args.save_stream_file
         if args.advertise:
             update["msnp_advertise_host"] = args.advertise
+        from analyzer.capture.targets import parse_allowed
+        for text in args.allow_target:
+            try:
+                parse_allowed(text)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+        update["msnp_allow_target"] = list(args.allow_target)
+        update["msnp_allow_any_target"] = args.allow_any_target
         opts.update(**update)
         if args.mitm_set:
             opts.set(*args.mitm_set)
@@ -128,6 +142,8 @@ async def _run(args, analysis, say) -> None:
         raise UsageError("mitmproxy could not listen (port in use, or a bad --mode); see the log above")
     for addr in proxyserver.listen_addrs():
         say(f"mitmproxy {', '.join(opts.mode)} listening on {addr[0]}:{addr[1]}")
+    for line in reverse_policies(args):
+        say(line)
     try:
         if args.duration is not None:
             await asyncio.wait_for(asyncio.shield(task), args.duration)
@@ -146,6 +162,23 @@ async def _run(args, analysis, say) -> None:
                 pass
 
 
+def reverse_policies(args) -> list[str]:
+    """For each reverse mode: the target policy its XFR/RNG rewriting follows (one line each)."""
+    from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
+
+    from analyzer.capture.targets import TargetPolicy
+    lines = []
+    for spec in args.mode or []:
+        try:
+            mode = ProxyMode.parse(spec)
+        except ValueError:
+            continue
+        if isinstance(mode, ReverseMode):
+            policy = TargetPolicy(tuple(mode.address), list(args.allow_target), args.allow_any_target)
+            lines.append(f"reverse {spec}: {policy.describe()}")
+    return lines
+
+
 def cmd_mitm(args) -> int:
     run = Run(RunOptions.from_args(args, html=args.html), report_console(args))
     analysis = run.analysis
@@ -161,7 +194,11 @@ def cmd_mitm(args) -> int:
         logging.getLogger("mitmproxy").removeHandler(handler)
         analysis.finish()  # no-op for connections the addon already closed
         run.close()
-    return run.report()
+    status = run.report()
+    if not args.quiet:
+        for line in reverse_policies(args):  # never wrapped: scripts grep the report for them
+            run.console.print(line, highlight=False, markup=False, soft_wrap=True)
+    return status
 
 
 __all__ = ["register", "cmd_mitm"]
