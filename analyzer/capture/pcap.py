@@ -213,10 +213,20 @@ class CaptureFile:
 
     # -- public -----------------------------------------------------------------
 
+    @property
+    def implementation(self) -> str:
+        """"rust" when the compiled core reads this file, else "python" (the reference)."""
+        from analyzer.core import CORE
+        if CORE is None or self.pcapng or self.gzip or self.linktype not in KNOWN_LINKTYPES:
+            return "python"  # pcapng, gzip'd files and exotic link types stay on the reference path
+        return "rust"
+
     def segments(self):
         try:
             if self.pcapng:
                 yield from self._pcapng_segments()
+            elif self.implementation == "rust":
+                yield from self._core_segments()
             else:
                 yield from self._pcap_segments()
         finally:
@@ -262,14 +272,11 @@ class CaptureFile:
                 i = 0
                 if len(buf) < 16:
                     if buf:
-                        self._damage("capture.truncated", pos, packets,
-                                     f"the capture ends inside the header of record {packets + 1} "
-                                     f"({len(buf)} of 16 bytes)")
+                        self._record_damage("header", pos, packets + 1, len(buf), 16)
                     break
             sec, frac, caplen, wirelen = rec(buf, i)
             if caplen > MAX_RECORD:
-                self._damage("capture.damaged", pos + i, packets,
-                             f"record {packets + 1} claims {caplen} bytes: not a packet record")
+                self._record_damage("length", pos + i, packets + 1, 0, caplen)
                 break
             start = i + 16
             stop = start + caplen
@@ -279,9 +286,7 @@ class CaptureFile:
                 pos += i
                 i, start, stop = 0, 16, 16 + caplen
                 if stop > len(buf):
-                    self._damage("capture.truncated", pos, packets,
-                                 f"the capture ends inside record {packets + 1} "
-                                 f"({len(buf) - 16} of {caplen} bytes)")
+                    self._record_damage("record", pos, packets + 1, len(buf) - 16, caplen)
                     break
             packets += 1
             i = stop
@@ -341,6 +346,35 @@ class CaptureFile:
         self.position = pos + i
         self.packets, self.tcp_segments = packets, tcp
         self.fragments, self.bad_records = fragments, bad
+
+    def _core_segments(self):
+        """The same records as `_pcap_segments`, read and decoded by the compiled core in batches."""
+        from analyzer.core import CORE
+        self.reader.f.close()  # the core reads the file itself, from the first record on
+        reader = CORE.PcapSegments(self.path, 24, self.reader.endian == ">", self.nano, self.linktype,
+                                   getattr(self.reader, "snaplen", 0) or 0)
+        read = reader.read
+        while True:
+            batch = read(4096)
+            self.position, self.packets, self.tcp_segments = reader.position, reader.packets, reader.tcp_segments
+            self.fragments, self.bad_records = reader.fragments, reader.bad_records
+            if not batch:
+                break
+            yield from batch
+        if reader.first_bad is not None:
+            self._first_bad = (*reader.first_bad, getattr(self.reader, "snaplen", 0) or 0)
+        if reader.damage is not None:
+            self._record_damage(*reader.damage)
+
+    def _record_damage(self, kind: str, offset: int, record: int, have: int, caplen: int) -> None:
+        """Where a classic pcap file stops being readable (both readers word it here)."""
+        if kind == "header":
+            detail = f"the capture ends inside the header of record {record} ({have} of 16 bytes)"
+        elif kind == "record":
+            detail = f"the capture ends inside record {record} ({have} of {caplen} bytes)"
+        else:
+            detail = f"record {record} claims {caplen} bytes: not a packet record"
+        self._damage("capture.damaged" if kind == "length" else "capture.truncated", offset, record - 1, detail)
 
     # -- pcapng -------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from analyzer.cli.run import output_sinks
 from analyzer.errors import UsageError
 
 PROGRESS_AFTER = 0.5   # seconds: quicker files get no progress bar
+BIG_CAPTURE = 20_000_000  # bytes: on the pure-Python path, a run this large says once that it is slower
 KEEP_CLOSED = 1000     # closed connections kept one by one for the report; the rest go into the totals
 
 
@@ -104,7 +105,11 @@ def cmd_analyze(args) -> int:
     from analyzer.plugins import load_plugins
     plugins = load_plugins(args, analysis, html_report=bool(getattr(args, "html", None)))
     detector = Detector(frozenset({MSNP_PORT, *args.port}))
-    progress = _Progress(sum(c.size for c in captures))
+    total = sum(c.size for c in captures)
+    if total >= BIG_CAPTURE:
+        from analyzer.core import note_fallback
+        note_fallback(lambda line: print(line, file=sys.stderr))
+    progress = _Progress(total)
     per_file = []
     try:
         for path in flow_files:
