@@ -20,7 +20,7 @@ import pytest  # noqa: E402
 def implementation(request, monkeypatch):
     """Run a test on each implementation of the hot path (as aiohttp runs its C and Python parsers).
 
-    "python" is the reference; "rust" is the compiled core, which a test skips when it was not
+    "python" is the reference; "rust" is the compiled core (readers, capture reader), which a test skips when it was not
     built, except under CI=true, where the README's install command must have built it.
     """
     import analyzer.core as core
@@ -30,4 +30,9 @@ def implementation(request, monkeypatch):
         if os.environ.get("CI"):
             pytest.fail(f"the compiled core is missing under CI: {core.REASON}")
         pytest.skip(f"the compiled core is not built: {core.REASON}")
+    else:
+        # A test module that builds readers itself gets the compiled ones under the same names.
+        for name in ("CommandReader", "ProtocolState"):
+            if hasattr(request.module, name):
+                monkeypatch.setattr(request.module, name, getattr(core.CORE, name))
     return request.param

@@ -11,6 +11,8 @@
 
 pub mod decode;
 pub mod pcap;
+pub mod reader;
+pub mod tables;
 
 #[cfg(feature = "python")]
 mod python;

@@ -136,5 +136,344 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("VERSION", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<PcapSegments>()?;
     m.add_function(wrap_pyfunction!(decode_frame_py, m)?)?;
+    m.add_class::<PyProtocolState>()?;
+    m.add_class::<PyCommandReader>()?;
+    m.add_function(wrap_pyfunction!(tables, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_reads, m)?)?;
     Ok(())
+}
+
+// -- the MSNP reader ------------------------------------------------------------------
+
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyInt, PyString};
+
+use crate::reader::{CommandReader as Reader, Event, Num, ProtocolState as State, DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD};
+
+/// The event classes of `analyzer.msnp.events`, so both readers return the same objects.
+struct EventTypes {
+    command: PyObject,
+    skipped: PyObject,
+    anomaly: PyObject,
+    c2s: PyObject,
+    s2c: PyObject,
+}
+
+static EVENT_TYPES: GILOnceCell<EventTypes> = GILOnceCell::new();
+
+fn event_types(py: Python<'_>) -> PyResult<&EventTypes> {
+    EVENT_TYPES.get_or_try_init(py, || {
+        let m = py.import("analyzer.msnp.events")?;
+        Ok(EventTypes {
+            command: m.getattr("Command")?.unbind(),
+            skipped: m.getattr("Skipped")?.unbind(),
+            anomaly: m.getattr("Anomaly")?.unbind(),
+            c2s: m.getattr("C2S")?.unbind(),
+            s2c: m.getattr("S2C")?.unbind(),
+        })
+    })
+}
+
+fn num_to_py(py: Python<'_>, n: &Num) -> PyResult<PyObject> {
+    Ok(match &n.big {
+        None => n.value.into_pyobject(py)?.into_any().unbind(),
+        Some(text) => py.get_type::<PyInt>().call1((text.as_ref(),))?.unbind(),
+    })
+}
+
+fn num_from_py(value: &Bound<'_, PyAny>) -> PyResult<Num> {
+    let text: String = value.str()?.extract()?;
+    if text.is_empty() || !text.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(PyValueError::new_err(format!("not a protocol version: {text}")));
+    }
+    Ok(Num::parse(text.as_bytes()))
+}
+
+/// `analyzer.msnp.reader.ProtocolState`, shared by the two compiled readers of a connection.
+#[pyclass(module = "analyzer._core", name = "ProtocolState")]
+struct PyProtocolState {
+    inner: State,
+}
+
+#[pymethods]
+impl PyProtocolState {
+    #[new]
+    #[pyo3(signature = (version=None))]
+    fn new(version: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let version = version.map(num_from_py).transpose()?;
+        Ok(PyProtocolState { inner: State { version, offered: Vec::new(), min_version: 0 } })
+    }
+
+    #[getter]
+    fn version(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
+        self.inner.version.as_ref().map(|v| num_to_py(py, v)).transpose()
+    }
+
+    #[setter]
+    fn set_version(&mut self, value: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        self.inner.version = value.map(num_from_py).transpose()?;
+        Ok(())
+    }
+
+    #[getter]
+    fn offered(&self, py: Python<'_>) -> PyResult<Vec<PyObject>> {
+        self.inner.offered.iter().map(|v| num_to_py(py, v)).collect()
+    }
+
+    #[setter]
+    fn set_offered(&mut self, value: Vec<Bound<'_, PyAny>>) -> PyResult<()> {
+        self.inner.offered = value.iter().map(num_from_py).collect::<PyResult<_>>()?;
+        Ok(())
+    }
+
+    #[getter]
+    fn min_version(&self) -> u64 {
+        self.inner.min_version
+    }
+
+    #[setter]
+    fn set_min_version(&mut self, value: u64) {
+        self.inner.min_version = value;
+    }
+
+    #[getter]
+    fn effective(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
+        self.inner.effective().map(|v| num_to_py(py, v)).transpose()
+    }
+}
+
+/// `analyzer.msnp.reader.CommandReader` in Rust: the same contract, the same event objects.
+///
+/// Timestamps are the caller's objects: each call's `ts` gets a generation number that the
+/// Rust reader carries, so an event comes back with the very object it went in with (a
+/// command finished by a later read takes that read's time, as in the reference).
+#[pyclass(module = "analyzer._core", name = "CommandReader")]
+struct PyCommandReader {
+    reader: Reader<u64>,
+    #[pyo3(get)]
+    direction: PyObject,
+    #[pyo3(get)]
+    state: Py<PyProtocolState>,
+    generation: u64,
+    partial_ts: Option<(u64, PyObject)>,
+    out: Vec<Event<u64>>,
+}
+
+impl PyCommandReader {
+    fn begin(&mut self, ts: &Option<PyObject>) -> Option<u64> {
+        self.generation += 1;
+        ts.as_ref().map(|_| self.generation)
+    }
+
+    fn finish<'py>(&mut self, py: Python<'py>, ts: Option<PyObject>) -> PyResult<Bound<'py, PyList>> {
+        let types = event_types(py)?;
+        let generation = self.generation;
+        let resolve = |tag: Option<u64>| -> PyObject {
+            match tag {
+                None => py.None(),
+                Some(g) if g == generation => ts.as_ref().map_or_else(|| py.None(), |o| o.clone_ref(py)),
+                Some(g) => match &self.partial_ts {
+                    Some((pg, o)) if *pg == g => o.clone_ref(py),
+                    _ => py.None(),
+                },
+            }
+        };
+        let out = PyList::empty(py);
+        let direction = self.direction.bind(py);
+        for event in self.out.drain(..) {
+            let item = match event {
+                Event::Command(c) => {
+                    let args = PyList::empty(py);
+                    for &(a, b) in &c.args {
+                        args.append(PyBytes::new(py, &c.line[a as usize..b as usize]))?;
+                    }
+                    let trid = c.trid.as_ref().map(|t| num_to_py(py, t)).transpose()?;
+                    let payload_len = c.payload_len.as_ref().map(|t| num_to_py(py, t)).transpose()?;
+                    let payload = c.payload.as_ref().map(|p| PyBytes::new(py, p));
+                    types.command.bind(py).call1((
+                        direction,
+                        PyString::new(py, &c.code),
+                        trid,
+                        args,
+                        PyBytes::new(py, &c.line),
+                        payload,
+                        payload_len,
+                        c.offset,
+                        resolve(c.ts),
+                    ))?
+                }
+                Event::Skipped { raw, offset, ts } => {
+                    types.skipped.bind(py).call1((direction, PyBytes::new(py, &raw), offset, resolve(ts)))?
+                }
+                Event::Anomaly { name, detail, offset, ts, trid } => {
+                    let trid = trid.as_ref().map(|t| num_to_py(py, t)).transpose()?;
+                    types.anomaly.bind(py).call1((name, detail, direction, offset, resolve(ts), trid))?
+                }
+            };
+            out.append(item)?;
+        }
+        // Keep the time of a command still waiting for its payload (it may come from this call).
+        self.partial_ts = match self.reader.partial_ts() {
+            None => None,
+            Some(g) if g == generation => ts.map(|o| (g, o)),
+            Some(_) => self.partial_ts.take(),
+        };
+        Ok(out)
+    }
+}
+
+#[pymethods]
+impl PyCommandReader {
+    #[new]
+    #[pyo3(signature = (direction, state=None, *, max_line=DEFAULT_MAX_LINE, max_payload=DEFAULT_MAX_PAYLOAD))]
+    fn new(py: Python<'_>, direction: &Bound<'_, PyAny>, state: Option<Py<PyProtocolState>>, max_line: usize,
+           max_payload: u64) -> PyResult<Self> {
+        let types = event_types(py)?;
+        let client = if direction.eq(types.c2s.bind(py))? {
+            true
+        } else if direction.eq(types.s2c.bind(py))? {
+            false
+        } else {
+            return Err(PyValueError::new_err("direction must be 'c2s' or 's2c'"));
+        };
+        let state = match state {
+            Some(s) => s,
+            None => Py::new(py, PyProtocolState { inner: State::default() })?,
+        };
+        Ok(PyCommandReader {
+            reader: Reader::new(client, max_line, max_payload),
+            direction: if client { types.c2s.clone_ref(py) } else { types.s2c.clone_ref(py) },
+            state,
+            generation: 0,
+            partial_ts: None,
+            out: Vec::new(),
+        })
+    }
+
+    #[pyo3(signature = (data, ts=None))]
+    fn feed<'py>(&mut self, py: Python<'py>, data: &Bound<'py, PyAny>, ts: Option<PyObject>)
+        -> PyResult<Bound<'py, PyList>> {
+        let owned;
+        let bytes: &[u8] = match data.downcast::<PyBytes>() {
+            Ok(b) => b.as_bytes(),
+            Err(_) => {
+                owned = py.get_type::<PyBytes>().call1((data,))?.downcast_into::<PyBytes>()?;
+                owned.as_bytes()
+            }
+        };
+        let tag = self.begin(&ts);
+        let state = self.state.clone_ref(py);
+        let mut state = state.borrow_mut(py);
+        self.reader.feed(&mut state.inner, bytes, tag, &mut self.out);
+        drop(state);
+        self.finish(py, ts)
+    }
+
+    #[pyo3(signature = (ts=None))]
+    fn close<'py>(&mut self, py: Python<'py>, ts: Option<PyObject>) -> PyResult<Bound<'py, PyList>> {
+        let tag = self.begin(&ts);
+        self.reader.close(tag, &mut self.out);
+        self.finish(py, ts)
+    }
+
+    #[pyo3(signature = (size, ts=None))]
+    fn gap<'py>(&mut self, py: Python<'py>, size: u64, ts: Option<PyObject>) -> PyResult<Bound<'py, PyList>> {
+        let tag = self.begin(&ts);
+        self.reader.gap(size, tag, &mut self.out);
+        self.finish(py, ts)
+    }
+
+    #[getter]
+    fn offset(&self) -> u64 {
+        self.reader.offset()
+    }
+
+    #[getter]
+    fn pending(&self) -> usize {
+        self.reader.pending()
+    }
+
+    #[getter]
+    fn max_line(&self) -> usize {
+        self.reader.max_line
+    }
+
+    #[getter]
+    fn max_payload(&self) -> u64 {
+        self.reader.max_payload
+    }
+}
+
+/// The crate's protocol tables, for the test that checks them against `tables.py`.
+#[pyfunction]
+fn tables(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
+    use crate::tables as t;
+    let d = pyo3::types::PyDict::new(py);
+    let sorted = |list: &[&str]| {
+        let mut v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+        v.sort();
+        v
+    };
+    let map = |list: &[(&str, u64)]| -> Bound<'_, pyo3::types::PyDict> {
+        let m = pyo3::types::PyDict::new(py);
+        for (k, v) in list {
+            m.set_item(k, v).expect("a str key and an int value");
+        }
+        m
+    };
+    d.set_item("KNOWN_COMMANDS", sorted(t::KNOWN_COMMANDS))?;
+    d.set_item("C2S_PAYLOAD", map(t::C2S_PAYLOAD))?;
+    d.set_item("S2C_PAYLOAD", map(t::S2C_PAYLOAD))?;
+    d.set_item("STRICT_LENGTH", sorted(t::STRICT_LENGTH))?;
+    d.set_item("S2C_NO_TRID", sorted(t::S2C_NO_TRID))?;
+    d.set_item("S2C_NO_TRID_SYN_BLOCK", sorted(t::S2C_NO_TRID_SYN_BLOCK))?;
+    d.set_item("C2S_NO_TRID", sorted(t::C2S_NO_TRID))?;
+    d.set_item("S2C_NEEDS_TRID", sorted(t::S2C_NEEDS_TRID))?;
+    let mut codes: Vec<u16> = t::ERROR_CODES.to_vec();
+    codes.sort();
+    d.set_item("ERROR_CODES", codes)?;
+    d.set_item("TRID_MAX", t::TRID_MAX)?;
+    d.set_item("SYN_BLOCK_VERSION", t::SYN_BLOCK_VERSION)?;
+    d.set_item("ERROR_PAYLOAD_VERSION", t::ERROR_PAYLOAD_VERSION)?;
+    d.set_item("DEFAULT_MAX_LINE", DEFAULT_MAX_LINE)?;
+    d.set_item("DEFAULT_MAX_PAYLOAD", DEFAULT_MAX_PAYLOAD)?;
+    Ok(d)
+}
+
+/// Both readers of one connection over `reads` (`[(direction, bytes)]`, in wire order), with
+/// no Python object per command: `(commands, anomalies, skipped bytes, payload bytes)`.
+/// What `bench/codec.py` times as the core's codec.
+#[pyfunction]
+#[pyo3(signature = (reads, version=None))]
+fn decode_reads(py: Python<'_>, reads: &Bound<'_, PyList>, version: Option<&Bound<'_, PyAny>>)
+    -> PyResult<(u64, u64, u64, u64)> {
+    let types = event_types(py)?;
+    let mut state = State { version: version.map(num_from_py).transpose()?, ..State::default() };
+    let mut client: Reader<()> = Reader::new(true, DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD);
+    let mut server: Reader<()> = Reader::new(false, DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD);
+    let c2s = types.c2s.bind(py);
+    let mut out: Vec<Event<()>> = Vec::with_capacity(64);
+    let (mut commands, mut anomalies, mut skipped, mut payload) = (0u64, 0u64, 0u64, 0u64);
+    let mut count = |out: &mut Vec<Event<()>>| {
+        for e in out.drain(..) {
+            match e {
+                Event::Command(c) => {
+                    commands += 1;
+                    payload += c.payload.map_or(0, |p| p.len() as u64);
+                }
+                Event::Anomaly { .. } => anomalies += 1,
+                Event::Skipped { raw, .. } => skipped += raw.len() as u64,
+            }
+        }
+    };
+    for item in reads.iter() {
+        let (direction, data): (Bound<'_, PyAny>, Bound<'_, PyBytes>) = item.extract()?;
+        let reader = if direction.is(c2s) || direction.eq(c2s)? { &mut client } else { &mut server };
+        reader.feed(&mut state, data.as_bytes(), Some(()), &mut out);
+        count(&mut out);
+    }
+    client.close(None, &mut out);
+    server.close(None, &mut out);
+    count(&mut out);
+    Ok((commands, anomalies, skipped, payload))
 }
