@@ -59,7 +59,8 @@ def add_analysis_options(p: argparse.ArgumentParser, html: bool = True) -> None:
     lim.add_argument("--max-line", type=_size, default=d.max_line, metavar="BYTES",
                      help=f"longest command line accepted (default {d.max_line})")
     lim.add_argument("--max-payload", type=_size, default=d.max_payload, metavar="BYTES",
-                     help=f"largest payload accepted (default {d.max_payload})")
+                     help=f"largest payload kept for analysis; a longer one is skipped (still framed by its "
+                          f"length, as the client frames it) (default {d.max_payload})")
     lim.add_argument("--reply-timeout", type=float, default=d.reply_timeout, metavar="SECONDS",
                      help=f"a request unanswered this long is reported (default {d.reply_timeout:g})")
     lim.add_argument("--max-pending", type=int, default=d.max_pending, metavar="N",
@@ -75,8 +76,8 @@ def limits_from(args) -> Limits:
 
 def report_console(args):
     """The console for human output: stderr when JSON goes to stdout, so pipes stay clean."""
-    from rich.console import Console
-    return Console(stderr=bool(getattr(args, "json", None) == "-"))
+    from analyzer.outputs.terminal import SafeConsole
+    return SafeConsole(stderr=bool(getattr(args, "json", None) == "-"))
 
 
 def exit_status(analysis: Analysis, fail_on: str) -> int:

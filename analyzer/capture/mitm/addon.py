@@ -45,6 +45,7 @@ from analyzer.analysis.run import Analysis  # noqa: E402
 from analyzer.msnp import C2S, S2C, Anomaly, Command  # noqa: E402
 from analyzer.capture.mitm.flows import FlowAnalyzer, address, exchange_from_flow, tcp_endpoints  # noqa: E402
 from analyzer.analysis.redact import Redactor  # noqa: E402
+from analyzer.text import visible  # noqa: E402
 
 logger = logging.getLogger("msnp")
 
@@ -74,16 +75,16 @@ class LogSink:
             arrow = ">>>" if event.direction == C2S else "<<<"
             trid = f" {event.trid}" if event.trid is not None else ""
             params = " ".join(self.redactor.params(event))
-            logger.info(f"[msnp {stream}] {arrow} {event.cmd}{trid} {params}".rstrip())
+            logger.info(visible(f"[msnp {stream}] {arrow} {event.cmd}{trid} {params}".rstrip()))
         elif type(event) is Anomaly:
-            logger.warning(f"[msnp {stream}] ! {event.name}: {event.detail}")
+            logger.warning(visible(f"[msnp {stream}] ! {event.name}: {self.redactor.detail(event)}"))
         elif isinstance(event, dict) and event.get("kind") in ("login", "rewrite"):
-            logger.info(f"[msnp {stream}] {event['kind']}: " + ", ".join(
-                f"{k}={v}" for k, v in event.items() if k in ("method", "handle", "outcome", "original", "rewritten")))
+            logger.info(visible(f"[msnp {stream}] {event['kind']}: " + ", ".join(
+                f"{k}={v}" for k, v in event.items() if k in ("method", "handle", "outcome", "original", "rewritten"))))
 
     def stream(self, conn) -> None:
-        logger.info(f"[msnp {conn.id}] closed: {conn.role or '?'} {conn.version_label or '?'} "
-                    f"{sum(conn.commands.values())} commands, anomalies {dict(conn.anomalies) or '-'}")
+        logger.info(visible(f"[msnp {conn.id}] closed: {conn.role or '?'} {conn.version_label or '?'} "
+                            f"{sum(conn.commands.values())} commands, anomalies {dict(conn.anomalies) or '-'}"))
 
     def close(self) -> None:
         pass
@@ -196,7 +197,7 @@ class MsnpAddon:
             from analyzer.msnp.rewrite import AddressRewriter
             limits = self.analysis.limits
             rewriter = AddressRewriter(lambda kind, host, port: self._route(flow, kind, host, port),
-                                       max_line=limits.max_line, max_payload=limits.max_payload)
+                                       max_line=limits.max_line)
         state = self._tcp[flow.id] = _TcpState(conn, rewriter)
         return state
 
@@ -213,6 +214,8 @@ class MsnpAddon:
             state = self._tcp.get(flow.id) or self._start(flow)
             direction = C2S if message.from_client else S2C
             data = message.content
+            if direction == C2S and state.rewriter is not None and state.rewriter.wants_client:
+                state.rewriter.client(data)
             if direction == S2C and state.rewriter is not None:
                 await self._rewrite(flow, state, message)
             self.analysis.feed(state.conn, direction, data, message.timestamp)
