@@ -156,6 +156,14 @@ pub fn bytes_repr(b: &[u8]) -> String {
     s
 }
 
+/// `framing.HUGE`: a length token too long to convert means "the rest of the stream".
+pub const HUGE: u64 = 1 << 62;
+
+/// `framing.to_length`: an all-digit token as a length (19 digits or more is HUGE).
+pub fn to_length(token: &[u8]) -> u64 {
+    if token.len() < 19 { Num::parse(token).value } else { HUGE }
+}
+
 fn is_digits(b: &[u8]) -> bool {
     !b.is_empty() && b.iter().all(u8::is_ascii_digit)
 }
@@ -199,9 +207,10 @@ fn versions_text(offered: &[Num]) -> String {
     offered.iter().map(|v| format!("MSNP{v}")).collect::<Vec<_>>().join(", ")
 }
 
-/// `parse_version`: the number in an `MSNPn` token.
+/// `framing.parse_version`: the number in an `MSNPn` token of at most 7 digits.
 pub fn parse_version(token: &[u8]) -> Option<Num> {
-    (token.len() > 4 && &token[..4] == b"MSNP" && is_digits(&token[4..])).then(|| Num::parse(&token[4..]))
+    (token.len() > 4 && token.len() < 12 && &token[..4] == b"MSNP" && is_digits(&token[4..]))
+        .then(|| Num::parse(&token[4..]))
 }
 
 impl<T: Copy> CommandReader<T> {
@@ -450,7 +459,9 @@ impl<T: Copy> CommandReader<T> {
                 match info {
                     Some(i) => {
                         mode = i.trid;
-                        minver = i.payload_from;
+                        // A code frames a payload only as the client reads it, exactly ("msg" is
+                        // not MSG): see analyzer/msnp/framing.py.
+                        minver = if upper.as_slice() == code { i.payload_from } else { None };
                         known = true;
                     }
                     None => {
@@ -489,7 +500,7 @@ impl<T: Copy> CommandReader<T> {
                 } else if mode == TridMode::Always {
                     trid = self.trid_anomalies(&tokens, content, off, ts, out, &text);
                 }
-                if lookup == b"VER" {
+                if tok(0) == b"VER" {
                     self.learn_version(state, &tokens, content, &trid, off, ts, out);
                 }
             }
@@ -508,7 +519,7 @@ impl<T: Copy> CommandReader<T> {
                 }
             };
             // -- payload
-            let length: Num;
+            let length: u64;
             match minver {
                 None => {
                     if !known && is_digits(&lookup) {
@@ -538,7 +549,7 @@ impl<T: Copy> CommandReader<T> {
                     if enough && version_ok {
                         let last = tok(ntok - 1);
                         if is_digits(last) {
-                            found = Some(Num::parse(last));
+                            found = Some(to_length(last));
                         } else if tables::strict_length(&lookup) {
                             self.anomaly(out, "msnp.payload.bad_length",
                                          format!("{text} length field {}", bytes_repr(head(last, 20))), off, ts,
@@ -559,24 +570,38 @@ impl<T: Copy> CommandReader<T> {
                 }
             }
             let start = line_end;
-            if length.exceeds(self.max_payload) {
+            let end = start + length as usize; // length <= HUGE (2^62): no overflow
+            if length > self.max_payload {
+                // Framed as the client frames it (the length is honoured), but not kept.
                 self.anomaly(out, "msnp.payload.too_large",
-                             format!("{text} announces {length} bytes (cap {}); not consumed", self.max_payload),
+                             format!("{text} announces {length} bytes (cap {}); skipped, not kept", self.max_payload),
                              off, ts, trid.clone());
-                out.push(Event::Command(make(None, Some(length), trid, start)));
-                pos = start;
-                continue;
+                out.push(Event::Command(make(None, Some(Num::small(length)), trid, start)));
+                if end <= n {
+                    if length > 0 {
+                        out.push(Event::Skipped { raw: buf[start..end].to_vec(), offset: base + start as u64, ts });
+                    }
+                    pos = end;
+                    continue;
+                }
+                if start < n {
+                    out.push(Event::Skipped { raw: buf[start..].to_vec(), offset: base + start as u64, ts });
+                }
+                self.mode = Mode::Skip;
+                self.need = (end - n) as u64;
+                self.offset = base + n as u64;
+                self.pending.clear();
+                return;
             }
-            let end = start + length.value as usize;
             if end <= n {
                 let payload = buf[start..end].to_vec();
-                out.push(Event::Command(make(Some(payload), Some(length), trid, start)));
+                out.push(Event::Command(make(Some(payload), Some(Num::small(length)), trid, start)));
                 pos = end;
                 continue;
             }
             // The payload is not all here yet.
-            self.need = length.value;
-            self.partial = Some(make(None, Some(length), trid, start));
+            self.need = length;
+            self.partial = Some(make(None, Some(Num::small(length)), trid, start));
             self.mode = Mode::Payload;
             self.offset = base + start as u64;
             self.pending.clear();
@@ -707,7 +732,7 @@ impl<T: Copy> CommandReader<T> {
     /// Payload length of a numeric error, or None; flags odd shapes.
     #[allow(clippy::too_many_arguments)]
     fn error_shape(&self, state: &ProtocolState, code: &[u8], tokens: &[(usize, usize)], content: &[u8],
-                   trid: &Option<Num>, off: u64, ts: Option<T>, out: &mut Vec<Event<T>>) -> Option<Num> {
+                   trid: &Option<Num>, off: u64, ts: Option<T>, out: &mut Vec<Event<T>>) -> Option<u64> {
         let number = Num::parse(code);
         if !tables::known_error(number.value) {
             self.anomaly(out, "msnp.error.unknown_code", format!("error {number}"), off, ts, trid.clone());
@@ -722,7 +747,7 @@ impl<T: Copy> CommandReader<T> {
             Some(v) => v.big.is_some() || v.value >= tables::ERROR_PAYLOAD_VERSION,
         };
         if ntok == 3 && is_digits(third) && version_ok {
-            return Some(Num::parse(third));
+            return Some(to_length(third));
         }
         self.anomaly(out, "msnp.error.with_params", format!("error {number} with {} extra parameter(s)", ntok - 2),
                      off, ts, trid.clone());

@@ -8,7 +8,7 @@ pub const KNOWN_COMMANDS: &[&str] = &[
     "FQY", "GCF", "GTC", "ILN", "IMS", "INF", "IPG", "IRO", "JOI", "LSG", "LST", "MSG", "NAK", "NLN", "NOT",
     "OUT", "PAG", "PGD", "PNG", "PRP", "PUT", "QNG", "QRY", "REA", "REG", "REM", "RFS", "RMG", "RML", "RNG",
     "SBP", "SBS", "SDC", "SDG", "SND", "SYN", "UBM", "UBN", "UBX", "URL", "USR", "UUM", "UUN", "UUX", "VER",
-    "XFR", "GET", "DEL",
+    "XFR", "GET", "DEL", "NFY",
 ];
 
 pub const C2S_PAYLOAD: &[(&str, u64)] = &[
