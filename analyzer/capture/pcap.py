@@ -212,14 +212,17 @@ class CaptureFile:
     def implementation(self) -> str:
         """"rust" when the compiled core reads this file, else "python" (the reference)."""
         from analyzer.core import CORE
-        if CORE is None or self.pcapng or self.gzip or self.linktype not in KNOWN_LINKTYPES:
-            return "python"  # pcapng, gzip'd files and exotic link types stay on the reference path
+        if CORE is None or self.gzip or (not self.pcapng and self.linktype not in KNOWN_LINKTYPES):
+            return "python"  # gzip'd files and pcap files of exotic link types stay on the reference path
         return "rust"
 
     def segments(self):
         try:
             if self.pcapng:
-                yield from self._pcapng_segments()
+                if self.implementation == "rust":
+                    yield from self._core_pcapng_segments()
+                else:
+                    yield from self._pcapng_segments()
             elif self.implementation == "rust":
                 yield from self._core_segments()
             else:
@@ -399,6 +402,42 @@ class CaptureFile:
             yield (ts, *seg)
         self.packets, self.tcp_segments = blocks.packets, tcp
         self.position = self.size if not blocks.anomalies else blocks.position
+        self._pcapng_report(blocks)
+
+    def _core_pcapng_segments(self):
+        """The same packets as `_pcapng_segments`, read and decoded by the compiled core in batches;
+        frames of link types the core does not decode come back for `_fallback`, in their place."""
+        from analyzer.core import CORE
+        reader = CORE.PcapngSegments(self.path)
+        read = reader.read
+        fallback_tcp = fallback_fragments = 0
+        while True:
+            batch = read(4096)
+            self.position, self.packets = reader.position, reader.packets
+            self.tcp_segments = reader.tcp_segments + fallback_tcp
+            self.fragments = reader.fragments + fallback_fragments
+            if not batch:
+                break
+            for item in batch:
+                if item[1] is not None:
+                    yield item
+                    continue
+                ts, _, linktype, frame, _, _ = item
+                seg = self._fallback(linktype, frame)
+                if seg is None:
+                    continue
+                if seg is FRAGMENT:
+                    fallback_fragments += 1
+                    continue
+                fallback_tcp += 1
+                yield (ts, *seg)
+        self.tcp_segments = reader.tcp_segments + fallback_tcp
+        self.fragments = reader.fragments + fallback_fragments
+        self.position = self.size if not reader.anomalies else reader.position
+        self._pcapng_report(reader)
+
+    def _pcapng_report(self, blocks) -> None:
+        """A pcapng file's counted anomalies and damage (both readers report through here)."""
         base = os.path.basename(self.path)
         if blocks.simple_packets:
             self.anomalies.append(Anomaly(

@@ -6,6 +6,8 @@
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
+// Paths as the OS has them (a file name need not be UTF-8): PyO3 takes them through os.fsencode.
+use std::path::PathBuf;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -13,6 +15,27 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::decode::{decode_frame, known_linktype, Decoded};
 use crate::pcap::{Damage, PcapRecords};
+
+/// `(ts, key, seq, ack, flags, payload)`, as the Python reader yields a segment.
+fn segment_tuple<'py>(py: Python<'py>, ts: f64, s: &crate::decode::Segment<'_>) -> PyResult<Bound<'py, PyTuple>> {
+    let klen = s.addrs.len() + 4;
+    let key = PyBytes::new_with(py, klen, |b| {
+        b[..klen - 4].copy_from_slice(s.addrs);
+        b[klen - 4..].copy_from_slice(s.ports);
+        Ok(())
+    })?;
+    PyTuple::new(
+        py,
+        [
+            ts.into_pyobject(py)?.into_any(),
+            key.into_any(),
+            s.seq.into_pyobject(py)?.into_any(),
+            s.ack.into_pyobject(py)?.into_any(),
+            s.flags.into_pyobject(py)?.into_any(),
+            PyBytes::new(py, s.payload).into_any(),
+        ],
+    )
+}
 
 #[pyclass(module = "analyzer._core")]
 struct PcapSegments {
@@ -30,7 +53,7 @@ impl PcapSegments {
     /// The records of a classic pcap file from byte `start` on (its header read by the caller).
     #[new]
     #[pyo3(signature = (path, start, big_endian, nano, linktype, snaplen))]
-    fn new(path: &str, start: u64, big_endian: bool, nano: bool, linktype: u32, snaplen: u32) -> PyResult<Self> {
+    fn new(path: PathBuf, start: u64, big_endian: bool, nano: bool, linktype: u32, snaplen: u32) -> PyResult<Self> {
         if !known_linktype(linktype) {
             return Err(PyValueError::new_err(format!("link type {linktype} is not the core's")));
         }
@@ -55,24 +78,7 @@ impl PcapSegments {
                 Decoded::Tcp(s) => {
                     // The same float operations as the Python reader: sec + frac * scale.
                     let ts = record.sec as f64 + record.frac as f64 * self.scale;
-                    let klen = s.addrs.len() + 4;
-                    let key = PyBytes::new_with(py, klen, |b| {
-                        b[..klen - 4].copy_from_slice(s.addrs);
-                        b[klen - 4..].copy_from_slice(s.ports);
-                        Ok(())
-                    })?;
-                    let item = PyTuple::new(
-                        py,
-                        [
-                            ts.into_pyobject(py)?.into_any(),
-                            key.into_any(),
-                            s.seq.into_pyobject(py)?.into_any(),
-                            s.ack.into_pyobject(py)?.into_any(),
-                            s.flags.into_pyobject(py)?.into_any(),
-                            PyBytes::new(py, s.payload).into_any(),
-                        ],
-                    )?;
-                    out.append(item)?;
+                    out.append(segment_tuple(py, ts, &s)?)?;
                     self.tcp_segments += 1;
                     n += 1;
                 }
@@ -135,6 +141,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("IMPLEMENTATION", "rust")?;
     m.add("VERSION", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<PcapSegments>()?;
+    m.add_class::<PcapngSegments>()?;
     m.add_function(wrap_pyfunction!(decode_frame_py, m)?)?;
     m.add_class::<PyProtocolState>()?;
     m.add_class::<PyCommandReader>()?;
@@ -476,4 +483,89 @@ fn decode_reads(py: Python<'_>, reads: &Bound<'_, PyList>, version: Option<&Boun
     server.close(None, &mut out);
     count(&mut out);
     Ok((commands, anomalies, skipped, payload))
+}
+
+// -- pcapng ---------------------------------------------------------------------------
+
+use crate::pcapng::PcapngBlocks;
+
+/// The packets of a pcapng file (`analyzer/capture/pcapng.py`'s rules), decoded in batches.
+/// A frame of a link type the core does not decode comes back as `(ts, None, linktype,
+/// frame, 0, 0)` for the Python reader's fallback (scapy), in its place in the file.
+#[pyclass(module = "analyzer._core")]
+struct PcapngSegments {
+    blocks: PcapngBlocks<std::io::BufReader<File>>,
+    #[pyo3(get)]
+    tcp_segments: u64,
+    #[pyo3(get)]
+    fragments: u64,
+}
+
+#[pymethods]
+impl PcapngSegments {
+    #[new]
+    fn new(path: PathBuf) -> PyResult<Self> {
+        let file = File::open(path)?;
+        Ok(PcapngSegments {
+            blocks: PcapngBlocks::new(std::io::BufReader::with_capacity(1 << 20, file)),
+            tcp_segments: 0,
+            fragments: 0,
+        })
+    }
+
+    fn read<'py>(&mut self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        let mut n = 0;
+        while n < max {
+            let Some(packet) = self.blocks.next_packet() else { break };
+            let ts = packet.ts;
+            if packet.linktype < 0 || !known_linktype(packet.linktype as u32) {
+                let item = (ts, py.None(), packet.linktype, PyBytes::new(py, packet.data), 0, 0).into_pyobject(py)?;
+                out.append(item)?;
+                n += 1;
+                continue;
+            }
+            match decode_frame(packet.linktype as u32, packet.data) {
+                Decoded::Tcp(s) => {
+                    out.append(segment_tuple(py, ts, &s)?)?;
+                    self.tcp_segments += 1;
+                    n += 1;
+                }
+                Decoded::Fragment => self.fragments += 1,
+                Decoded::Other => {}
+            }
+        }
+        Ok(out)
+    }
+
+    #[getter]
+    fn packets(&self) -> u64 {
+        self.blocks.packets
+    }
+
+    #[getter]
+    fn position(&self) -> u64 {
+        self.blocks.position
+    }
+
+    #[getter]
+    fn simple_packets(&self) -> u64 {
+        self.blocks.simple_packets
+    }
+
+    #[getter]
+    fn bad_blocks(&self) -> u64 {
+        self.blocks.bad_blocks
+    }
+
+    #[getter]
+    fn first_bad(&self) -> Option<(u64, String)> {
+        self.blocks.first_bad.clone()
+    }
+
+    /// `[(name, offset, detail)]` of what stopped reading.
+    #[getter]
+    fn anomalies(&self) -> Vec<(&'static str, u64, String)> {
+        self.blocks.anomalies.clone()
+    }
 }
