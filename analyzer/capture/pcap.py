@@ -353,7 +353,7 @@ class CaptureFile:
         read = reader.read
         while True:
             batch = read(4096)
-            self.position, self.packets, self.tcp_segments = reader.position, reader.packets, reader.tcp_segments
+            self.position, self.packets = reader.position, reader.packets
             self.fragments, self.bad_records = reader.fragments, reader.bad_records
             if not batch:
                 break
@@ -409,11 +409,10 @@ class CaptureFile:
         from analyzer.core import CORE
         reader = CORE.PcapngSegments(self.path)
         read = reader.read
-        fallback_tcp = fallback_fragments = 0
+        fallback_fragments = 0
         while True:
             batch = read(4096)
             self.position, self.packets = reader.position, reader.packets
-            self.tcp_segments = reader.tcp_segments + fallback_tcp
             self.fragments = reader.fragments + fallback_fragments
             if not batch:
                 break
@@ -428,9 +427,7 @@ class CaptureFile:
                 if seg is FRAGMENT:
                     fallback_fragments += 1
                     continue
-                fallback_tcp += 1
                 yield (ts, *seg)
-        self.tcp_segments = reader.tcp_segments + fallback_tcp
         self.fragments = reader.fragments + fallback_fragments
         self.position = self.size if not reader.anomalies else reader.position
         self._pcapng_report(reader)

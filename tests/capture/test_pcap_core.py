@@ -41,7 +41,7 @@ def read(path, monkeypatch, implementation: str):
         capture = CaptureFile(str(path))
         segments = list(capture.segments())
     anomalies = [(a.name, a.detail, a.offset) for a in capture.anomalies]
-    counts = (capture.packets, capture.tcp_segments, capture.fragments, capture.bad_records, capture.position)
+    counts = (capture.packets, capture.fragments, capture.bad_records, capture.position)
     return segments, anomalies, counts, capture.implementation
 
 
