@@ -146,7 +146,7 @@ class MsnpAddon:
             sinks.append(JsonLinesWriter(out, redactor, flush=True))
         if ctx.options.msnp_verbose:
             sinks.append(LogSink(redactor))
-        return Analysis(sinks)
+        return Analysis(sinks, redactor=redactor)
 
     def _ensure(self) -> None:
         if self.analysis is None:  # a hook before `running` (tests with taddons)
@@ -198,7 +198,7 @@ class MsnpAddon:
             from analyzer.msnp.rewrite import AddressRewriter
             limits = self.analysis.limits
             rewriter = AddressRewriter(lambda kind, host, port: self._route(flow, kind, host, port),
-                                       max_line=limits.max_line, max_payload=limits.max_payload)
+                                       max_line=limits.max_line)
         state = self._tcp[flow.id] = _TcpState(conn, rewriter)
         return state
 
@@ -215,6 +215,8 @@ class MsnpAddon:
             state = self._tcp.get(flow.id) or self._start(flow)
             direction = C2S if message.from_client else S2C
             data = message.content
+            if direction == C2S and state.rewriter is not None and state.rewriter.wants_client:
+                state.rewriter.client(data)
             if direction == S2C and state.rewriter is not None:
                 await self._rewrite(flow, state, message)
             self.analysis.feed(state.conn, direction, data, message.timestamp)
@@ -290,8 +292,7 @@ class MsnpAddon:
             else:
                 record = {"kind": "rewrite", "cmd": rw.cmd, "target": rw.kind, "original": rw.original,
                           "rewritten": rw.rewritten, "offset": rw.offset, "ts": message.timestamp}
-                for sink in self.analysis.sinks:
-                    sink.event(state.conn, record)
+                self.analysis.record(state.conn, record)
 
     # -- HTTP: gateway and logins ---------------------------------------------------
 
