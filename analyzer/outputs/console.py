@@ -227,6 +227,12 @@ class ConsoleModel:
         with self.lock:
             return list(self.rows)
 
+    def snapshot(self) -> tuple[list[Row], int]:
+        """Every row kept and the newest seq, in one look (a redraw starts from here)."""
+        with self.lock:
+            self.changed.clear()
+            return list(self.rows), self.seq
+
     def connections(self) -> tuple[list[ConnSummary], int]:
         """Connection summaries grouped by login handle (first seen first), and a version number."""
         with self.lock:
@@ -292,6 +298,7 @@ def build_console(model: ConsoleModel, title: str, zone: Clock = UTC, on_quit=No
     severity_style = {int(Severity.INFO): "cyan", int(Severity.WARNING): "yellow", int(Severity.ERROR): "bold red"}
 
     class MsnpConsole(App):
+        TITLE = "msnp-analyzer"
         CSS = """
         Screen { layout: vertical; }
         #status { height: 1; background: $boost; color: $text; }
@@ -332,6 +339,7 @@ def build_console(model: ConsoleModel, title: str, zone: Clock = UTC, on_quit=No
             self.rows_by_key: dict[str, Row] = {}
             self.quitting = False
             self.built_width = 0
+            self.id_width = 4          # grows (to 13) with the longest connection id seen
             self.ready = False  # set once on_mount has built the tables
 
         def compose(self) -> ComposeResult:
@@ -360,17 +368,19 @@ def build_console(model: ConsoleModel, title: str, zone: Clock = UTC, on_quit=No
             stream = self.query_one("#stream", DataTable)
             stream.clear(columns=True)
             # Fixed widths, each with a space for a gutter (no cell padding): the text gets the rest.
-            for label, key, width in self.FIXED:
+            for label, key, width in self._fixed():
                 stream.add_column(label, key=key, width=width)
             stream.add_column("text", key="text", width=self._text_width())
             self.built_width = self.size.width
 
-        FIXED = (("time", "time", 14), ("id", "id", 4), ("dir", "dir", 4), ("cmd", "cmd", 4),
-                 ("trid", "trid", 5), ("pairing", "pairing", 10))
+        def _fixed(self):
+            """The stream's fixed columns: (label, key, width), each width with a space for a gutter."""
+            return (("time", "time", 14), ("id", "id", self.id_width), ("dir", "dir", 4), ("cmd", "cmd", 4),
+                    ("trid", "trid", 5), ("pairing", "pairing", 10))
 
         def _text_width(self) -> int:
             # what the fixed columns leave, less the vertical scrollbar
-            return max(12, self.size.width - sum(w for _, _, w in self.FIXED) - 2)
+            return max(12, self.size.width - sum(w for _, _, w in self._fixed()) - 2)
 
         def on_resize(self, event) -> None:
             self.call_after_refresh(self._fit_width)
@@ -413,6 +423,11 @@ def build_console(model: ConsoleModel, title: str, zone: Clock = UTC, on_quit=No
             if version != self.conns_version:
                 self.conns_version = version
                 self._fill_connections(conns)
+                wanted = min(13, max((len(c.stream) for c in conns), default=3) + 1)
+                if wanted > self.id_width:
+                    self.id_width = wanted
+                    self._rebuild()  # shows every row up to now
+                    return
             if self.paused:
                 return
             new, changed, self.last_seq = self.model.since(self.last_seq)
@@ -502,7 +517,8 @@ def build_console(model: ConsoleModel, title: str, zone: Clock = UTC, on_quit=No
             self._stream_columns()
             self.rows_by_key.clear()
             stream = self.query_one("#stream", DataTable)
-            wanted = [r for r in self.model.all_rows() if self._wanted(r)][-SHOWN_ROWS:]
+            rows, self.last_seq = self.model.snapshot()
+            wanted = [r for r in rows if self._wanted(r)][-SHOWN_ROWS:]
             for row in wanted:
                 self._add_row(stream, row)
             if wanted and self.following:
