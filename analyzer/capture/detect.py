@@ -14,6 +14,8 @@ Contract:
   content decides (lines only a server sends, such as `MSG handle nick len`,
   `NLN`, `JOI` or numeric errors, versus lines only a client sends); as a
   last resort the lower port is the server's.
+- A flow whose first line is `VER MSNFTP` is MSNFTP (the MSNP2-8 file
+  transfer), accepted with `protocol="msnftp"`; its client is the receiver.
 - `Detector.referral(command)` learns the address from a server's `XFR ...
   host:port` or `RNG ... host:port`.
 """
@@ -25,6 +27,7 @@ import re
 import struct
 
 from analyzer.msnp import C2S, S2C
+from analyzer.msnp.msnftp import looks_like_msnftp
 from analyzer.msnp.tables import KNOWN_COMMANDS
 
 MSNP_PORT = 1863
@@ -142,6 +145,11 @@ class Detector:
             if final:
                 tracker.reject(flow)
             return
+        if looks_like_msnftp(first_line(heads[first]) or []):
+            # MSNFTP (the MSNP2-8 file transfer) opens with `VER MSNFTP` from the receiver,
+            # which would otherwise pass for an MSNP VER: decode it as what it is.
+            tracker.accept(flow, self.ftp_client_index(flow, heads, first), protocol="msnftp")
+            return
         server = self.server_by_address(flow.keys[0])
         if server is None:
             verdict = looks_like_msnp(heads[first])
@@ -151,6 +159,20 @@ class Detector:
                 tracker.reject(flow)
                 return
         tracker.accept(flow, self.client_index(flow, heads, first, server))
+
+    @staticmethod
+    def ftp_client_index(flow, heads, first: int) -> int:
+        """The MSNFTP receiver connects: the SYN's side, else the side that sent USR/TFR, else the first."""
+        if flow.client_hint is not None:
+            return flow.client_hint
+        for index in (0, 1):
+            for line in heads[index].split(b"\n")[:4]:
+                code = line[:3]
+                if code in (b"USR", b"TFR"):
+                    return index
+                if code == b"FIL":
+                    return 1 - index
+        return first
 
     def client_index(self, flow, heads, first: int, server: int | None) -> int:
         if flow.client_hint is not None:

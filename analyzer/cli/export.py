@@ -63,7 +63,8 @@ def cmd_export(args) -> int:
         linker = Linker(redactor)
         sinks.insert(0, linker)
     timeline = HtmlTimeline(str(out_path), linker, redactor, sources=[Path(p).name for p in args.captures])
-    all_sinks = sinks + [timeline]
+    from analyzer.cli.run import exchange_sinks
+    all_sinks = exchange_sinks([s for s in sinks] + [timeline], redactor, html=True)
     analysis = Analysis(all_sinks, limits_from(args))
     from analyzer.plugins import load_plugins
     plugins = load_plugins(args, analysis)

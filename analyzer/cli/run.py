@@ -68,6 +68,51 @@ def link_and_html_sinks(args, redactor, sinks: list) -> list:
         from analyzer.outputs.html import html_sinks
         sources = getattr(args, "captures", None) or ([args.file] if getattr(args, "file", None) else [])
         out += html_sinks(html, redactor, sources=[Path(s).name for s in sources], linker=linker)
-    return out
+    return exchange_sinks(out, redactor, html=bool(html))
+
+
+def exchange_sinks(sinks: list, redactor, html: bool, extractor=None) -> list:
+    """`sinks` plus what was exchanged: the contact book (its `contact` and `presence` records go
+    to the JSON Lines writers) and, for an HTML timeline, the objects seen (sizes, status and
+    hashes; bytes are only kept by `extract`). Both go first: they close before the timeline
+    that shows their sections. `extractor`: the run's own (extract), else one that keeps no bytes."""
+    from analyzer.analysis.contacts import ContactBook, contacts_sections
+    from analyzer.analysis.objects import Extractor
+    from analyzer.outputs.html import HtmlTimeline
+    from analyzer.outputs.jsonl import JsonLinesWriter
+    from analyzer.outputs.objects import objects_section
+    writers = [s for s in sinks if isinstance(s, JsonLinesWriter)]
+    timelines = [s for s in sinks if isinstance(s, HtmlTimeline)]
+    if not writers and not timelines:
+        return sinks
+
+    def write(record: dict) -> None:
+        for w in writers:
+            w.event(None, record)
+
+    # Called once by output_sinks and again by commands that add their own timeline (export):
+    # the second call reuses the first's book and extractor.
+    front = []
+    book = next((s for s in sinks if isinstance(s, ContactBook)), None)
+    if book is None:
+        book = ContactBook(on_record=write if writers else None)
+        front.append(book)
+    if timelines:
+        book.history = book.history or 200
+    if extractor is None:
+        extractor = next((s for s in sinks if isinstance(s, Extractor)), None)
+    if timelines and extractor is None:
+        extractor = Extractor(None)
+        front.append(extractor)
+    elif extractor is not None and extractor not in sinks:
+        front.append(extractor)
+    for t in timelines:
+        if t.extra_sections:
+            continue
+        t.extra_sections.append(lambda: contacts_sections(book))
+        if extractor is not None:
+            t.extra_sections.append(lambda: [objects_section(extractor.records, redactor, extractor.more)]
+                                    if extractor.records else [])
+    return front + sinks
 
 
