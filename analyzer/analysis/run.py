@@ -38,6 +38,7 @@ class Analysis:
         self.keep_closed: int | None = None
         self.folded = Folded()
         self._closed: deque[str] = deque()
+        self.finished = False  # finish() ran: the sinks are closed
 
     def new_id(self) -> str:
         self._next_id += 1
@@ -88,8 +89,13 @@ class Analysis:
             sink.event(conn, anomaly)
 
     def finish(self, ts: float | None = None) -> None:
+        """Close every connection, then the sinks: once. A second call (the mitm addon's `done`
+        and its wrapper both finish the run) must not write the end-of-run records again."""
         for conn in list(self.connections.values()):
             self.close(conn, ts)
+        if self.finished:
+            return
+        self.finished = True
         for sink in self.sinks:
             sink.close()
 

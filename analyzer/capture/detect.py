@@ -16,8 +16,9 @@ Contract:
   last resort the lower port is the server's.
 - A flow whose first line is `VER MSNFTP` is MSNFTP (the MSNP2-8 file
   transfer), accepted with `protocol="msnftp"`; its client is the receiver.
-- `Detector.referral(command)` learns the address from a server's `XFR ...
-  host:port` or `RNG ... host:port`.
+- `Detector.referral(referral)` learns the address from a server's `XFR ...
+  host:port` or `RNG ... host:port` (the `facts.Referral` the connection
+  reports through `Connection.on_referral`).
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ import struct
 
 from analyzer.msnp import C2S, S2C
 from analyzer.msnp.msnftp import looks_like_msnftp
+from analyzer.msnp.facts import Referral
 from analyzer.msnp.tables import KNOWN_COMMANDS
 
 MSNP_PORT = 1863
-REFERRALS = frozenset({"XFR", "RNG"})
 HEAD_BYTES = 1024           # the first line must end within this many bytes
 DECIDE_BYTES = 4096         # give up waiting for a line end after this many bytes
 
@@ -87,34 +88,22 @@ def side_from_content(data: bytes) -> str | None:
     return None
 
 
-def _endpoint(token: bytes):
-    """`(packed ip or None, port)` from `host:port`, or None."""
-    host, sep, port = token.rpartition(b":")
-    if not sep or not port.isdigit() or not host:
-        return None
-    try:
-        packed = ipaddress.ip_address(host.strip(b"[]").decode("ascii")).packed
-    except (ValueError, UnicodeDecodeError):
-        packed = None  # a host name: only its port can be matched
-    return packed, int(port)
-
-
 class Detector:
     def __init__(self, ports: frozenset[int] = frozenset({MSNP_PORT})) -> None:
         self.ports = set(ports)                       # always MSNP, server side
         self.endpoints: set[tuple[bytes, int]] = set()  # (packed ip, port) named by XFR/RNG
         self.referral_ports: set[int] = set()
 
-    def referral(self, command) -> None:
+    def referral(self, referral: Referral) -> None:
         """Learn the `host:port` a server's XFR or RNG points the client to."""
-        for token in command.raw_params[:3]:
-            found = _endpoint(token)
-            if found is not None:
-                packed, port = found
-                if packed is not None:
-                    self.endpoints.add((packed, port))
-                self.referral_ports.add(port)
-                return
+        address = referral.address
+        if address is None:
+            return
+        try:
+            self.endpoints.add((ipaddress.ip_address(address.host).packed, address.port))
+        except ValueError:
+            pass  # a host name: only its port can be matched
+        self.referral_ports.add(address.port)
 
     def server_by_address(self, key: bytes) -> int | None:
         """0 or 1: which end of the flow keyed `key` is a known MSNP server (by address or port)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 
 from analyzer.cli.options import add_analysis_options, exit_status, limits_from, report_console
 from analyzer.cli.run import output_sinks
@@ -100,6 +101,14 @@ async def _run(args, analysis, console) -> None:
     except exceptions.OptionsError as exc:
         raise UsageError(f"mitmproxy: {exc}") from None
     task = asyncio.create_task(master.run())
+    # SIGTERM (and Ctrl-C) stop mitmproxy the orderly way, as the proxy command does: the addon's
+    # `done` closes the connections and the report, HTML and end-of-run records are written.
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, master.shutdown)
+        except (NotImplementedError, RuntimeError):
+            pass
     proxyserver = master.addons.get("proxyserver")
     for _ in range(500):  # wait (bounded) for the listeners, to say where they are
         if proxyserver.listen_addrs() or task.done():
@@ -123,6 +132,11 @@ async def _run(args, analysis, console) -> None:
         if not task.done():
             master.shutdown()
             await asyncio.wait_for(task, 10)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
 
 
 def cmd_mitm(args) -> int:
