@@ -278,6 +278,7 @@ class Transfer:
         self.truncated = False
         self.v2_next: dict[str, int] = {}
         self.v2_total: int | None = None
+        self.head = b""                    # the first bytes, to name the type when no store keeps them
 
     def note(self, problem: str) -> None:
         if len(self.problems) < 20 and problem not in self.problems:
@@ -334,6 +335,8 @@ class Transfer:
                 continue
             x.total += len(part)
             self.received += len(part)
+            if lo == 0:
+                self.head = part[:16]
             if x.store is not None:
                 if self.spool is None:
                     self.spool = x.store.spool()
@@ -447,10 +450,7 @@ class Transfer:
         return record
 
     def _default_name(self) -> str:
-        head = b""
-        if self.spool is not None and self.ranges and self.ranges[0][0] == 0:
-            head = self.spool.read(0, 16)
-        ext = sniff_extension(head) if head else ".bin"
+        ext = sniff_extension(self.head) if self.head else ".bin"
         base = self.kind.replace(" ", "-")
         if self.msnobj is not None and self.msnobj.sha1d is not None:
             return f"{base}-{self.msnobj.sha1d.hex()[:12]}{ext}"
