@@ -47,46 +47,52 @@ def register(sub) -> None:
 
 def cmd_extract(args) -> int:
     from analyzer.analysis.objects import Extractor
-    from analyzer.analysis.redact import Redactor
-    from analyzer.analysis.run import Analysis
     from analyzer.capture.files import feed_capture
-    from analyzer.cli.options import exit_status, limits_from, report_console
-    from analyzer.cli.run import exchange_sinks, output_sinks
+    from analyzer.cli.options import report_console
+    from analyzer.cli.run import Run, RunOptions
     from analyzer.errors import UsageError
-    from analyzer.outputs.objects import DirectoryStore, ManifestWriter, objects_section
-    from analyzer.plugins import load_plugins, section_table
+    from analyzer.outputs.objects import DirectoryStore, ManifestWriter
     for path in args.captures:
         if not Path(path).exists():
             raise UsageError(f"{path}: no such file")
     store = DirectoryStore(args.output, force=args.force)
-    console = report_console(args)
-    redactor = Redactor(enabled=not args.no_redact)
-    sinks, files = output_sinks(args, console, redactor)
+    extractor = Extractor(store, max_object=args.max_object_size, max_total=args.max_extract_total)
+    run = Run(RunOptions.from_args(args, html=args.html, sources=args.captures), report_console(args),
+              extractor=extractor)
     manifest = store.manifest()
-    files.append(manifest)
-    writer = ManifestWriter(manifest, redactor)
-    extractor = Extractor(store, max_object=args.max_object_size, max_total=args.max_extract_total,
-                          on_record=writer)
-    sinks = exchange_sinks(sinks, redactor, html=bool(args.html), extractor=extractor)
-    if extractor not in sinks:
-        sinks.insert(0, extractor)
-    analysis = Analysis(sinks, limits_from(args))
-    extractor.reporter = analysis.anomaly
-    load_plugins(args, analysis, html_report=bool(args.html))
+    run.files.append(manifest)
+    writer = ManifestWriter(manifest, run.redactor)
+    extractor.on_record = writer
+    run.load_plugins(html_report=bool(args.html))
     try:
         many = len(args.captures) > 1
         for n, path in enumerate(args.captures, 1):
-            feed_capture(analysis, path, prefix=f"{n}:" if many else "", version=args.msnp)
-        analysis.finish()
+            feed_capture(run.analysis, path, prefix=f"{n}:" if many else "", version=args.msnp)
+        run.analysis.finish()
     finally:
-        for f in files:
-            f.close()
+        run.close()
+    status = run.report()
     if extractor.records:
-        console.print(section_table(objects_section(extractor.records, redactor, extractor.more)))
-    complete = sum(1 for r in extractor.records if r.status == "complete")
-    print(f"{writer.count} objects ({complete} complete) listed in {store.dir / 'manifest.jsonl'}; "
+        run.console.print(objects_table(extractor.records, extractor.more))
+    print(f"{writer.count} objects ({writer.complete} complete) listed in {store.dir / 'manifest.jsonl'}; "
           f"{len(store.written)} files written", file=sys.stderr)
-    return exit_status(analysis, args.fail_on)
+    return status
+
+
+def objects_table(records, more: int = 0, rows: int = 40):
+    """The terminal's view of the objects: narrower than the manifest (which has every field)."""
+    from rich.table import Table
+    table = Table(title=f"Objects exchanged ({len(records) + more})")
+    for col in ("object", "file", "bytes", "status", "SHA1D", "from -> to"):
+        table.add_column(col, overflow="fold")
+    for r in records[:rows]:
+        size = f"{r.received:,}" + (f"/{r.announced:,}" if r.announced is not None and r.announced != r.received else "")
+        status = r.status + (f" (missing {len(r.missing)} ranges)" if r.missing and r.status == "partial" else "")
+        table.add_row(r.kind, r.file or f"({r.name})", size, status, r.sha1d or "",
+                      f"{r.sender or '?'} -> {r.recipient or '?'}")
+    if len(records) + more > rows:
+        table.add_row(f"{len(records) + more - rows} more", "(see manifest.jsonl)", "", "", "", "")
+    return table
 
 
 __all__ = ["register", "cmd_extract"]

@@ -168,8 +168,10 @@ class ManifestWriter:
         self.out = out
         self.redactor = redactor
         self.count = 0
+        self.complete = 0
 
     def __call__(self, record) -> None:
+        self.complete += record.status == "complete"
         self.out.write(json.dumps(record.to_dict(self.redactor), ensure_ascii=False, separators=(",", ":")) + "\n")
         self.count += 1
 
