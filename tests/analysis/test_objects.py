@@ -179,3 +179,26 @@ def test_msnftp_scripted_complete_cut_and_declined(tmp_path):
     assert records[0].status == "declined" and store.kept == {}
     records, store, analysis = extract(capture(tmp_path, transfers.msnftp(data, long_line=True), "long.pcap"))
     assert analysis.totals()["anomalies"]["msnftp.line.too_long"] == 1
+
+
+def test_version_2_remaining_that_lies_is_cut(tmp_path):
+    """A version-2 message whose data plus 'remaining' exceeds the total the first message set."""
+    picture = os.urandom(2000)
+    chunks, conns = transfers.display_picture_v2(picture)
+    board = transfers.Board(18)
+    board.bob(transfers.v2(777, 6300, b"L" * 500, 5000, False))   # claims more than the 2,000-byte total
+    chunks.insert(-1, Chunk(board.chunks[-1].direction, board.chunks[-1].data, chunks[-2].ts + 0.001, "sb"))
+    records, store, analysis = extract(capture(tmp_path, (chunks, conns)))
+    (r,) = records
+    assert r.status == "complete" and store.kept[r.file] == picture and r.sha1d == "verified"
+    assert analysis.totals()["anomalies"]["objects.bad_range"] == 1
+
+
+def test_no_store_still_hashes_what_arrived_in_order(tmp_path):
+    data = os.urandom(6000)
+    extractor = Extractor(None)
+    analysis = Analysis([extractor])
+    feed_capture(analysis, str(capture(tmp_path, transfers.file_transfer(data))))
+    analysis.finish()
+    (r,) = extractor.records
+    assert (r.status, r.sha256, r.file) == ("complete", sha(data), None)

@@ -103,3 +103,16 @@ def test_max_object_size_option(tmp_path):
     (record,) = manifest(out)
     assert record["status"] == "partial" and record["size_received"] == 16 * 1024
     assert (out / record["file"]).read_bytes() == data[:16 * 1024] and "limit" in record["problems"][0]
+
+
+def test_export_shows_the_objects_and_the_contacts(tmp_path):
+    from outputs.test_html import page_meta
+    picture = b"\x89PNG\r\n\x1a\n" + os.urandom(500)
+    pcap = tmp_path / "t.pcap"
+    write(pcap, chunk_packets(*transfers.display_picture_v2(picture, sha1d=b"\x02" * 20)), pcapng=False)
+    out = tmp_path / "t.html"
+    assert main(["export", str(pcap), "-o", str(out), "--fail-on", "never"]) == 0
+    (section,) = [s for s in page_meta(out)["sections"] if s["title"].startswith("Objects exchanged")]
+    row = section["rows"][0]
+    assert row[0] == "display picture" and row[2].endswith(".png") and row[5] == "complete" and row[7] == "mismatch"
+    assert row[-1].startswith("<redacted:")
