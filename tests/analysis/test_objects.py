@@ -202,3 +202,38 @@ def test_no_store_still_hashes_what_arrived_in_order(tmp_path):
     analysis.finish()
     (r,) = extractor.records
     assert (r.status, r.sha256, r.file) == ("complete", sha(data), None)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from analyzer.analysis.connection import Connection  # noqa: E402
+from analyzer.msnp import Command  # noqa: E402
+
+
+def _msg(body: bytes, dest: str) -> Command:
+    payload = transfers.p2p_msg(body, dest)
+    return Command("s2c", "MSG", None, [b"bob@example.com", b"Bob", str(len(payload)).encode()], b"MSG x\r\n",
+                   payload, len(payload), 0, 1.0)
+
+
+_v1 = st.builds(transfers.v1, st.sampled_from([0, 1, 2]), st.integers(0, 3), st.integers(0, 2**64 - 1),
+                st.integers(0, 2**64 - 1), st.binary(max_size=64), st.sampled_from([0, 0x20, 0x1000030, 2]))
+_v2 = st.builds(transfers.v2, st.sampled_from([0, 1, 2]), st.integers(0, 3), st.binary(max_size=64),
+                st.integers(0, 2**64 - 1), st.booleans(), st.sampled_from([0, 4, 6]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_v1, _v2, st.binary(max_size=80)), max_size=12))
+def test_any_p2p_headers_never_crash_or_pass_the_limits(bodies):
+    store = MemoryStore()
+    extractor = Extractor(store, max_object=4096, max_total=8192, max_open=3)
+    conn = Connection("1")
+    conn.role, conn.handle = "SB", "alice@example.com"
+    for i, body in enumerate(bodies):
+        extractor.event(conn, _msg(body, "alice@example.com" if i % 2 else "alice@example.com;{g}"))
+    extractor.close()
+    assert all(len(data) <= 4096 for data in store.kept.values())
+    assert sum(len(data) for data in store.kept.values()) <= 8192
+    for r in extractor.records:
+        assert r.status in ("complete", "partial", "declined") and r.received <= 4096
+        assert all(lo < hi for lo, hi in r.missing)
