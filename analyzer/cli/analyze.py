@@ -67,19 +67,22 @@ class _Progress:
     def __call__(self, capture) -> None:
         if not self.enabled:
             return
+        from rich.markup import escape
+
+        from analyzer.text import visible
         if self.bar is None:
             if time.monotonic() - self.started < PROGRESS_AFTER:
                 return
-            from rich.console import Console
+            from analyzer.outputs.terminal import SafeConsole
             from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
                                        TimeRemainingColumn, TransferSpeedColumn)
             self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
                                 TransferSpeedColumn(), TimeRemainingColumn(),
-                                console=Console(stderr=True), transient=True)
+                                console=SafeConsole(stderr=True), transient=True)
             self.bar.start()
             self.task = self.bar.add_task("reading", total=self.total)
         self.bar.update(self.task, completed=self.done + capture.position,
-                        description=os.path.basename(capture.path))
+                        description=escape(visible(os.path.basename(capture.path))))  # a name is data
 
     def file_done(self, capture) -> None:
         self.done += capture.size
