@@ -21,6 +21,7 @@ from analyzer.cli.run import Run, RunOptions
 from analyzer.errors import UsageError
 
 PROGRESS_AFTER = 0.5   # seconds: quicker files get no progress bar
+BIG_CAPTURE = 20_000_000  # bytes: on the pure-Python path, a run this large says once that it is slower
 KEEP_CLOSED = 1000     # closed connections kept one by one for the report; the rest go into the totals
 
 
@@ -110,7 +111,11 @@ def analyze(args) -> tuple[Run, list]:
     analysis.keep_closed = KEEP_CLOSED  # memory flat however long the capture: older ones are summed up
     run.load_plugins(html_report=bool(args.html))
     detector = Detector(frozenset({MSNP_PORT, *args.port}))
-    progress = _Progress(sum(c.size for c in captures))
+    total = sum(c.size for c in captures)
+    if total >= BIG_CAPTURE:
+        from analyzer.core import note_fallback
+        note_fallback(lambda line: print(line, file=sys.stderr))
+    progress = _Progress(total)
     per_file = []
     try:
         for path in flow_files:
