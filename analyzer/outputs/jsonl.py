@@ -61,11 +61,14 @@ def _plain_number(value) -> bool:
 
 
 def reference(rec) -> str:
-    """The rule: `_encode(rec)`; a record holding NaN or an infinity (not JSON) is written
-    with those as null (analyzer.text.clean_data)."""
+    """The rule: `_encode(rec)`; a record holding NaN or an infinity (not JSON) or a lone
+    surrogate (not UTF-8) is written through analyzer.text.clean_data: null, and escapes."""
     try:
-        return _encode(rec)
-    except ValueError:
+        line = _encode(rec)
+        if not line.isascii():
+            line.encode("utf-8")  # a lone surrogate (orjson refused it too) cannot be written
+        return line
+    except ValueError:  # NaN or an infinity; or UnicodeEncodeError, a ValueError too
         return _encode(clean_data(rec))
 
 
@@ -105,10 +108,13 @@ class JsonLinesWriter:
             return rec
         if kind is Transaction:
             req = event.request
-            return {"kind": "transaction", "stream": stream, "trid": event.trid, "cmd": event.cmd,
-                    "request": {"ts": req.ts, "offset": req.offset},
-                    "replies": [{"cmd": r.cmd, "ts": r.ts, "offset": r.offset} for r in event.replies],
-                    "outcome": event.outcome, "error": event.error, "latency_ms": event.latency_ms}
+            rec = {"kind": "transaction", "stream": stream, "trid": event.trid, "cmd": event.cmd,
+                   "request": {"ts": req.ts, "offset": req.offset},
+                   "replies": [{"cmd": r.cmd, "ts": r.ts, "offset": r.offset} for r in event.replies],
+                   "outcome": event.outcome, "error": event.error, "latency_ms": event.latency_ms}
+            if event.more_replies:
+                rec["more_replies"] = event.more_replies  # past the listed MAX_REPLIES (msnp.reply.list_limit)
+            return rec
         if kind is Anomaly:
             return {"kind": "anomaly", "stream": stream, "name": event.name,
                     "severity": str(event.severity), "dir": event.direction, "ts": event.ts,
@@ -151,6 +157,8 @@ class JsonLinesWriter:
         self._line(rec, encode(rec))
 
     def _line(self, rec: dict, line: str) -> None:
+        if self.out.closed:
+            return  # the run's file was closed (a report rendered after it): nothing to write to
         try:
             self.out.write(line + "\n")  # a text stream encodes all of it before writing any
         except UnicodeEncodeError:
