@@ -105,7 +105,8 @@ class Run:
             if options.json == "-":
                 out = sys.stdout
             else:
-                out = open_output(options.json)  # renamed over options.json when the run ends well
+                # Renamed over options.json when the run ends well; a live run writes it as it goes.
+                out = open_output(options.json, live=flush)
                 self.files.append(out)
             self.writer = JsonLinesWriter(out, self.redactor, flush=flush)
         from analyzer.clock import Clock

@@ -11,6 +11,10 @@
   and is not a regular file (`/dev/null`, a FIFO, a terminal) is written in
   place: renaming over it would replace the device. An unwritable place
   raises `UsageError`.
+  `live=True` (the JSON Lines of a live proxy or mitm run) writes the target
+  itself as it goes, so `tail -f` and `jq` can follow it and a run cut short
+  keeps every record up to the cut: that file is the log of something that
+  happened, not a report rebuilt from an input that is still there.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ def refuse_inputs(outputs, inputs) -> None:
 class AtomicFile:
     """A file written under a temporary name and renamed over its target when the run succeeds."""
 
-    def __init__(self, path: str, binary: bool = False) -> None:
+    def __init__(self, path: str, binary: bool = False, live: bool = False) -> None:
         self.path = os.fspath(path)
         self.closed = False
         self.temp: str | None = None
@@ -71,8 +75,8 @@ class AtomicFile:
         mode = "wb" if binary else "w"
         kwargs = {} if binary else {"encoding": "utf-8", "newline": "\n"}
         try:
-            if st is not None and not stat.S_ISREG(st.st_mode):
-                self.file = open(self.path, mode, **kwargs)  # a device or a pipe: written in place
+            if live or (st is not None and not stat.S_ISREG(st.st_mode)):
+                self.file = open(self.path, mode, **kwargs)  # live, a device or a pipe: written in place
                 return
             parent = os.path.dirname(os.path.abspath(self.path))
             fd, self.temp = tempfile.mkstemp(dir=parent, prefix="." + os.path.basename(self.path) + ".",
@@ -162,5 +166,5 @@ class AtomicFile:
             self.discard()
 
 
-def open_output(path: str, binary: bool = False) -> AtomicFile:
-    return AtomicFile(path, binary=binary)
+def open_output(path: str, binary: bool = False, live: bool = False) -> AtomicFile:
+    return AtomicFile(path, binary=binary, live=live)

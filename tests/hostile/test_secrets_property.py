@@ -88,19 +88,18 @@ def test_no_secret_kind_reaches_any_msnp_output(tmp_path, capsys, data):
     shown = out + err + (tmp_path / "o.jsonl").read_text("utf-8") + (tmp_path / "o.html").read_text("utf-8")
     assert "msnp.line.truncated" in shown
     assert leaks(shown, secrets) == []
-    # The live view.
+    # The live console: every row, every detail pane, every connection summary.
     from analyzer.analysis.run import Analysis
     from analyzer.capture.files import feed_transcript
-    from analyzer.outputs.live import LiveView
-    from analyzer.outputs.terminal import SafeConsole
-    analysis = Analysis()
-    view = LiveView(analysis, Redactor(), lines=200)
-    analysis.sinks.append(view)
+    from analyzer.outputs.console import ConsoleModel
+    model = ConsoleModel(Redactor())
+    analysis = Analysis([model])
     feed_transcript(analysis, "s.msnp", src.read_bytes())
     analysis.finish()
-    buf = io.StringIO()
-    SafeConsole(file=buf, width=400).print(view)
-    assert leaks(buf.getvalue(), secrets) == []
+    rows = model.all_rows()
+    console_text = "\n".join([r.text for r in rows] + [line for r in rows for line in model.detail(r)]
+                             + [c.handle for c in model.connections()[0]])
+    assert leaks(console_text, secrets) == []
     # And the search can fail: without redaction every secret is there.
     main(["decode", "-v", str(src), "--json", str(tmp_path / "o.jsonl"), "--no-redact"])
     capsys.readouterr()

@@ -210,3 +210,21 @@ def test_the_model_is_bounded():
     assert len(model.all_rows()) == 50 and len(model.conns) <= 3
     new, _, last = model.since(0)
     assert len(new) == 50 and last == model.seq
+
+
+def test_a_live_runs_json_is_written_as_it_goes(tmp_path):
+    """`proxy`/`mitm --json FILE`: each line is in FILE as soon as it is written (tail -f, jq),
+    while a report's output (`analyze --json`) appears only when the run ends well."""
+    from analyzer.outputs.atomic import open_output
+    live, batch = tmp_path / "live.jsonl", tmp_path / "batch.jsonl"
+    out = open_output(str(live), live=True)
+    out.write('{"kind":"command"}\n')
+    out.flush()
+    assert live.read_text() == '{"kind":"command"}\n'
+    out.close()
+    out = open_output(str(batch))
+    out.write('{"kind":"command"}\n')
+    out.flush()
+    assert not batch.exists()
+    out.close()
+    assert batch.read_text() == '{"kind":"command"}\n'

@@ -154,7 +154,7 @@ class MsnpAddon:
                 out = sys.stdout
             else:
                 from analyzer.outputs.atomic import open_output
-                out = open_output(path)  # renamed over `path` when mitmproxy is done
+                out = open_output(path, live=True)  # a live run: written as it goes (tail -f, jq)
                 self._owned_files.append(out)
             sinks.append(JsonLinesWriter(out, redactor, flush=True))
         if ctx.options.msnp_verbose:
