@@ -20,7 +20,7 @@ from typing import Callable
 
 from analyzer.msnp import (C2S, S2C, DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, Anomaly, Command,
                     CommandReader, ProtocolState, Transaction, TransactionTracker)
-from analyzer.msnp.facts import Referral, login, referral
+from analyzer.msnp.facts import Referral, login, referral, sender
 
 SB_SERVER_CODES = frozenset({"IRO", "JOI", "BYE", "ACK", "NAK"})
 SB_CLIENT_CODES = frozenset({"ANS", "CAL", "MSG"})  # only switchboards take client MSG
@@ -239,8 +239,10 @@ class Connection:
                         self.handle = found.endpoint.handle
             elif code in SB_SERVER_CODES:
                 self.role = "SB"
-            elif code == "MSG" and self.role is None and cmd.raw_params[:1] not in ([b"Hotmail"],):
-                self.role = "SB"
+            elif code == "MSG" and self.role is None:
+                found = sender(cmd)
+                if found is None or not found.service:  # the service's own notices come on an NS
+                    self.role = "SB"
             elif code in NS_CODES and self.role != "SB":
                 self.role = "NS"
             if code == "UBX":

@@ -229,25 +229,27 @@ class Linker:
             else:
                 # Left without our seeing the arrival (mid-session capture).
                 facts.participants.append(Participant(handle, None, None, "unseen", cmd.ts, "BYE"))
-        elif code == "MSG" and len(params) >= 2 and not facts.sb_login and params[0] != b"Hotmail":
+        elif code == "MSG" and not facts.sb_login:
             # Mid-session switchboard: a sender we never saw arrive was there all the same.
-            sender = _text(params[0])
-            if all(p.handle != sender for p in facts.participants):
-                facts.participants.append(Participant(sender, _decode_nick(params[1]), None, "MSG"))
+            found = wire.sender(cmd)
+            if found is not None and not found.service \
+                    and all(p.handle != found.endpoint.text for p in facts.participants):
+                nick = wire.nick_text(found.nick) if found.nick is not None else None
+                facts.participants.append(Participant(found.endpoint.text, nick, None, "MSG"))
         elif code == "USR" and facts.participants:
             found = wire.login(cmd)
             me = facts.participants[0]
             if found is not None and found.nick is not None and me.via == "self" and me.nick is None:
-                me.nick = _decode_nick(found.nick)
+                me.nick = wire.nick_text(found.nick)
 
     def _join(self, facts: StreamFacts, handle: bytes | str, nick: bytes | None, ts, via: str) -> None:
         text = handle if type(handle) is str else _text(handle)
         for p in facts.participants:
             if p.handle == text and p.left is None:
                 if nick is not None and p.nick is None:
-                    p.nick = _decode_nick(nick)
+                    p.nick = wire.nick_text(nick)
                 return
-        facts.participants.append(Participant(text, _decode_nick(nick) if nick is not None else None, ts, via))
+        facts.participants.append(Participant(text, wire.nick_text(nick) if nick is not None else None, ts, via))
 
     # -- linking --------------------------------------------------------------
 
@@ -586,11 +588,6 @@ class Linker:
             yield dict(r, linked=False)
         yield from res["sessions"]
         yield from res["chats"]
-
-
-def _decode_nick(raw: bytes) -> str:
-    from urllib.parse import unquote_to_bytes
-    return unquote_to_bytes(raw).decode("utf-8", "backslashreplace")
 
 
 class LinkWriter:
