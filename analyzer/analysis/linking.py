@@ -104,6 +104,9 @@ class StreamFacts:
     first_c2s_seen: bool = False
     participants: list[Participant] = field(default_factory=list)
     saw_out: bool = False
+    # Indexes over `participants`, so a JOI/BYE flood costs one lookup per line:
+    present: dict[str, Participant] = field(default_factory=dict)  # handle -> the one not yet left
+    handles: set[str] = field(default_factory=set)                 # every handle listed
 
 
 class Ended:
@@ -222,20 +225,23 @@ class Linker:
                 self._join(facts, found.endpoint.text, found.nick, cmd.ts, code)
         elif code == "BYE" and params:
             handle = _text(params[0])
-            for p in reversed(facts.participants):
-                if p.handle == handle and p.left is None:
-                    p.left, p.left_via = cmd.ts, "BYE"
-                    break
+            p = facts.present.pop(handle, None)
+            if p is not None and p.left is None:
+                p.left, p.left_via = cmd.ts, "BYE"
             else:
                 # Left without our seeing the arrival (mid-session capture).
                 facts.participants.append(Participant(handle, None, None, "unseen", cmd.ts, "BYE"))
+                facts.handles.add(handle)
         elif code == "MSG" and not facts.sb_login:
             # Mid-session switchboard: a sender we never saw arrive was there all the same.
             found = wire.sender(cmd)
-            if found is not None and not found.service \
-                    and all(p.handle != found.endpoint.text for p in facts.participants):
+            if found is not None and not found.service and found.endpoint.text not in facts.handles:
+                sender = found.endpoint.text
                 nick = wire.nick_text(found.nick) if found.nick is not None else None
-                facts.participants.append(Participant(found.endpoint.text, nick, None, "MSG"))
+                p = Participant(sender, nick, None, "MSG")
+                facts.participants.append(p)
+                facts.handles.add(sender)
+                facts.present[sender] = p
         elif code == "USR" and facts.participants:
             found = wire.login(cmd)
             me = facts.participants[0]
@@ -244,12 +250,15 @@ class Linker:
 
     def _join(self, facts: StreamFacts, handle: bytes | str, nick: bytes | None, ts, via: str) -> None:
         text = handle if type(handle) is str else _text(handle)
-        for p in facts.participants:
-            if p.handle == text and p.left is None:
-                if nick is not None and p.nick is None:
-                    p.nick = wire.nick_text(nick)
-                return
-        facts.participants.append(Participant(text, wire.nick_text(nick) if nick is not None else None, ts, via))
+        p = facts.present.get(text)
+        if p is not None and p.left is None:
+            if nick is not None and p.nick is None:
+                p.nick = wire.nick_text(nick)
+            return
+        p = Participant(text, wire.nick_text(nick) if nick is not None else None, ts, via)
+        facts.participants.append(p)
+        facts.handles.add(text)
+        facts.present[text] = p
 
     # -- linking --------------------------------------------------------------
 
