@@ -7,7 +7,9 @@ import io
 import pytest
 from rich.console import Console
 
+from analyzer.analysis.contacts import ContactBook
 from analyzer.analysis.linking import Linker, LinkWriter
+from analyzer.analysis.objects import Extractor
 from analyzer.cli.main import build_parser
 from analyzer.cli.run import Run, RunOptions
 from analyzer.errors import UsageError
@@ -34,9 +36,9 @@ def test_sinks_come_in_the_documented_order_and_plugins_are_wired_explicitly(tmp
         later = object.__new__(Linker)
         run.add(later)                  # added after the plugins: still before them
         kinds = [type(s) for s in run.analysis.sinks]
-        assert kinds == [Linker, JsonLinesWriter, VerbosePrinter, LinkWriter, HtmlTimeline, Linker, Linker,
-                         PluginManager]
-        assert run.analysis.sinks[0] is run.linker and run.timeline.linker is run.linker
+        assert kinds == [ContactBook, Extractor, Linker, JsonLinesWriter, VerbosePrinter, LinkWriter, HtmlTimeline,
+                         Linker, Linker, PluginManager]
+        assert run.analysis.sinks[2] is run.linker and run.timeline.linker is run.linker
         assert run.analysis.sinks[-3:] == [extra, later, manager]
         assert run.printer.views == manager.decode_payload and run.timeline.plugins is manager
         assert run.analysis.redactor is run.redactor is run.writer.redactor
