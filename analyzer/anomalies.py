@@ -76,7 +76,7 @@ for _name, _sev, _summary in [
     ("msnp.reply.orphan", _W, "a reply whose TrID matches no request seen (or the capture started mid-session)"),
     ("msnp.reply.unanswered", _W, "a request that expects a reply got none (timeout or end of connection)"),
     ("msnp.reply.unexpected_command", _W, "a reply with the request's TrID but a command that does not answer it"),
-    ("msnp.async.interleaved", _I, "an asynchronous line arrived inside a multi-reply block or between a request and its reply"),
+    ("msnp.async.interleaved", _I, "an asynchronous line arrived inside a block of related replies (between two ILNs, inside a SYN or LST list, between IRO lines)"),
     ("msnp.syn.block_incomplete", _W, "a SYN answer block ended with fewer LST/LSG lines than the SYN line announced"),
     # payloads
     ("msnp.payload.too_large", _E, "a payload length above the configured cap; the length is ignored and decoding resynchronises"),

@@ -16,7 +16,17 @@ A transaction ends as one of:
 Commands that may get more replies after their first one (CHG then ILNs, SYN
 and its list, CAL then JOI) linger after that first reply and collect the rest,
 until a reply to some other request arrives, `linger` seconds pass, or the
-connection ends; only then is the transaction returned.
+connection ends; only then is the transaction returned. A CAL is not a block:
+its JOI names the callee and may come long after, so it waits for that JOI
+(up to `reply_timeout`) whatever else arrives, and several CALs wait at once.
+
+Interleaving (`msnp.async.interleaved`), as the protocol documents mean it: a
+line that is not part of a block of related replies (CHG and its ILNs, a SYN
+and its list, an MSNP2-7 LST list, IRO lines before ANS OK) arriving inside
+it, i.e. with a later line of that block after it (an NLN between two ILNs, an
+ILN among the BPRs of a SYN list). A line that merely arrives while some
+request awaits its single reply (an NLN between PNG and QNG, a GCF between
+USR SSO I and USR SSO S) is ordinary traffic.
 """
 
 from __future__ import annotations
@@ -39,6 +49,9 @@ EXTRA_REPLIES: dict[str, frozenset[str]] = {
 PARTIAL_REPLIES: dict[str, frozenset[str]] = {"ANS": frozenset({"IRO"})}
 # Requests that may get more replies after the first one.
 LINGERING = frozenset({"CHG", "SYN", "CAL", "LST", "LSG"})
+# Of those, the ones whose replies form a block (a line of something else between two of
+# them is interleaved); CAL's JOI is not a block line, it comes whenever the callee joins.
+BLOCKS = frozenset({"CHG", "SYN", "LST", "LSG", "ANS"})
 
 
 class Transaction:
@@ -210,25 +223,50 @@ class TransactionTracker:
                     self._more_replies(txn, cmd, out)  # e.g. BPR after the last LST of the list
                     return
         # An asynchronous line (no TrID, or TrID 0 that answers nothing).
-        if self._order or self._pings or self._syn_block is not None:
-            out.append(Anomaly("msnp.async.interleaved",
-                               f"{code} arrived while {self._waiting_summary()}",
-                               cmd.direction, cmd.offset, cmd.ts, trid))
-        elif self._lingering:
-            # After a first reply (CHG, CAL, MSNP2-7 SYN) the block may or may not go
-            # on: the line is inside it only if a later reply of that block follows.
-            if len(self._inside) > 64:  # bounded: a block that goes quiet cannot grow this
-                del self._inside[:len(self._inside) - 64]
-            for txn in self._lingering.values():
+        self._note_inside(None, cmd)
+
+    def _note_inside(self, part_of: Transaction | None, cmd: Command) -> None:
+        """`cmd` (a line of `part_of`, or asynchronous) arrived while blocks were open: it is
+        inside each of them if a later line of that block follows (`_block_goes_on`)."""
+        if not (self._lingering or self._syn_block is not None or self._order):
+            return
+        blocks = [t for t in self._lingering.values() if t.cmd in BLOCKS]
+        if self._syn_block is not None and self._syn_block not in blocks:
+            blocks.append(self._syn_block)
+        for t in self._order.values():  # ANS whose IRO lines have begun
+            if t.replies and t.cmd in BLOCKS:
+                blocks.append(t)
+        if not blocks:
+            return
+        if len(self._inside) > 64:  # bounded: a block that goes quiet cannot grow this
+            del self._inside[:len(self._inside) - 64]
+        for txn in blocks:
+            if txn is not part_of:
                 self._inside.append((txn, Anomaly(
-                    "msnp.async.interleaved", f"{code} arrived inside the replies to {txn.cmd} {txn.trid}",
-                    cmd.direction, cmd.offset, cmd.ts, trid)))
+                    "msnp.async.interleaved", f"{cmd.cmd} arrived inside the replies to {txn.cmd} {txn.trid}",
+                    cmd.direction, cmd.offset, cmd.ts, cmd.trid)))
+
+    def _block_goes_on(self, txn: Transaction, out: list) -> None:
+        """A further line of `txn`'s block: the lines noted inside it since were interleaved."""
+        if self._inside:
+            keep = []
+            for owner, anomaly in self._inside:
+                if owner is txn:
+                    out.append(anomaly)
+                elif (owner is self._syn_block or self._lingering.get(owner.trid) is owner
+                      or (owner.seq in self._order and owner.replies)):
+                    keep.append((owner, anomaly))
+            self._inside = keep
 
     def _accepts(self, txn: Transaction, code: str) -> bool:
         want = txn.cmd
         return code == want or code.isdigit() or code in EXTRA_REPLIES.get(want, ())
 
     def _first_reply(self, txn: Transaction, cmd: Command, out: list) -> None:
+        if txn.replies:
+            self._block_goes_on(txn, out)  # ANS OK after its IRO lines
+        elif txn.cmd in BLOCKS:
+            self._note_inside(txn, cmd)  # a CHG reply inside a SYN list, ...
         if not txn.replies and txn.seq in self._order:
             # Requests sent before this one and still waiting have been overtaken.
             # (One whose replies have already begun, e.g. IRO before ANS OK, was not.)
@@ -272,6 +310,7 @@ class TransactionTracker:
             out.append(txn)
 
     def _count_block_line(self, txn: Transaction, cmd: Command, out: list) -> None:
+        self._block_goes_on(txn, out)
         txn.replies.append(cmd)
         if cmd.cmd == "LST":
             txn.block[0] -= 1
@@ -285,21 +324,21 @@ class TransactionTracker:
         who = _handle(cmd.args[0])
         for txn in list(self._lingering.values()) + list(self._order.values()):
             if txn.cmd == "CAL" and txn.request.args[1:2] and _handle(txn.request.args[1]) == who:
-                self._more_replies(txn, cmd, out)
+                self._note_inside(txn, cmd)
+                txn.replies.append(cmd)
+                if self._lingering.get(txn.trid) is txn and cmd.ts is not None:
+                    # the callee joined; MSNP16+ may still add a JOI per endpoint, right after
+                    txn.deadline = cmd.ts + self.linger
+                    self._wake_at(cmd.ts, self.linger)
                 return True
         return False
 
     def _more_replies(self, txn: Transaction, cmd: Command, out: list) -> None:
         """A further reply to an answered request: asynchronous lines before it were inside its block."""
+        self._block_goes_on(txn, out)
+        if txn.cmd in BLOCKS:
+            self._note_inside(txn, cmd)  # it may itself sit inside another open block (ILN among BPRs)
         txn.replies.append(cmd)
-        if self._inside:
-            keep = []
-            for owner, anomaly in self._inside:
-                if owner is txn:
-                    out.append(anomaly)
-                elif owner.trid in self._lingering and self._lingering[owner.trid] is owner:
-                    keep.append((owner, anomaly))
-            self._inside = keep
 
     # -- bookkeeping --------------------------------------------------------
 
@@ -318,9 +357,10 @@ class TransactionTracker:
         previous = self._lingering.pop(txn.trid, None)
         if previous is not None:
             self._finish_lingering(previous, out)
-        txn.deadline = None if ts is None else ts + self.linger
+        linger = self.reply_timeout if txn.cmd == "CAL" else self.linger  # a JOI comes when the callee joins
+        txn.deadline = None if ts is None else ts + linger
         self._lingering[txn.trid] = txn
-        self._wake_at(ts, self.linger)
+        self._wake_at(ts, linger)
 
     def _wake_at(self, ts, delay: float) -> None:
         if ts is not None and ts + delay < self._wake:
@@ -329,7 +369,9 @@ class TransactionTracker:
     def _close_other_lingering(self, txn: Transaction, out: list) -> None:
         if self._lingering:
             for other in list(self._lingering.values()):
-                if other is not txn and other is not self._syn_block:
+                # a reply to another request ends a block; a CAL awaiting its JOI, or a MSG N
+                # its NAK, is no block and waits on
+                if other is not txn and other is not self._syn_block and other.cmd in BLOCKS:
                     self._finish_lingering(other, out)
 
     def _finish_lingering(self, txn: Transaction, out: list) -> None:
@@ -381,14 +423,6 @@ class TransactionTracker:
             if txn.deadline is not None and txn.deadline < wake and txn is not self._syn_block:
                 wake = txn.deadline
         self._wake = wake
-
-    def _waiting_summary(self) -> str:
-        if self._syn_block is not None:
-            return f"the SYN {self._syn_block.trid} list was incomplete"
-        if self._order:
-            first = next(iter(self._order.values()))
-            return f"{first.cmd} {first.trid} awaited its reply"
-        return "PNG awaited its QNG"
 
 
 _NEVER = float("inf")
