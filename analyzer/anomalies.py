@@ -104,6 +104,7 @@ for _name, _sev, _summary in [
     ("tcp.gap", _W, "bytes of a TCP stream are missing from the capture (a hole that never filled); decoding resynchronised after it"),
     ("tcp.overlap_mismatch", _W, "two copies of the same TCP sequence range carry different bytes; the first copy was kept"),
     ("tcp.retransmission", _I, "a TCP segment whose bytes were already delivered was seen again and dropped"),
+    ("capture.one_sided", _I, "the input holds one direction of a connection only: its requests are not paired with replies"),
     ("capture.truncated", _E, "the capture file ends in the middle of a record; everything before that point was analysed"),
     ("capture.damaged", _E, "the capture file holds a record that cannot be a packet; reading stopped there"),
     ("capture.unknown_linktype", _W, "a link type neither the fast decoder nor scapy knows; its packets were skipped"),

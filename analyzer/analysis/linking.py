@@ -139,6 +139,7 @@ class Linker:
         self._ended = 0                # ended streams held
         self._next_try = settle_after or 0
         self._now: float | None = None  # the latest capture time seen
+        self._ns_of_cookie: dict[bytes, str] = {}  # XFR SB / RNG cookie -> the stream that sent it
 
     # -- sink interface -------------------------------------------------------
 
@@ -173,6 +174,12 @@ class Linker:
         if facts is None:
             self._order += 1
             facts = self.facts[conn.id] = StreamFacts(conn.id, self._order)
+        if facts.sb_login is not None and getattr(conn, "version_label", "") is None:
+            # Before the writers see the stream: a switchboard speaks its NS's version.
+            ns = self._ns_of_cookie.get(facts.sb_login[1])
+            label = getattr(self.conns.get(ns), "version_label", None) if ns is not None else None
+            if label is not None:
+                conn.inherited_version = label
         if not isinstance(self.conns.get(conn.id), Ended):
             self._ended += 1
         ended = self.conns[conn.id] = Ended(conn)  # the stream is over (see Analysis.close)
@@ -216,10 +223,12 @@ class Linker:
             elif params[0] == b"SB" and len(params) >= 4 and params[2] == b"CKI":
                 self.referrals.append(Referral("xfr_sb", facts.id, cmd.ts, self._order,
                                                _text(params[1]), cmd.trid, cookie=params[3]))
+                self._ns_of_cookie[params[3]] = facts.id
         elif code == "RNG" and len(params) >= 4 and params[2] == b"CKI":
             self.referrals.append(Referral("rng", facts.id, cmd.ts, self._order, _text(params[1]),
                                            cookie=params[3], sessid=_text(params[0]),
                                            inviter=_text(params[4]) if len(params) >= 5 else None))
+            self._ns_of_cookie[params[3]] = facts.id
         elif code == "IRO" and len(params) >= 3:
             # IRO trid n total handle nick
             nick = params[3] if len(params) >= 4 else None
@@ -537,6 +546,7 @@ class Linker:
             del self.facts[sid]
             del self.conns[sid]
         self.referrals = [r for r in self.referrals if r.stream not in gone]
+        self._ns_of_cookie = {c: sid for c, sid in self._ns_of_cookie.items() if sid not in gone}
         self._ended -= len(gone)
         self._next_try = self._backoff()
         if self.on_settled is not None:

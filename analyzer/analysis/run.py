@@ -59,6 +59,21 @@ class Analysis:
     def end(self, conn: Connection, direction: str, ts: float | None = None) -> list:
         return self._emit(conn, conn.end(direction, ts))
 
+    def one_sided(self, conn: Connection, direction: str) -> None:
+        """The input holds only `direction` of `conn` (a raw byte stream): said once, as
+        `capture.one_sided`; requests are then not expected to get replies the input cannot hold."""
+        from analyzer.msnp import C2S
+        if conn.tracker is not None:
+            conn.tracker.one_sided = direction
+        side = "client's (c2s)" if direction == C2S else "server's (s2c)"
+        self.anomaly(conn, Anomaly("capture.one_sided", f"only the {side} side of this connection is in the "
+                                   f"input; no request is paired with a reply", direction, None, None))
+
+    def legs(self, conn: Connection, legs: list[dict]) -> None:
+        """A relay's two TCP connections behind `conn`: [{"leg": "client", "client", "server"},
+        {"leg": "upstream", "client", "server"}] (the live proxy; `stream` records carry them)."""
+        conn.legs = legs
+
     def tick(self, conn: Connection, ts: float) -> list:
         return self._emit(conn, conn.tick(ts))
 

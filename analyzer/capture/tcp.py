@@ -244,7 +244,7 @@ class TcpTracker:
     def finish(self, ts: float | None = None) -> None:
         """End of capture: flush every open flow (holes become gaps) and close it."""
         for flow in list(self.open.values()):
-            self._close(flow, ts if ts is not None else flow.last_ts)
+            self._close(flow, flow.last_ts)  # a flow still open ends at its own last segment
         if self.evicted:
             self.analysis.anomaly(None, Anomaly(
                 "capture.flow_limit",

@@ -15,8 +15,7 @@ import os
 import sys
 import time
 
-from analyzer.capture.files import analyze_file, open_captures
-from analyzer.cli.options import _size, add_analysis_options, exit_status, limits_from, report_console
+from analyzer.cli.options import _count, _port, _seconds, _size, _version, add_analysis_options, exit_status, limits_from, report_console
 from analyzer.cli.run import output_sinks
 from analyzer.errors import UsageError
 
@@ -34,21 +33,25 @@ def register(sub) -> None:
                "Link types: Ethernet (802.1Q/QinQ), Linux SLL/SLL2, BSD loopback, raw IPv4/IPv6;\n"
                "others are dissected by scapy (slow, reported once).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap or pcapng file (gzip'd is fine)")
+    p.add_argument("captures", nargs="+", metavar="CAPTURE",
+                   help="pcap or pcapng (gzip'd is fine), mitmproxy flow file, transcript or MSNP byte "
+                        "stream ('-' for stdin)")
+    p.add_argument("--msnp", type=_version, metavar="N",
+                   help="assume protocol version N for transcripts and byte streams that start after VER")
     add_analysis_options(p)  # includes the plugin options
     tcp = p.add_argument_group("TCP reassembly")
     from analyzer.capture.tcp import DEFAULT_BUFFER, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, DEFAULT_REORDER_TIMEOUT
     tcp.add_argument("--tcp-buffer", type=_size, default=DEFAULT_BUFFER, metavar="BYTES",
                      help=f"out-of-order bytes held per direction before a hole is given up as a "
                           f"tcp.gap (default {DEFAULT_BUFFER})")
-    tcp.add_argument("--reorder-timeout", type=float, default=DEFAULT_REORDER_TIMEOUT, metavar="SECONDS",
+    tcp.add_argument("--reorder-timeout", type=_seconds, default=DEFAULT_REORDER_TIMEOUT, metavar="SECONDS",
                      help=f"capture time a hole may wait for its bytes (default {DEFAULT_REORDER_TIMEOUT:g})")
-    tcp.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
+    tcp.add_argument("--idle-timeout", type=_seconds, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                      help=f"close a connection silent this long (default {DEFAULT_IDLE_TIMEOUT:g})")
-    tcp.add_argument("--max-flows", type=int, default=DEFAULT_MAX_FLOWS, metavar="N",
+    tcp.add_argument("--max-flows", type=_count, default=DEFAULT_MAX_FLOWS, metavar="N",
                      help=f"TCP flows open at once; beyond it the least recently active are closed early, "
                           f"reported once as capture.flow_limit (default {DEFAULT_MAX_FLOWS})")
-    tcp.add_argument("--port", type=int, action="append", default=[], metavar="PORT",
+    tcp.add_argument("--port", type=_port, action="append", default=[], metavar="PORT",
                      help="also treat this TCP port as an MSNP server port (repeatable; 1863 always is)")
     p.set_defaults(func=cmd_analyze)
 
@@ -90,13 +93,18 @@ class _Progress:
 
 
 def cmd_analyze(args) -> int:
+    from analyzer.capture.files import open_inputs
+    # Every input named before any is read: pcap/pcapng, mitmproxy flow files (TCP flows,
+    # gateway and login HTTP flows), transcripts, MSNP byte streams, '-' (see capture/files.py).
+    with open_inputs(args.captures) as inputs:
+        return _analyze(args, inputs)
+
+
+def _analyze(args, inputs) -> int:
     from analyzer.analysis.run import Analysis
     from analyzer.outputs.terminal import render_report
     from analyzer.capture.detect import MSNP_PORT, Detector
-    from analyzer.capture.mitm.flows import FlowFileError, is_flow_file, read_flow_file
-    # mitmproxy flow files (TCP flows, gateway and login HTTP flows) go through the mitm layer.
-    flow_files = [p for p in args.captures if is_flow_file(p)]
-    captures = open_captures([p for p in args.captures if p not in flow_files])
+    from analyzer.capture.files import feed_inputs
     console = report_console(args)
     sinks, files = output_sinks(args, console)
     analysis = Analysis(sinks, limits_from(args))
@@ -104,20 +112,12 @@ def cmd_analyze(args) -> int:
     from analyzer.plugins import load_plugins
     plugins = load_plugins(args, analysis, html_report=bool(getattr(args, "html", None)))
     detector = Detector(frozenset({MSNP_PORT, *args.port}))
-    progress = _Progress(sum(c.size for c in captures))
+    progress = _Progress(sum(os.path.getsize(i.path) for i in inputs if i.kind == "capture"))
     per_file = []
     try:
-        for path in flow_files:
-            try:
-                read_flow_file(path, analysis)
-            except FlowFileError as exc:
-                raise UsageError(str(exc)) from None
-        for capture in captures:
-            stats = analyze_file(capture, analysis, detector, buffer=args.tcp_buffer,
-                                 reorder_timeout=args.reorder_timeout, idle_timeout=args.idle_timeout,
-                                 progress=progress, max_flows=args.max_flows)
-            progress.file_done(capture)
-            per_file.append((capture, stats))
+        per_file = feed_inputs(analysis, inputs, version=args.msnp, detector=detector, buffer=args.tcp_buffer,
+                               reorder_timeout=args.reorder_timeout, idle_timeout=args.idle_timeout,
+                               progress=progress, max_flows=args.max_flows)
         progress.stop()
         analysis.finish()
     finally:

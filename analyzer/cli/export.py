@@ -18,7 +18,7 @@ from pathlib import Path
 
 def register(sub) -> None:
     import argparse
-    from analyzer.cli.options import add_analysis_options
+    from analyzer.cli.options import _version, add_analysis_options
     p = sub.add_parser(
         "export", help="write a self-contained HTML timeline of one or more captures",
         description="Write one HTML file that shows the captures as a timeline: connections grouped "
@@ -28,31 +28,39 @@ def register(sub) -> None:
         epilog="example: msnp-analyzer export capture.pcapng -o timeline.html\n"
                "exit status: 0 ok, 1 anomalies at or above --fail-on, 2 unusable input.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap, pcapng or transcript file")
+    p.add_argument("captures", nargs="+", metavar="CAPTURE",
+                   help="pcap, pcapng, mitmproxy flow file, transcript or MSNP byte stream ('-' for stdin)")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
-    p.add_argument("--msnp", type=int, metavar="N", help="assume protocol version N for transcripts")
+    p.add_argument("--msnp", type=_version, metavar="N", help="assume protocol version N for transcripts")
     add_analysis_options(p, html=False)  # the HTML file is -o here
     p.set_defaults(func=cmd_export)
 
 
 def cmd_export(args) -> int:
-    from analyzer.analysis.run import Analysis
-    from analyzer.cli.options import exit_status, limits_from, report_console
-    from analyzer.cli.run import output_sinks
     from analyzer.errors import UsageError
-    from analyzer.capture.files import feed_capture
-    from analyzer.outputs.html import HtmlTimeline
-    from analyzer.analysis.linking import Linker
-    from analyzer.analysis.redact import Redactor
-    from analyzer.outputs.terminal import render_report
+    from analyzer.capture.files import open_inputs
     out_path = Path(args.output)
     if out_path.is_dir():
         raise UsageError(f"{args.output}: is a directory")
     if not out_path.parent.exists():
         raise UsageError(f"{args.output}: directory {out_path.parent} does not exist")
-    for path in args.captures:
-        if not Path(path).exists():
-            raise UsageError(f"{path}: no such file")
+    inputs = open_inputs(args.captures)  # every input named before any is read
+    try:
+        return _export(args, inputs, out_path)
+    finally:
+        inputs.close()
+
+
+def _export(args, inputs, out_path) -> int:
+    from analyzer.analysis.run import Analysis
+    from analyzer.cli.options import exit_status, limits_from, report_console
+    from analyzer.cli.run import output_sinks
+    from analyzer.errors import UsageError
+    from analyzer.capture.files import feed_inputs
+    from analyzer.outputs.html import HtmlTimeline
+    from analyzer.analysis.linking import Linker
+    from analyzer.analysis.redact import Redactor
+    from analyzer.outputs.terminal import render_report
     console = report_console(args)
     sinks, files = output_sinks(args, console)
     redactor = next((s.redactor for s in sinks if hasattr(s, "redactor")), None) \
@@ -68,9 +76,7 @@ def cmd_export(args) -> int:
     from analyzer.plugins import load_plugins
     plugins = load_plugins(args, analysis)
     try:
-        many = len(args.captures) > 1
-        for n, path in enumerate(args.captures, 1):
-            feed_capture(analysis, path, prefix=f"{n}:" if many else "", version=args.msnp)
+        feed_inputs(analysis, inputs, version=args.msnp)
         try:
             analysis.finish()
         except OSError as exc:

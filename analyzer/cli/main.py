@@ -14,10 +14,9 @@ from analyzer import __version__
 from analyzer.analysis.run import Analysis
 from analyzer.cli import analyze, export, mitm, proxy
 from analyzer.cli import plugins as plugins_cmd
-from analyzer.cli.options import add_analysis_options, exit_status, limits_from, report_console
+from analyzer.cli.options import _version, add_analysis_options, exit_status, limits_from, report_console
 from analyzer.cli.run import output_sinks
-from analyzer.errors import EXIT_OK, EXIT_UNUSABLE, UsageError, read_input
-from analyzer.msnp.direction import guess_direction
+from analyzer.errors import EXIT_OK, EXIT_UNUSABLE, UsageError
 from analyzer.anomalies import CATALOGUE
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,13 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_anomalies)
 
     p = sub.add_parser(
-        "decode", help="decode a raw one-direction byte stream or a transcript file",
+        "decode", help="decode a raw one-direction byte stream or a transcript file (or any input)",
         description="Decode MSNP bytes that are not in a capture file: a raw byte stream of one "
-                    "direction, or a transcript ('>>> ' client lines, '<<< ' server lines; see README).",
+                    "direction, or a transcript ('>>> ' client lines, '<<< ' server lines; see README). "
+                    "Captures and mitmproxy flow files are read as by 'analyze'.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", metavar="FILE", help="raw bytes or a transcript ('-' for stdin)")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="raw bytes, a transcript, a capture or a flow file ('-' for stdin)")
     p.add_argument("--dir", choices=["c2s", "s2c"], help="direction of a raw file (default: guessed)")
-    p.add_argument("--msnp", type=int, metavar="N", help="assume protocol version N (for mid-stream data)")
+    p.add_argument("--msnp", type=_version, metavar="N", help="assume protocol version N (for mid-stream data)")
     add_analysis_options(p)
     p.set_defaults(func=cmd_decode)
 
@@ -83,29 +84,20 @@ def cmd_anomalies(args) -> int:
 
 
 def cmd_decode(args) -> int:
-    from analyzer.msnp import C2S
     from analyzer.outputs.terminal import render_report
-    from analyzer.msnp.transcript import looks_like_transcript
-    data = read_input(args.file)
-    console = report_console(args)
-    sinks, files = output_sinks(args, console)
-    analysis = Analysis(sinks, limits_from(args))
-    from analyzer.plugins import load_plugins
-    plugins = load_plugins(args, analysis)
-    try:
-        if looks_like_transcript(data[:4096]):
-            from analyzer.capture.files import feed_transcript
-            feed_transcript(analysis, args.file, data, version=args.msnp)
-        else:
-            direction = args.dir or guess_direction(data)
-            conn = analysis.open(conn_id="1", version=args.msnp,
-                                 client=args.file if direction == C2S else None,
-                                 server=args.file if direction != C2S else None)
-            analysis.feed(conn, direction, data, None)
-        analysis.finish()
-    finally:
-        for f in files:
-            f.close()
+    from analyzer.capture.files import feed_inputs, open_inputs
+    with open_inputs(args.files) as inputs:
+        console = report_console(args)
+        sinks, files = output_sinks(args, console)
+        analysis = Analysis(sinks, limits_from(args))
+        from analyzer.plugins import load_plugins
+        plugins = load_plugins(args, analysis)
+        try:
+            feed_inputs(analysis, inputs, version=args.msnp, direction=args.dir)
+            analysis.finish()
+        finally:
+            for f in files:
+                f.close()
     render_report(analysis, console, extra=plugins.terminal_sections())
     return exit_status(analysis, args.fail_on)
 

@@ -66,7 +66,7 @@ def link_and_html_sinks(args, redactor, sinks: list) -> list:
         if Path(html).is_dir() or not parent.is_dir():
             raise UsageError(f"{html}: cannot write there (not a file in an existing directory)")
         from analyzer.outputs.html import html_sinks
-        sources = getattr(args, "captures", None) or ([args.file] if getattr(args, "file", None) else [])
+        sources = getattr(args, "captures", None) or getattr(args, "files", None) or []
         out += html_sinks(html, redactor, sources=[Path(s).name for s in sources], linker=linker)
     return out
 

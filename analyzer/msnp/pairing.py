@@ -11,7 +11,9 @@ A transaction ends as one of:
 - "answered": the server replied (latency = first reply - request);
 - "error": the reply was a numeric error (or a NAK);
 - "no_reply_expected": `MSG U`, `MSG N` with no NAK, `OUT`;
-- "unanswered": nothing came back before the timeout or the end.
+- "unanswered": nothing came back before the timeout or the end;
+- "not_captured": the input holds the client's side only (`one_sided`), so
+  whether a reply came cannot be known; no anomaly.
 
 Commands that may get more replies after their first one (CHG then ILNs, SYN
 and its list, CAL then JOI) linger after that first reply and collect the rest,
@@ -34,7 +36,7 @@ from __future__ import annotations
 from analyzer.msnp.events import C2S, Anomaly, Command
 from analyzer.msnp.tables import SYN_BLOCK_LINES, error_name
 
-OUTCOMES = ("answered", "error", "no_reply_expected", "unanswered")
+OUTCOMES = ("answered", "error", "no_reply_expected", "unanswered", "not_captured")
 
 # Replies a request accepts besides its own command code and numeric errors.
 EXTRA_REPLIES: dict[str, frozenset[str]] = {
@@ -94,6 +96,8 @@ class TransactionTracker:
         self._syn_block: Transaction | None = None           # MSNP8+ SYN list being counted
         self._wake = _NEVER  # no request or lingering block can expire before this time
         self._inside: list[tuple[Transaction, Anomaly]] = []  # async lines after a lingering reply
+        self.one_sided: str | None = None  # the only direction in the input: expect no replies (C2S)
+                                           # nor requests (S2C) that it cannot hold
 
     # -- public API ---------------------------------------------------------
 
@@ -201,14 +205,14 @@ class TransactionTracker:
                     lingering.error = code if code == "NAK" else f"{code} {error_name(int(code))}"
                 return
             if trid != 0:
-                out.append(Anomaly("msnp.reply.orphan",
-                                   f"{code} {trid} matches no request seen",
-                                   cmd.direction, cmd.offset, cmd.ts, trid))
+                if self.one_sided is None:  # a server-only input cannot hold the requests
+                    out.append(Anomaly("msnp.reply.orphan", f"{code} {trid} matches no request seen",
+                                       cmd.direction, cmd.offset, cmd.ts, trid))
                 return
         elif code == "QNG":
             if self._pings:
                 self._first_reply(self._pings.pop(0), cmd, out)
-            else:
+            elif self.one_sided is None:
                 out.append(Anomaly("msnp.reply.orphan", "QNG without a PNG",
                                    cmd.direction, cmd.offset, cmd.ts))
             return
@@ -390,6 +394,10 @@ class TransactionTracker:
         if txn in self._pings:
             self._pings.remove(txn)
         self._forget(txn)
+        if self.one_sided is not None:
+            txn.outcome = "not_captured"
+            out.append(txn)
+            return
         txn.outcome = "unanswered"
         if anomaly:
             out.append(Anomaly("msnp.reply.unanswered", f"{txn.cmd} {txn.trid if txn.trid is not None else ''}"

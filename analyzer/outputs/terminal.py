@@ -166,6 +166,11 @@ class VerbosePrinter:
             self.console.print(Text(f"    ~ [{stream}] skipped {len(event.raw)} bytes", style="dim"))
         elif kind is Transaction:
             pass
+        elif kind is dict and event.get("kind") == "rewrite":
+            # The line above is what the server sent; say what the client was given instead.
+            self.console.print(Text(f"    = [{stream}] {event.get('cmd')} {event.get('target')} rewritten for the "
+                                    f"client: {event.get('original')} -> {event.get('rewritten')}", style="dim"),
+                               highlight=False, soft_wrap=True)
 
     def stream(self, conn: Connection) -> None:
         pass

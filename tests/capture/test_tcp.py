@@ -212,3 +212,27 @@ def test_late_segments_of_a_closed_connection_open_nothing():
     w.finish()
     assert len(w.analysis.connections) == 1
     assert w.tracker.stats["late_segments"] == 1
+
+
+def test_a_stream_ends_at_its_tcp_close_not_its_last_command():
+    # msnp.py logs out by closing the socket: the last command at t, the FINs 3.3 s later.
+    w = Wire()
+    w.handshake()
+    w.send("c", b"VER 1 MSNP8 CVR0\r\n")
+    w.send("s", b"VER 1 MSNP8 CVR0\r\n")
+    last_command = w.ts
+    w.ts += 3.3
+    w.send("c", flags=FIN | ACK)
+    w.send("s", flags=FIN | ACK)
+    fin = w.ts
+    [conn] = w.analysis.connections.values()
+    assert conn.closed and conn.last_ts == fin and fin - last_command > 3.3
+    # one still open when the capture ends ends at its own last segment, not at the capture's end
+    w = Wire()
+    w.handshake()
+    w.send("c", b"VER 1 MSNP8 CVR0\r\n")
+    w.send("s", flags=ACK)
+    own_last = w.ts
+    w.tracker.finish(w.ts + 500)
+    [conn] = w.analysis.connections.values()
+    assert conn.closed and conn.last_ts == own_last

@@ -32,7 +32,7 @@ def test_not_a_capture_is_a_one_line_error(tmp_path):
     bad.write_text("hello\n")
     r = run("analyze", str(bad))
     assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0 and "not a pcap or pcapng capture" in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "not a capture, transcript or MSNP stream: a text file starting 'hello'" in r.stderr
     assert "Traceback" not in r.stderr
 
 

@@ -138,3 +138,23 @@ def test_loop_option_is_used_and_a_missing_uvloop_is_a_usage_error(tmp_path):
     assert hard.returncode == 2 and "uvloop" in hard.stderr and "Traceback" not in hard.stderr
     assert len(hard.stderr.strip().splitlines()) == 1
     assert "--loop" in cli("proxy", "--help").stdout
+
+
+def test_verbose_shows_what_the_client_was_given_and_the_recording_says_how_to_dissect_it(tmp_path):
+    rpath = tmp_path / "demo.pcapng"
+    out = cli("demo", "--msnp", "8", "-v", "--record", str(rpath))
+    assert out.returncode == 0, out.stderr
+    # the server's line as sent (upstream address), then the address the client was given
+    m = re.search(r"<<< XFR 3 NS (\S+) .*\n\s+= \[\d+\] XFR NS rewritten for the client: (\S+) -> (\S+)", out.stdout)
+    assert m and m.group(1) == m.group(2) and m.group(3) != m.group(2), out.stdout[:3000]
+    options = re.search(r"tshark ((?:-d tcp\.port==\d+,msnms ?)+)", out.stdout)
+    assert options, out.stdout[-2000:]
+    ports = {int(p) for p in re.findall(r"tcp\.port==(\d+)", options.group(1))}
+    assert int(m.group(3).rsplit(":", 1)[1]) in ports  # the NS listener the client was sent to
+    if not os.path.exists("/usr/bin/tshark"):
+        return
+    # with those options tshark decodes every leg (DS, NS and both switchboards) as MSNP
+    shown = subprocess.run(["tshark", "-r", str(rpath), *options.group(1).split(), "-Y", "msnms",
+                            "-T", "fields", "-e", "tcp.stream"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert len(set(shown.stdout.split())) == 4

@@ -220,6 +220,15 @@ class Relay:
         transport.set_write_buffer_limits(high=self.proxy.buffer)
         self.upstream_local = transport.get_extra_info("sockname")[:2]
         self.proxy.upstream_locals.append(self.upstream_local)
+        if self.conn is not None and self.analysing:
+            # The stream's `client`/`server` are the client and the server it reached through
+            # us; say which two TCP connections that was.
+            peer = self.client.get_extra_info("peername")
+            listen = self.client.get_extra_info("sockname")
+            legs = [{"leg": "client", "client": join_address(*peer[:2]), "server": join_address(*listen[:2])},
+                    {"leg": "upstream", "client": join_address(*self.upstream_local),
+                     "server": join_address(host, port)}]
+            self._analyse(lambda: self.proxy.analysis.legs(self.conn, legs))
         early, self._early = self._early, []
         for data in early:
             self.c2s(data)
@@ -438,6 +447,12 @@ class Proxy:
     @property
     def address(self) -> tuple[str, int]:
         return self.main.address
+
+    def dissect_options(self) -> str:
+        """tshark/Wireshark options that decode the recording's legs as MSNP: the NS and
+        switchboard listeners sit on ephemeral ports Wireshark does not know as msnms."""
+        ports = sorted({lst.address[1] for lst in self.listeners.values() if lst.address} - {1863})
+        return " ".join(f"-d tcp.port=={port},msnms" for port in ports)
 
     async def start(self) -> "Proxy":
         self.main = Listener("DS", self.upstream, rewrite=True)

@@ -139,6 +139,9 @@ class RemoteAnalysis:
         self._fill(conn, ts)
         self._put(("end", conn.id, direction, ts))
 
+    def legs(self, conn: RemoteConn, legs: list[dict]) -> None:
+        self._put(("legs", conn.id, legs))
+
     def close(self, conn: RemoteConn, ts: float | None = None) -> None:
         if conn.closed:
             return
@@ -301,6 +304,11 @@ def serve(session, sock: socket.socket) -> int:
             conn = conns.pop(cid, None)
             if conn is not None:
                 guarded(cid, lambda: analysis.close(conn, ts))
+        elif kind == "legs":
+            _, cid, legs = record
+            conn = conns.get(cid)
+            if conn is not None:
+                guarded(cid, lambda: analysis.legs(conn, legs))
         elif kind == "anomaly":
             _, cid, name, detail, direction, offset, ts = record
             conn = conns.get(cid) if cid is not None else None
