@@ -1,6 +1,7 @@
 """Benchmark: `msnp-analyzer analyze` against tshark on a large MSNP capture.
 
     python3 bench/pcap.py [--replicas N] [--double] [--no-tshark]
+    python3 bench/pcap.py --busy [--open 5000 20000] [--double] [--replicas N]
 
 Builds (once, cached in bench/.cache/, which git ignores) a capture of about
 150 MB / 910,000 packets by replicating the real ndpi_msnms.pcap 2,500 times,
@@ -14,7 +15,18 @@ capture. Then, in the same run, it times
 
 and prints the packets/s of each, their ratio, and our peak RSS. `--double`
 also runs ours on a capture twice the size, to show that peak RSS does not
-grow with the file. tshark is Debian's; the set-up installs it when missing:
+grow with the file.
+
+`--busy` lays the copies over each other in time instead, as on a revival
+server: copy r starts r * S seconds in, S chosen so that 5,000 (then 20,000)
+connections are open at the busiest moment (a connection is open from its
+first packet to the 1,800 s idle timeout after its last; the source has no
+FIN). Each copy keeps its own addresses, sequence numbers and switchboard
+cookies. For each it reports the connections open at once, peak RSS, KB per
+open connection above the end-to-end run of the same copies (the baseline),
+packets/s against tshark on the same file, and the busy run's cost per packet
+against the end-to-end run's; `--double` repeats it with twice the copies at
+the same concurrency, to show RSS stays flat. tshark is Debian's; the set-up installs it when missing:
 `apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y tshark`.
 """
 
@@ -32,7 +44,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache"
-SOURCE = ROOT.parent / "shared" / "captures-real" / "ndpi_msnms.pcap"
+# ../shared beside the checkout (or beside the folder of worktrees it sits in)
+SOURCE = next((p for p in (ROOT.parent / "shared" / "captures-real" / "ndpi_msnms.pcap",
+                           ROOT.parent.parent / "shared" / "captures-real" / "ndpi_msnms.pcap") if p.exists()),
+              ROOT.parent / "shared" / "captures-real" / "ndpi_msnms.pcap")
 
 
 def _checksum(header: bytes) -> int:
@@ -83,6 +98,123 @@ def build(path: Path, replicas: int) -> None:
                 buf += struct.pack("<IIII", sec + dt, usec, len(pkt), len(pkt)) + pkt
             out.write(buf)
     tmp.replace(path)
+
+
+IDLE_TIMEOUT = 1800.0   # msnp-analyzer's default --idle-timeout: a silent connection stays open this long
+
+
+def _source() -> tuple[list, list, dict]:
+    """The source's packets (bytes, sec, usec), its switchboard cookies, each address's slot."""
+    from scapy.utils import RawPcapReader
+    records = [(bytes(d), m.sec, m.usec) for d, m in RawPcapReader(str(SOURCE))]
+    cookies = sorted({m.group(1) for d, _, _ in records for m in re.finditer(rb"CKI (\d{6}[\d.]+)", d)})
+    slots: dict[bytes, int] = {}
+    for data, _, _ in records:
+        for a in (data[26:30], data[30:34]):
+            slots.setdefault(a, len(slots))
+    return records, cookies, slots
+
+
+def _flows(records: list) -> list[tuple[float, float]]:
+    """Each TCP connection of the source: (first packet, last packet) times, relative to the first."""
+    t0 = records[0][1] + records[0][2] / 1e6
+    spans: dict[frozenset, list[float]] = {}
+    for data, sec, usec in records:
+        ihl = (data[14] & 15) * 4
+        key = frozenset((data[26:30] + data[14 + ihl:16 + ihl], data[30:34] + data[16 + ihl:18 + ihl]))
+        t = sec + usec / 1e6 - t0
+        span = spans.setdefault(key, [t, t])
+        span[1] = t
+    return [(a, b) for a, b in spans.values()]
+
+
+def peak_open(flows: list, replicas: int, spacing: float) -> int:
+    """Connections open at once at the busiest moment, when copy r starts r * spacing seconds
+    in: a connection is open from its first packet until IDLE_TIMEOUT after its last."""
+    edges = []
+    for r in range(replicas):
+        base = r * spacing
+        for a, b in flows:
+            edges.append((base + a, 1))
+            edges.append((base + b + IDLE_TIMEOUT, -1))
+    edges.sort()
+    best = now = 0
+    for _, step in edges:
+        now += step
+        best = max(best, now)
+    return best
+
+
+def spacing_for(flows: list, replicas: int, target: int) -> float:
+    """The largest spacing (to a millisecond) between copies that keeps `target` connections open at once."""
+    if peak_open(flows, replicas, 0.0) < target:
+        raise SystemExit(f"{replicas} copies cannot hold {target} connections open at once")
+    lo, hi = 0.0, 4000.0
+    while hi - lo > 0.001:
+        mid = (lo + hi) / 2
+        if peak_open(flows, replicas, mid) >= target:
+            lo = mid
+        else:
+            hi = mid
+    return round(lo, 3)
+
+
+def build_busy(path: Path, replicas: int, spacing: float) -> None:
+    """Write `replicas` copies of the source, copy r starting r * spacing seconds after the
+    first and interleaved with the others in time order. Each copy has its own client and
+    server addresses (127.x.y.z), sequence numbers and switchboard cookies, as the logins of
+    a busy server would; connections stay open at once by the thousand."""
+    import heapq
+    records, cookies, slots = _source()
+    t0 = records[0][1] * 1_000_000 + records[0][2]
+    step = round(spacing * 1_000_000)
+
+    def copy(r: int):
+        block = bytes([127, 1 + (r >> 8) % 250, r & 0xFF])
+        addr = {a: block + bytes([1 + s]) for a, s in slots.items()}
+        shift = (r * 7919) & 0xFFFFFFFF
+        # Six digits of each cookie renamed per copy (same length: nothing else moves).
+        renamed = [(c, b"%06d" % (r % 1_000_000) + c[6:]) for c in cookies]
+        for i, (data, sec, usec) in enumerate(records):
+            for old, new in renamed:
+                if old in data:
+                    data = data.replace(old, new)
+            pkt = bytearray(data)
+            pkt[26:30] = addr[data[26:30]]
+            pkt[30:34] = addr[data[30:34]]
+            pkt[24:26] = b"\0\0"
+            ihl = (pkt[14] & 15) * 4
+            pkt[24:26] = struct.pack(">H", _checksum(bytes(pkt[14:14 + ihl])))
+            t = 14 + ihl
+            seq, ack = struct.unpack_from(">II", pkt, t + 4)
+            struct.pack_into(">II", pkt, t + 4, (seq + shift) & 0xFFFFFFFF, (ack + shift) & 0xFFFFFFFF)
+            pkt[t + 16:t + 18] = b"\0\0"
+            yield (sec * 1_000_000 + usec - t0 + r * step, r, i, bytes(pkt))
+
+    if replicas > 250 * 256:
+        raise SystemExit("at most 64,000 copies (distinct 127.x.y blocks)")
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        buf = bytearray()
+        for micros, _, _, pkt in heapq.merge(*(copy(r) for r in range(replicas))):
+            micros += t0
+            buf += struct.pack("<IIII", micros // 1_000_000, micros % 1_000_000, len(pkt), len(pkt)) + pkt
+            if len(buf) > 1 << 20:
+                out.write(buf)
+                buf.clear()
+        out.write(buf)
+    tmp.replace(path)
+
+
+def ensure_busy(replicas: int, spacing: float) -> Path:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"msnp_busy_x{replicas}_{spacing:g}s.pcap"
+    if not path.exists():
+        print(f"building {path.relative_to(ROOT)} ({replicas} copies of {SOURCE.name}, {spacing:g} s apart) ...",
+              flush=True)
+        build_busy(path, replicas, spacing)
+    return path
 
 
 def ensure(replicas: int) -> Path:
@@ -139,20 +271,66 @@ def ours(path: Path, *extra: str, json: bool = True) -> list[str]:
     return base + ["analyze", str(path), *(["--json", "/dev/null"] if json else []), *extra]
 
 
+def table(rows: list) -> None:
+    print()
+    print("| run | file MB | packets | seconds | packets/s | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, mb, n, secs, kib in rows:
+        print(f"| {name} | {mb:.0f} | {n:,} | {secs:.1f} | {n / secs:,.0f} | {kib / 1024:.0f} |")
+
+
+def busy(args, tshark: str | None) -> int:
+    """Copies overlapping in time: `target` connections open at once, for the file and the file doubled."""
+    import math
+    records, _, _ = _source()
+    flows = _flows(records)
+    print("| connections open at once | copies | file MB | packets | peak RSS MB (busy) | peak RSS MB "
+          "(end to end, same copies) | KB per open connection above it | busy packets/s | busy / tshark "
+          "| end-to-end packets/s | end-to-end / tshark | busy cost per packet / end-to-end |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for target in args.open:
+        base = max(args.replicas, math.ceil(1.25 * target / len(flows)))
+        for replicas in (base, 2 * base) if args.double else (base,):
+            spacing = spacing_for(flows, replicas, target)
+            opened = peak_open(flows, replicas, spacing)
+            path = ensure_busy(replicas, spacing)
+            flat = ensure(replicas)
+            packets = packets_in(path)
+            mb = path.stat().st_size / 1e6
+            t_busy, rss_busy, _ = timed(ours(path, *args.extra))
+            t_flat, rss_flat, _ = timed(ours(flat, *args.extra))
+            t_shark = timed([tshark, "-r", str(path), "-Y", "msnms", "-T", "fields", "-e", "frame.number"])[0] \
+                if tshark else None
+            per_open = (rss_busy - rss_flat) / opened  # KiB
+            shark = f"{t_shark / t_busy:.2f}x" if t_shark else "-"
+            shark_flat = f"{t_shark / t_flat:.2f}x" if t_shark else "-"  # same packet count
+            print(f"| {opened:,} | {replicas:,} | {mb:.0f} | {packets:,} | {rss_busy / 1024:.0f} | "
+                  f"{rss_flat / 1024:.0f} | {per_open * 1.024:.1f} | {packets / t_busy:,.0f} | {shark} | "
+                  f"{packets / t_flat:,.0f} | {shark_flat} | {t_busy / t_flat:.2f}x |", flush=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--replicas", type=int, default=2500, help="copies of the source capture (2500: ~150 MB)")
     ap.add_argument("--double", action="store_true", help="also run ours on twice the replicas (RSS growth check)")
     ap.add_argument("--no-tshark", action="store_true", help="skip the tshark baseline")
+    ap.add_argument("--busy", action="store_true",
+                    help="copies overlapping in time, thousands of connections open at once (see --open)")
+    ap.add_argument("--open", type=int, nargs="+", default=[5000, 20000],
+                    help="with --busy: connections open at once (default 5000 20000)")
+    ap.add_argument("--extra", nargs="*", default=[], help="more options for msnp-analyzer analyze")
     args = ap.parse_args()
     if not SOURCE.exists():
         print(f"missing {SOURCE}", file=sys.stderr)
         return 2
+    tshark = None if args.no_tshark else ensure_tshark()
+    if args.busy:
+        return busy(args, tshark)
     path = ensure(args.replicas)
     packets = packets_in(path)
     size_mb = path.stat().st_size / 1e6
     rows = []
-    tshark = None if args.no_tshark else ensure_tshark()
     if tshark:
         t, rss, _ = timed([tshark, "-r", str(path), "-Y", "msnms", "-T", "fields", "-e", "frame.number"])
         rows.append(("tshark -Y msnms", size_mb, packets, t, rss))
@@ -172,11 +350,7 @@ def main() -> int:
         rows.append(("the same with --no-plugins, file x2", mb2, packets2, t2, rss2))
         t2, rss2, _ = timed(ours(path2, "--no-plugins", json=False))
         rows.append(("msnp-analyzer analyze FILE --no-plugins (no --json), file x2", mb2, packets2, t2, rss2))
-    print()
-    print("| run | file MB | packets | seconds | packets/s | peak RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, mb, n, secs, kib in rows:
-        print(f"| {name} | {mb:.0f} | {n:,} | {secs:.1f} | {n / secs:,.0f} | {kib / 1024:.0f} |")
+    table(rows)
     if tshark:
         base = rows[0][2] / rows[0][3]
         for name, mb, n, secs, kib in rows[1:]:

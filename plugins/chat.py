@@ -26,6 +26,7 @@ import datetime as _dt
 from dataclasses import dataclass, field
 
 from analyzer.msnp import C2S
+from analyzer.msnp.facts import arrival, handle_of
 from analyzer.plugins import TERMINAL_ROWS, Plugin, section
 
 from msnp_analyzer_plugins.mime import classify, parse_mime
@@ -72,10 +73,6 @@ def _first_message(sb: Switchboard):
     return (sb.first_message is None, sb.first_message or 0, sb.stream)
 
 
-def _handle(token: bytes) -> str:
-    return token.split(b";", 1)[0].decode("utf-8", "replace")
-
-
 def format_ts(ts: float | None) -> str:
     if ts is None:
         return "-"
@@ -120,11 +117,10 @@ class ChatPlugin(Plugin):
             self.ns_handles.add(conn.handle)
         if code == "MSG":
             self._msg(conn, cmd)
-        elif code in ("IRO", "JOI") and cmd.direction != C2S:
-            params = cmd.raw_params
-            idx = 2 if code == "IRO" else 0
-            if len(params) > idx:
-                self._add_other(self._board(conn), _handle(params[idx]))
+        elif code in ("IRO", "JOI"):
+            found = arrival(cmd)
+            if found is not None:
+                self._add_other(self._board(conn), found.endpoint.handle)
 
     def _add_other(self, sb: Switchboard, handle: str) -> None:
         if handle not in sb.others:
@@ -144,7 +140,7 @@ class ChatPlugin(Plugin):
             if kind == "typing":
                 typing = msg.header("TypingUser")
                 if typing and sb.typing_user is None:
-                    sb.typing_user = typing.split(";", 1)[0]
+                    sb.typing_user = handle_of(typing.encode())
                 return
             sb.client_messages += 1
             self._count(sb, cmd.ts)
@@ -152,7 +148,7 @@ class ChatPlugin(Plugin):
                 sb.lines.append(ChatLine(cmd.ts, C2S, None, msg.text()))
         else:
             params = cmd.raw_params
-            sender = _handle(params[0]) if params else None
+            sender = handle_of(params[0]) if params else None
             nick = cmd.decoded_params()[1] if len(params) > 1 else None
             if sender and sender.lower() != "hotmail":
                 self._add_other(sb, sender)

@@ -16,15 +16,16 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
 
 from analyzer.msnp import (C2S, S2C, DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, Anomaly, Command,
                     CommandReader, ProtocolState, Transaction, TransactionTracker)
+from analyzer.msnp.facts import Referral, login, referral
 
 SB_SERVER_CODES = frozenset({"IRO", "JOI", "BYE", "ACK", "NAK"})
 SB_CLIENT_CODES = frozenset({"ANS", "CAL", "MSG"})  # only switchboards take client MSG
 NS_CODES = frozenset({"CHG", "ILN", "NLN", "FLN", "SYN", "ADL", "UUX", "UBX", "RNG", "CHL",
                       "QRY", "LST", "LSG", "ADC", "BPR", "PRP", "GCF", "NOT", "SBS", "UUN", "UBN"})
-AUTH_METHODS = frozenset({b"MD5", b"TWN", b"SSO"})
 
 
 @dataclass
@@ -66,6 +67,8 @@ class Connection:
         # A switchboard negotiates no version: linking gives it that of the NS that sent it there.
         self.inherited_version: str | None = None
         self.legs: list[dict] | None = None  # the live proxy's two TCP legs (see Analysis.legs)
+        # Told of each XFR/RNG the server sends (the pcap detector learns server addresses so).
+        self.on_referral: Callable[[Referral], None] | None = None
 
     # -- facts ----------------------------------------------------------------
 
@@ -201,50 +204,60 @@ class Connection:
     def _learn(self, cmd: Command) -> None:
         """Role, handle and version hints from one command."""
         code = cmd.cmd
-        params = cmd.raw_params
         state = self.state
         if cmd.direction == C2S:
-            if code == "USR" and params:
-                if params[0] in AUTH_METHODS:
-                    if len(params) >= 3 and params[1] == b"I":
-                        self.handle = params[2].decode("utf-8", "replace")
-                    if params[0] == b"SSO":
+            if code == "USR" or code == "ANS":
+                found = login(cmd)
+                if found is None:
+                    if code == "ANS":
+                        self.role = "SB"
+                    return
+                if found.server == "NS":
+                    if found.stage == "I" and found.endpoint is not None:
+                        self.handle = found.endpoint.text
+                    if found.method == "SSO":
                         state.min_version = max(state.min_version, 15)
-                    elif params[0] == b"TWN":
+                    elif found.method == "TWN":
                         state.min_version = max(state.min_version, 8)
                     if self.role is None:
                         self.role = "NS"  # may turn out to be a DS (XFR NS answers the USR)
-                elif len(params) >= 2:
+                else:
                     self.role = "SB"
-                    self.handle = params[0].split(b";")[0].decode("utf-8", "replace")
-            elif code == "ANS" and params:
-                self.role = "SB"
-                self.handle = params[0].split(b";")[0].decode("utf-8", "replace")
+                    self.handle = found.endpoint.handle
             elif code in SB_CLIENT_CODES:
                 self.role = "SB"
             elif code in NS_CODES and self.role is None:
                 self.role = "NS"
         else:
-            if code == "XFR" and params[:1] == [b"NS"] and not self.logged_in:
-                self.role = "DS"
-            elif code == "USR" and params[:1] == [b"OK"]:
-                self.logged_in = True
-                if self.role == "DS":
+            if code == "XFR" or code == "RNG":
+                found = referral(cmd)
+                if found is not None:
+                    if found.kind == "NS" and not self.logged_in:
+                        self.role = "DS"
+                    if self.on_referral is not None:
+                        self.on_referral(found)
+                if code == "RNG" and self.role != "SB":
                     self.role = "NS"
-                if self.handle is None and len(params) >= 2:
-                    self.handle = params[1].split(b";")[0].decode("utf-8", "replace")
+            elif code == "USR":
+                found = login(cmd)
+                if found is not None and found.stage == "OK":
+                    self.logged_in = True
+                    if self.role == "DS":
+                        self.role = "NS"
+                    if self.handle is None and found.endpoint is not None:
+                        self.handle = found.endpoint.handle
             elif code in SB_SERVER_CODES:
                 self.role = "SB"
-            elif code == "MSG" and self.role is None and params[:1] not in ([b"Hotmail"],):
+            elif code == "MSG" and self.role is None and cmd.raw_params[:1] not in ([b"Hotmail"],):
                 self.role = "SB"
             elif code in NS_CODES and self.role != "SB":
                 self.role = "NS"
             if code == "UBX":
                 state.min_version = max(state.min_version, 11)
-            elif code == "QNG" and params:
+            elif code == "QNG" and cmd.raw_params:
                 state.min_version = max(state.min_version, 9)
             elif code in ("ADL", "RML") and cmd.payload:
                 state.min_version = max(state.min_version, 13)
 
 
-_HINT_CODES = frozenset({"USR", "XFR", "ANS", "UBX", "QNG", "ADL", "RML"})
+_HINT_CODES = frozenset({"USR", "XFR", "RNG", "ANS", "UBX", "QNG", "ADL", "RML"})

@@ -44,10 +44,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import NamedTuple
+
+import analyzer.msnp.facts as wire
 from analyzer.msnp import C2S, Command
 from analyzer.analysis.redact import Redactor
 
-AUTH_METHODS = (b"MD5", b"TWN", b"SSO")
 _WATCH_S2C = frozenset({"XFR", "RNG", "IRO", "JOI", "BYE", "USR", "MSG"})
 _WATCH_C2S = frozenset({"USR", "ANS", "OUT"})
 CLOCK_SKEW = 1.0  # seconds a switchboard may seem to start before its XFR/RNG (captures merged from two hosts)
@@ -55,15 +57,6 @@ CLOCK_SKEW = 1.0  # seconds a switchboard may seem to start before its XFR/RNG (
 
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "backslashreplace")
-
-
-def _host(addr: str | None) -> str | None:
-    """The host part of 'host:port' or '[v6]:port'."""
-    if not addr:
-        return None
-    if addr.startswith("["):
-        return addr[1:addr.find("]")] if "]" in addr else addr
-    return addr.rsplit(":", 1)[0] if addr.count(":") == 1 else addr
 
 
 @dataclass(slots=True)  # these are kept per stream for the whole run: slots keep them small
@@ -91,6 +84,14 @@ class Participant:
     left_via: str | None = None
 
 
+class SbLogin(NamedTuple):
+    """A switchboard login seen from the client: `USR trid handle cookie` or `ANS trid handle cookie sessid`."""
+    cmd: str                  # "USR" or "ANS"
+    cookie: bytes
+    sessid: str | None
+    ts: float | None
+
+
 @dataclass(slots=True)
 class StreamFacts:
     id: str
@@ -99,7 +100,7 @@ class StreamFacts:
     server: str | None = None
     first_ts: float | None = None
     last_ts: float | None = None
-    sb_login: tuple[str, bytes, str | None, float | None] | None = None  # (USR|ANS, cookie, sessid, ts)
+    sb_login: SbLogin | None = None
     first_c2s_seen: bool = False
     participants: list[Participant] = field(default_factory=list)
     saw_out: bool = False
@@ -176,7 +177,7 @@ class Linker:
             facts = self.facts[conn.id] = StreamFacts(conn.id, self._order)
         if facts.sb_login is not None and getattr(conn, "version_label", "") is None:
             # Before the writers see the stream: a switchboard speaks its NS's version.
-            ns = self._ns_of_cookie.get(facts.sb_login[1])
+            ns = self._ns_of_cookie.get(facts.sb_login.cookie)
             label = getattr(self.conns.get(ns), "version_label", None) if ns is not None else None
             if label is not None:
                 conn.inherited_version = label
@@ -195,17 +196,12 @@ class Linker:
     # -- observation ----------------------------------------------------------
 
     def _client_line(self, facts: StreamFacts, cmd: Command, first: bool) -> None:
-        params = cmd.raw_params
         code = cmd.cmd
-        if code == "USR" and len(params) >= 2 and params[0] not in AUTH_METHODS:
-            if facts.sb_login is None:
-                facts.sb_login = ("USR", params[1], None, cmd.ts)
-                self._join(facts, params[0], None, cmd.ts, "self")
-        elif code == "ANS" and len(params) >= 2:
-            if facts.sb_login is None:
-                sessid = _text(params[2]) if len(params) >= 3 else None
-                facts.sb_login = ("ANS", params[1], sessid, cmd.ts)
-                self._join(facts, params[0], None, cmd.ts, "self")
+        if code == "USR" or code == "ANS":
+            found = wire.login(cmd)
+            if found is not None and found.server == "SB" and facts.sb_login is None:
+                facts.sb_login = SbLogin(found.cmd, found.cookie, found.sessid, cmd.ts)
+                self._join(facts, found.endpoint.text, None, cmd.ts, "self")
         elif code == "OUT":
             facts.saw_out = True
             me = facts.participants[0] if facts.participants and facts.participants[0].via == "self" else None
@@ -216,25 +212,22 @@ class Linker:
         code = cmd.cmd
         params = cmd.raw_params
         self._order += 1
-        if code == "XFR" and len(params) >= 2:
-            if params[0] == b"NS":
-                self.referrals.append(Referral("xfr_ns", facts.id, cmd.ts, self._order,
-                                               _text(params[1]), cmd.trid))
-            elif params[0] == b"SB" and len(params) >= 4 and params[2] == b"CKI":
-                self.referrals.append(Referral("xfr_sb", facts.id, cmd.ts, self._order,
-                                               _text(params[1]), cmd.trid, cookie=params[3]))
-                self._ns_of_cookie[params[3]] = facts.id
-        elif code == "RNG" and len(params) >= 4 and params[2] == b"CKI":
-            self.referrals.append(Referral("rng", facts.id, cmd.ts, self._order, _text(params[1]),
-                                           cookie=params[3], sessid=_text(params[0]),
-                                           inviter=_text(params[4]) if len(params) >= 5 else None))
-            self._ns_of_cookie[params[3]] = facts.id
-        elif code == "IRO" and len(params) >= 3:
-            # IRO trid n total handle nick
-            nick = params[3] if len(params) >= 4 else None
-            self._join(facts, params[2], nick, cmd.ts, "IRO")
-        elif code == "JOI" and params:
-            self._join(facts, params[0], params[1] if len(params) >= 2 else None, cmd.ts, "JOI")
+        if code == "XFR" or code == "RNG":
+            found = wire.referral(cmd)
+            if found is None:
+                pass
+            elif found.kind == "NS":
+                self.referrals.append(Referral("xfr_ns", facts.id, cmd.ts, self._order, found.target, cmd.trid))
+            elif found.cookie is not None:
+                kind, trid = ("xfr_sb", cmd.trid) if code == "XFR" else ("rng", None)
+                self.referrals.append(Referral(kind, facts.id, cmd.ts, self._order, found.target, trid,
+                                               cookie=found.cookie, sessid=found.sessid,
+                                               inviter=found.inviter.text if found.inviter else None))
+                self._ns_of_cookie[found.cookie] = facts.id
+        elif code == "IRO" or code == "JOI":
+            found = wire.arrival(cmd)
+            if found is not None:
+                self._join(facts, found.endpoint.text, found.nick, cmd.ts, code)
         elif code == "BYE" and params:
             handle = _text(params[0])
             for p in reversed(facts.participants):
@@ -249,13 +242,14 @@ class Linker:
             sender = _text(params[0])
             if all(p.handle != sender for p in facts.participants):
                 facts.participants.append(Participant(sender, _decode_nick(params[1]), None, "MSG"))
-        elif code == "USR" and params[:1] == [b"OK"] and len(params) >= 3 and facts.participants:
+        elif code == "USR" and facts.participants:
+            found = wire.login(cmd)
             me = facts.participants[0]
-            if me.via == "self" and me.nick is None:
-                me.nick = _decode_nick(params[2])
+            if found is not None and found.nick is not None and me.via == "self" and me.nick is None:
+                me.nick = _decode_nick(found.nick)
 
-    def _join(self, facts: StreamFacts, handle: bytes, nick: bytes | None, ts, via: str) -> None:
-        text = _text(handle)
+    def _join(self, facts: StreamFacts, handle: bytes | str, nick: bytes | None, ts, via: str) -> None:
+        text = handle if type(handle) is str else _text(handle)
         for p in facts.participants:
             if p.handle == text and p.left is None:
                 if nick is not None and p.nick is None:
@@ -303,7 +297,7 @@ class Linker:
         for sid in sids:
             login = self.facts[sid].sb_login
             if login is not None:
-                by_cookie.setdefault(login[1], []).append(sid)
+                by_cookie.setdefault(login.cookie, []).append(sid)
         claimed: set[str] = set()
         sb_refs = [r for r in self.referrals if r.kind in ("xfr_sb", "rng")]
         chosen: dict[int, str] = {}
@@ -332,8 +326,8 @@ class Linker:
             rec = {"kind": "link", "type": "ns_sb", "from": ref.stream, "to": sb, "by": ref.kind,
                    "ts": ref.ts, "trid": ref.trid, "target": ref.target,
                    "cookie": self._mask(ref.cookie), "sessid": ref.sessid,
-                   "evidence": f"{'XFR SB' if ref.kind == 'xfr_sb' else 'RNG'} cookie = {login[0]} cookie"
-                               + (" and session id" if ref.kind == "rng" and login[2] is not None else "")}
+                   "evidence": f"{'XFR SB' if ref.kind == 'xfr_sb' else 'RNG'} cookie = {login.cmd} cookie"
+                               + (" and session id" if ref.kind == "rng" and login.sessid is not None else "")}
             server = getattr(self.conns.get(sb), "server", None)
             rec["target_matches_server"] = None if server is None else server == ref.target
             if ref.inviter:
@@ -346,9 +340,9 @@ class Linker:
                           if login is not None else
                           "no USR or ANS seen (the capture starts mid-session or holds one side only)")
                 unlinked.append({"kind": "link", "type": "ns_sb", "from": None, "to": sid,
-                                 "by": login[0].lower() if login else None,
-                                 "cookie": self._mask(login[1]) if login else None,
-                                 "sessid": login[2] if login else None, "reason": reason})
+                                 "by": login.cmd.lower() if login else None,
+                                 "cookie": self._mask(login.cookie) if login else None,
+                                 "sessid": login.sessid if login else None, "reason": reason})
 
         # DS -> NS by target address, client host and time order.
         ns_taken: set[str] = set()
@@ -356,7 +350,7 @@ class Linker:
             if ref.kind != "xfr_ns":
                 continue
             ds = self.conns.get(ref.stream)
-            ds_client = _host(getattr(ds, "client", None))
+            ds_client = wire.host_of(getattr(ds, "client", None))
             best, by = None, None
             for sid in sids:
                 if sid == ref.stream or sid in ns_taken or self._role(sid) == "SB" or sid in parent:
@@ -368,7 +362,7 @@ class Linker:
                 if ref.ts is None and self.facts[sid].order <= self.facts[ref.stream].order:
                     continue
                 server = getattr(conn, "server", None)
-                client = _host(getattr(conn, "client", None))
+                client = wire.host_of(getattr(conn, "client", None))
                 if server is not None and ds is not None and getattr(ds, "server", None) is not None:
                     if server != ref.target or (ds_client and client and client != ds_client):
                         continue
@@ -406,9 +400,9 @@ class Linker:
         out = []
         for s in sids:
             login = self.facts[s].sb_login
-            if s in claimed or s == ref.stream or login[0] != want:
+            if s in claimed or s == ref.stream or login.cmd != want:
                 continue
-            if ref.kind == "rng" and login[2] not in (None, ref.sessid):
+            if ref.kind == "rng" and login.sessid not in (None, ref.sessid):
                 continue
             server = getattr(self.conns.get(s), "server", None)
             if exact and server != ref.target:
@@ -437,7 +431,7 @@ class Linker:
     def _handle(self, sid: str) -> str | None:
         handle = getattr(self.conns.get(sid), "handle", None)
         if handle is None and self.facts[sid].participants and self.facts[sid].participants[0].via == "self":
-            handle = self.facts[sid].participants[0].handle.split(";")[0]
+            handle = wire.parse_endpoint(self.facts[sid].participants[0].handle.encode()).handle
         return handle
 
     def _sessions(self, sids: list[str], parent: dict[str, str]):
@@ -577,7 +571,7 @@ class Linker:
             if start > end + self.window:
                 continue
             login = self.facts[sid].sb_login
-            if login is not None and login[1] in cookies:
+            if login is not None and login.cookie in cookies:
                 return True
             if any(ts is None or start >= ts for ts in xfr_ns):
                 return True

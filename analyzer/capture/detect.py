@@ -14,8 +14,9 @@ Contract:
   content decides (lines only a server sends, such as `MSG handle nick len`,
   `NLN`, `JOI` or numeric errors, versus lines only a client sends); as a
   last resort the lower port is the server's.
-- `Detector.referral(command)` learns the address from a server's `XFR ...
-  host:port` or `RNG ... host:port`.
+- `Detector.referral(referral)` learns the address from a server's `XFR ...
+  host:port` or `RNG ... host:port` (the `facts.Referral` the connection
+  reports through `Connection.on_referral`).
 """
 
 from __future__ import annotations
@@ -24,21 +25,18 @@ import ipaddress
 import re
 import struct
 
-from analyzer.msnp import C2S, S2C
+from analyzer.msnp import C2S
+from analyzer.msnp.direction import side_of_line
+from analyzer.msnp.facts import Referral
 from analyzer.msnp.tables import KNOWN_COMMANDS
 
 MSNP_PORT = 1863
-REFERRALS = frozenset({"XFR", "RNG"})
 HEAD_BYTES = 1024           # the first line must end within this many bytes
 DECIDE_BYTES = 4096         # give up waiting for a line end after this many bytes
 
 _HEAD = re.compile(rb"[A-Z0-9]{3}[ \t\r\n]")
 # Codes that in MSNP are followed by a TrID, but that open other protocols' lines too.
 _AMBIGUOUS = frozenset({b"GET", b"PUT", b"DEL"})
-SERVER_ONLY = frozenset({b"NLN", b"FLN", b"ILN", b"IRO", b"JOI", b"BYE", b"QNG", b"RNG", b"NOT",
-                         b"CHL", b"UBX", b"ACK", b"NAK", b"LST", b"LSG", b"BPR", b"GTC", b"BLP",
-                         b"PRP", b"SBS", b"IPG", b"UBN", b"UBM"})
-CLIENT_ONLY = frozenset({b"PNG", b"CAL", b"ANS", b"QRY", b"CVR", b"PAG", b"UUM", b"UUN"})
 
 
 def first_line(data: bytes):
@@ -70,30 +68,7 @@ def looks_like_msnp(data: bytes) -> bool | None:
 def side_from_content(data: bytes) -> str | None:
     """Who sent a stream that starts with `data`: C2S, S2C, or None when its first line cannot tell."""
     tokens = first_line(data)
-    if not tokens:
-        return None
-    code = tokens[0]
-    if code in SERVER_ONLY or code.isdigit():
-        return S2C
-    if code in CLIENT_ONLY:
-        return C2S
-    if code == b"MSG" and len(tokens) > 1:
-        return C2S if tokens[1].isdigit() else S2C  # client MSG has a TrID, server MSG a handle
-    if code == b"USR" and len(tokens) > 3 and tokens[2] in (b"TWN", b"SSO", b"MD5"):
-        return C2S if tokens[3] == b"I" else S2C
-    return None
-
-
-def _endpoint(token: bytes):
-    """`(packed ip or None, port)` from `host:port`, or None."""
-    host, sep, port = token.rpartition(b":")
-    if not sep or not port.isdigit() or not host:
-        return None
-    try:
-        packed = ipaddress.ip_address(host.strip(b"[]").decode("ascii")).packed
-    except (ValueError, UnicodeDecodeError):
-        packed = None  # a host name: only its port can be matched
-    return packed, int(port)
+    return side_of_line(tokens) if tokens else None
 
 
 class Detector:
@@ -102,16 +77,16 @@ class Detector:
         self.endpoints: set[tuple[bytes, int]] = set()  # (packed ip, port) named by XFR/RNG
         self.referral_ports: set[int] = set()
 
-    def referral(self, command) -> None:
+    def referral(self, referral: Referral) -> None:
         """Learn the `host:port` a server's XFR or RNG points the client to."""
-        for token in command.raw_params[:3]:
-            found = _endpoint(token)
-            if found is not None:
-                packed, port = found
-                if packed is not None:
-                    self.endpoints.add((packed, port))
-                self.referral_ports.add(port)
-                return
+        address = referral.address
+        if address is None:
+            return
+        try:
+            self.endpoints.add((ipaddress.ip_address(address.host).packed, address.port))
+        except ValueError:
+            pass  # a host name: only its port can be matched
+        self.referral_ports.add(address.port)
 
     def server_by_address(self, key: bytes) -> int | None:
         """0 or 1: which end of the flow keyed `key` is a known MSNP server (by address or port)."""

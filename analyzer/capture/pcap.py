@@ -84,11 +84,6 @@ def split_key(key: bytes) -> tuple[str, int, str, int]:
     return (str(ipaddress.ip_address(key[:n])), sport, str(ipaddress.ip_address(key[n:2 * n])), dport)
 
 
-def format_endpoint(ip: str, port: int) -> str:
-    """`ip:port`, with IPv6 addresses in brackets as in URLs."""
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
 def reverse_key(key: bytes) -> bytes:
     n = (len(key) - 4) // 2
     return key[n:2 * n] + key[:n] + key[2 * n + 2:] + key[2 * n:2 * n + 2]

@@ -35,7 +35,8 @@ Contract:
 
 from __future__ import annotations
 
-from analyzer.msnp import C2S, S2C, Anomaly, Command
+from analyzer.msnp import C2S, S2C, Anomaly
+from analyzer.msnp.facts import format_address
 from analyzer.capture import detect
 
 MASK = 0xFFFFFFFF
@@ -577,12 +578,7 @@ class TcpTracker:
             flow.early_bytes += len(data)
             self.detector.decide(self, flow, final=False)
             return
-        direction = flow.dirs[index]
-        events = self.analysis.feed(conn, direction, data, ts)
-        if direction is S2C and events:
-            for event in events:
-                if type(event) is Command and event.cmd in detect.REFERRALS:
-                    self.detector.referral(event)
+        self.analysis.feed(conn, flow.dirs[index], data, ts)
 
     def _anomaly(self, flow: Flow, half: HalfStream, name: str, detail: str, offset, ts) -> None:
         if flow.conn is not None:
@@ -594,12 +590,13 @@ class TcpTracker:
 
     def accept(self, flow: Flow, client_index: int) -> None:
         """The flow is MSNP and half `client_index` is the client: open its connection."""
-        from analyzer.capture.pcap import format_endpoint, split_key
+        from analyzer.capture.pcap import split_key
         sip, sport, dip, dport = split_key(flow.keys[0])
-        a, b = format_endpoint(sip, sport), format_endpoint(dip, dport)
+        a, b = format_address(sip, sport), format_address(dip, dport)
         client, server = (a, b) if client_index == 0 else (b, a)
         flow.dirs = (C2S, S2C) if client_index == 0 else (S2C, C2S)
         flow.conn = self.analysis.open(client, server)
+        flow.conn.on_referral = self.detector.referral  # servers named by XFR/RNG are MSNP servers
         self.stats["msnp_flows"] += 1
         early, flow.early = flow.early, None
         for item in early:

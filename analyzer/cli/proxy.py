@@ -19,7 +19,7 @@ import time
 from analyzer.analysis.run import Analysis
 from analyzer.cli.options import _count, _seconds, _size, add_analysis_options, exit_status, limits_from, report_console
 from analyzer.errors import EXIT_OK, EXIT_UNUSABLE, UsageError
-from analyzer.msnp.rewrite import join_address, split_address
+from analyzer.msnp.facts import format_address, parse_address
 
 REFRESH = 0.25
 
@@ -93,10 +93,10 @@ def _common(p, listen_default: str) -> None:
 
 def _address(text: str, what: str, default_port: int = 1863) -> tuple[str, int]:
     if text.endswith(":0"):  # an ephemeral port (for listening)
-        address = split_address(text[:-2])
+        address = parse_address(text[:-2])
         address = address and (address[0], 0)
     else:
-        address = split_address(text) if ":" in text else (text, default_port)
+        address = parse_address(text) if ":" in text else (text, default_port)
     if address is None or not address[0]:
         raise UsageError(f"{what} {text!r}: expected HOST[:PORT]")
     return address
@@ -196,7 +196,7 @@ async def _start(proxy) -> None:
     try:
         await proxy.start()
     except OSError as exc:
-        raise UsageError(f"cannot listen on {join_address(*proxy.listen)}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot listen on {format_address(*proxy.listen)}: {exc.strerror or exc}") from None
 
 
 def cmd_proxy(args) -> int:
@@ -207,7 +207,7 @@ def cmd_proxy(args) -> int:
     except LoopUnavailable as exc:
         raise UsageError(f"--loop uvloop: {exc}") from None
     in_process = _analysis_process(args)
-    session = _Session(args, f"msnp-analyzer proxy -> {join_address(*upstream)}", plugins=not in_process)
+    session = _Session(args, f"msnp-analyzer proxy -> {format_address(*upstream)}", plugins=not in_process)
     listen = session.listen_address()
     remote = None
     if in_process:
@@ -231,8 +231,8 @@ def cmd_proxy(args) -> int:
                 loop.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError):
                 pass
-        where = join_address(*proxy.address)
-        text = f"listening on {where}, relaying to {join_address(*upstream)} ({loop_name} loop); Ctrl-C to stop"
+        where = format_address(*proxy.address)
+        text = f"listening on {where}, relaying to {format_address(*upstream)} ({loop_name} loop); Ctrl-C to stop"
         if remote is not None:
             remote.print(text, "bold")
         else:
@@ -344,7 +344,7 @@ def _say_dissect_options(session: _Session, proxy, remote) -> None:
 
 
 def _status(proxy) -> str:
-    return (f"listening on {join_address(*proxy.address)} | open connections {len(proxy.relays)} | "
+    return (f"listening on {format_address(*proxy.address)} | open connections {len(proxy.relays)} | "
             f"listeners {len(proxy.listeners)} | addresses rewritten {proxy.rewrites}")
 
 
@@ -360,8 +360,8 @@ def cmd_demo(args) -> int:
         service = await ScriptedService(host="127.0.0.1").start()
         proxy = _make_proxy(session, service.address("DS"), listen)
         await _start(proxy)
-        session.console.print(f"scripted service on {join_address(*service.address('DS'))} (DS), "
-                              f"proxy on {join_address(*proxy.address)}", style="bold", highlight=False, soft_wrap=True)
+        session.console.print(f"scripted service on {format_address(*service.address('DS'))} (DS), "
+                              f"proxy on {format_address(*proxy.address)}", style="bold", highlight=False, soft_wrap=True)
 
         async def refresher() -> None:
             while True:

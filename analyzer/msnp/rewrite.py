@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from analyzer.msnp.events import replace_token
+from analyzer.msnp.facts import format_address, referral_fields
 from analyzer.msnp.reader import DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, parse_version
 from analyzer.msnp.tables import ERROR_PAYLOAD_VERSION, S2C_PAYLOAD
 
@@ -39,7 +40,6 @@ _LINE, _PAYLOAD, _OVERLONG = range(3)
 _HELD = (b"XFR", b"RNG")
 _SPACE = b" \t\n\r\x0b\x0c"  # what bytes.split() takes for white space
 _FRAMED = _SPACE + b"0123456789"  # a line starting with one of these may be an error code with a payload
-DEFAULT_PORT = 1863
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,40 +57,11 @@ class Rewrite:
     reason: str | None = None
 
 
-def split_address(text: str) -> tuple[str, int] | None:
-    """`host:port` (or `[v6]:port`, or a bare host meaning port 1863) -> (host, port)."""
-    if not text:
-        return None
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep:
-            return None
-        if not rest:
-            return host, DEFAULT_PORT
-        if not rest.startswith(":") or not rest[1:].isdigit():
-            return None
-        port = int(rest[1:])
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            host, port_text = text, str(DEFAULT_PORT)
-        if not host or not port_text.isdigit() or ":" in host:
-            return None
-        port = int(port_text)
-    if not 0 < port < 65536:
-        return None
-    return host, port
-
-
 def _may_be_held(head: bytes, unfinished: bool) -> bool:
     """Could a line starting with `head` (up to 3 bytes) be an XFR or RNG line?"""
     if head in _HELD:
         return True
     return unfinished and len(head) < 3 and any(h.startswith(head) for h in _HELD)
-
-
-def join_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class AddressRewriter:
@@ -266,19 +237,12 @@ class AddressRewriter:
         code = tokens[0]
         if code not in _HELD:
             return line  # e.g. "XFRX ...": not an XFR line after all
-        if code == b"XFR":
-            # XFR trid NS|SB host:port ...
-            if len(tokens) < 4 or tokens[2] not in (b"NS", b"SB"):
-                return line
-            kind, index = tokens[2].decode(), 3
-        else:
-            # RNG sessid host:port CKI cookie ...
-            if len(tokens) < 3:
-                return line
-            kind, index = "SB", 2
-        cmd = code.decode()
-        original = tokens[index].decode("utf-8", "backslashreplace")
-        address = split_address(original)
+        first = 2 if code == b"XFR" else 1  # XFR trid NS|SB host:port ...; RNG sessid host:port ... (no TrID)
+        found = referral_fields(code.decode(), tokens[first:])
+        if found is None:
+            return line
+        cmd, kind, original, address = found.cmd, found.kind, found.target, found.address
+        index = first + found.index
         if address is None:
             rewrites.append(Rewrite(cmd, kind, original, None, offset, "not a host:port"))
             return line
@@ -290,7 +254,7 @@ class AddressRewriter:
         if target is None:
             rewrites.append(Rewrite(cmd, kind, original, None, offset, "no route"))
             return line
-        new = join_address(*target)
+        new = format_address(*target)
         rewrites.append(Rewrite(cmd, kind, original, new, offset))
         replaced = replace_token(line, index, new.encode())
         return line if replaced is None else replaced

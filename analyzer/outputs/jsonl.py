@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import IO
 
+import orjson
+
 from analyzer.msnp import Anomaly, Command, Skipped, Transaction
 from analyzer.analysis.connection import Connection
 from analyzer.analysis.redact import Redactor
@@ -21,40 +23,48 @@ _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 # What that encoder uses for a string (the C version): quotes and escapes it.
 _quote = json.encoder.encode_basestring
 
+# orjson writes what `_encode` writes for str, int, bool, None, list, tuple and dict with
+# str keys. It differs on floats outside [1e-4, 1e16) (1e-05 vs 0.00001, 1e+16 vs 1e16) and
+# on NaN and infinities (null vs NaN): `_plain` checks every float first. Anything else
+# (subclasses, dataclasses, non-str keys, ints past 64 bits, lone surrogates) makes orjson
+# raise, and `encode` then uses `_encode`. tests/outputs/test_jsonl.py holds the two to it.
+_OPTIONS = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+_dumps = orjson.dumps
 
-def _number(value) -> str | None:
-    """A JSON number or null as `_encode` writes it; None for anything else (then `_encode` is used)."""
-    if value is None:
-        return "null"
+
+def _plain(value) -> bool:
+    """True when every float inside `value` is one orjson writes as `_encode` does."""
     kind = type(value)
     if kind is float:
-        return float.__repr__(value) if value - value == 0.0 else None  # NaN and infinities: _encode
-    if kind is int:
-        return int.__repr__(value)
-    return None
+        return value == 0.0 or 1e-4 <= abs(value) < 1e16   # NaN compares False: not plain
+    if kind is dict:
+        for item in value.values():
+            if type(item) not in _SCALARS and not _plain(item):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:
+            if type(item) not in _SCALARS and not _plain(item):
+                return False
+    return True
 
 
-def command_line(stream, event: Command, params: list[str], payload: str | None) -> str | None:
-    """The JSON of a command record, byte for byte what `_encode(record)` gives, built
-    directly (one per command: the bulk of an export); None when a field is of a type
-    this does not know, and the caller falls back to `_encode`."""
-    ts = _number(event.ts)
-    trid = _number(event.trid)
-    length = _number(event.payload_len)
-    if ts is None or trid is None or length is None or type(event.offset) is not int:
-        return None
-    if stream is None:
-        stream_json = "null"
-    elif type(stream) is str:
-        stream_json = _quote(stream)
-    else:
-        return None
-    line = (f'{{"kind":"command","stream":{stream_json},"dir":{_quote(event.direction)},"ts":{ts},'
-            f'"offset":{int.__repr__(event.offset)},"cmd":{_quote(event.cmd)},"trid":{trid},'
-            f'"params":[{",".join(map(_quote, params))}],"payload_len":{length}')
-    if payload is not None:
-        return f'{line},"payload":{_quote(payload)}}}'
-    return line + "}"
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _plain_number(value) -> bool:
+    """`_plain` for a field that is a number or None (times, latencies)."""
+    return type(value) is not float or value == 0.0 or 1e-4 <= abs(value) < 1e16
+
+
+def encode(rec) -> str:
+    """`_encode(rec)`, byte for byte, through orjson when it can."""
+    if _plain(rec):
+        try:
+            return _dumps(rec, option=_OPTIONS).decode()
+        except TypeError:
+            pass
+    return _encode(rec)
 
 
 def _text(raw: bytes | None) -> str | None:
@@ -100,28 +110,35 @@ class JsonLinesWriter:
         return None
 
     def event(self, conn: Connection | None, event) -> None:
-        if type(event) is Command:
-            # The fast path of record() + _write() for the commonest record.
-            params = self.redactor.params(event)
-            payload = None
-            if self.payloads and event.payload is not None:
-                payload = _text(self.redactor.payload(event))
-            line = command_line(conn.id if conn is not None else None, event, params, payload)
-            if line is not None:
-                self.out.write(line + "\n")
-                if self.flush_each:
-                    self.out.flush()
-                return
         rec = self.record(conn, event)
-        if rec is not None:
+        if rec is None:
+            return
+        kind = type(event)
+        # The codec's records: only their times and latencies can be floats, so only those
+        # are checked (`encode` walks the whole record).
+        if kind is Command or kind is Anomaly or kind is Skipped:
+            plain = _plain_number(event.ts)
+        elif kind is Transaction:
+            plain = _plain_number(event.request.ts) and _plain_number(event.latency_ms) \
+                and all(_plain_number(r.ts) for r in event.replies)
+        else:
             self._write(rec)
+            return
+        if plain:
+            try:
+                self.out.write(_dumps(rec, option=_OPTIONS).decode() + "\n")
+            except TypeError:
+                self.out.write(_encode(rec) + "\n")
+        else:
+            self.out.write(_encode(rec) + "\n")
+        if self.flush_each:
+            self.out.flush()
 
     def stream(self, conn: Connection) -> None:
         self._write(stream_record(conn))
 
     def _write(self, rec: dict) -> None:
-        self.out.write(_encode(rec))
-        self.out.write("\n")
+        self.out.write(encode(rec) + "\n")
         if self.flush_each:
             self.out.flush()
 

@@ -11,6 +11,7 @@ from analyzer.analysis.run import Analysis
 from analyzer.capture.detect import Detector, looks_like_msnp, side_from_content
 from analyzer.capture.tcp import ACK, SYN, TcpTracker
 from analyzer.msnp import C2S, S2C
+from analyzer.msnp.facts import referral
 from resegment import Collector
 
 
@@ -107,7 +108,7 @@ def test_rng_names_an_endpoint():
     d = Detector()
     from analyzer.msnp import CommandReader
     [cmd] = CommandReader(S2C).feed(b"RNG 11752013 127.0.0.4:1864 CKI 849102291.520491113 bob@example.com Bob\r\n")
-    d.referral(cmd)
+    d.referral(referral(cmd))
     assert (bytes([127, 0, 0, 4]), 1864) in d.endpoints
     k = key(("127.0.0.1", 1864), ("127.0.0.4", 1864))
     assert d.server_by_address(k) == 1

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import resegment as R
-from analyzer.capture.pcap import CaptureError, CaptureFile, decode_ip, format_endpoint, split_key
+from analyzer.capture.pcap import CaptureError, CaptureFile, decode_ip, split_key
+from analyzer.msnp.facts import format_address
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "captures-real"
 NDPI = REAL / "ndpi_msnms.pcap"
@@ -79,7 +80,7 @@ def test_ipv6_extension_headers_are_walked():
     assert payload == b"PNG\r\n" and seq == 7
     sip, sport, dip, dport = split_key(key)
     assert (sip, sport, dip, dport) == ("::1", 5000, "::2", 1863)
-    assert format_endpoint(sip, sport) == "[::1]:5000"
+    assert format_address(sip, sport) == "[::1]:5000"
 
 
 @needs_real

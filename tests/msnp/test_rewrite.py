@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analyzer.msnp import encode_command
-from analyzer.msnp.rewrite import AddressRewriter, Rewrite, join_address, split_address
+from analyzer.msnp.rewrite import AddressRewriter, Rewrite
 
 ROUTES = {("NS", "10.0.0.5", 1863): ("127.0.0.1", 40001),
           ("SB", "10.0.0.9", 1864): ("127.0.0.1", 40002),
@@ -144,15 +144,6 @@ def test_prefix_that_is_not_xfr_is_released_in_order():
     got = [rw.feed(b"R")[0], rw.feed(b"N")[0], rw.feed(b"X 1\r\nOK\r\n")[0]]
     assert b"".join(got) == b"RNX 1\r\nOK\r\n"
     assert got[0] == b"" and got[1] == b""
-
-
-def test_address_helpers():
-    assert split_address("1.2.3.4:1863") == ("1.2.3.4", 1863)
-    assert split_address("[::1]:1864") == ("::1", 1864)
-    assert split_address("host") == ("host", 1863)
-    assert split_address("host:99999") is None
-    assert split_address("a:b:c") is None
-    assert join_address("::1", 5) == "[::1]:5"
 
 
 @settings(max_examples=200, deadline=None)

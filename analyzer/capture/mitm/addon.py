@@ -258,8 +258,8 @@ class MsnpAddon:
             with socket.socket(socket.AF_INET6 if ":" in listen_host else socket.AF_INET) as s:
                 s.bind((listen_host, 0))
                 listen_port = s.getsockname()[1]
-            from analyzer.msnp.rewrite import join_address
-            self._new_modes.append(f"reverse:tcp://{join_address(host, port)}@{join_address(listen_host, listen_port)}")
+            from analyzer.msnp.facts import format_address
+            self._new_modes.append(f"reverse:tcp://{format_address(host, port)}@{format_address(listen_host, listen_port)}")
             found = self.listeners[target] = (listen_host, listen_port)
         advertise = ctx.options.msnp_advertise_host or found[0]
         return advertise, found[1]

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from analyzer.msnp import C2S, Anomaly, Command
+from analyzer.msnp.facts import login
 from analyzer.analysis.redact import Redactor
 from analyzer.capture.mitm.gateway import HttpExchange, emit, header
 
@@ -139,9 +140,9 @@ def usr_ticket(cmd: Command) -> tuple[str, str] | None:
     """(method, ticket) of a client's `USR trid TWN|SSO S ticket ...`, else None."""
     if cmd.cmd != "USR" or cmd.direction != C2S:
         return None
-    params = cmd.raw_params
-    if len(params) >= 3 and params[0] in (b"TWN", b"SSO") and params[1] == b"S":
-        return params[0].decode(), params[2].decode("utf-8", "replace")
+    found = login(cmd)
+    if found is not None and found.method in ("TWN", "SSO") and found.stage == "S" and found.value is not None:
+        return found.method, found.value.decode("utf-8", "replace")
     return None
 
 

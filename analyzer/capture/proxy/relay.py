@@ -56,7 +56,8 @@ _now = time.time
 
 from analyzer.analysis.run import Analysis
 from analyzer.msnp import C2S, S2C, Anomaly
-from analyzer.msnp.rewrite import AddressRewriter, join_address
+from analyzer.msnp.facts import format_address as join_address
+from analyzer.msnp.rewrite import AddressRewriter
 from analyzer.capture.pcapng_writer import PcapngWriter, TcpRecorder
 
 WRITE_HIGH_WATER = 256 * 1024  # per side: above this, the other side stops being read
