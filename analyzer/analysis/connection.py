@@ -82,6 +82,8 @@ class Connection:
             return f"MSNP{self.state.effective}"
         if self.state.min_version:
             return f"MSNP{self.state.min_version}+"
+        if self.state.max_version:
+            return f"MSNP2-{self.state.max_version}"  # the dialect its lines showed (VER not seen)
         return self.inherited_version
 
     # -- feeding --------------------------------------------------------------

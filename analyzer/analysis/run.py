@@ -25,12 +25,16 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+CAPTURE_NOTES = 20  # capture-level anomalies kept with their detail (file, offset) for the report
+
+
 class Analysis:
     def __init__(self, sinks: list | None = None, limits: Limits | None = None) -> None:
         self.sinks: list = list(sinks or [])
         self.limits = limits or Limits()
         self.connections: dict[str, Connection] = {}
         self.capture_anomalies: Counter[str] = Counter()  # not tied to one connection
+        self.capture_notes: list = []  # the first few of those, with their detail, for the report
         self._next_id = 0
         # Bounded memory for long captures: with keep_closed set, only that many closed
         # connections stay in `connections`; older ones are folded into `folded` (their
@@ -100,6 +104,8 @@ class Analysis:
             conn.anomalies[anomaly.name] += 1
         else:
             self.capture_anomalies[anomaly.name] += 1
+            if len(self.capture_notes) < CAPTURE_NOTES:
+                self.capture_notes.append(anomaly)
         for sink in self.sinks:
             sink.event(conn, anomaly)
 

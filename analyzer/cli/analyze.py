@@ -45,7 +45,8 @@ def register(sub) -> None:
                      help=f"out-of-order bytes held per direction before a hole is given up as a "
                           f"tcp.gap (default {DEFAULT_BUFFER})")
     tcp.add_argument("--reorder-timeout", type=_seconds, default=DEFAULT_REORDER_TIMEOUT, metavar="SECONDS",
-                     help=f"capture time a hole may wait for its bytes (default {DEFAULT_REORDER_TIMEOUT:g})")
+                     help="capture time a hole may wait for its bytes (default: no limit; a hole waits "
+                          "until --tcp-buffer is full, the connection ends or the peer ACKs past it)")
     tcp.add_argument("--idle-timeout", type=_seconds, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                      help=f"close a connection silent this long (default {DEFAULT_IDLE_TIMEOUT:g})")
     tcp.add_argument("--max-flows", type=_count, default=DEFAULT_MAX_FLOWS, metavar="N",

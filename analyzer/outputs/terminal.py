@@ -147,6 +147,10 @@ def render_report(analysis: Analysis, console: Console, extra: list | None = Non
     else:
         console.print("[yellow]no MSNP connections found[/yellow]")
     console.print(totals_table(analysis))
+    for anomaly in getattr(analysis, "capture_notes", ()):
+        # capture.truncated, capture.damaged, ...: which file, where, and what was still read
+        style = SEVERITY_STYLE[anomaly.severity]
+        console.print(Text(f"! {anomaly.name}: {anomaly.detail}", style=style), highlight=False, soft_wrap=True)
     for section in extra or []:
         console.print(section)
 
