@@ -32,9 +32,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 HEAD = 65536            # bytes looked at to tell what a file is
 MAX_UNZIPPED = 4 << 30  # a gzip'd transcript, stream or flow file is unpacked to disk up to this
 KINDS = ("capture", "flows", "transcript", "stream")
-# A raw MSNP byte stream starts with a command: three capital letters (or an error
-# number) and a space or a line end.
-_MSNP_FIRST_LINE = re.compile(rb"^(?:[A-Z]{3}|\d{3})(?: [\x21-\x7e]|\r?\n)")
+# A raw MSNP byte stream starts with a command the protocol knows (or an error number),
+# then a space or a line end: a text file that merely starts with a capital word is not one.
+_MSNP_FIRST_LINE = re.compile(rb"^([A-Z]{3}|\d{3})(?: [\x21-\x7e]|\r?\n)")
 
 
 def is_pcap(path: str) -> bool:
@@ -166,8 +166,11 @@ def _kind(path: str, head: bytes, streams: bool) -> str | None:
     from analyzer.msnp.transcript import looks_like_transcript
     if looks_like_transcript(head[:4096]):
         return "transcript"
-    if streams and _MSNP_FIRST_LINE.match(head):
-        return "stream"
+    if streams:
+        from analyzer.msnp.tables import KNOWN_COMMANDS
+        m = _MSNP_FIRST_LINE.match(head)
+        if m and (m.group(1) in KNOWN_COMMANDS or m.group(1).isdigit()):
+            return "stream"
     if head[:1].isdigit():
         from analyzer.capture.mitm.flows import is_flow_file
         if is_flow_file(path):

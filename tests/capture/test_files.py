@@ -143,3 +143,12 @@ def test_a_one_sided_stream_says_so_once_and_expects_no_replies(tmp_path, capsys
     assert main(["decode", str(server), "--dir", "s2c", "--json", str(out), "--fail-on", "warning"]) == 0
     assert [r["name"] for r in map(json.loads, out.read_text().splitlines()) if r["kind"] == "anomaly"] \
         == ["capture.one_sided"]
+
+
+def test_a_text_file_starting_with_a_capital_word_is_no_msnp_stream(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"THE capture is in the other folder\n")
+    assert main(["decode", str(notes)]) == 2
+    assert "a text file starting 'THE capture is in the other folder'" in capsys.readouterr().err
+    notes.write_bytes(b"QRY 18 msmsgs@msnmsgr.com 32\r\n")  # a command it knows: a stream
+    assert main(["decode", str(notes), "--fail-on", "never"]) == 0

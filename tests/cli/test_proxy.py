@@ -158,3 +158,17 @@ def test_verbose_shows_what_the_client_was_given_and_the_recording_says_how_to_d
                             "-T", "fields", "-e", "tcp.stream"], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert len(set(shown.stdout.split())) == 4
+
+
+def test_demo_stream_records_say_both_legs_through_the_analysis_process(tmp_path):
+    jpath = tmp_path / "demo.jsonl"
+    out = cli("demo", "--quiet", "--msnp", "8", "--json", str(jpath))
+    assert out.returncode == 0, out.stderr
+    streams = [r for r in map(json.loads, jpath.read_text().splitlines()) if r["kind"] == "stream"]
+    assert len(streams) == 4
+    for r in streams:
+        near, far = r["legs"]
+        assert (near["leg"], far["leg"]) == ("client", "upstream")
+        assert near["client"] == r["client"] and far["server"] == r["server"]
+        assert near["server"] != far["server"] and near["client"] != far["client"]
+    assert {r["version"] for r in streams} == {"MSNP8"}  # the switchboards too, from their NS
