@@ -96,6 +96,7 @@ class TransactionTracker:
         self._syn_block: Transaction | None = None           # MSNP8+ SYN list being counted
         self._wake = _NEVER  # no request or lingering block can expire before this time
         self._inside: list[tuple[Transaction, Anomaly]] = []  # async lines after a lingering reply
+        self._partial: list[Transaction] = []  # requests whose partial replies began (ANS after an IRO)
         self.one_sided: str | None = None  # the only direction in the input: expect no replies (C2S)
                                            # nor requests (S2C) that it cannot hold
 
@@ -232,14 +233,12 @@ class TransactionTracker:
     def _note_inside(self, part_of: Transaction | None, cmd: Command) -> None:
         """`cmd` (a line of `part_of`, or asynchronous) arrived while blocks were open: it is
         inside each of them if a later line of that block follows (`_block_goes_on`)."""
-        if not (self._lingering or self._syn_block is not None or self._order):
+        if not (self._lingering or self._syn_block is not None or self._partial):
             return
         blocks = [t for t in self._lingering.values() if t.cmd in BLOCKS]
         if self._syn_block is not None and self._syn_block not in blocks:
             blocks.append(self._syn_block)
-        for t in self._order.values():  # ANS whose IRO lines have begun
-            if t.replies and t.cmd in BLOCKS:
-                blocks.append(t)
+        blocks += self._partial  # ANS whose IRO lines have begun
         if not blocks:
             return
         if len(self._inside) > 64:  # bounded: a block that goes quiet cannot grow this
@@ -258,7 +257,7 @@ class TransactionTracker:
                 if owner is txn:
                     out.append(anomaly)
                 elif (owner is self._syn_block or self._lingering.get(owner.trid) is owner
-                      or (owner.seq in self._order and owner.replies)):
+                      or owner in self._partial):
                     keep.append((owner, anomaly))
             self._inside = keep
 
@@ -292,6 +291,8 @@ class TransactionTracker:
             txn.overtaken_by = None
         code = cmd.cmd
         if code in PARTIAL_REPLIES.get(txn.cmd, ()):
+            if len(txn.replies) == 1 and len(self._partial) < 64:  # bounded, as _inside
+                self._partial.append(txn)
             return  # still waiting (IRO before ANS OK); latency already taken
         self._forget(txn)
         if self._lingering:
@@ -348,6 +349,8 @@ class TransactionTracker:
 
     def _forget(self, txn: Transaction) -> None:
         self._order.pop(txn.seq, None)
+        if self._partial and txn in self._partial:
+            self._partial.remove(txn)
         trid = txn.request.trid
         waiting = self._by_trid.get(trid)
         if waiting is not None:
