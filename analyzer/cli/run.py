@@ -37,7 +37,7 @@ def output_sinks(args, console, redactor=None, flush: bool = False):
 
 def run_inputs(args) -> list[str]:
     """The files a run reads (none for the proxy)."""
-    return [*(getattr(args, "captures", None) or []),
+    return [*(getattr(args, "captures", None) or []), *(getattr(args, "files", None) or []),
             *(p for p in (getattr(args, "file", None), getattr(args, "capture", None)) if isinstance(p, str))]
 
 
