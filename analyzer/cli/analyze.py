@@ -15,9 +15,8 @@ import os
 import sys
 import time
 
-from analyzer.cli.options import _count, _port, _seconds, _size, _version, add_analysis_options, exit_status, limits_from, report_console
-from analyzer.cli.run import output_sinks
-from analyzer.errors import UsageError
+from analyzer.cli.options import _count, _port, _seconds, _size, _version, add_analysis_options, report_console
+from analyzer.cli.run import Run, RunOptions
 
 PROGRESS_AFTER = 0.5   # seconds: quicker files get no progress bar
 KEEP_CLOSED = 1000     # closed connections kept one by one for the report; the rest go into the totals
@@ -94,6 +93,13 @@ class _Progress:
 
 
 def cmd_analyze(args) -> int:
+    run, per_file = analyze(args)
+    return run.report(extra=[capture_table(per_file)] if per_file else [])
+
+
+def analyze(args) -> tuple[Run, list]:
+    """Read every input of `args` into a new run; returns the run (analysis finished, files
+    closed) and each capture with its reassembly statistics."""
     from analyzer.capture.files import open_inputs
     # Every input named before any is read: pcap/pcapng, mitmproxy flow files (TCP flows,
     # gateway and login HTTP flows), transcripts, MSNP byte streams, '-' (see capture/files.py).
@@ -101,17 +107,13 @@ def cmd_analyze(args) -> int:
         return _analyze(args, inputs)
 
 
-def _analyze(args, inputs) -> int:
-    from analyzer.analysis.run import Analysis
-    from analyzer.outputs.terminal import render_report
+def _analyze(args, inputs) -> tuple[Run, list]:
     from analyzer.capture.detect import MSNP_PORT, Detector
     from analyzer.capture.files import feed_inputs
-    console = report_console(args)
-    sinks, files = output_sinks(args, console)
-    analysis = Analysis(sinks, limits_from(args))
+    run = Run(RunOptions.from_args(args, html=args.html, sources=args.captures), report_console(args))
+    analysis = run.analysis
     analysis.keep_closed = KEEP_CLOSED  # memory flat however long the capture: older ones are summed up
-    from analyzer.plugins import load_plugins
-    plugins = load_plugins(args, analysis, html_report=bool(getattr(args, "html", None)))
+    run.load_plugins(html_report=bool(args.html))
     detector = Detector(frozenset({MSNP_PORT, *args.port}))
     progress = _Progress(sum(os.path.getsize(i.path) for i in inputs if i.kind == "capture"))
     per_file = []
@@ -123,11 +125,8 @@ def _analyze(args, inputs) -> int:
         analysis.finish()
     finally:
         progress.stop()
-        for f in files:
-            f.close()
-    render_report(analysis, console,
-                  extra=[*plugins.terminal_sections(), *([capture_table(per_file)] if per_file else [])])
-    return exit_status(analysis, args.fail_on)
+        run.close()
+    return run, per_file
 
 
 def capture_table(per_file):
@@ -143,4 +142,4 @@ def capture_table(per_file):
     return table
 
 
-__all__ = ["register", "cmd_analyze"]
+__all__ = ["register", "cmd_analyze", "analyze"]

@@ -37,44 +37,24 @@ def register(sub) -> None:
 
 
 def cmd_export(args) -> int:
+    from analyzer.cli.options import report_console
+    from analyzer.cli.run import Run, RunOptions
     from analyzer.errors import UsageError
-    from analyzer.capture.files import open_inputs
+    from analyzer.capture.files import feed_inputs, open_inputs
     out_path = Path(args.output)
     if out_path.is_dir():
         raise UsageError(f"{args.output}: is a directory")
     if not out_path.parent.exists():
         raise UsageError(f"{args.output}: directory {out_path.parent} does not exist")
-    inputs = open_inputs(args.captures)  # every input named before any is read
-    try:
-        return _export(args, inputs, out_path)
-    finally:
-        inputs.close()
+    with open_inputs(args.captures) as inputs:  # every input named before any is read
+        return _export(args, inputs, out_path, Run, RunOptions, report_console, feed_inputs)
 
 
-def _export(args, inputs, out_path) -> int:
-    from analyzer.analysis.run import Analysis
-    from analyzer.cli.options import exit_status, limits_from, report_console
-    from analyzer.cli.run import output_sinks
+def _export(args, inputs, out_path, Run, RunOptions, report_console, feed_inputs) -> int:
     from analyzer.errors import UsageError
-    from analyzer.capture.files import feed_inputs
-    from analyzer.outputs.html import HtmlTimeline
-    from analyzer.analysis.linking import Linker
-    from analyzer.analysis.redact import Redactor
-    from analyzer.outputs.terminal import render_report
-    console = report_console(args)
-    sinks, files = output_sinks(args, console)
-    redactor = next((s.redactor for s in sinks if hasattr(s, "redactor")), None) \
-        or Redactor(enabled=not args.no_redact)
-    # `--json` already brought a Linker (cli.link_and_html_sinks); the timeline shares it.
-    linker = next((s for s in sinks if isinstance(s, Linker)), None)
-    if linker is None:
-        linker = Linker(redactor)
-        sinks.insert(0, linker)
-    timeline = HtmlTimeline(str(out_path), linker, redactor, sources=[Path(p).name for p in args.captures])
-    all_sinks = sinks + [timeline]
-    analysis = Analysis(all_sinks, limits_from(args))
-    from analyzer.plugins import load_plugins
-    plugins = load_plugins(args, analysis)
+    run = Run(RunOptions.from_args(args, html=str(out_path), sources=args.captures), report_console(args))
+    analysis = run.analysis
+    run.load_plugins()
     try:
         feed_inputs(analysis, inputs, version=args.msnp)
         try:
@@ -82,9 +62,8 @@ def _export(args, inputs, out_path) -> int:
         except OSError as exc:
             raise UsageError(f"{args.output}: {exc.strerror or exc}") from None
     finally:
-        for f in files:
-            f.close()
-    render_report(analysis, console, extra=plugins.terminal_sections())
+        run.close()
+    status = run.report()
     from analyzer.text import visible
     print(f"timeline written to {visible(str(out_path))}", file=sys.stderr)
-    return exit_status(analysis, args.fail_on)
+    return status

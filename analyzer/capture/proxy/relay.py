@@ -498,13 +498,7 @@ class Proxy:
 
     def emit(self, conn, record: dict) -> None:
         """A record of the proxy's own (a `rewrite`) for the sinks, wherever the analysis runs."""
-        analysis = self.analysis
-        event = getattr(analysis, "event", None)  # RemoteAnalysis (proxy_worker.py)
-        if event is not None:
-            event(conn, record)
-        else:
-            for sink in analysis.sinks:
-                sink.event(conn, record)
+        self.analysis.record(conn, record)  # an Analysis, or the proxy worker's RemoteAnalysis
 
     def notice(self, text: str) -> None:
         self.notices.append(text)
