@@ -243,12 +243,6 @@ class Relay:
 
     # -- the forwarding path --------------------------------------------------
 
-    def received(self, direction: str, data: bytes) -> None:
-        if direction == C2S:
-            self.c2s(data)
-        else:
-            self.s2c(data)
-
     def c2s(self, data: bytes) -> None:
         """A chunk from the client: forward it first, then record and analyse it."""
         server = self.server
