@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from analyzer.errors import UsageError, read_input
+from analyzer.errors import UsageError, open_input, read_input
 
 PCAP_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d",
                b"\x0a\x0d\x0d\x0a", b"\x1f\x8b")
@@ -32,6 +32,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 HEAD = 65536            # bytes looked at to tell what a file is
 MAX_UNZIPPED = 4 << 30  # a gzip'd transcript, stream or flow file is unpacked to disk up to this
 KINDS = ("capture", "flows", "transcript", "stream")
+RAW_CHUNK = 64 * 1024   # bytes of a raw stream fed to the codec at a time
 # A raw MSNP byte stream starts with a command the protocol knows (or an error number),
 # then a space or a line end: a text file that merely starts with a capital word is not one.
 _MSNP_FIRST_LINE = re.compile(rb"^([A-Z]{3}|\d{3})(?: [\x21-\x7e]|\r?\n)")
@@ -249,13 +250,13 @@ def analyze_file(capture, analysis, detector, *, buffer, reorder_timeout, idle_t
 
 def feed_transcript(analysis, path: str, data: bytes, prefix: str = "", version: int | None = None) -> dict:
     """A transcript's chunks, one Connection per `@label` (default "1"), ids prefixed by `prefix`."""
-    from analyzer.msnp.transcript import TranscriptError, parse
+    from analyzer.msnp.transcript import TranscriptError, check, iter_chunks
     try:
-        chunks = parse(data)
+        check(data)  # a bad line is exit 2 before anything is written; then fed one chunk at a time
     except TranscriptError as exc:
         raise UsageError(f"{path}: {exc}") from None
     conns: dict = {}
-    for chunk in chunks:
+    for chunk in iter_chunks(data):
         key = chunk.conn or "1"
         conn = conns.get(key)
         if conn is None:
@@ -294,19 +295,31 @@ def feed_input(analysis, inp: Input, *, prefix: str = "", version: int | None = 
         except FlowFileError as exc:
             raise UsageError(str(exc).replace(inp.path, inp.name)) from None
         return None
-    data = read_input(inp.path)
     if inp.kind == "transcript":
+        data = read_input(inp.path)  # a transcript is checked whole before anything is fed
         conns = feed_transcript(analysis, inp.name, data, prefix, version)
         for conn in conns.values():
             analysis.close(conn, conn.last_ts)  # each at its own last line: a transcript has no TCP close
         return None
     from analyzer.msnp import C2S
     from analyzer.msnp.direction import guess_direction
-    way = direction or guess_direction(data)
-    conn = analysis.open(conn_id=prefix + "1", version=version,
-                         client=inp.name if way == C2S else None, server=inp.name if way != C2S else None)
-    analysis.one_sided(conn, way)
-    analysis.feed(conn, way, data, None)
+    source = open_input(inp.path)
+    try:
+        try:
+            data = source.read(RAW_CHUNK)
+        except OSError as exc:
+            raise UsageError(f"{inp.name}: {exc.strerror}") from None
+        way = direction or guess_direction(data)
+        conn = analysis.open(conn_id=prefix + "1", version=version,
+                             client=inp.name if way == C2S else None, server=inp.name if way != C2S else None)
+        analysis.one_sided(conn, way)
+        # Read and fed RAW_CHUNK at a time, as a socket would deliver it: the events of one
+        # read are written and dropped before the next, and the file is never held whole.
+        while data:
+            analysis.feed(conn, way, data, None)
+            data = source.read(RAW_CHUNK)
+    finally:
+        source.close()
     analysis.close(conn)
     return None
 

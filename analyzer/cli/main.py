@@ -80,6 +80,8 @@ def cmd_anomalies(args) -> int:
     return EXIT_OK
 
 
+
+
 def cmd_decode(args) -> int:
     from analyzer.capture.files import feed_inputs, open_inputs
     with open_inputs(args.files) as inputs:
