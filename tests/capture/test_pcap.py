@@ -154,3 +154,7 @@ def test_not_a_capture(tmp_path, content, message):
 def test_missing_file():
     with pytest.raises(CaptureError, match="no such file"):
         CaptureFile("/nonexistent/capture.pcap")
+
+
+# Every test here runs on both readers: the pure-Python reference and the compiled core.
+pytestmark = pytest.mark.usefixtures("implementation")

@@ -292,6 +292,10 @@ def test_empty_feed_and_bad_direction():
         CommandReader("sideways")
 
 
+# Every test here runs on both implementations: the pure-Python reference and the compiled core.
+pytestmark = pytest.mark.usefixtures("implementation")
+
+
 def test_a_mid_session_msnp2_to_7_capture_shows_its_dialect():
     # VER was cut away: the first LST line shows the MSNP2-7 shape, so the LSG line after it
     # (ambiguous alone) keeps its TrID too, and the connection says which dialect it speaks.
