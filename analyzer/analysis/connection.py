@@ -22,7 +22,7 @@ from typing import Callable
 from analyzer.msnp import (C2S, S2C, DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, Anomaly, Command,
                     Transaction, TransactionTracker)
 from analyzer.msnp.msnftp import FtpReader
-from analyzer.msnp.facts import Referral, login, referral
+from analyzer.msnp.facts import Referral, login, referral, sender
 from analyzer.msnp.reader import connection_readers
 
 LATENCY_SAMPLE = 10_000  # latencies kept per connection for its percentiles
@@ -294,8 +294,10 @@ class Connection:
                         self.handle = found.endpoint.handle
             elif code in SB_SERVER_CODES:
                 self.role = "SB"
-            elif code == "MSG" and self.role is None and cmd.raw_params[:1] not in ([b"Hotmail"],):
-                self.role = "SB"
+            elif code == "MSG" and self.role is None:
+                found = sender(cmd)
+                if found is None or not found.service:  # the service's own notices come on an NS
+                    self.role = "SB"
             elif code in NS_CODES and self.role != "SB":
                 self.role = "NS"
             if code == "UBX":
