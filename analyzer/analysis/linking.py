@@ -143,6 +143,7 @@ class Linker:
         self._ended = 0                # ended streams held
         self._next_try = settle_after or 0
         self._now: float | None = None  # the latest capture time seen
+        self._ns_of_cookie: dict[bytes, str] = {}  # XFR SB / RNG cookie -> the stream that sent it
 
     # -- sink interface -------------------------------------------------------
 
@@ -177,6 +178,12 @@ class Linker:
         if facts is None:
             self._order += 1
             facts = self.facts[conn.id] = StreamFacts(conn.id, self._order)
+        if facts.sb_login is not None and getattr(conn, "version_label", "") is None:
+            # Before the writers see the stream: a switchboard speaks its NS's version.
+            ns = self._ns_of_cookie.get(facts.sb_login.cookie)
+            label = getattr(self.conns.get(ns), "version_label", None) if ns is not None else None
+            if label is not None:
+                conn.inherited_version = label
         if not isinstance(self.conns.get(conn.id), Ended):
             self._ended += 1
         ended = self.conns[conn.id] = Ended(conn)  # the stream is over (see Analysis.close)
@@ -219,6 +226,7 @@ class Linker:
                 self.referrals.append(Referral(kind, facts.id, cmd.ts, self._order, found.target, trid,
                                                cookie=found.cookie, sessid=found.sessid,
                                                inviter=found.inviter.text if found.inviter else None))
+                self._ns_of_cookie[found.cookie] = facts.id
         elif code == "IRO" or code == "JOI":
             found = wire.arrival(cmd)
             if found is not None:
@@ -543,6 +551,7 @@ class Linker:
             del self.facts[sid]
             del self.conns[sid]
         self.referrals = [r for r in self.referrals if r.stream not in gone]
+        self._ns_of_cookie = {c: sid for c, sid in self._ns_of_cookie.items() if sid not in gone}
         self._ended -= len(gone)
         self._next_try = self._backoff()
         if self.on_settled is not None:
