@@ -14,6 +14,7 @@ Fail-open: if the analysis itself raises (a bug), the connection reports
 from __future__ import annotations
 
 import random
+import sys
 from array import array
 from collections import Counter
 from dataclasses import dataclass
@@ -35,6 +36,20 @@ NS_CODES = frozenset({"CHG", "ILN", "NLN", "FLN", "SYN", "ADL", "UUX", "UBX", "R
 MSNP, MSNFTP = "msnp", "msnftp"   # what a connection speaks (Connection.protocol)
 
 
+def _allow_digits(max_line: int) -> None:
+    """Let int() read any all-digit token a line can hold (a TrID, a length, an error code).
+
+    CPython refuses int() of more than 4,300 digits (a guard against its quadratic
+    conversion), so a crafted 5,000-digit TrID raised inside the reader and cost the
+    connection its analysis. A token is at most a line (`--max-line`, 64 KiB by default),
+    so raising the guard to the line cap keeps the cost bounded per line (linear in the
+    input) and every such token is decoded and reported (msnp.trid.out_of_range).
+    """
+    limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+    if limit and limit < max_line + 1:
+        sys.set_int_max_str_digits(max_line + 1)
+
+
 @dataclass
 class Limits:
     """Resource limits for decoding one connection (documented in the README)."""
@@ -53,6 +68,7 @@ class Connection:
         self.client = client
         self.server = server
         self.protocol = protocol
+        _allow_digits(limits.max_line)
         self.state, c2s, s2c = connection_readers(version, max_line=limits.max_line,
                                                   max_payload=limits.max_payload)
         self.readers = {C2S: c2s, S2C: s2c}

@@ -314,3 +314,27 @@ def test_a_mid_session_msnp2_to_7_capture_shows_its_dialect():
     conn = Connection("1")
     conn.feed(S2C, b"LST 8 FL 12 1 1 bob@example.com Bob\r\n", 1.0)
     assert conn.version_label == "MSNP2-7"
+
+
+def test_a_trid_of_5000_digits_is_reported_not_fatal():
+    """CPython refuses int() beyond 4,300 digits; such a TrID must not cost the connection its analysis."""
+    from analyzer.analysis.run import Analysis
+    from analyzer.msnp import Anomaly, Command
+    seen = []
+
+    class Sink:
+        def event(self, conn, event):
+            seen.append(event)
+
+        def stream(self, conn):
+            pass
+
+        def close(self):
+            pass
+    analysis = Analysis([Sink()])
+    conn = analysis.open(conn_id="1")
+    analysis.feed(conn, "c2s", b"VER 1 MSNP8 CVR0\r\nCHG " + b"7" * 5000 + b" NLN 0\r\nPNG\r\n", 1.0)
+    analysis.finish()
+    assert [e.cmd for e in seen if type(e) is Command] == ["VER", "CHG", "PNG"]
+    names = [e.name for e in seen if type(e) is Anomaly]
+    assert "msnp.trid.out_of_range" in names and "analyzer.internal_error" not in names
