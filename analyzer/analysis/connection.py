@@ -22,6 +22,7 @@ from analyzer.msnp import (C2S, S2C, DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, Anom
                     CommandReader, ProtocolState, Transaction, TransactionTracker)
 from analyzer.msnp.facts import Referral, login, referral
 
+_NEVER = float("inf")
 SB_SERVER_CODES = frozenset({"IRO", "JOI", "BYE", "ACK", "NAK"})
 SB_CLIENT_CODES = frozenset({"ANS", "CAL", "MSG"})  # only switchboards take client MSG
 NS_CODES = frozenset({"CHG", "ILN", "NLN", "FLN", "SYN", "ADL", "UUX", "UBX", "RNG", "CHL",
@@ -80,6 +81,12 @@ class Connection:
         if self.state.min_version:
             return f"MSNP{self.state.min_version}+"
         return None
+
+    @property
+    def wake(self) -> float:
+        """When `tick` next has something to time out (inf: nothing waits, or the connection is over)."""
+        tracker = self.tracker
+        return tracker.wake if tracker is not None and not self.failed else _NEVER
 
     # -- feeding --------------------------------------------------------------
 
