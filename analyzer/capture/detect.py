@@ -25,7 +25,8 @@ import ipaddress
 import re
 import struct
 
-from analyzer.msnp import C2S, S2C
+from analyzer.msnp import C2S
+from analyzer.msnp.direction import side_of_line
 from analyzer.msnp.facts import Referral
 from analyzer.msnp.tables import KNOWN_COMMANDS
 
@@ -36,10 +37,6 @@ DECIDE_BYTES = 4096         # give up waiting for a line end after this many byt
 _HEAD = re.compile(rb"[A-Z0-9]{3}[ \t\r\n]")
 # Codes that in MSNP are followed by a TrID, but that open other protocols' lines too.
 _AMBIGUOUS = frozenset({b"GET", b"PUT", b"DEL"})
-SERVER_ONLY = frozenset({b"NLN", b"FLN", b"ILN", b"IRO", b"JOI", b"BYE", b"QNG", b"RNG", b"NOT",
-                         b"CHL", b"UBX", b"ACK", b"NAK", b"LST", b"LSG", b"BPR", b"GTC", b"BLP",
-                         b"PRP", b"SBS", b"IPG", b"UBN", b"UBM"})
-CLIENT_ONLY = frozenset({b"PNG", b"CAL", b"ANS", b"QRY", b"CVR", b"PAG", b"UUM", b"UUN"})
 
 
 def first_line(data: bytes):
@@ -71,18 +68,7 @@ def looks_like_msnp(data: bytes) -> bool | None:
 def side_from_content(data: bytes) -> str | None:
     """Who sent a stream that starts with `data`: C2S, S2C, or None when its first line cannot tell."""
     tokens = first_line(data)
-    if not tokens:
-        return None
-    code = tokens[0]
-    if code in SERVER_ONLY or code.isdigit():
-        return S2C
-    if code in CLIENT_ONLY:
-        return C2S
-    if code == b"MSG" and len(tokens) > 1:
-        return C2S if tokens[1].isdigit() else S2C  # client MSG has a TrID, server MSG a handle
-    if code == b"USR" and len(tokens) > 3 and tokens[2] in (b"TWN", b"SSO", b"MD5"):
-        return C2S if tokens[3] == b"I" else S2C
-    return None
+    return side_of_line(tokens) if tokens else None
 
 
 class Detector:
