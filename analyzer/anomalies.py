@@ -99,7 +99,7 @@ for _name, _sev, _summary in [
     ("passport.login.failed", _W, "a Passport (login2.srf) or RST/SSO (RST.srf) login was refused or its token answer is missing"),
     ("mitm.connection.error", _W, "mitmproxy reported an error on a connection (reset, refused, TLS failure)"),
     ("mitm.rewrite.skipped", _W, "reverse mode: an XFR/RNG address was not rewritten, so the client's next connection escapes observation"),
-    ("mitm.flowfile.corrupt", _E, "a mitmproxy flow file is damaged or cut short; the flows after that point are lost"),
+    ("mitm.flowfile.corrupt", _E, "a mitmproxy flow file is damaged: records that are not flows were skipped, or it is cut short and the flows after the cut are lost"),
     # TCP reassembly and capture files (analyzer/capture/tcp.py, pcap.py)
     ("tcp.gap", _W, "bytes of a TCP stream are missing from the capture (a hole that never filled); decoding resynchronised after it"),
     ("tcp.overlap_mismatch", _W, "two copies of the same TCP sequence range carry different bytes; the first copy was kept"),
@@ -108,6 +108,7 @@ for _name, _sev, _summary in [
     ("capture.damaged", _E, "the capture file holds a record that cannot be a packet; reading stopped there"),
     ("capture.unknown_linktype", _W, "a link type neither the fast decoder nor scapy knows; its packets were skipped"),
     ("capture.fallback_dissection", _I, "a link type the fast decoder does not know; its packets were dissected by scapy (slow)"),
+    ("capture.pcapng.no_timestamp", _I, "pcapng Simple Packet Blocks carry no time: each was given the time of the packet before it (once per file, with the count)"),
     ("capture.bad_record", _W, "pcap records that are empty or longer than the file's snapshot length (reported once per file, with the count); still decoded"),
     ("capture.ip_fragment", _W, "fragments of TCP datagrams (reported once per file, with the count); not reassembled, their bytes are missing"),
     ("capture.flow_limit", _W, "more TCP flows open at once than --max-flows; the least recently active were closed early (once per file, with the count)"),

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import unquote
 
+from analyzer.analysis.redact import MIME_SECRET_HEADERS
 from analyzer.plugins import DecodedView, Plugin, section, section_table
 
-SECRET_HEADERS = frozenset({"MSPAuth", "AuthCookie", "sid", "kv"})
+# The one table of secrets (analyzer.analysis.redact); the redactor compares names case-insensitively.
+SECRET_HEADERS = MIME_SECRET_HEADERS
 
 KINDS = {
     "text/plain": "text",

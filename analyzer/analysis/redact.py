@@ -1,34 +1,127 @@
-"""Redaction of secrets seen on the wire, for every export (JSON Lines, HTML, -v).
+"""Redaction of secrets seen on the wire, for every export (JSON Lines, HTML, -v, the live view).
 
-Secrets: MD5 answers (`USR .. MD5 S`, `QRY` payloads), Passport/SSO tickets
-(`USR .. TWN S t=..`, `USR .. SSO S ..`), `MSPAuth` in profile messages,
-switchboard cookies (`XFR .. SB .. CKI c`, `RNG .. CKI c`, SB `USR`/`ANS`).
-Each is replaced by `<redacted:XXXXXXXX>`, an HMAC of the secret under a key
-chosen per run, so the same cookie still matches across lines (the XFR that
-hands it out and the USR that presents it) without being recoverable.
+One table says what is secret (below: COMMAND_SECRETS, PAYLOAD_SECRETS,
+MIME_SECRET_HEADERS, HTTP_COOKIE_HEADERS, FREE_TEXT_SECRETS); every output asks
+a `Redactor`, which applies it:
+
+- `params(cmd)`: the parameters of a command, the secret ones masked
+  (COMMAND_SECRETS: by command, direction and the words before the secret).
+- `payload(cmd)`: a payload as shown raw (JSON `payload`, the HTML payload
+  pane): a QRY answer whole, MIME header lines by name (MIME_SECRET_HEADERS,
+  anywhere in the payload: a file-transfer invitation carries its AuthCookie
+  in the body), and the free-text secrets.
+- `detail(anomaly)`: an anomaly's detail; the raw bytes some of them quote
+  (`msnp.line.truncated`, `msnp.line.garbage`, `msnp.line.too_long`, ...)
+  are redacted as a command line would be, even when the line is cut short.
+- `field(name, value)`: one named value of a decoded view (a plugin's MIME
+  header, a body): masked whole when the name is secret, else free text.
+- `header(name, value)`: one HTTP header (the mitm layer's `http` and `login`
+  records): cookie values, and the free-text secrets in every other header.
+- `text(raw)`: free text (URLs, HTTP and SOAP bodies): FREE_TEXT_SECRETS.
+
+Names are compared case-insensitively wherever the protocol does (MIME and
+HTTP header names, form fields, SOAP element names) and also for MSNP command
+codes and the words of a rule (`usr 4 md5 s ...` was seen accepted by servers).
+
+Each secret becomes `<redacted:XXXXXXXX>`, the first 8 hex digits of an
+HMAC-SHA256 of the secret's exact bytes under a key chosen per run, so the
+same cookie still matches across lines (the XFR that hands it out and the
+USR that presents it; a Passport ticket in the `login` record and on the NS
+line) without being recoverable. `Redactor(enabled=False)` (`--no-redact`)
+changes nothing.
+
+A `--record` pcapng is the raw wire and is not redacted (README, "Secrets").
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import hmac
 import os
 import re
+from dataclasses import dataclass
 
-from analyzer.msnp import C2S, Command
+from analyzer.msnp import C2S, S2C, Command
 
-AUTH_METHODS = (b"MD5", b"TWN", b"SSO")
-_SECRET_CODES = frozenset({"USR", "ANS", "XFR", "RNG"})  # the commands secret_params looks at
-_MSPAUTH = re.compile(rb"(MSPAuth:\s*)([^\r\n]+)")
-_TICKET = re.compile(rb"(\bt=)([^&\s]+)|(\bp=)([^&\s]+)")
-# Passwords and tokens of HTTPS logins: `pwd=` in a Passport1.4 Authorization
-# header, and the SOAP elements of an RST request and its answer.
-_PWD = re.compile(rb"(\bpwd=)([^,&\s]+)")
-_SOAP_SECRET = re.compile(
-    rb"(<(?:\w+:)?(?:Password|BinarySecret|BinarySecurityToken|CipherValue)\b[^>]*>)([^<]+)(<)")
-# In Passport1.4 header fields the values end at a comma or a closing quote.
-_HEADER_TICKET = re.compile(rb"(\b[tp]=)([^&\s,']+)")
+# -- the table ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ParamRule:
+    """Parameters of one command that are secret.
+
+    Parameters are counted after the TrID. `words` are conditions
+    (index, allowed words in upper case, negate): all must hold. The secret is
+    parameter `first` (and every one after it when `to_end`). On a line cut
+    short (an anomaly quoting it) whatever is there from `first` on is masked.
+    """
+
+    cmd: str
+    direction: str
+    words: tuple[tuple[int, frozenset[bytes], bool], ...]
+    first: int
+    to_end: bool
+    what: str
+
+
+AUTH_METHODS = frozenset({b"MD5", b"TWN", b"SSO", b"SHA"})
+
+COMMAND_SECRETS: tuple[ParamRule, ...] = (
+    ParamRule("USR", C2S, ((0, AUTH_METHODS, False), (1, frozenset({b"S", b"A"}), False)), 2, True,
+              "MD5 answer (MD5 S), Passport ticket (TWN S), SSO ticket and response (SSO S), "
+              "MSNP18 SHA ticket (SHA A)"),
+    ParamRule("USR", C2S, ((0, AUTH_METHODS | frozenset({b"OK"}), True),), 1, False,
+              "switchboard login: the cookie after the handle"),
+    ParamRule("ANS", C2S, (), 1, False, "switchboard answer: the cookie after the handle"),
+    ParamRule("XFR", S2C, ((0, frozenset({b"SB"}), False), (2, frozenset({b"CKI"}), False)), 3, False,
+              "switchboard cookie handed out"),
+    ParamRule("RNG", S2C, ((2, frozenset({b"CKI"}), False),), 3, False, "switchboard cookie of an invitation"),
+)
+
+# Payloads masked whole: (command, direction).
+PAYLOAD_SECRETS = frozenset({("QRY", C2S)})  # the MD5 answer to a CHL challenge
+
+# MIME header lines (MSG payloads: profile, file-transfer invitation), by name, value to the line end.
+MIME_SECRET_HEADERS = frozenset({"mspauth", "mspprof", "authcookie", "sid", "kv"})
+
+# HTTP headers whose every cookie value is secret.
+HTTP_COOKIE_HEADERS = frozenset({"cookie", "set-cookie"})
+
+# Free text (URLs, HTTP headers and bodies, payloads, anomaly details): what marks a secret.
+FREE_TEXT_SECRETS = (
+    "Passport ticket fields t= and p= (to the next &, quote, white space or <)",
+    "from-PP='...' in Authentication-Info (the whole quoted ticket)",
+    "pwd=, passwd=, password= (to the next Passport1.4 field, &, or the line end)",
+    "SOAP elements Password, BinarySecret, BinarySecurityToken, CipherValue (their text)",
+    "MIME header lines named in MIME_SECRET_HEADERS",
+)
+
+# -- the rules as code -----------------------------------------------------------
+
+_RULES: dict[str, tuple[ParamRule, ...]] = {}
+for _rule in COMMAND_SECRETS:
+    _RULES[_rule.cmd] = _RULES.get(_rule.cmd, ()) + (_rule,)
+SECRET_COMMANDS = frozenset(_RULES) | frozenset(c for c, _ in PAYLOAD_SECRETS)
+
+_PASSPORT_FIELDS = (r"OrgVerb|OrgURL|sign-in|pwd|lc|id|tw|fs|ru|ct|kpp|kv|ver|tpf|da-status|from-PP|tname|"
+                    r"srealm|cbtxt|prompt|rver|rn")
+_MIME_NAMES = "|".join(sorted(MIME_SECRET_HEADERS))
+# One pattern for all the free-text secrets: group `v` (or `q`) is the secret.
+_FREE = re.compile(
+    rb"(?P<pre>(?<![\w-])from-PP\s*=\s*)(?P<quote>['\"])(?P<q>.*?)(?P=quote)"
+    rb"|(?P<pre2>(?<![\w-])(?:pwd|passwd|password)=)(?P<pw>.*?)(?=,\s*(?:" + _PASSPORT_FIELDS.encode()
+    + rb")=|[&\r\n]|$)"
+    rb"|(?P<pre3>(?<![\w-])[tp]=)(?P<tp>[^&'\"\s<]+)"
+    rb"|(?P<pre4><(?:[\w.-]+:)?(?:Password|BinarySecret|BinarySecurityToken|CipherValue)\b[^>]*>)"
+    rb"(?P<soap>[^<]+)"
+    rb"|(?P<pre5>^[ \t]*(?:" + _MIME_NAMES.encode() + rb")[ \t]*:[ \t]*)(?P<mime>[^\r\n]+)",
+    re.IGNORECASE | re.MULTILINE | re.DOTALL)
+# Quick test before running _FREE: does the text hold anything the pattern could match?
+_HINT = re.compile(rb"[=:>]")
 _COOKIE_VALUE = re.compile(rb"(^|;\s*)([^=;\s]+=)([^;]*)")
+_BYTES_LITERAL = re.compile(r"""b'(?:[^'\\]|\\.)*'|b"(?:[^"\\]|\\.)*\"""")
+_TRID = re.compile(rb"^\d+$")
 
 
 class Redactor:
@@ -40,30 +133,24 @@ class Redactor:
         digest = hmac.new(self.key, secret, hashlib.sha256).hexdigest()[:8]
         return f"<redacted:{digest}>"
 
+    # -- MSNP command lines ---------------------------------------------------------
+
     def secret_params(self, cmd: Command) -> set[int]:
         """Indexes (into cmd.params) that hold secrets."""
         if not self.enabled:
             return set()
+        rules = _RULES.get(cmd.cmd) or _RULES.get(cmd.cmd.upper())
+        if rules is None:
+            return set()
         params = cmd.raw_params
-        code = cmd.cmd
-        n = len(params)
-        if cmd.direction == C2S:
-            if code == "USR" and n >= 3 and params[0] in AUTH_METHODS and params[1] == b"S":
-                return set(range(2, n))
-            if code == "USR" and n >= 2 and params[0] not in AUTH_METHODS:
-                return {1}  # SB login: handle cookie
-            if code == "ANS" and n >= 2:
-                return {1}
-        else:
-            if code == "XFR" and n >= 4 and params[0] == b"SB" and params[2] == b"CKI":
-                return {3}
-            if code == "RNG" and n >= 4 and params[2] == b"CKI":
-                return {3}
-        return set()
+        if cmd.trid is None and params and _TRID.match(params[0]) and cmd.cmd.upper() != "RNG":
+            # A code the reader does not know (`usr`) keeps its TrID among the parameters.
+            return {i + 1 for i in _secret_indexes(rules, cmd.direction, params[1:], partial=False)}
+        return _secret_indexes(rules, cmd.direction, params, partial=False)
 
     def params(self, cmd: Command, decoded: bool = False) -> list[str]:
         shown = cmd.decoded_params() if decoded else cmd.params
-        if cmd.cmd in _SECRET_CODES:  # (secret_params finds nothing in any other command)
+        if cmd.cmd in SECRET_COMMANDS or (not cmd.cmd.isupper() and cmd.cmd.upper() in SECRET_COMMANDS):
             for i in self.secret_params(cmd):
                 shown[i] = self.mask(cmd.raw_params[i])
         return shown
@@ -72,29 +159,119 @@ class Redactor:
         payload = cmd.payload
         if payload is None or not self.enabled:
             return payload
-        if cmd.cmd == "QRY" and cmd.direction == C2S:
+        if (cmd.cmd.upper(), cmd.direction) in PAYLOAD_SECRETS:
             return self.mask(payload).encode()
-        if payload.find(b"MSPAuth") >= 0:  # not `in`: see CommandReader._parse
-            payload = _MSPAUTH.sub(lambda m: m.group(1) + self.mask(m.group(2)).encode(), payload)
-        return payload
+        return self.text(payload)
 
-    def text(self, raw: bytes) -> bytes:
-        """Tickets and passwords inside free text (HTTP headers and bodies of Passport and RST logins)."""
+    def line(self, raw: bytes, direction: str | None) -> bytes:
+        """A (possibly cut) line as quoted raw: the secret parameters of the command in it masked.
+
+        The command is looked for at every token (garbage may come before it); the
+        rest goes through the free-text rules.
+        """
         if not self.enabled:
             return raw
-        raw = _SOAP_SECRET.sub(lambda m: m.group(1) + self.mask(m.group(2)).encode() + m.group(3), raw)
-        raw = _PWD.sub(lambda m: m.group(1) + self.mask(m.group(2)).encode(), raw)
-        return _TICKET.sub(lambda m: (m.group(1) or m.group(3)) + self.mask(m.group(2) or m.group(4)).encode(), raw)
+        tokens = list(re.finditer(rb"[^ \t\r\n]+", raw))
+        out, last = [], 0
+        for i, tok in enumerate(tokens):
+            code = tok.group().upper().decode("latin-1")
+            rules = _RULES.get(code)
+            if rules is None:
+                continue
+            rest = tokens[i + 1:]
+            if rest and _TRID.match(rest[0].group()) and code != "RNG":
+                rest = rest[1:]
+            directions = (direction,) if direction in (C2S, S2C) else (C2S, S2C)
+            hit: set[int] = set()
+            for d in directions:
+                hit |= _secret_indexes(rules, d, [t.group() for t in rest], partial=True)
+            for j in sorted(hit):
+                t = rest[j]
+                out.append(raw[last:t.start()])
+                out.append(self.mask(t.group()).encode())
+                last = t.end()
+        out.append(raw[last:])
+        return self.text(b"".join(out))
+
+    def detail(self, anomaly) -> str:
+        """An anomaly's detail with the secrets in it (the raw bytes it quotes too) masked."""
+        detail = anomaly.detail
+        if not self.enabled or not detail:
+            return detail
+        if "b'" in detail or 'b"' in detail:
+            def sub(m: re.Match) -> str:
+                try:
+                    raw = ast.literal_eval(m.group())
+                except (ValueError, SyntaxError):
+                    return m.group()
+                return repr(self.line(raw, anomaly.direction))
+            detail = _BYTES_LITERAL.sub(sub, detail)
+        return self.text_str(detail)
+
+    # -- free text, decoded views, HTTP ----------------------------------------------
+
+    def text(self, raw: bytes) -> bytes:
+        """Tickets, passwords and secret header lines inside free text."""
+        if not self.enabled or not _HINT.search(raw):
+            return raw
+        return _FREE.sub(self._free, raw)
+
+    def text_str(self, text: str) -> str:
+        """`text` for a str (any code point, lone surrogates included)."""
+        if not self.enabled:
+            return text
+        raw = text.encode("utf-8", "surrogatepass")
+        out = self.text(raw)
+        return text if out is raw else out.decode("utf-8", "surrogatepass")
+
+    def _free(self, m: re.Match) -> bytes:
+        for pre, value in (("pre", "q"), ("pre2", "pw"), ("pre3", "tp"), ("pre4", "soap"), ("pre5", "mime")):
+            secret = m.group(value)
+            if secret is not None:
+                if not secret:
+                    return m.group()
+                out = m.group(pre) + self.mask(secret).encode()
+                if value == "q":
+                    out = m.group(pre) + m.group("quote") + self.mask(secret).encode() + m.group("quote")
+                return out
+        return m.group()
+
+    def field(self, name: str, value: str) -> str:
+        """One named value of a decoded view: masked whole when its name is secret."""
+        if not self.enabled:
+            return value
+        if name.strip().lower() in MIME_SECRET_HEADERS:
+            return self.mask(value.encode("utf-8", "surrogatepass"))
+        return self.text_str(value)
 
     def header(self, name: str, value: str) -> str:
         """One HTTP header's value with its secrets masked (passwords, tickets, cookie values)."""
         if not self.enabled:
             return value
-        raw = value.encode("utf-8", "surrogateescape")
-        lname = name.lower()
-        if lname in ("cookie", "set-cookie"):
+        raw = value.encode("utf-8", "surrogatepass")
+        if name.lower() in HTTP_COOKIE_HEADERS:
             raw = _COOKIE_VALUE.sub(lambda m: m.group(1) + m.group(2) + self.mask(m.group(3)).encode(), raw)
         else:
-            raw = _PWD.sub(lambda m: m.group(1) + self.mask(m.group(2)).encode(), raw)
-            raw = _HEADER_TICKET.sub(lambda m: m.group(1) + self.mask(m.group(2)).encode(), raw)
-        return raw.decode("utf-8", "surrogateescape")
+            raw = self.text(raw)
+        return raw.decode("utf-8", "surrogatepass")
+
+
+def _secret_indexes(rules, direction: str, params: list[bytes], partial: bool) -> set[int]:
+    n = len(params)
+    for rule in rules:
+        if rule.direction != direction:
+            continue
+        ok = True
+        for index, words, negate in rule.words:
+            if index >= n:
+                ok = False
+                break
+            if (params[index].upper() in words) == negate:
+                ok = False
+                break
+        if not ok or (rule.first >= n):
+            continue
+        if rule.to_end:
+            return set(range(rule.first, n))
+        return {rule.first}
+    return set()

@@ -387,20 +387,12 @@ class CaptureFile:
     # -- pcapng -------------------------------------------------------------------
 
     def _pcapng_segments(self):
-        reader = self.reader
-        f = reader.f
-        packets = tcp = 0
-        while True:
-            try:
-                got = reader._read_packet()
-            except EOFError:
-                break
-            except Exception as exc:  # noqa: BLE001 - scapy raises assorted errors on damage
-                self._trap.messages.append(f"{type(exc).__name__}: {exc}")
-                break
-            data, meta = got
-            packets += 1
-            linktype = meta.linktype
+        # Our own block reader (analyzer.capture.pcapng) over the file scapy opened:
+        # every standard block type, Simple Packet Blocks included, and damage named.
+        from analyzer.capture.pcapng import PcapngBlocks
+        blocks = PcapngBlocks(self.reader.f)
+        tcp = 0
+        for linktype, ts, data, _number, _at in blocks.packets_from():
             if linktype in KNOWN_LINKTYPES:
                 o = link_offset(linktype, data)
                 if o < 0:
@@ -415,17 +407,26 @@ class CaptureFile:
                 continue
             tcp += 1
             if tcp & 0xFFF == 0:
-                self.position = self._tell(f)
-                self.packets, self.tcp_segments = packets, tcp
-            ts = ((meta.tshigh << 32) | meta.tslow) / (meta.tsresol or 1000000)
+                self.position = blocks.position
+                self.packets, self.tcp_segments = blocks.packets, tcp
             yield (ts, *seg)
-        self.packets, self.tcp_segments = packets, tcp
-        where = self._tell(f)
-        self.position = where if where is not None else self.size
-        if self._trap.messages or (where is not None and not self.gzip and where < self.size):
-            why = self._trap.messages[-1] if self._trap.messages else "unreadable data"
-            self._damage("capture.truncated", where, packets,
-                         f"stopped reading after record {packets}: {why}")
+        self.packets, self.tcp_segments = blocks.packets, tcp
+        self.position = self.size if not blocks.anomalies else blocks.position
+        base = os.path.basename(self.path)
+        if blocks.simple_packets:
+            self.anomalies.append(Anomaly(
+                "capture.pcapng.no_timestamp",
+                f"{base}: {blocks.simple_packets} packet(s) in Simple Packet Blocks, which carry no time; "
+                f"each was given the time of the packet before it",
+                None, None, None))
+        if blocks.bad_blocks:
+            offset, why = blocks.first_bad
+            self.anomalies.append(Anomaly(
+                "capture.bad_record",
+                f"{base}: {blocks.bad_blocks} packet block(s) skipped or cut; the first at byte {offset}: {why}",
+                None, offset, None))
+        for name, offset, detail in blocks.anomalies:
+            self._damage(name, offset, blocks.packets, detail)
 
     # -- helpers ------------------------------------------------------------------
 

@@ -79,5 +79,6 @@ def cmd_export(args) -> int:
         for f in files:
             f.close()
     render_report(analysis, console, extra=plugins.terminal_sections())
-    print(f"timeline written to {out_path}", file=sys.stderr)
+    from analyzer.text import visible
+    print(f"timeline written to {visible(str(out_path))}", file=sys.stderr)
     return exit_status(analysis, args.fail_on)

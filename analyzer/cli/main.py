@@ -70,8 +70,8 @@ def cmd_anomalies(args) -> int:
         for s in CATALOGUE.values():
             print(json.dumps({"name": s.name, "severity": str(s.severity), "summary": s.summary}))
         return EXIT_OK
-    from rich.console import Console
     from rich.table import Table
+    from analyzer.outputs.terminal import SafeConsole as Console
     table = Table(title="MSNP analyzer anomaly catalogue")
     table.add_column("name")
     table.add_column("severity")
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UsageError as exc:
-        print(f"msnp-analyzer: error: {exc}", file=sys.stderr)
+        from analyzer.text import visible
+        print(f"msnp-analyzer: error: {visible(str(exc))}", file=sys.stderr)  # one line, whatever it quotes
         return EXIT_UNUSABLE
     except KeyboardInterrupt:
         return 130

@@ -75,8 +75,8 @@ def limits_from(args) -> Limits:
 
 def report_console(args):
     """The console for human output: stderr when JSON goes to stdout, so pipes stay clean."""
-    from rich.console import Console
-    return Console(stderr=bool(getattr(args, "json", None) == "-"))
+    from analyzer.outputs.terminal import SafeConsole
+    return SafeConsole(stderr=bool(getattr(args, "json", None) == "-"))
 
 
 def exit_status(analysis: Analysis, fail_on: str) -> int:

@@ -13,6 +13,7 @@ import json
 import sys
 
 from analyzer.errors import EXIT_OK
+from analyzer.text import clean_data, visible
 from analyzer.plugins import add_plugin_options, load_plugins
 
 
@@ -47,7 +48,7 @@ def cmd_plugins(args) -> int:
         for row in rows:
             print(json.dumps(row, ensure_ascii=False))
         return EXIT_OK
-    from rich.console import Console
+    from analyzer.outputs.terminal import SafeConsole as Console
     from rich.table import Table
     table = Table(title="msnp-analyzer plugins")
     for col in ("name", "version", "provides", "origin", "state"):
@@ -69,6 +70,16 @@ def feed_capture(path: str, analysis, msnp: int | None = None) -> None:
     feed(analysis, path, version=msnp)
 
 
+def json_line(rec: dict) -> str:
+    """One JSON line that any UTF-8 writer can write (lone surrogates escaped, see analyzer.text)."""
+    try:
+        line = json.dumps(rec, ensure_ascii=False, allow_nan=False)
+        line.encode("utf-8")
+        return line
+    except ValueError:  # UnicodeEncodeError is one
+        return json.dumps(clean_data(rec), ensure_ascii=False)
+
+
 def cmd_chat(args) -> int:
     from msnp_analyzer_plugins.chat import UNKNOWN, ChatPlugin, format_ts
 
@@ -88,15 +99,16 @@ def cmd_chat(args) -> int:
     for sb in boards:
         if args.json:
             for line in sb.lines:
-                out.write(json.dumps({"stream": sb.stream, "ts": line.ts, "sender": line.sender or UNKNOWN,
-                                      "nick": line.nick, "dir": line.direction, "text": line.text},
-                                     ensure_ascii=False) + "\n")
+                out.write(json_line({"stream": sb.stream, "ts": line.ts, "sender": line.sender or UNKNOWN,
+                                     "nick": line.nick, "dir": line.direction, "text": line.text}) + "\n")
             continue
+        # Every string here came from the wire: shown, never obeyed (analyzer.text.visible).
         who = ", ".join(sb.participants) or UNKNOWN
-        out.write(f"== switchboard {sb.stream}  {sb.client or '?'} <-> {sb.server or '?'}  ({who})\n")
+        out.write(visible(f"== switchboard {sb.stream}  {sb.client or '?'} <-> {sb.server or '?'}  ({who})")
+                  + "\n")
         for line in sb.lines:
-            text = line.text.replace("\r\n", "\n").replace("\n", "\n    ")
-            out.write(f"{format_ts(line.ts)}  {line.sender or UNKNOWN}: {text}\n")
+            text = visible(line.text.replace("\r\n", "\n"), keep="\n\t").replace("\n", "\n    ")
+            out.write(f"{format_ts(line.ts)}  {visible(line.sender or UNKNOWN)}: {text}\n")
         out.write("\n")
     out.flush()
     return EXIT_OK

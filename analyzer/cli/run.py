@@ -18,6 +18,8 @@ def output_sinks(args, console, redactor=None, flush: bool = False):
     from analyzer.outputs.jsonl import JsonLinesWriter
     from analyzer.analysis.redact import Redactor
     from analyzer.outputs.terminal import VerbosePrinter
+    from analyzer.outputs.atomic import open_output, refuse_inputs
+    refuse_inputs(run_outputs(args), run_inputs(args))
     if redactor is None:
         redactor = Redactor(enabled=not args.no_redact)
     sinks, files = [], []
@@ -25,15 +27,24 @@ def output_sinks(args, console, redactor=None, flush: bool = False):
         if args.json == "-":
             out = sys.stdout
         else:
-            try:
-                out = open(args.json, "w", encoding="utf-8")
-            except OSError as exc:
-                raise UsageError(f"{args.json}: {exc.strerror}") from None
+            out = open_output(args.json)  # renamed over args.json when the run ends well
             files.append(out)
         sinks.append(JsonLinesWriter(out, redactor, flush=flush))
     if args.verbose:
         sinks.append(VerbosePrinter(console, redactor))
     return link_and_html_sinks(args, redactor, sinks), files
+
+
+def run_inputs(args) -> list[str]:
+    """The files a run reads (none for the proxy)."""
+    return [*(getattr(args, "captures", None) or []),
+            *(p for p in (getattr(args, "file", None), getattr(args, "capture", None)) if isinstance(p, str))]
+
+
+def run_outputs(args) -> list[str]:
+    """The files a run writes."""
+    return [p for p in (getattr(args, "json", None), getattr(args, "html", None), getattr(args, "output", None),
+                        getattr(args, "record", None)) if isinstance(p, str)]
 
 
 SETTLE_AFTER = 1000  # ended connections held for linking before settled logins are written

@@ -10,7 +10,8 @@ One chunk of bytes per line, in the order they were seen:
 
 The data after `>>> ` or `<<< ` is taken byte for byte, with the escapes
 `\\r \\n \\t \\\\ \\xHH` (and nothing else) undone; the file's own line end is
-not part of the data, so `\\r\\n` must be written. `>>>`/`<<<` follow the old
+not part of the data, so `\\r\\n` must be written. A time is seconds, at most
+MAX_TIME (the end of the year 9999); a larger one is a bad line. `>>>`/`<<<` follow the old
 MSNP documents' convention (client sends `>>>`, receives `<<<`).
 """
 
@@ -24,6 +25,9 @@ from analyzer.msnp import C2S, S2C
 _ESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{2}|[rnt\\])")
 _SIMPLE = {b"r": b"\r", b"n": b"\n", b"t": b"\t", b"\\": b"\\"}
 ARROWS = {b">>>": C2S, b"<<<": S2C}
+
+
+MAX_TIME = 253402300799.0  # 9999-12-31 23:59:59 UTC in epoch seconds: the latest time a transcript may give
 
 
 class TranscriptError(ValueError):
@@ -84,6 +88,11 @@ def parse(text: bytes) -> list[Chunk]:
         if not m:
             raise TranscriptError(f"line {number}: expected '>>> ' or '<<< ' and data, got {line[:40]!r}")
         ts = float(m.group(1)) if m.group(1) else None
+        if ts is not None and not ts <= MAX_TIME:
+            # 400 digits make float() say Infinity, which no JSON or clock can show.
+            raise TranscriptError(f"line {number}: time {m.group(1)[:20].decode()}... is beyond the year 9999"
+                                  if len(m.group(1)) > 20 else
+                                  f"line {number}: time {m.group(1).decode()} is beyond the year 9999")
         conn = m.group(2).decode("utf-8", "replace") if m.group(2) else None
         chunks.append(Chunk(ARROWS[m.group(3)], unescape(m.group(4) or b""), ts, conn))
     return chunks

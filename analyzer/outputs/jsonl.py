@@ -16,10 +16,13 @@ import orjson
 from analyzer.msnp import Anomaly, Command, Skipped, Transaction
 from analyzer.analysis.connection import Connection
 from analyzer.analysis.redact import Redactor
+from analyzer.text import clean_data
 
 
 # One encoder for the run: json.dumps with options builds a new JSONEncoder per call.
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# allow_nan=False: a non-finite time must not become `Infinity` or `NaN`, which are not
+# JSON; `reference` then writes the record through clean_data (null there).
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 # What that encoder uses for a string (the C version): quotes and escapes it.
 _quote = json.encoder.encode_basestring
 
@@ -57,14 +60,23 @@ def _plain_number(value) -> bool:
     return type(value) is not float or value == 0.0 or 1e-4 <= abs(value) < 1e16
 
 
+def reference(rec) -> str:
+    """The rule: `_encode(rec)`; a record holding NaN or an infinity (not JSON) is written
+    with those as null (analyzer.text.clean_data)."""
+    try:
+        return _encode(rec)
+    except ValueError:
+        return _encode(clean_data(rec))
+
+
 def encode(rec) -> str:
-    """`_encode(rec)`, byte for byte, through orjson when it can."""
+    """`reference(rec)`, byte for byte, through orjson when it can."""
     if _plain(rec):
         try:
             return _dumps(rec, option=_OPTIONS).decode()
         except TypeError:
             pass
-    return _encode(rec)
+    return reference(rec)
 
 
 def _text(raw: bytes | None) -> str | None:
@@ -100,7 +112,7 @@ class JsonLinesWriter:
         if kind is Anomaly:
             return {"kind": "anomaly", "stream": stream, "name": event.name,
                     "severity": str(event.severity), "dir": event.direction, "ts": event.ts,
-                    "offset": event.offset, "trid": event.trid, "detail": event.detail,
+                    "offset": event.offset, "trid": event.trid, "detail": self.redactor.detail(event),
                     "summary": event.summary}
         if kind is Skipped:
             return {"kind": "skipped", "stream": stream, "dir": event.direction, "ts": event.ts,
@@ -124,21 +136,27 @@ class JsonLinesWriter:
         else:
             self._write(rec)
             return
+        line = None
         if plain:
             try:
-                self.out.write(_dumps(rec, option=_OPTIONS).decode() + "\n")
+                line = _dumps(rec, option=_OPTIONS).decode()
             except TypeError:
-                self.out.write(_encode(rec) + "\n")
-        else:
-            self.out.write(_encode(rec) + "\n")
-        if self.flush_each:
-            self.out.flush()
+                pass
+        self._line(rec, line if line is not None else reference(rec))
 
     def stream(self, conn: Connection) -> None:
         self._write(stream_record(conn))
 
     def _write(self, rec: dict) -> None:
-        self.out.write(encode(rec) + "\n")
+        self._line(rec, encode(rec))
+
+    def _line(self, rec: dict, line: str) -> None:
+        try:
+            self.out.write(line + "\n")  # a text stream encodes all of it before writing any
+        except UnicodeEncodeError:
+            # A lone surrogate (a plugin's odd charset, a file name that is not UTF-8):
+            # every JSON line stays valid UTF-8 (see analyzer.text).
+            self.out.write(_encode(clean_data(rec)) + "\n")
         if self.flush_each:
             self.out.flush()
 

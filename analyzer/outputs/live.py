@@ -23,6 +23,7 @@ from analyzer.analysis.run import Analysis
 from analyzer.anomalies import Severity
 from analyzer.msnp import C2S, Anomaly, Command, Transaction
 from analyzer.analysis.redact import Redactor
+from analyzer.text import visible
 from analyzer.outputs.terminal import SEVERITY_STYLE, _anomaly_text, _ms, percentile
 
 OUTCOME_STYLE = {"answered": "green", "error": "red", "no_reply_expected": "dim", "unanswered": "yellow"}
@@ -53,7 +54,7 @@ class LiveView:
         elif kind is Anomaly:
             style = SEVERITY_STYLE[event.severity]
             text = Text(f"[{stream}] ! {event.name}", style=style)
-            text.append(f"  {event.detail[:100]}", style="dim" if event.severity < Severity.ERROR else style)
+            text.append(f"  {visible(self.redactor.detail(event))[:100]}", style="dim" if event.severity < Severity.ERROR else style)
             self.recent.append(text)
         elif isinstance(event, dict) and event.get("kind") == "rewrite":
             self.recent.append(Text(f"[{stream}] ~ {event['cmd']} {event['target']} "
@@ -76,7 +77,7 @@ class LiveView:
         line.append(cmd.cmd, style="bold")
         if cmd.trid is not None:
             line.append(f" {cmd.trid}", style="green")
-        params = " ".join(self.redactor.params(cmd))
+        params = visible(" ".join(self.redactor.params(cmd)))  # shown as escapes, never obeyed
         if params:
             line.append(" " + (params if len(params) <= 90 else params[:87] + "..."))
         if cmd.payload is not None:

@@ -7,6 +7,7 @@ codec never imports rich. Tests render into `Console(file=io.StringIO())`.
 from __future__ import annotations
 
 from rich.console import Console, Group
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -15,6 +16,26 @@ from analyzer.anomalies import Severity, spec
 from analyzer.msnp import C2S, Anomaly, Command, Skipped, Transaction
 from analyzer.analysis.connection import Connection
 from analyzer.analysis.redact import Redactor
+from analyzer.text import visible
+
+class SafeConsole(Console):
+    """A rich Console that never lets text act on the terminal.
+
+    Everything printed through it (reports, -v, the live view, plugins' sections)
+    is rendered to segments; the text of each (not rich's own control segments,
+    which carry its cursor moves) goes through `analyzer.text.visible`, so an ESC,
+    a C1 control, a carriage return or a bidi override from the wire is shown as
+    an escape instead of being obeyed. Newlines and tabs are kept.
+    """
+
+    def render(self, renderable, options=None):
+        for segment in super().render(renderable, options):
+            if segment.control is None and not segment.text.isprintable():
+                text = visible(segment.text, keep="\n\t")
+                if text != segment.text:
+                    segment = Segment(text, segment.style, None)
+            yield segment
+
 
 SEVERITY_STYLE = {Severity.INFO: "cyan", Severity.WARNING: "yellow", Severity.ERROR: "bold red"}
 
@@ -24,7 +45,10 @@ def clock(ts: float) -> str:
     if ts < 100_000_000:  # transcripts and tests use small relative times
         return f"{ts:.3f}"
     import time as _time
-    return _time.strftime("%H:%M:%S", _time.localtime(ts)) + f".{int((ts % 1) * 1000):03d}"
+    try:
+        return _time.strftime("%H:%M:%S", _time.localtime(ts)) + f".{int((ts % 1) * 1000):03d}"
+    except (OverflowError, OSError, ValueError):  # a time beyond what the platform's clock can show
+        return f"{ts:.3f}"
 
 
 def percentile(values, q: float) -> float | None:
@@ -150,7 +174,7 @@ class VerbosePrinter:
                 line.append(f" {event.trid}", style="green")
             params = self.redactor.params(event, decoded=self.decoded)
             if params:
-                line.append(" " + " ".join(params))
+                line.append(" " + visible(" ".join(params)))  # shown as escapes, not obeyed
             if event.payload is not None:
                 line.append(f"  (+{len(event.payload)} bytes payload)", style="dim")
             # soft_wrap: one wire line is one output line (grep-able), however wide.
@@ -158,10 +182,12 @@ class VerbosePrinter:
             view = self.views(event, conn) if self.views is not None and event.payload is not None else None
             if view is not None:
                 for text in view.lines(self.redactor):
-                    self.console.print(Text("        " + text, style="dim"), highlight=False, soft_wrap=True)
+                    self.console.print(Text("        " + visible(text), style="dim"), highlight=False,
+                                       soft_wrap=True)
         elif kind is Anomaly:
             style = SEVERITY_STYLE[event.severity]
-            self.console.print(Text(f"    ! {event.name}: {event.detail}", style=style), highlight=False)
+            detail = visible(self.redactor.detail(event))
+            self.console.print(Text(f"    ! {event.name}: {detail}", style=style), highlight=False)
         elif kind is Skipped:
             self.console.print(Text(f"    ~ [{stream}] skipped {len(event.raw)} bytes", style="dim"))
         elif kind is Transaction:
@@ -174,4 +200,4 @@ class VerbosePrinter:
         pass
 
 
-__all__ = ["render_report", "VerbosePrinter", "connection_table", "totals_table", "percentile", "Group"]
+__all__ = ["SafeConsole", "render_report", "VerbosePrinter", "connection_table", "totals_table", "percentile", "Group"]

@@ -82,15 +82,22 @@ class DecodedView:
     plugin: str | None = None
 
     def _value(self, key: str, value: str, redactor) -> str:
-        if key in self.secrets and redactor is not None and redactor.enabled:
-            return redactor.mask(value.encode("utf-8", "surrogateescape"))
-        return value
+        if redactor is None or not redactor.enabled:
+            return value
+        if key in self.secrets:
+            return redactor.mask(value.encode("utf-8", "surrogatepass"))
+        return redactor.field(key, value)  # the one table (analyzer.analysis.redact) decides
+
+    def _body(self, redactor) -> str | None:
+        if self.body is None or redactor is None or not redactor.enabled:
+            return self.body
+        return redactor.text_str(self.body)
 
     def to_dict(self, redactor=None) -> dict:
         """Plain data for JSON and the HTML timeline."""
         return {"title": self.title, "plugin": self.plugin,
                 "fields": [[k, self._value(k, v, redactor)] for k, v in self.fields],
-                "body": self.body,
+                "body": self._body(redactor),
                 "children": [c.to_dict(redactor) for c in self.children]}
 
     def lines(self, redactor=None, indent: str = "") -> list[str]:
@@ -98,8 +105,9 @@ class DecodedView:
         out = [indent + self.title + (f"  [{self.plugin}]" if self.plugin and not indent else "")]
         for key, value in self.fields:
             out.append(f"{indent}  {key}: {self._value(key, value, redactor)}")
-        if self.body:
-            for line in self.body.splitlines() or [""]:
+        body = self._body(redactor)
+        if body:
+            for line in body.splitlines() or [""]:
                 out.append(f"{indent}  | {line}")
         for child in self.children:
             out.extend(child.lines(redactor, indent + "  "))

@@ -45,6 +45,7 @@ from analyzer.analysis.run import Analysis  # noqa: E402
 from analyzer.msnp import C2S, S2C, Anomaly, Command  # noqa: E402
 from analyzer.capture.mitm.flows import FlowAnalyzer, address, exchange_from_flow, tcp_endpoints  # noqa: E402
 from analyzer.analysis.redact import Redactor  # noqa: E402
+from analyzer.text import visible  # noqa: E402
 
 logger = logging.getLogger("msnp")
 
@@ -74,16 +75,16 @@ class LogSink:
             arrow = ">>>" if event.direction == C2S else "<<<"
             trid = f" {event.trid}" if event.trid is not None else ""
             params = " ".join(self.redactor.params(event))
-            logger.info(f"[msnp {stream}] {arrow} {event.cmd}{trid} {params}".rstrip())
+            logger.info(visible(f"[msnp {stream}] {arrow} {event.cmd}{trid} {params}".rstrip()))
         elif type(event) is Anomaly:
-            logger.warning(f"[msnp {stream}] ! {event.name}: {event.detail}")
+            logger.warning(visible(f"[msnp {stream}] ! {event.name}: {self.redactor.detail(event)}"))
         elif isinstance(event, dict) and event.get("kind") in ("login", "rewrite"):
-            logger.info(f"[msnp {stream}] {event['kind']}: " + ", ".join(
-                f"{k}={v}" for k, v in event.items() if k in ("method", "handle", "outcome", "original", "rewritten")))
+            logger.info(visible(f"[msnp {stream}] {event['kind']}: " + ", ".join(
+                f"{k}={v}" for k, v in event.items() if k in ("method", "handle", "outcome", "original", "rewritten"))))
 
     def stream(self, conn) -> None:
-        logger.info(f"[msnp {conn.id}] closed: {conn.role or '?'} {conn.version_label or '?'} "
-                    f"{sum(conn.commands.values())} commands, anomalies {dict(conn.anomalies) or '-'}")
+        logger.info(visible(f"[msnp {conn.id}] closed: {conn.role or '?'} {conn.version_label or '?'} "
+                            f"{sum(conn.commands.values())} commands, anomalies {dict(conn.anomalies) or '-'}"))
 
     def close(self) -> None:
         pass

@@ -31,6 +31,8 @@ from analyzer.anomalies import CATALOGUE, spec
 from analyzer.msnp import C2S, Anomaly, Command, Skipped, Transaction
 from analyzer.analysis.linking import Linker
 from analyzer.analysis.redact import Redactor
+from analyzer.outputs.atomic import open_output
+from analyzer.text import clean_data
 from analyzer.outputs.html.template import render_page
 
 CHUNK = 1000
@@ -134,7 +136,7 @@ class HtmlTimeline:
         kind = type(event)
         if conn is None:
             if kind is Anomaly:
-                self.capture_anomalies.append([event.name, event.detail, event.ts])
+                self.capture_anomalies.append([event.name, self.redactor.detail(event), event.ts])
             return
         lane = self._lane(conn)
         if kind is Command:
@@ -160,7 +162,10 @@ class HtmlTimeline:
         if hasattr(self.out, "write"):
             self.out.write(page)
         else:
-            Path(self.out).write_text(page, encoding="utf-8")
+            # Rendered first, then written beside the target and renamed over it:
+            # a run that fails never leaves half a page (nor an empty one).
+            with open_output(self.out) as f:
+                f.write(page)
 
     # -- rows -----------------------------------------------------------------
 
@@ -187,7 +192,8 @@ class HtmlTimeline:
         lane.index[key] = idx
 
     def _anomaly(self, lane: _Lane, anomaly: Anomaly) -> None:
-        entry = [anomaly.name, anomaly.detail]
+        detail = self.redactor.detail(anomaly)
+        entry = [anomaly.name, detail]
         key = (anomaly.direction, anomaly.offset)
         idx = lane.index.get(key)
         if idx is not None and anomaly.offset is not None:
@@ -200,7 +206,7 @@ class HtmlTimeline:
         # command at the same position if that command comes next.
         row_idx = len(lane.rows)
         lane.rows.append([anomaly.ts, DIRS.get(anomaly.direction, 2), "!", anomaly.trid,
-                          anomaly.detail, 0, [entry], 0])
+                          detail, 0, [entry], 0])
         if anomaly.offset is not None:
             lane.pending.setdefault(key, []).append(row_idx)
 
@@ -308,7 +314,15 @@ class HtmlTimeline:
     def render(self) -> str:
         meta, rows = self.data()
         chunks = [rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK)]
-        return render_page(meta, chunks, nonce=secrets.token_urlsafe(18))
+        nonce = secrets.token_urlsafe(18)
+        page = render_page(meta, chunks, nonce=nonce)
+        try:
+            page.encode("utf-8")
+        except UnicodeEncodeError:
+            # A string held a lone surrogate (a plugin's charset, a file name that is not
+            # UTF-8): every string is cleaned (analyzer.text) and the page rendered again.
+            page = render_page(clean_data(meta), clean_data(chunks), nonce=nonce)
+        return page
 
 
 __all__ = ["HtmlTimeline", "html_sinks", "add_html_option", "split_payload", "hexdump", "CHUNK", "CATALOGUE"]
