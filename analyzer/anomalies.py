@@ -79,7 +79,7 @@ for _name, _sev, _summary in [
     ("msnp.async.interleaved", _I, "an asynchronous line arrived inside a multi-reply block or between a request and its reply"),
     ("msnp.syn.block_incomplete", _W, "a SYN answer block ended with fewer LST/LSG lines than the SYN line announced"),
     # payloads
-    ("msnp.payload.too_large", _E, "a payload length above the configured cap; the length is ignored and decoding resynchronises"),
+    ("msnp.payload.too_large", _E, "a payload length above the configured cap (--max-payload); its bytes are skipped, not kept (framing follows the length, as the client does)"),
     ("msnp.payload.bad_length", _E, "a payload command whose length field is not a non-negative integer"),
     ("msnp.payload.truncated", _W, "the stream ended before the announced payload was complete"),
     # errors and versions

@@ -59,7 +59,8 @@ def add_analysis_options(p: argparse.ArgumentParser, html: bool = True) -> None:
     lim.add_argument("--max-line", type=_size, default=d.max_line, metavar="BYTES",
                      help=f"longest command line accepted (default {d.max_line})")
     lim.add_argument("--max-payload", type=_size, default=d.max_payload, metavar="BYTES",
-                     help=f"largest payload accepted (default {d.max_payload})")
+                     help=f"largest payload kept for analysis; a longer one is skipped (still framed by its "
+                          f"length, as the client frames it) (default {d.max_payload})")
     lim.add_argument("--reply-timeout", type=float, default=d.reply_timeout, metavar="SECONDS",
                      help=f"a request unanswered this long is reported (default {d.reply_timeout:g})")
     lim.add_argument("--max-pending", type=int, default=d.max_pending, metavar="N",

@@ -20,6 +20,7 @@ client's later lines are framed too.
 from __future__ import annotations
 
 from analyzer.msnp.events import C2S, S2C, Anomaly, Command, Skipped
+from analyzer.msnp.framing import PAYLOAD, is_error_code, parse_version, to_length
 from analyzer.msnp.tables import (C2S_NO_TRID, C2S_PAYLOAD, ERROR_NAMES, ERROR_PAYLOAD_VERSION,
                      KNOWN_COMMANDS, S2C_NEEDS_TRID, S2C_NO_TRID, S2C_NO_TRID_SYN_BLOCK,
                      S2C_PAYLOAD, STRICT_LENGTH, SYN_BLOCK_VERSION, TRID_MAX)
@@ -47,9 +48,15 @@ def _trid_mode(code: bytes, client: bool) -> int:
 
 
 def _table(client: bool) -> dict[bytes, tuple[str, int, int | None]]:
-    """Known code -> (its text, TrID mode, first version with a payload or None): one lookup per line."""
-    payloads = C2S_PAYLOAD if client else S2C_PAYLOAD
-    return {c: (c.decode("ascii"), _trid_mode(c, client), payloads.get(c)) for c in KNOWN_COMMANDS}
+    """Known code -> (its text, TrID mode, first version with a payload or None): one lookup per line.
+
+    The payload column is framing.PAYLOAD's (the one framing rule); `_parse` applies it
+    inline (a faster copy of framing.payload_length, checked against it by
+    tests/msnp/test_framing.py).
+    """
+    payloads = PAYLOAD[C2S if client else S2C]
+    return {c: (c.decode("ascii"), _trid_mode(c, client), payloads[c][0] if c in payloads else None)
+            for c in KNOWN_COMMANDS}
 
 
 _CLIENT_TABLE = _table(True)
@@ -82,12 +89,6 @@ class ProtocolState:
         return None
 
 
-def parse_version(token: bytes) -> int | None:
-    if token[:4] == b"MSNP" and token[4:].isdigit():
-        return int(token[4:])
-    return None
-
-
 class CommandReader:
     def __init__(self, direction: str, state: ProtocolState | None = None, *,
                  max_line: int = DEFAULT_MAX_LINE,
@@ -99,7 +100,6 @@ class CommandReader:
         self.max_line = max_line
         self.max_payload = max_payload
         self._client = direction == C2S
-        self._payload_table = C2S_PAYLOAD if self._client else S2C_PAYLOAD
         self._fast = _CLIENT_TABLE if self._client else _SERVER_TABLE
         self._chunks: list[bytes] = []  # pending bytes (in _LINE mode: no \n among them)
         self._pending_len = 0
@@ -302,7 +302,9 @@ class CommandReader:
                 if info is None:  # unknown or numeric code
                     info = (None, _TRID_ALWAYS if client or lookup.isdigit() else _TRID_IF_NUMBER, None)
                 text = code.decode("ascii")
-                mode, minver = info[1], info[2]
+                # A code frames a payload only as the client reads it, exactly ("msg" is not MSG):
+                # see analyzer/msnp/framing.py.
+                mode, minver = info[1], (info[2] if lookup == code else None)
             else:
                 text, mode, minver = info
                 lookup = tokens[0]
@@ -320,7 +322,7 @@ class CommandReader:
                         self._trid(tokens, ntok, off, ts, out, text, client)
                 elif mode == _TRID_ALWAYS:
                     trid = self._trid(tokens, ntok, off, ts, out, text, client)
-                if lookup == b"VER":
+                if tokens[0] == b"VER":
                     self._learn_version(tokens, trid, off, ts, out)
             # -- payload
             if minver is None:
@@ -339,7 +341,7 @@ class CommandReader:
                 if ntok >= (2 if trid is None else 3) and (minver == 0 or (self.state.effective or minver) >= minver):
                     last = tokens[-1]
                     if last.isdigit():
-                        length = int(last)
+                        length = int(last) if len(last) < 19 else to_length(last)
                     elif lookup in STRICT_LENGTH:
                         append(Anomaly("msnp.payload.bad_length", f"{text} length field {last[:20]!r}",
                                        direction, off, ts, trid))
@@ -352,12 +354,22 @@ class CommandReader:
                     continue
             start = nl + 1
             if length > max_payload:
+                # Framed as the client frames it (the length is honoured), but not kept.
                 append(Anomaly("msnp.payload.too_large",
-                               f"{text} announces {length} bytes (cap {max_payload}); not consumed",
+                               f"{text} announces {length} bytes (cap {max_payload}); skipped, not kept",
                                direction, off, ts, trid))
                 append(Command(direction, text, trid, tokens[1:], buf[pos:start], None, length, off, ts))
-                pos = start
-                continue
+                end = start + length
+                if end <= n:
+                    if length:
+                        append(Skipped(direction, buf[start:end], base + start, ts))
+                    pos = end
+                    continue
+                if start < n:
+                    append(Skipped(direction, buf[start:], base + start, ts))
+                self._mode, self._need = _SKIP, end - n
+                self._offset = base + n
+                return
             end = start + length
             if end <= n:
                 append(Command(direction, text, trid, tokens[1:], buf[pos:start], buf[start:end], length, off, ts))
@@ -462,7 +474,7 @@ class CommandReader:
             return None
         version = self.state.effective
         if ntok == 3 and tokens[2].isdigit() and (version is None or version >= ERROR_PAYLOAD_VERSION):
-            return int(tokens[2])
+            return to_length(tokens[2])
         out.append(Anomaly("msnp.error.with_params", f"error {number} with {ntok - 2} extra parameter(s)",
                            self.direction, offset, ts, trid))
         return None

@@ -9,16 +9,27 @@ of its own. `AddressRewriter` does exactly that and nothing else:
   `(out, rewrites)`: the bytes to forward now and a `Rewrite` record for each
   `XFR`/`RNG` line it saw. Every other byte comes out unchanged and at once.
   Only a line that starts with `XFR` or `RNG` is held back, until its line end
-  (bounded by `max_line`; a longer one is released unchanged).
-- It frames lines and payloads just enough to know where payloads are (the
-  server-to-client payload commands of the codec's tables, version learnt from
-  the server's `VER`), so the text `XFR 1 SB 1.2.3.4:1863 CKI x` inside a `MSG`
-  body is never touched.
+  (bounded by `max_line`; a longer one is released unchanged, with a `Rewrite`
+  record whose `rewritten` is None, since the client may still follow it).
+- It frames the stream with the codec's one framing rule
+  (`analyzer.msnp.framing`: the same tokens, payload commands, versions and
+  lengths as the reader, and as a client reads them), so the text
+  `XFR 1 SB 1.2.3.4:1863 CKI x` inside a `MSG` body is never touched, and a line
+  is rewritten exactly when a client would parse it as that referral: the
+  first token exactly `XFR` (then a TrID, `NS` or `SB`, the address) or `RNG`
+  (then a session id, the address), tokens split on spaces and tabs, leading
+  white space allowed. Payload lengths are honoured whatever their size (the
+  analysis's `--max-payload` limits what it keeps, not how the stream is framed).
+- The version that decides which commands carry payloads is the server's `VER`
+  choice, else the client's best offer (`client(data)` reads the client's first
+  line, as the reader's `ProtocolState.effective` does).
 - `close()` returns whatever is still held (a truncated line), unchanged.
 - `pending` is the bytes held right now: if a caller catches an exception from
   `feed`, forwarding `pending` (read before the call) plus the chunk loses nothing.
 - The address to write comes from `route(kind, host, port)` (`kind` is `"NS"` or
-  `"SB"`), which returns `(host, port)`, or None to leave the line alone.
+  `"SB"`), which returns `(host, port)`, or a reason (a str) or None to leave
+  the line alone: then the `Rewrite` record's `rewritten` is None. A record with
+  an address is made only for a line actually rewritten.
 
 It does no I/O and knows no clock, so the asyncio proxy and a mitmproxy addon can
 share it; it never raises on input.
@@ -29,17 +40,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from analyzer.msnp.events import replace_token
+from analyzer.msnp import framing
+from analyzer.msnp.events import S2C
 from analyzer.msnp.facts import format_address, referral_fields
-from analyzer.msnp.reader import DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, parse_version
-from analyzer.msnp.tables import ERROR_PAYLOAD_VERSION, S2C_PAYLOAD
+from analyzer.msnp.framing import HUGE, content, parse_version, payload_length, too_long, version_of
+from analyzer.msnp.reader import DEFAULT_MAX_LINE
 
-Route = Callable[[str, str, int], "tuple[str, int] | None"]
+Route = Callable[[str, str, int], "tuple[str, int] | str | None"]  # an address, a reason to refuse, or None
 
 _LINE, _PAYLOAD, _OVERLONG = range(3)
 _HELD = (b"XFR", b"RNG")
-_SPACE = b" \t\n\r\x0b\x0c"  # what bytes.split() takes for white space
-_FRAMED = _SPACE + b"0123456789"  # a line starting with one of these may be an error code with a payload
+_NOT, _MAYBE, _SURE = range(3)  # could the line being read be an XFR/RNG referral?
+_S2C_PAYLOAD = framing.PAYLOAD[S2C]
+_DIGITS = b"0123456789"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,30 +70,51 @@ class Rewrite:
     reason: str | None = None
 
 
-def _may_be_held(head: bytes, unfinished: bool) -> bool:
-    """Could a line starting with `head` (up to 3 bytes) be an XFR or RNG line?"""
-    if head in _HELD:
-        return True
-    return unfinished and len(head) < 3 and any(h.startswith(head) for h in _HELD)
-
-
 class AddressRewriter:
-    def __init__(self, route: Route, *, max_line: int = DEFAULT_MAX_LINE,
-                 max_payload: int = DEFAULT_MAX_PAYLOAD, version: int | None = None) -> None:
+    def __init__(self, route: Route, *, max_line: int = DEFAULT_MAX_LINE, version: int | None = None) -> None:
         self.route = route
         self.max_line = max_line
-        self.max_payload = max_payload
-        self.version = version
+        self.version = version    # the server's VER choice
+        self.offered = None       # the client's best offer (its first line, when VER)
+        self.wants_client = True  # client(data) still has something to learn
+        self._client_line = b""
         self._mode = _LINE
         self._need = 0            # payload bytes still to pass through
         self._line = bytearray()  # the current line so far (bytes already forwarded unless held)
         self._held = False        # the current line is being held back for rewriting
+        self._sure = False        # ... and its first token starts with XFR/RNG (not just white space so far)
+        self._head = b""          # the line's first bytes after leading white space (up to 3) while unsure
         self._offset = 0          # stream offset of the first byte of the next chunk
 
     @property
     def pending(self) -> bytes:
         """Bytes received but not yet returned (a held XFR/RNG line)."""
         return bytes(self._line) if self._held else b""
+
+    @property
+    def effective(self) -> int | None:
+        """The version that decides framing: the server's choice, else the client's best offer."""
+        return self.version if self.version is not None else self.offered
+
+    def client(self, data: bytes) -> None:
+        """Client-to-server bytes: their first line, if `VER`, gives the offered versions."""
+        if not self.wants_client:
+            return
+        line = self._client_line + data
+        nl = line.find(b"\n")
+        if nl < 0:
+            self._client_line = line
+            if len(line) > self.max_line:
+                self.wants_client, self._client_line = False, b""
+            return
+        self.wants_client, self._client_line = False, b""
+        if too_long(line[:nl + 1], self.max_line):
+            return
+        toks = framing.tokens(content(line[:nl + 1]))
+        if toks and toks[0] == b"VER":
+            versions = [v for v in map(parse_version, toks[2:]) if v is not None]
+            if versions:
+                self.offered = max(versions)
 
     def feed(self, data: bytes) -> tuple[bytes, list[Rewrite]]:
         out: list[bytes] = []
@@ -108,19 +142,24 @@ class AddressRewriter:
                     self._mode = _LINE
                 continue
             if not line:
-                self._held = _may_be_held(data[pos:min(end, pos + 3)], nl < 0)
+                self._head = b""
+                verdict = self._look(data[pos:end], nl >= 0)
+                self._held, self._sure = verdict != _NOT, verdict == _SURE
                 if self._held and pos > run:
                     out.append(data[run:pos])
-            elif self._held and len(line) < 3:
-                # The line began as a prefix of XFR/RNG: is it one after all?
-                if not _may_be_held((bytes(line) + data[pos:end])[:3], nl < 0):
+            elif self._held and not self._sure:
+                verdict = self._look(data[pos:end], nl >= 0)
+                if verdict == _NOT:
                     out.append(bytes(line))
                     self._held = False
                     run = pos
+                else:
+                    self._sure = verdict == _SURE
             if nl < 0:  # the line goes on in a later chunk
                 if len(line) + end - pos > self.max_line:
                     if self._held:
-                        out.append(bytes(line))
+                        out.append(bytes(line))  # the rest of the chunk goes out with the run from pos
+                        self._overlong(bytes(line) + data[pos:end], base + pos - len(line), rewrites)
                         self._held = False
                         run = pos
                     line.clear()
@@ -138,10 +177,14 @@ class AddressRewriter:
                 start = base + pos
                 whole = data[pos:end]
             pos = end
-            tokens = whole.split() if len(whole) <= self.max_line + 2 else None
+            tokens = None if too_long(whole, self.max_line) else framing.tokens(content(whole))
             if self._held:
                 self._held = False
-                out.append(self._rewrite(whole, tokens, start, rewrites) if tokens else whole)
+                if tokens is None:
+                    out.append(whole)
+                    self._overlong(whole, start, rewrites)
+                else:
+                    out.append(self._rewrite(whole, tokens, start, rewrites))
                 run = end
             if tokens:
                 self._frame(tokens)
@@ -160,45 +203,65 @@ class AddressRewriter:
 
     # -- internals ------------------------------------------------------------
 
+    def _look(self, chunk: bytes, complete: bool) -> int:
+        """Could the current line be a referral, given its next bytes `chunk`? (_NOT, _MAYBE or _SURE)"""
+        head = self._head
+        if not head:
+            chunk = chunk.lstrip(b" \t")  # still in the line's leading white space
+        head = (head + chunk[:3])[:3]
+        self._head = head
+        if len(head) == 3:
+            return _SURE if head in _HELD else _NOT
+        if complete:
+            return _NOT
+        return _MAYBE if not head or b"XFR".startswith(head) or b"RNG".startswith(head) else _NOT
+
     def _skim(self, data: bytes) -> int:
         """From a line start: pass whole lines that cannot be held, and payloads inside `data`.
 
-        Returns where `feed`'s general loop takes over (an XFR/RNG line, an unfinished or
-        long line, a payload going on past `data`), in the state it would have reached
-        itself: a payload command's line (code, a space, ..., the length last) is framed
-        here exactly as `_frame` does; VER and lines starting with a digit (error codes)
-        or white space go through `_frame`; any other line cannot start a payload.
+        Returns where `feed`'s general loop takes over (a line that may be a referral, an
+        unfinished or long line, a payload going on past `data`), in the state it would
+        have reached itself. A payload command's line (its code then a space) is framed
+        here by a faster copy of `framing.payload_length` (tests/msnp/test_rewrite.py
+        compares this path with the general loop, tests/msnp/test_framing.py both with
+        the rule); VER and lines starting with a digit (error codes) or a tab go through
+        `_frame`; any other line cannot start a payload.
         """
         n = len(data)
         pos = 0
         find = data.find
-        payload = S2C_PAYLOAD
+        payload = _S2C_PAYLOAD
         limit = self.max_line
-        max_payload = self.max_payload
         while pos < n:
             nl = find(b"\n", pos)
             if nl < 0 or nl - pos > limit:
                 return pos
             head = data[pos:pos + 3]
-            if head in _HELD:
+            if head in _HELD or data[pos] in b" \t":
                 return pos
-            minver = payload.get(head)
-            if minver is not None and data[pos + 3] in _SPACE:
-                parts = data[pos:nl + 1].rsplit(None, 1)
+            entry = payload.get(head)
+            if entry is not None and data[pos + 3] == 32:  # 32: a space after the code
+                text = data[pos:nl - 1] if data[nl - 1] == 13 and nl > pos else data[pos:nl]
                 pos = nl + 1
-                if len(parts) == 2:  # at least one token after the code
-                    last = parts[1]
-                    if (minver == 0 or (self.version or minver) >= minver) and last.isdigit():
-                        length = int(last)
-                        if length and length <= max_payload:
+                tokens = text.split(b" ")
+                if b"" in tokens or 9 in text:
+                    tokens = framing.tokens(text)
+                last = tokens[-1]
+                if len(tokens) >= entry[1] and last.isdigit():
+                    minver = entry[0]
+                    version = self.version if self.version is not None else self.offered
+                    if minver == 0 or (version or minver) >= minver:
+                        length = int(last) if len(last) < 19 else HUGE
+                        if length:
                             if pos + length > n:
                                 self._mode = _PAYLOAD
                                 self._need = length
                                 return pos
                             pos += length
-            elif head == b"VER" or data[pos] in _FRAMED:
-                tokens = data[pos:nl + 1].split()
+            elif head == b"VER" or data[pos] in _DIGITS or (entry is not None and data[pos + 3] == 9):
+                text = data[pos:nl + 1]
                 pos = nl + 1
+                tokens = framing.tokens(content(text))
                 if tokens:
                     self._frame(tokens)
                     if self._mode == _PAYLOAD:
@@ -212,31 +275,27 @@ class AddressRewriter:
         return pos
 
     def _frame(self, tokens: list[bytes]) -> None:
-        """Learn the version, and whether a payload follows this line."""
-        code = tokens[0]
-        if code == b"VER":
-            for token in tokens[2:]:
-                version = parse_version(token)
-                if version is not None:
-                    self.version = version
-                    break
+        """Learn the version, and whether a payload follows this line (framing's rule)."""
+        version = version_of(tokens)
+        if version is not None:
+            self.version = version
             return
-        length = None
-        minver = S2C_PAYLOAD.get(code)
-        if minver is not None:
-            if len(tokens) >= 2 and (minver == 0 or (self.version or minver) >= minver) and tokens[-1].isdigit():
-                length = int(tokens[-1])
-        elif code.isdigit() and len(tokens) == 3 and tokens[2].isdigit() and (
-                self.version is None or self.version >= ERROR_PAYLOAD_VERSION):
-            length = int(tokens[2])
-        if length and length <= self.max_payload:
+        length = payload_length(tokens, S2C, self.effective)
+        if length:
             self._mode = _PAYLOAD
             self._need = length
+
+    def _overlong(self, line: bytes, offset: int, rewrites: list[Rewrite]) -> None:
+        """A held line passed --max-line: forwarded unchanged; reported when its code is XFR/RNG."""
+        first = framing.tokens(line[:self.max_line])[:1]
+        if first and first[0] in _HELD:
+            rewrites.append(Rewrite(first[0].decode(), "?", "?", None, offset,
+                                    f"line longer than {self.max_line} bytes: forwarded unchanged"))
 
     def _rewrite(self, line: bytes, tokens: list[bytes], offset: int, rewrites: list[Rewrite]) -> bytes:
         code = tokens[0]
         if code not in _HELD:
-            return line  # e.g. "XFRX ...": not an XFR line after all
+            return line  # e.g. "XFRX ...", "XFR\x0b...": not a referral to a client either
         first = 2 if code == b"XFR" else 1  # XFR trid NS|SB host:port ...; RNG sessid host:port ... (no TrID)
         found = referral_fields(code.decode(), tokens[first:])
         if found is None:
@@ -254,9 +313,10 @@ class AddressRewriter:
         if target is None:
             rewrites.append(Rewrite(cmd, kind, original, None, offset, "no route"))
             return line
+        if isinstance(target, str):  # the route's reason for leaving the line alone
+            rewrites.append(Rewrite(cmd, kind, original, None, offset, target))
+            return line
         new = format_address(*target)
+        start, stop = framing.token_spans(content(line))[index]
         rewrites.append(Rewrite(cmd, kind, original, new, offset))
-        replaced = replace_token(line, index, new.encode())
-        return line if replaced is None else replaced
-
-
+        return line[:start] + new.encode() + line[stop:]

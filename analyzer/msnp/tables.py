@@ -11,7 +11,7 @@ from __future__ import annotations
 KNOWN_COMMANDS: frozenset[bytes] = frozenset(c.encode() for c in """
 ACK ADC ADD ADG ADL ANS BLP BPR BYE CAL CHG CHL CVQ CVR FLN FQY GCF GTC ILN IMS INF IPG
 IRO JOI LSG LST MSG NAK NLN NOT OUT PAG PGD PNG PRP PUT QNG QRY REA REG REM RFS RMG RML
-RNG SBP SBS SDC SDG SND SYN UBM UBN UBX URL USR UUM UUN UUX VER XFR SBS GET DEL
+RNG SBP SBS SDC SDG SND SYN UBM UBN UBX URL USR UUM UUN UUX VER XFR SBS GET DEL NFY
 """.split())
 
 # Payload commands: (direction, code) -> the first protocol version that uses a payload.

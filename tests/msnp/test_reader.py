@@ -213,14 +213,26 @@ def test_split_payload_waits_for_all_its_bytes():
     assert reader.pending == 3
 
 
-def test_absurd_payload_length_is_not_consumed_and_decoding_resyncs():
-    data = b"MSG 4 A 99999999999\r\nMIME-Version: 1.0\r\n\r\nhi\r\nCAL 5 bob@example.com\r\n"
-    events = read(C2S, data)
-    assert names(events)[0] == "msnp.payload.too_large"
-    assert "msnp.line.garbage" in names(events)
+def test_payload_over_the_cap_is_framed_as_the_client_frames_it_but_not_kept():
+    # The cap limits what the analysis keeps, never where the next line starts
+    # (analyzer/msnp/framing.py): the 48 bytes after the line are the payload the
+    # client reads, so the XFR among them is not a command, and CAL after it is.
+    body = b"MIME-Version: 1.0\r\n\r\nXFR 9 SB 10.1.2.3:1863 CKI x\r\n"
+    data = b"MSG 4 A %d\r\n" % len(body) + body + b"CAL 5 bob@example.com\r\n"
+    events = read(C2S, data, max_payload=16)
+    assert names(events) == ["msnp.payload.too_large"]
     assert [c.cmd for c in commands(events)] == ["MSG", "CAL"]
-    assert commands(events)[0].payload is None
+    assert commands(events)[0].payload is None and commands(events)[0].payload_len == len(body)
     assert reemitted(events) == data
+
+
+def test_absurd_payload_length_skips_the_rest_of_the_stream_in_constant_memory():
+    reader = CommandReader(C2S)
+    events = reader.feed(b"MSG 4 A 99999999999999999999999\r\nCAL 5 bob@example.com\r\n")
+    assert names(events) == ["msnp.payload.too_large"] and [c.cmd for c in commands(events)] == ["MSG"]
+    for _ in range(100):
+        assert not commands(reader.feed(b"CAL 6 x\r\n" * 100))
+    assert reader.pending == 0
 
 
 def test_payload_cap_is_configurable():

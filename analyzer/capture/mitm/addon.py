@@ -197,7 +197,7 @@ class MsnpAddon:
             from analyzer.msnp.rewrite import AddressRewriter
             limits = self.analysis.limits
             rewriter = AddressRewriter(lambda kind, host, port: self._route(flow, kind, host, port),
-                                       max_line=limits.max_line, max_payload=limits.max_payload)
+                                       max_line=limits.max_line)
         state = self._tcp[flow.id] = _TcpState(conn, rewriter)
         return state
 
@@ -214,6 +214,8 @@ class MsnpAddon:
             state = self._tcp.get(flow.id) or self._start(flow)
             direction = C2S if message.from_client else S2C
             data = message.content
+            if direction == C2S and state.rewriter is not None and state.rewriter.wants_client:
+                state.rewriter.client(data)
             if direction == S2C and state.rewriter is not None:
                 await self._rewrite(flow, state, message)
             self.analysis.feed(state.conn, direction, data, message.timestamp)

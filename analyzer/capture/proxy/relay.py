@@ -164,8 +164,8 @@ class Relay:
         self.client = None
         self.server = None
         self.conn = None
-        self.rewriter = AddressRewriter(proxy.route, max_line=proxy.analysis.limits.max_line,
-                                        max_payload=proxy.analysis.limits.max_payload) if listener.rewrite else None
+        self.rewriter = AddressRewriter(proxy.route, max_line=proxy.analysis.limits.max_line) \
+            if listener.rewrite else None
         self.recorder: TcpRecorder | None = None
         self.eofs: set[str] = set()
         self.done = False
@@ -251,6 +251,9 @@ class Relay:
             return
         server.write(data)
         ts = _now()
+        rw = self.rewriter
+        if rw is not None and rw.wants_client:  # the client's VER offer decides framing until the server's
+            rw.client(data)
         if self.recorder is not None:
             self._record("data", C2S, data, ts)
         if self.analysing:
