@@ -144,6 +144,11 @@ class Connection:
         except Exception as exc:  # noqa: BLE001
             return self._fail(exc, None, ts)
 
+    def release(self) -> None:
+        """Drop the decoders and the pairing of a closed connection; its counters stay for the report."""
+        self.readers = {}
+        self.tracker = None
+
     # -- internals ------------------------------------------------------------
 
     def _fail(self, exc: Exception, direction: str | None, ts) -> list:

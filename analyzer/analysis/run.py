@@ -17,6 +17,7 @@ from typing import Protocol
 
 from analyzer.msnp import Anomaly, Transaction
 from analyzer.analysis.connection import Connection, Limits
+from analyzer.analysis.redact import Redactor
 
 
 class Sink(Protocol):
@@ -26,9 +27,13 @@ class Sink(Protocol):
 
 
 class Analysis:
-    def __init__(self, sinks: list | None = None, limits: Limits | None = None) -> None:
+    def __init__(self, sinks: list | None = None, limits: Limits | None = None,
+                 redactor: Redactor | None = None) -> None:
         self.sinks: list = list(sinks or [])
         self.limits = limits or Limits()
+        # The run's redactor, for records built outside the sinks (a mitm login's ticket):
+        # one key, so a masked value matches the same value masked by the writers.
+        self.redactor = redactor or Redactor()
         self.connections: dict[str, Connection] = {}
         self.capture_anomalies: Counter[str] = Counter()  # not tied to one connection
         self._next_id = 0
@@ -68,9 +73,7 @@ class Analysis:
         events = self._emit(conn, conn.close(ts))
         for sink in self.sinks:
             sink.stream(conn)
-        # Release the decoders; the counters stay for the report.
-        conn.readers = {}
-        conn.tracker = None
+        conn.release()
         if self.keep_closed is not None:
             self._closed.append(conn.id)
             while len(self._closed) > self.keep_closed:
@@ -87,6 +90,11 @@ class Analysis:
             self.capture_anomalies[anomaly.name] += 1
         for sink in self.sinks:
             sink.event(conn, anomaly)
+
+    def record(self, conn: Connection | None, record: dict) -> None:
+        """A record of a capture layer's own (an HTTP login step, a proxy rewrite) for every sink."""
+        for sink in self.sinks:
+            sink.event(conn, record)
 
     def finish(self, ts: float | None = None) -> None:
         """Close every connection, then the sinks: once. A second call (the mitm addon's `done`

@@ -24,11 +24,27 @@ from __future__ import annotations
 import ipaddress
 import re
 import struct
+from typing import NamedTuple
 
 from analyzer.msnp import C2S
 from analyzer.msnp.direction import side_of_line
 from analyzer.msnp.facts import Referral
 from analyzer.msnp.tables import KNOWN_COMMANDS
+
+class Early(NamedTuple):
+    """What a flow delivered, or what went wrong in it, while the detector had not yet decided.
+
+    The tracker (`tcp.py`) holds these in `flow.early` and replays them into the
+    connection once the flow is accepted; the detector reads the delivered bytes.
+    """
+    index: int                  # which half of the flow (0: the side first seen)
+    ts: float | None
+    data: bytes | None = None   # bytes delivered in order; None for an anomaly
+    anomaly: str | None = None  # its name: "tcp.gap" (`size` bytes missing), "tcp.retransmission", ...
+    detail: str | None = None
+    offset: int | None = None
+    size: int = 0
+
 
 MSNP_PORT = 1863
 HEAD_BYTES = 1024           # the first line must end within this many bytes
@@ -107,12 +123,12 @@ class Detector:
         heads = [b"", b""]
         first = None
         for item in flow.early:
-            if len(item) == 3 and item[1]:
-                index = item[0]
+            if item.data:
+                index = item.index
                 if first is None:
                     first = index
                 if len(heads[index]) < HEAD_BYTES:
-                    heads[index] += item[1][:HEAD_BYTES]
+                    heads[index] += item.data[:HEAD_BYTES]
         if first is None:
             if final:
                 tracker.reject(flow)

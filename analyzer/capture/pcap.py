@@ -245,7 +245,6 @@ class CaptureFile:
         self.nano = bool(getattr(self.reader, "nano", False))
         self.anomalies: list[Anomaly] = []
         self.packets = 0        # records read
-        self.tcp_segments = 0   # of which TCP over IP
         self.position = 0       # bytes of the file consumed (for progress)
         self.fragments = 0      # TCP fragments seen (not reassembled)
         self.bad_records = 0    # empty records, or longer than the snapshot length
@@ -290,7 +289,7 @@ class CaptureFile:
         buf = b""
         i = 0
         packets = 0
-        tcp = 0
+        tcp = 0  # TCP segments: progress is published every 16,384 of them
         read = f.read
         chunk = 1 << 20
         snaplen = getattr(self.reader, "snaplen", 0) or 0
@@ -344,7 +343,7 @@ class CaptureFile:
                         tcp += 1
                         if tcp & 0x3FFF == 0:
                             self.position = pos + i
-                            self.packets, self.tcp_segments = packets, tcp
+                            self.packets = packets
                             self.fragments, self.bad_records = fragments, bad
                         yield (sec + frac * scale, buf[start + 26:start + 38], seq, ack, offflags & 0x3F,
                                buf[p:end] if p < end else b"")
@@ -377,11 +376,11 @@ class CaptureFile:
             tcp += 1
             if tcp & 0x3FFF == 0:
                 self.position = pos + i
-                self.packets, self.tcp_segments = packets, tcp
+                self.packets = packets
                 self.fragments, self.bad_records = fragments, bad
             yield (sec + frac * scale, *seg)
         self.position = pos + i
-        self.packets, self.tcp_segments = packets, tcp
+        self.packets = packets
         self.fragments, self.bad_records = fragments, bad
 
     # -- pcapng -------------------------------------------------------------------
@@ -408,9 +407,9 @@ class CaptureFile:
             tcp += 1
             if tcp & 0xFFF == 0:
                 self.position = blocks.position
-                self.packets, self.tcp_segments = blocks.packets, tcp
+                self.packets = blocks.packets
             yield (ts, *seg)
-        self.packets, self.tcp_segments = blocks.packets, tcp
+        self.packets = blocks.packets
         self.position = self.size if not blocks.anomalies else blocks.position
         base = os.path.basename(self.path)
         if blocks.simple_packets:

@@ -48,6 +48,7 @@ from itertools import chain
 from analyzer.msnp import C2S, S2C, Anomaly
 from analyzer.msnp.facts import format_address
 from analyzer.capture import detect
+from analyzer.capture.detect import Early
 
 MASK = 0xFFFFFFFF
 HALF = 0x80000000
@@ -553,7 +554,7 @@ class TcpTracker:
             self.analysis.anomaly(flow.conn, Anomaly("tcp.gap", detail, direction, half.pos, ts))
             self.analysis.gap(flow.conn, direction, size, ts)
         elif flow.state != "closed" and flow.early is not None:
-            flow.early.append((half.index, None, ts, size, detail, half.pos))
+            flow.early.append(Early(half.index, ts, anomaly="tcp.gap", detail=detail, offset=half.pos, size=size))
 
     @staticmethod
     def _remember(half: HalfStream, data: bytes) -> None:
@@ -648,7 +649,7 @@ class TcpTracker:
     def _deliver(self, flow: Flow, index: int, data: bytes, ts) -> None:
         conn = flow.conn
         if conn is None:
-            flow.early.append((index, data, ts))
+            flow.early.append(Early(index, ts, data))
             flow.early_bytes += len(data)
             self.detector.decide(self, flow, final=False)
             return
@@ -661,7 +662,7 @@ class TcpTracker:
         if flow.conn is not None:
             self.analysis.anomaly(flow.conn, Anomaly(name, detail, flow.dirs[half.index], offset, ts))
         elif flow.early is not None:
-            flow.early.append((half.index, name, ts, None, detail, offset))
+            flow.early.append(Early(half.index, ts, anomaly=name, detail=detail, offset=offset))
 
     # -- called by the detector ---------------------------------------------------
 
@@ -677,17 +678,13 @@ class TcpTracker:
         self.stats["msnp_flows"] += 1
         early, flow.early = flow.early, None
         for item in early:
-            if len(item) == 3:
-                index, data, ts = item
-                self._deliver(flow, index, data, ts)
-            else:
-                index, name, ts, size, detail, offset = item
-                direction = flow.dirs[index]
-                if name is None:
-                    self.analysis.anomaly(flow.conn, Anomaly("tcp.gap", detail, direction, offset, ts))
-                    self.analysis.gap(flow.conn, direction, size, ts)
-                else:
-                    self.analysis.anomaly(flow.conn, Anomaly(name, detail, direction, offset, ts))
+            if item.data is not None:
+                self._deliver(flow, item.index, item.data, item.ts)
+                continue
+            direction = flow.dirs[item.index]
+            self.analysis.anomaly(flow.conn, Anomaly(item.anomaly, item.detail, direction, item.offset, item.ts))
+            if item.anomaly == "tcp.gap":
+                self.analysis.gap(flow.conn, direction, item.size, item.ts)
         for half in flow.halves:
             if half.ended:
                 self.analysis.end(flow.conn, flow.dirs[half.index], flow.last_ts)

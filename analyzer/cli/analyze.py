@@ -16,8 +16,8 @@ import sys
 import time
 
 from analyzer.capture.files import analyze_file, open_captures
-from analyzer.cli.options import _size, add_analysis_options, exit_status, limits_from, report_console
-from analyzer.cli.run import output_sinks
+from analyzer.cli.options import _size, add_analysis_options, report_console
+from analyzer.cli.run import Run, RunOptions
 from analyzer.errors import UsageError
 
 PROGRESS_AFTER = 0.5   # seconds: quicker files get no progress bar
@@ -90,19 +90,22 @@ class _Progress:
 
 
 def cmd_analyze(args) -> int:
-    from analyzer.analysis.run import Analysis
-    from analyzer.outputs.terminal import render_report
+    run, per_file = analyze(args)
+    return run.report(extra=[capture_table(per_file)] if per_file else [])
+
+
+def analyze(args) -> tuple[Run, list]:
+    """Read every capture of `args` into a new run; returns the run (analysis finished, files
+    closed) and each capture with its reassembly statistics."""
     from analyzer.capture.detect import MSNP_PORT, Detector
     from analyzer.capture.mitm.flows import FlowFileError, is_flow_file, read_flow_file
     # mitmproxy flow files (TCP flows, gateway and login HTTP flows) go through the mitm layer.
     flow_files = [p for p in args.captures if is_flow_file(p)]
     captures = open_captures([p for p in args.captures if p not in flow_files])
-    console = report_console(args)
-    sinks, files = output_sinks(args, console)
-    analysis = Analysis(sinks, limits_from(args))
+    run = Run(RunOptions.from_args(args, html=args.html, sources=args.captures), report_console(args))
+    analysis = run.analysis
     analysis.keep_closed = KEEP_CLOSED  # memory flat however long the capture: older ones are summed up
-    from analyzer.plugins import load_plugins
-    plugins = load_plugins(args, analysis, html_report=bool(getattr(args, "html", None)))
+    run.load_plugins(html_report=bool(args.html))
     detector = Detector(frozenset({MSNP_PORT, *args.port}))
     progress = _Progress(sum(c.size for c in captures))
     per_file = []
@@ -122,11 +125,8 @@ def cmd_analyze(args) -> int:
         analysis.finish()
     finally:
         progress.stop()
-        for f in files:
-            f.close()
-    render_report(analysis, console,
-                  extra=[*plugins.terminal_sections(), *([capture_table(per_file)] if per_file else [])])
-    return exit_status(analysis, args.fail_on)
+        run.close()
+    return run, per_file
 
 
 def capture_table(per_file):
@@ -142,4 +142,4 @@ def capture_table(per_file):
     return table
 
 
-__all__ = ["register", "cmd_analyze"]
+__all__ = ["register", "cmd_analyze", "analyze"]

@@ -36,15 +36,10 @@ def register(sub) -> None:
 
 
 def cmd_export(args) -> int:
-    from analyzer.analysis.run import Analysis
-    from analyzer.cli.options import exit_status, limits_from, report_console
-    from analyzer.cli.run import output_sinks
+    from analyzer.cli.options import report_console
+    from analyzer.cli.run import Run, RunOptions
     from analyzer.errors import UsageError
     from analyzer.capture.files import feed_capture
-    from analyzer.outputs.html import HtmlTimeline
-    from analyzer.analysis.linking import Linker
-    from analyzer.analysis.redact import Redactor
-    from analyzer.outputs.terminal import render_report
     out_path = Path(args.output)
     if out_path.is_dir():
         raise UsageError(f"{args.output}: is a directory")
@@ -53,20 +48,9 @@ def cmd_export(args) -> int:
     for path in args.captures:
         if not Path(path).exists():
             raise UsageError(f"{path}: no such file")
-    console = report_console(args)
-    sinks, files = output_sinks(args, console)
-    redactor = next((s.redactor for s in sinks if hasattr(s, "redactor")), None) \
-        or Redactor(enabled=not args.no_redact)
-    # `--json` already brought a Linker (cli.link_and_html_sinks); the timeline shares it.
-    linker = next((s for s in sinks if isinstance(s, Linker)), None)
-    if linker is None:
-        linker = Linker(redactor)
-        sinks.insert(0, linker)
-    timeline = HtmlTimeline(str(out_path), linker, redactor, sources=[Path(p).name for p in args.captures])
-    all_sinks = sinks + [timeline]
-    analysis = Analysis(all_sinks, limits_from(args))
-    from analyzer.plugins import load_plugins
-    plugins = load_plugins(args, analysis)
+    run = Run(RunOptions.from_args(args, html=str(out_path), sources=args.captures), report_console(args))
+    analysis = run.analysis
+    run.load_plugins()
     try:
         many = len(args.captures) > 1
         for n, path in enumerate(args.captures, 1):
@@ -76,9 +60,8 @@ def cmd_export(args) -> int:
         except OSError as exc:
             raise UsageError(f"{args.output}: {exc.strerror or exc}") from None
     finally:
-        for f in files:
-            f.close()
-    render_report(analysis, console, extra=plugins.terminal_sections())
+        run.close()
+    status = run.report()
     from analyzer.text import visible
     print(f"timeline written to {visible(str(out_path))}", file=sys.stderr)
-    return exit_status(analysis, args.fail_on)
+    return status

@@ -11,11 +11,10 @@ import argparse
 import sys
 
 from analyzer import __version__
-from analyzer.analysis.run import Analysis
 from analyzer.cli import analyze, export, mitm, proxy
 from analyzer.cli import plugins as plugins_cmd
-from analyzer.cli.options import add_analysis_options, exit_status, limits_from, report_console
-from analyzer.cli.run import output_sinks
+from analyzer.cli.options import add_analysis_options, add_plugin_options, report_console
+from analyzer.cli.run import Run, RunOptions, plugin_options, plugins_from
 from analyzer.errors import EXIT_OK, EXIT_UNUSABLE, UsageError, read_input
 from analyzer.msnp.direction import guess_direction
 from analyzer.anomalies import CATALOGUE
@@ -44,7 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("anomalies", help="list the anomaly catalogue (names, severities, summaries)",
                        description="List every anomaly the analyzer can report.")
     p.add_argument("--json", action="store_true", help="as JSON Lines")
-    from analyzer.plugins import add_plugin_options
     add_plugin_options(p)  # plugins' own plugin.<name>.<what> names are listed too
     p.set_defaults(func=cmd_anomalies)
 
@@ -63,8 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_anomalies(args) -> int:
-    from analyzer.plugins import load_plugins
-    load_plugins(args, None)  # registers the plugins' anomaly names
+    plugins_from(plugin_options(args))  # registers the plugins' anomaly names
     if args.json:
         import json
         for s in CATALOGUE.values():
@@ -84,14 +81,11 @@ def cmd_anomalies(args) -> int:
 
 def cmd_decode(args) -> int:
     from analyzer.msnp import C2S
-    from analyzer.outputs.terminal import render_report
     from analyzer.msnp.transcript import looks_like_transcript
     data = read_input(args.file)
-    console = report_console(args)
-    sinks, files = output_sinks(args, console)
-    analysis = Analysis(sinks, limits_from(args))
-    from analyzer.plugins import load_plugins
-    plugins = load_plugins(args, analysis)
+    run = Run(RunOptions.from_args(args, html=args.html, sources=[args.file]), report_console(args))
+    analysis = run.analysis
+    run.load_plugins()
     try:
         if looks_like_transcript(data[:4096]):
             from analyzer.capture.files import feed_transcript
@@ -104,10 +98,8 @@ def cmd_decode(args) -> int:
             analysis.feed(conn, direction, data, None)
         analysis.finish()
     finally:
-        for f in files:
-            f.close()
-    render_report(analysis, console, extra=plugins.terminal_sections())
-    return exit_status(analysis, args.fail_on)
+        run.close()
+    return run.report()
 
 
 def main(argv: list[str] | None = None) -> int:

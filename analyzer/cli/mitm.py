@@ -13,8 +13,8 @@ import asyncio
 import logging
 import signal
 
-from analyzer.cli.options import add_analysis_options, exit_status, limits_from, report_console
-from analyzer.cli.run import output_sinks
+from analyzer.cli.options import add_analysis_options, report_console
+from analyzer.cli.run import Run, RunOptions
 from analyzer.errors import UsageError
 
 EPILOG = """examples:
@@ -51,17 +51,17 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_mitm)
 
 
-async def _with_live_view(args, analysis, console, body) -> None:
+async def _with_live_view(args, run: Run, body) -> None:
     """Run `body()` under the same rich live view as the proxy (on a terminal, unless --quiet/-v)."""
+    console = run.console
     if args.quiet or args.verbose or not console.is_terminal:
         await body()
         return
     from rich.live import Live
 
     from analyzer.outputs.live import LiveView
-    from analyzer.analysis.redact import Redactor
-    view = LiveView(analysis, Redactor(enabled=not args.no_redact), title="msnp-analyzer mitm")
-    analysis.sinks.append(view)
+    view = LiveView(run.analysis, run.redactor, title="msnp-analyzer mitm")
+    run.add(view)
     live = Live(view, console=console, auto_refresh=False, transient=False, vertical_overflow="visible")
     live.start()
 
@@ -140,27 +140,21 @@ async def _run(args, analysis, console) -> None:
 
 
 def cmd_mitm(args) -> int:
-    from analyzer.analysis.run import Analysis
-    from analyzer.outputs.terminal import render_report
-    console = report_console(args)
-    sinks, files = output_sinks(args, console)
-    analysis = Analysis(sinks, limits_from(args))
-    from analyzer.plugins import load_plugins
-    plugins = load_plugins(args, analysis, threaded=True)
+    run = Run(RunOptions.from_args(args, html=args.html), report_console(args))
+    analysis, console = run.analysis, run.console
+    run.load_plugins(threaded=True)
     handler = logging.StreamHandler()
     handler.setLevel(logging.WARNING)
     logging.getLogger("mitmproxy").addHandler(handler)
     try:
-        asyncio.run(_with_live_view(args, analysis, console, lambda: _run(args, analysis, console)))
+        asyncio.run(_with_live_view(args, run, lambda: _run(args, analysis, console)))
     except KeyboardInterrupt:
         pass
     finally:
         logging.getLogger("mitmproxy").removeHandler(handler)
         analysis.finish()  # no-op for connections the addon already closed
-        for f in files:
-            f.close()
-    render_report(analysis, console, extra=plugins.terminal_sections())
-    return exit_status(analysis, args.fail_on)
+        run.close()
+    return run.report()
 
 
 __all__ = ["register", "cmd_mitm"]

@@ -11,6 +11,7 @@ from analyzer.analysis.connection import Limits
 from analyzer.analysis.run import Analysis
 from analyzer.anomalies import Severity
 from analyzer.errors import EXIT_ANOMALIES, EXIT_OK
+from analyzer.plugins import DEFAULT_BUDGET, GROUP
 
 LINK_WINDOW = 300.0  # seconds of capture time after a login's last connection before it settles
 
@@ -65,13 +66,19 @@ def add_analysis_options(p: argparse.ArgumentParser, html: bool = True) -> None:
                      help=f"a request unanswered this long is reported (default {d.reply_timeout:g})")
     lim.add_argument("--max-pending", type=int, default=d.max_pending, metavar="N",
                      help=f"requests awaiting replies per connection before the oldest is dropped (default {d.max_pending})")
-    from analyzer.plugins import add_plugin_options
     add_plugin_options(p)
 
 
-def limits_from(args) -> Limits:
-    return Limits(max_line=args.max_line, max_payload=args.max_payload,
-                  reply_timeout=args.reply_timeout, max_pending=args.max_pending)
+def add_plugin_options(p: argparse.ArgumentParser) -> None:
+    """`--plugin`, `--no-plugins`, `--plugin-budget` for every command that loads plugins."""
+    g = p.add_argument_group("plugins")
+    g.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE", dest="plugins",
+                   help="load this plugin too: a module name or a .py file (repeatable)")
+    g.add_argument("--no-plugins", action="store_true",
+                   help=f"do not load the plugins installed in the entry-point group {GROUP} "
+                        "(explicit --plugin ones still load)")
+    g.add_argument("--plugin-budget", type=float, default=DEFAULT_BUDGET, metavar="SECONDS",
+                   help=f"a plugin whose single call takes longer is disabled (default {DEFAULT_BUDGET:g}; 0: no limit)")
 
 
 def report_console(args):

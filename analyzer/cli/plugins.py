@@ -14,7 +14,8 @@ import sys
 
 from analyzer.errors import EXIT_OK
 from analyzer.text import clean_data, visible
-from analyzer.plugins import add_plugin_options, load_plugins
+from analyzer.cli.options import add_plugin_options
+from analyzer.cli.run import plugin_options, plugins_from
 
 
 def register(sub) -> None:
@@ -42,7 +43,7 @@ def register(sub) -> None:
 
 
 def cmd_plugins(args) -> int:
-    manager = load_plugins(args, None)
+    manager = plugins_from(plugin_options(args))
     rows = manager.describe()
     if args.json:
         for row in rows:

@@ -16,8 +16,7 @@ import signal
 import sys
 import time
 
-from analyzer.analysis.run import Analysis
-from analyzer.cli.options import _size, add_analysis_options, exit_status, limits_from, report_console
+from analyzer.cli.options import _size, add_analysis_options, report_console
 from analyzer.errors import EXIT_OK, EXIT_UNUSABLE, UsageError
 from analyzer.msnp.facts import format_address, parse_address
 
@@ -106,19 +105,18 @@ class _Session:
     """What a proxy or demo run sets up: analysis, sinks, recorder, live view, report."""
 
     def __init__(self, args, title: str, plugins: bool = True) -> None:
-        from analyzer.cli.run import output_sinks
+        from analyzer.cli.run import Run, RunOptions
         from analyzer.outputs.live import LiveView
-        from analyzer.analysis.redact import Redactor
         self.args = args
-        self.console = report_console(args)
-        redactor = Redactor(enabled=not args.no_redact)  # one key: the live view's hashes match the JSON's
         # JSON Lines flushed per line (a live run), -v, link records, the --html timeline (at exit).
-        sinks, self.files = output_sinks(args, self.console, redactor, flush=True)
+        self.analysis_run = Run(RunOptions.from_args(args, html=args.html), report_console(args), flush=True)
+        self.console = self.analysis_run.console
         self.live = None
-        self.analysis = Analysis(sinks, limits_from(args))
+        self.analysis = self.analysis_run.analysis
         if not args.verbose and not args.quiet:
-            self.live = LiveView(self.analysis, redactor, title=title)
-            self.analysis.sinks.append(self.live)
+            # The run's redactor: one key, so the live view's hashes match the JSON's.
+            self.live = LiveView(self.analysis, self.analysis_run.redactor, title=title)
+            self.analysis_run.add(self.live)
         self.plugins = None
         if plugins:  # else start_plugins() in the analysis process (their thread must live there)
             self.start_plugins()
@@ -129,13 +127,12 @@ class _Session:
                 f = open(args.record, "wb")
             except OSError as exc:
                 raise UsageError(f"{args.record}: {exc.strerror}") from None
-            self.files.append(f)
+            self.analysis_run.files.append(f)
             self.recorder = PcapngWriter(f)
 
     def start_plugins(self) -> None:
-        from analyzer.plugins import load_plugins
         # Observers run on a worker thread fed by a bounded queue: a slow plugin never stalls forwarding.
-        self.plugins = load_plugins(self.args, self.analysis, threaded=True, warn=self.notice)
+        self.plugins = self.analysis_run.load_plugins(threaded=True, warn=self.notice)
 
     def notice(self, text: str) -> None:
         if self.live is not None:
@@ -173,14 +170,8 @@ class _Session:
 
     def finish(self) -> int:
         self.analysis.finish()
-        for f in self.files:
-            try:
-                f.close()
-            except OSError:
-                pass
-        from analyzer.outputs.terminal import render_report
-        render_report(self.analysis, self.console, extra=self.plugins.terminal_sections())
-        return exit_status(self.analysis, self.args.fail_on)
+        self.analysis_run.close()
+        return self.analysis_run.report()
 
 
 def _make_proxy(session: _Session, upstream, listen, connect_timeout=10.0):

@@ -1,84 +1,158 @@
-"""The one place that builds a run's sinks: JSON Lines, the verbose printer, linking, the HTML timeline.
+"""The one place that builds a run: its options, its sinks in order, its plugins, its end.
 
-Sub-commands call `output_sinks`; the order of the sinks is decided here only.
+Every sub-command that analyses traffic turns its argparse namespace into a
+`RunOptions` (`RunOptions.from_args`, here and nowhere else) and builds a `Run`
+from it. The layers below see the typed pieces (`Limits`, `PluginOptions`, a
+`Redactor`, file names), never argparse.
+
+A run's sinks, in the order every event reaches them:
+
+1. the `Linker` (it only observes; present with `--json` or an HTML report),
+2. the JSON Lines writer (`--json`), then the verbose printer (`-v`),
+3. the `LinkWriter` (with `--json`: link, session and chat records as logins
+   settle and at the end),
+4. the HTML timeline (`--html`, or `export -o`; written at the end),
+5. whatever the command adds with `Run.add` (the proxy's live view),
+6. the `PluginManager` (`Run.load_plugins`), last.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from analyzer.cli.options import LINK_WINDOW
+from analyzer.analysis.connection import Limits
+from analyzer.analysis.linking import Linker, LinkWriter
+from analyzer.analysis.redact import Redactor
+from analyzer.analysis.run import Analysis
+from analyzer.cli.options import LINK_WINDOW, exit_status
 from analyzer.errors import UsageError
-
-
-def output_sinks(args, console, redactor=None, flush: bool = False):
-    """JSON writer (flushed per line if `flush`: live runs), verbose printer, links and --html
-    as the options ask. Returns (sinks, files to close)."""
-    from analyzer.outputs.jsonl import JsonLinesWriter
-    from analyzer.analysis.redact import Redactor
-    from analyzer.outputs.terminal import VerbosePrinter
-    from analyzer.outputs.atomic import open_output, refuse_inputs
-    refuse_inputs(run_outputs(args), run_inputs(args))
-    if redactor is None:
-        redactor = Redactor(enabled=not args.no_redact)
-    sinks, files = [], []
-    if args.json:
-        if args.json == "-":
-            out = sys.stdout
-        else:
-            out = open_output(args.json)  # renamed over args.json when the run ends well
-            files.append(out)
-        sinks.append(JsonLinesWriter(out, redactor, flush=flush))
-    if args.verbose:
-        sinks.append(VerbosePrinter(console, redactor))
-    return link_and_html_sinks(args, redactor, sinks), files
-
-
-def run_inputs(args) -> list[str]:
-    """The files a run reads (none for the proxy)."""
-    return [*(getattr(args, "captures", None) or []),
-            *(p for p in (getattr(args, "file", None), getattr(args, "capture", None)) if isinstance(p, str))]
-
-
-def run_outputs(args) -> list[str]:
-    """The files a run writes."""
-    return [p for p in (getattr(args, "json", None), getattr(args, "html", None), getattr(args, "output", None),
-                        getattr(args, "record", None)) if isinstance(p, str)]
-
+from analyzer.plugins import PluginLoadError, PluginManager, PluginOptions, load_plugins
 
 SETTLE_AFTER = 1000  # ended connections held for linking before settled logins are written
 
 
-def link_and_html_sinks(args, redactor, sinks: list) -> list:
-    """`sinks` plus linking: link records for the JSON Lines writers, and the `--html` timeline.
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """What a run is asked for."""
+    json: str | None = None          # JSON Lines to this file ('-': stdout)
+    verbose: bool = False            # print every decoded command
+    html: str | None = None          # the HTML timeline's file
+    sources: tuple[str, ...] = ()    # the inputs, named in the HTML report
+    link_window: float = LINK_WINDOW
+    redact: bool = True
+    fail_on: str = "error"
+    limits: Limits = field(default_factory=Limits)
+    plugins: PluginOptions = PluginOptions()
+    record: str | None = None        # the proxy's pcapng recording (written by the proxy itself)
 
-    The Linker goes first (it only observes), the LinkWriter after the writers (it
-    writes the link/session/chat records as logins settle and when the run
-    finishes), the HTML timeline
-    last (written at the end, sharing the Linker). Raises UsageError for an
-    unwritable --html path.
+    @classmethod
+    def from_args(cls, args, *, html: str | None = None, sources=()) -> RunOptions:
+        """From the options `cli.options.add_analysis_options` declared; `html` and `sources`
+        differ per command (`--html` or `export -o`; capture files, a decoded file, none)."""
+        return cls(json=args.json, verbose=args.verbose, html=html, sources=tuple(sources),
+                   record=getattr(args, "record", None),
+                   link_window=args.link_window, redact=not args.no_redact, fail_on=args.fail_on,
+                   limits=Limits(max_line=args.max_line, max_payload=args.max_payload,
+                                 reply_timeout=args.reply_timeout, max_pending=args.max_pending),
+                   plugins=plugin_options(args))
+
+
+def plugin_options(args) -> PluginOptions:
+    return PluginOptions(explicit=tuple(args.plugins), installed=not args.no_plugins, budget=args.plugin_budget)
+
+
+def plugins_from(options: PluginOptions, analysis=None, **kwargs) -> PluginManager:
+    """`load_plugins`, with a plugin named on the command line that cannot load as a usage error."""
+    try:
+        return load_plugins(options, analysis, **kwargs)
+    except PluginLoadError as exc:
+        raise UsageError(str(exc)) from None
+
+
+class Run:
+    """One run: `analysis` (feed it), its sinks, `plugins` once loaded, `files` to close.
+
+    `flush`: the JSON writer flushes every line (live runs). Raises UsageError for
+    an unwritable --json or --html path, before anything is opened.
     """
-    from analyzer.outputs.jsonl import JsonLinesWriter
-    from analyzer.analysis.linking import Linker, LinkWriter
-    writers = [s for s in sinks if isinstance(s, JsonLinesWriter)]
-    html = getattr(args, "html", None)
-    if not writers and not html:
-        return sinks
-    # Without a timeline (which shows every link at the end), settled logins are
-    # written as they settle and forgotten: memory stays flat on long captures.
-    linker = Linker(redactor, settle_after=None if html else SETTLE_AFTER,
-                    window=getattr(args, "link_window", LINK_WINDOW))
-    out = [linker] + sinks
-    if writers:
-        out.append(LinkWriter(linker, writers))
-    if html:
-        parent = Path(html).resolve().parent
-        if Path(html).is_dir() or not parent.is_dir():
-            raise UsageError(f"{html}: cannot write there (not a file in an existing directory)")
-        from analyzer.outputs.html import html_sinks
-        sources = getattr(args, "captures", None) or ([args.file] if getattr(args, "file", None) else [])
-        out += html_sinks(html, redactor, sources=[Path(s).name for s in sources], linker=linker)
-    return out
+
+    def __init__(self, options: RunOptions, console, *, flush: bool = False) -> None:
+        from analyzer.outputs.atomic import open_output, refuse_inputs
+        from analyzer.outputs.jsonl import JsonLinesWriter
+        from analyzer.outputs.terminal import VerbosePrinter
+        refuse_inputs([options.json, options.html, options.record], options.sources)
+        self.options = options
+        self.console = console
+        self.redactor = Redactor(enabled=options.redact)  # one key: masked values match across outputs
+        self.files: list = []
+        self.plugins: PluginManager | None = None
+        self.timeline = None
+        if options.html:
+            path = Path(options.html)
+            if path.is_dir() or not path.resolve().parent.is_dir():
+                raise UsageError(f"{options.html}: cannot write there (not a file in an existing directory)")
+        self.writer = None
+        if options.json:
+            if options.json == "-":
+                out = sys.stdout
+            else:
+                out = open_output(options.json)  # renamed over options.json when the run ends well
+                self.files.append(out)
+            self.writer = JsonLinesWriter(out, self.redactor, flush=flush)
+        self.printer = VerbosePrinter(console, self.redactor) if options.verbose else None
+        self.linker = None
+        if self.writer is not None or options.html:
+            # Without a timeline (which shows every link at the end), settled logins are
+            # written as they settle and forgotten: memory stays flat on long captures.
+            self.linker = Linker(self.redactor, settle_after=None if options.html else SETTLE_AFTER,
+                                 window=options.link_window)
+        if options.html:
+            from analyzer.outputs.html import HtmlTimeline
+            self.timeline = HtmlTimeline(options.html, self.linker, self.redactor,
+                                         sources=[Path(s).name for s in options.sources])
+        sinks = [s for s in (self.linker, self.writer, self.printer) if s is not None]
+        if self.writer is not None:
+            sinks.append(LinkWriter(self.linker, [self.writer]))
+        if self.timeline is not None:
+            sinks.append(self.timeline)
+        self.analysis = Analysis(sinks, options.limits, redactor=self.redactor)
+
+    def add(self, sink) -> None:
+        """A sink of the command's own (before the plugins)."""
+        sinks = self.analysis.sinks
+        sinks.insert(len(sinks) - (self.plugins is not None), sink)
+
+    def load_plugins(self, *, threaded: bool = False, warn=None, html_report: bool = True) -> PluginManager:
+        """Load the plugins, give their decoder to the verbose printer and the timeline, and add
+        the manager as the last sink. `threaded`: observers run on a worker thread (live runs)."""
+        manager = plugins_from(self.options.plugins, self.analysis, threaded=threaded, warn=warn,
+                               html_report=html_report)
+        if self.printer is not None:
+            self.printer.views = manager.decode_payload
+        if self.timeline is not None:
+            self.timeline.plugins = manager
+        self.analysis.sinks.append(manager)
+        self.plugins = manager
+        return manager
+
+    def close(self) -> None:
+        """Close the files the run opened (idempotent). Call it in a `finally`: an output
+        closed while an exception propagates is discarded (see outputs/atomic.py)."""
+        files, self.files = self.files, []
+        for f in files:
+            try:
+                f.close()
+            except OSError:
+                pass
+
+    def report(self, extra=()) -> int:
+        """The terminal report (plugins' sections, then `extra`) and the exit status."""
+        from analyzer.outputs.terminal import render_report
+        sections = self.plugins.terminal_sections() if self.plugins is not None else []
+        render_report(self.analysis, self.console, extra=[*sections, *extra])
+        return exit_status(self.analysis, self.options.fail_on)
 
 
+__all__ = ["RunOptions", "Run", "plugin_options", "plugins_from", "SETTLE_AFTER"]

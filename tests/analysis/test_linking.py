@@ -299,12 +299,12 @@ def test_the_window_decides_how_long_ended_logins_wait():
 
 def test_link_window_option_reaches_the_linker_and_is_checked(capsys):
     from analyzer.cli.main import build_parser, main
-    from analyzer.cli.run import link_and_html_sinks
-    writer = JsonLinesWriter(io.StringIO())
+    from analyzer.cli.run import Run, RunOptions
     for given, want in (([], 300.0), (["--link-window", "inf"], float("inf")), (["--link-window", "30"], 30.0)):
         args = build_parser().parse_args(["decode", "x.msnp", "--json", "-", *given])
-        (linker,) = [s for s in link_and_html_sinks(args, Redactor(), [writer]) if isinstance(s, Linker)]
-        assert linker.window == want and linker.settle_after == 1000
+        run = Run(RunOptions.from_args(args, html=args.html), console=None)
+        (linker,) = [s for s in run.analysis.sinks if isinstance(s, Linker)]
+        assert linker is run.linker and linker.window == want and linker.settle_after == 1000
     with pytest.raises(SystemExit) as stop:
         main(["decode", "x.msnp", "--link-window", "-5"])
     assert stop.value.code == 2 and "not a duration: '-5'" in capsys.readouterr().err

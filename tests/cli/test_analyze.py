@@ -88,20 +88,14 @@ def test_memory_stays_flat_closed_connections_fold_into_the_totals(monkeypatch, 
     import analyzer.cli.analyze as cmd
     monkeypatch.setattr(cmd, "KEEP_CLOSED", 2)
     monkeypatch.setenv("COLUMNS", "200")
-    seen = {}
-    from analyzer.analysis import run as mod
-    real_init = mod.Analysis.__init__
-
-    def spy(self, *a, **k):
-        real_init(self, *a, **k)
-        seen["analysis"] = self
-    monkeypatch.setattr(mod.Analysis, "__init__", spy)
-    assert main(["analyze", str(NDPI), "--no-plugins"]) == 0
-    analysis = seen["analysis"]
+    from analyzer.cli.main import build_parser
+    run, _ = cmd.analyze(build_parser().parse_args(["analyze", str(NDPI), "--no-plugins"]))
+    analysis = run.analysis
     assert len(analysis.connections) == 2 and analysis.folded.count == 4
     totals = analysis.totals()
     assert totals["connections"] == 6 and sum(totals["commands"].values()) == 364
     assert totals["commands"]["MSG"] == 244
+    assert run.report() == 0
     out = capsys.readouterr().out
     assert "4 more connections" in out
 

@@ -145,7 +145,7 @@ class MsnpAddon:
             sinks.append(JsonLinesWriter(out, redactor, flush=True))
         if ctx.options.msnp_verbose:
             sinks.append(LogSink(redactor))
-        return Analysis(sinks)
+        return Analysis(sinks, redactor=redactor)
 
     def _ensure(self) -> None:
         if self.analysis is None:  # a hook before `running` (tests with taddons)
@@ -291,8 +291,7 @@ class MsnpAddon:
             else:
                 record = {"kind": "rewrite", "cmd": rw.cmd, "target": rw.kind, "original": rw.original,
                           "rewritten": rw.rewritten, "offset": rw.offset, "ts": message.timestamp}
-                for sink in self.analysis.sinks:
-                    sink.event(state.conn, record)
+                self.analysis.record(state.conn, record)
 
     # -- HTTP: gateway and logins ---------------------------------------------------
 

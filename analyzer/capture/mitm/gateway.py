@@ -242,12 +242,6 @@ def round_trip_record(rt: RoundTrip, redactor=None) -> dict:
             "bytes": {"c2s": len(x.request_body), "s2c": len(x.response_body)}}
 
 
-def emit(analysis, conn, record: dict) -> None:
-    """Give a record (a dict event) to every sink of an analysis."""
-    for sink in analysis.sinks:
-        sink.event(conn, record)
-
-
 class GatewayFeeder:
     """Feeds gateway sessions into an `Analysis`, one `Connection` per session."""
 
@@ -283,7 +277,7 @@ class GatewayFeeder:
             if kind is GatewayData:
                 analysis.feed(self.connections[event.session.number], event.direction, event.data, event.ts)
             elif kind is RoundTrip:
-                emit(analysis, here, round_trip_record(event))
+                analysis.record(here, round_trip_record(event))
             elif kind is SessionClosed:
                 analysis.close(self.connections[event.session.number], event.ts)
             elif kind is Anomaly:

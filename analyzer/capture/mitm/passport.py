@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 from analyzer.msnp import C2S, Anomaly, Command
 from analyzer.msnp.facts import login
 from analyzer.analysis.redact import Redactor
-from analyzer.capture.mitm.gateway import HttpExchange, emit, header
+from analyzer.capture.mitm.gateway import HttpExchange, header
 
 NEXUS, PASSPORT, RST = "nexus", "passport", "rst"
 _SHOWN_HEADERS = ("Authorization", "Authentication-Info", "WWW-Authenticate", "PassportURLs", "Location")
@@ -151,7 +151,8 @@ class LoginLinker:
 
     def __init__(self, analysis, redactor: Redactor | None = None) -> None:
         self.analysis = analysis
-        self.redactor = redactor or _sink_redactor(analysis) or Redactor()
+        # The run's redactor, so a masked ticket matches the one the writers show in the USR line.
+        self.redactor = redactor or analysis.redactor
         self.chain: list[LoginStep] = []               # steps since the last ticket was issued
         self.issued: dict[str, list[LoginStep]] = {}   # ticket key -> the steps that issued it
         self.presented: dict[str, tuple] = {}          # ticket key -> (conn, method, ticket, ts), not yet linked
@@ -167,7 +168,7 @@ class LoginLinker:
         self.steps += 1
         rec = step_record(step, self.redactor)
         rec = {"kind": "http", "via": step.role, **{k: v for k, v in rec.items() if k != "role"}}
-        emit(self.analysis, None, rec)
+        self.analysis.record(None, rec)
         if step.outcome == "failed":
             self.analysis.anomaly(None, Anomaly(
                 "passport.login.failed", f"{step.role} login for {step.handle or '?'} refused (HTTP {x.status})",
@@ -213,16 +214,10 @@ class LoginLinker:
         records = [step_record(s, self.redactor) for s in steps]
         handle = next((s.handle for s in reversed(steps) if s.handle), None)
         outcome = steps[-1].outcome if steps else "unknown"
-        emit(self.analysis, conn, {
+        self.analysis.record(conn, {
             "kind": "login", "method": method, "handle": handle, "outcome": outcome, "ts": ts,
             "ticket": self.redactor.mask(ticket.encode()) if self.redactor.enabled else ticket,
             "start": records[0]["ts"] if records else None, "steps": records})
 
 
-def _sink_redactor(analysis) -> Redactor | None:
-    """Share the JSON writer's redactor, so a masked ticket matches the one in the USR line."""
-    for sink in getattr(analysis, "sinks", []):
-        redactor = getattr(sink, "redactor", None)
-        if isinstance(redactor, Redactor):
-            return redactor
-    return None
+

@@ -234,12 +234,6 @@ class Relay:
 
     # -- the forwarding path --------------------------------------------------
 
-    def received(self, direction: str, data: bytes) -> None:
-        if direction == C2S:
-            self.c2s(data)
-        else:
-            self.s2c(data)
-
     def c2s(self, data: bytes) -> None:
         """A chunk from the client: forward it first, then record and analyse it."""
         server = self.server
@@ -483,13 +477,7 @@ class Proxy:
 
     def emit(self, conn, record: dict) -> None:
         """A record of the proxy's own (a `rewrite`) for the sinks, wherever the analysis runs."""
-        analysis = self.analysis
-        event = getattr(analysis, "event", None)  # RemoteAnalysis (proxy_worker.py)
-        if event is not None:
-            event(conn, record)
-        else:
-            for sink in analysis.sinks:
-                sink.event(conn, record)
+        self.analysis.record(conn, record)  # an Analysis, or the proxy worker's RemoteAnalysis
 
     def notice(self, text: str) -> None:
         self.notices.append(text)

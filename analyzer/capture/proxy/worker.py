@@ -153,8 +153,8 @@ class RemoteAnalysis:
         self._put(("anomaly", conn.id if conn is not None else None, anomaly.name, anomaly.detail,
                    anomaly.direction, anomaly.offset, anomaly.ts))
 
-    def event(self, conn: RemoteConn, record: dict) -> None:
-        """A record for the sinks (the relay's `rewrite` records)."""
+    def record(self, conn: RemoteConn, record: dict) -> None:
+        """A record for the sinks (the relay's `rewrite` records), as `Analysis.record`."""
         self._put(("event", conn.id, record))
 
     def tick(self, conn, ts) -> None:
@@ -314,7 +314,7 @@ def serve(session, sock: socket.socket) -> int:
             _, cid, rec = record
             conn = conns.get(cid)
             if conn is not None:
-                guarded(cid, lambda: [sink.event(conn, rec) for sink in analysis.sinks])
+                guarded(cid, lambda: analysis.record(conn, rec))
         elif kind == "notice":
             session.notice(record[1])
         elif kind == "print":

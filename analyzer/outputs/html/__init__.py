@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from pathlib import Path
 
 from analyzer.anomalies import CATALOGUE, spec
 from analyzer.msnp import C2S, Anomaly, Command, Skipped, Transaction
@@ -38,28 +37,6 @@ from analyzer.outputs.html.template import render_page
 CHUNK = 1000
 DIRS = {C2S: 0, "s2c": 1}
 _MIME_HEAD = b"MIME-Version"
-
-
-def add_html_option(parser, help_text: str = "write a self-contained HTML timeline to FILE") -> None:
-    """`--html FILE` for commands that analyse traffic (analyze, proxy)."""
-    parser.add_argument("--html", metavar="FILE", help=help_text)
-
-
-def html_sinks(path: str | None, redactor: Redactor | None = None, sources: list[str] | None = None,
-               linker: Linker | None = None) -> list:
-    """The sinks that make `--html FILE` work: a Linker (unless given) and the timeline writer.
-
-    Put them in the Analysis's sink list; the file is written by `Analysis.finish()`.
-    """
-    if not path:
-        return []
-    redactor = redactor or Redactor()
-    sinks = []
-    if linker is None:
-        linker = Linker(redactor)
-        sinks.append(linker)
-    sinks.append(HtmlTimeline(path, linker, redactor, sources=sources))
-    return sinks
 
 
 def hexdump(data: bytes, width: int = 16) -> str:
@@ -325,4 +302,4 @@ class HtmlTimeline:
         return page
 
 
-__all__ = ["HtmlTimeline", "html_sinks", "add_html_option", "split_payload", "hexdump", "CHUNK", "CATALOGUE"]
+__all__ = ["HtmlTimeline", "split_payload", "hexdump", "CHUNK", "CATALOGUE"]

@@ -39,7 +39,7 @@ RST = HttpExchange("POST", "login.live.com", "/RST.srf", [("Content-Type", "text
 def run(exchanges_first, lines, *, no_redact=False):
     out = io.StringIO()
     red = Redactor(enabled=not no_redact)
-    analysis = Analysis([JsonLinesWriter(out, red)])
+    analysis = Analysis([JsonLinesWriter(out, red)], redactor=red)
     linker = LoginLinker(analysis)
     analysis.sinks.append(linker)
     conn = analysis.open(client="127.0.0.1:4000", server="127.0.0.1:1863")

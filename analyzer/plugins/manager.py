@@ -1,0 +1,326 @@
+"""The `PluginManager`: runs plugins in isolation (budget, failures, the threaded backlog);
+a `Sink` of the analysis. See `analyzer.plugins` for the contract."""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from analyzer.anomalies import CATALOGUE, Severity, register
+from analyzer.msnp import Anomaly, Command, Transaction
+from analyzer.plugins.api import HOOKS, PLUGIN_NAME, DecodedView, Plugin, capabilities, section
+
+DEFAULT_BUDGET = 1.0       # seconds per call before a plugin is disabled
+DEFAULT_BACKLOG = 10000    # events queued for threaded observers before dropping
+
+
+# -- the manager --------------------------------------------------------------
+
+
+@dataclass
+class LoadedPlugin:
+    plugin: Any
+    name: str
+    origin: str
+    version: str
+    enabled: bool = True
+    problem: str | None = None
+    calls: int = 0
+    seconds: float = 0.0
+    hooks: frozenset = frozenset()  # the hooks this plugin really implements
+    commands: frozenset | None = None  # the codes on_command wants (None: all)
+
+    def __post_init__(self) -> None:
+        # A hook inherited unchanged from the Plugin base class is a no-op: never call it.
+        cls = type(self.plugin)
+        self.hooks = frozenset(h for h in HOOKS if getattr(cls, h, None) is not None
+                               and getattr(cls, h) is not getattr(Plugin, h, None))
+        wanted = getattr(self.plugin, "commands", None)
+        if wanted is not None:
+            if isinstance(wanted, str):
+                wanted = [wanted]
+            try:
+                self.commands = frozenset(str(c).upper() for c in wanted)
+            except TypeError:
+                self.commands = None  # not a collection of codes: every command, as before
+
+
+def _warn_stderr(message: str) -> None:
+    print(f"msnp-analyzer: {message}", file=sys.stderr)
+
+
+class PluginManager:
+    """Runs plugins in isolation; a `Sink` for `Analysis` (add it last)."""
+
+    def __init__(self, analysis=None, budget: float = DEFAULT_BUDGET, threaded: bool = False,
+                 backlog: int = DEFAULT_BACKLOG, warn: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.analysis = analysis
+        self.budget = budget
+        self.warn = warn or _warn_stderr
+        self.clock = clock
+        self.loaded: list[LoadedPlugin] = []
+        self.load_errors: list[tuple[str, str]] = []  # (origin, problem) of plugins that failed to load
+        self.raised: Counter[str] = Counter()         # plugin anomalies raised, by name
+        self.dropped: Counter[str] = Counter()       # events dropped for threaded observers, by hook
+        self._closed = False
+        self._outbox: list[tuple] = []
+        self._lock = threading.Lock()
+        self._queue: queue.Queue | None = None
+        self._worker: threading.Thread | None = None
+        self._backlog_reported = False
+        self._current: LoadedPlugin | None = None  # the plugin the worker is running
+        # Who gets what: hook (or ("on_command", code)) -> the enabled plugins that
+        # take it. Rebuilt (a new dict) whenever a plugin is added or disabled.
+        self._routes: dict = {}
+        if threaded:
+            self._queue = queue.Queue(maxsize=backlog)
+            self._worker = threading.Thread(target=self._serve, name="msnp-plugins", daemon=True)
+            self._worker.start()
+
+    # -- loading ------------------------------------------------------------
+
+    def add(self, plugin, origin: str, version: str | None = None) -> LoadedPlugin | None:
+        name = getattr(plugin, "name", "") or type(plugin).__name__.lower()
+        if not PLUGIN_NAME.match(name):
+            self.load_errors.append((origin, f"invalid plugin name {name!r} (use [a-z][a-z0-9_]*)"))
+            self.warn(f"plugin from {origin} not loaded: invalid name {name!r}")
+            return None
+        if any(p.name == name for p in self.loaded):
+            self.load_errors.append((origin, f"a plugin named {name!r} is already loaded"))
+            self.warn(f"plugin {name} from {origin} not loaded: a plugin with that name is already loaded")
+            return None
+        declared = getattr(plugin, "anomalies", None) or {}
+        for what, (severity, summary) in declared.items():
+            if isinstance(severity, str):
+                severity = Severity.parse(severity)
+            register(f"plugin.{name}.{what}", severity, summary)
+        try:
+            plugin._reporter = self._report
+        except AttributeError:
+            pass  # a plugin that does not subclass Plugin and forbids attributes: it cannot report
+        loaded = LoadedPlugin(plugin, name, origin, str(version or getattr(plugin, "version", None) or "-"))
+        self.loaded.append(loaded)
+        self._routes = {}
+        return loaded
+
+    def get(self, name: str):
+        for p in self.loaded:
+            if p.name == name:
+                return p.plugin
+        return None
+
+    # -- isolation ----------------------------------------------------------
+
+    def _call(self, lp: LoadedPlugin, hook: str, *args, default=None):
+        if not lp.enabled:
+            return default
+        method = getattr(lp.plugin, hook, None)
+        if method is None:
+            return default
+        start = self.clock()
+        try:
+            result = method(*args)
+        except Exception as exc:  # noqa: BLE001 - a plugin's failure must not stop the analysis
+            self._disable(lp, "analyzer.plugin.failed",
+                          f"plugin {lp.name} raised {type(exc).__name__}: {exc} in {hook}; disabled for the rest of the run")
+            return default
+        elapsed = self.clock() - start
+        lp.calls += 1
+        lp.seconds += elapsed
+        if self.budget and elapsed > self.budget:
+            self._disable(lp, "analyzer.plugin.too_slow",
+                          f"plugin {lp.name} took {elapsed:.3f} s in {hook} (budget {self.budget:g} s); "
+                          "disabled for the rest of the run")
+        return result
+
+    def _disable(self, lp: LoadedPlugin, name: str, detail: str) -> None:
+        if not lp.enabled:
+            return
+        lp.enabled = False
+        lp.problem = detail
+        self._routes = {}
+        self.warn(detail)
+        self._emit(None, Anomaly(name, detail, None, None, None))
+
+    def _report(self, plugin, conn, what: str, detail: str, cmd: Command | None) -> None:
+        name = f"plugin.{getattr(plugin, 'name', '?')}.{what}"
+        if name not in CATALOGUE:
+            register(name, Severity.WARNING, f"reported by plugin {getattr(plugin, 'name', '?')} (not declared)")
+        anomaly = Anomaly(name, detail, cmd.direction if cmd else None, cmd.offset if cmd else None,
+                          cmd.ts if cmd else None, cmd.trid if cmd else None)
+        self._emit(conn, anomaly)
+
+    def _emit(self, conn, anomaly: Anomaly) -> None:
+        with self._lock:
+            self.raised[anomaly.name] += 1
+            if self._worker is not None and threading.current_thread() is self._worker:
+                self._outbox.append((conn, anomaly))
+                return
+        self._deliver(conn, anomaly)
+
+    def _deliver(self, conn, anomaly: Anomaly) -> None:
+        if self.analysis is not None:
+            self.analysis.anomaly(conn, anomaly)
+
+    def _drain(self) -> None:
+        if not self._outbox:
+            return
+        with self._lock:
+            pending, self._outbox = self._outbox, []
+        for conn, anomaly in pending:
+            self._deliver(conn, anomaly)
+
+    # -- Sink protocol ------------------------------------------------------
+
+    def event(self, conn, event) -> None:
+        kind = type(event)
+        if kind is Command:
+            routes = self._routes
+            targets = routes.get(event.cmd)
+            if targets is None:
+                targets = routes[event.cmd] = self._targets("on_command", event.cmd)
+            if not targets:
+                return  # no plugin wants this code: not even queued
+            item = ("on_command", conn, event)
+        elif kind is Transaction:
+            if not self._route("on_transaction"):
+                return
+            item = ("on_transaction", conn, event)
+        else:
+            return  # anomalies (ours included), skipped bytes, other layers' records
+        self._dispatch(item)
+
+    def _targets(self, hook: str, code: str | None = None) -> list:
+        return [lp for lp in self.loaded if lp.enabled and hook in lp.hooks
+                and (code is None or lp.commands is None or code in lp.commands)]
+
+    def _route(self, hook: str, args: tuple = ()) -> list:
+        """The enabled plugins that take this call (for on_command: that want its code)."""
+        routes = self._routes
+        key = args[1].cmd if hook == "on_command" else hook
+        targets = routes.get(key)
+        if targets is None:
+            targets = routes[key] = self._targets(hook, key if hook == "on_command" else None)
+        return targets
+
+    def stream(self, conn) -> None:
+        self._dispatch(("on_connection_end", conn))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        if self._queue is not None:
+            # The end of the run may wait a bounded time for the worker to catch up.
+            wait = max(self.budget * 4, 5.0)
+            deadline = time.monotonic() + wait
+            for item in (("on_finish",), None):
+                try:
+                    self._queue.put(item, timeout=max(deadline - time.monotonic(), 0.01))
+                except queue.Full:
+                    break
+            self._worker.join(timeout=max(deadline - time.monotonic(), 0.01))
+            stuck = self._current
+            if self._worker.is_alive() and stuck is not None:
+                self._disable(stuck, "analyzer.plugin.too_slow",
+                              f"plugin {stuck.name} was still busy at the end of the run; disabled, its queued work dropped")
+            self._queue = None
+            self._drain()
+        else:
+            self._run(("on_finish",))
+        self._closed = True
+
+    def _dispatch(self, item: tuple) -> None:
+        if self._queue is None:
+            self._run(item)
+            return
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.dropped[item[0]] += 1
+            if not self._backlog_reported:
+                self._backlog_reported = True
+                detail = (f"plugin observers fell {self._queue.maxsize} events behind; "
+                          "events are dropped for plugins until they catch up")
+                self.warn(detail)
+                self._emit(None, Anomaly("analyzer.plugin.backlog", detail, None, None, None))
+        self._drain()
+
+    def _run(self, item: tuple) -> None:
+        hook, *args = item
+        for lp in self._route(hook, args):
+            if lp.enabled:
+                self._call(lp, hook, *args)
+
+    def _serve(self) -> None:
+        q = self._queue
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            hook, *args = item
+            for lp in self._route(hook, args):
+                if lp.enabled:
+                    self._current = lp
+                    self._call(lp, hook, *args)
+            self._current = None
+
+    # -- decoders and report contributions ----------------------------------
+
+    def decode_payload(self, cmd: Command, conn=None) -> DecodedView | None:
+        """The highest-priority view any enabled plugin gives for cmd's payload."""
+        if cmd.payload is None:
+            return None
+        best = None
+        for lp in self.loaded:
+            if not lp.enabled or "decode" not in lp.hooks:
+                continue
+            view = self._call(lp, "decode", cmd, conn)
+            if view is None:
+                continue
+            if not isinstance(view, DecodedView):
+                self._disable(lp, "analyzer.plugin.failed",
+                              f"plugin {lp.name} returned {type(view).__name__} from decode, not a DecodedView; disabled")
+                continue
+            if view.plugin is None:
+                view.plugin = lp.name
+            if best is None or view.priority > best.priority:
+                best = view
+        return best
+
+    def terminal_sections(self) -> list:
+        out = []
+        for lp in self.loaded:
+            if lp.enabled:
+                out.extend(self._call(lp, "terminal_sections", default=None) or [])
+        return out
+
+    def html_sections(self) -> list[dict]:
+        out = []
+        for lp in self.loaded:
+            if not lp.enabled:
+                continue
+            sections = self._call(lp, "html_sections", default=None) or []
+            for sec in sections:
+                if not (isinstance(sec, dict) and isinstance(sec.get("title"), str)
+                        and isinstance(sec.get("columns"), list) and isinstance(sec.get("rows"), list)):
+                    self._disable(lp, "analyzer.plugin.failed",
+                                  f"plugin {lp.name} returned a malformed HTML section; disabled")
+                    break
+                out.append({"plugin": lp.name, **section(sec["title"], sec["columns"], sec["rows"])})
+        return out
+
+    def describe(self) -> list[dict]:
+        """What is loaded, from where, its version and state (the `plugins` command)."""
+        rows = [{"name": lp.name, "version": lp.version, "origin": lp.origin,
+                 "provides": capabilities(lp.plugin),
+                 "description": getattr(lp.plugin, "description", "") or "",
+                 "state": "enabled" if lp.enabled else f"disabled: {lp.problem}"} for lp in self.loaded]
+        rows += [{"name": None, "version": None, "origin": origin, "provides": [], "description": "",
+                  "state": f"not loaded: {problem}"} for origin, problem in self.load_errors]
+        return rows
