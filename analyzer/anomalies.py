@@ -120,6 +120,11 @@ for _name, _sev, _summary in [
     ("proxy.reset", _I, "one side reset the connection (or failed); the proxy reset the other side too"),
     ("proxy.analysis_backlog", _W, "the analysis process fell more than --analysis-backlog behind; newer bytes of the connection were forwarded but not analysed (a gap)"),
     ("proxy.connection_limit", _W, "--max-connections relays were open: new clients were closed at once (reported once per run; the count is in the notice)"),
+    ("proxy.target_refused", _W, "a server's XFR/RNG named a target the target policy does not follow (outside the upstream's network and --allow-target, this machine's own address, or one of the proxy's own listeners): the line was forwarded as sent, so the client's next connection bypasses the proxy"),
+    ("proxy.listener_limit", _W, "--max-listeners listeners were open and none idle: an XFR/RNG was forwarded as sent (the client's next connection bypasses the proxy)"),
+    ("proxy.address_limit", _W, "--max-per-address connections were open from one client address: its new clients were closed at once (reported once per run; the count is in the notice)"),
+    ("proxy.rate_limit", _W, "a client address opened more than --max-rate connections per second: the excess were closed at once (reported once per run; the count is in the notice)"),
+    ("proxy.idle_timeout", _I, "the proxy closed a connection: no byte from the client within --first-byte-timeout of connecting, or none either way for --idle-timeout"),
     # plugins (analyzer/plugins.py); a plugin's own names are plugin.<name>.<what>
     ("analyzer.plugin.failed", _W, "a plugin raised an exception; it was disabled for the rest of the run (the analysis carried on)"),
     ("analyzer.plugin.too_slow", _W, "a plugin call took longer than --plugin-budget; the plugin was disabled for the rest of the run"),

@@ -159,8 +159,8 @@ def settle(pid: int, timeout: float = 60.0) -> float:
 
 def rss_with_idle(pid: int, port: int, idle: int) -> tuple[float, float]:
     socks = []
-    for _ in range(idle):
-        s = socket.create_connection(("127.0.0.1", port))
+    for i in range(idle):  # 50 per source address (127.4.x.y): within the proxy's per-address limits
+        s = socket.create_connection(("127.0.0.1", port), source_address=(f"127.4.{i // 50}.{1 + i % 50}", 0))
         s.sendall(b"PNG\r\n")
         socks.append(s)
     for s in socks:  # every connection is through to the echo server and back

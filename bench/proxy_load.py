@@ -14,6 +14,10 @@ in the middle of a payload, send 10 MB in one burst). Then:
 3. a storm: one client opens --storm connections and holds them while the
    N clients run.
 
+Each well-behaved client connects from its own 127.2.x.y address and the
+hostile one from 127.3.0.1, so the proxy's per-address limits (--max-per-address,
+--max-rate) bound the hostile client as they would a real one.
+
 Baseline and hostile runs alternate on the same proxy (--repeat times) and
 medians are compared, so machine noise hits both. For each case: the other
 clients' bytes all arrive (sha256 both ways), the p99 round-trip latency
@@ -39,6 +43,12 @@ import time
 from pathlib import Path
 
 LOOP = "127.0.0.1"
+HOSTILE = "127.3.0.1"  # the hostile client's own address (the proxy counts connections per address)
+
+
+def client_source(seed: int) -> str:
+    """Each well-behaved client connects from an address of its own (127.2.x.y), as separate machines do."""
+    return f"127.2.{seed // 250}.{seed % 250 + 1}"
 BURST = 10 * 1024 * 1024
 SILENT, RESET, BURSTY = b"SILENT", b"RESETME", b"BURST"
 
@@ -119,7 +129,7 @@ def script(seed: int, commands: int) -> list[bytes]:
 
 async def client(address, seed: int, commands: int):
     """Request/reply round trips; returns (sent digest, received digest, latencies in ms)."""
-    reader, writer = await asyncio.open_connection(*address)
+    reader, writer = await asyncio.open_connection(*address, local_addr=(client_source(seed), 0))
     sent, got = hashlib.sha256(), hashlib.sha256()
     latencies = []
     for line in script(seed, commands):
@@ -137,7 +147,7 @@ async def client(address, seed: int, commands: int):
 # -- the hostile ones (each runs until `stop` is set, bounded by its own deadline) ----------
 
 async def _open(address):
-    return await asyncio.open_connection(*address)
+    return await asyncio.open_connection(*address, local_addr=(HOSTILE, 0))
 
 
 async def garbage(address, stop: asyncio.Event, deadline: float):
@@ -168,6 +178,7 @@ async def slowloris(address, stop: asyncio.Event, deadline: float, connections: 
 async def reset_storm(address, stop: asyncio.Event, deadline: float):
     while not stop.is_set() and time.monotonic() < deadline:
         sock = socket.socket()
+        sock.bind((HOSTILE, 0))
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
         await loop.sock_connect(sock, address)

@@ -22,10 +22,10 @@ memory stays flat however many switchboards the capture holds.
 
 from __future__ import annotations
 
-import datetime as _dt
 from dataclasses import dataclass, field
 
 from analyzer.msnp import C2S
+from analyzer.clock import UTC, Clock
 from analyzer.msnp.facts import arrival, handle_of
 from analyzer.plugins import TERMINAL_ROWS, Plugin, section
 
@@ -73,12 +73,9 @@ def _first_message(sb: Switchboard):
     return (sb.first_message is None, sb.first_message or 0, sb.stream)
 
 
-def format_ts(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    if ts >= 1e8:  # an absolute capture time
-        return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    return f"+{ts:.3f}s"
+def format_ts(ts: float | None, zone: Clock = UTC) -> str:
+    """Date and time, labelled (`Z`: UTC, the default; `+HH:MM` with --local-time); relative times `+1.250s`."""
+    return zone.datetime(ts)
 
 
 

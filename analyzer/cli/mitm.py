@@ -43,6 +43,12 @@ def register(sub) -> None:
     m.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="mitm_set",
                    help="any mitmproxy option (repeatable), e.g. --set tcp_hosts=.* --set ssl_insecure=true")
     m.add_argument("--advertise", metavar="HOST", help="reverse mode: host written into rewritten XFR/RNG lines")
+    m.add_argument("--allow-target", action="append", default=[], metavar="CIDR|HOST[:PORT]",
+                   help="reverse mode: also follow XFR/RNG referrals to this network, address or host name "
+                        "(repeatable; default: only the reverse target's own /24 or /64 and its name)")
+    m.add_argument("--allow-any-target", action="store_true",
+                   help="reverse mode: follow referrals to any host (loopback/link-local still only when the "
+                        "reverse target is on loopback or --allow-target names them)")
     m.add_argument("--idle-timeout", type=int, default=0, metavar="SECONDS",
                    help="close MSNP connections idle this long (default 0: never; mitmproxy's own is 600)")
     m.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: until Ctrl-C)")
@@ -95,6 +101,14 @@ async def _run(args, analysis, console) -> None:
             update["save_stream_file"] = args.save_stream_file
         if args.advertise:
             update["msnp_advertise_host"] = args.advertise
+        from analyzer.capture.targets import parse_allowed
+        for text in args.allow_target:
+            try:
+                parse_allowed(text)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+        update["msnp_allow_target"] = list(args.allow_target)
+        update["msnp_allow_any_target"] = args.allow_any_target
         opts.update(**update)
         if args.mitm_set:
             opts.set(*args.mitm_set)

@@ -47,6 +47,7 @@ def register(sub) -> None:
                         f"stops being read (default {WRITE_HIGH_WATER})")
     p.add_argument("--duration", type=float, metavar="SECONDS",
                    help="stop by itself after this long (default: run until Ctrl-C)")
+    _policy_options(p)
     from analyzer.capture.proxy.relay import LOOPS
     p.add_argument("--loop", choices=LOOPS, default="auto",
                    help="the event loop that forwards: 'uvloop' (libuv, transports in C: a higher message "
@@ -76,6 +77,32 @@ def register(sub) -> None:
                    help="pause between the client's commands (default 0.04 on a terminal, else 0)")
     add_analysis_options(d)
     d.set_defaults(func=cmd_demo, fail_on="never")
+
+
+def _policy_options(p) -> None:
+    from analyzer.capture.proxy.relay import ProxyLimits
+    d = ProxyLimits()
+    g = p.add_argument_group("target policy and limits (see the README's Limits table)")
+    g.add_argument("--allow-target", action="append", default=[], metavar="CIDR|HOST[:PORT]",
+                   help="also follow XFR/RNG referrals to this network, address or host name (repeatable); "
+                        "by default only the upstream's own /24 (IPv4) or /64 (IPv6) and its name are followed")
+    g.add_argument("--allow-any-target", action="store_true",
+                   help="follow referrals to any host (this machine's loopback and link-local addresses "
+                        "still only when the upstream is on loopback or --allow-target names them)")
+    g.add_argument("--max-listeners", type=int, default=d.max_listeners, metavar="N",
+                   help=f"listeners opened for referral targets; an idle one is closed to make room, else "
+                        f"the referral is forwarded as sent (proxy.listener_limit) (default {d.max_listeners})")
+    g.add_argument("--max-per-address", type=int, default=d.max_per_address, metavar="N",
+                   help=f"connections open at once from one client address (default {d.max_per_address})")
+    g.add_argument("--max-rate", type=float, default=d.rate_per_address, metavar="PER_SECOND",
+                   help=f"new connections per second from one client address, in bursts of up to twice "
+                        f"that (default {d.rate_per_address:g})")
+    g.add_argument("--idle-timeout", type=float, default=d.idle_timeout, metavar="SECONDS",
+                   help=f"close a connection silent both ways this long (default {d.idle_timeout:g}: an NS "
+                        f"pings about every 50 s)")
+    g.add_argument("--first-byte-timeout", type=float, default=d.first_byte_timeout, metavar="SECONDS",
+                   help=f"close a client that sends nothing this long after connecting (default "
+                        f"{d.first_byte_timeout:g}: a client sends VER, USR or ANS at once)")
 
 
 def _common(p, listen_default: str) -> None:
@@ -118,6 +145,7 @@ class _Session:
             self.live = LiveView(self.analysis, self.analysis_run.redactor, title=title)
             self.analysis_run.add(self.live)
         self.plugins = None
+        self.report_lines: list[str] = []  # the proxy's policy and limits, printed after the report
         if plugins:  # else start_plugins() in the analysis process (their thread must live there)
             self.start_plugins()
         self.recorder = None
@@ -171,16 +199,39 @@ class _Session:
     def finish(self) -> int:
         self.analysis.finish()
         self.analysis_run.close()
-        return self.analysis_run.report()
+        from rich.text import Text
+        return self.analysis_run.report(extra=[Text(f"proxy {line}") for line in self.report_lines])
+
+
+def policy_and_limits(args, upstream):
+    """The TargetPolicy and ProxyLimits the options ask for (UsageError on a bad value)."""
+    from analyzer.capture.proxy.relay import ProxyLimits
+    from analyzer.capture.targets import TargetPolicy
+    d = ProxyLimits()
+    try:
+        policy = TargetPolicy(upstream, getattr(args, "allow_target", []) or [],
+                              getattr(args, "allow_any_target", False))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    values = {name: getattr(args, option, getattr(d, name)) for name, option in (
+        ("max_listeners", "max_listeners"), ("max_per_address", "max_per_address"),
+        ("rate_per_address", "max_rate"), ("idle_timeout", "idle_timeout"),
+        ("first_byte_timeout", "first_byte_timeout"))}
+    for name, value in values.items():
+        if not value > 0 or value != value:
+            option = {"rate_per_address": "max-rate"}.get(name, name.replace("_", "-"))
+            raise UsageError(f"--{option}: expected a positive number, got {value}")
+    return policy, ProxyLimits(**values)
 
 
 def _make_proxy(session: _Session, upstream, listen, connect_timeout=10.0):
     from analyzer.capture.proxy.relay import WRITE_HIGH_WATER, Proxy
     args = session.args
+    policy, limits = policy_and_limits(args, upstream)
     return Proxy(upstream, session.analysis, listen=listen, advertise=args.advertise,
                  recorder=session.recorder, connect_timeout=connect_timeout, on_notice=session.notice,
                  max_connections=getattr(args, "max_connections", None),
-                 buffer=getattr(args, "buffer", WRITE_HIGH_WATER))
+                 buffer=getattr(args, "buffer", WRITE_HIGH_WATER), policy=policy, limits=limits)
 
 
 async def _start(proxy) -> None:
@@ -223,7 +274,8 @@ def cmd_proxy(args) -> int:
             except (NotImplementedError, RuntimeError):
                 pass
         where = format_address(*proxy.address)
-        text = f"listening on {where}, relaying to {format_address(*upstream)} ({loop_name} loop); Ctrl-C to stop"
+        text = (f"listening on {where}, relaying to {format_address(*upstream)} ({loop_name} loop); "
+                f"{proxy.describe()}; Ctrl-C to stop")
         if remote is not None:
             remote.print(text, "bold")
         else:
@@ -252,7 +304,11 @@ def cmd_proxy(args) -> int:
                 except (NotImplementedError, RuntimeError):
                     pass
             if remote is not None:
+                for line in proxy.summary():
+                    remote.report(line)
                 remote.finished = await remote.finish(timeout=120)
+            else:
+                session.report_lines.extend(proxy.summary())
 
     if in_process:
         return _await_analysis(session, worker, ours, lambda: run(body(None), args.loop), lambda: remote)
@@ -360,6 +416,7 @@ def cmd_demo(args) -> int:
         finally:
             task.cancel()
             await proxy.stop()
+            session.report_lines.extend(proxy.summary())
             await service.stop()
             if live is not None:
                 live.refresh()

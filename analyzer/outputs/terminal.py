@@ -2,14 +2,25 @@
 
 Views wrap the analyzer's own objects (`Analysis`, `Connection`, events); the
 codec never imports rich. Tests render into `Console(file=io.StringIO())`.
+
+Reports fit the terminal: every table goes through `Fit`, which prints it as a
+table when its columns fit without breaking a word, and otherwise as stacked
+blocks (one block per row, `column: value` lines), so at 80 columns nothing is
+cropped and no anomaly name, address or file name is cut in two. Text from the
+wire goes through `analyzer.text.visible` first, and times through one
+`analyzer.clock.Clock` (UTC unless `--local-time`).
 """
 
 from __future__ import annotations
 
-from rich.console import Console, Group
+from rich.console import Console, ConsoleOptions, Group
+from rich.measure import Measurement
+from rich.padding import Padding
 from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
+
+from analyzer.clock import UTC, Clock
 
 from analyzer.analysis.run import Analysis
 from analyzer.anomalies import Severity, spec
@@ -40,15 +51,80 @@ class SafeConsole(Console):
 SEVERITY_STYLE = {Severity.INFO: "cyan", Severity.WARNING: "yellow", Severity.ERROR: "bold red"}
 
 
-def clock(ts: float) -> str:
-    """Wall-clock time of day (local) with milliseconds; capture-relative seconds stay as they are."""
-    if ts < 100_000_000:  # transcripts and tests use small relative times
-        return f"{ts:.3f}"
-    import time as _time
-    try:
-        return _time.strftime("%H:%M:%S", _time.localtime(ts)) + f".{int((ts % 1) * 1000):03d}"
-    except (OverflowError, OSError, ValueError):  # a time beyond what the platform's clock can show
-        return f"{ts:.3f}"
+class Fit:
+    """A rich Table shown as a table when it fits the width without breaking a word, else as blocks.
+
+    rich measures a table's minimum width as the sum of its columns' longest
+    words (plus borders): below that it would fold words. Then each row is
+    printed as a block instead: the first cell as a heading, the other cells
+    as `header: value` lines with a hanging indent, so names stay whole.
+    """
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(1, options.max_width)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions):
+        table = self.table
+        if _min_width(table) <= options.max_width:
+            for col in table.columns:  # rich may otherwise shrink a column below its longest word
+                col.min_width = max(col.min_width or 0, _longest_word(col))
+            yield table
+            return
+        if table.title:
+            yield Text(str(table.title), style="bold italic")
+        headers = [_plain(col.header) for col in table.columns]
+        columns = [list(col.cells) for col in table.columns]
+        rows = len(columns[0]) if columns else 0
+        for r in range(rows):
+            cells = [_plain(col[r]) if r < len(col) else "" for col in columns]
+            style = table.rows[r].style if r < len(table.rows) else None
+            first = cells[0] if table.show_header else ""
+            start = 1 if table.show_header else 0
+            if first:
+                yield Text(first, style=style or "bold")
+            for header, cell in zip(headers[start:], cells[start:]):
+                if not cell:
+                    continue
+                labels, values = header.split("\n"), cell.split("\n")
+                if len(labels) != len(values):  # one label for a value of several lines
+                    labels, values = [" ".join(header.split())], [cell]
+                for label, value in zip(labels, values):
+                    if label[:1] == value[:1] == "→":  # "→ server: → 1.2.3.4:1863" says it twice
+                        label, value = label[1:].strip(), value[1:].strip()
+                    line = Text(f"{label}: " if label else "", style="dim")
+                    line.append(value.replace("\n", "\n" + " " * (len(label) + 2) if label else "\n"),
+                                style=style or "")
+                    yield Padding(line, (0, 0, 0, 2))
+
+
+def _min_width(table: Table) -> int:
+    """The narrowest `table` can be without folding a word: longest words, padding and borders."""
+    pad_left, pad_right = table.padding[3], table.padding[1]
+    width = 0
+    for col in table.columns:
+        width += max(_longest_word(col), col.min_width or 0) + pad_left + pad_right
+    borders = (len(table.columns) + 1) if table.box else 0
+    return width + borders + (table.show_edge and not table.box and 0)
+
+
+def _longest_word(col) -> int:
+    from rich.cells import cell_len
+    words = [w for text in (_plain(col.header), *(_plain(c) for c in col.cells)) for w in text.split()]
+    return max((cell_len(w) for w in words), default=0)
+
+
+def _plain(cell) -> str:
+    if isinstance(cell, Text):
+        return cell.plain
+    return "" if cell is None else str(cell)
+
+
+def clock(ts: float, zone: Clock = UTC) -> str:
+    """Time of day with milliseconds, labelled (`Z` for UTC); relative times as `+1.250s`."""
+    return zone.time(ts)
 
 
 def percentile(values, q: float) -> float | None:
@@ -112,7 +188,7 @@ def connection_table(analysis: Analysis, max_rows: int | None = MAX_ROWS) -> Tab
         table.add_row(
             conn.id,
             f"{conn.role or '?'} {conn.version_label or ''}".rstrip() + f"\n{conn.client or '?'}\n→ {conn.server or '?'}"
-            f"\n{conn.handle or '-'}",
+            f"\n{visible(conn.handle or '-')}",
             f"{sum(conn.commands.values())}: {_counts(conn.commands)}",
             _counts(conn.outcomes).replace("no_reply_expected", "no reply expected"),
             "\n".join(f"p{int(q * 100)} {_ms(percentile(lat, q))}" for q in (0.5, 0.9, 0.99)),
@@ -120,7 +196,7 @@ def connection_table(analysis: Analysis, max_rows: int | None = MAX_ROWS) -> Tab
         )
     hidden = len(conns) - len(shown) + analysis.folded.count
     if hidden:
-        table.add_row("…", f"{hidden} more connections", "", "", "",
+        table.add_row("more", f"{hidden} more connections", "", "", "",
                       "see Total below, or --json for each", style="dim")
     return table
 
@@ -141,63 +217,110 @@ def totals_table(analysis: Analysis) -> Table:
     return table
 
 
+def fit(renderable):
+    """Tables fit the terminal (see `Fit`); anything else as it is."""
+    return Fit(renderable) if isinstance(renderable, Table) else renderable
+
+
 def render_report(analysis: Analysis, console: Console, extra: list | None = None) -> None:
     if analysis.connections:
-        console.print(connection_table(analysis))
+        console.print(fit(connection_table(analysis)))
     else:
         console.print("[yellow]no MSNP connections found[/yellow]")
-    console.print(totals_table(analysis))
+    console.print(fit(totals_table(analysis)))
     for section in extra or []:
-        console.print(section)
+        console.print(fit(section))
 
 
 class VerbosePrinter:
-    """A sink that prints every decoded command (and anomaly) as it is seen."""
+    """A sink that prints every decoded command, one wire line per output line, as it is seen.
 
-    def __init__(self, console: Console, redactor: Redactor | None = None, decoded: bool = True) -> None:
+    An anomaly is printed under the command it belongs to: the codec reports a
+    line's white-space and line-end anomalies just before the line itself (the
+    same direction and offset), so such an anomaly waits for its command; one
+    about a line already printed (pairing's, at that line's offset) is printed
+    at once. Anything still waiting when its stream ends is printed then.
+    """
+
+    def __init__(self, console: Console, redactor: Redactor | None = None, decoded: bool = True,
+                 zone: Clock = UTC) -> None:
         self.console = console
         self.redactor = redactor or Redactor()
         self.decoded = decoded
+        self.zone = zone
         self.views = None  # plugins' decoder: (command, conn) -> DecodedView | None (analyzer.plugins)
+        self.printed: dict[tuple, int] = {}        # (stream, direction) -> offset of the last command printed
+        self.waiting: dict[tuple, list] = {}       # (stream, direction) -> anomalies of lines not yet printed
+
+    def _print(self, text: Text) -> None:
+        # soft_wrap: one wire line is one output line (grep-able), however wide.
+        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    def _anomaly(self, stream: str, event: Anomaly) -> None:
+        style = SEVERITY_STYLE[event.severity]
+        self._print(Text(f"    ! [{stream}] {event.name}: {visible(self.redactor.detail(event))}", style=style))
 
     def event(self, conn: Connection | None, event) -> None:
         stream = conn.id if conn is not None else "-"
         kind = type(event)
         if kind is Command:
+            key = (stream, event.direction)
+            waiting = self.waiting.get(key)
+            if waiting:  # anomalies of lines before this one that never became commands
+                for anomaly in [a for a in waiting if a.offset < event.offset]:
+                    self._anomaly(stream, anomaly)
             arrow = ">>>" if event.direction == C2S else "<<<"
             line = Text()
             if event.ts is not None:
-                line.append(clock(event.ts) + " ", style="dim")
+                line.append(self.zone.time(event.ts) + " ", style="dim")
             line.append(f"[{stream}] {arrow} ", style="blue" if event.direction == C2S else "magenta")
-            line.append(event.cmd, style="bold")
+            line.append(visible(event.cmd), style="bold")
             if event.trid is not None:
                 line.append(f" {event.trid}", style="green")
             params = self.redactor.params(event, decoded=self.decoded)
             if params:
-                line.append(" " + visible(" ".join(params)))  # shown as escapes, not obeyed
+                line.append(" " + visible(" ".join(params)))
             if event.payload is not None:
                 line.append(f"  (+{len(event.payload)} bytes payload)", style="dim")
-            # soft_wrap: one wire line is one output line (grep-able), however wide.
-            self.console.print(line, highlight=False, markup=False, soft_wrap=True)
+            self._print(line)
+            self.printed[key] = event.offset
+            if waiting:
+                for anomaly in [a for a in waiting if a.offset <= event.offset]:
+                    if anomaly.offset == event.offset:
+                        self._anomaly(stream, anomaly)
+                rest = [a for a in waiting if a.offset > event.offset]
+                if rest:
+                    self.waiting[key] = rest
+                else:
+                    del self.waiting[key]
             view = self.views(event, conn) if self.views is not None and event.payload is not None else None
             if view is not None:
                 for text in view.lines(self.redactor):
-                    self.console.print(Text("        " + visible(text), style="dim"), highlight=False,
-                                       soft_wrap=True)
+                    self._print(Text("        " + visible(text), style="dim"))
         elif kind is Anomaly:
-            style = SEVERITY_STYLE[event.severity]
-            detail = visible(self.redactor.detail(event))
-            self.console.print(Text(f"    ! {event.name}: {detail}", style=style), highlight=False)
+            key = (stream, event.direction)
+            if (event.direction is None or event.offset is None
+                    or event.offset <= self.printed.get(key, -1)):
+                self._anomaly(stream, event)
+            else:
+                self.waiting.setdefault(key, []).append(event)
         elif kind is Skipped:
-            self.console.print(Text(f"    ~ [{stream}] skipped {len(event.raw)} bytes", style="dim"))
+            self._flush(stream, event.direction)
+            self._print(Text(f"    ~ [{stream}] skipped {len(event.raw)} bytes", style="dim"))
         elif kind is Transaction:
             pass
 
+    def _flush(self, stream: str, direction=None) -> None:
+        for key in [k for k in self.waiting if k[0] == stream and (direction is None or k[1] == direction)]:
+            for anomaly in self.waiting.pop(key):
+                self._anomaly(stream, anomaly)
+
     def stream(self, conn: Connection) -> None:
-        pass
+        self._flush(conn.id)
 
     def close(self) -> None:
-        pass
+        for stream in sorted({k[0] for k in self.waiting}):
+            self._flush(stream)
 
 
-__all__ = ["SafeConsole", "render_report", "VerbosePrinter", "connection_table", "totals_table", "percentile", "Group"]
+__all__ = ["SafeConsole", "render_report", "VerbosePrinter", "Fit", "fit", "connection_table", "totals_table", "percentile", "Group"]

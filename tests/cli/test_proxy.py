@@ -138,3 +138,31 @@ def test_loop_option_is_used_and_a_missing_uvloop_is_a_usage_error(tmp_path):
     assert hard.returncode == 2 and "uvloop" in hard.stderr and "Traceback" not in hard.stderr
     assert len(hard.stderr.strip().splitlines()) == 1
     assert "--loop" in cli("proxy", "--help").stdout
+
+
+def test_an_upstream_equal_to_the_listen_address_is_one_line_exit_2():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for upstream in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        out = cli("proxy", "--upstream", upstream, "--listen", f"127.0.0.1:{port}", "--quiet")
+        assert out.returncode == 2 and "own listening address" in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    bad = cli("proxy", "--upstream", "127.0.0.1:9", "--allow-target", "10.0.0.0/33", "--quiet")
+    assert bad.returncode == 2 and "--allow-target" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    bad = cli("proxy", "--upstream", "127.0.0.1:9", "--idle-timeout", "0", "--quiet")
+    assert bad.returncode == 2 and "--idle-timeout" in bad.stderr
+
+
+def test_the_listening_line_and_the_report_say_which_policy_is_in_force():
+    out = cli("proxy", "--upstream", "127.0.0.1:9", "--listen", "127.0.0.1:0", "--duration", "0.3", "--quiet",
+              "--allow-target", "127.1.0.0/24", "--max-listeners", "5")
+    assert out.returncode == 0, out.stderr
+    listening = next(line for line in out.stdout.splitlines() if "listening on" in line)
+    assert "target policy: follow 127.0.0.0/24, 127.1.0.0/24" in listening and "5 listeners" in listening
+    tail = out.stdout[out.stdout.index("no MSNP connections"):]
+    assert "proxy target policy: follow 127.0.0.0/24, 127.1.0.0/24" in tail and "proxy limits hit: none" in tail
+    helptext = cli("proxy", "--help").stdout
+    for option in ("--allow-target", "--allow-any-target", "--max-listeners", "--max-per-address", "--max-rate",
+                   "--idle-timeout", "--first-byte-timeout"):
+        assert option in helptext

@@ -17,7 +17,11 @@ What it does, hook by hook:
   (seconds, 0 = never, the default) replaces that limit per MSNP connection.
 - In reverse mode (`reverse:tcp://ds.example:1863`) server `XFR`/`RNG` addresses
   are rewritten to a new reverse listener that mitmproxy starts at run time for
-  each target (so the client's NS and SB connections stay under observation).
+  each target (so the client's NS and SB connections stay under observation),
+  when the proxy's target policy allows the target (analyzer/capture/targets.py:
+  the reverse target's /24 or /64, `msnp_allow_target`, `msnp_allow_any_target`)
+  and it is not one of our own listeners; otherwise the line is forwarded as
+  sent and `proxy.target_refused` names the target.
   In SOCKS5 and transparent modes nothing is rewritten: the client's next
   connection goes through the proxy by itself.
 - `response`/`error` (HTTP): gateway sessions (`/gateway/gateway.dll`) become
@@ -34,6 +38,7 @@ import logging
 import re
 import socket
 import sys
+import typing
 from pathlib import Path
 
 if __package__ in (None, ""):  # loaded by `mitmdump -s path/to/mitm.py` from a source tree
@@ -106,6 +111,8 @@ class MsnpAddon:
         self._owned_files: list = []
         self._tcp: dict[str, _TcpState] = {}
         self.listeners: dict[tuple[str, int], tuple[str, int]] = {}  # target -> our reverse listener
+        self._roots: dict[tuple[str, int], tuple[str, int]] = {}  # a listener's target -> the user's reverse target
+        self._policies: dict[tuple[str, int], object] = {}  # the user's reverse target -> its TargetPolicy
         self._new_modes: list[str] = []
         self.errors = 0
 
@@ -125,6 +132,12 @@ class MsnpAddon:
                           "In reverse mode, rewrite XFR/RNG addresses to new reverse listeners.")
         loader.add_option("msnp_advertise_host", str, "",
                           "Host written into rewritten XFR/RNG lines (default: the address the client connected to).")
+        loader.add_option("msnp_allow_target", typing.Sequence[str], [],
+                          "Reverse mode: also follow XFR/RNG referrals to this CIDR, ADDRESS[:PORT] or HOST[:PORT] "
+                          "(default: only the reverse target's own /24 or /64 and its name).")
+        loader.add_option("msnp_allow_any_target", bool, False,
+                          "Reverse mode: follow referrals to any host (this machine's loopback/link-local "
+                          "addresses still only when the reverse target is on loopback or named).")
 
     def running(self) -> None:
         if self.analysis is None:
@@ -253,10 +266,32 @@ class MsnpAddon:
         from mitmproxy.proxy.mode_specs import ReverseMode
         return isinstance(getattr(flow.client_conn, "proxy_mode", None), ReverseMode)
 
+    def _policy(self, flow):
+        """The target policy for a flow: that of the user's reverse target it descends from."""
+        from analyzer.capture.targets import TargetPolicy
+        mode = flow.client_conn.proxy_mode
+        upstream = tuple(mode.address)
+        root = self._roots.get(upstream, upstream)
+        policy = self._policies.get(root)
+        if policy is None:
+            policy = self._policies[root] = TargetPolicy(
+                root, list(ctx.options.msnp_allow_target), ctx.options.msnp_allow_any_target)
+        return root, policy
+
     def _route(self, flow, kind: str, host: str, port: int):
+        from analyzer.capture.targets import Refused
         target = (host, port)
         found = self.listeners.get(target)
         if found is None:
+            root, policy = self._policy(flow)
+            reason = policy.check(host, port)
+            ours = {l[1] for l in self.listeners.values()} | {flow.client_conn.sockname[1]}
+            if reason is None and port in ours and self._is_local(host, flow):
+                from analyzer.msnp.facts import format_address
+                reason = f"{format_address(host, port)} is one of the proxy's own listeners (a loop)"
+            if reason is not None:
+                return Refused(reason)
+            self._roots[target] = root
             listen_host = flow.client_conn.sockname[0]
             with socket.socket(socket.AF_INET6 if ":" in listen_host else socket.AF_INET) as s:
                 s.bind((listen_host, 0))
@@ -266,6 +301,23 @@ class MsnpAddon:
             found = self.listeners[target] = (listen_host, listen_port)
         advertise = ctx.options.msnp_advertise_host or found[0]
         return advertise, found[1]
+
+    @staticmethod
+    def _is_local(host: str, flow) -> bool:
+        from analyzer.capture.targets import ip_of, this_machine
+        if host in (flow.client_conn.sockname[0], ctx.options.msnp_advertise_host, ctx.options.listen_host):
+            return True
+        address = ip_of(host)
+        if address is None:
+            return False
+        if this_machine(address):
+            return True
+        try:
+            with socket.socket(socket.AF_INET6 if address.version == 6 else socket.AF_INET) as probe:
+                probe.bind((str(address), 0))
+            return True
+        except OSError:
+            return False
 
     async def _rewrite(self, flow, state: _TcpState, message) -> None:
         rewriter = state.rewriter
@@ -286,7 +338,8 @@ class MsnpAddon:
         for rw in rewrites:
             if rw.rewritten is None:
                 self.analysis.anomaly(state.conn, Anomaly(
-                    "mitm.rewrite.skipped", f"{rw.cmd} {rw.kind} {rw.original}: {rw.reason}", S2C, rw.offset,
+                    getattr(rw.reason, "anomaly", "mitm.rewrite.skipped"),
+                    f"{rw.cmd} {rw.kind} {rw.original}: {rw.reason}; forwarded as sent", S2C, rw.offset,
                     message.timestamp))
             else:
                 record = {"kind": "rewrite", "cmd": rw.cmd, "target": rw.kind, "original": rw.original,

@@ -169,6 +169,10 @@ class RemoteAnalysis:
     def status(self, text: str) -> None:
         self._put(("status", text))
 
+    def report(self, text: str) -> None:
+        """A line for the end of the final report (the proxy's policy and limits)."""
+        self._put(("report", text))
+
     # -- backlog -------------------------------------------------------------------
 
     def _drop(self, conn: RemoteConn, direction: str, size: int, ts) -> None:
@@ -319,6 +323,8 @@ def serve(session, sock: socket.socket) -> int:
             session.notice(record[1])
         elif kind == "print":
             session.console.print(record[1], style=record[2], highlight=False, soft_wrap=True)
+        elif kind == "report":
+            session.report_lines.append(record[1])
         elif kind == "status":
             if session.live is not None:
                 session.live.status = record[1]

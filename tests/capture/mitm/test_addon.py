@@ -187,3 +187,32 @@ def test_unroutable_xfr_in_reverse_mode_is_named_and_forwarded():
     assert forwarded == line
     conn = next(iter(analysis.connections.values()))
     assert conn.anomalies["mitm.rewrite.skipped"] == 1
+
+
+def test_reverse_mode_follows_only_targets_the_policy_allows():
+    # The same target policy as the proxy: the reverse target's /24 (here 127.0.0.0/24), nothing else.
+    from mitmproxy.proxy.mode_specs import ProxyMode
+    analysis = Analysis()
+    addon = MsnpAddon(analysis)
+    line = b"XFR 5 SB 127.1.0.5:6000 CKI x\r\n"
+
+    async def go():
+        with taddons.context(addon) as tctx:
+            f = tflow.ttcpflow(messages=[])
+            f.client_conn.proxy_mode = ProxyMode.parse("reverse:tcp://127.0.0.1:1863")
+            addon.tcp_start(f)
+            f.messages.append(tcp.TCPMessage(False, line))
+            msg = f.messages[-1]
+            await addon.tcp_message(f)
+            allowed = addon._route(f, "SB", "127.0.0.9", 6001)
+            own = addon._route(f, "SB", "127.0.0.1", allowed[1])  # one of our own listeners: a loop
+            tctx.options.update(msnp_allow_target=["127.1.0.0/24"])
+            addon._policies.clear()
+            named = addon._route(f, "SB", "127.1.0.5", 6000)
+            addon.tcp_end(f)
+            return msg.content, allowed, own, named
+    forwarded, allowed, own, named = asyncio.run(go())
+    assert forwarded == line and addon.listeners.keys() >= {("127.0.0.9", 6001), ("127.1.0.5", 6000)}
+    conn = next(iter(analysis.connections.values()))
+    assert conn.anomalies["proxy.target_refused"] == 1
+    assert isinstance(allowed, tuple) and "own listeners" in own and isinstance(named, tuple)
