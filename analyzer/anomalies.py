@@ -70,9 +70,10 @@ for _name, _sev, _summary in [
     ("msnp.trid.out_of_range", _E, "the TrID is above 4294967295 (server behaviour undefined)"),
     ("msnp.trid.zero_from_client", _I, "the client used TrID 0, which servers also use for asynchronous pushes"),
     ("msnp.trid.duplicate_pending", _W, "a TrID reused while an earlier request with it still awaits its reply"),
-    ("msnp.trid.pending_limit", _W, "too many requests awaiting replies; the oldest was given up as unanswered"),
+    ("msnp.trid.pending_limit", _W, "more requests awaiting replies than --max-pending; the oldest were given up as unanswered (once per connection, with the count)"),
     # replies
-    ("msnp.reply.out_of_order", _I, "a request's reply came after the reply to a later request"),
+    ("msnp.reply.out_of_order", _I, "a reply came before the replies to earlier requests (one per such reply, saying how many it overtook)"),
+    ("msnp.reply.list_limit", _I, "a transaction got more replies than are listed (10,000); the rest are counted in its record's more_replies"),
     ("msnp.reply.orphan", _W, "a reply whose TrID matches no request seen (or the capture started mid-session)"),
     ("msnp.reply.unanswered", _W, "a request that expects a reply got none (timeout or end of connection)"),
     ("msnp.reply.unexpected_command", _W, "a reply with the request's TrID but a command that does not answer it"),
@@ -111,6 +112,7 @@ for _name, _sev, _summary in [
     ("capture.pcapng.no_timestamp", _I, "pcapng Simple Packet Blocks carry no time: each was given the time of the packet before it (once per file, with the count)"),
     ("capture.bad_record", _W, "pcap records that are empty or longer than the file's snapshot length (reported once per file, with the count); still decoded"),
     ("capture.ip_fragment", _W, "fragments of TCP datagrams (reported once per file, with the count); not reassembled, their bytes are missing"),
+    ("capture.inflate_limit", _W, "a gzip'd capture inflates to more than 100 times its size (at least 64 MiB); reading stopped at that cap (once per file)"),
     ("capture.flow_limit", _W, "more TCP flows open at once than --max-flows; the least recently active were closed early (once per file, with the count)"),
     # the analysis itself
     ("analyzer.internal_error", _E, "the analysis of this connection failed; the rest of it was not decoded"),

@@ -61,16 +61,19 @@ class Switchboard:
 
     @property
     def participants(self) -> list[str]:
-        seen = []
-        for h in ([self.user] if self.user else []) + self.others:
-            if h and h not in seen:
-                seen.append(h)
-        return seen
+        # dict.fromkeys: first-seen order, one hash per handle (a JOI flood stays linear)
+        return [h for h in dict.fromkeys(([self.user] if self.user else []) + self.others) if h]
 
 
 def _first_message(sb: Switchboard):
     """Boards in order of their first text message (those without a time last)."""
     return (sb.first_message is None, sb.first_message or 0, sb.stream)
+
+
+def _listed(handles: list[str], limit: int = 10) -> str:
+    """At most `limit` handles in a terminal cell, the rest counted (a JOI flood is one line)."""
+    text = ", ".join(handles[:limit])
+    return text + f", +{len(handles) - limit} more" if len(handles) > limit else text
 
 
 def format_ts(ts: float | None, zone: Clock = UTC) -> str:
@@ -97,6 +100,7 @@ class ChatPlugin(Plugin):
         # Summary mode (no HTML report): ended boards past the earliest TERMINAL_ROWS,
         # folded into [chats, messages, first message, last message].
         self._shown: list[Switchboard] = []
+        self._others_seen: dict[str, set[str]] = {}  # stream -> handles in Switchboard.others
         self.folded = [0, 0, None, None]
 
     def _board(self, conn) -> Switchboard:
@@ -120,7 +124,9 @@ class ChatPlugin(Plugin):
                 self._add_other(self._board(conn), found.endpoint.handle)
 
     def _add_other(self, sb: Switchboard, handle: str) -> None:
-        if handle not in sb.others:
+        known = self._others_seen.setdefault(sb.stream, set())
+        if handle not in known:
+            known.add(handle)
             sb.others.append(handle)
 
     def _msg(self, conn, cmd) -> None:
@@ -177,6 +183,7 @@ class ChatPlugin(Plugin):
     def _fold(self, sb: Switchboard) -> None:
         """Summary mode: keep an ended board only while it is among the earliest shown."""
         del self.switchboards[sb.stream]
+        self._others_seen.pop(sb.stream, None)
         if sb.messages:
             self._shown.append(sb)
             self._shown.sort(key=_first_message)
@@ -248,7 +255,7 @@ class ChatPlugin(Plugin):
         # As the connection table: a capture with thousands of chats lists the first
         # ones and counts the rest (the transcripts are all in `msnp-analyzer chat`).
         for sb in boards[:TERMINAL_ROWS]:
-            table.add_row(sb.stream, ", ".join(sb.participants) or UNKNOWN, str(sb.messages),
+            table.add_row(sb.stream, _listed(sb.participants) or UNKNOWN, str(sb.messages),
                           format_ts(sb.first_message), format_ts(sb.last_message))
         if len(boards) > TERMINAL_ROWS or folded_chats:
             rest = boards[TERMINAL_ROWS:]

@@ -67,6 +67,10 @@ TRIGGERS: dict[str, tuple[str, str, Limits | None]] = {
     "msnp.reply.out_of_order": (
         ">>> XFR 2 SB\\r\\n>>> XFR 3 SB\\r\\n<<< XFR 3 SB 1:1 CKI 1\\r\\n<<< XFR 2 SB 1:1 CKI 2\\r\\n",
         ">>> XFR 2 SB\\r\\n>>> XFR 3 SB\\r\\n<<< XFR 2 SB 1:1 CKI 2\\r\\n<<< XFR 3 SB 1:1 CKI 1\\r\\n", None),
+    # MAX_REPLIES (10,000) replies are listed: the CHG reply and 9,999 ILNs; one more ILN is counted.
+    "msnp.reply.list_limit": (">>> CHG 2 NLN 0\\r\\n<<< CHG 2 NLN 0\\r\\n" + "<<< ILN 2 NLN b@example.com B 0\\r\\n" * 10_000,
+                              ">>> CHG 2 NLN 0\\r\\n<<< CHG 2 NLN 0\\r\\n" + "<<< ILN 2 NLN b@example.com B 0\\r\\n" * 9_999,
+                              None),
     "msnp.reply.orphan": ("<<< XFR 9 SB 1:1 CKI 1\\r\\n", ">>> XFR 9 SB\\r\\n<<< XFR 9 SB 1:1 CKI 1\\r\\n", None),
     "msnp.reply.unanswered": (">>> XFR 9 SB\\r\\n", ">>> XFR 9 SB\\r\\n<<< XFR 9 SB 1:1 CKI 1\\r\\n", None),
     "msnp.reply.unexpected_command": (">>> XFR 9 SB\\r\\n<<< CAL 9 RINGING 1\\r\\n",

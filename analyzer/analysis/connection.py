@@ -13,6 +13,7 @@ Fail-open: if the analysis itself raises (a bug), the connection reports
 
 from __future__ import annotations
 
+import random
 from array import array
 from collections import Counter
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from analyzer.msnp import (C2S, S2C, DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, Anom
 from analyzer.msnp.facts import Referral, login, referral
 
 _NEVER = float("inf")
+LATENCY_SAMPLE = 10_000  # latencies kept per connection for its percentiles
+_RANDOM = random.Random(1863)  # fixed seed: the same capture gives the same report
+
 SB_SERVER_CODES = frozenset({"IRO", "JOI", "BYE", "ACK", "NAK"})
 SB_CLIENT_CODES = frozenset({"ANS", "CAL", "MSG"})  # only switchboards take client MSG
 NS_CODES = frozenset({"CHG", "ILN", "NLN", "FLN", "SYN", "ADL", "UUX", "UBX", "RNG", "CHL",
@@ -58,7 +62,8 @@ class Connection:
         self.commands: Counter[str] = Counter()
         self.anomalies: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()
-        self.latencies = array("d")
+        self.latencies = array("d")    # at most LATENCY_SAMPLE: a uniform sample past that
+        self.latency_count = 0         # latencies seen beyond the first LATENCY_SAMPLE
         self.bytes = {C2S: 0, S2C: 0}
         self.first_ts: float | None = None
         self.last_ts: float | None = None
@@ -151,6 +156,14 @@ class Connection:
 
     # -- internals ------------------------------------------------------------
 
+    def _sample(self, value: float) -> None:
+        """Past LATENCY_SAMPLE latencies, keep a uniform sample (reservoir): the report's
+        percentiles stay honest and a connection's memory stays bounded."""
+        self.latency_count += 1
+        j = _RANDOM.randrange(LATENCY_SAMPLE + self.latency_count)
+        if j < LATENCY_SAMPLE:
+            self.latencies[j] = value
+
     def _fail(self, exc: Exception, direction: str | None, ts) -> list:
         self.failed = True
         self.anomalies["analyzer.internal_error"] += 1
@@ -181,7 +194,10 @@ class Connection:
                         else:
                             outcomes[settled.outcome] += 1
                             if settled.latency_ms is not None:
-                                latencies.append(settled.latency_ms)
+                                if len(latencies) < LATENCY_SAMPLE:
+                                    latencies.append(settled.latency_ms)
+                                else:
+                                    self._sample(settled.latency_ms)
             elif kind is Anomaly:
                 self.anomalies[event.name] += 1
             elif kind is Transaction:
@@ -196,7 +212,10 @@ class Connection:
             else:
                 self.outcomes[event.outcome] += 1
                 if event.latency_ms is not None:
-                    self.latencies.append(event.latency_ms)
+                    if len(self.latencies) < LATENCY_SAMPLE:
+                        self.latencies.append(event.latency_ms)
+                    else:
+                        self._sample(event.latency_ms)
         return settled
 
     def _learn(self, cmd: Command) -> None:

@@ -117,6 +117,9 @@ class StreamFacts:
     first_c2s_seen: bool = False
     participants: list[Participant] = field(default_factory=list)
     saw_out: bool = False
+    # Indexes over `participants`, so a JOI/BYE flood costs one lookup per line:
+    present: dict[str, Participant] = field(default_factory=dict)  # handle -> the one not yet left
+    handles: set[str] = field(default_factory=set)                 # every handle listed
 
 
 _NEVER = float("inf")
@@ -325,18 +328,21 @@ class Linker:
                 self._join(facts, found.endpoint.text, found.nick, cmd.ts, code)
         elif code == "BYE" and params:
             handle = _text(params[0])
-            for p in reversed(facts.participants):
-                if p.handle == handle and p.left is None:
-                    p.left, p.left_via = cmd.ts, "BYE"
-                    break
+            p = facts.present.pop(handle, None)
+            if p is not None and p.left is None:
+                p.left, p.left_via = cmd.ts, "BYE"
             else:
                 # Left without our seeing the arrival (mid-session capture).
                 facts.participants.append(Participant(handle, None, None, "unseen", cmd.ts, "BYE"))
+                facts.handles.add(handle)
         elif code == "MSG" and len(params) >= 2 and not facts.sb_login and params[0] != b"Hotmail":
             # Mid-session switchboard: a sender we never saw arrive was there all the same.
             sender = _text(params[0])
-            if all(p.handle != sender for p in facts.participants):
-                facts.participants.append(Participant(sender, _decode_nick(params[1]), None, "MSG"))
+            if sender not in facts.handles:
+                p = Participant(sender, _decode_nick(params[1]), None, "MSG")
+                facts.participants.append(p)
+                facts.handles.add(sender)
+                facts.present[sender] = p
         elif code == "USR" and facts.participants:
             found = wire.login(cmd)
             me = facts.participants[0]
@@ -345,12 +351,15 @@ class Linker:
 
     def _join(self, facts: StreamFacts, handle: bytes | str, nick: bytes | None, ts, via: str) -> None:
         text = handle if type(handle) is str else _text(handle)
-        for p in facts.participants:
-            if p.handle == text and p.left is None:
-                if nick is not None and p.nick is None:
-                    p.nick = _decode_nick(nick)
-                return
-        facts.participants.append(Participant(text, _decode_nick(nick) if nick is not None else None, ts, via))
+        p = facts.present.get(text)
+        if p is not None and p.left is None:
+            if nick is not None and p.nick is None:
+                p.nick = _decode_nick(nick)
+            return
+        p = Participant(text, _decode_nick(nick) if nick is not None else None, ts, via)
+        facts.participants.append(p)
+        facts.handles.add(text)
+        facts.present[text] = p
 
     # -- linking --------------------------------------------------------------
 

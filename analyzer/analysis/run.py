@@ -20,6 +20,9 @@ from analyzer.analysis.connection import Connection, Limits
 from analyzer.analysis.redact import Redactor
 
 
+KEEP_CLOSED = 1000  # closed connections kept one by one for the report; the rest go into the totals
+
+
 class Sink(Protocol):
     def event(self, conn: Connection | None, event) -> None: ...
     def stream(self, conn: Connection) -> None: ...
@@ -40,7 +43,7 @@ class Analysis:
         # Bounded memory for long captures: with keep_closed set, only that many closed
         # connections stay in `connections`; older ones are folded into `folded` (their
         # counts, and a fixed-size sample of their latencies) once their sinks saw them.
-        self.keep_closed: int | None = None
+        self.keep_closed: int | None = KEEP_CLOSED
         self.folded = Folded()
         self._closed: deque[str] = deque()
         self.finished = False  # finish() ran: the sinks are closed

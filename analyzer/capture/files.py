@@ -63,13 +63,13 @@ def analyze_file(capture, analysis, detector, *, buffer, reorder_timeout, idle_t
 
 def feed_transcript(analysis, path: str, data: bytes, prefix: str = "", version: int | None = None) -> dict:
     """A transcript's chunks, one Connection per `@label` (default "1"), ids prefixed by `prefix`."""
-    from analyzer.msnp.transcript import TranscriptError, parse
+    from analyzer.msnp.transcript import TranscriptError, check, iter_chunks
     try:
-        chunks = parse(data)
+        check(data)  # a bad line is exit 2 before anything is written; then fed one chunk at a time
     except TranscriptError as exc:
         raise UsageError(f"{path}: {exc}") from None
     conns: dict = {}
-    for chunk in chunks:
+    for chunk in iter_chunks(data):
         key = chunk.conn or "1"
         conn = conns.get(key)
         if conn is None:

@@ -66,6 +66,11 @@ IPV6_EXTENSIONS = frozenset({0, 43, 60, 51})
 IPV6_FRAGMENT = 44
 
 MAX_RECORD = 256 * 1024 * 4  # a pcap record longer than this is corruption, not a packet
+# A gzip'd capture is read up to this many times its own size (at least INFLATE_FLOOR):
+# real captures deflate 2-20x, a crafted one 1,000x (1 MB to 1 GiB), and the cost must
+# follow the file's size. Past the cap reading stops with `capture.inflate_limit`.
+INFLATE_RATIO = 100
+INFLATE_FLOOR = 64 * 1024 * 1024
 FRAGMENT = ()  # decode_ip's answer for a TCP fragment (not None: the caller counts them)
 
 _u16 = struct.Struct(">H").unpack_from
@@ -205,8 +210,32 @@ class ClassicPcap:
         self.f.close()
 
 
+class _CappedInflate:
+    """A gzip stream that ends (reads return b"") once `cap` inflated bytes were read."""
+
+    def __init__(self, f, cap: int) -> None:
+        self._f = f
+        self.cap = cap
+        self.inflated = 0
+        self.hit = False
+
+    def read(self, size: int = -1) -> bytes:
+        room = self.cap - self.inflated
+        if room <= 0:
+            self.hit = True
+            return b""
+        data = self._f.read(room if size is None or size < 0 else min(size, room))
+        self.inflated += len(data)
+        if self.inflated >= self.cap and self._f.read(1):
+            self.hit = True
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
 class CaptureFile:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, inflate_ratio: int = INFLATE_RATIO) -> None:
         self.path = path
         if not os.path.exists(path):
             raise CaptureError(f"{path}: no such file")
@@ -241,6 +270,10 @@ class CaptureFile:
         self.pcapng = classic is None and type(self.reader).__name__ == "RawPcapNgReader"
         self.format = "pcapng" if self.pcapng else "pcap"
         self.gzip = not hasattr(self.reader.f, "raw") and type(self.reader.f).__name__ == "GzipFile"
+        self._inflate = None
+        if self.gzip:
+            self._inflate = _CappedInflate(self.reader.f, max(INFLATE_FLOOR, inflate_ratio * self.size))
+            self.reader.f = self._inflate
         self.linktype = getattr(self.reader, "linktype", None)
         self.nano = bool(getattr(self.reader, "nano", False))
         self.anomalies: list[Anomaly] = []
@@ -436,11 +469,17 @@ class CaptureFile:
             return None
 
     def _report_counts(self) -> None:
-        """The once-per-file anomalies that carry a count (fragments, bad records)."""
+        """The once-per-file anomalies that carry a count (fragments, bad records, inflation)."""
         if self._counted:
             return
         self._counted = True
         base = os.path.basename(self.path)
+        if self._inflate is not None and self._inflate.hit:
+            self.anomalies.append(Anomaly(
+                "capture.inflate_limit",
+                f"{base}: the gzip'd file ({self.size} bytes) inflates past {self._inflate.cap} bytes "
+                f"({INFLATE_RATIO} times its size, at least {INFLATE_FLOOR}); reading stopped there, "
+                f"after {self.packets} packets", None, None, None))
         if self.bad_records:
             offset, number, caplen, snaplen = self._first_bad
             self.anomalies.append(Anomaly(
@@ -456,6 +495,8 @@ class CaptureFile:
                 None, None, None))
 
     def _damage(self, name: str, offset, packets: int, detail: str) -> None:
+        if name == "capture.truncated" and self._inflate is not None and self._inflate.hit:
+            return  # not the file's end: the inflation cap's (capture.inflate_limit says so)
         where = f" at byte {offset}" if offset is not None else ""
         self.anomalies.append(Anomaly(name, f"{os.path.basename(self.path)}{where}: {detail}; "
                                             f"the {packets} packets before it were analysed",

@@ -15,7 +15,7 @@ from analyzer.cli import analyze, export, mitm, proxy
 from analyzer.cli import plugins as plugins_cmd
 from analyzer.cli.options import add_analysis_options, add_plugin_options, report_console
 from analyzer.cli.run import Run, RunOptions, plugin_options, plugins_from
-from analyzer.errors import EXIT_OK, EXIT_UNUSABLE, UsageError, read_input
+from analyzer.errors import EXIT_OK, EXIT_UNUSABLE, UsageError, open_input
 from analyzer.msnp.direction import guess_direction
 from analyzer.anomalies import CATALOGUE
 
@@ -79,10 +79,19 @@ def cmd_anomalies(args) -> int:
     return EXIT_OK
 
 
+RAW_CHUNK = 64 * 1024  # bytes of a raw stream fed to the codec at a time
+
+
 def cmd_decode(args) -> int:
     from analyzer.msnp import C2S
     from analyzer.msnp.transcript import looks_like_transcript
-    data = read_input(args.file)
+    source = open_input(args.file)
+    try:
+        data = source.read(RAW_CHUNK)
+    except OSError as exc:
+        raise UsageError(f"{args.file}: {exc.strerror}") from None
+    if looks_like_transcript(data[:4096]):
+        data += source.read()  # a transcript is checked whole before anything is fed
     run = Run(RunOptions.from_args(args, html=args.html, sources=[args.file]), report_console(args))
     analysis = run.analysis
     run.load_plugins()
@@ -91,13 +100,20 @@ def cmd_decode(args) -> int:
             from analyzer.capture.files import feed_transcript
             feed_transcript(analysis, args.file, data, version=args.msnp)
         else:
-            direction = args.dir or guess_direction(data)
+            direction = args.dir or guess_direction(data[:RAW_CHUNK])
             conn = analysis.open(conn_id="1", version=args.msnp,
                                  client=args.file if direction == C2S else None,
                                  server=args.file if direction != C2S else None)
-            analysis.feed(conn, direction, data, None)
+            # Read and fed RAW_CHUNK at a time, as a socket would deliver it: the events of
+            # one read are written and dropped before the next, and the file is never held
+            # whole (a 20 MB stream fed in one piece held all its events at once: 2.5 GB).
+            while data:
+                analysis.feed(conn, direction, data, None)
+                data = source.read(RAW_CHUNK)
         analysis.finish()
     finally:
+        if source is not sys.stdin.buffer:
+            source.close()
         run.close()
     return run.report()
 

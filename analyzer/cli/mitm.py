@@ -135,6 +135,8 @@ async def _run(args, analysis, console) -> None:
     for addr in proxyserver.listen_addrs():
         console.print(f"[bold]mitmproxy[/bold] {', '.join(opts.mode)} listening on {addr[0]}:{addr[1]}",
                       highlight=False)
+    for line in reverse_policies(args):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     try:
         if args.duration is not None:
             await asyncio.wait_for(asyncio.shield(task), args.duration)
@@ -153,6 +155,23 @@ async def _run(args, analysis, console) -> None:
                 pass
 
 
+def reverse_policies(args) -> list[str]:
+    """For each reverse mode: the target policy its XFR/RNG rewriting follows (one line each)."""
+    from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
+
+    from analyzer.capture.targets import TargetPolicy
+    lines = []
+    for spec in args.mode or []:
+        try:
+            mode = ProxyMode.parse(spec)
+        except ValueError:
+            continue
+        if isinstance(mode, ReverseMode):
+            policy = TargetPolicy(tuple(mode.address), list(args.allow_target), args.allow_any_target)
+            lines.append(f"reverse {spec}: {policy.describe()}")
+    return lines
+
+
 def cmd_mitm(args) -> int:
     run = Run(RunOptions.from_args(args, html=args.html), report_console(args))
     analysis, console = run.analysis, run.console
@@ -168,7 +187,10 @@ def cmd_mitm(args) -> int:
         logging.getLogger("mitmproxy").removeHandler(handler)
         analysis.finish()  # no-op for connections the addon already closed
         run.close()
-    return run.report()
+    status = run.report()
+    for line in reverse_policies(args):  # never wrapped: scripts grep the report for them
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    return status
 
 
 __all__ = ["register", "cmd_mitm"]

@@ -199,8 +199,10 @@ class _Session:
     def finish(self) -> int:
         self.analysis.finish()
         self.analysis_run.close()
-        from rich.text import Text
-        return self.analysis_run.report(extra=[Text(f"proxy {line}") for line in self.report_lines])
+        status = self.analysis_run.report()
+        for line in self.report_lines:  # never wrapped: scripts grep the report for them
+            self.console.print(f"proxy {line}", highlight=False, markup=False, soft_wrap=True)
+        return status
 
 
 def policy_and_limits(args, upstream):

@@ -16,10 +16,21 @@ A transaction ends as one of:
 Commands that may get more replies after their first one (CHG then ILNs, SYN
 and its list, CAL then JOI) linger after that first reply and collect the rest,
 until a reply to some other request arrives, `linger` seconds pass, or the
-connection ends; only then is the transaction returned.
+connection ends; only then is the transaction returned. A `MSG N` waits
+`linger` seconds for a NAK the same way, on its own, outside the blocks.
+
+Cost is linear in the commands and memory bounded per connection: requests,
+`PNG`s and `MSG N`s awaiting a reply are at most `max_pending` together (the
+oldest is given up; one `msnp.trid.pending_limit` at the end with the count); a
+transaction lists at most `MAX_REPLIES` replies (the rest are counted, one
+`msnp.reply.list_limit` per transaction); a reply that overtook earlier
+requests is one `msnp.reply.out_of_order` saying how many (an order-statistics
+tree counts them in log time); a `JOI` finds its `CAL` by handle in one lookup.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 from analyzer.msnp.events import C2S, Anomaly, Command
 from analyzer.msnp.tables import SYN_BLOCK_LINES, error_name
@@ -39,6 +50,7 @@ EXTRA_REPLIES: dict[str, frozenset[str]] = {
 PARTIAL_REPLIES: dict[str, frozenset[str]] = {"ANS": frozenset({"IRO"})}
 # Requests that may get more replies after the first one.
 LINGERING = frozenset({"CHG", "SYN", "CAL", "LST", "LSG"})
+MAX_REPLIES = 10_000  # replies listed per transaction; later ones are counted in `more_replies`
 
 
 class Transaction:
@@ -47,9 +59,11 @@ class Transaction:
     outcome: str | None = None
     error: str | None = None
     latency_ms: float | None = None
-    overtaken_by: "list[Transaction] | None" = None  # later requests answered first
     block: list[int] | None = None  # SYN block: [contacts left, groups left]
     deadline: float | None = None
+    more_replies = 0                # replies past MAX_REPLIES, counted, not listed
+    slot: int | None = None         # its place in the tracker's _Unreplied tree while it has no reply
+    called: bytes | None = None     # CAL: the invited handle, indexed for JOI
 
     def __init__(self, request: Command, seq: int) -> None:
         self.request = request
@@ -60,6 +74,75 @@ class Transaction:
 
     def __repr__(self) -> str:
         return f"<Transaction {self.cmd} {self.trid} {self.outcome} replies={len(self.replies)}>"
+
+
+class _Unreplied:
+    """Requests still waiting for their first reply, in request order, counted in log time.
+
+    A Fenwick tree over slots handed out in request order: `before(txn)` is how
+    many requests sent before `txn` still wait (those its reply overtakes).
+    Slots of answered requests are reclaimed by renumbering the live ones when
+    fewer than half of the slots are live, so the tree stays within twice the
+    requests waiting (amortised constant work per request)."""
+
+    __slots__ = ("tree", "live", "txns")
+
+    def __init__(self) -> None:
+        self.tree = [0]            # 1-based Fenwick tree
+        self.live = 0
+        self.txns: list = []       # slot -> Transaction or None
+
+    def add(self, txn: Transaction) -> None:
+        if len(self.txns) >= 2 * self.live + 64:
+            self._compact()
+        txn.slot = len(self.txns)
+        self.txns.append(txn)
+        self.tree.append(0)
+        i = len(self.tree) - 1
+        # A new last node covers (i - lowbit(i), i]: its sum is built from the nodes below it.
+        low = i & -i
+        total, j = 0, i - 1
+        while j > i - low:
+            total += self.tree[j]
+            j -= j & -j
+        self.tree[i] = total + 1
+        self.live += 1
+
+    def remove(self, txn: Transaction) -> None:
+        slot = txn.slot
+        if slot is None:
+            return
+        txn.slot = None
+        self.txns[slot] = None
+        self.live -= 1
+        i = slot + 1
+        tree = self.tree
+        n = len(tree)
+        while i < n:
+            tree[i] -= 1
+            i += i & -i
+
+    def before(self, txn: Transaction) -> int:
+        i = txn.slot
+        total = 0
+        tree = self.tree
+        while i > 0:
+            total += tree[i]
+            i -= i & -i
+        return total
+
+    def clear(self) -> None:
+        for txn in self.txns:
+            if txn is not None:
+                txn.slot = None
+        self.tree, self.live, self.txns = [0], 0, []
+
+    def _compact(self) -> None:
+        alive = [t for t in self.txns if t is not None]
+        self.tree, self.live, self.txns = [0], 0, []
+        for txn in alive:
+            txn.slot = None
+            self.add(txn)
 
 
 def _handle(token: bytes) -> bytes:
@@ -76,8 +159,13 @@ class TransactionTracker:
         self._seq = 0
         self._by_trid: dict[int, list[Transaction]] = {}   # waiting for a first reply
         self._order: dict[int, Transaction] = {}            # the same, by request order
-        self._pings: list[Transaction] = []                  # PNG waiting for QNG
+        self._pings: deque[Transaction] = deque()            # PNG waiting for QNG
         self._lingering: dict[int, Transaction] = {}         # answered, may get more
+        self._naks: dict[int, Transaction] = {}              # MSG N waiting for a possible NAK, oldest first
+        self._unreplied = _Unreplied()                       # _order's requests without a reply yet
+        self._calls: dict[bytes, dict[int, Transaction]] = {}  # invited handle -> CALs (by seq)
+        self._gave_up = 0                                    # requests given up at the pending limit
+        self._first_gave_up: Anomaly | None = None
         self._syn_block: Transaction | None = None           # MSNP8+ SYN list being counted
         self._wake = _NEVER  # no request or lingering block can expire before this time
         self._inside: list[tuple[Transaction, Anomaly]] = []  # async lines after a lingering reply
@@ -86,7 +174,7 @@ class TransactionTracker:
 
     @property
     def waiting(self) -> int:
-        return len(self._order) + len(self._pings)
+        return len(self._order) + len(self._pings) + len(self._naks)
 
     def observe(self, cmd: Command) -> list:
         out: list = []
@@ -117,11 +205,23 @@ class TransactionTracker:
         out: list = []
         for txn in list(self._lingering.values()):
             self._finish_lingering(txn, out)
-        for txn in list(self._order.values()) + self._pings:
+        for txn in list(self._naks.values()):
+            self._finish_nak_wait(txn, out)
+        pings, self._pings = list(self._pings), deque()
+        for txn in list(self._order.values()) + pings:
             self._unanswered(txn, ts, "connection ended", out)
         self._by_trid.clear()
         self._order.clear()
         self._pings.clear()
+        self._unreplied.clear()
+        self._calls.clear()
+        if self._gave_up:
+            first = self._first_gave_up
+            out.append(Anomaly("msnp.trid.pending_limit",
+                               f"more than {self.max_pending} requests waited at once: {self._gave_up} given up "
+                               f"as unanswered, the first {first.detail}",
+                               first.direction, first.offset, first.ts, first.trid))
+            self._gave_up = 0
         return out
 
     # -- requests -----------------------------------------------------------
@@ -133,6 +233,7 @@ class TransactionTracker:
         if code == "PNG":
             self._pings.append(txn)
             self._wake_at(cmd.ts, self.reply_timeout)
+            self._limit(cmd, out)
             return
         trid = cmd.trid
         if code == "OUT" or trid is None:
@@ -148,7 +249,13 @@ class TransactionTracker:
                 return
             if mode == b"N":  # only a NAK may come back
                 txn.outcome = "no_reply_expected"
-                self._start_lingering(txn, cmd.ts, out)
+                previous = self._naks.pop(trid, None)
+                if previous is not None:
+                    self._finish_nak_wait(previous, out)
+                txn.deadline = None if cmd.ts is None else cmd.ts + self.linger
+                self._naks[trid] = txn
+                self._wake_at(cmd.ts, self.linger)
+                self._limit(cmd, out)
                 return
         same = self._by_trid.get(trid)
         if same:
@@ -159,12 +266,34 @@ class TransactionTracker:
         else:
             self._by_trid[trid] = [txn]
         self._order[txn.seq] = txn
+        self._unreplied.add(txn)
+        if code == "CAL" and len(cmd.args) > 1:
+            txn.called = _handle(cmd.args[1])
+            self._calls.setdefault(txn.called, {})[txn.seq] = txn
         self._wake_at(cmd.ts, self.reply_timeout)
-        if len(self._order) > self.max_pending:
-            oldest = next(iter(self._order.values()))
-            out.append(Anomaly("msnp.trid.pending_limit",
-                               f"more than {self.max_pending} requests waiting; gave up on {oldest.cmd} {oldest.trid}",
-                               C2S, cmd.offset, cmd.ts, oldest.trid))
+        self._limit(cmd, out)
+
+    def _limit(self, cmd: Command, out: list) -> None:
+        """More than max_pending waiting: give up the oldest (counted; one anomaly at the end)."""
+        while len(self._order) + len(self._pings) + len(self._naks) > self.max_pending:
+            candidates = []
+            if self._order:
+                candidates.append(next(iter(self._order.values())))
+            if self._pings:
+                candidates.append(self._pings[0])
+            if self._naks:
+                candidates.append(next(iter(self._naks.values())))
+            oldest = min(candidates, key=lambda t: t.seq)
+            if self._naks and oldest is next(iter(self._naks.values())):
+                # A MSG N that waited through max_pending later ones: its wait ends as at `linger`.
+                self._finish_nak_wait(oldest, out)
+                continue
+            self._gave_up += 1
+            if self._first_gave_up is None:
+                trid = "" if oldest.trid is None else f" {oldest.trid}"
+                self._first_gave_up = Anomaly("msnp.trid.pending_limit",
+                                              f"{oldest.cmd}{trid} (request at offset {oldest.request.offset})",
+                                              C2S, cmd.offset, cmd.ts, oldest.trid)
             self._unanswered(oldest, cmd.ts, "pending limit", out, anomaly=False)
 
     # -- replies ------------------------------------------------------------
@@ -185,6 +314,17 @@ class TransactionTracker:
                                            cmd.direction, cmd.offset, cmd.ts, trid))
                     self._first_reply(txn, cmd, out)
                     return
+            nak = self._naks.get(trid) if self._naks else None
+            if nak is not None and (code == "NAK" or code == "ACK" or code.isdigit()):
+                del self._naks[trid]
+                self._add_reply(nak, cmd, out)
+                if code == "NAK" or code.isdigit():
+                    nak.outcome = "error"
+                    nak.error = code if code == "NAK" else f"{code} {error_name(int(code))}"
+                if nak.latency_ms is None and cmd.ts is not None and nak.request.ts is not None:
+                    nak.latency_ms = (cmd.ts - nak.request.ts) * 1000.0
+                out.append(nak)
+                return
             lingering = self._lingering.get(trid)
             if lingering is not None and self._accepts(lingering, code):
                 self._more_replies(lingering, cmd, out)
@@ -199,7 +339,7 @@ class TransactionTracker:
                 return
         elif code == "QNG":
             if self._pings:
-                self._first_reply(self._pings.pop(0), cmd, out)
+                self._first_reply(self._pings.popleft(), cmd, out)
             else:
                 out.append(Anomaly("msnp.reply.orphan", "QNG without a PNG",
                                    cmd.direction, cmd.offset, cmd.ts))
@@ -234,25 +374,23 @@ class TransactionTracker:
         return code == want or code.isdigit() or code in EXTRA_REPLIES.get(want, ())
 
     def _first_reply(self, txn: Transaction, cmd: Command, out: list) -> None:
-        if not txn.replies and txn.seq in self._order:
-            # Requests sent before this one and still waiting have been overtaken.
-            # (One whose replies have already begun, e.g. IRO before ANS OK, was not.)
-            for older in self._order.values():
-                if older is txn:
-                    break
-                if not older.replies:
-                    if older.overtaken_by is None:
-                        older.overtaken_by = []
-                    older.overtaken_by.append(txn)
-        txn.replies.append(cmd)
+        if txn.slot is not None:
+            # Requests sent before this one and still waiting for their first reply have
+            # been overtaken (one whose replies had begun, IRO before ANS OK, was not):
+            # one anomaly for this reply, however many it overtook (PROTOCOL.md).
+            overtaken = self._unreplied.before(txn)
+            self._unreplied.remove(txn)
+            if overtaken:
+                out.append(Anomaly("msnp.reply.out_of_order",
+                                   f"reply to {txn.cmd} {txn.trid} came before the replies to {overtaken} "
+                                   f"earlier request(s) still waiting",
+                                   cmd.direction, cmd.offset, cmd.ts, txn.trid))
+        if txn.replies:
+            self._add_reply(txn, cmd, out)
+        else:
+            txn.replies.append(cmd)
         if txn.latency_ms is None and cmd.ts is not None and txn.request.ts is not None:
             txn.latency_ms = (cmd.ts - txn.request.ts) * 1000.0
-        if txn.overtaken_by:
-            for later in txn.overtaken_by:
-                out.append(Anomaly("msnp.reply.out_of_order",
-                                   f"reply to {txn.cmd} {txn.trid} came after the reply to the later {later.cmd} {later.trid}",
-                                   cmd.direction, cmd.offset, cmd.ts, txn.trid))
-            txn.overtaken_by = None
         code = cmd.cmd
         if code in PARTIAL_REPLIES.get(txn.cmd, ()):
             return  # still waiting (IRO before ANS OK); latency already taken
@@ -262,6 +400,8 @@ class TransactionTracker:
         if code.isdigit() or code == "NAK":
             txn.outcome = "error"
             txn.error = "NAK" if code == "NAK" else f"{code} {error_name(int(code))}"
+            if txn.called is not None:
+                self._uncall(txn)
             out.append(txn)
             return
         txn.outcome = "answered"
@@ -274,10 +414,25 @@ class TransactionTracker:
         if txn.cmd in LINGERING or txn.block is not None:
             self._start_lingering(txn, cmd.ts, out)
         else:
+            if txn.called is not None:
+                self._uncall(txn)
             out.append(txn)
 
+    def _add_reply(self, txn: Transaction, cmd: Command, out: list) -> None:
+        """A further reply of `txn`: listed up to MAX_REPLIES, counted beyond."""
+        if len(txn.replies) < MAX_REPLIES:
+            txn.replies.append(cmd)
+            return
+        txn.more_replies += 1
+        if txn.more_replies == 1:
+            trid = "" if txn.trid is None else f" {txn.trid}"
+            out.append(Anomaly("msnp.reply.list_limit",
+                               f"{txn.cmd}{trid} has more than {MAX_REPLIES} replies; the rest are counted "
+                               f"(more_replies in its transaction record), not listed",
+                               cmd.direction, cmd.offset, cmd.ts, txn.trid))
+
     def _count_block_line(self, txn: Transaction, cmd: Command, out: list) -> None:
-        txn.replies.append(cmd)
+        self._add_reply(txn, cmd, out)
         if cmd.cmd == "LST":
             txn.block[0] -= 1
         elif cmd.cmd == "LSG":
@@ -288,15 +443,28 @@ class TransactionTracker:
 
     def _join(self, cmd: Command, out: list) -> bool:
         who = _handle(cmd.args[0])
-        for txn in list(self._lingering.values()) + list(self._order.values()):
-            if txn.cmd == "CAL" and txn.request.args[1:2] and _handle(txn.request.args[1]) == who:
-                self._more_replies(txn, cmd, out)
-                return True
-        return False
+        calls = self._calls.get(who)
+        if not calls:
+            return False
+        # An answered CAL of that handle (lingering: a handful at most) first, else the oldest waiting.
+        for txn in self._lingering.values():
+            if txn.called == who:
+                break
+        else:
+            txn = next(iter(calls.values()))
+        self._more_replies(txn, cmd, out)
+        return True
+
+    def _uncall(self, txn: Transaction) -> None:
+        calls = self._calls.get(txn.called)
+        if calls is not None:
+            calls.pop(txn.seq, None)
+            if not calls:
+                del self._calls[txn.called]
 
     def _more_replies(self, txn: Transaction, cmd: Command, out: list) -> None:
         """A further reply to an answered request: asynchronous lines before it were inside its block."""
-        txn.replies.append(cmd)
+        self._add_reply(txn, cmd, out)
         if self._inside:
             keep = []
             for owner, anomaly in self._inside:
@@ -310,6 +478,8 @@ class TransactionTracker:
 
     def _forget(self, txn: Transaction) -> None:
         self._order.pop(txn.seq, None)
+        if txn.slot is not None:
+            self._unreplied.remove(txn)
         trid = txn.request.trid
         waiting = self._by_trid.get(trid)
         if waiting is not None:
@@ -337,9 +507,16 @@ class TransactionTracker:
                 if other is not txn and other is not self._syn_block:
                     self._finish_lingering(other, out)
 
+    def _finish_nak_wait(self, txn: Transaction, out: list) -> None:
+        if self._naks.get(txn.trid) is txn:
+            del self._naks[txn.trid]
+        out.append(txn)
+
     def _finish_lingering(self, txn: Transaction, out: list) -> None:
         if self._lingering.get(txn.trid) is txn:
             del self._lingering[txn.trid]
+        if txn.called is not None:
+            self._uncall(txn)
         if self._inside:
             self._inside = [(owner, a) for owner, a in self._inside if owner is not txn]
         if txn is self._syn_block:
@@ -350,9 +527,14 @@ class TransactionTracker:
         out.append(txn)
 
     def _unanswered(self, txn: Transaction, ts, why: str, out: list, anomaly: bool = True) -> None:
-        if txn in self._pings:
-            self._pings.remove(txn)
+        pings = self._pings
+        if pings and pings[0] is txn:
+            pings.popleft()
+        elif txn.cmd == "PNG" and txn in pings:  # not reached: pings go oldest first
+            pings.remove(txn)
         self._forget(txn)
+        if txn.called is not None:
+            self._uncall(txn)
         txn.outcome = "unanswered"
         if anomaly:
             out.append(Anomaly("msnp.reply.unanswered", f"{txn.cmd} {txn.trid if txn.trid is not None else ''}"
@@ -373,6 +555,12 @@ class TransactionTracker:
             for txn in list(self._lingering.values()):
                 if txn.deadline is not None and txn.deadline < ts and txn is not self._syn_block:
                     self._finish_lingering(txn, out)
+        naks = self._naks
+        while naks:
+            txn = next(iter(naks.values()))
+            if txn.deadline is None or txn.deadline >= ts:
+                break
+            self._finish_nak_wait(txn, out)
         # The next time anything can expire: the oldest waiting request or ping, the
         # earliest lingering deadline (requests without a time never expire).
         wake = _NEVER
@@ -385,6 +573,10 @@ class TransactionTracker:
         for txn in self._lingering.values():
             if txn.deadline is not None and txn.deadline < wake and txn is not self._syn_block:
                 wake = txn.deadline
+        if naks:
+            first = next(iter(naks.values())).deadline
+            if first is not None and first < wake:
+                wake = first
         self._wake = wake
 
     def _waiting_summary(self) -> str:

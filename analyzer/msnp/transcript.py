@@ -76,15 +76,25 @@ def looks_like_transcript(head: bytes) -> bool:
     return False
 
 
-def parse(text: bytes) -> list[Chunk]:
-    """Chunks of a transcript; raises TranscriptError with the line number on bad lines."""
-    chunks = []
-    for number, line in enumerate(text.split(b"\n"), 1):
-        line = line.rstrip(b"\r")
+_LINE = re.compile(rb"^\s*(?:(\d+(?:\.\d+)?)\s+)?(?:@(\S+)\s+)?(>>>|<<<)(?: (.*))?$", re.S)
+
+
+def iter_chunks(text: bytes):
+    """The chunks of a transcript one at a time (memory stays flat however long it is);
+    raises TranscriptError with the line number on a bad line, when it gets there."""
+    number = 0
+    pos, n = 0, len(text)
+    while pos < n:
+        nl = text.find(b"\n", pos)
+        if nl < 0:
+            nl = n
+        line = text[pos:nl].rstrip(b"\r")
+        pos = nl + 1
+        number += 1
         stripped = line.strip()
         if not stripped or stripped.startswith(b"#"):
             continue
-        m = re.match(rb"^\s*(?:(\d+(?:\.\d+)?)\s+)?(?:@(\S+)\s+)?(>>>|<<<)(?: (.*))?$", line, re.S)
+        m = _LINE.match(line)
         if not m:
             raise TranscriptError(f"line {number}: expected '>>> ' or '<<< ' and data, got {line[:40]!r}")
         ts = float(m.group(1)) if m.group(1) else None
@@ -94,8 +104,18 @@ def parse(text: bytes) -> list[Chunk]:
                                   if len(m.group(1)) > 20 else
                                   f"line {number}: time {m.group(1).decode()} is beyond the year 9999")
         conn = m.group(2).decode("utf-8", "replace") if m.group(2) else None
-        chunks.append(Chunk(ARROWS[m.group(3)], unescape(m.group(4) or b""), ts, conn))
-    return chunks
+        yield Chunk(ARROWS[m.group(3)], unescape(m.group(4) or b""), ts, conn)
+
+
+def check(text: bytes) -> None:
+    """Raise TranscriptError for the first bad line, keeping nothing (run before feeding anything)."""
+    for _ in iter_chunks(text):
+        pass
+
+
+def parse(text: bytes) -> list[Chunk]:
+    """Chunks of a transcript; raises TranscriptError with the line number on bad lines."""
+    return list(iter_chunks(text))
 
 
 def format_chunks(chunks: list[Chunk]) -> str:

@@ -105,10 +105,13 @@ class JsonLinesWriter:
             return rec
         if kind is Transaction:
             req = event.request
-            return {"kind": "transaction", "stream": stream, "trid": event.trid, "cmd": event.cmd,
-                    "request": {"ts": req.ts, "offset": req.offset},
-                    "replies": [{"cmd": r.cmd, "ts": r.ts, "offset": r.offset} for r in event.replies],
-                    "outcome": event.outcome, "error": event.error, "latency_ms": event.latency_ms}
+            rec = {"kind": "transaction", "stream": stream, "trid": event.trid, "cmd": event.cmd,
+                   "request": {"ts": req.ts, "offset": req.offset},
+                   "replies": [{"cmd": r.cmd, "ts": r.ts, "offset": r.offset} for r in event.replies],
+                   "outcome": event.outcome, "error": event.error, "latency_ms": event.latency_ms}
+            if event.more_replies:
+                rec["more_replies"] = event.more_replies  # past the listed MAX_REPLIES (msnp.reply.list_limit)
+            return rec
         if kind is Anomaly:
             return {"kind": "anomaly", "stream": stream, "name": event.name,
                     "severity": str(event.severity), "dir": event.direction, "ts": event.ts,
@@ -151,6 +154,8 @@ class JsonLinesWriter:
         self._line(rec, encode(rec))
 
     def _line(self, rec: dict, line: str) -> None:
+        if self.out.closed:
+            return  # the run's file was closed (a report rendered after it): nothing to write to
         try:
             self.out.write(line + "\n")  # a text stream encodes all of it before writing any
         except UnicodeEncodeError:

@@ -113,3 +113,14 @@ def test_sigterm_stops_cleanly_and_every_record_is_written_once(tmp_path):
     # each record once: the addon's `done` and the wrapper both finish the run
     for kind in ("link", "session", "chat", "stream"):
         assert len(kinds[kind]) == len(set(kinds[kind])), kind
+
+
+def test_reverse_mode_says_which_target_policy_is_in_force(capsys):
+    rc = main(["mitm", "--mode", "reverse:tcp://127.0.0.1:9", "--listen-port", "0", "--duration", "0.3",
+               "--allow-target", "127.1.0.0/24", "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert out.count("reverse reverse:tcp://127.0.0.1:9: target policy: follow 127.0.0.0/24, 127.1.0.0/24") == 2
+    rc = main(["mitm", "--mode", "reverse:tcp://127.0.0.1:9", "--listen-port", "0", "--duration", "0.3",
+               "--allow-target", "10.0.0.0/99"])
+    assert rc == 2 and "--allow-target" in capsys.readouterr().err

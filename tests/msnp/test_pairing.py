@@ -127,12 +127,28 @@ def test_unanswered_on_close_and_on_timeout():
     assert w.anomalies.count("msnp.reply.unanswered") == 2
 
 
-def test_out_of_order_counted_once_per_reordered_pair():
+def test_out_of_order_is_one_anomaly_per_overtaking_reply_saying_how_many():
     w = (Wire().c(b"XFR 10 SB\r\n").c(b"ADD 11 FL dave@example.com dave\r\n").c(b"REM 12 FL x@example.com\r\n")
          .s(b"216 12\r\n").s(b"ADD 11 FL 4 dave@example.com dave\r\n").s(b"XFR 10 SB 127.0.0.3:1864 CKI 1.2\r\n")
          .close())
-    # Pairs (10,11), (10,12), (11,12) were reordered: three, whatever the number of replies.
-    assert w.anomalies == ["msnp.reply.out_of_order"] * 3
+    # 216 12 overtook 10 and 11, ADD 11 overtook 10, XFR 10 overtook nothing: two, not three pairs.
+    ooo = [e for e in w.events if type(e) is Anomaly]
+    assert [(a.name, a.trid) for a in ooo] == [("msnp.reply.out_of_order", 12), ("msnp.reply.out_of_order", 11)]
+    assert "2 earlier request(s)" in ooo[0].detail and "1 earlier request(s)" in ooo[1].detail
+
+
+def test_newest_first_replies_give_one_anomaly_each_not_one_per_pair():
+    n = 1000
+    w = Wire(max_pending=n)
+    for trid in range(1, n + 1):
+        w.c(b"ADD %d FL u%d@example.com u\r\n" % (trid, trid))
+    for trid in range(n, 0, -1):
+        w.s(b"ADD %d FL 4 u%d@example.com u\r\n" % (trid, trid))
+    w.close()
+    ooo = [e for e in w.events if type(e) is Anomaly]
+    assert len(ooo) == n - 1  # the old rule gave n*(n-1)/2 = 499,500
+    assert ooo[0].detail.endswith(f"before the replies to {n - 1} earlier request(s) still waiting")
+    assert all(t.outcome == "answered" for t in w.txns) and len(w.txns) == n
 
 
 def test_multi_reply_block_counts_once_and_started_blocks_are_not_overtaken():
@@ -182,7 +198,59 @@ def test_orphan_unexpected_duplicate_and_pending_limit():
     assert w.anomalies == ["msnp.trid.duplicate_pending"]
     assert [t.outcome for t in w.txns] == ["answered", "answered"]
     w = Wire(max_pending=2).c(b"XFR 1 SB\r\n").c(b"XFR 2 SB\r\n").c(b"XFR 3 SB\r\n").close()
-    assert w.anomalies[0] == "msnp.trid.pending_limit"
+    assert w.anomalies == ["msnp.reply.unanswered"] * 2 + ["msnp.trid.pending_limit"]
+
+
+def test_pending_limit_is_one_anomaly_with_the_count_and_covers_pngs_and_msg_n():
+    w = Wire(max_pending=10)
+    for _ in range(500):
+        w.c(b"PNG\r\n")
+    for trid in range(1, 501):
+        w.c(b"MSG %d N 2\r\nhi" % trid)
+        w.c(b"XFR %d SB\r\n" % (1000 + trid))
+    assert w.tracker.waiting <= 10  # pings, MSG N and requests together
+    w.close()
+    limit = [e for e in w.events if type(e) is Anomaly and e.name == "msnp.trid.pending_limit"]
+    assert len(limit) == 1
+    # Given up: all 500 PNGs and the XFRs but the last 5 (the last 10 entries, 5 MSG N and 5 XFR,
+    # waited to the end); a MSG N pushed out just stops waiting for a NAK, as at --linger.
+    assert "995 given up as unanswered, the first PNG" in limit[0].detail
+    assert w.anomalies.count("msnp.reply.unanswered") == 5  # the 5 XFRs still waiting at the end
+    assert sum(1 for t in w.txns if t.outcome == "unanswered") == 1000 and len(w.txns) == 1500
+
+
+def test_msg_n_waits_for_its_nak_apart_from_reply_blocks():
+    # Server lines while many MSG N wait are not "inside" any block, and a NAK still finds its MSG.
+    w = Wire()
+    for trid in range(1, 201):
+        w.c(b"MSG %d N 2\r\nhi" % trid, 0.0)
+        w.s(b"JOI u%d@example.com U\r\n" % trid, 0.0)
+    w.s(b"NAK 7\r\n", 0.1).close(0.2)
+    assert w.anomalies == []
+    assert (w.txn("MSG", 7).outcome, w.txn("MSG", 7).error) == ("error", "NAK")
+    assert w.tracker._inside == []
+
+
+def test_joi_finds_its_cal_by_handle_among_many():
+    w = Wire()
+    for trid in range(1, 301):
+        w.c(b"CAL %d u%d@example.com\r\n" % (trid, trid))
+    for trid in range(300, 0, -1):
+        w.s(b"JOI u%d@example.com;{guid} U\r\n" % trid)
+    w.s(b"CAL 150 RINGING 1\r\n").close()
+    assert [r.cmd for r in w.txn("CAL", 150).replies] == ["JOI", "CAL"]
+    assert all([r.cmd for r in t.replies][:1] == ["JOI"] for t in w.txns)
+    assert w.tracker._calls == {}
+
+
+def test_a_transaction_lists_at_most_max_replies_and_counts_the_rest():
+    from analyzer.msnp.pairing import MAX_REPLIES
+    w = Wire().c(b"CHG 9 NLN 0\r\n").s(b"CHG 9 NLN 0\r\n")
+    line = b"ILN 9 NLN bob@example.com Bob 0\r\n"
+    w.s(line * (MAX_REPLIES + 41)).close()
+    t = w.txn("CHG", 9)
+    assert len(t.replies) == MAX_REPLIES and t.more_replies == 42
+    assert w.anomalies == ["msnp.reply.list_limit"]
 
 
 def test_ds_answers_usr_with_xfr_ns():

@@ -179,10 +179,10 @@ def test_anomalies_session_raises_exactly_the_seeded_anomalies():
     assert names == Counter({
         "msnp.whitespace.multiple_spaces": 1, "msnp.whitespace.tab": 1, "msnp.whitespace.trailing": 1,
         "msnp.whitespace.leading": 1, "msnp.newline.bare_lf": 1,
-        "msnp.reply.out_of_order": 1,       # XFR 10 answered after the later ADD 11: one pair
+        "msnp.reply.out_of_order": 1,       # ADD 11 answered before the earlier XFR 10: one reply overtook
         "msnp.async.interleaved": 2,        # NLN inside the SYN block, NLN before the replies
     })
     ooo = [r for r in by_kind(recs, "anomaly") if r["name"] == "msnp.reply.out_of_order"][0]
-    assert ooo["trid"] == 10
+    assert ooo["trid"] == 11 and "1 earlier request(s)" in ooo["detail"]
     assert replies(txn(recs, "ns", "SYN", 5)) == ["SYN", "GTC", "BLP", "LSG", "LST", "LST"]
     assert txn(recs, "ns", "XFR", 10)["outcome"] == "answered"

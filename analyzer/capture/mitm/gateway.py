@@ -275,11 +275,16 @@ class GatewayFeeder:
         for event in events:
             kind = type(event)
             if kind is GatewayData:
-                analysis.feed(self.connections[event.session.number], event.direction, event.data, event.ts)
+                conn = self.connections.get(event.session.number)
+                if conn is not None:
+                    analysis.feed(conn, event.direction, event.data, event.ts)
             elif kind is RoundTrip:
                 analysis.record(here, round_trip_record(event))
             elif kind is SessionClosed:
-                analysis.close(self.connections[event.session.number], event.ts)
+                # Forgotten once closed: a long mitm run holds only its open sessions.
+                conn = self.connections.pop(event.session.number, None)
+                if conn is not None:
+                    analysis.close(conn, event.ts)
             elif kind is Anomaly:
                 analysis.anomaly(here, event)
         return events

@@ -35,6 +35,7 @@ import socket
 import struct
 import time
 from collections import Counter
+from typing import NamedTuple
 
 from analyzer.msnp import Anomaly
 from analyzer.analysis.connection import Limits
@@ -46,6 +47,80 @@ REFRESH = 0.25
 FLUSH_DELAY = 0.05   # records wait at most this long: one write (and one wake-up over there) per 50 ms,
 #                      so the few microseconds a flush costs fall on under 1% of round trips (not the p99)
 FLUSH_BYTES = 1 << 20  # ... or until this much data is waiting
+
+
+# -- the records sent to the analysis process (pickled in batches; one class per call) --
+
+class Opened(NamedTuple):
+    conn_id: str
+    client: str | None
+    server: str | None
+    version: int | None
+
+
+class Data(NamedTuple):
+    conn_id: str
+    direction: str
+    data: bytes
+    ts: float | None
+
+
+class Ended(NamedTuple):
+    """One direction ended (FIN)."""
+    conn_id: str
+    direction: str
+    ts: float | None
+
+
+class Gap(NamedTuple):
+    """Bytes forwarded but not sent for analysis (the backlog was full)."""
+    conn_id: str
+    direction: str
+    size: int
+    ts: float | None
+
+
+class Closed(NamedTuple):
+    conn_id: str
+    ts: float | None
+
+
+class AnomalySeen(NamedTuple):
+    """An anomaly the forwarding process found (conn_id None: not tied to a connection)."""
+    conn_id: str | None
+    name: str
+    detail: str
+    direction: str | None
+    offset: int | None
+    ts: float | None
+
+
+class Record(NamedTuple):
+    """A record of the relay's own for the sinks (`Analysis.record`)."""
+    conn_id: str
+    record: dict
+
+
+class Notice(NamedTuple):
+    text: str
+
+
+class Print(NamedTuple):
+    text: str
+    style: str | None
+
+
+class Status(NamedTuple):
+    text: str
+
+
+class ReportLine(NamedTuple):
+    """A line for the end of the final report."""
+    text: str
+
+
+class Finish(NamedTuple):
+    """The run is over: finish the analysis and exit."""
 
 
 class RemoteConn:
@@ -114,7 +189,7 @@ class RemoteAnalysis:
     def open(self, client=None, server=None, conn_id=None, version=None) -> RemoteConn:
         self._next_id += 1
         conn = RemoteConn(conn_id or str(self._next_id))
-        self._put(("open", conn.id, client, server, version))
+        self._put(Opened(conn.id, client, server, version))
         return conn
 
     def feed(self, conn: RemoteConn, direction: str, data: bytes, ts: float | None = None) -> None:
@@ -129,7 +204,7 @@ class RemoteAnalysis:
             self._drop(conn, direction, len(data), ts)
             return
         self._batch_bytes = waiting
-        self._batch.append(("data", conn.id, direction, data, ts))
+        self._batch.append(Data(conn.id, direction, data, ts))
         if waiting >= FLUSH_BYTES:
             self._flush()
         elif self._timer is None and self._loop is not None:
@@ -137,7 +212,7 @@ class RemoteAnalysis:
 
     def end(self, conn: RemoteConn, direction: str, ts: float | None = None) -> None:
         self._fill(conn, ts)
-        self._put(("end", conn.id, direction, ts))
+        self._put(Ended(conn.id, direction, ts))
 
     def close(self, conn: RemoteConn, ts: float | None = None) -> None:
         if conn.closed:
@@ -145,33 +220,33 @@ class RemoteAnalysis:
         conn.closed = True
         self._fill(conn, ts)
         self._holes.discard(conn)
-        self._put(("close", conn.id, ts))
+        self._put(Closed(conn.id, ts))
 
     def anomaly(self, conn: RemoteConn | None, anomaly: Anomaly) -> None:
         if conn is not None:
             conn.anomalies[anomaly.name] += 1
-        self._put(("anomaly", conn.id if conn is not None else None, anomaly.name, anomaly.detail,
-                   anomaly.direction, anomaly.offset, anomaly.ts))
+        self._put(AnomalySeen(conn.id if conn is not None else None, anomaly.name, anomaly.detail,
+                              anomaly.direction, anomaly.offset, anomaly.ts))
 
     def record(self, conn: RemoteConn, record: dict) -> None:
         """A record for the sinks (the relay's `rewrite` records), as `Analysis.record`."""
-        self._put(("event", conn.id, record))
+        self._put(Record(conn.id, record))
 
     def tick(self, conn, ts) -> None:
         pass  # the analysis process times out unanswered requests itself
 
     def notice(self, text: str) -> None:
-        self._put(("notice", text))
+        self._put(Notice(text))
 
     def print(self, text: str, style: str | None = None) -> None:
-        self._put(("print", text, style))
+        self._put(Print(text, style))
 
     def status(self, text: str) -> None:
-        self._put(("status", text))
+        self._put(Status(text))
 
     def report(self, text: str) -> None:
         """A line for the end of the final report (the proxy's policy and limits)."""
-        self._put(("report", text))
+        self._put(ReportLine(text))
 
     # -- backlog -------------------------------------------------------------------
 
@@ -192,7 +267,7 @@ class RemoteAnalysis:
     def _fill(self, conn: RemoteConn, ts) -> None:
         """Report the bytes that were not analysed as a gap (the decoder resynchronises after it)."""
         for direction, size in conn.dropped.items():
-            self._put(("gap", conn.id, direction, size, ts))
+            self._put(Gap(conn.id, direction, size, ts))
         conn.dropped = {}
         self._holes.discard(conn)
 
@@ -227,7 +302,7 @@ class RemoteAnalysis:
 
     async def finish(self, timeout: float) -> bool:
         """Tell the analysis process to finish, and wait (bounded) until it has closed its end."""
-        self._put(("finish",))
+        self._put(Finish())
         self._flush()
         if self._transport is not None and self.alive:
             try:
@@ -281,54 +356,55 @@ def serve(session, sock: socket.socket) -> int:
                 conn.anomalies["analyzer.internal_error"] += 1
 
     def apply(record) -> bool:
-        kind = record[0]
-        if kind == "data":
-            _, cid, direction, data, ts = record
+        kind = type(record)
+        if kind is Data:
+            cid = record.conn_id
             conn = conns.get(cid)
             if conn is not None:
-                guarded(cid, lambda: analysis.feed(conn, direction, data, ts))
-        elif kind == "open":
-            _, cid, client, server, version = record
-            conns[cid] = analysis.open(client=client, server=server, conn_id=cid, version=version)
-        elif kind == "end":
-            _, cid, direction, ts = record
+                guarded(cid, lambda: analysis.feed(conn, record.direction, record.data, record.ts))
+        elif kind is Opened:
+            cid = record.conn_id
+            conns[cid] = analysis.open(client=record.client, server=record.server, conn_id=cid,
+                                       version=record.version)
+        elif kind is Ended:
+            cid = record.conn_id
             conn = conns.get(cid)
             if conn is not None:
-                guarded(cid, lambda: analysis.end(conn, direction, ts))
-        elif kind == "gap":
-            _, cid, direction, size, ts = record
+                guarded(cid, lambda: analysis.end(conn, record.direction, record.ts))
+        elif kind is Gap:
+            cid = record.conn_id
             conn = conns.get(cid)
             if conn is not None:
-                guarded(cid, lambda: analysis.gap(conn, direction, size, ts))
-        elif kind == "close":
-            _, cid, ts = record
+                guarded(cid, lambda: analysis.gap(conn, record.direction, record.size, record.ts))
+        elif kind is Closed:
+            cid = record.conn_id
             conn = conns.pop(cid, None)
             if conn is not None:
-                guarded(cid, lambda: analysis.close(conn, ts))
-        elif kind == "anomaly":
-            _, cid, name, detail, direction, offset, ts = record
+                guarded(cid, lambda: analysis.close(conn, record.ts))
+        elif kind is AnomalySeen:
+            cid = record.conn_id
             conn = conns.get(cid) if cid is not None else None
-            event = Anomaly(name, detail, direction, offset, ts)
+            event = Anomaly(record.name, record.detail, record.direction, record.offset, record.ts)
             if cid is not None and (conn is None or cid in failed):
                 if conn is not None:
-                    conn.anomalies[name] += 1
+                    conn.anomalies[record.name] += 1
             else:
                 guarded(cid, lambda: analysis.anomaly(conn, event))
-        elif kind == "event":
-            _, cid, rec = record
+        elif kind is Record:
+            cid = record.conn_id
             conn = conns.get(cid)
             if conn is not None:
-                guarded(cid, lambda: analysis.record(conn, rec))
-        elif kind == "notice":
-            session.notice(record[1])
-        elif kind == "print":
-            session.console.print(record[1], style=record[2], highlight=False, soft_wrap=True)
-        elif kind == "report":
-            session.report_lines.append(record[1])
-        elif kind == "status":
+                guarded(cid, lambda: analysis.record(conn, record.record))
+        elif kind is Notice:
+            session.notice(record.text)
+        elif kind is Print:
+            session.console.print(record.text, style=record.style, highlight=False, soft_wrap=True)
+        elif kind is ReportLine:
+            session.report_lines.append(record.text)
+        elif kind is Status:
             if session.live is not None:
-                session.live.status = record[1]
-        elif kind == "finish":
+                session.live.status = record.text
+        elif kind is Finish:
             return False
         return True
 

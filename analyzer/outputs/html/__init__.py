@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
+from typing import NamedTuple
 
 from analyzer.anomalies import CATALOGUE, spec
 from analyzer.msnp import C2S, Anomaly, Command, Skipped, Transaction
@@ -36,6 +37,23 @@ from analyzer.outputs.html.template import render_page
 
 CHUNK = 1000
 DIRS = {C2S: 0, "s2c": 1}
+
+# The columns of a row as the page reads it (a JSON array, for size; template.py's
+# script uses the same positions): the lane's index, time, direction (DIRS, 2: none),
+# the code ("!" an anomaly, "~" skipped bytes), TrID, parameters or detail, payload
+# (0 or split_payload's list), anomalies (0 or [[name, detail], ...]), and the
+# transaction link (0, [0, reply rows, outcome, latency, error] on a request,
+# [1, request row] on a reply). A lane keeps its rows with LANE still 0.
+LANE, TS, DIR, CODE, TRID, TEXT, PAYLOAD, ANOMALIES, PAIR = range(9)
+
+
+class LaneTransaction(NamedTuple):
+    """A transaction, by the lane rows of its request and replies."""
+    request: int
+    replies: list[int]
+    outcome: str
+    latency: float | None
+    error: str | None
 _MIME_HEAD = b"MIME-Version"
 
 
@@ -83,7 +101,7 @@ class _Lane:
         self.index: dict[tuple, int] = {}      # (dir, offset) -> row of that command
         self.pending: dict[tuple, list[int]] = {}  # anomaly rows waiting for their command
         self.dead: set[int] = set()
-        self.txns: list[tuple] = []
+        self.txns: list[LaneTransaction] = []
 
 
 class HtmlTimeline:
@@ -123,7 +141,7 @@ class HtmlTimeline:
         elif kind is Transaction:
             self._transaction(lane, event)
         elif kind is Skipped:
-            lane.rows.append([event.ts, DIRS.get(event.direction, 2), "~", None,
+            lane.rows.append([0, event.ts, DIRS.get(event.direction, 2), "~", None,
                               f"{len(event.raw)} bytes skipped (not MSNP)", 0, 0, 0])
 
     def stream(self, conn) -> None:
@@ -164,8 +182,8 @@ class HtmlTimeline:
             anoms = []
             for r in waiting:
                 lane.dead.add(r)
-                anoms.extend(lane.rows[r][6])
-        lane.rows.append([cmd.ts, DIRS[cmd.direction], cmd.cmd, cmd.trid, params, payload, anoms, 0])
+                anoms.extend(lane.rows[r][ANOMALIES])
+        lane.rows.append([0, cmd.ts, DIRS[cmd.direction], cmd.cmd, cmd.trid, params, payload, anoms, 0])
         lane.index[key] = idx
 
     def _anomaly(self, lane: _Lane, anomaly: Anomaly) -> None:
@@ -175,14 +193,14 @@ class HtmlTimeline:
         idx = lane.index.get(key)
         if idx is not None and anomaly.offset is not None:
             row = lane.rows[idx]
-            if row[6] == 0:
-                row[6] = []
-            row[6].append(entry)
+            if row[ANOMALIES] == 0:
+                row[ANOMALIES] = []
+            row[ANOMALIES].append(entry)
             return
         # Not (yet) tied to a command: its own row, where it happened; merged into the
         # command at the same position if that command comes next.
         row_idx = len(lane.rows)
-        lane.rows.append([anomaly.ts, DIRS.get(anomaly.direction, 2), "!", anomaly.trid,
+        lane.rows.append([0, anomaly.ts, DIRS.get(anomaly.direction, 2), "!", anomaly.trid,
                           detail, 0, [entry], 0])
         if anomaly.offset is not None:
             lane.pending.setdefault(key, []).append(row_idx)
@@ -193,7 +211,7 @@ class HtmlTimeline:
             return
         replies = [lane.index[k] for k in ((r.direction, r.offset) for r in txn.replies) if k in lane.index]
         latency = None if txn.latency_ms is None else round(txn.latency_ms, 3)
-        lane.txns.append((req, replies, txn.outcome, latency, txn.error))
+        lane.txns.append(LaneTransaction(req, replies, txn.outcome, latency, txn.error))
 
     # -- the page -------------------------------------------------------------
 
@@ -234,16 +252,18 @@ class HtmlTimeline:
                 if i in lane.dead:
                     continue
                 remap[i] = len(rows)
-                rows.append([li] + row)
-            for req, replies, outcome, latency, error in lane.txns:
-                if req not in remap:
+                row = row.copy()  # the lane's rows stay as collected: data() may be called again
+                row[LANE] = li
+                rows.append(row)
+            for txn in lane.txns:
+                if txn.request not in remap:
                     continue
-                g_req = remap[req]
-                g_replies = [remap[r] for r in replies if r in remap]
-                rows[g_req][8] = [0, g_replies, outcome, latency, error]
+                g_req = remap[txn.request]
+                g_replies = [remap[r] for r in txn.replies if r in remap]
+                rows[g_req][PAIR] = [0, g_replies, txn.outcome, txn.latency, txn.error]
                 for r in g_replies:
-                    if rows[r][8] == 0:
-                        rows[r][8] = [1, g_req]
+                    if rows[r][PAIR] == 0:
+                        rows[r][PAIR] = [1, g_req]
             commands = getattr(conn, "commands", Counter())
             anomalies = getattr(conn, "anomalies", Counter())
             totals_cmd.update(commands)
@@ -268,7 +288,7 @@ class HtmlTimeline:
         for name, _detail, _ts in self.capture_anomalies:
             totals_anom[name] += 1
         start = min((l["start"] for l in lanes_meta if l["start"] is not None), default=None)
-        names = sorted(set(totals_anom) | {a[0] for r in rows if r[7] for a in r[7]})
+        names = sorted(set(totals_anom) | {a[0] for r in rows if r[ANOMALIES] for a in r[ANOMALIES]})
         meta = {
             "title": self.title or ("MSNP timeline: " + ", ".join(self.sources) if self.sources else "MSNP timeline"),
             "sources": self.sources, "start": start, "rows": len(rows), "chunk": CHUNK,

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from analyzer.capture.proxy.worker import RemoteAnalysis
+from analyzer.capture.proxy.worker import AnomalySeen, Data, Gap, Opened, RemoteAnalysis
 from analyzer.msnp import C2S, S2C
 from analyzer.scripted import EchoServer
 
@@ -126,7 +126,8 @@ def test_remote_analysis_batches_per_flush_and_fills_the_hole_once_drained():
         theirs.close()
         return size, first, size2, second, size3, third, conn
     size, first, size2, second, size3, third, conn = asyncio.run(go())
-    assert size == 60 and [r[0] for r in first] == ["open", "data", "anomaly"]
-    assert first[2][2] == "proxy.analysis_backlog" and conn.anomalies["proxy.analysis_backlog"] == 1
-    assert size2 == 0 and sorted((g[0], g[2], g[3]) for g in second) == [("gap", C2S, 60), ("gap", S2C, 10)]
-    assert size3 == 10 and third == [("data", conn.id, C2S, b"w" * 10, 4.0)]
+    assert size == 60 and [type(r) for r in first] == [Opened, Data, AnomalySeen]
+    assert first[2].name == "proxy.analysis_backlog" and conn.anomalies["proxy.analysis_backlog"] == 1
+    assert size2 == 0 and {type(g) for g in second} == {Gap} \
+        and sorted((g.conn_id, g.direction, g.size) for g in second) == [(conn.id, C2S, 60), (conn.id, S2C, 10)]
+    assert size3 == 10 and third == [Data(conn.id, C2S, b"w" * 10, 4.0)]

@@ -100,8 +100,8 @@ def test_anomalies_are_marked_where_they_happened(sample, open_page):
     assert "selected" in row.get_attribute("class")
     badge = page.wait_for_selector(f"#spacer .row[data-row='{ooo}'] .badge.sev-info")
     assert badge.text_content() == "msnp.reply.out_of_order"
-    assert "came after the reply to a later request" in badge.get_attribute("title")
-    assert "a request's reply came after the reply to a later request" in page.text_content("#detail")
+    assert "came before the replies to 1 earlier request(s)" in badge.get_attribute("title")
+    assert "a reply came before the replies to earlier requests" in page.text_content("#detail")
 
 
 def test_payload_is_shown_in_the_detail(sample, open_page):

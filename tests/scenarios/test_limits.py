@@ -1,0 +1,178 @@
+"""Cost proportional to input (issue #16): each pathological class stays within its limit and says so.
+
+Counts, never timings (bench/scaling.py measures the time ratios): how many
+times an input is looked at, how much is held at once, how many records come
+out, and the one anomaly that reports a limit.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+
+from rich.console import Console
+
+from analyzer.analysis.run import Analysis
+from analyzer.capture import pcap as pcap_module
+from analyzer.capture.detect import Detector
+from analyzer.capture.tcp import Early
+from analyzer.capture.files import open_captures
+from analyzer.cli.main import RAW_CHUNK, main
+from captures.make_hostile import clean_pcap, ethernet, pcap_header, pcap_record, tcp_segment
+
+
+class CountingList(list):
+    """A list that counts the items read from it by index."""
+
+    reads = 0
+
+    def __getitem__(self, i):
+        CountingList.reads += 1
+        return super().__getitem__(i)
+
+
+class FakeFlow:
+    def __init__(self):
+        self.early = CountingList()
+        self.early_bytes = 0
+        self.keys = (b"\x7f\0\0\x01\x7f\0\0\x02" + (30000).to_bytes(2, "big") + (5000).to_bytes(2, "big"),)
+        self.client_hint = None
+
+
+class FakeTracker:
+    def __init__(self):
+        self.verdicts = []
+
+    def accept(self, flow, client):
+        self.verdicts.append(("accept", client))
+
+    def reject(self, flow):
+        self.verdicts.append(("reject",))
+
+
+def test_detection_reads_each_delivery_once_however_it_is_chopped():
+    # A first line sent one byte per segment on a port that is not MSNP's: the detector
+    # is asked after every byte and must not re-read the earlier ones each time.
+    detector, tracker, flow = Detector(), FakeTracker(), FakeFlow()
+    CountingList.reads = 0
+    line = b"VER 1 " + b"x" * 900 + b"\r\n"
+    for i in range(len(line)):
+        flow.early.append(Early(0, 0.0, line[i:i + 1]))
+        flow.early_bytes += 1
+        detector.decide(tracker, flow, final=False)
+        if tracker.verdicts:
+            break
+    assert tracker.verdicts == [("accept", 0)]  # the client spoke first, VER is MSNP
+    assert CountingList.reads == len(line)      # each delivery read once (was n*(n+1)/2)
+    assert detector._heads == {}                # nothing kept once decided
+
+
+def test_detection_forgets_a_flow_it_rejects_and_keeps_at_most_the_head():
+    detector, tracker, flow = Detector(), FakeTracker(), FakeFlow()
+    for _ in range(3000):  # one byte at a time, never a line end, 3,000 bytes
+        flow.early.append(Early(0, 0.0, b"A"))
+        flow.early_bytes += 1
+        detector.decide(tracker, flow, final=False)
+        if tracker.verdicts:
+            break
+        state = detector._heads[id(flow)]
+        assert len(state[1]) <= 1024  # HEAD_BYTES: the head kept, not the flow
+    assert tracker.verdicts == [("reject",)] and detector._heads == {}
+
+
+def test_decode_feeds_a_raw_stream_in_bounded_reads(tmp_path, monkeypatch):
+    line = b"NLN NLN bob@example.com Bob 0\r\n"
+    path = tmp_path / "raw.bin"
+    path.write_bytes(line * 20_000)  # 640 kB
+    seen = []
+    original = Analysis.feed
+
+    def feed(self, conn, direction, data, ts=None):
+        events = original(self, conn, direction, data, ts)
+        seen.append((len(data), len(events)))
+        return events
+
+    monkeypatch.setattr(Analysis, "feed", feed)
+    out = tmp_path / "out.jsonl"
+    assert main(["decode", str(path), "--dir", "s2c", "--json", str(out)]) == 0
+    assert sum(n for n, _ in seen) == path.stat().st_size
+    assert max(n for n, _ in seen) <= RAW_CHUNK and len(seen) == -(-path.stat().st_size // RAW_CHUNK)
+    # the events of one read are bounded by what one read can hold, not by the file
+    assert max(e for _, e in seen) <= RAW_CHUNK // len(line) + 2
+    commands = sum(1 for rec in out.read_text().splitlines() if json.loads(rec)["kind"] == "command")
+    assert commands == 20_000  # the lines across read boundaries are whole
+
+
+def test_gzip_inflation_is_capped_and_reported_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(pcap_module, "INFLATE_FLOOR", 256 * 1024)
+    record = pcap_record(ethernet(tcp_segment("127.0.0.5", 40000, "127.0.0.6", 80, 1, 1, "PA", b"\0" * 1000)), 1.0)
+    path = tmp_path / "bomb.pcap.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(pcap_header() + record * 2000)  # 2 MB inflated from a few kB
+    [capture] = open_captures([str(path)])
+    segments = sum(1 for _ in capture.segments())
+    names = [a.name for a in capture.anomalies]
+    assert names == ["capture.inflate_limit"]  # not also capture.truncated: the file did not end there
+    cap = max(256 * 1024, 100 * path.stat().st_size)
+    assert segments == capture.packets <= cap // len(record) + 1 < 2000
+    assert f"past {cap} bytes" in capture.anomalies[0].detail
+
+
+def test_a_gzip_capture_within_the_cap_reads_whole(tmp_path):
+    path = tmp_path / "clean.pcap.gz"
+    path.write_bytes(gzip.compress(clean_pcap()))
+    [capture] = open_captures([str(path)])
+    assert sum(1 for _ in capture.segments()) > 0
+    assert capture.anomalies == []
+
+
+def test_joi_flood_lists_each_participant_once_and_the_terminal_cell_stays_short(tmp_path):
+    lines = [">>> USR 1 alice@example.com 1.2.3\\r\\n", "<<< USR 1 OK alice@example.com Alice\\r\\n"]
+    lines += [f"<<< JOI u{i}@example.com U{i}\\r\\n" for i in range(3000)]
+    lines += [f"<<< JOI u{i}@example.com U{i}\\r\\n" for i in range(3000)]  # the same people again
+    body = "MIME-Version: 1.0\\r\\nContent-Type: text/plain; charset=UTF-8\\r\\n\\r\\nhi"
+    lines += [f"<<< MSG u1@example.com U1 {len(body.replace(chr(92) * 2, chr(92)).encode().decode('unicode_escape'))}"
+              f"\\r\\n<<< {body}"]
+    path = tmp_path / "flood.msnp"
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    report = io.StringIO()
+    import analyzer.cli.main as cli_main
+    console = Console(file=report, width=120)
+    original = cli_main.report_console
+    cli_main.report_console = lambda args: console
+    try:
+        assert main(["decode", str(path), "--json", str(out)]) == 0
+    finally:
+        cli_main.report_console = original
+    chats = [json.loads(r) for r in out.read_text().splitlines() if json.loads(r)["kind"] == "chat"]
+    assert len(chats) == 1
+    handles = [p["handle"] for p in chats[0]["participants"]]
+    assert len(handles) == 3001 and handles[0] == "alice@example.com"  # the user, then 3,000 once each
+    assert "+2991 more" in report.getvalue()  # 10 listed in the Chats table's cell
+    assert max(len(line) for line in report.getvalue().splitlines()) <= 120
+
+
+def test_a_connection_keeps_a_bounded_sample_of_its_latencies():
+    from analyzer.analysis.connection import LATENCY_SAMPLE, Connection
+    conn = Connection("1")
+    n = LATENCY_SAMPLE * 3
+    for i in range(n):
+        conn.feed("c2s", b"PNG\r\n", float(i))
+        conn.feed("s2c", b"QNG 50\r\n", i + 0.25)
+    assert conn.outcomes["answered"] == n                  # every transaction counted
+    assert len(conn.latencies) == LATENCY_SAMPLE          # but only a sample of latencies held
+    assert set(conn.latencies) == {250.0} and conn.latency_count == n - LATENCY_SAMPLE
+
+
+def test_every_run_folds_closed_connections_past_keep_closed():
+    from analyzer.analysis.run import KEEP_CLOSED, Analysis
+    analysis = Analysis()
+    for _ in range(KEEP_CLOSED + 500):
+        conn = analysis.open()
+        analysis.feed(conn, "c2s", b"PNG\r\n", 1.0)
+        analysis.close(conn, 2.0)
+    assert len(analysis.connections) == KEEP_CLOSED and analysis.folded.count == 500
+    assert analysis.totals()["connections"] == KEEP_CLOSED + 500
+    assert analysis.totals()["commands"]["PNG"] == KEEP_CLOSED + 500
