@@ -156,6 +156,17 @@ def run_connection(reads) -> tuple[float, Connection]:
     return time.process_time() - t0, conn
 
 
+def run_core(reads) -> tuple[float, tuple] | None:
+    """The compiled core's readers over the same reads, no Python object per command
+    (framing, TrIDs, payloads, anomalies; the pairing is not in the core yet)."""
+    from analyzer.core import CORE
+    if CORE is None:
+        return None
+    t0 = time.process_time()
+    counts = CORE.decode_reads(reads)
+    return time.process_time() - t0, counts
+
+
 def run_reference(data: bytes) -> float:
     t0 = time.process_time()
     for line in data.split(b"\r\n"):
@@ -183,9 +194,10 @@ def main() -> int:
     for _ in range(args.repeat):
         codec_s, counts = run_codec(reads)
         conn_s, conn = run_connection(reads)
-        runs.append((codec_s, conn_s, run_reference(data)))
+        core = run_core(reads)
+        runs.append((codec_s, conn_s, run_reference(data), core))
     runs.sort(key=lambda r: r[2] / r[0])
-    codec_s, conn_s, ref_s = runs[len(runs) // 2]
+    codec_s, conn_s, ref_s, core = runs[len(runs) // 2]
     commands = counts["commands"]
     if commands != sum(conn.commands.values()):
         print(f"codec and connection disagree: {commands} vs {sum(conn.commands.values())} commands", file=sys.stderr)
@@ -197,6 +209,12 @@ def main() -> int:
           f"{commands / codec_s / 1e6:.2f} M commands/s)  ratio {ratio:.2f}")
     print(f"connection (Connection.feed):   {mb / conn_s:8.1f} MB/s  ({conn_s:.2f} s)  ratio {ref_s / conn_s:.2f}")
     print(f"reference (split lines+spaces): {mb / ref_s:8.1f} MB/s  ({ref_s:.2f} s)")
+    if core is not None:
+        core_s, (core_commands, _, _, _) = core
+        same = "same commands" if core_commands == commands else f"DIFFERENT: {core_commands} commands"
+        ratios = sorted(r[2] / r[3][0] for r in runs)
+        print(f"core codec (Rust readers, no pairing): {mb / core_s:8.1f} MB/s  ({core_s:.2f} s)  "
+              f"ratio {ref_s / core_s:.2f} (runs {' / '.join(f'{x:.2f}' for x in ratios)}; target >= 1.0)  {same}")
     print(f"ratio codec/reference: {ratio:.2f} (target >= {TARGET})  {'OK' if ratio >= TARGET else 'BELOW TARGET'}")
     return 0 if ratio >= TARGET else 1
 

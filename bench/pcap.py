@@ -270,10 +270,13 @@ def timed(argv: list[str]) -> tuple[float, int, int]:
     return elapsed, usage.ru_maxrss, code
 
 
-def ours(path: Path, *extra: str, json: bool = True) -> list[str]:
+def _command() -> list[str]:
     exe = shutil.which("msnp-analyzer")
-    base = [exe] if exe else [sys.executable, "-m", "analyzer"]
-    return base + ["analyze", str(path), *(["--json", "/dev/null"] if json else []), *extra]
+    return [exe] if exe else [sys.executable, "-m", "analyzer"]
+
+
+def ours(path: Path, *extra: str, json: bool = True) -> list[str]:
+    return _command() + ["analyze", str(path), *(["--json", "/dev/null"] if json else []), *extra]
 
 
 def table(rows: list) -> None:
@@ -330,6 +333,10 @@ def main() -> int:
         print(f"missing {SOURCE}", file=sys.stderr)
         return 2
     tshark = None if args.no_tshark else ensure_tshark()
+    # Which implementation ours runs (the compiled core, or the pure-Python path when it is not
+    # built or MSNP_ANALYZER_PURE_PYTHON=1 is set for this bench): measure both by running twice.
+    version = subprocess.run(_command() + ["--version"], capture_output=True, text=True)
+    print(f"ours: {version.stdout.strip() or version.stderr.strip()}", flush=True)
     if args.busy:
         return busy(args, tshark)
     path = ensure(args.replicas)

@@ -9,3 +9,30 @@ if str(ROOT) not in sys.path:
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
+
+
+import os  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(params=["python", "rust"])
+def implementation(request, monkeypatch):
+    """Run a test on each implementation of the hot path (as aiohttp runs its C and Python parsers).
+
+    "python" is the reference; "rust" is the compiled core (readers, capture reader), which a test skips when it was not
+    built, except under CI=true, where the README's install command must have built it.
+    """
+    import analyzer.core as core
+    if request.param == "python":
+        monkeypatch.setattr(core, "CORE", None)
+    elif core.CORE is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the compiled core is missing under CI: {core.REASON}")
+        pytest.skip(f"the compiled core is not built: {core.REASON}")
+    else:
+        # A test module that builds readers itself gets the compiled ones under the same names.
+        for name in ("CommandReader", "ProtocolState"):
+            if hasattr(request.module, name):
+                monkeypatch.setattr(request.module, name, getattr(core.CORE, name))
+    return request.param

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Bottom to top. A module belongs to the first layer whose prefix it has.
 LAYERS = [
-    ("leaves", ("analyzer.errors", "analyzer.anomalies", "analyzer.clock", "analyzer.text", "analyzer")),
+    ("leaves", ("analyzer.errors", "analyzer.anomalies", "analyzer.clock", "analyzer.text", "analyzer.core",
+                "analyzer")),
     ("msnp", ("analyzer.msnp",)),
     ("analysis", ("analyzer.analysis",)),
     ("plugin api", ("analyzer.plugins",)),

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from analyzer.msnp import (C2S, S2C, DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, Anomaly, Command,
-                    CommandReader, ProtocolState, Transaction, TransactionTracker)
+                    Transaction, TransactionTracker)
 from analyzer.msnp.facts import Referral, login, referral
+from analyzer.msnp.reader import connection_readers
 
 _NEVER = float("inf")
 LATENCY_SAMPLE = 10_000  # latencies kept per connection for its percentiles
@@ -50,11 +51,9 @@ class Connection:
         self.id = conn_id
         self.client = client
         self.server = server
-        self.state = ProtocolState(version)
-        self.readers = {
-            C2S: CommandReader(C2S, self.state, max_line=limits.max_line, max_payload=limits.max_payload),
-            S2C: CommandReader(S2C, self.state, max_line=limits.max_line, max_payload=limits.max_payload),
-        }
+        self.state, c2s, s2c = connection_readers(version, max_line=limits.max_line,
+                                                  max_payload=limits.max_payload)
+        self.readers = {C2S: c2s, S2C: s2c}
         self.tracker = TransactionTracker(reply_timeout=limits.reply_timeout, linger=limits.linger,
                                           max_pending=limits.max_pending)
         self.role: str | None = None

@@ -82,8 +82,9 @@ COMMAND_SECRETS: tuple[ParamRule, ...] = (
 # Payloads masked whole: (command, direction).
 PAYLOAD_SECRETS = frozenset({("QRY", C2S)})  # the MD5 answer to a CHL challenge
 
-# MIME header lines (MSG payloads: profile, file-transfer invitation), by name, value to the line end.
-MIME_SECRET_HEADERS = frozenset({"mspauth", "mspprof", "authcookie", "sid", "kv"})
+# MIME header lines (MSG payloads: profile, file-transfer invitation, MSNSLP bodies), by name,
+# value to the line end. `nonce` authenticates an MSNSLP direct connection as AuthCookie does MSNFTP.
+MIME_SECRET_HEADERS = frozenset({"mspauth", "mspprof", "authcookie", "sid", "kv", "nonce"})
 
 # HTTP headers whose every cookie value is secret.
 HTTP_COOKIE_HEADERS = frozenset({"cookie", "set-cookie"})

@@ -287,10 +287,23 @@ class CaptureFile:
 
     # -- public -----------------------------------------------------------------
 
+    @property
+    def implementation(self) -> str:
+        """"rust" when the compiled core reads this file, else "python" (the reference)."""
+        from analyzer.core import CORE
+        if CORE is None or self.gzip or (not self.pcapng and self.linktype not in KNOWN_LINKTYPES):
+            return "python"  # gzip'd files and pcap files of exotic link types stay on the reference path
+        return "rust"
+
     def segments(self):
         try:
             if self.pcapng:
-                yield from self._pcapng_segments()
+                if self.implementation == "rust":
+                    yield from self._core_pcapng_segments()
+                else:
+                    yield from self._pcapng_segments()
+            elif self.implementation == "rust":
+                yield from self._core_segments()
             else:
                 yield from self._pcap_segments()
         finally:
@@ -336,14 +349,11 @@ class CaptureFile:
                 i = 0
                 if len(buf) < 16:
                     if buf:
-                        self._damage("capture.truncated", pos, packets,
-                                     f"the capture ends inside the header of record {packets + 1} "
-                                     f"({len(buf)} of 16 bytes)")
+                        self._record_damage("header", pos, packets + 1, len(buf), 16)
                     break
             sec, frac, caplen, wirelen = rec(buf, i)
             if caplen > MAX_RECORD:
-                self._damage("capture.damaged", pos + i, packets,
-                             f"record {packets + 1} claims {caplen} bytes: not a packet record")
+                self._record_damage("length", pos + i, packets + 1, 0, caplen)
                 break
             start = i + 16
             stop = start + caplen
@@ -353,9 +363,7 @@ class CaptureFile:
                 pos += i
                 i, start, stop = 0, 16, 16 + caplen
                 if stop > len(buf):
-                    self._damage("capture.truncated", pos, packets,
-                                 f"the capture ends inside record {packets + 1} "
-                                 f"({len(buf) - 16} of {caplen} bytes)")
+                    self._record_damage("record", pos, packets + 1, len(buf) - 16, caplen)
                     break
             packets += 1
             i = stop
@@ -416,6 +424,35 @@ class CaptureFile:
         self.packets = packets
         self.fragments, self.bad_records = fragments, bad
 
+    def _core_segments(self):
+        """The same records as `_pcap_segments`, read and decoded by the compiled core in batches."""
+        from analyzer.core import CORE
+        self.reader.f.close()  # the core reads the file itself, from the first record on
+        reader = CORE.PcapSegments(self.path, 24, self.reader.endian == ">", self.nano, self.linktype,
+                                   getattr(self.reader, "snaplen", 0) or 0)
+        read = reader.read
+        while True:
+            batch = read(4096)
+            self.position, self.packets = reader.position, reader.packets
+            self.fragments, self.bad_records = reader.fragments, reader.bad_records
+            if not batch:
+                break
+            yield from batch
+        if reader.first_bad is not None:
+            self._first_bad = (*reader.first_bad, getattr(self.reader, "snaplen", 0) or 0)
+        if reader.damage is not None:
+            self._record_damage(*reader.damage)
+
+    def _record_damage(self, kind: str, offset: int, record: int, have: int, caplen: int) -> None:
+        """Where a classic pcap file stops being readable (both readers word it here)."""
+        if kind == "header":
+            detail = f"the capture ends inside the header of record {record} ({have} of 16 bytes)"
+        elif kind == "record":
+            detail = f"the capture ends inside record {record} ({have} of {caplen} bytes)"
+        else:
+            detail = f"record {record} claims {caplen} bytes: not a packet record"
+        self._damage("capture.damaged" if kind == "length" else "capture.truncated", offset, record - 1, detail)
+
     # -- pcapng -------------------------------------------------------------------
 
     def _pcapng_segments(self):
@@ -444,6 +481,39 @@ class CaptureFile:
             yield (ts, *seg)
         self.packets = blocks.packets
         self.position = self.size if not blocks.anomalies else blocks.position
+        self._pcapng_report(blocks)
+
+    def _core_pcapng_segments(self):
+        """The same packets as `_pcapng_segments`, read and decoded by the compiled core in batches;
+        frames of link types the core does not decode come back for `_fallback`, in their place."""
+        from analyzer.core import CORE
+        reader = CORE.PcapngSegments(self.path)
+        read = reader.read
+        fallback_fragments = 0
+        while True:
+            batch = read(4096)
+            self.position, self.packets = reader.position, reader.packets
+            self.fragments = reader.fragments + fallback_fragments
+            if not batch:
+                break
+            for item in batch:
+                if item[1] is not None:
+                    yield item
+                    continue
+                ts, _, linktype, frame, _, _ = item
+                seg = self._fallback(linktype, frame)
+                if seg is None:
+                    continue
+                if seg is FRAGMENT:
+                    fallback_fragments += 1
+                    continue
+                yield (ts, *seg)
+        self.fragments = reader.fragments + fallback_fragments
+        self.position = self.size if not reader.anomalies else reader.position
+        self._pcapng_report(reader)
+
+    def _pcapng_report(self, blocks) -> None:
+        """A pcapng file's counted anomalies and damage (both readers report through here)."""
         base = os.path.basename(self.path)
         if blocks.simple_packets:
             self.anomalies.append(Anomaly(

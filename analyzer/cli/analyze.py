@@ -21,6 +21,7 @@ from analyzer.cli.run import Run, RunOptions
 from analyzer.errors import UsageError
 
 PROGRESS_AFTER = 0.5   # seconds: quicker files get no progress bar
+BIG_CAPTURE = 20_000_000  # bytes: on the pure-Python path, a run this large says once that it is slower
 KEEP_CLOSED = 1000     # closed connections kept one by one for the report; the rest go into the totals
 
 
@@ -67,19 +68,22 @@ class _Progress:
     def __call__(self, capture) -> None:
         if not self.enabled:
             return
+        from rich.markup import escape
+
+        from analyzer.text import visible
         if self.bar is None:
             if time.monotonic() - self.started < PROGRESS_AFTER:
                 return
-            from rich.console import Console
+            from analyzer.outputs.terminal import SafeConsole
             from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
                                        TimeRemainingColumn, TransferSpeedColumn)
             self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
                                 TransferSpeedColumn(), TimeRemainingColumn(),
-                                console=Console(stderr=True), transient=True)
+                                console=SafeConsole(stderr=True), transient=True)
             self.bar.start()
             self.task = self.bar.add_task("reading", total=self.total)
         self.bar.update(self.task, completed=self.done + capture.position,
-                        description=os.path.basename(capture.path))
+                        description=escape(visible(os.path.basename(capture.path))))  # a name is data
 
     def file_done(self, capture) -> None:
         self.done += capture.size
@@ -107,7 +111,11 @@ def analyze(args) -> tuple[Run, list]:
     analysis.keep_closed = KEEP_CLOSED  # memory flat however long the capture: older ones are summed up
     run.load_plugins(html_report=bool(args.html))
     detector = Detector(frozenset({MSNP_PORT, *args.port}))
-    progress = _Progress(sum(c.size for c in captures))
+    total = sum(c.size for c in captures)
+    if total >= BIG_CAPTURE:
+        from analyzer.core import note_fallback
+        note_fallback(lambda line: print(line, file=sys.stderr))
+    progress = _Progress(total)
     per_file = []
     try:
         for path in flow_files:

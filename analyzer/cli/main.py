@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                "exit status: 0 ok, 1 anomalies at or above --fail-on, 2 unusable input.\n"
                "Run 'msnp-analyzer COMMAND --help' for a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    from analyzer.core import describe
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}, {describe()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # In the order a newcomer needs them (argparse lists them as registered).

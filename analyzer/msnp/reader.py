@@ -499,3 +499,20 @@ class CommandReader:
                                "server supports none of "
                                + (", ".join(f"MSNP{v}" for v in state.offered) or "the offered versions"),
                                self.direction, offset, ts, trid))
+
+
+def connection_readers(version: int | None = None, *, max_line: int = DEFAULT_MAX_LINE,
+                       max_payload: int = DEFAULT_MAX_PAYLOAD):
+    """A connection's shared `ProtocolState` and its two readers `(state, c2s, s2c)`.
+
+    The compiled core's (`analyzer._core`, same contract, same event objects) when it was
+    built, else these; odd limits or versions (negative) stay on this reference.
+    """
+    from analyzer.core import CORE
+    plain = (version is None or (type(version) is int and version >= 0)) and max_line >= 0 and max_payload >= 0
+    mod = CORE if CORE is not None and plain else None
+    state = (mod.ProtocolState if mod else ProtocolState)(version)
+    reader = mod.CommandReader if mod else CommandReader
+    return (state, reader(C2S, state, max_line=max_line, max_payload=max_payload),
+            reader(S2C, state, max_line=max_line, max_payload=max_payload))
+

@@ -61,11 +61,14 @@ def _plain_number(value) -> bool:
 
 
 def reference(rec) -> str:
-    """The rule: `_encode(rec)`; a record holding NaN or an infinity (not JSON) is written
-    with those as null (analyzer.text.clean_data)."""
+    """The rule: `_encode(rec)`; a record holding NaN or an infinity (not JSON) or a lone
+    surrogate (not UTF-8) is written through analyzer.text.clean_data: null, and escapes."""
     try:
-        return _encode(rec)
-    except ValueError:
+        line = _encode(rec)
+        if not line.isascii():
+            line.encode("utf-8")  # a lone surrogate (orjson refused it too) cannot be written
+        return line
+    except ValueError:  # NaN or an infinity; or UnicodeEncodeError, a ValueError too
         return _encode(clean_data(rec))
 
 

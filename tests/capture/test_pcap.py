@@ -167,3 +167,7 @@ def test_a_classic_pcap_is_read_without_importing_scapy():
             "print(sum(1 for _ in c.segments()), c.format, 'scapy' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["364", "pcap", "False"]
+
+
+# Every test here runs on both readers: the pure-Python reference and the compiled core.
+pytestmark = pytest.mark.usefixtures("implementation")

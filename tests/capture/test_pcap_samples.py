@@ -63,3 +63,7 @@ def test_readme_first_command_runs_on_the_sample():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "MSNP connections" in r.stdout and "DS" in r.stdout and "SB" in r.stdout
+
+
+# Every test here runs on both readers: the pure-Python reference and the compiled core.
+pytestmark = pytest.mark.usefixtures("implementation")

@@ -109,3 +109,7 @@ def test_same_commands_whatever_the_link_layer(tmp_path, baselines, path, link):
     analysis, got = R.analyze(out)
     assert got.signature() == baselines[path]
     assert not {n for n in got.names() if n.startswith("capture.")}
+
+
+# Every test here runs on both readers: the pure-Python reference and the compiled core.
+pytestmark = pytest.mark.usefixtures("implementation")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from analyzer.msnp import C2S, S2C, Anomaly, CommandReader, ProtocolState, Transaction, TransactionTracker
 
 
@@ -264,3 +266,7 @@ def test_tick_expires_old_requests():
     settled = w.tracker.tick(6.0)
     assert [type(e).__name__ for e in settled] == ["Anomaly", "Transaction"]
     assert settled[1].outcome == "unanswered"
+
+
+# Every test here runs on both implementations: the pure-Python reference and the compiled core.
+pytestmark = pytest.mark.usefixtures("implementation")

@@ -290,3 +290,7 @@ def test_empty_feed_and_bad_direction():
     assert CommandReader(C2S).feed(b"") == []
     with pytest.raises(ValueError):
         CommandReader("sideways")
+
+
+# Every test here runs on both implementations: the pure-Python reference and the compiled core.
+pytestmark = pytest.mark.usefixtures("implementation")

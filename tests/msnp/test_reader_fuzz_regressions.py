@@ -37,3 +37,7 @@ def test_check_detects_lost_bytes(monkeypatch):
     monkeypatch.setattr(events.Command, "raw", property(lambda self: self.line))
     with pytest.raises(InvariantBroken):
         check(encode_script(2, [("c2s", b"MSG 1 U 5\r\nhello")]))
+
+
+# Every test here runs on both implementations: the pure-Python reference and the compiled core.
+pytestmark = pytest.mark.usefixtures("implementation")

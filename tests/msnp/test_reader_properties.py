@@ -145,3 +145,7 @@ def test_random_bytes_never_raise_and_reemit(blob, cuts, direction, version):
     events = run(direction, split(blob, cuts), version, max_line=128, max_payload=256)
     assert reemit(events) == blob
     assert normalise(events) == normalise(run(direction, [blob], version, max_line=128, max_payload=256))
+
+
+# Every test here runs on both implementations: the pure-Python reference and the compiled core.
+pytestmark = pytest.mark.usefixtures("implementation")

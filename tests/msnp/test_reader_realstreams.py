@@ -9,8 +9,8 @@ import pytest
 from analyzer.msnp import Anomaly, Command, Skipped
 from realstreams import REAL_CAPTURES, capture_streams, decode, capture_chunks
 
-pytestmark = pytest.mark.skipif(not (REAL_CAPTURES / "ndpi_msnms.pcap").exists(),
-                                reason="../shared/captures-real is not beside this checkout")
+pytestmark = [pytest.mark.usefixtures("implementation"), pytest.mark.skipif(not (REAL_CAPTURES / "ndpi_msnms.pcap").exists(),
+                                reason="../shared/captures-real is not beside this checkout")]
 
 
 def histogram(name: str) -> Counter:

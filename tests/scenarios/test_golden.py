@@ -186,3 +186,7 @@ def test_anomalies_session_raises_exactly_the_seeded_anomalies():
     assert ooo["trid"] == 11 and "1 earlier request(s)" in ooo["detail"]
     assert replies(txn(recs, "ns", "SYN", 5)) == ["SYN", "GTC", "BLP", "LSG", "LST", "LST"]
     assert txn(recs, "ns", "XFR", 10)["outcome"] == "answered"
+
+
+# Every test here runs on both implementations: the pure-Python reference and the compiled core.
+pytestmark = pytest.mark.usefixtures("implementation")

@@ -153,7 +153,8 @@ class MsnpAddon:
             if path == "-":
                 out = sys.stdout
             else:
-                out = open(path, "w", encoding="utf-8")
+                from analyzer.outputs.atomic import open_output
+                out = open_output(path)  # renamed over `path` when mitmproxy is done
                 self._owned_files.append(out)
             sinks.append(JsonLinesWriter(out, redactor, flush=True))
         if ctx.options.msnp_verbose:

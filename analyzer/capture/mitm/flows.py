@@ -152,6 +152,7 @@ class FlowAnalyzer:
         self.linker = linker
         self.tcp_flows = 0
         self.http_flows = 0
+        self.stopped_at: int | None = None  # where broken framing stopped a flow file's reading
 
     def flow(self, flow) -> None:
         kind = getattr(flow, "type", None)
@@ -210,9 +211,11 @@ def read_flow_file(path, analysis, progress=None) -> FlowAnalyzer:
     read = skipped = 0
     first_skip = None
     stop = None
+    last_end = 0
     with f:
         try:
             for at, tag, data in records(f):
+                last_end = f.tell()  # the end of the last record whose framing held
                 try:
                     flow = flow_from_record(tag, data)
                 except ValueError as exc:
@@ -230,7 +233,8 @@ def read_flow_file(path, analysis, progress=None) -> FlowAnalyzer:
                 if progress is not None:
                     progress(f.tell())
         except (ValueError, OSError) as exc:
-            stop = f"reading stopped at byte {f.tell()} after {read} flows: {exc}"
+            reader.stopped_at = last_end
+            stop = f"reading stopped at byte {last_end} after {read} flows: {exc}"
     if not read and (stop or skipped):
         raise FlowFileError(f"{path}: not a mitmproxy flow file ({stop or first_skip})")
     if skipped:
