@@ -655,8 +655,10 @@ class TcpTracker:
             return
         self.analysis.feed(conn, flow.dirs[index], data, ts)
         wake = conn.wake
+        if ts is not None and ts + self.reorder_timeout < wake:
+            wake = ts + self.reorder_timeout   # when these bytes stop being kept (see _due)
         if wake < flow.due and flow.state == "open":
-            self._schedule(flow, wake)   # a request now awaits its reply
+            self._schedule(flow, wake)   # a request now awaits its reply, or bytes are kept
 
     def _anomaly(self, flow: Flow, half: HalfStream, name: str, detail: str, offset, ts) -> None:
         if flow.conn is not None:
@@ -765,12 +767,19 @@ class TcpTracker:
             if ts - flow.last_ts > self.idle_timeout:
                 self._close(flow, flow.last_ts)
                 continue
+            quiet = ts - flow.last_ts > self.reorder_timeout
             for half in flow.halves:
                 if half.pending and half.pending_since is not None and ts - half.pending_since > self.reorder_timeout:
                     self._fill_gap(flow, half, ts)
+                if quiet:
+                    # Unacknowledged bytes of a flow quiet this long: the ACK is not in the
+                    # capture (a retransmission would have come by now); they are not kept.
+                    half.sent = None
             if flow.conn is not None and flow.state != "closed" and flow.conn.wake < ts:
                 self.analysis.tick(flow.conn, ts)
             if flow.state == "closed":
                 continue
             self._schedule(flow, flow.last_ts + self.idle_timeout)
+            if flow.halves[0].sent is not None or flow.halves[1].sent is not None:
+                self._schedule(flow, flow.last_ts + self.reorder_timeout)
             self._reschedule(flow)
