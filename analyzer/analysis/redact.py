@@ -9,7 +9,9 @@ a `Redactor`, which applies it:
 - `payload(cmd)`: a payload as shown raw (JSON `payload`, the HTML payload
   pane): a QRY answer whole, MIME header lines by name (MIME_SECRET_HEADERS,
   anywhere in the payload: a file-transfer invitation carries its AuthCookie
-  in the body), and the free-text secrets.
+  in the body), and the free-text secrets. A chat or typing message
+  (`text/plain`, `text/x-msmsgscontrol`) has only its header block checked:
+  its body is what a user typed.
 - `detail(anomaly)`: an anomaly's detail; the raw bytes some of them quote
   (`msnp.line.truncated`, `msnp.line.garbage`, `msnp.line.too_long`, ...)
   are redacted as a command line would be, even when the line is cut short.
@@ -108,18 +110,42 @@ SECRET_COMMANDS = frozenset(_RULES) | frozenset(c for c, _ in PAYLOAD_SECRETS)
 _PASSPORT_FIELDS = (r"OrgVerb|OrgURL|sign-in|pwd|lc|id|tw|fs|ru|ct|kpp|kv|ver|tpf|da-status|from-PP|tname|"
                     r"srealm|cbtxt|prompt|rver|rn")
 _MIME_NAMES = "|".join(sorted(MIME_SECRET_HEADERS))
-# One pattern for all the free-text secrets: group `v` (or `q`) is the secret.
-_FREE = re.compile(
-    rb"(?P<pre>(?<![\w-])from-PP\s*=\s*)(?P<quote>['\"])(?P<q>.*?)(?P=quote)"
-    rb"|(?P<pre2>(?<![\w-])(?:pwd|passwd|password)=)(?P<pw>.*?)(?=,\s*(?:" + _PASSPORT_FIELDS.encode()
-    + rb")=|[&\r\n]|$)"
-    rb"|(?P<pre3>(?<![\w-])[tp]=)(?P<tp>[^&'\"\s<]+)"
-    rb"|(?P<pre4><(?:[\w.-]+:)?(?:Password|BinarySecret|BinarySecurityToken|CipherValue)\b[^>]*>)"
-    rb"(?P<soap>[^<]+)"
-    rb"|(?P<pre5>^[ \t]*(?:" + _MIME_NAMES.encode() + rb")[ \t]*:[ \t]*)(?P<mime>[^\r\n]+)",
-    re.IGNORECASE | re.MULTILINE | re.DOTALL)
-# Quick test before running _FREE: does the text hold anything the pattern could match?
-_HINT = re.compile(rb"[=:>]")
+# The free-text secrets, one pattern each (group 2 is the secret), each run only when the
+# lower-cased text holds its trigger (`_needed`): one alternation of them all cost 40 us on
+# every chat message. A match right after a letter, digit, `_` or `-` is part of a longer
+# name (`charset=`) and is left alone (`_free` checks the byte before it).
+_FROM_PP = re.compile(rb"(from-PP\s*=\s*['\"])(.*?)(?=['\"])", re.IGNORECASE | re.DOTALL)
+_PASSWORD = re.compile(rb"((?:pwd|passwd|password)=)(.*?)(?=,\s*(?:" + _PASSPORT_FIELDS.encode()
+                       + rb")=|[&\r\n]|$)", re.IGNORECASE | re.MULTILINE)
+_TICKET_FIELD = re.compile(rb"([tTpP]=)([^&'\"\s<]+)")
+_SOAP = re.compile(rb"(<(?:[\w.-]+:)?(?:Password|BinarySecret|BinarySecurityToken|CipherValue)\b[^>]*>)([^<]+)",
+                   re.IGNORECASE)
+_MIME_LINE = re.compile(rb"(^[ \t]*(?:" + _MIME_NAMES.encode() + rb")[ \t]*:[ \t]*)([^\r\n]+)",
+                        re.IGNORECASE | re.MULTILINE)
+_CHAT_HEADS = (b"MIME-Version: 1.0\r\nContent-Type: text/plain", b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgscontrol")
+# The same names at a line start, on lower-cased text without IGNORECASE: a quick gate.
+_MIME_GATE = re.compile(rb"\n[ \t]*(?:" + _MIME_NAMES.encode() + rb")[ \t]*:")
+
+
+def _needed(low: bytes) -> list:
+    """The free-text patterns that may match `low` (the text, lower-cased), cheapest checks first."""
+    rules = []
+    if _MIME_GATE.search(low) or _MIME_GATE.match(b"\n" + low[:16]):
+        rules.append(_MIME_LINE)
+    if b"=" in low:
+        if b"from-pp" in low:
+            rules.append(_FROM_PP)
+        if b"pwd=" in low or b"passw" in low:
+            rules.append(_PASSWORD)
+        # Every chat message says `charset=`: only more t= than that, or a p=, can be a ticket.
+        if b"p=" in low or low.count(b"t=") > low.count(b"charset="):
+            rules.append(_TICKET_FIELD)
+    if b"<" in low and (b"password" in low or b"binarys" in low or b"ciphervalue" in low):
+        rules.append(_SOAP)
+    return rules
+
+
+_NAME_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _COOKIE_VALUE = re.compile(rb"(^|;\s*)([^=;\s]+=)([^;]*)")
 _BYTES_LITERAL = re.compile(r"""b'(?:[^'\\]|\\.)*'|b"(?:[^"\\]|\\.)*\"""")
 _TRID = re.compile(rb"^\d+$")
@@ -162,6 +188,14 @@ class Redactor:
             return payload
         if (cmd.cmd.upper(), cmd.direction) in PAYLOAD_SECRETS:
             return self.mask(payload).encode()
+        if payload.startswith(_CHAT_HEADS):
+            # A chat or typing message (most payloads): its body is what a user typed, not a
+            # protocol field; only its header block is looked at, and that in one search.
+            end = payload.find(b"\r\n\r\n")
+            head = payload if end < 0 else payload[:end + 2]
+            if _MIME_GATE.search(head.lower()) is None:
+                return payload
+            return _MIME_LINE.sub(self._free, head) + payload[len(head):]
         return self.text(payload)
 
     def line(self, raw: bytes, direction: str | None) -> bytes:
@@ -212,10 +246,13 @@ class Redactor:
     # -- free text, decoded views, HTTP ----------------------------------------------
 
     def text(self, raw: bytes) -> bytes:
-        """Tickets, passwords and secret header lines inside free text."""
-        if not self.enabled or not _HINT.search(raw):
+        """Tickets, passwords and secret header lines inside free text (FREE_TEXT_SECRETS)."""
+        if not self.enabled or not raw:
             return raw
-        return _FREE.sub(self._free, raw)
+        out = raw
+        for pattern in _needed(raw.lower()):
+            out = pattern.sub(self._free, out)
+        return out
 
     def text_str(self, text: str) -> str:
         """`text` for a str (any code point, lone surrogates included)."""
@@ -226,16 +263,13 @@ class Redactor:
         return text if out is raw else out.decode("utf-8", "surrogatepass")
 
     def _free(self, m: re.Match) -> bytes:
-        for pre, value in (("pre", "q"), ("pre2", "pw"), ("pre3", "tp"), ("pre4", "soap"), ("pre5", "mime")):
-            secret = m.group(value)
-            if secret is not None:
-                if not secret:
-                    return m.group()
-                out = m.group(pre) + self.mask(secret).encode()
-                if value == "q":
-                    out = m.group(pre) + m.group("quote") + self.mask(secret).encode() + m.group("quote")
-                return out
-        return m.group()
+        start = m.start()
+        if start and m.string[start - 1] in _NAME_BYTES and not m.group(1)[:1] in b"< \t":
+            return m.group()  # inside a longer name: `charset=`, `xpwd=`
+        secret = m.group(2)
+        if not secret or secret.startswith(b"<redacted:"):
+            return m.group()
+        return m.group(1) + self.mask(secret).encode()
 
     def field(self, name: str, value: str) -> str:
         """One named value of a decoded view: masked whole when its name is secret."""

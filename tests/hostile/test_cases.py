@@ -30,6 +30,15 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
     return rc, out, err
 
 
+def page_data(path: Path) -> list:
+    """Every JSON element a timeline page embeds, parsed strictly (the page shows nothing if one fails)."""
+    import re
+    page = path.read_bytes().decode("utf-8")
+    blocks = re.findall(r'<script type="application/json" id="[^"]+">(.*?)</script>', page, re.S)
+    assert blocks
+    return [strict_json(b) for b in blocks]
+
+
 def jsonl(path: Path) -> list[dict]:
     raw = path.read_bytes()
     raw.decode("utf-8")  # valid UTF-8 (strict)
@@ -60,6 +69,7 @@ def test_a_charset_decoding_to_a_lone_surrogate_reaches_every_writer(tmp_path, c
         assert sum(r["kind"] == "command" for r in recs) == 7
         assert "\\ud800" in out
         assert "\\ud800 hi" in (tmp_path / "o.html").read_text("utf-8")
+        assert "\\ud800 hi" in json.dumps(page_data(tmp_path / "o.html"))
     else:
         rc, _, _ = cli(capsys, "export", src, "-o", tmp_path / "t.html")
         assert (tmp_path / "t.html").stat().st_size > 10_000
@@ -72,7 +82,7 @@ def test_a_file_name_that_is_not_utf8_reaches_every_writer(tmp_path, capsys):
     rc, out, _ = cli(capsys, "analyze", odd, "--json", tmp_path / "o.jsonl", "--html", tmp_path / "o.html")
     assert rc == 0 and "\x1b" not in out  # the name is in the captures table, escaped (and folded)
     assert sum(r["kind"] == "command" for r in jsonl(tmp_path / "o.jsonl")) > 20
-    assert "caf\\\\xe9" in (tmp_path / "o.html").read_text("utf-8")  # the name, escaped, in the page's JSON
+    assert "caf\\xe9 \x1b[2J.pcap" in page_data(tmp_path / "o.html")[0]["sources"]  # the name, escaped
     rc, _, _ = cli(capsys, "export", odd, "-o", tmp_path / os.fsdecode(b"t\xff.html"))
     assert rc == 0 and (tmp_path / os.fsdecode(b"t\xff.html")).stat().st_size > 10_000
     assert cli(capsys, "chat", odd)[0] == 0
@@ -149,9 +159,11 @@ def test_every_secret_of_the_issue_is_masked_in_every_output(tmp_path, capsys):
     leaked = [s for s in SECRETS if s in text]
     assert leaked == []
     assert "SHA A <redacted:" in text and "usr 4 md5 s <redacted:" in text.lower()
-    # --no-redact shows them: the search above could fail.
-    text = outputs_of(tmp_path, capsys, HERE / "secrets.msnp", "--no-redact")
-    assert [s for s in SECRETS if s not in text] == []
+    # --no-redact shows them in the JSON Lines and in the HTML page: the search above could fail.
+    outputs_of(tmp_path, capsys, HERE / "secrets.msnp", "--no-redact")
+    for name in ("o.jsonl", "o.html"):
+        shown = (tmp_path / name).read_text("utf-8")
+        assert [s for s in SECRETS if s not in shown] == [], name
 
 
 @pytest.mark.parametrize("name,anomaly", [("truncated_usr.msnp", "msnp.line.truncated"),
