@@ -127,6 +127,14 @@ for _name, _sev, _summary in [
     ("proxy.address_limit", _W, "--max-per-address connections were open from one client address: its new clients were closed at once (reported once per run; the count is in the notice)"),
     ("proxy.rate_limit", _W, "a client address opened more than --max-rate connections per second: the excess were closed at once (reported once per run; the count is in the notice)"),
     ("proxy.idle_timeout", _I, "the proxy closed a connection: no byte from the client within --first-byte-timeout of connecting, or none either way for --idle-timeout"),
+    # MSNFTP connections (analyzer/msnp/msnftp.py)
+    ("msnftp.line.too_long", _W, "an MSNFTP connection sent more than 1,024 bytes without a line end outside a data block; they were skipped"),
+    # extracted objects (analyzer/analysis/objects.py)
+    ("objects.too_large", _W, "an object (or all objects together) passed the extraction size limit; the rest of its bytes were not kept and it is listed as partial"),
+    ("objects.bad_range", _W, "P2P or ink data whose offset, size or chunk numbers contradict the object's announced size (cut or dropped)"),
+    ("objects.overlap_mismatch", _W, "bytes of an object arrived twice with different content; the first copy was kept"),
+    ("objects.sha1d_mismatch", _E, "a display picture, emoticon or other MSNObject whose data does not hash to its SHA1D: the receiving client would reject it"),
+    ("objects.limit", _W, "more transfers, calls or invitations open at once than the extraction follows; the least recently active were finished as they stood (once per run)"),
     # plugins (analyzer/plugins.py); a plugin's own names are plugin.<name>.<what>
     ("analyzer.plugin.failed", _W, "a plugin raised an exception; it was disabled for the rest of the run (the analysis carried on)"),
     ("analyzer.plugin.too_slow", _W, "a plugin call took longer than --plugin-budget; the plugin was disabled for the rest of the run"),

@@ -72,7 +72,12 @@ class _Conn:
 
 
 def session_packets(name: str) -> list:
-    chunks = SESSIONS[name]
+    return chunk_packets(SESSIONS[name], CONNECTIONS[name])
+
+
+def chunk_packets(chunks: list, connections: dict) -> list:
+    """Packets for `chunks` (transcript Chunks labelled by connection), `connections[label]` =
+    (client, server) addresses: handshake, MSS-sized segments each ACKed, FIN exchange."""
     conns: dict[str, _Conn] = {}
     last: dict[str, float] = {}
     events: list[tuple[float, int, object]] = []   # (time, order, thunk) built in time order
@@ -82,7 +87,7 @@ def session_packets(name: str) -> list:
     for chunk in chunks:
         conn = conns.get(chunk.conn)
         if conn is None:
-            client, server = CONNECTIONS[name][chunk.conn]
+            client, server = connections[chunk.conn]
             conn = conns[chunk.conn] = _Conn(len(conns), client, server)
             t = chunk.ts - 0.03
             for direction, flags, dt in ((C2S, "S", 0.0), ("s2c", "SA", 0.01), (C2S, "A", 0.02)):

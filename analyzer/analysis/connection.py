@@ -21,6 +21,7 @@ from typing import Callable
 
 from analyzer.msnp import (C2S, S2C, DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, Anomaly, Command,
                     Transaction, TransactionTracker)
+from analyzer.msnp.msnftp import FtpReader
 from analyzer.msnp.facts import Referral, login, referral
 from analyzer.msnp.reader import connection_readers
 
@@ -32,6 +33,7 @@ SB_SERVER_CODES = frozenset({"IRO", "JOI", "BYE", "ACK", "NAK"})
 SB_CLIENT_CODES = frozenset({"ANS", "CAL", "MSG"})  # only switchboards take client MSG
 NS_CODES = frozenset({"CHG", "ILN", "NLN", "FLN", "SYN", "ADL", "UUX", "UBX", "RNG", "CHL",
                       "QRY", "LST", "LSG", "ADC", "BPR", "PRP", "GCF", "NOT", "SBS", "UUN", "UBN"})
+MSNP, MSNFTP = "msnp", "msnftp"   # what a connection speaks (Connection.protocol)
 
 
 @dataclass
@@ -46,17 +48,22 @@ class Limits:
 
 class Connection:
     def __init__(self, conn_id: str, client: str | None = None, server: str | None = None,
-                 limits: Limits | None = None, version: int | None = None) -> None:
+                 limits: Limits | None = None, version: int | None = None, protocol: str = MSNP) -> None:
         limits = limits or Limits()
         self.id = conn_id
         self.client = client
         self.server = server
+        self.protocol = protocol
         self.state, c2s, s2c = connection_readers(version, max_line=limits.max_line,
                                                   max_payload=limits.max_payload)
         self.readers = {C2S: c2s, S2C: s2c}
+        if protocol == MSNFTP:
+            # The file-transfer connection of MSNP2-8 (analyzer.msnp.msnftp): lines without
+            # TrIDs and data blocks; nothing to pair, no role to learn.
+            self.readers = {C2S: FtpReader(C2S), S2C: FtpReader(S2C)}
         self.tracker = TransactionTracker(reply_timeout=limits.reply_timeout, linger=limits.linger,
                                           max_pending=limits.max_pending)
-        self.role: str | None = None
+        self.role: str | None = "MSNFTP" if protocol == MSNFTP else None
         self.handle: str | None = None
         self.commands: Counter[str] = Counter()
         self.anomalies: Counter[str] = Counter()
@@ -106,6 +113,8 @@ class Connection:
             return []
         try:
             events = self.readers[direction].feed(data, ts)
+            if self.protocol != MSNP:
+                return self._absorb_ftp(events)
             return self._absorb(events) if events else events
         except Exception as exc:  # noqa: BLE001 - fail-open is the contract
             return self._fail(exc, direction, ts)
@@ -202,6 +211,18 @@ class Connection:
             elif kind is Transaction:
                 self._count([event], 0)
         return out
+
+    def _absorb_ftp(self, events: list) -> list:
+        """MSNFTP events: commands and anomalies counted, nothing paired."""
+        for event in events:
+            kind = type(event)
+            if kind is Command:
+                self.commands[event.cmd] += 1
+                if event.cmd == "USR" and event.direction == C2S and event.args and self.handle is None:
+                    self.handle = event.args[0].decode("utf-8", "replace")
+            elif kind is Anomaly:
+                self.anomalies[event.name] += 1
+        return events
 
     def _count(self, settled: list, start: int = 0) -> list:
         for i in range(start, len(settled)):

@@ -53,8 +53,8 @@ class Analysis:
         return str(self._next_id)
 
     def open(self, client: str | None = None, server: str | None = None,
-             conn_id: str | None = None, version: int | None = None) -> Connection:
-        conn = Connection(conn_id or self.new_id(), client, server, self.limits, version)
+             conn_id: str | None = None, version: int | None = None, protocol: str = "msnp") -> Connection:
+        conn = Connection(conn_id or self.new_id(), client, server, self.limits, version, protocol)
         self.connections[conn.id] = conn
         return conn
 

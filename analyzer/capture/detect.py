@@ -14,6 +14,8 @@ Contract:
   content decides (lines only a server sends, such as `MSG handle nick len`,
   `NLN`, `JOI` or numeric errors, versus lines only a client sends); as a
   last resort the lower port is the server's.
+- A flow whose first line is `VER MSNFTP` is MSNFTP (the MSNP2-8 file
+  transfer), accepted with `protocol="msnftp"`; its client is the receiver.
 - `Detector.referral(command)` learns the address from a server's `XFR ...
   host:port` or `RNG ... host:port`.
 - Linear: `decide` is called once per delivery while a flow is undecided; it
@@ -31,6 +33,7 @@ from typing import NamedTuple
 
 from analyzer.msnp import C2S
 from analyzer.msnp.direction import side_of_line
+from analyzer.msnp.msnftp import looks_like_msnftp
 from analyzer.msnp.facts import Referral
 from analyzer.msnp.tables import KNOWN_COMMANDS
 
@@ -151,6 +154,12 @@ class Detector:
             if len(head) < HEAD_BYTES and 10 not in head and (len(head) < 4 or _HEAD.match(head)):
                 return  # looks_like_msnp would say "need more bytes": spare the copies
         heads = [bytes(state[1]), bytes(state[2])]
+        if looks_like_msnftp(first_line(heads[first]) or []):
+            # MSNFTP (the MSNP2-8 file transfer) opens with `VER MSNFTP` from the receiver,
+            # which would otherwise pass for an MSNP VER: decode it as what it is.
+            del self._heads[id(flow)]
+            tracker.accept(flow, self.ftp_client_index(flow, heads, first), protocol="msnftp")
+            return
         if server is None:
             verdict = looks_like_msnp(heads[first])
             if verdict is None and not final and flow.early_bytes < DECIDE_BYTES:
@@ -161,6 +170,20 @@ class Detector:
                 return
         del self._heads[id(flow)]
         tracker.accept(flow, self.client_index(flow, heads, first, server))
+
+    @staticmethod
+    def ftp_client_index(flow, heads, first: int) -> int:
+        """The MSNFTP receiver connects: the SYN's side, else the side that sent USR/TFR, else the first."""
+        if flow.client_hint is not None:
+            return flow.client_hint
+        for index in (0, 1):
+            for line in heads[index].split(b"\n")[:4]:
+                code = line[:3]
+                if code in (b"USR", b"TFR"):
+                    return index
+                if code == b"FIL":
+                    return 1 - index
+        return first
 
     def client_index(self, flow, heads, first: int, server: int | None) -> int:
         if flow.client_hint is not None:

@@ -22,7 +22,7 @@ Contract:
   times (the receiver got bytes the capture never will), when the buffer is
   full, after the reorder timeout, or at FIN/RST/end of capture.
 - MSNP detection and the client/server decision are `detect.py`'s; only MSNP
-  flows become `Connection`s (stream ids "1", "2", ... in order of
+  flows (and MSNFTP file-transfer flows, `Connection.protocol`) become `Connection`s (stream ids "1", "2", ... in order of
   detection). Other flows are remembered as ignored (their segments cost one
   dict lookup) until FIN, RST or the idle timeout, and count in `max_flows`.
 - A connection is closed (`Analysis.close`, which releases its decoders) as
@@ -668,14 +668,14 @@ class TcpTracker:
 
     # -- called by the detector ---------------------------------------------------
 
-    def accept(self, flow: Flow, client_index: int) -> None:
-        """The flow is MSNP and half `client_index` is the client: open its connection."""
+    def accept(self, flow: Flow, client_index: int, protocol: str = "msnp") -> None:
+        """The flow is MSNP (or MSNFTP, `protocol`) and half `client_index` is the client: open its connection."""
         from analyzer.capture.pcap import split_key
         sip, sport, dip, dport = split_key(flow.keys[0])
         a, b = format_address(sip, sport), format_address(dip, dport)
         client, server = (a, b) if client_index == 0 else (b, a)
         flow.dirs = (C2S, S2C) if client_index == 0 else (S2C, C2S)
-        flow.conn = self.analysis.open(client, server)
+        flow.conn = self.analysis.open(client, server, protocol=protocol)
         flow.conn.on_referral = self.detector.referral  # servers named by XFR/RNG are MSNP servers
         self.stats["msnp_flows"] += 1
         early, flow.early = flow.early, None

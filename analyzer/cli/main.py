@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from analyzer import __version__
-from analyzer.cli import analyze, export, mitm, proxy
+from analyzer.cli import analyze, contacts, export, extract, mitm, proxy
 from analyzer.cli import plugins as plugins_cmd
 from analyzer.cli.options import add_analysis_options, add_plugin_options, report_console
 from analyzer.cli.run import Run, RunOptions, plugin_options, plugins_from
@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                "  msnp-analyzer proxy --upstream HOST[:PORT]      point a legacy client at 127.0.0.1:1863\n"
                "  msnp-analyzer demo                              the proxy at work, no client needed\n"
                "  msnp-analyzer export capture.pcap -o t.html     a self-contained HTML timeline\n"
-               "  msnp-analyzer chat capture.pcap                 who said what on each switchboard\n\n"
+               "  msnp-analyzer chat capture.pcap                 who said what on each switchboard\n"
+               "  msnp-analyzer extract capture.pcap -o DIR       the files and pictures exchanged, checked\n"
+               "  msnp-analyzer contacts capture.pcap             contact lists and presence per login\n\n"
                "exit status: 0 ok, 1 anomalies at or above --fail-on, 2 unusable input.\n"
                "Run 'msnp-analyzer COMMAND --help' for a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # In the order a newcomer needs them (argparse lists them as registered).
-    for command in (analyze, proxy, mitm, export, plugins_cmd):
+    for command in (analyze, proxy, mitm, export, extract, contacts, plugins_cmd):
         command.register(sub)
 
     p = sub.add_parser("anomalies", help="list the anomaly catalogue (names, severities, summaries)",

@@ -7,6 +7,10 @@ from it. The layers below see the typed pieces (`Limits`, `PluginOptions`, a
 
 A run's sinks, in the order every event reaches them:
 
+0. what was exchanged: the `ContactBook` (with `--json` or an HTML report: its
+   `contact` and `presence` records go to the JSON writer) and the objects'
+   `Extractor` (the command's own, `extract`; else, for an HTML report, one
+   that keeps no bytes); first, so they close before the timeline shows them,
 1. the `Linker` (it only observes; present with `--json` or an HTML report),
 2. the JSON Lines writer (`--json`), then the verbose printer (`-v`),
 3. the `LinkWriter` (with `--json`: link, session and chat records as logins
@@ -78,7 +82,7 @@ class Run:
     an unwritable --json or --html path, before anything is opened.
     """
 
-    def __init__(self, options: RunOptions, console, *, flush: bool = False) -> None:
+    def __init__(self, options: RunOptions, console, *, flush: bool = False, extractor=None) -> None:
         from analyzer.outputs.atomic import open_output, refuse_inputs
         from analyzer.outputs.jsonl import JsonLinesWriter
         from analyzer.outputs.terminal import VerbosePrinter
@@ -117,7 +121,31 @@ class Run:
             sinks.append(LinkWriter(self.linker, [self.writer]))
         if self.timeline is not None:
             sinks.append(self.timeline)
+        self.contacts, self.extractor = self._exchange(extractor)
+        sinks[:0] = [s for s in (self.contacts, self.extractor) if s is not None]
         self.analysis = Analysis(sinks, options.limits, redactor=self.redactor)
+        if self.extractor is not None:
+            self.extractor.reporter = self.analysis.anomaly
+
+    def _exchange(self, extractor):
+        """The contact book and the objects' extractor this run needs (sink 0 above), and the
+        timeline's sections that show them."""
+        from analyzer.analysis.contacts import ContactBook, contacts_sections
+        from analyzer.analysis.objects import Extractor
+        from analyzer.outputs.objects import objects_section
+        book = None
+        if self.writer is not None or self.timeline is not None:
+            writer = self.writer
+            book = ContactBook(on_record=(lambda rec: writer.event(None, rec)) if writer is not None else None,
+                               history=200 if self.timeline is not None else 0)
+        if extractor is None and self.timeline is not None:
+            extractor = Extractor(None)
+        if self.timeline is not None:
+            redactor = self.redactor
+            self.timeline.extra_sections.append(lambda: contacts_sections(book))
+            self.timeline.extra_sections.append(
+                lambda: [objects_section(extractor.records, redactor, extractor.more)] if extractor.records else [])
+        return book, extractor
 
     def add(self, sink) -> None:
         """A sink of the command's own (before the plugins)."""

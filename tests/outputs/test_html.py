@@ -210,13 +210,15 @@ def test_plugins_contribute_sections_and_decoded_payloads(tmp_path):
     assert proc.returncode == 0, proc.stderr
     page = out.read_text()
     meta = page_meta(out)
-    titles = {s["plugin"]: s["title"] for s in meta["sections"]}
+    titles = {s["plugin"]: s["title"] for s in meta["sections"] if s["plugin"]}
     assert {"challenge", "chat", "mime"} <= set(titles)
     challenge = next(s for s in meta["sections"] if s["plugin"] == "challenge")
+    # The analyzer's own sections (contact lists) carry no plugin name.
+    assert any(s["plugin"] is None and s["title"].startswith("Contacts of ") for s in meta["sections"])
     assert [row[-1] for row in challenge["rows"]] == ["correct"]
     chunk = json.loads(re.search(r'id="c0">(.*?)</script>', page, re.S).group(1))
     decoded = [r[6][4] for r in chunk if r[6] and len(r[6]) > 4]
     assert decoded and any(d["plugin"] == "mime" for d in decoded)
     # Without plugins there is nothing of theirs in the page.
     proc = run_cli("export", "captures/msnp8_login_chat.pcap", "-o", str(out), "--no-plugins")
-    assert proc.returncode == 0 and page_meta(out)["sections"] == []
+    assert proc.returncode == 0 and [s for s in page_meta(out)["sections"] if s["plugin"]] == []

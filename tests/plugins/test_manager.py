@@ -86,7 +86,7 @@ def test_plugins_command_lists_name_origin_version(capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     by_name = {r["name"]: r for r in rows}
     assert FIRST_PARTY <= set(by_name)
-    assert by_name["p2p"]["version"] == "1.0"
+    assert by_name["p2p"]["version"] == "2.0"
     assert "decoder" in by_name["p2p"]["provides"] and by_name["p2p"]["state"] == "enabled"
 
 

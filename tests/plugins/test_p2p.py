@@ -6,6 +6,7 @@ import struct
 from analyzer.msnp import encode_command
 from analyzer.msnp.transcript import Chunk, format_chunks
 from plugin_helpers import run, transcript
+from analyzer.msnp.p2p import flag_names, parse_slp
 from msnp_analyzer_plugins.p2p import HEADER, P2PPlugin, parse_p2p
 
 FT = "{5D3E02AB-6190-11D3-BBBB-00C04F795683}"
@@ -32,15 +33,17 @@ def test_header_fields_and_slp_invite():
     context = base64.b64encode(b'<msnobj Creator="a@b.c" Size="1" Type="3" Location="x.dat"/>').decode()
     p = parse_p2p(p2p_payload(slp("INVITE MSNMSGR:bob@example.com MSNSLP/1.0", "{C1}",
                                   f"EUF-GUID: {DP}\r\nSessionID: 99\r\nAppID: 1\r\nContext: {context}\r\n\r\n")))
-    assert p.problem is None and p.header.identifier == 7 and p.footer == 0
-    assert p.slp.method == "INVITE" and p.slp.get("Call-ID") == "{C1}"
-    assert p.slp.application() == "display picture"
+    assert p.problem is None and p.version == 1 and p.identifier == 7 and p.footer == 0
+    invite = parse_slp(p.data)
+    assert invite.method == "INVITE" and invite.get("Call-ID") == "{C1}"
+    assert invite.application() == "display picture"
     p = parse_p2p(p2p_payload(slp("INVITE MSNMSGR:bob@example.com MSNSLP/1.0", "{C2}", f"EUF-GUID: {FT}\r\n\r\n")))
-    assert p.slp.application() == "file transfer"
+    assert parse_slp(p.data).application() == "file transfer"
     p = parse_p2p(p2p_payload(slp("MSNSLP/1.0 200 OK", "{C2}", "SessionID: 5\r\n\r\n")))
-    assert p.slp.method == "200 OK"
+    assert parse_slp(p.data).method == "200 OK"
     data = parse_p2p(p2p_payload(b"\x01" * 10, session=5, flags=0x1000030, footer=2))
-    assert data.slp is None and data.header.flag_names().startswith("0x1000030") and "file data" in data.header.flag_names()
+    assert parse_slp(data.data) is None and flag_names(data.flags).startswith("0x1000030")
+    assert "file data" in flag_names(data.flags) and data.session_id == 5
 
 
 def test_truncated_and_inconsistent_headers():
@@ -66,3 +69,37 @@ def test_observer_follows_call_ids_and_flags_bad_headers(tmp_path):
     view = manager.decode_payload(analysis and __import__("analyzer.msnp", fromlist=["Command"]).Command(
         "c2s", "MSG", 1, [b"1", b"D", b"1"], b"", msgs[0], len(msgs[0]), 0, None))
     assert view.plugin == "p2p" and view.children[1].title == "MSNSLP INVITE: file transfer"
+    assert view.children[0].title == "binary header (version 1)"
+
+
+def test_version_2_headers_of_a_real_msnp18_capture_are_well_formed():
+    """dp18.pcapng (MSNP18, version-2 headers): no bad_header, and the display-picture call followed."""
+    from plugin_helpers import REAL
+    from analyzer.analysis.run import Analysis
+    from analyzer.capture.files import feed_capture
+    from analyzer.plugins import PluginManager
+    analysis = Analysis([])
+    manager = PluginManager(analysis)
+    manager.add(P2PPlugin(), "test")
+    analysis.sinks.append(manager)
+    feed_capture(analysis, str(REAL / "dp18.pcapng"))
+    analysis.finish()
+    assert analysis.totals()["anomalies"]["plugin.p2p.bad_header"] == 0
+    calls = list(manager.get("p2p").calls.values())
+    assert len(calls) == 1 and calls[0].application == "display picture"
+    assert calls[0].states == ["INVITE", "200 OK", "BYE"]
+    assert calls[0].sender == "bob@example.com" and calls[0].receiver == "alice@example.com"
+
+
+def test_calls_kept_are_bounded(tmp_path, monkeypatch):
+    """Past MAX_CALLS the oldest call is folded into counts: the report stays small."""
+    from msnp_analyzer_plugins import p2p as p2p_module
+    monkeypatch.setattr(p2p_module, "MAX_CALLS", 5)
+    msgs = [p2p_payload(slp("INVITE MSNMSGR:bob@example.com MSNSLP/1.0", f"{{C{i}}}", f"EUF-GUID: {FT}\r\n\r\n"))
+            for i in range(40)]
+    chunks = [Chunk("c2s", encode_command("MSG", i + 1, ["D"], m), float(i)) for i, m in enumerate(msgs)]
+    analysis, manager = run(transcript(tmp_path, format_chunks(chunks)), P2PPlugin())
+    plugin = manager.get("p2p")
+    assert len(plugin.calls) == 5 and sum(plugin.folded.values()) == 35
+    (sec,) = manager.html_sections()
+    assert sec["rows"][-1][1] == "35 more calls" and len(sec["rows"]) == 6

@@ -118,6 +118,9 @@ class HtmlTimeline:
         self.capture_anomalies: list[list] = []
         self.written = False
         self.plugins = None  # a PluginManager: decoded payload views and report sections
+        # Callables that return more report sections (plain data, as plugins' are): the objects
+        # exchanged and the contact lists (cli.run.Run), asked for when the page is written.
+        self.extra_sections: list = []
 
     # -- sink interface -------------------------------------------------------
 
@@ -304,7 +307,8 @@ class HtmlTimeline:
                        "anomalies": dict(sorted(totals_anom.items()))},
             "catalogue": {n: [str(spec(n).severity), spec(n).summary] for n in names},
             "capture_anomalies": self.capture_anomalies,
-            "sections": self.plugins.html_sections() if self.plugins is not None else [],
+            "sections": (self.plugins.html_sections() if self.plugins is not None else [])
+                        + [sec for provide in self.extra_sections for sec in provide()],
         }
         return meta, rows
 
