@@ -322,7 +322,11 @@ async def run_case(name, hostile, clients, commands, repeat, extra=()):
         rss_mb = vm_hwm_kb(proc.pid) / 1024
     finally:
         proc.terminate()
-        proc.wait(30)
+        try:  # it waits for its analysis process's report (which runs at idle priority: slow on a busy machine)
+            proc.wait(240)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
         await upstream.stop()
     return {"name": name, "ok": min(r["ok"] for r in bad), "clients": clients - 1,
             "base_ok": min(r["ok"] == r["clients"] for r in base),

@@ -393,7 +393,7 @@ CLASSES = [
     Class("detect_crafted", build_detect_crafted, 60, 1, "time", "flows"),
     Class("gzip_bomb", build_gzip_bomb, 256, 8, "time", "kB compressed", json=False),
     Class("rst_unclosed", build_rst_unclosed, 8000, 1, "time", "kB"),
-    Class("passport_header", build_passport_header, 4000, 1, "time", "kB"),
+    Class("passport_header", build_passport_header, 12000, 1, "time", "kB"),
     Class("tcp_reverse", build_tcp_reverse, 4000, 10, "time", "1-byte segments", "#17 busy"),
     Class("bare_syns", build_bare_syns, 10000, 10, "time", "SYNs", "#17 busy"),
     Class("synless_flows", build_synless_flows, 10000, 10, "time", "flows", "#17 busy"),
@@ -407,7 +407,7 @@ CLASSES = [
 
 # -- measuring --------------------------------------------------------------------------
 
-def run(argv: list[str], stem: Path, json_out: bool, timeout: float) -> dict:
+def run(argv: list[str], stem: Path, json_out: bool, timeout: float, root: Path = ROOT) -> dict:
     out = stem.with_suffix(".jsonl")
     report = stem.with_suffix(".report")
     cmd = [sys.executable, "-m", "analyzer", *argv, "--fail-on", "never"]
@@ -415,7 +415,7 @@ def run(argv: list[str], stem: Path, json_out: bool, timeout: float) -> dict:
         cmd += ["--json", str(out)]
     started = time.perf_counter()
     with open(report, "wb") as stdout:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE,
+        proc = subprocess.Popen(cmd, cwd=root, stdout=stdout, stderr=subprocess.PIPE,
                                 env={**os.environ, "COLUMNS": "120"})
         try:
             _, err = proc.communicate(timeout=timeout)
@@ -462,13 +462,13 @@ def build(cls: Class, size: int, stem: Path) -> list[str]:
     return json.loads(out.stdout)
 
 
-def measure(cls: Class, workdir: Path, scale: float, timeout: float) -> dict:
+def measure(cls: Class, workdir: Path, scale: float, timeout: float, root: Path = ROOT) -> dict:
     n = max(1, int(cls.n * scale))
     rows = {}
     for label, size in (("tiny", cls.tiny), ("n", n), ("2n", 2 * n)):
         stem = workdir / f"{cls.name}_{label}"
         argv = build(cls, size, stem)
-        rows[label] = run(argv, stem, cls.json, timeout)
+        rows[label] = run(argv, stem, cls.json, timeout, root)
         rows[label]["size"] = size
         for f in workdir.glob(f"{cls.name}_{label}*"):
             f.unlink()
@@ -490,6 +490,9 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=240.0, help="seconds per run before it counts as a failure")
     p.add_argument("--keep", type=Path, help="build inputs in this directory (default: a temporary one)")
     p.add_argument("--list", action="store_true", help="list the classes and exit")
+    p.add_argument("--root", type=Path, default=ROOT,
+                   help="run `python3 -m analyzer` from this source tree (e.g. an older commit's "
+                        "`git archive`, for before/after figures; the inputs are built by this one)")
     p.add_argument("--build", nargs=3, metavar=("CLASS", "SIZE", "STEM"), help=argparse.SUPPRESS)
     args = p.parse_args()
     classes = CLASSES
@@ -519,7 +522,7 @@ def main() -> int:
           f"{'time x':>6} {'':4} {'rss n':>7} {'rss 2n':>7} {'mem x':>5} {'out n':>9} {'out x':>5}  note")
     worst = 0.0
     for cls in classes:
-        rows = measure(cls, workdir, args.scale, args.timeout)
+        rows = measure(cls, workdir, args.scale, args.timeout, args.root)
         t, a, b = rows["tiny"], rows["n"], rows["2n"]
         errors = [f"{k}: {r['error']}" for k, r in rows.items() if "error" in r]
         if "cpu" not in a or "cpu" not in b or "cpu" not in t:

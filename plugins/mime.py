@@ -123,6 +123,10 @@ def describe(msg: MimeMessage, kind: str) -> DecodedView:
     return view
 
 
+MAX_TYPES = 1000  # distinct content types counted one by one; the rest together
+OTHER_TYPES = f"(other: past {MAX_TYPES} distinct types)"
+
+
 class MimePlugin(Plugin):
     name = "mime"
     version = "1.0"
@@ -134,7 +138,7 @@ class MimePlugin(Plugin):
     }
 
     def __init__(self) -> None:
-        self.kinds: Counter[str] = Counter()
+        self.kinds: Counter[str] = Counter()  # a fixed set of kinds
         self.types: Counter[str] = Counter()
 
     def decode(self, cmd, conn):
@@ -149,7 +153,11 @@ class MimePlugin(Plugin):
         msg = parse_mime(cmd.payload)
         kind = classify(msg)
         self.kinds[kind] += 1
-        self.types[msg.content_type or "(none)"] += 1
+        ctype = msg.content_type or "(none)"
+        if ctype in self.types or len(self.types) < MAX_TYPES:
+            self.types[ctype] += 1
+        else:  # content types come off the wire: a crafted run of unique ones must not grow this
+            self.types[OTHER_TYPES] += 1
         if kind == "malformed":
             self.report(conn, "not_mime", f"{len(cmd.payload)}-byte MSG payload without MIME headers", cmd)
         elif "charset" in msg.params:

@@ -232,6 +232,7 @@ class AddressRewriter:
         find = data.find
         payload = _S2C_PAYLOAD
         limit = self.max_line
+        tabs = 9 in data  # one scan of the read spares one per line (see reader._parse)
         while pos < n:
             nl = find(b"\n", pos)
             if nl < 0 or nl - pos > limit:
@@ -241,16 +242,19 @@ class AddressRewriter:
                 return pos
             entry = payload.get(head)
             if entry is not None and data[pos + 3] == 32:  # 32: a space after the code
-                text = data[pos:nl - 1] if data[nl - 1] == 13 and nl > pos else data[pos:nl]
+                line = data[pos:nl - 1] if data[nl - 1] == 13 else data[pos:nl]
                 pos = nl + 1
-                tokens = text.split(b" ")
-                if b"" in tokens or 9 in text:
-                    tokens = framing.tokens(text)
-                last = tokens[-1]
-                if len(tokens) >= entry[1] and last.isdigit():
+                # The rule's tokens, counted only as far as framing needs (2, or 3 and more):
+                # one rsplit when the line has single spaces only, else framing.tokens.
+                parts = line.rsplit(b" ", 2)
+                last = parts[-1]
+                if not last or (tabs and 9 in line) or (len(parts) == 3 and not parts[1]):
+                    parts = framing.tokens(line)
+                    last = parts[-1]
+                if len(parts) >= entry[1] and last.isdigit():
                     minver = entry[0]
-                    version = self.version if self.version is not None else self.offered
-                    if minver == 0 or (version or minver) >= minver:
+                    if minver == 0 or ((self.version if self.version is not None else self.offered)
+                                       or minver) >= minver:
                         length = int(last) if len(last) < 19 else HUGE
                         if length:
                             if pos + length > n:

@@ -78,6 +78,7 @@ _PAYLOAD_HEADS = [
     b"MSG a@b Nick %d\r\n", b"MSG\x0bHotmail Hotmail %d\r\n", b" MSG a@b N %d\r\n", b"MSG\ta@b\tN\t%d\r\n",
     b"msg a@b N %d\r\n", b"NOT %d\r\n", b"UBX a@b %d\r\n", b"UUX 1 %d\r\n", b"UUX %d\r\n", b"241 5 %d\r\n",
     b"GCF 1 x %d\r\n", b"IPG %d\r\n", b"NFY PUT %d\r\n", b"MSG a b %d \r\n", b"MSG a b %d\n",
+    b"MSG a@b\t%d\r\n", b"MSG  %d\r\n", b"MSG  a %d\r\n", b"NOT  %d\r\n", b"UUX 1\t%d\r\n", b"MSG a b\t %d\r\n",
 ]
 _BODIES = [b"", b"hello", b"XFR 20 SB 3.3.3.3:1863 CKI z\r\n", b"MIME-Version: 1.0\r\n\r\nRNG 5 4.4.4.4:1 CKI q\r\n",
            b"\r\n", b"MSG a b 3\r\nabc"]

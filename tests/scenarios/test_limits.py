@@ -176,3 +176,17 @@ def test_every_run_folds_closed_connections_past_keep_closed():
     assert len(analysis.connections) == KEEP_CLOSED and analysis.folded.count == 500
     assert analysis.totals()["connections"] == KEEP_CLOSED + 500
     assert analysis.totals()["commands"]["PNG"] == KEEP_CLOSED + 500
+
+
+def test_mime_counts_at_most_max_types_content_types():
+    from analyzer.msnp import CommandReader
+    from msnp_analyzer_plugins.mime import MAX_TYPES, OTHER_TYPES, MimePlugin
+    plugin = MimePlugin()
+    reader = CommandReader("c2s")
+    n = MAX_TYPES + 50
+    for i in range(n):
+        payload = b"MIME-Version: 1.0\r\nContent-Type: text/x-crafted-%d\r\n\r\nx" % i
+        for cmd in reader.feed(b"MSG %d U %d\r\n" % (i + 1, len(payload)) + payload):
+            plugin.on_command(None, cmd)
+    assert len(plugin.types) == MAX_TYPES + 1 and plugin.types[OTHER_TYPES] == 50
+    assert sum(plugin.types.values()) == n  # every message still counted
