@@ -97,6 +97,7 @@ for _name, _sev, _summary in [
     ("gateway.poll.body", _W, "a gateway Action=poll request carried data (polls are empty)"),
     ("gateway.http.error", _W, "a gateway round trip failed (no response or not HTTP 200): server data may be lost"),
     ("gateway.header.missing", _W, "a gateway response without the X-MSN-Messenger SessionID header"),
+    ("passport.ticket_limit", _W, "more than 10,000 login tickets held at once; the oldest are forgotten and not linked (once per run)"),
     ("passport.login.failed", _W, "a Passport (login2.srf) or RST/SSO (RST.srf) login was refused or its token answer is missing"),
     ("mitm.connection.error", _W, "mitmproxy reported an error on a connection (reset, refused, TLS failure)"),
     ("mitm.rewrite.skipped", _W, "reverse mode: an XFR/RNG address was not rewritten, so the client's next connection escapes observation"),

@@ -462,13 +462,17 @@ def build(cls: Class, size: int, stem: Path) -> list[str]:
     return json.loads(out.stdout)
 
 
-def measure(cls: Class, workdir: Path, scale: float, timeout: float, root: Path = ROOT) -> dict:
+def measure(cls: Class, workdir: Path, scale: float, timeout: float, root: Path = ROOT,
+            repeat: int = 1) -> dict:
     n = max(1, int(cls.n * scale))
     rows = {}
     for label, size in (("tiny", cls.tiny), ("n", n), ("2n", 2 * n)):
         stem = workdir / f"{cls.name}_{label}"
         argv = build(cls, size, stem)
-        rows[label] = run(argv, stem, cls.json, timeout, root)
+        # The least CPU of `repeat` runs: other jobs on a shared machine only ever add to it.
+        runs = [run(argv, stem, cls.json, timeout, root) for _ in range(repeat)]
+        good = [r for r in runs if "cpu" in r]
+        rows[label] = min(good, key=lambda r: r["cpu"]) if good else runs[0]
         rows[label]["size"] = size
         for f in workdir.glob(f"{cls.name}_{label}*"):
             f.unlink()
@@ -490,6 +494,7 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=240.0, help="seconds per run before it counts as a failure")
     p.add_argument("--keep", type=Path, help="build inputs in this directory (default: a temporary one)")
     p.add_argument("--list", action="store_true", help="list the classes and exit")
+    p.add_argument("--repeat", type=int, default=2, help="runs per size; the least CPU is taken (default 2)")
     p.add_argument("--root", type=Path, default=ROOT,
                    help="run `python3 -m analyzer` from this source tree (e.g. an older commit's "
                         "`git archive`, for before/after figures; the inputs are built by this one)")
@@ -522,7 +527,7 @@ def main() -> int:
           f"{'time x':>6} {'':4} {'rss n':>7} {'rss 2n':>7} {'mem x':>5} {'out n':>9} {'out x':>5}  note")
     worst = 0.0
     for cls in classes:
-        rows = measure(cls, workdir, args.scale, args.timeout, args.root)
+        rows = measure(cls, workdir, args.scale, args.timeout, args.root, args.repeat)
         t, a, b = rows["tiny"], rows["n"], rows["2n"]
         errors = [f"{k}: {r['error']}" for k, r in rows.items() if "error" in r]
         if "cpu" not in a or "cpu" not in b or "cpu" not in t:

@@ -190,3 +190,30 @@ def test_mime_counts_at_most_max_types_content_types():
             plugin.on_command(None, cmd)
     assert len(plugin.types) == MAX_TYPES + 1 and plugin.types[OTHER_TYPES] == 50
     assert sum(plugin.types.values()) == n  # every message still counted
+
+
+def test_login_linker_holds_at_most_max_tickets_per_table_and_says_so_once():
+    from analyzer.capture.mitm import passport
+    from analyzer.msnp import Anomaly, CommandReader
+
+    class Recorder:
+        def __init__(self):
+            self.anomalies, self.records = [], []
+            self.redactor = None
+
+        def anomaly(self, conn, anomaly):
+            self.anomalies.append(anomaly)
+
+        def record(self, conn, rec):
+            self.records.append(rec)
+
+    from analyzer.analysis.redact import Redactor
+    run = Recorder()
+    linker = passport.LoginLinker(run, Redactor())
+    reader = CommandReader("c2s")
+    n = passport.MAX_TICKETS + 300
+    for i in range(n):  # USR with tickets no login issued (a capture without the HTTPS side)
+        for cmd in reader.feed(b"USR %d TWN S t=ticket%d&p=x\r\n" % (i + 1, i)):
+            linker.event(object(), cmd)
+    assert len(linker.presented) == passport.MAX_TICKETS and linker.forgotten == 300
+    assert [a.name for a in run.anomalies if type(a) is Anomaly] == ["passport.ticket_limit"]

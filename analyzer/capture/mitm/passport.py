@@ -206,6 +206,9 @@ def usr_ticket(cmd: Command) -> tuple[str, str] | None:
     return None
 
 
+MAX_TICKETS = 10_000  # tickets held per table (issued, presented, linked) before the oldest go
+
+
 class LoginLinker:
     """A sink that ties HTTPS logins to the MSNP connection that presents their ticket."""
 
@@ -216,8 +219,9 @@ class LoginLinker:
         self.chain: list[LoginStep] = []               # steps since the last ticket was issued
         self.issued: dict[str, list[LoginStep]] = {}   # ticket key -> the steps that issued it
         self.presented: dict[str, tuple] = {}          # ticket key -> (conn, method, ticket, ts), not yet linked
-        self.linked: set[str] = set()
+        self.linked: dict[str, None] = {}               # ticket keys linked (a set in insertion order)
         self.steps = 0
+        self.forgotten = 0                              # tickets dropped at MAX_TICKETS
 
     # -- the HTTPS side -------------------------------------------------------
 
@@ -239,6 +243,7 @@ class LoginLinker:
             for ticket in step.tickets:
                 key = ticket_key(ticket)
                 self.issued[key] = chain
+                self._bound(self.issued, x.ts_response)
                 waiting = self.presented.pop(key, None)
                 if waiting is not None:
                     self._link(key, *waiting)
@@ -259,6 +264,7 @@ class LoginLinker:
             self._link(key, conn, method, ticket, event.ts)
         else:
             self.presented[key] = (conn, method, ticket, event.ts)
+            self._bound(self.presented, event.ts)
 
     def stream(self, conn) -> None:
         pass
@@ -266,10 +272,25 @@ class LoginLinker:
     def close(self) -> None:
         pass
 
+    def _bound(self, table: dict, ts) -> None:
+        """Past MAX_TICKETS entries the oldest is forgotten (a long mitm run must not grow
+        these forever); the first time, one `passport.ticket_limit`."""
+        if len(table) <= MAX_TICKETS:
+            return
+        del table[next(iter(table))]
+        self.forgotten += 1
+        if self.forgotten == 1:
+            self.analysis.anomaly(None, Anomaly(
+                "passport.ticket_limit",
+                f"more than {MAX_TICKETS} login tickets held at once (issued, presented or linked); the "
+                f"oldest are forgotten from here on: a later USR or login with one of them is not linked",
+                None, None, ts))
+
     def _link(self, key: str, conn, method: str, ticket: str, ts) -> None:
         if key in self.linked:
             return
-        self.linked.add(key)
+        self.linked[key] = None
+        self._bound(self.linked, ts)
         steps = self.issued.get(key, [])
         records = [step_record(s, self.redactor) for s in steps]
         handle = next((s.handle for s in reversed(steps) if s.handle), None)
