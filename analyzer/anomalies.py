@@ -77,7 +77,7 @@ for _name, _sev, _summary in [
     ("msnp.reply.orphan", _W, "a reply whose TrID matches no request seen (or the capture started mid-session)"),
     ("msnp.reply.unanswered", _W, "a request that expects a reply got none (timeout or end of connection)"),
     ("msnp.reply.unexpected_command", _W, "a reply with the request's TrID but a command that does not answer it"),
-    ("msnp.async.interleaved", _I, "an asynchronous line arrived inside a multi-reply block or between a request and its reply"),
+    ("msnp.async.interleaved", _I, "an asynchronous line arrived inside a block of related replies (between two ILNs, inside a SYN or LST list, between IRO lines)"),
     ("msnp.syn.block_incomplete", _W, "a SYN answer block ended with fewer LST/LSG lines than the SYN line announced"),
     # payloads
     ("msnp.payload.too_large", _E, "a payload length above the configured cap (--max-payload); its bytes are skipped, not kept (framing follows the length, as the client does)"),
@@ -106,6 +106,7 @@ for _name, _sev, _summary in [
     ("tcp.gap", _W, "bytes of a TCP stream are missing from the capture (a hole that never filled); decoding resynchronised after it"),
     ("tcp.overlap_mismatch", _W, "two copies of the same TCP sequence range carry different bytes; the first copy was kept"),
     ("tcp.retransmission", _I, "a TCP segment whose bytes were already delivered was seen again and dropped"),
+    ("capture.one_sided", _I, "the input holds one direction of a connection only: its requests are not paired with replies"),
     ("capture.truncated", _E, "the capture file ends in the middle of a record; everything before that point was analysed"),
     ("capture.damaged", _E, "the capture file holds a record that cannot be a packet; reading stopped there"),
     ("capture.unknown_linktype", _W, "a link type neither the fast decoder nor scapy knows; its packets were skipped"),

@@ -354,6 +354,9 @@ async def bench(args) -> list[dict]:
             hostile = separate(hostile)
         extra = ["--max-connections", str(args.storm + args.clients + 16)] if "connections from" in name else []
         rows.append(await run_case(name, hostile, args.clients, args.commands, args.repeat, extra))
+        r = rows[-1]  # as it comes: a long run shows its progress
+        print(f"  {r['name']}: {r['ok']}/{r['clients']} whole, p99 {r['base_p99']:.1f} -> {r['p99']:.1f} ms, "
+              f"peak RSS {r['rss_mb']:.0f} MB", flush=True)
     return rows
 
 

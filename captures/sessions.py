@@ -545,7 +545,8 @@ def anomalies() -> list[Chunk]:
 
     Seeded, in order: two spaces, a tab, trailing and leading white space, a
     bare \\n; one reordered pair of replies (XFR 10 answered after ADD 11); an
-    NLN inside the SYN block and an NLN between a request and its reply.
+    NLN inside the SYN block and one between two ILNs (interleaved), and an NLN
+    while two requests await their replies (ordinary traffic, not flagged).
     """
     s = Script()
     ns, sb = "ns", "sb1"
@@ -567,9 +568,12 @@ def anomalies() -> list[Chunk]:
     s.s(ns, "LST", None, CAROL, "Carol", "11", "0", dt=0.01)
     s.raw(ns, C2S, b"CHG 6 NLN 0\n")                               # bare \n: accepted
     s.s(ns, "CHG", 6, "NLN", "0")
+    s.s(ns, "ILN", 6, "NLN", BOB, "Bob", "0", dt=0.01)
+    s.s(ns, "NLN", None, "IDL", DAVE, "Dave", "0", dt=0.01)      # interleaved: between two ILNs of CHG 6
+    s.s(ns, "ILN", 6, "NLN", CAROL, "Carol", "0", dt=0.01)
     s.c(ns, "XFR", 10, "SB", dt=0.5)
     s.c(ns, "ADD", 11, "FL", DAVE, DAVE)
-    s.s(ns, "NLN", None, "AWY", BOB, "Bob", "0")                  # interleaved: XFR and ADD await replies
+    s.s(ns, "NLN", None, "AWY", BOB, "Bob", "0")                  # not interleaved: XFR and ADD merely await replies
     s.s(ns, "ADD", 11, "FL", "4", DAVE, DAVE)                      # answers the later request first
     s.s(ns, "XFR", 10, "SB", SB_ADDR, "CKI", "17262740.1050826919.32308")
     s.c(ns, "OUT", None, dt=0.5)

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 from analyzer.msnp import C2S
 from analyzer.clock import UTC, Clock
-from analyzer.msnp.facts import arrival, handle_of
+from analyzer.msnp.facts import arrival, handle_of, nick_text
+from analyzer.msnp.facts import sender as message_sender
 from analyzer.plugins import TERMINAL_ROWS, Plugin, section
 
 from msnp_analyzer_plugins.mime import classify, parse_mime
@@ -150,10 +151,10 @@ class ChatPlugin(Plugin):
             if self.html_report:
                 sb.lines.append(ChatLine(cmd.ts, C2S, None, msg.text()))
         else:
-            params = cmd.raw_params
-            sender = handle_of(params[0]) if params else None
-            nick = cmd.decoded_params()[1] if len(params) > 1 else None
-            if sender and sender.lower() != "hotmail":
+            found = message_sender(cmd)
+            sender = found.endpoint.handle if found is not None else None
+            nick = nick_text(found.nick) if found is not None and found.nick is not None else None
+            if found is not None and not found.service:
                 self._add_other(sb, sender)
             if kind == "text":
                 self._count(sb, cmd.ts)

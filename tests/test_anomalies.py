@@ -76,8 +76,10 @@ TRIGGERS: dict[str, tuple[str, str, Limits | None]] = {
     "msnp.reply.unexpected_command": (">>> XFR 9 SB\\r\\n<<< CAL 9 RINGING 1\\r\\n",
                                       ">>> XFR 9 SB\\r\\n<<< XFR 9 SB 1:1 CKI 1\\r\\n", None),
     "msnp.async.interleaved": (
-        ">>> XFR 9 SB\\r\\n<<< NLN AWY bob@example.com Bob 0\\r\\n<<< XFR 9 SB 1:1 CKI 1\\r\\n",
-        ">>> XFR 9 SB\\r\\n<<< XFR 9 SB 1:1 CKI 1\\r\\n<<< NLN AWY bob@example.com Bob 0\\r\\n", None),
+        ">>> CHG 9 NLN 0\\r\\n<<< CHG 9 NLN 0\\r\\n<<< ILN 9 NLN b@x B 0\\r\\n<<< NLN AWY c@x C 0\\r\\n"
+        "<<< ILN 9 NLN d@x D 0\\r\\n",
+        ">>> CHG 9 NLN 0\\r\\n<<< NLN AWY c@x C 0\\r\\n<<< CHG 9 NLN 0\\r\\n<<< ILN 9 NLN b@x B 0\\r\\n"
+        "<<< ILN 9 NLN d@x D 0\\r\\n", None),
     "msnp.syn.block_incomplete": (
         LOGIN + ">>> SYN 2 0\\r\\n<<< SYN 2 5 2 0\\r\\n<<< LST bob@example.com Bob 11 0\\r\\n",
         LOGIN + ">>> SYN 2 0\\r\\n<<< SYN 2 5 2 0\\r\\n<<< LST bob@example.com Bob 11 0\\r\\n"

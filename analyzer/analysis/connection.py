@@ -22,7 +22,7 @@ from typing import Callable
 from analyzer.msnp import (C2S, S2C, DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, Anomaly, Command,
                     Transaction, TransactionTracker)
 from analyzer.msnp.msnftp import FtpReader
-from analyzer.msnp.facts import Referral, login, referral
+from analyzer.msnp.facts import Referral, login, referral, sender
 from analyzer.msnp.reader import connection_readers
 
 _NEVER = float("inf")
@@ -76,6 +76,9 @@ class Connection:
         self.failed = False
         self.closed = False
         self.logged_in = False
+        # A switchboard negotiates no version: linking gives it that of the NS that sent it there.
+        self.inherited_version: str | None = None
+        self.legs: list[dict] | None = None  # the live proxy's two TCP legs (see Analysis.legs)
         # Told of each XFR/RNG the server sends (the pcap detector learns server addresses so).
         self.on_referral: Callable[[Referral], None] | None = None
 
@@ -91,7 +94,9 @@ class Connection:
             return f"MSNP{self.state.effective}"
         if self.state.min_version:
             return f"MSNP{self.state.min_version}+"
-        return None
+        if self.state.max_version:
+            return f"MSNP2-{self.state.max_version}"  # the dialect its lines showed (VER not seen)
+        return self.inherited_version
 
     @property
     def wake(self) -> float:
@@ -135,8 +140,18 @@ class Connection:
         except Exception as exc:  # noqa: BLE001
             return self._fail(exc, None, ts)
 
+    def _saw(self, ts: float | None) -> None:
+        """A TCP event of this connection at `ts` (a FIN, the close): the stream lasts until then,
+        not only until its last command (msnp.py logs out by closing the socket)."""
+        if ts is not None:
+            if self.first_ts is None:
+                self.first_ts = ts
+            if self.last_ts is None or ts > self.last_ts:
+                self.last_ts = ts
+
     def end(self, direction: str, ts: float | None = None) -> list:
         """One direction ended (FIN): flush that reader."""
+        self._saw(ts)
         if self.failed:
             return []
         try:
@@ -145,10 +160,11 @@ class Connection:
             return self._fail(exc, direction, ts)
 
     def close(self, ts: float | None = None) -> list:
-        """The connection is over: flush both readers and every open transaction."""
+        """The connection is over (at `ts`, when known): flush both readers and every open transaction."""
         if self.closed:
             return []
         self.closed = True
+        self._saw(ts)
         if self.failed:
             return []
         try:
@@ -285,8 +301,10 @@ class Connection:
                         self.handle = found.endpoint.handle
             elif code in SB_SERVER_CODES:
                 self.role = "SB"
-            elif code == "MSG" and self.role is None and cmd.raw_params[:1] not in ([b"Hotmail"],):
-                self.role = "SB"
+            elif code == "MSG" and self.role is None:
+                found = sender(cmd)
+                if found is None or not found.service:  # the service's own notices come on an NS
+                    self.role = "SB"
             elif code in NS_CODES and self.role != "SB":
                 self.role = "NS"
             if code == "UBX":

@@ -246,6 +246,7 @@ class Linker:
         # even when an open stream could still join them ("forced" in their session record).
         self.max_held = max_held if max_held is not None else 20 * (settle_after or 0)
         self.forced = 0
+        self._ns_of_cookie: dict[bytes, str] = {}  # XFR SB / RNG cookie -> the stream that sent it
 
     # -- sink interface -------------------------------------------------------
 
@@ -280,6 +281,12 @@ class Linker:
         if facts is None:
             self._order += 1
             facts = self.facts[conn.id] = StreamFacts(conn.id, self._order)
+        if facts.sb_login is not None and getattr(conn, "version_label", "") is None:
+            # Before the writers see the stream: a switchboard speaks its NS's version.
+            ns = self._ns_of_cookie.get(facts.sb_login.cookie)
+            label = getattr(self.conns.get(ns), "version_label", None) if ns is not None else None
+            if label is not None:
+                conn.inherited_version = label
         if not isinstance(self.conns.get(conn.id), Ended):
             self._ended += 1
         ended = self.conns[conn.id] = Ended(conn)  # the stream is over (see Analysis.close)
@@ -322,6 +329,7 @@ class Linker:
                 self.referrals.append(Referral(kind, facts.id, cmd.ts, self._order, found.target, trid,
                                                cookie=found.cookie, sessid=found.sessid,
                                                inviter=found.inviter.text if found.inviter else None))
+                self._ns_of_cookie[found.cookie] = facts.id
         elif code == "IRO" or code == "JOI":
             found = wire.arrival(cmd)
             if found is not None:
@@ -335,11 +343,13 @@ class Linker:
                 # Left without our seeing the arrival (mid-session capture).
                 facts.participants.append(Participant(handle, None, None, "unseen", cmd.ts, "BYE"))
                 facts.handles.add(handle)
-        elif code == "MSG" and len(params) >= 2 and not facts.sb_login and params[0] != b"Hotmail":
+        elif code == "MSG" and not facts.sb_login:
             # Mid-session switchboard: a sender we never saw arrive was there all the same.
-            sender = _text(params[0])
-            if sender not in facts.handles:
-                p = Participant(sender, _decode_nick(params[1]), None, "MSG")
+            found = wire.sender(cmd)
+            if found is not None and not found.service and found.endpoint.text not in facts.handles:
+                sender = found.endpoint.text
+                nick = wire.nick_text(found.nick) if found.nick is not None else None
+                p = Participant(sender, nick, None, "MSG")
                 facts.participants.append(p)
                 facts.handles.add(sender)
                 facts.present[sender] = p
@@ -347,16 +357,16 @@ class Linker:
             found = wire.login(cmd)
             me = facts.participants[0]
             if found is not None and found.nick is not None and me.via == "self" and me.nick is None:
-                me.nick = _decode_nick(found.nick)
+                me.nick = wire.nick_text(found.nick)
 
     def _join(self, facts: StreamFacts, handle: bytes | str, nick: bytes | None, ts, via: str) -> None:
         text = handle if type(handle) is str else _text(handle)
         p = facts.present.get(text)
         if p is not None and p.left is None:
             if nick is not None and p.nick is None:
-                p.nick = _decode_nick(nick)
+                p.nick = wire.nick_text(nick)
             return
-        p = Participant(text, _decode_nick(nick) if nick is not None else None, ts, via)
+        p = Participant(text, wire.nick_text(nick) if nick is not None else None, ts, via)
         facts.participants.append(p)
         facts.handles.add(text)
         facts.present[text] = p
@@ -699,6 +709,7 @@ class Linker:
             del self.facts[sid]
             del self.conns[sid]
         self.referrals = [r for r in self.referrals if r.stream not in gone]
+        self._ns_of_cookie = {c: sid for c, sid in self._ns_of_cookie.items() if sid not in gone}
         self._ended -= len(gone)
         self._next_try = self._backoff()
         if self.on_settled is not None:
@@ -773,11 +784,6 @@ class Linker:
             yield dict(r, linked=False)
         yield from res["sessions"]
         yield from res["chats"]
-
-
-def _decode_nick(raw: bytes) -> str:
-    from urllib.parse import unquote_to_bytes
-    return unquote_to_bytes(raw).decode("utf-8", "backslashreplace")
 
 
 class LinkWriter:

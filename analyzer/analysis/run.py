@@ -29,6 +29,9 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+CAPTURE_NOTES = 20  # capture-level anomalies kept with their detail (file, offset) for the report
+
+
 class Analysis:
     def __init__(self, sinks: list | None = None, limits: Limits | None = None,
                  redactor: Redactor | None = None) -> None:
@@ -39,6 +42,7 @@ class Analysis:
         self.redactor = redactor or Redactor()
         self.connections: dict[str, Connection] = {}
         self.capture_anomalies: Counter[str] = Counter()  # not tied to one connection
+        self.capture_notes: list = []  # the first few of those, with their detail, for the report
         self._next_id = 0
         # Bounded memory for long captures: with keep_closed set, only that many closed
         # connections stay in `connections`; older ones are folded into `folded` (their
@@ -67,6 +71,21 @@ class Analysis:
     def end(self, conn: Connection, direction: str, ts: float | None = None) -> list:
         return self._emit(conn, conn.end(direction, ts))
 
+    def one_sided(self, conn: Connection, direction: str) -> None:
+        """The input holds only `direction` of `conn` (a raw byte stream): said once, as
+        `capture.one_sided`; requests are then not expected to get replies the input cannot hold."""
+        from analyzer.msnp import C2S
+        if conn.tracker is not None:
+            conn.tracker.one_sided = direction
+        side = "client's (c2s)" if direction == C2S else "server's (s2c)"
+        self.anomaly(conn, Anomaly("capture.one_sided", f"only the {side} side of this connection is in the "
+                                   f"input; no request is paired with a reply", direction, None, None))
+
+    def legs(self, conn: Connection, legs: list[dict]) -> None:
+        """A relay's two TCP connections behind `conn`: [{"leg": "client", "client", "server"},
+        {"leg": "upstream", "client", "server"}] (the live proxy; `stream` records carry them)."""
+        conn.legs = legs
+
     def tick(self, conn: Connection, ts: float) -> list:
         return self._emit(conn, conn.tick(ts))
 
@@ -91,6 +110,8 @@ class Analysis:
             conn.anomalies[anomaly.name] += 1
         else:
             self.capture_anomalies[anomaly.name] += 1
+            if len(self.capture_notes) < CAPTURE_NOTES:
+                self.capture_notes.append(anomaly)
         for sink in self.sinks:
             sink.event(conn, anomaly)
 

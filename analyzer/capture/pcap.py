@@ -236,7 +236,8 @@ class _CappedInflate:
 
 class CaptureFile:
     def __init__(self, path: str, inflate_ratio: int = INFLATE_RATIO) -> None:
-        self.path = path
+        self.path = path     # how reports name the file (open_captures may set the name the user gave)
+        self.source = path   # where it is read from
         if not os.path.exists(path):
             raise CaptureError(f"{path}: no such file")
         if os.path.isdir(path):
@@ -428,7 +429,7 @@ class CaptureFile:
         """The same records as `_pcap_segments`, read and decoded by the compiled core in batches."""
         from analyzer.core import CORE
         self.reader.f.close()  # the core reads the file itself, from the first record on
-        reader = CORE.PcapSegments(self.path, 24, self.reader.endian == ">", self.nano, self.linktype,
+        reader = CORE.PcapSegments(self.source, 24, self.reader.endian == ">", self.nano, self.linktype,
                                    getattr(self.reader, "snaplen", 0) or 0)
         read = reader.read
         while True:
@@ -487,7 +488,7 @@ class CaptureFile:
         """The same packets as `_pcapng_segments`, read and decoded by the compiled core in batches;
         frames of link types the core does not decode come back for `_fallback`, in their place."""
         from analyzer.core import CORE
-        reader = CORE.PcapngSegments(self.path)
+        reader = CORE.PcapngSegments(self.source)
         read = reader.read
         fallback_fragments = 0
         while True:

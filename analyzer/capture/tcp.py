@@ -55,7 +55,11 @@ HALF = 0x80000000
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 DEFAULT_BUFFER = 1024 * 1024        # out-of-order bytes held per direction
-DEFAULT_REORDER_TIMEOUT = 60.0       # seconds a hole may wait for its bytes (unless the peer ACKs past it)
+# A hole waits while its bytes can still come: until --tcp-buffer is full, the connection
+# ends, or the peer ACKs past it (they were sent but never captured). A capture-time limit
+# would turn bytes that come later in the file (keep-alives a minute apart, reordered) into
+# gaps, so there is none by default (--reorder-timeout sets one).
+DEFAULT_REORDER_TIMEOUT = float("inf")
 DEFAULT_IDLE_TIMEOUT = 1800.0        # a flow silent this long is closed
 DEFAULT_MAX_FLOWS = 100_000          # flows open at once (MSNP, not-yet-decided and ignored ones)
 SYNC_WINDOW = 8                      # data segments per direction before a SYN-less flow picks its start
@@ -301,7 +305,7 @@ class TcpTracker:
     def finish(self, ts: float | None = None) -> None:
         """End of capture: flush every open flow (holes become gaps) and close it."""
         for flow in list(self.open.values()):
-            self._close(flow, ts if ts is not None else flow.last_ts)
+            self._close(flow, flow.last_ts)  # a flow still open ends at its own last segment
         if self.evicted:
             self.analysis.anomaly(None, Anomaly(
                 "capture.flow_limit",

@@ -15,10 +15,8 @@ import os
 import sys
 import time
 
-from analyzer.capture.files import analyze_file, open_captures
-from analyzer.cli.options import _size, add_analysis_options, report_console
+from analyzer.cli.options import _count, _port, _seconds, _size, _version, add_analysis_options, report_console
 from analyzer.cli.run import Run, RunOptions
-from analyzer.errors import UsageError
 
 PROGRESS_AFTER = 0.5   # seconds: quicker files get no progress bar
 BIG_CAPTURE = 20_000_000  # bytes: on the pure-Python path, a run this large says once that it is slower
@@ -35,21 +33,26 @@ def register(sub) -> None:
                "Link types: Ethernet (802.1Q/QinQ), Linux SLL/SLL2, BSD loopback, raw IPv4/IPv6;\n"
                "others are dissected by scapy (slow, reported once).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap or pcapng file (gzip'd is fine)")
+    p.add_argument("captures", nargs="+", metavar="CAPTURE",
+                   help="pcap or pcapng (gzip'd is fine), mitmproxy flow file, transcript or MSNP byte "
+                        "stream ('-' for stdin)")
+    p.add_argument("--msnp", type=_version, metavar="N",
+                   help="assume protocol version N for transcripts and byte streams that start after VER")
     add_analysis_options(p)  # includes the plugin options
     tcp = p.add_argument_group("TCP reassembly")
     from analyzer.capture.tcp import DEFAULT_BUFFER, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, DEFAULT_REORDER_TIMEOUT
     tcp.add_argument("--tcp-buffer", type=_size, default=DEFAULT_BUFFER, metavar="BYTES",
                      help=f"out-of-order bytes held per direction before a hole is given up as a "
                           f"tcp.gap (default {DEFAULT_BUFFER})")
-    tcp.add_argument("--reorder-timeout", type=float, default=DEFAULT_REORDER_TIMEOUT, metavar="SECONDS",
-                     help=f"capture time a hole may wait for its bytes (default {DEFAULT_REORDER_TIMEOUT:g})")
-    tcp.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
+    tcp.add_argument("--reorder-timeout", type=_seconds, default=DEFAULT_REORDER_TIMEOUT, metavar="SECONDS",
+                     help="capture time a hole may wait for its bytes (default: no limit; a hole waits "
+                          "until --tcp-buffer is full, the connection ends or the peer ACKs past it)")
+    tcp.add_argument("--idle-timeout", type=_seconds, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                      help=f"close a connection silent this long (default {DEFAULT_IDLE_TIMEOUT:g})")
-    tcp.add_argument("--max-flows", type=int, default=DEFAULT_MAX_FLOWS, metavar="N",
+    tcp.add_argument("--max-flows", type=_count, default=DEFAULT_MAX_FLOWS, metavar="N",
                      help=f"TCP flows open at once; beyond it the least recently active are closed early, "
                           f"reported once as capture.flow_limit (default {DEFAULT_MAX_FLOWS})")
-    tcp.add_argument("--port", type=int, action="append", default=[], metavar="PORT",
+    tcp.add_argument("--port", type=_port, action="append", default=[], metavar="PORT",
                      help="also treat this TCP port as an MSNP server port (repeatable; 1863 always is)")
     p.set_defaults(func=cmd_analyze)
 
@@ -99,36 +102,33 @@ def cmd_analyze(args) -> int:
 
 
 def analyze(args) -> tuple[Run, list]:
-    """Read every capture of `args` into a new run; returns the run (analysis finished, files
+    """Read every input of `args` into a new run; returns the run (analysis finished, files
     closed) and each capture with its reassembly statistics."""
+    from analyzer.capture.files import open_inputs
+    # Every input named before any is read: pcap/pcapng, mitmproxy flow files (TCP flows,
+    # gateway and login HTTP flows), transcripts, MSNP byte streams, '-' (see capture/files.py).
+    with open_inputs(args.captures) as inputs:
+        return _analyze(args, inputs)
+
+
+def _analyze(args, inputs) -> tuple[Run, list]:
     from analyzer.capture.detect import MSNP_PORT, Detector
-    from analyzer.capture.mitm.flows import FlowFileError, is_flow_file, read_flow_file
-    # mitmproxy flow files (TCP flows, gateway and login HTTP flows) go through the mitm layer.
-    flow_files = [p for p in args.captures if is_flow_file(p)]
-    captures = open_captures([p for p in args.captures if p not in flow_files])
+    from analyzer.capture.files import feed_inputs
     run = Run(RunOptions.from_args(args, html=args.html, sources=args.captures), report_console(args))
     analysis = run.analysis
     analysis.keep_closed = KEEP_CLOSED  # memory flat however long the capture: older ones are summed up
     run.load_plugins(html_report=bool(args.html))
     detector = Detector(frozenset({MSNP_PORT, *args.port}))
-    total = sum(c.size for c in captures)
+    total = sum(os.path.getsize(i.path) for i in inputs if i.kind == "capture")
     if total >= BIG_CAPTURE:
         from analyzer.core import note_fallback
         note_fallback(lambda line: print(line, file=sys.stderr))
     progress = _Progress(total)
     per_file = []
     try:
-        for path in flow_files:
-            try:
-                read_flow_file(path, analysis)
-            except FlowFileError as exc:
-                raise UsageError(str(exc)) from None
-        for capture in captures:
-            stats = analyze_file(capture, analysis, detector, buffer=args.tcp_buffer,
-                                 reorder_timeout=args.reorder_timeout, idle_timeout=args.idle_timeout,
-                                 progress=progress, max_flows=args.max_flows)
-            progress.file_done(capture)
-            per_file.append((capture, stats))
+        per_file = feed_inputs(analysis, inputs, version=args.msnp, detector=detector, buffer=args.tcp_buffer,
+                               reorder_timeout=args.reorder_timeout, idle_timeout=args.idle_timeout,
+                               progress=progress, max_flows=args.max_flows)
         progress.stop()
         analysis.finish()
     finally:

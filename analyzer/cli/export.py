@@ -18,7 +18,7 @@ from pathlib import Path
 
 def register(sub) -> None:
     import argparse
-    from analyzer.cli.options import add_analysis_options
+    from analyzer.cli.options import _version, add_analysis_options
     p = sub.add_parser(
         "export", help="write a self-contained HTML timeline of one or more captures",
         description="Write one HTML file that shows the captures as a timeline: connections grouped "
@@ -28,9 +28,10 @@ def register(sub) -> None:
         epilog="example: msnp-analyzer export capture.pcapng -o timeline.html\n"
                "exit status: 0 ok, 1 anomalies at or above --fail-on, 2 unusable input.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap, pcapng or transcript file")
+    p.add_argument("captures", nargs="+", metavar="CAPTURE",
+                   help="pcap, pcapng, mitmproxy flow file, transcript or MSNP byte stream ('-' for stdin)")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
-    p.add_argument("--msnp", type=int, metavar="N", help="assume protocol version N for transcripts")
+    p.add_argument("--msnp", type=_version, metavar="N", help="assume protocol version N for transcripts")
     add_analysis_options(p, html=False)  # the HTML file is -o here
     p.set_defaults(func=cmd_export)
 
@@ -39,22 +40,23 @@ def cmd_export(args) -> int:
     from analyzer.cli.options import report_console
     from analyzer.cli.run import Run, RunOptions
     from analyzer.errors import UsageError
-    from analyzer.capture.files import feed_capture
+    from analyzer.capture.files import feed_inputs, open_inputs
     out_path = Path(args.output)
     if out_path.is_dir():
         raise UsageError(f"{args.output}: is a directory")
     if not out_path.parent.exists():
         raise UsageError(f"{args.output}: directory {out_path.parent} does not exist")
-    for path in args.captures:
-        if not Path(path).exists():
-            raise UsageError(f"{path}: no such file")
+    with open_inputs(args.captures) as inputs:  # every input named before any is read
+        return _export(args, inputs, out_path, Run, RunOptions, report_console, feed_inputs)
+
+
+def _export(args, inputs, out_path, Run, RunOptions, report_console, feed_inputs) -> int:
+    from analyzer.errors import UsageError
     run = Run(RunOptions.from_args(args, html=str(out_path), sources=args.captures), report_console(args))
     analysis = run.analysis
     run.load_plugins()
     try:
-        many = len(args.captures) > 1
-        for n, path in enumerate(args.captures, 1):
-            feed_capture(analysis, path, prefix=f"{n}:" if many else "", version=args.msnp)
+        feed_inputs(analysis, inputs, version=args.msnp)
         try:
             analysis.finish()
         except OSError as exc:

@@ -13,10 +13,9 @@ import sys
 from analyzer import __version__
 from analyzer.cli import analyze, contacts, export, extract, mitm, proxy
 from analyzer.cli import plugins as plugins_cmd
-from analyzer.cli.options import add_analysis_options, add_plugin_options, report_console
+from analyzer.cli.options import _version, add_analysis_options, add_plugin_options, report_console
 from analyzer.cli.run import Run, RunOptions, plugin_options, plugins_from
-from analyzer.errors import EXIT_OK, EXIT_UNUSABLE, UsageError, open_input
-from analyzer.msnp.direction import guess_direction
+from analyzer.errors import EXIT_OK, EXIT_UNUSABLE, UsageError
 from analyzer.anomalies import CATALOGUE
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,13 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_anomalies)
 
     p = sub.add_parser(
-        "decode", help="decode a raw one-direction byte stream or a transcript file",
+        "decode", help="decode a raw one-direction byte stream or a transcript file (or any input)",
         description="Decode MSNP bytes that are not in a capture file: a raw byte stream of one "
-                    "direction, or a transcript ('>>> ' client lines, '<<< ' server lines; see README).",
+                    "direction, or a transcript ('>>> ' client lines, '<<< ' server lines; see README). "
+                    "Captures and mitmproxy flow files are read as by 'analyze'.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", metavar="FILE", help="raw bytes or a transcript ('-' for stdin)")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="raw bytes, a transcript, a capture or a flow file ('-' for stdin)")
     p.add_argument("--dir", choices=["c2s", "s2c"], help="direction of a raw file (default: guessed)")
-    p.add_argument("--msnp", type=int, metavar="N", help="assume protocol version N (for mid-stream data)")
+    p.add_argument("--msnp", type=_version, metavar="N", help="assume protocol version N (for mid-stream data)")
     add_analysis_options(p)
     p.set_defaults(func=cmd_decode)
 
@@ -82,42 +83,19 @@ def cmd_anomalies(args) -> int:
     return EXIT_OK
 
 
-RAW_CHUNK = 64 * 1024  # bytes of a raw stream fed to the codec at a time
 
 
 def cmd_decode(args) -> int:
-    from analyzer.msnp import C2S
-    from analyzer.msnp.transcript import looks_like_transcript
-    source = open_input(args.file)
-    try:
-        data = source.read(RAW_CHUNK)
-    except OSError as exc:
-        raise UsageError(f"{args.file}: {exc.strerror}") from None
-    if looks_like_transcript(data[:4096]):
-        data += source.read()  # a transcript is checked whole before anything is fed
-    run = Run(RunOptions.from_args(args, html=args.html, sources=[args.file]), report_console(args))
-    analysis = run.analysis
-    run.load_plugins()
-    try:
-        if looks_like_transcript(data[:4096]):
-            from analyzer.capture.files import feed_transcript
-            feed_transcript(analysis, args.file, data, version=args.msnp)
-        else:
-            direction = args.dir or guess_direction(data[:RAW_CHUNK])
-            conn = analysis.open(conn_id="1", version=args.msnp,
-                                 client=args.file if direction == C2S else None,
-                                 server=args.file if direction != C2S else None)
-            # Read and fed RAW_CHUNK at a time, as a socket would deliver it: the events of
-            # one read are written and dropped before the next, and the file is never held
-            # whole (a 20 MB stream fed in one piece held all its events at once: 2.5 GB).
-            while data:
-                analysis.feed(conn, direction, data, None)
-                data = source.read(RAW_CHUNK)
-        analysis.finish()
-    finally:
-        if source is not sys.stdin.buffer:
-            source.close()
-        run.close()
+    from analyzer.capture.files import feed_inputs, open_inputs
+    with open_inputs(args.files) as inputs:
+        run = Run(RunOptions.from_args(args, html=args.html, sources=args.files), report_console(args))
+        analysis = run.analysis
+        run.load_plugins()
+        try:
+            feed_inputs(analysis, inputs, version=args.msnp, direction=args.dir)
+            analysis.finish()
+        finally:
+            run.close()
     return run.report()
 
 

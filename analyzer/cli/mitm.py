@@ -13,7 +13,7 @@ import asyncio
 import logging
 import signal
 
-from analyzer.cli.options import add_analysis_options, report_console
+from analyzer.cli.options import _count_or_zero, _listen_port, _seconds, add_analysis_options, report_console
 from analyzer.cli.run import Run, RunOptions
 from analyzer.errors import UsageError
 
@@ -37,7 +37,7 @@ def register(sub) -> None:
     m.add_argument("--mode", action="append", metavar="MODE",
                    help="socks5, transparent, regular, reverse:tcp://HOST:PORT (repeatable; default socks5)")
     m.add_argument("--listen-host", default="127.0.0.1", metavar="HOST", help="address to listen on (default 127.0.0.1)")
-    m.add_argument("--listen-port", type=int, metavar="PORT", help="port (default: the mode's own, e.g. 1080 for socks5)")
+    m.add_argument("--listen-port", type=_listen_port, metavar="PORT", help="port (default: the mode's own, e.g. 1080 for socks5)")
     m.add_argument("-w", "--save-stream-file", metavar="FILE",
                    help="save flows to FILE (keeps every TCP message in memory until its connection ends)")
     m.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="mitm_set",
@@ -49,9 +49,9 @@ def register(sub) -> None:
     m.add_argument("--allow-any-target", action="store_true",
                    help="reverse mode: follow referrals to any host (loopback/link-local still only when the "
                         "reverse target is on loopback or --allow-target names them)")
-    m.add_argument("--idle-timeout", type=int, default=0, metavar="SECONDS",
+    m.add_argument("--idle-timeout", type=_count_or_zero, default=0, metavar="SECONDS",
                    help="close MSNP connections idle this long (default 0: never; mitmproxy's own is 600)")
-    m.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: until Ctrl-C)")
+    m.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after this long (default: until Ctrl-C)")
     p.add_argument("--quiet", action="store_true", help="no live view (the final report is still printed)")
     add_analysis_options(p)
     p.set_defaults(func=cmd_mitm)

@@ -18,13 +18,73 @@ LINK_WINDOW = 300.0  # seconds of capture time after a login's last connection b
 
 def _size(text: str) -> int:
     units = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+    given = text
     text = text.strip().lower().rstrip("ib").rstrip("b")
     try:
         if text and text[-1] in units:
-            return int(float(text[:-1]) * units[text[-1]])
-        return int(text)
+            value = int(float(text[:-1]) * units[text[-1]])
+        else:
+            value = int(text)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"not a size: {given!r} (use e.g. 65536, 64k, 1m)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a size: {given!r} (0 or more bytes)")
+    return value
+
+
+def _count(text: str) -> int:
+    """A positive whole number (limits such as --max-pending, --max-flows)."""
+    try:
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 65536, 64k, 1m)") from None
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return value
+
+
+def _version(text: str) -> int:
+    """A protocol version, 2 to 21 (MSNP2 to MSNP21)."""
+    try:
+        value = int(text.upper().removeprefix("MSNP"))
+    except ValueError:
+        value = 0
+    if not 2 <= value <= 21:
+        raise argparse.ArgumentTypeError(f"not an MSNP version: {text!r} (2 to 21)")
+    return value
+
+
+def _listen_port(text: str) -> int:
+    """A port to listen on: 0 (any free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r} (0 for any free one, to 65535)")
+    return value
+
+
+def _count_or_zero(text: str) -> int:
+    """A whole number, 0 or more (0 meaning "none", as --idle-timeout 0: never)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a whole number, 0 or more: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    """A TCP port, 1 to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r} (1 to 65535)")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -62,9 +122,9 @@ def add_analysis_options(p: argparse.ArgumentParser, html: bool = True) -> None:
     lim.add_argument("--max-payload", type=_size, default=d.max_payload, metavar="BYTES",
                      help=f"largest payload kept for analysis; a longer one is skipped (still framed by its "
                           f"length, as the client frames it) (default {d.max_payload})")
-    lim.add_argument("--reply-timeout", type=float, default=d.reply_timeout, metavar="SECONDS",
+    lim.add_argument("--reply-timeout", type=_seconds, default=d.reply_timeout, metavar="SECONDS",
                      help=f"a request unanswered this long is reported (default {d.reply_timeout:g})")
-    lim.add_argument("--max-pending", type=int, default=d.max_pending, metavar="N",
+    lim.add_argument("--max-pending", type=_count, default=d.max_pending, metavar="N",
                      help=f"requests awaiting replies per connection before the oldest is dropped (default {d.max_pending})")
     add_plugin_options(p)
 

@@ -12,7 +12,8 @@ import argparse
 import json
 import sys
 
-from analyzer.errors import EXIT_OK
+from analyzer.cli.options import _version
+from analyzer.errors import EXIT_ANOMALIES, EXIT_OK
 from analyzer.text import clean_data, visible
 from analyzer.cli.options import add_plugin_options
 from analyzer.cli.run import plugin_options, plugins_from
@@ -33,12 +34,14 @@ def register(sub) -> None:
                     "sender handle, text. Works on captures without a TCP handshake or login: the "
                     "client's own messages are attributed from the switchboard's USR/ANS line, its "
                     "TypingUser headers, or the NS login in the same capture.",
-        epilog="exit status: 0 ok, 2 unusable input.",
+        epilog="exit status: 0 ok, 1 the transcript is partial (the capture is truncated or damaged, or\n"
+               "bytes of a connection are missing: said on stderr), 2 unusable input.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("capture", metavar="CAPTURE", help="pcap, pcapng or transcript file")
+    p.add_argument("captures", nargs="+", metavar="CAPTURE",
+                   help="pcap, pcapng, mitmproxy flow file, transcript or MSNP byte stream ('-' for stdin)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per message: stream, ts, sender, nick, dir, text")
-    p.add_argument("--msnp", type=int, metavar="N", help="assume protocol version N (transcripts)")
+    p.add_argument("--msnp", type=_version, metavar="N", help="assume protocol version N (transcripts)")
     p.set_defaults(func=cmd_chat)
 
 
@@ -66,7 +69,7 @@ def cmd_plugins(args) -> int:
 
 
 def feed_capture(path: str, analysis, msnp: int | None = None) -> None:
-    """Read a transcript or a pcap/pcapng capture into `analysis` (then call finish())."""
+    """Read any input (see analyzer.capture.files) into `analysis` (then call finish())."""
     from analyzer.capture.files import feed_capture as feed
     feed(analysis, path, version=msnp)
 
@@ -81,6 +84,10 @@ def json_line(rec: dict) -> str:
         return json.dumps(clean_data(rec), ensure_ascii=False)
 
 
+# What makes a chat transcript partial: bytes that never reached the decoder.
+PARTIAL = ("capture.truncated", "capture.damaged", "tcp.gap", "capture.ip_fragment", "mitm.flowfile.corrupt")
+
+
 def cmd_chat(args) -> int:
     from msnp_analyzer_plugins.chat import UNKNOWN, ChatPlugin, format_ts
 
@@ -89,9 +96,12 @@ def cmd_chat(args) -> int:
     analysis = Analysis([])
     manager = PluginManager(analysis)
     manager.add(ChatPlugin(), "msnp_analyzer_plugins.chat (the chat command)")
-    analysis.sinks.append(manager)
-    feed_capture(args.capture, analysis, args.msnp)
-    analysis.finish()
+    partial = _PartialNotes()
+    analysis.sinks += [manager, partial]
+    from analyzer.capture.files import feed_inputs, open_inputs
+    with open_inputs(args.captures) as inputs:
+        feed_inputs(analysis, inputs, version=args.msnp)
+        analysis.finish()
     chat = manager.get("chat")
     boards = chat.transcripts()
     out = sys.stdout
@@ -112,7 +122,33 @@ def cmd_chat(args) -> int:
             out.write(f"{format_ts(line.ts)}  {visible(line.sender or UNKNOWN)}: {text}\n")
         out.write("\n")
     out.flush()
+    if partial.notes:
+        more = f" (and {partial.count - 1} more)" if partial.count > 1 else ""
+        print(f"msnp-analyzer: warning: the transcript is partial: {partial.notes[0]}{more}", file=sys.stderr)
+        return EXIT_ANOMALIES
     return EXIT_OK
+
+
+class _PartialNotes:
+    """A sink that keeps why a chat transcript may miss messages (the first reason, and a count)."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.count = 0
+
+    def event(self, conn, event) -> None:
+        name = getattr(event, "name", None)
+        if name in PARTIAL:
+            self.count += 1
+            if not self.notes:
+                where = f"stream {conn.id}: " if conn is not None else ""
+                self.notes.append(f"{where}{name}: {event.detail}")
+
+    def stream(self, conn) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 __all__ = ["register", "cmd_plugins", "cmd_chat", "feed_capture"]

@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 
-from analyzer.cli.options import _size, add_analysis_options, report_console
+from analyzer.cli.options import _count, _seconds, _size, add_analysis_options, report_console
 from analyzer.errors import EXIT_OK, EXIT_UNUSABLE, UsageError
 from analyzer.msnp.facts import format_address, parse_address
 
@@ -36,16 +36,16 @@ def register(sub) -> None:
     p.add_argument("--upstream", required=True, metavar="HOST[:PORT]",
                    help="the dispatch (or notification) server the client would use (port 1863 if omitted)")
     _common(p, listen_default="127.0.0.1:1863")
-    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+    p.add_argument("--connect-timeout", type=_seconds, default=10.0, metavar="SECONDS",
                    help="give up connecting upstream after this long (default 10)")
     from analyzer.capture.proxy.relay import WRITE_HIGH_WATER
-    p.add_argument("--max-connections", type=int, metavar="N",
+    p.add_argument("--max-connections", type=_count, metavar="N",
                    help="relays open at once; a client beyond it is closed at once, reported once as "
                         "proxy.connection_limit (default 4096, or what the open-file limit allows)")
     p.add_argument("--buffer", type=_size, default=WRITE_HIGH_WATER, metavar="BYTES",
                    help=f"per-connection write buffer high-water mark per side: above it the other side "
                         f"stops being read (default {WRITE_HIGH_WATER})")
-    p.add_argument("--duration", type=float, metavar="SECONDS",
+    p.add_argument("--duration", type=_seconds, metavar="SECONDS",
                    help="stop by itself after this long (default: run until Ctrl-C)")
     _policy_options(p)
     from analyzer.capture.proxy.relay import LOOPS
@@ -73,7 +73,7 @@ def register(sub) -> None:
     d.add_argument("--msnp", choices=["8", "15", "both"], default="both",
                    help="the dialect(s) the scripted client speaks (default: both, MSNP8 then MSNP15)")
     _common(d, listen_default="127.0.0.1:0")
-    d.add_argument("--pace", type=float, metavar="SECONDS",
+    d.add_argument("--pace", type=_seconds, metavar="SECONDS",
                    help="pause between the client's commands (default 0.04 on a terminal, else 0)")
     add_analysis_options(d)
     d.set_defaults(func=cmd_demo, fail_on="never")
@@ -300,6 +300,7 @@ def cmd_proxy(args) -> int:
                     live.refresh()
         finally:
             await proxy.stop()
+            _say_dissect_options(session, proxy, remote)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 try:
                     loop.remove_signal_handler(sig)
@@ -380,6 +381,17 @@ def _await_analysis(session: _Session, worker, ours, body, remote) -> int:
     return worker.exitcode
 
 
+def _say_dissect_options(session: _Session, proxy, remote) -> None:
+    """With --record: the tshark options that show the NS and SB legs as MSNP (see README)."""
+    options = proxy.dissect_options() if session.recorder is not None else ""
+    if options:
+        text = f"recording: the NS/SB legs are on ports Wireshark does not know; tshark {options}"
+        if remote is not None:
+            remote.print(text, "dim")
+        else:
+            session.console.print(text, style="dim", highlight=False, soft_wrap=True)
+
+
 def _status(proxy) -> str:
     return (f"listening on {format_address(*proxy.address)} | open connections {len(proxy.relays)} | "
             f"listeners {len(proxy.listeners)} | addresses rewritten {proxy.rewrites}")
@@ -418,6 +430,7 @@ def cmd_demo(args) -> int:
         finally:
             task.cancel()
             await proxy.stop()
+            _say_dissect_options(session, proxy, None)
             session.report_lines.extend(proxy.summary())
             await service.stop()
             if live is not None:

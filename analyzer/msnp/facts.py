@@ -17,7 +17,8 @@ mitmproxy login linker, plugins); nobody else counts token positions.
   `Login` (the NS's `USR trid MD5|TWN|SSO I|S value`, the switchboard's
   `USR trid handle cookie` and `ANS trid handle cookie sessid`, the server's
   `USR trid OK handle nick ...`); None for any other line.
-- `arrival(cmd)`: a switchboard's `IRO` or `JOI` into an `Arrival`.
+- `arrival(cmd)`: a switchboard's `IRO` or `JOI` into an `Arrival`; `sender(cmd)`:
+  who a server's `MSG sender nick length` names (`Hotmail`: the service itself).
 
 Pure functions of bytes: no I/O, never raise on input. Text fields are
 decoded as the events module does (UTF-8, anything else as \\xNN).
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import NamedTuple
+from urllib.parse import unquote_to_bytes
 
 from analyzer.msnp.events import C2S, Command, _text
 
@@ -102,6 +104,11 @@ def parse_endpoint(token: bytes) -> Endpoint:
 def handle_of(token: bytes) -> str:
     """The person of a `handle` or `handle;{guid}` token."""
     return _text(token.partition(b";")[0])
+
+
+def nick_text(raw: bytes) -> str:
+    """A friendly name as sent (URL-encoded UTF-8) as text."""
+    return _text(unquote_to_bytes(raw))
 
 
 # -- XFR / RNG --------------------------------------------------------------------
@@ -229,6 +236,27 @@ def arrival(cmd: Command) -> Arrival | None:
     return Arrival(cmd.cmd, parse_endpoint(params[index]), params[index + 1] if len(params) > index + 1 else None)
 
 
-__all__ = ["Address", "Arrival", "Endpoint", "Login", "Referral", "AUTH_METHODS", "DEFAULT_PORT",
-           "arrival", "format_address", "handle_of", "host_of", "login", "parse_address", "parse_endpoint",
+# -- MSG (server to client) ------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """Who a server's `MSG sender nick length` names."""
+    endpoint: Endpoint
+    nick: bytes | None             # URL-encoded as sent
+    service: bool                  # `Hotmail`: the service's own notice, not a person
+
+
+def sender(cmd: Command) -> Sender | None:
+    """The sender of a server's `MSG`; None for a client's `MSG trid ...` or an empty line."""
+    if cmd.cmd != "MSG" or cmd.direction == C2S:
+        return None
+    params = cmd.raw_params
+    if not params:
+        return None
+    endpoint = parse_endpoint(params[0])
+    return Sender(endpoint, params[1] if len(params) >= 3 else None, endpoint.handle.lower() == "hotmail")
+
+
+__all__ = ["Address", "Arrival", "Endpoint", "Login", "Referral", "Sender", "AUTH_METHODS", "DEFAULT_PORT",
+           "arrival", "format_address", "nick_text", "sender", "handle_of", "host_of", "login", "parse_address", "parse_endpoint",
            "referral", "referral_fields"]

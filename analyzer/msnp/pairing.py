@@ -11,13 +11,26 @@ A transaction ends as one of:
 - "answered": the server replied (latency = first reply - request);
 - "error": the reply was a numeric error (or a NAK);
 - "no_reply_expected": `MSG U`, `MSG N` with no NAK, `OUT`;
-- "unanswered": nothing came back before the timeout or the end.
+- "unanswered": nothing came back before the timeout or the end;
+- "not_captured": the input holds one side only (`one_sided`), so whether a
+  reply came cannot be known; no anomaly.
 
 Commands that may get more replies after their first one (CHG then ILNs, SYN
 and its list, CAL then JOI) linger after that first reply and collect the rest,
 until a reply to some other request arrives, `linger` seconds pass, or the
 connection ends; only then is the transaction returned. A `MSG N` waits
-`linger` seconds for a NAK the same way, on its own, outside the blocks.
+`linger` seconds for a NAK the same way, on its own, outside the blocks. A CAL
+is no block either: its JOI names the callee and may come long after, so it
+waits for that JOI (up to `reply_timeout`) whatever else arrives, and several
+CALs wait at once.
+
+Interleaving (`msnp.async.interleaved`), as the protocol documents mean it: a
+line that is not part of a block of related replies (CHG and its ILNs, a SYN
+and its list, an MSNP2-7 LST list, IRO lines before ANS OK) arriving inside
+it, i.e. with a later line of that block after it (an NLN between two ILNs, an
+ILN among the BPRs of a SYN list). A line that merely arrives while some
+request awaits its single reply (an NLN between PNG and QNG, a GCF between
+USR SSO I and USR SSO S) is ordinary traffic.
 
 Cost is linear in the commands and memory bounded per connection: requests,
 `PNG`s and `MSG N`s awaiting a reply are at most `max_pending` together (the
@@ -35,7 +48,7 @@ from collections import deque
 from analyzer.msnp.events import C2S, Anomaly, Command
 from analyzer.msnp.tables import SYN_BLOCK_LINES, error_name
 
-OUTCOMES = ("answered", "error", "no_reply_expected", "unanswered")
+OUTCOMES = ("answered", "error", "no_reply_expected", "unanswered", "not_captured")
 
 # Replies a request accepts besides its own command code and numeric errors.
 EXTRA_REPLIES: dict[str, frozenset[str]] = {
@@ -50,6 +63,9 @@ EXTRA_REPLIES: dict[str, frozenset[str]] = {
 PARTIAL_REPLIES: dict[str, frozenset[str]] = {"ANS": frozenset({"IRO"})}
 # Requests that may get more replies after the first one.
 LINGERING = frozenset({"CHG", "SYN", "CAL", "LST", "LSG"})
+# Of those, the ones whose replies form a block (a line of something else between two of
+# them is interleaved); CAL's JOI is not a block line, it comes whenever the callee joins.
+BLOCKS = frozenset({"CHG", "SYN", "LST", "LSG", "ANS"})
 MAX_REPLIES = 10_000  # replies listed per transaction; later ones are counted in `more_replies`
 
 
@@ -169,6 +185,9 @@ class TransactionTracker:
         self._syn_block: Transaction | None = None           # MSNP8+ SYN list being counted
         self._wake = _NEVER  # no request or lingering block can expire before this time
         self._inside: list[tuple[Transaction, Anomaly]] = []  # async lines after a lingering reply
+        self._partial: list[Transaction] = []  # requests whose partial replies began (ANS after an IRO)
+        self.one_sided: str | None = None  # the only direction in the input: expect no replies (C2S)
+                                           # nor requests (S2C) that it cannot hold
 
     # -- public API ---------------------------------------------------------
 
@@ -333,14 +352,14 @@ class TransactionTracker:
                     lingering.error = code if code == "NAK" else f"{code} {error_name(int(code))}"
                 return
             if trid != 0:
-                out.append(Anomaly("msnp.reply.orphan",
-                                   f"{code} {trid} matches no request seen",
-                                   cmd.direction, cmd.offset, cmd.ts, trid))
+                if self.one_sided is None:  # a server-only input cannot hold the requests
+                    out.append(Anomaly("msnp.reply.orphan", f"{code} {trid} matches no request seen",
+                                       cmd.direction, cmd.offset, cmd.ts, trid))
                 return
         elif code == "QNG":
             if self._pings:
                 self._first_reply(self._pings.popleft(), cmd, out)
-            else:
+            elif self.one_sided is None:
                 out.append(Anomaly("msnp.reply.orphan", "QNG without a PNG",
                                    cmd.direction, cmd.offset, cmd.ts))
             return
@@ -355,25 +374,48 @@ class TransactionTracker:
                     self._more_replies(txn, cmd, out)  # e.g. BPR after the last LST of the list
                     return
         # An asynchronous line (no TrID, or TrID 0 that answers nothing).
-        if self._order or self._pings or self._syn_block is not None:
-            out.append(Anomaly("msnp.async.interleaved",
-                               f"{code} arrived while {self._waiting_summary()}",
-                               cmd.direction, cmd.offset, cmd.ts, trid))
-        elif self._lingering:
-            # After a first reply (CHG, CAL, MSNP2-7 SYN) the block may or may not go
-            # on: the line is inside it only if a later reply of that block follows.
-            if len(self._inside) > 64:  # bounded: a block that goes quiet cannot grow this
-                del self._inside[:len(self._inside) - 64]
-            for txn in self._lingering.values():
+        self._note_inside(None, cmd)
+
+    def _note_inside(self, part_of: Transaction | None, cmd: Command) -> None:
+        """`cmd` (a line of `part_of`, or asynchronous) arrived while blocks were open: it is
+        inside each of them if a later line of that block follows (`_block_goes_on`)."""
+        if not (self._lingering or self._syn_block is not None or self._partial):
+            return
+        blocks = [t for t in self._lingering.values() if t.cmd in BLOCKS]
+        if self._syn_block is not None and self._syn_block not in blocks:
+            blocks.append(self._syn_block)
+        blocks += self._partial  # ANS whose IRO lines have begun
+        if not blocks:
+            return
+        if len(self._inside) > 64:  # bounded: a block that goes quiet cannot grow this
+            del self._inside[:len(self._inside) - 64]
+        for txn in blocks:
+            if txn is not part_of:
                 self._inside.append((txn, Anomaly(
-                    "msnp.async.interleaved", f"{code} arrived inside the replies to {txn.cmd} {txn.trid}",
-                    cmd.direction, cmd.offset, cmd.ts, trid)))
+                    "msnp.async.interleaved", f"{cmd.cmd} arrived inside the replies to {txn.cmd} {txn.trid}",
+                    cmd.direction, cmd.offset, cmd.ts, cmd.trid)))
+
+    def _block_goes_on(self, txn: Transaction, out: list) -> None:
+        """A further line of `txn`'s block: the lines noted inside it since were interleaved."""
+        if self._inside:
+            keep = []
+            for owner, anomaly in self._inside:
+                if owner is txn:
+                    out.append(anomaly)
+                elif (owner is self._syn_block or self._lingering.get(owner.trid) is owner
+                      or owner in self._partial):
+                    keep.append((owner, anomaly))
+            self._inside = keep
 
     def _accepts(self, txn: Transaction, code: str) -> bool:
         want = txn.cmd
         return code == want or code.isdigit() or code in EXTRA_REPLIES.get(want, ())
 
     def _first_reply(self, txn: Transaction, cmd: Command, out: list) -> None:
+        if txn.replies:
+            self._block_goes_on(txn, out)  # ANS OK after its IRO lines
+        elif txn.cmd in BLOCKS:
+            self._note_inside(txn, cmd)  # a CHG reply inside a SYN list, ...
         if txn.slot is not None:
             # Requests sent before this one and still waiting for their first reply have
             # been overtaken (one whose replies had begun, IRO before ANS OK, was not):
@@ -393,6 +435,8 @@ class TransactionTracker:
             txn.latency_ms = (cmd.ts - txn.request.ts) * 1000.0
         code = cmd.cmd
         if code in PARTIAL_REPLIES.get(txn.cmd, ()):
+            if len(txn.replies) == 1 and len(self._partial) < 64:  # bounded, as _inside
+                self._partial.append(txn)
             return  # still waiting (IRO before ANS OK); latency already taken
         self._forget(txn)
         if self._lingering:
@@ -432,6 +476,7 @@ class TransactionTracker:
                                cmd.direction, cmd.offset, cmd.ts, txn.trid))
 
     def _count_block_line(self, txn: Transaction, cmd: Command, out: list) -> None:
+        self._block_goes_on(txn, out)
         self._add_reply(txn, cmd, out)
         if cmd.cmd == "LST":
             txn.block[0] -= 1
@@ -452,7 +497,12 @@ class TransactionTracker:
                 break
         else:
             txn = next(iter(calls.values()))
-        self._more_replies(txn, cmd, out)
+        self._note_inside(txn, cmd)  # a JOI is a push: it may sit between IRO lines
+        self._add_reply(txn, cmd, out)
+        if self._lingering.get(txn.trid) is txn and cmd.ts is not None:
+            # the callee joined; MSNP16+ may still add a JOI per endpoint, right after
+            txn.deadline = cmd.ts + self.linger
+            self._wake_at(cmd.ts, self.linger)
         return True
 
     def _uncall(self, txn: Transaction) -> None:
@@ -464,20 +514,17 @@ class TransactionTracker:
 
     def _more_replies(self, txn: Transaction, cmd: Command, out: list) -> None:
         """A further reply to an answered request: asynchronous lines before it were inside its block."""
+        self._block_goes_on(txn, out)
+        if txn.cmd in BLOCKS:
+            self._note_inside(txn, cmd)  # it may itself sit inside another open block (ILN among BPRs)
         self._add_reply(txn, cmd, out)
-        if self._inside:
-            keep = []
-            for owner, anomaly in self._inside:
-                if owner is txn:
-                    out.append(anomaly)
-                elif owner.trid in self._lingering and self._lingering[owner.trid] is owner:
-                    keep.append((owner, anomaly))
-            self._inside = keep
 
     # -- bookkeeping --------------------------------------------------------
 
     def _forget(self, txn: Transaction) -> None:
         self._order.pop(txn.seq, None)
+        if self._partial and txn in self._partial:
+            self._partial.remove(txn)
         if txn.slot is not None:
             self._unreplied.remove(txn)
         trid = txn.request.trid
@@ -493,9 +540,10 @@ class TransactionTracker:
         previous = self._lingering.pop(txn.trid, None)
         if previous is not None:
             self._finish_lingering(previous, out)
-        txn.deadline = None if ts is None else ts + self.linger
+        linger = self.reply_timeout if txn.cmd == "CAL" else self.linger  # a JOI comes when the callee joins
+        txn.deadline = None if ts is None else ts + linger
         self._lingering[txn.trid] = txn
-        self._wake_at(ts, self.linger)
+        self._wake_at(ts, linger)
 
     def _wake_at(self, ts, delay: float) -> None:
         if ts is not None and ts + delay < self._wake:
@@ -504,7 +552,8 @@ class TransactionTracker:
     def _close_other_lingering(self, txn: Transaction, out: list) -> None:
         if self._lingering:
             for other in list(self._lingering.values()):
-                if other is not txn and other is not self._syn_block:
+                # a reply to another request ends a block; a CAL awaiting its JOI is no block
+                if other is not txn and other is not self._syn_block and other.cmd in BLOCKS:
                     self._finish_lingering(other, out)
 
     def _finish_nak_wait(self, txn: Transaction, out: list) -> None:
@@ -535,6 +584,10 @@ class TransactionTracker:
         self._forget(txn)
         if txn.called is not None:
             self._uncall(txn)
+        if self.one_sided is not None:
+            txn.outcome = "not_captured"
+            out.append(txn)
+            return
         txn.outcome = "unanswered"
         if anomaly:
             out.append(Anomaly("msnp.reply.unanswered", f"{txn.cmd} {txn.trid if txn.trid is not None else ''}"
@@ -578,14 +631,6 @@ class TransactionTracker:
             if first is not None and first < wake:
                 wake = first
         self._wake = wake
-
-    def _waiting_summary(self) -> str:
-        if self._syn_block is not None:
-            return f"the SYN {self._syn_block.trid} list was incomplete"
-        if self._order:
-            first = next(iter(self._order.values()))
-            return f"{first.cmd} {first.trid} awaited its reply"
-        return "PNG awaited its QNG"
 
 
 _NEVER = float("inf")

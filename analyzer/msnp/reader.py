@@ -69,15 +69,30 @@ def _too_long_detail(max_line: int, head: bytes) -> str:
     return f"no line end within {max_line} bytes (starts {head!r})"
 
 
+_OLD_LISTS = frozenset({b"FL", b"AL", b"BL", b"RL"})
+
+
+def _old_list_line(lookup: bytes, tokens: list[bytes]) -> bool:
+    """An LST/LSG line of the MSNP2-7 shape: TrID, list version, then (LST) a list name or
+    (LSG) item number, count and group id, all numbers."""
+    n = len(tokens)
+    if n < 3 or not tokens[1].isdigit():
+        return False
+    if lookup == b"LST":
+        return tokens[2] in _OLD_LISTS
+    return n >= 7 and all(t.isdigit() for t in tokens[1:6])
+
+
 class ProtocolState:
     """What both directions of one connection know about its dialect."""
 
-    __slots__ = ("version", "offered", "min_version")
+    __slots__ = ("version", "offered", "min_version", "max_version")
 
     def __init__(self, version: int | None = None) -> None:
         self.version = version          # negotiated (server's VER reply), or None
         self.offered: list[int] = []    # versions the client offered
         self.min_version = 0            # lower bound inferred from features seen
+        self.max_version = 0            # upper bound inferred from lines seen (7: the MSNP2-7 dialect), or 0
 
     @property
     def effective(self) -> int | None:
@@ -315,7 +330,7 @@ class CommandReader:
             trid = None
             if mode:
                 if mode == _TRID_SYN_BLOCK:
-                    mode = _TRID_NONE if self._syn_block_line(lookup) else _TRID_IF_NUMBER
+                    mode = _TRID_NONE if self._syn_block_line(lookup, tokens) else _TRID_IF_NUMBER
                 if mode and ntok > 1 and tokens[1].isdigit():
                     trid = int(tokens[1])
                     if trid > TRID_MAX or (trid == 0 and client):
@@ -441,14 +456,25 @@ class CommandReader:
             self._garbage = True
         return None
 
-    def _syn_block_line(self, lookup: bytes) -> bool:
+    def _syn_block_line(self, lookup: bytes, tokens: list[bytes]) -> bool:
         """Whether an LSG/LST line has the MSNP8+ shape (no TrID)."""
-        version = self.state.effective
+        state = self.state
+        version = state.effective
         if version is not None:
             return version >= SYN_BLOCK_VERSION
-        # Unknown version (capture started late): an MSNP2-7 LST starts with its
-        # TrID, an MSNP8+ one with a handle; LSG is ambiguous and taken as MSNP8+.
-        return lookup != b"LST"
+        # Unknown version (the capture starts after VER): the lines seen tell the dialect.
+        # MSNP2-7 list lines start with a TrID and the list version (`LST 8 FL 12 1 2 handle
+        # nick`, `LSG 8 12 1 1 0 name 0`); MSNP8+ ones with a handle, or with a group id
+        # and name (`LSG 0 Other%20Contacts 0`). Once one line has shown its dialect,
+        # the ambiguous ones are read in it.
+        if state.max_version and state.max_version < SYN_BLOCK_VERSION:
+            return False
+        if state.min_version >= SYN_BLOCK_VERSION:
+            return True
+        if _old_list_line(lookup, tokens):
+            state.max_version = SYN_BLOCK_VERSION - 1
+            return False
+        return True
 
     def _trid(self, tokens: list[bytes], ntok: int, offset: int, ts, out: list, text: str, client: bool):
         if ntok < 2:

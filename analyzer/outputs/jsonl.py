@@ -178,4 +178,5 @@ def stream_record(conn: Connection) -> dict:
             "start": conn.first_ts, "end": conn.last_ts,
             "bytes": {"c2s": conn.bytes["c2s"], "s2c": conn.bytes["s2c"]},
             "commands": sum(conn.commands.values()),
-            "transactions": dict(conn.outcomes), "anomalies": dict(conn.anomalies)}
+            "transactions": dict(conn.outcomes), "anomalies": dict(conn.anomalies),
+            **({"legs": conn.legs} if getattr(conn, "legs", None) else {})}

@@ -228,6 +228,11 @@ def render_report(analysis: Analysis, console: Console, extra: list | None = Non
     else:
         console.print("[yellow]no MSNP connections found[/yellow]")
     console.print(fit(totals_table(analysis)))
+    for anomaly in getattr(analysis, "capture_notes", ()):
+        # capture.truncated, capture.damaged, ...: which file, where, and what was still read
+        style = SEVERITY_STYLE[anomaly.severity]
+        console.print(Text(f"! {anomaly.name}: {visible(anomaly.detail)}", style=style), highlight=False,
+                      soft_wrap=True)
     for section in extra or []:
         console.print(fit(section))
 
@@ -309,6 +314,11 @@ class VerbosePrinter:
             self._print(Text(f"    ~ [{stream}] skipped {len(event.raw)} bytes", style="dim"))
         elif kind is Transaction:
             pass
+        elif kind is dict and event.get("kind") == "rewrite":
+            # The line above is what the server sent; say what the client was given instead.
+            self._print(Text(visible(f"    = [{stream}] {event.get('cmd')} {event.get('target')} rewritten for "
+                                     f"the client: {event.get('original')} -> {event.get('rewritten')}"),
+                             style="dim"))
 
     def _flush(self, stream: str, direction=None) -> None:
         for key in [k for k in self.waiting if k[0] == stream and (direction is None or k[1] == direction)]:

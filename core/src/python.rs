@@ -208,7 +208,7 @@ impl PyProtocolState {
     #[pyo3(signature = (version=None))]
     fn new(version: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let version = version.map(num_from_py).transpose()?;
-        Ok(PyProtocolState { inner: State { version, offered: Vec::new(), min_version: 0 } })
+        Ok(PyProtocolState { inner: State { version, offered: Vec::new(), min_version: 0, max_version: 0 } })
     }
 
     #[getter]
@@ -241,6 +241,16 @@ impl PyProtocolState {
     #[setter]
     fn set_min_version(&mut self, value: u64) {
         self.inner.min_version = value;
+    }
+
+    #[getter]
+    fn max_version(&self) -> u64 {
+        self.inner.max_version
+    }
+
+    #[setter]
+    fn set_max_version(&mut self, value: u64) {
+        self.inner.max_version = value;
     }
 
     #[getter]

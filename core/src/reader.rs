@@ -86,6 +86,8 @@ pub struct ProtocolState {
     pub offered: Vec<Num>,
     /// Lower bound inferred from features seen (kept by the analysis layer).
     pub min_version: u64,
+    /// Upper bound inferred from the lines seen (7: the MSNP2-7 dialect), or 0.
+    pub max_version: u64,
 }
 
 impl ProtocolState {
@@ -162,6 +164,20 @@ pub const HUGE: u64 = 1 << 62;
 /// `framing.to_length`: an all-digit token as a length (19 digits or more is HUGE).
 pub fn to_length(token: &[u8]) -> u64 {
     if token.len() < 19 { Num::parse(token).value } else { HUGE }
+}
+
+/// An LST/LSG line of the MSNP2-7 shape: TrID, list version, then (LST) a list name or
+/// (LSG) item number, count and group id, all numbers (`_old_list_line` in the reference).
+fn old_list_line(lookup: &[u8], tokens: &[(usize, usize)], content: &[u8]) -> bool {
+    let tok = |i: usize| &content[tokens[i].0..tokens[i].1];
+    let n = tokens.len();
+    if n < 3 || !is_digits(tok(1)) {
+        return false;
+    }
+    if lookup == b"LST" {
+        return matches!(tok(2), b"FL" | b"AL" | b"BL" | b"RL");
+    }
+    n >= 7 && (1..6).all(|i| is_digits(tok(i)))
 }
 
 fn is_digits(b: &[u8]) -> bool {
@@ -489,7 +505,11 @@ impl<T: Copy> CommandReader<T> {
             let mut mode = mode;
             if mode != TridMode::Never {
                 if mode == TridMode::SynBlock {
-                    mode = if self.syn_block_line(state, &lookup) { TridMode::Never } else { TridMode::IfNumber };
+                    mode = if self.syn_block_line(state, &lookup, &tokens, content) {
+                        TridMode::Never
+                    } else {
+                        TridMode::IfNumber
+                    };
                 }
                 if mode != TridMode::Never && ntok > 1 && is_digits(tok(1)) {
                     let t = Num::parse(tok(1));
@@ -697,13 +717,25 @@ impl<T: Copy> CommandReader<T> {
     }
 
     /// Whether an LSG/LST line has the MSNP8+ shape (no TrID).
-    fn syn_block_line(&self, state: &ProtocolState, lookup: &[u8]) -> bool {
-        match state.effective() {
-            Some(v) => v.big.is_some() || v.value >= tables::SYN_BLOCK_VERSION,
-            // Unknown version (capture started late): an MSNP2-7 LST starts with its TrID,
-            // an MSNP8+ one with a handle; LSG is ambiguous and taken as MSNP8+.
-            None => lookup != b"LST",
+    fn syn_block_line(&self, state: &mut ProtocolState, lookup: &[u8], tokens: &[(usize, usize)],
+                      content: &[u8]) -> bool {
+        if let Some(v) = state.effective() {
+            return v.big.is_some() || v.value >= tables::SYN_BLOCK_VERSION;
         }
+        // Unknown version (the capture starts after VER): the lines seen tell the dialect
+        // (`_syn_block_line` in the reference). Once one line has shown the MSNP2-7 shape,
+        // the ambiguous ones are read in it.
+        if state.max_version != 0 && state.max_version < tables::SYN_BLOCK_VERSION {
+            return false;
+        }
+        if state.min_version >= tables::SYN_BLOCK_VERSION {
+            return true;
+        }
+        if old_list_line(lookup, tokens, content) {
+            state.max_version = tables::SYN_BLOCK_VERSION - 1;
+            return false;
+        }
+        true
     }
 
     /// The TrID anomalies of a line (`_trid` in the reference); the TrID when it is a number.

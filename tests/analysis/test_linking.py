@@ -176,7 +176,7 @@ def test_decode_json_carries_link_records(tmp_path):
 
 @pytest.mark.skipif(not (REAL / "ndpi_msnms.pcap").exists(), reason="../shared/captures-real not beside the clone")
 def test_ndpi_rng_and_xfr_sb_each_match_a_switchboard_by_cookie_and_session_id():
-    from analyzer.capture.files import feed_pcap
+    from analyzer.capture.files import feed_capture
     from analyzer.msnp import Command
 
     class Logins:
@@ -198,7 +198,7 @@ def test_ndpi_rng_and_xfr_sb_each_match_a_switchboard_by_cookie_and_session_id()
     linker = Linker(Redactor(enabled=False))
     logins = Logins()
     analysis = Analysis([linker, logins])
-    feed_pcap(analysis, str(REAL / "ndpi_msnms.pcap"))
+    feed_capture(analysis, str(REAL / "ndpi_msnms.pcap"))
     analysis.finish()
     res = linker.result()
     links = [l for l in res["links"] if l["type"] == "ns_sb"]

@@ -344,8 +344,64 @@ def test_acknowledged_bytes_are_not_kept():
     assert half.sent is None                              # everything acknowledged: no buffer at all
     w.send("c", b"x" * 40000)
     assert len(half.sent) <= 16 * 1024                    # a small cap
-    # Never acknowledged (the ACK is not in the capture): let go once the flow has been
-    # quiet for the reorder timeout, as another flow's segment moves capture time on.
-    w.tracker.segment(w.ts + 61, key(("127.0.0.3", 5000), SERVER), 1, 0, SYN, b"")
-    assert half.sent is None
     w.finish()
+
+
+def test_a_stream_ends_at_its_tcp_close_not_its_last_command():
+    # msnp.py logs out by closing the socket: the last command at t, the FINs 3.3 s later.
+    w = Wire()
+    w.handshake()
+    w.send("c", b"VER 1 MSNP8 CVR0\r\n")
+    w.send("s", b"VER 1 MSNP8 CVR0\r\n")
+    last_command = w.ts
+    w.ts += 3.3
+    w.send("c", flags=FIN | ACK)
+    w.send("s", flags=FIN | ACK)
+    fin = w.ts
+    [conn] = w.analysis.connections.values()
+    assert conn.closed and conn.last_ts == fin and fin - last_command > 3.3
+    # one still open when the capture ends ends at its own last segment, not at the capture's end
+    w = Wire()
+    w.handshake()
+    w.send("c", b"VER 1 MSNP8 CVR0\r\n")
+    w.send("s", flags=ACK)
+    own_last = w.ts
+    w.tracker.finish(w.ts + 500)
+    [conn] = w.analysis.connections.values()
+    assert conn.closed and conn.last_ts == own_last
+
+
+def test_a_hole_waits_while_its_bytes_can_still_come_keepalives_a_minute_apart():
+    # A PNG a minute, both sides; one client segment is written to the file late (after the
+    # next two keep-alives, 130 s of capture time later): its bytes are in the capture, so
+    # no tcp.gap, and every command comes out in order.
+    w = Wire()
+    w.handshake()
+    late = None
+    for minute in range(5):
+        w.ts = 1000.0 + 60 * minute
+        if minute == 1:
+            late = (w.ts, w.seq["c"])
+            w.seq["c"] += 5            # the PNG of minute 1 reaches the file later
+        else:
+            w.send("c", b"PNG\r\n")
+        w.send("s", b"QNG 50\r\n", ack=0)
+    ts, seq = late
+    w.ts = 1000.0 + 60 * 4 + 10
+    w.send("c", b"PNG\r\n", seq=seq)
+    assert w.ts - ts > 130
+    w.send("c", flags=FIN | ACK)
+    w.send("s", flags=FIN | ACK)
+    got = w.finish()
+    assert "tcp.gap" not in got.names()
+    assert lines(got) == [b"PNG\r\n"] * 5
+    # the same hole with the bytes never captured is still a gap at the connection's end
+    w = Wire()
+    w.handshake()
+    w.send("c", b"PNG\r\n")
+    w.seq["c"] += 5
+    w.ts += 200
+    w.send("c", b"PNG\r\n")
+    w.send("c", flags=FIN | ACK)
+    w.send("s", flags=FIN | ACK)
+    assert [a.detail for _, a in w.finish().anomalies if a.name == "tcp.gap"] == ["5 bytes missing at offset 5"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from analyzer.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "captures-real"
 NDPI = REAL / "ndpi_msnms.pcap"
@@ -32,7 +35,7 @@ def test_not_a_capture_is_a_one_line_error(tmp_path):
     bad.write_text("hello\n")
     r = run("analyze", str(bad))
     assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0 and "not a pcap or pcapng capture" in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "not a capture, transcript or MSNP stream: a text file starting 'hello'" in r.stderr
     assert "Traceback" not in r.stderr
 
 
@@ -138,3 +141,20 @@ def test_report_keeps_addresses_whole_on_an_80_column_terminal():
     for addr in ("127.0.0.1:50010", "→ 127.0.0.1:1863", "→ 127.0.0.3:1864", "alice@example.com"):
         assert addr in text
     assert "DS MSNP8" in text and "NS MSNP8" in text
+
+
+def test_a_truncated_capture_names_the_file_and_offset_and_chat_says_it_is_partial(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    data = (ROOT / "captures" / "msnp8_login_chat.pcap").read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[:len(data) * 3 // 4 + 7])  # mid-record, inside the second switchboard
+    assert main(["analyze", str(cut), "--fail-on", "never"]) == 0
+    report = capsys.readouterr().out
+    m = re.search(r"capture\.truncated: cut\.pcap at byte (\d+)", report)
+    assert m and 0 < int(m.group(1)) < len(data), report[-1500:]
+    assert main(["chat", str(cut)]) == 1
+    out, err = capsys.readouterr()
+    assert "Hello Bob" in out  # what was read is still shown
+    assert err.startswith("msnp-analyzer: warning: the transcript is partial: capture.truncated: cut.pcap at byte")
+    assert main(["chat", str(ROOT / "captures" / "msnp8_login_chat.pcap")]) == 0
+    assert "partial" not in capsys.readouterr().err

@@ -87,3 +87,23 @@ def test_anomalies_json_lists_every_catalogue_name():
 def test_no_command_prints_help_and_exits_2(capsys):
     assert main([]) == 2
     assert "decode" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["analyze", "captures/msnp8.msnp", "--port", "99999"], "--port: not a TCP port: '99999'"),
+    (["analyze", "captures/msnp8.msnp", "--port", "0"], "--port: not a TCP port: '0'"),
+    (["analyze", "captures/msnp8.msnp", "--tcp-buffer", "-1"], "--tcp-buffer: not a size: '-1'"),
+    (["analyze", "captures/msnp8.msnp", "--reorder-timeout", "-5"], "--reorder-timeout: not a duration"),
+    (["analyze", "captures/msnp8.msnp", "--max-flows", "0"], "--max-flows: not a positive whole number"),
+    (["decode", "captures/msnp8.msnp", "--max-pending", "-3"], "--max-pending: not a positive whole number"),
+    (["decode", "captures/msnp8.msnp", "--reply-timeout", "nan"], "--reply-timeout: not a duration"),
+    (["decode", "captures/msnp8.msnp", "--msnp", "99"], "--msnp: not an MSNP version: '99'"),
+    (["chat", "captures/msnp8.msnp", "--msnp", "1"], "--msnp: not an MSNP version: '1'"),
+    (["mitm", "--listen-port", "70000"], "--listen-port: not a TCP port: '70000'"),
+    (["proxy", "--upstream", "127.0.0.1", "--duration", "-1"], "--duration: not a duration: '-1'"),
+])
+def test_out_of_range_option_values_are_usage_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err

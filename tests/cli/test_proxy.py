@@ -140,6 +140,39 @@ def test_loop_option_is_used_and_a_missing_uvloop_is_a_usage_error(tmp_path):
     assert "--loop" in cli("proxy", "--help").stdout
 
 
+def test_verbose_shows_what_the_client_was_given_and_the_recording_says_how_to_dissect_it(tmp_path):
+    rpath = tmp_path / "demo.pcapng"
+    out = cli("demo", "--msnp", "8", "-v", "--record", str(rpath))
+    assert out.returncode == 0, out.stderr
+    # the server's line as sent (upstream address), then the address the client was given
+    m = re.search(r"<<< XFR 3 NS (\S+) .*\n\s+= \[\d+\] XFR NS rewritten for the client: (\S+) -> (\S+)", out.stdout)
+    assert m and m.group(1) == m.group(2) and m.group(3) != m.group(2), out.stdout[:3000]
+    options = re.search(r"tshark ((?:-d tcp\.port==\d+,msnms ?)+)", out.stdout)
+    assert options, out.stdout[-2000:]
+    ports = {int(p) for p in re.findall(r"tcp\.port==(\d+)", options.group(1))}
+    assert int(m.group(3).rsplit(":", 1)[1]) in ports  # the NS listener the client was sent to
+    if not os.path.exists("/usr/bin/tshark"):
+        return
+    # with those options tshark decodes every leg (DS, NS and both switchboards) as MSNP
+    shown = subprocess.run(["tshark", "-r", str(rpath), *options.group(1).split(), "-Y", "msnms",
+                            "-T", "fields", "-e", "tcp.stream"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert len(set(shown.stdout.split())) == 4
+
+
+def test_demo_stream_records_say_both_legs_through_the_analysis_process(tmp_path):
+    jpath = tmp_path / "demo.jsonl"
+    out = cli("demo", "--quiet", "--msnp", "8", "--json", str(jpath))
+    assert out.returncode == 0, out.stderr
+    streams = [r for r in map(json.loads, jpath.read_text().splitlines()) if r["kind"] == "stream"]
+    assert len(streams) == 4
+    for r in streams:
+        near, far = r["legs"]
+        assert (near["leg"], far["leg"]) == ("client", "upstream")
+        assert near["client"] == r["client"] and far["server"] == r["server"]
+        assert near["server"] != far["server"] and near["client"] != far["client"]
+    assert {r["version"] for r in streams} == {"MSNP8"}  # the switchboards too, from their NS
+
 def test_an_upstream_equal_to_the_listen_address_is_one_line_exit_2():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

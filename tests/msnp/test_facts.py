@@ -111,3 +111,20 @@ def test_logins():
 ])
 def test_not_a_login(direction, line):
     assert login(one(direction, line)) is None
+
+
+def test_message_sender():
+    from analyzer.msnp.facts import nick_text, sender
+    found = sender(one(S2C, b"MSG bob@example.com;{g} Bob%20B 4\r\nabcd"))
+    assert (found.endpoint.handle, found.endpoint.guid, found.nick, found.service) == (
+        "bob@example.com", "{g}", b"Bob%20B", False)
+    assert nick_text(found.nick) == "Bob B"
+    assert sender(one(S2C, b"MSG Hotmail Hotmail 4\r\nabcd")).service
+    assert sender(one(C2S, b"MSG 4 N 4\r\nabcd")) is None
+
+
+@pytest.mark.parametrize("token", [b"bob@example.com", b"Bob@Example.com;{0F5A-11}", b"a;b;c", b";{g}", b""])
+def test_the_pairing_copy_of_the_endpoint_rule_agrees(token):
+    # pairing.py keeps its own bytes-level copy (matching a JOI to its CAL): held to the rule here.
+    from analyzer.msnp.pairing import _handle
+    assert _handle(token).decode() == handle_of(token).lower()

@@ -169,9 +169,50 @@ def test_in_order_replies_are_not_flagged():
     assert w.anomalies == []
 
 
-def test_async_between_request_and_reply_is_interleaved():
+def test_async_while_a_single_reply_is_awaited_is_ordinary_traffic():
+    # PROTOCOL.md: an NLN between PNG and QNG, or any push while a request awaits its one reply,
+    # is not interleaving; nor is the GCF between USR SSO I and USR SSO S (MSNP13+).
     w = Wire().c(b"XFR 10 SB\r\n").s(b"NLN AWY bob@example.com Bob 0\r\n").s(b"XFR 10 SB 1:1 CKI 1\r\n").close()
+    assert w.anomalies == []
+    w = (Wire().c(b"PNG\r\n").s(b"NLN AWY bob@example.com Bob 0\r\n").s(b"RNG 1 1:1 CKI 2 b@x B\r\n")
+         .s(b"QNG 50\r\n").close())
+    assert w.anomalies == []
+    w = (Wire(version=15).c(b"USR 3 SSO I alice@example.com\r\n").s(b"GCF 0 4\r\n<x/>")
+         .s(b"USR 3 SSO S MBI_KEY_OLD x\r\n").close())
+    assert w.anomalies == []
+
+
+def test_lines_inside_a_block_of_related_replies_are_interleaved():
+    # an NLN between two ILNs
+    w = (Wire().c(b"CHG 9 NLN 0\r\n").s(b"CHG 9 NLN 0\r\n").s(b"ILN 9 NLN bob@example.com Bob 0\r\n")
+         .s(b"NLN AWY dave@example.com Dave 0\r\n").s(b"ILN 9 NLN carol@example.com Carol 0\r\n").close())
     assert w.anomalies == ["msnp.async.interleaved"]
+    # an ILN among the BPRs of a SYN list (the CHG's reply, then its ILN, inside the counted list)
+    w = (Wire().c(b"SYN 5 0\r\n").c(b"CHG 6 NLN 0\r\n").s(b"SYN 5 7 2 0\r\n")
+         .s(b"LST bob@example.com Bob 11 0\r\n").s(b"BPR PHH 555\r\n")
+         .s(b"ILN 6 NLN dave@example.com Dave 0\r\n")
+         .s(b"BPR PHW 556\r\n").s(b"LST carol@example.com Carol 11 0\r\n").close())
+    assert "msnp.async.interleaved" in w.anomalies
+    # a push between IRO lines
+    w = (Wire().c(b"ANS 1 alice@example.com 1.2 11752013\r\n").s(b"IRO 1 1 2 bob@example.com Bob\r\n")
+         .s(b"JOI dave@example.com Dave\r\n").s(b"IRO 1 2 2 carol@example.com Carol\r\n").s(b"ANS 1 OK\r\n")
+         .close())
+    assert w.anomalies == ["msnp.async.interleaved"]
+    # the same pushes after the block ended are not
+    w = (Wire().c(b"ANS 1 alice@example.com 1.2 11752013\r\n").s(b"IRO 1 1 1 bob@example.com Bob\r\n")
+         .s(b"ANS 1 OK\r\n").s(b"JOI dave@example.com Dave\r\n").close())
+    assert w.anomalies == []
+
+
+def test_two_outstanding_cals_each_get_their_joi():
+    w = (Wire().c(b"CAL 2 bob@example.com\r\n", 0.0).c(b"CAL 3 carol@example.com\r\n", 0.1)
+         .s(b"CAL 2 RINGING 11752013\r\n", 0.2).s(b"CAL 3 RINGING 11752013\r\n", 0.3)
+         .s(b"MSG 4 A 2\r\nhi", 0.4)
+         .s(b"JOI bob@example.com Bob\r\n", 5.0).s(b"JOI carol@example.com Carol\r\n", 9.0).close())
+    assert [r.cmd for r in w.txn("CAL", 2).replies] == ["CAL", "JOI"]
+    assert [r.cmd for r in w.txn("CAL", 3).replies] == ["CAL", "JOI"]
+    assert w.txn("CAL", 2).outcome == w.txn("CAL", 3).outcome == "answered"
+    assert w.anomalies == []
 
 
 def test_async_inside_a_multi_reply_block_is_interleaved_only_if_the_block_goes_on():

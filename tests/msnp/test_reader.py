@@ -294,3 +294,23 @@ def test_empty_feed_and_bad_direction():
 
 # Every test here runs on both implementations: the pure-Python reference and the compiled core.
 pytestmark = pytest.mark.usefixtures("implementation")
+
+
+def test_a_mid_session_msnp2_to_7_capture_shows_its_dialect():
+    # VER was cut away: the first LST line shows the MSNP2-7 shape, so the LSG line after it
+    # (ambiguous alone) keeps its TrID too, and the connection says which dialect it speaks.
+    state = ProtocolState()
+    reader = CommandReader(S2C, state)
+    cmds = commands(reader.feed(b"SYN 8 12\r\nLST 8 FL 12 1 1 bob@example.com Bob\r\n"
+                                b"LSG 8 12 1 1 0 Other%20Contacts 0\r\n", 1.0))
+    assert [(c.cmd, c.trid) for c in cmds] == [("SYN", 8), ("LST", 8), ("LSG", 8)]
+    assert state.max_version == 7
+    # an LSG of that shape shows it on its own
+    [lsg] = commands(read(S2C, b"LSG 8 12 1 1 0 Other%20Contacts 0\r\n"))
+    assert lsg.trid == 8 and lsg.raw_params[0] == b"12"
+    # and the MSNP8+ shapes stay without a TrID
+    assert commands(read(S2C, b"LSG 0 Other%20Contacts 0\r\n"))[0].trid is None
+    from analyzer.analysis.connection import Connection
+    conn = Connection("1")
+    conn.feed(S2C, b"LST 8 FL 12 1 1 bob@example.com Bob\r\n", 1.0)
+    assert conn.version_label == "MSNP2-7"

@@ -144,7 +144,7 @@ def test_export_command_writes_a_page_and_json(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["export", "nope.pcap", "-o", "x.html"], "nope.pcap: no such file"),
-    (["export", "README.md", "-o", "x.html"], "not a pcap, pcapng or transcript"),
+    (["export", "README.md", "-o", "x.html"], "README.md: not a capture, transcript or MSNP stream: a text file starting '# msnp-analyzer'"),
     (["export", "captures/msnp8_switchboard_chat.msnp", "-o", "/nonexistent/dir/x.html"], "does not exist"),
 ])
 def test_export_unusable_input_is_one_line_and_exit_2(args, message):

@@ -17,8 +17,8 @@ from analyzer.analysis.run import Analysis
 from analyzer.capture import pcap as pcap_module
 from analyzer.capture.detect import Detector
 from analyzer.capture.tcp import Early
-from analyzer.capture.files import open_captures
-from analyzer.cli.main import RAW_CHUNK, main
+from analyzer.capture.files import RAW_CHUNK, open_captures
+from analyzer.cli.main import main
 from captures.make_hostile import clean_pcap, ethernet, pcap_header, pcap_record, tcp_segment
 
 

@@ -38,6 +38,7 @@ import logging
 import re
 import socket
 import sys
+import time
 import typing
 from pathlib import Path
 
@@ -48,7 +49,7 @@ from mitmproxy import ctx, http, tcp  # noqa: E402
 
 from analyzer.analysis.run import Analysis  # noqa: E402
 from analyzer.msnp import C2S, S2C, Anomaly, Command  # noqa: E402
-from analyzer.capture.mitm.flows import FlowAnalyzer, address, exchange_from_flow, tcp_endpoints  # noqa: E402
+from analyzer.capture.mitm.flows import FlowAnalyzer, address, closed_at, exchange_from_flow, tcp_endpoints  # noqa: E402
 from analyzer.analysis.redact import Redactor  # noqa: E402
 from analyzer.text import visible  # noqa: E402
 
@@ -256,7 +257,8 @@ class MsnpAddon:
             ts = flow.error.timestamp if error else None
             if error:
                 self.analysis.anomaly(state.conn, Anomaly("mitm.connection.error", error.msg, None, None, ts))
-            self.analysis.close(state.conn, ts or state.conn.last_ts)
+            # the TCP close, not the last message: mitmproxy's end time, else now (this hook runs then)
+            self.analysis.close(state.conn, ts or closed_at(flow) or time.time())
         except Exception:  # noqa: BLE001
             self._failed("tcp_end")
 

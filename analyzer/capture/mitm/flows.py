@@ -54,6 +54,18 @@ def exchange_from_flow(flow) -> HttpExchange:
         error=flow.error.msg if flow.error else None)
 
 
+def closed_at(flow) -> float | None:
+    """When the flow's TCP connection closed (the later side), if mitmproxy recorded it: a
+    stream ends there, not at its last message (a client may log out by closing the socket)."""
+    ends = []
+    for side in (flow.client_conn, flow.server_conn):
+        t = getattr(side, "timestamp_end", None) if side is not None else None
+        if isinstance(t, (int, float)) and not isinstance(t, bool):
+            ends.append(_time(t))
+    ends = [t for t in ends if t is not None]
+    return max(ends) if ends else None
+
+
 def tcp_endpoints(flow) -> tuple[str | None, str | None]:
     client = address(flow.client_conn.peername) if flow.client_conn else None
     server = None
@@ -176,7 +188,8 @@ class FlowAnalyzer:
         if flow.error:
             analysis.anomaly(conn, Anomaly("mitm.connection.error", str(flow.error.msg), None, None,
                                            _time(flow.error.timestamp)))
-        analysis.close(conn, ts)
+        end = closed_at(flow)
+        analysis.close(conn, end if end is not None and (ts is None or end >= ts) else ts)
 
     def http_flow(self, flow) -> None:
         self.http_flows += 1

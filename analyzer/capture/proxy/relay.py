@@ -284,6 +284,15 @@ class Relay:
         transport.set_write_buffer_limits(high=self.proxy.buffer)
         self.upstream_local = transport.get_extra_info("sockname")[:2]
         self.proxy.upstream_locals.append(self.upstream_local)
+        if self.conn is not None and self.analysing:
+            # The stream's `client`/`server` are the client and the server it reached through
+            # us; say which two TCP connections that was.
+            peer = self.client.get_extra_info("peername")
+            listen = self.client.get_extra_info("sockname")
+            legs = [{"leg": "client", "client": join_address(*peer[:2]), "server": join_address(*listen[:2])},
+                    {"leg": "upstream", "client": join_address(*self.upstream_local),
+                     "server": join_address(host, port)}]
+            self._analyse(lambda: self.proxy.analysis.legs(self.conn, legs))
         early, self._early = self._early, []
         for data in early:
             self.c2s(data)
@@ -506,6 +515,7 @@ class Proxy:
         self.connect_timeout = connect_timeout
         self.on_notice = on_notice
         self.listeners: dict[tuple[str, int], Listener] = {}
+        self.ports_used: set[int] = set()  # every port a listener of ours was bound to (dissect_options)
         self.relays: set[Relay] = set()
         self.notices: list[str] = []
         self.upstream_locals: list[tuple] = []
@@ -516,6 +526,12 @@ class Proxy:
     @property
     def address(self) -> tuple[str, int]:
         return self.main.address
+
+    def dissect_options(self) -> str:
+        """tshark/Wireshark options that decode the recording's legs as MSNP: the NS and
+        switchboard listeners sit on ephemeral ports Wireshark does not know as msnms."""
+        ports = sorted(self.ports_used - {1863})  # closed idle listeners' too: the recording holds them
+        return " ".join(f"-d tcp.port=={port},msnms" for port in ports)
 
     @property
     def refused(self) -> int:
@@ -711,6 +727,7 @@ class Proxy:
     async def _serve(self, listener: Listener, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         listener.address = sock.getsockname()[:2]
+        self.ports_used.add(listener.address[1])
         listener.server = await loop.create_server(lambda: _Side(Relay(self, listener), C2S), sock=sock)
 
     def route(self, kind: str, host: str, port: int) -> tuple[str, int] | Refused:

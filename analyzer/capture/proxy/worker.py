@@ -85,6 +85,12 @@ class Closed(NamedTuple):
     ts: float | None
 
 
+class Legs(NamedTuple):
+    """The relay's two TCP connections behind a stream (`Analysis.legs`)."""
+    conn_id: str
+    legs: list
+
+
 class AnomalySeen(NamedTuple):
     """An anomaly the forwarding process found (conn_id None: not tied to a connection)."""
     conn_id: str | None
@@ -221,6 +227,9 @@ class RemoteAnalysis:
         self._fill(conn, ts)
         self._holes.discard(conn)
         self._put(Closed(conn.id, ts))
+
+    def legs(self, conn: RemoteConn, legs: list[dict]) -> None:
+        self._put(Legs(conn.id, legs))
 
     def anomaly(self, conn: RemoteConn | None, anomaly: Anomaly) -> None:
         if conn is not None:
@@ -381,6 +390,11 @@ def serve(session, sock: socket.socket) -> int:
             conn = conns.pop(cid, None)
             if conn is not None:
                 guarded(cid, lambda: analysis.close(conn, record.ts))
+        elif kind is Legs:
+            cid = record.conn_id
+            conn = conns.get(cid)
+            if conn is not None:
+                guarded(cid, lambda: analysis.legs(conn, record.legs))
         elif kind is AnomalySeen:
             cid = record.conn_id
             conn = conns.get(cid) if cid is not None else None

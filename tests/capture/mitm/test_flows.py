@@ -95,3 +95,17 @@ def test_analyze_command_reads_flow_files_beside_pcaps(tmp_path):
     bad.write_bytes(path.read_bytes()[:30])
     proc = subprocess.run([sys.executable, "-m", "analyzer", "analyze", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_a_tcp_flow_ends_at_its_close_not_its_last_message(tmp_path):
+    flow = msnp_flow()  # messages 10.0 to 10.4
+    flow.client_conn.timestamp_end = 13.7  # the client logged out by closing the socket
+    flow.server_conn.timestamp_end = 13.75
+    path = tmp_path / "f.mitm"
+    write_flows(path, [flow])
+    out = io.StringIO()
+    analysis = Analysis([JsonLinesWriter(out)])
+    read_flow_file(path, analysis)
+    analysis.finish()
+    [stream] = [r for r in map(json.loads, out.getvalue().splitlines()) if r["kind"] == "stream"]
+    assert stream["start"] == 10.0 and stream["end"] == 13.75

@@ -157,3 +157,38 @@ def test_recording_holds_what_the_client_saw(session):
         assert bytes(flows[(listener_port, port)]) == bytes(cl.received)  # rewritten lines included
         assert flags[(port, listener_port)][0] == "S" and "FA" in flags[(port, listener_port)]
         assert flags[(listener_port, port)][0] == "SA" and "FA" in flags[(listener_port, port)]
+
+
+def test_stream_records_say_both_legs(session):
+    version, service, proxy, client, records, _ = session
+    streams = sorted((r for r in records if r["kind"] == "stream"), key=lambda r: int(r["stream"]))
+    ups = sorted(service.endpoints, key=lambda e: e.peer[1])  # the proxy's upstream sockets
+    for rec, mine, theirs in zip(streams, client.endpoints, service.endpoints):
+        near, far = rec["legs"]
+        # the client's connection to our listener, and ours to the server: both existed
+        assert near == {"leg": "client", "client": "%s:%d" % mine.local, "server": "%s:%d" % mine.peer}
+        assert far == {"leg": "upstream", "client": "%s:%d" % theirs.peer, "server": "%s:%d" % theirs.local}
+        assert rec["client"] == near["client"] and rec["server"] == far["server"]
+    assert len(ups) == len(streams)
+
+
+def test_switchboards_inherit_the_version_their_ns_negotiated():
+    from analyzer.analysis.linking import Linker, LinkWriter
+
+    async def go():
+        service = await ScriptedService().start()
+        out = io.StringIO()
+        writer = JsonLinesWriter(out, Redactor(enabled=False), flush=True)
+        linker = Linker()
+        analysis = Analysis([linker, writer, LinkWriter(linker, [writer])])
+        proxy = await Proxy(service.address("DS"), analysis, listen=("127.0.0.1", 0)).start()
+        try:
+            await asyncio.wait_for(ScriptedClient(*proxy.address, version=15, timeout=5).run(), 20)
+        finally:
+            await proxy.stop()
+            await service.stop()
+            analysis.finish()
+        return [json.loads(line) for line in out.getvalue().splitlines()]
+    records = run(go(), "asyncio")
+    versions = {r["role"]: r["version"] for r in records if r["kind"] == "stream"}
+    assert versions == {"DS": "MSNP15", "NS": "MSNP15", "SB": "MSNP15"}
