@@ -104,15 +104,18 @@ IDLE_TIMEOUT = 1800.0   # msnp-analyzer's default --idle-timeout: a silent conne
 
 
 def _source() -> tuple[list, list, dict]:
-    """The source's packets (bytes, sec, usec), its switchboard cookies, each address's slot."""
+    """The source's packets (bytes, sec, usec), the words each copy renames (switchboard
+    cookies and user handles), each address's slot."""
     from scapy.utils import RawPcapReader
     records = [(bytes(d), m.sec, m.usec) for d, m in RawPcapReader(str(SOURCE))]
     cookies = sorted({m.group(1) for d, _, _ in records for m in re.finditer(rb"CKI (\d{6}[\d.]+)", d)})
+    handles = sorted({m.group(1) for d, _, _ in records
+                      for m in re.finditer(rb"([A-Za-z0-9._-]{6,})@[A-Za-z0-9.-]+\.[a-z]+", d)})
     slots: dict[bytes, int] = {}
     for data, _, _ in records:
         for a in (data[26:30], data[30:34]):
             slots.setdefault(a, len(slots))
-    return records, cookies, slots
+    return records, cookies + handles, slots
 
 
 def _flows(records: list) -> list[tuple[float, float]]:
@@ -163,9 +166,10 @@ def build_busy(path: Path, replicas: int, spacing: float) -> None:
     """Write `replicas` copies of the source, copy r starting r * spacing seconds after the
     first and interleaved with the others in time order. Each copy has its own client and
     server addresses (127.x.y.z), sequence numbers and switchboard cookies, as the logins of
-    a busy server would; connections stay open at once by the thousand."""
+    a busy server would (and its own user handles: a busy server serves many users, and a
+    login is linked by its user); connections stay open at once by the thousand."""
     import heapq
-    records, cookies, slots = _source()
+    records, cookies, slots = _source()   # cookies and handles
     t0 = records[0][1] * 1_000_000 + records[0][2]
     step = round(spacing * 1_000_000)
 
@@ -173,7 +177,8 @@ def build_busy(path: Path, replicas: int, spacing: float) -> None:
         block = bytes([127, 1 + (r >> 8) % 250, r & 0xFF])
         addr = {a: block + bytes([1 + s]) for a, s in slots.items()}
         shift = (r * 7919) & 0xFFFFFFFF
-        # Six digits of each cookie renamed per copy (same length: nothing else moves).
+        # The first six characters of each cookie and of each handle's user name renamed per
+        # copy (same length: nothing else moves).
         renamed = [(c, b"%06d" % (r % 1_000_000) + c[6:]) for c in cookies]
         for i, (data, sec, usec) in enumerate(records):
             for old, new in renamed:

@@ -26,6 +26,7 @@ from analyzer.msnp.msnftp import FtpReader
 from analyzer.msnp.facts import Referral, login, referral, sender
 from analyzer.msnp.reader import connection_readers
 
+_NEVER = float("inf")
 LATENCY_SAMPLE = 10_000  # latencies kept per connection for its percentiles
 _RANDOM = random.Random(1863)  # fixed seed: the same capture gives the same report
 
@@ -112,6 +113,12 @@ class Connection:
         if self.state.max_version:
             return f"MSNP2-{self.state.max_version}"  # the dialect its lines showed (VER not seen)
         return self.inherited_version
+
+    @property
+    def wake(self) -> float:
+        """When `tick` next has something to time out (inf: nothing waits, or the connection is over)."""
+        tracker = self.tracker
+        return tracker.wake if tracker is not None and not self.failed else _NEVER
 
     # -- feeding --------------------------------------------------------------
 

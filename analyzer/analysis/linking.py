@@ -38,10 +38,23 @@ session's cookies, or that could answer one of its unlinked XFR NS lines). What
 the window gives up: a connection that starts more than `window` seconds after
 every connection of its login has ended is not linked to it (real clients
 connect within seconds of the XFR or RNG that sends them).
+
+Two bounds keep settling going on a busy capture (thousands of connections
+open at once, for hours): a stream still open whose user is not known holds
+sessions back only for `window` seconds after it started (a login's user is
+known from its first lines; one stray without a user would otherwise keep
+every later login from settling); and once more than `max_held` ended streams
+are held (20 x `settle_after` unless given), the logins past the window settle
+even though an open stream could still join them, their session records
+saying so in a "forced" field. Each pass looks the open streams up through
+one index (by cookie, handle and start time) and links through indexes by
+cookie, login, session id, server address and client host (`_Queue`), so a
+pass costs about linearly in what it holds.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from typing import NamedTuple
@@ -109,6 +122,92 @@ class StreamFacts:
     handles: set[str] = field(default_factory=set)                 # every handle listed
 
 
+_NEVER = float("inf")
+
+
+class _OpenStreams:
+    """The streams still open at a settling pass, by what could link them to a held login:
+    the earliest start per cookie presented and per user handle, the earliest start of a
+    recent stream whose user is not known yet, and every start (sorted, for XFR NS lines)."""
+
+    __slots__ = ("cookie", "handle", "unknown", "starts", "timeless")
+
+    def __init__(self) -> None:
+        self.cookie: dict[bytes, float] = {}
+        self.handle: dict[str, float] = {}
+        self.unknown = _NEVER
+        self.starts: list[float] = []
+        self.timeless = False       # an open stream without any time: it could join anything
+
+
+class _Queue:
+    """Connections that could answer a referral (one XFR NS target, one cookie), in capture
+    order (start time, then first sight; those without a time last), with the ones already
+    taken skipped in near-constant time (each position points on to the next one not known
+    to be taken: union-find), so many referrals and many connections do not multiply."""
+
+    __slots__ = ("sids", "starts", "keys", "untimed", "next")
+
+    def __init__(self) -> None:
+        self.sids: list[str] = []
+        self.starts: list[float | None] = []
+        self.keys: list[float] = []   # starts, with inf for none: for bisect
+        self.untimed = None           # position of the first without a start time
+        self.next: list[int] = []
+
+    def add(self, sid: str, start: float | None) -> None:
+        if start is None and self.untimed is None:
+            self.untimed = len(self.sids)
+        self.sids.append(sid)
+        self.starts.append(start)
+        self.keys.append(_NEVER if start is None else start)
+        self.next.append(len(self.next))
+
+    def _find(self, i: int) -> int:
+        nxt = self.next
+        n = len(nxt)
+        root = i
+        while root < n and nxt[root] != root:
+            root = nxt[root]
+        while i < n and nxt[i] != root:   # path compression
+            nxt[i], i = root, nxt[i]
+        return root
+
+    def _walk(self, i: int, taken: set[str]):
+        """Positions from `i` on whose connection is not taken (taken ones are passed for good)."""
+        n = len(self.sids)
+        i = self._find(i)
+        while i < n:
+            if self.sids[i] in taken:
+                self.next[i] = i + 1
+            else:
+                yield i
+            i = self._find(i + 1)
+
+    def first_in(self, lo: float, hi: float, exclude: str, taken: set[str]) -> str | None:
+        """The first connection not taken (nor `exclude`) that started in [lo, hi], or without a time."""
+        for i in self._walk(bisect_left(self.keys, lo), taken):
+            start = self.starts[i]
+            if start is not None and start > hi:
+                if self.untimed is None:
+                    return None
+                for j in self._walk(self.untimed, taken):
+                    if self.sids[j] != exclude:
+                        return self.sids[j]
+                return None
+            if self.sids[i] != exclude:
+                return self.sids[i]
+        return None
+
+    def first_after(self, later, exclude: str, taken: set[str]) -> str | None:
+        """Without a time: the first connection not taken that `later` accepts (a scan)."""
+        for i in self._walk(0, taken):
+            sid = self.sids[i]
+            if sid != exclude and later(sid):
+                return sid
+        return None
+
+
 class Ended:
     """What linking needs of a connection once it has ended.
 
@@ -128,7 +227,7 @@ class Linker:
     """A sink that links DS->NS->SB connections, groups logins and follows chats."""
 
     def __init__(self, redactor: Redactor | None = None, *, settle_after: int | None = None,
-                 window: float = 300.0) -> None:
+                 window: float = 300.0, max_held: int | None = None) -> None:
         self.redactor = redactor or Redactor()
         self.facts: dict[str, StreamFacts] = {}
         self.conns: dict = {}
@@ -143,6 +242,10 @@ class Linker:
         self._ended = 0                # ended streams held
         self._next_try = settle_after or 0
         self._now: float | None = None  # the latest capture time seen
+        # At most this many ended streams are held: past it, logins past the window settle
+        # even when an open stream could still join them ("forced" in their session record).
+        self.max_held = max_held if max_held is not None else 20 * (settle_after or 0)
+        self.forced = 0
         self._ns_of_cookie: dict[bytes, str] = {}  # XFR SB / RNG cookie -> the stream that sent it
 
     # -- sink interface -------------------------------------------------------
@@ -303,12 +406,24 @@ class Linker:
                 self.facts[sid] = StreamFacts(sid, 10 ** 9)
         sids = sorted(self.facts, key=lambda s: (self._start(s) is None, self._start(s) or 0.0, self.facts[s].order))
 
-        # NS <- SB by cookie (and session id for RNG).
-        by_cookie: dict[bytes, list[str]] = {}
+        # NS <- SB by cookie (and session id for RNG), through queues by cookie, login command,
+        # session id and server address (see _sb_pick).
+        position = {sid: i for i, sid in enumerate(sids)}
+        sb_queues: dict[tuple, _Queue] = {}
+        sessids: dict[tuple, set] = {}
         for sid in sids:
             login = self.facts[sid].sb_login
-            if login is not None:
-                by_cookie.setdefault(login.cookie, []).append(sid)
+            if login is None:
+                continue
+            server = getattr(self.conns.get(sid), "server", None)
+            base = (login.cookie, login.cmd)
+            sessids.setdefault(base, set()).add(login.sessid)
+            start = self._start(sid)
+            for group in (("none",),) if server is None else (("known",), ("server", server)):
+                queue = sb_queues.get((*base, login.sessid, group))
+                if queue is None:
+                    queue = sb_queues[(*base, login.sessid, group)] = _Queue()
+                queue.add(sid, start)
         claimed: set[str] = set()
         sb_refs = [r for r in self.referrals if r.kind in ("xfr_sb", "rng")]
         chosen: dict[int, str] = {}
@@ -319,10 +434,10 @@ class Linker:
             for i, ref in enumerate(sb_refs):
                 if i in chosen:
                     continue
-                candidates = self._sb_candidates(ref, by_cookie.get(ref.cookie, ()), claimed, exact)
-                if candidates:
-                    chosen[i] = candidates[0]
-                    claimed.add(candidates[0])
+                found = self._sb_pick(ref, sb_queues, sessids, position, claimed, exact)
+                if found is not None:
+                    chosen[i] = found
+                    claimed.add(found)
         for i, ref in enumerate(sb_refs):
             if i not in chosen:
                 unlinked.append({"kind": "link", "type": "ns_sb", "from": ref.stream, "to": None,
@@ -355,38 +470,62 @@ class Linker:
                                  "cookie": self._mask(login.cookie) if login else None,
                                  "sessid": login.sessid if login else None, "reason": reason})
 
-        # DS -> NS by target address, client host and time order.
+        # DS -> NS by target address, client host and time order: the earliest connection (in
+        # `sids` order) that qualifies, found through indexes by server and client host (see
+        # _Queue), so many XFR NS lines and many connections do not multiply.
         ns_taken: set[str] = set()
+        queues: dict = {}
+        rank: dict[str, int] = {}
+        for i, sid in enumerate(sids):
+            if self._role(sid) == "SB" or sid in parent:
+                continue
+            rank[sid] = i
+            conn = self.conns.get(sid)
+            server = getattr(conn, "server", None)
+            host = wire.host_of(getattr(conn, "client", None))
+            start = self._start(sid)
+            keys = [("all",)]
+            if server is None:
+                keys.append(("no server",))
+            else:
+                keys.append(("server", server))
+                keys.append(("host", server, host) if host else ("no host", server))
+            for key in keys:
+                queue = queues.get(key)
+                if queue is None:
+                    queue = queues[key] = _Queue()
+                queue.add(sid, start)
         for ref in self.referrals:
             if ref.kind != "xfr_ns":
                 continue
             ds = self.conns.get(ref.stream)
             ds_client = wire.host_of(getattr(ds, "client", None))
-            best, by = None, None
-            for sid in sids:
-                if sid == ref.stream or sid in ns_taken or self._role(sid) == "SB" or sid in parent:
+            if ds is not None and getattr(ds, "server", None) is not None:
+                keys = [("no server",)] + ([("host", ref.target, ds_client), ("no host", ref.target)]
+                                           if ds_client else [("server", ref.target)])
+            else:
+                keys = [("all",)]
+            best = None
+            for key in keys:
+                queue = queues.get(key)
+                if queue is None:
                     continue
-                conn = self.conns.get(sid)
-                start = self._start(sid)
-                if ref.ts is not None and start is not None and not ref.ts <= start <= ref.ts + self.window:
-                    continue
-                if ref.ts is None and self.facts[sid].order <= self.facts[ref.stream].order:
-                    continue
-                server = getattr(conn, "server", None)
-                client = wire.host_of(getattr(conn, "client", None))
-                if server is not None and ds is not None and getattr(ds, "server", None) is not None:
-                    if server != ref.target or (ds_client and client and client != ds_client):
-                        continue
-                    best, by = sid, "target address, client host and time"
-                    break
-                if server is None or getattr(ds, "server", None) is None:
-                    best, by = sid, "time order (no addresses in this capture)"
-                    break
+                if ref.ts is None:
+                    after = self.facts[ref.stream].order if ref.stream in self.facts else -1
+                    found = queue.first_after(lambda sid: self.facts[sid].order > after, ref.stream, ns_taken)
+                else:
+                    found = queue.first_in(ref.ts, ref.ts + self.window, ref.stream, ns_taken)
+                if found is not None and (best is None or rank[found] < rank[best]):
+                    best = found
             if best is None:
                 unlinked.append({"kind": "link", "type": "ds_ns", "from": ref.stream, "to": None,
                                  "by": "xfr_ns", "ts": ref.ts, "trid": ref.trid, "target": ref.target,
                                  "reason": "no later connection to the target from this client in the capture"})
                 continue
+            server = getattr(self.conns.get(best), "server", None)
+            by = ("target address, client host and time"
+                  if server is not None and ds is not None and getattr(ds, "server", None) is not None
+                  else "time order (no addresses in this capture)")
             ns_taken.add(best)
             ref.linked_to = best
             parent[best] = ref.stream
@@ -403,26 +542,34 @@ class Linker:
         return {"links": links, "unlinked": unlinked, "sessions": sessions, "chats": chats,
                 "session_of": session_of, "parent": parent}
 
-    def _sb_candidates(self, ref: Referral, sids, claimed: set[str], exact: bool) -> list[str]:
-        """The switchboard connections that presented `ref`'s cookie, best first. `exact`: only
-        those whose server address is the referral's target. Otherwise those with an unknown
-        server come first. Time takes part when both times are known (see `_in_time`)."""
+    def _sb_pick(self, ref: Referral, queues: dict, sessids: dict, position: dict, claimed: set[str],
+                 exact: bool) -> str | None:
+        """The switchboard connection that presented `ref`'s cookie with the matching login (USR
+        for XFR SB, ANS for RNG, whose session id is `ref`'s or none), not yet claimed, started
+        in time (see `_in_time`); the first in capture order. `exact`: only one whose server
+        address is the referral's target. Otherwise one with an unknown server comes first."""
         want = "USR" if ref.kind == "xfr_sb" else "ANS"
-        out = []
-        for s in sids:
-            login = self.facts[s].sb_login
-            if s in claimed or s == ref.stream or login.cmd != want:
-                continue
-            if ref.kind == "rng" and login.sessid not in (None, ref.sessid):
-                continue
-            server = getattr(self.conns.get(s), "server", None)
-            if exact and server != ref.target:
-                continue
-            if not self._in_time(ref, self._start(s)):
-                continue
-            out.append(((server is not None,), s))
-        out.sort(key=lambda item: item[0])  # stable: capture order within a rank
-        return [s for _, s in out]
+        base = (ref.cookie, want)
+        known = sessids.get(base)
+        if not known:
+            return None
+        wanted = known if ref.kind != "rng" else [x for x in (None, ref.sessid) if x in known]
+        if ref.ts is None:
+            lo, hi = -_NEVER, _NEVER
+        else:
+            lo, hi = ref.ts - CLOCK_SKEW, ref.ts + self.window
+        for group in ((("server", ref.target),) if exact else (("none",), ("known",))):
+            best = None
+            for sessid in wanted:
+                queue = queues.get((*base, sessid, group))
+                if queue is None:
+                    continue
+                found = queue.first_in(lo, hi, ref.stream, claimed)
+                if found is not None and (best is None or position[found] < position[best]):
+                    best = found
+            if best is not None:
+                return best
+        return None
 
     def _in_time(self, ref: Referral, start: float | None) -> bool:
         """Could a connection that started at `start` follow `ref`? Not if it started before the
@@ -524,11 +671,22 @@ class Linker:
             for ref in self.referrals:
                 refs_of.setdefault(ref.stream, []).append(ref)
             still_open = [sid for sid, c in self.conns.items() if not isinstance(c, Ended)]
+            index = self._open_index(still_open)
             horizon = self._now - self.window
-            done = [s for s in res["sessions"]
-                    if s["end"] is not None and s["end"] < horizon
-                    and all(isinstance(self.conns.get(m), Ended) for m in s["streams"])
-                    and not self._could_join(s, refs_of, still_open)]
+            ended = [s for s in res["sessions"]
+                     if s["end"] is not None and s["end"] < horizon
+                     and all(isinstance(self.conns.get(m), Ended) for m in s["streams"])]
+            done = [s for s in ended if not self._could_join(s, refs_of, index)]
+            if self._ended > self.max_held:
+                # Too many ended streams held: logins past the window settle even though an
+                # open stream could still join them, and their records say so.
+                settled = {id(s) for s in done}
+                waiting = [s for s in ended if id(s) not in settled]
+                for s in waiting:
+                    s["forced"] = (f"settled while open connections could still have joined it: more than "
+                                   f"{self.max_held} ended connections were held")
+                    self.forced += 1
+                done = ended
         if not done:
             self._next_try = self._backoff()  # nothing yet: try again later
             return
@@ -561,34 +719,54 @@ class Linker:
         # The next attempt once settle_after more streams have ended, or, when many
         # are held (something keeps them from settling), once as many again have:
         # each attempt links everything held, so this keeps the total linear.
-        return max(self._ended + self.settle_after, 2 * self._ended)
+        # Past max_held, every settle_after more (a forced pass frees what the window allows).
+        return max(self._ended + self.settle_after, min(2 * self._ended, self.max_held + 1))
 
-    def _could_join(self, session: dict, refs_of: dict[str, list[Referral]], still_open: list[str]) -> bool:
-        """Whether a stream still open might yet be linked into `session` (see the module docstring)."""
-        end = session["end"]
-        handle = (session["handle"] or "").lower()
-        cookies = set()
-        xfr_ns = []
-        for m in session["streams"]:
-            for ref in refs_of.get(m, ()):
-                if ref.cookie is not None:
-                    cookies.add(ref.cookie)
-                if ref.kind == "xfr_ns" and ref.linked_to is None:
-                    xfr_ns.append(ref.ts)
+    def _open_index(self, still_open: list[str]) -> "_OpenStreams":
+        """What the streams still open could join, indexed once per settling pass."""
+        index = _OpenStreams()
+        young = self._now - self.window   # a stream that started before this and still has no handle never will
         for sid in still_open:
             start = self._start(sid)
             if start is None:
-                return True
-            if start > end + self.window:
+                index.timeless = True
                 continue
+            index.starts.append(start)
             login = self.facts[sid].sb_login
-            if login is not None and login.cookie in cookies:
-                return True
-            if any(ts is None or start >= ts for ts in xfr_ns):
-                return True
-            other = (self._handle(sid) or "").lower()
-            if not other or other == handle:
-                return True
+            if login is not None:
+                index.cookie[login.cookie] = min(index.cookie.get(login.cookie, start), start)
+            handle = (self._handle(sid) or "").lower()
+            if handle:
+                index.handle[handle] = min(index.handle.get(handle, start), start)
+            elif start >= young:
+                index.unknown = min(index.unknown, start)
+        index.starts.sort()
+        return index
+
+    def _could_join(self, session: dict, refs_of: dict[str, list[Referral]], index: "_OpenStreams") -> bool:
+        """Whether a stream still open might yet be linked into `session` (see the module docstring):
+        one that started before the session's end plus the window and that presented one of its
+        cookies, could answer one of its unlinked XFR NS lines, or whose user is the same or not
+        yet known (for `window` seconds after it started: a stream still without a user by then
+        holds nothing back, so one such stream cannot keep every login from settling)."""
+        if index.timeless:
+            return True
+        latest = session["end"] + self.window
+        handle = (session["handle"] or "").lower()
+        if index.unknown <= latest or index.handle.get(handle, _NEVER) <= latest:
+            return True
+        for m in session["streams"]:
+            for ref in refs_of.get(m, ()):
+                if ref.cookie is not None and index.cookie.get(ref.cookie, _NEVER) <= latest:
+                    return True
+                if ref.kind == "xfr_ns" and ref.linked_to is None:
+                    if ref.ts is None:
+                        if index.starts and index.starts[0] <= latest:
+                            return True
+                    else:
+                        i = bisect_left(index.starts, ref.ts)
+                        if i < len(index.starts) and index.starts[i] <= latest:
+                            return True
         return False
 
     def _mask(self, secret: bytes | None) -> str | None:

@@ -25,10 +25,12 @@ Contract:
   reported once as `capture.fallback_dissection`), or skipped when scapy does
   not know them either (`capture.unknown_linktype`).
 
-Classic pcap records are read by our own loop over the file scapy opened (the
-header, byte order, nanosecond magic and gzip are scapy's work): scapy's
-per-record `read_packet` builds a metadata namedtuple per packet, which is a
-third of the whole budget on a large file. pcapng goes through
+Classic pcap files (plain or gzip'd, either byte order, micro- or
+nanosecond magic) are opened and read by our own code (`ClassicPcap` and the
+record loop): scapy is not even imported for them (its import alone costs
+about 40 MB and a second), and its per-record `read_packet` built a metadata
+namedtuple per packet, a third of the whole budget on a large file. Anything
+else (pcapng, a damaged header) is scapy's. pcapng goes through
 `RawPcapNgReader` record by record (its blocks carry per-interface link types
 and time resolutions).
 """
@@ -169,6 +171,45 @@ class _WarningTrap(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+# The four classic pcap magics as they appear in the file: byte order (and nanoseconds).
+_MAGICS = {b"\xd4\xc3\xb2\xa1": ("<", False), b"\xa1\xb2\xc3\xd4": (">", False),
+           b"\x4d\x3c\xb2\xa1": ("<", True), b"\xa1\xb2\x3c\x4d": (">", True)}
+
+
+class ClassicPcap:
+    """A classic pcap file opened without scapy: its header fields and the file positioned
+    at the first record (the attributes the record loop reads, as scapy's reader has them)."""
+
+    def __init__(self, f, endian: str, nano: bool, snaplen: int, linktype: int) -> None:
+        self.f, self.endian, self.nano, self.snaplen, self.linktype = f, endian, nano, snaplen, linktype
+
+    @classmethod
+    def open(cls, path: str) -> "ClassicPcap | None":
+        """The file as a classic pcap, or None when it is something else (scapy then decides)."""
+        import gzip
+        f = open(path, "rb")
+        try:
+            if f.read(2) == b"\x1f\x8b":
+                f.close()
+                f = gzip.open(path, "rb")
+            else:
+                f.seek(0)
+            header = f.read(24)
+            known = _MAGICS.get(header[:4]) if len(header) == 24 else None
+            if known is None:
+                f.close()
+                return None
+            endian, nano = known
+            snaplen, linktype = struct.unpack(endian + "II", header[16:24])
+            return cls(f, endian, nano, snaplen, linktype)
+        except (OSError, EOFError):   # a damaged gzip stream: scapy reports it as today
+            f.close()
+            return None
+
+    def close(self) -> None:
+        self.f.close()
+
+
 class _CappedInflate:
     """A gzip stream that ends (reads return b"") once `cap` inflated bytes were read."""
 
@@ -201,8 +242,6 @@ class CaptureFile:
             raise CaptureError(f"{path}: no such file")
         if os.path.isdir(path):
             raise CaptureError(f"{path}: is a directory")
-        from scapy.error import Scapy_Exception
-        from scapy.utils import RawPcapNgReader, RawPcapReader
         self.size = os.path.getsize(path)
         logger = logging.getLogger("scapy.runtime")
         self._trap = _WarningTrap()
@@ -210,8 +249,16 @@ class CaptureFile:
         self._propagate = logger.propagate
         logger.propagate = False
         try:
-            self.reader = RawPcapReader(path)
-        except (Scapy_Exception, EOFError, OSError) as exc:
+            classic = ClassicPcap.open(path)
+        except OSError:
+            classic = None   # unreadable: scapy's open below says why, as it always did
+        try:
+            if classic is not None:
+                self.reader = classic
+            else:
+                from scapy.utils import RawPcapReader
+                self.reader = RawPcapReader(path)
+        except Exception as exc:  # noqa: BLE001 - scapy's own errors, OSError and EOFError
             self._untrap()
             reason = str(exc).strip() or "unreadable"
             if isinstance(exc, OSError):
@@ -221,7 +268,7 @@ class CaptureFile:
             else:
                 reason = "not a pcap or pcapng capture"
             raise CaptureError(f"{path}: {reason}") from None
-        self.pcapng = isinstance(self.reader, RawPcapNgReader)
+        self.pcapng = classic is None and type(self.reader).__name__ == "RawPcapNgReader"
         self.format = "pcapng" if self.pcapng else "pcap"
         self.gzip = not hasattr(self.reader.f, "raw") and type(self.reader.f).__name__ == "GzipFile"
         self._inflate = None

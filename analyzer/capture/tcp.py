@@ -6,7 +6,9 @@ Contract:
   in file order, and `finish(ts)` at the end of the capture.
 - Per direction it delivers bytes in sequence order, each byte once:
   retransmissions and partial overlaps are cut away (`tcp.retransmission`,
-  and `tcp.overlap_mismatch` when the bytes differ from the first copy),
+  and `tcp.overlap_mismatch` when the bytes differ from the first copy, as
+  far as the bytes the peer has not yet acknowledged reach: one buffer per
+  direction, at most UNACKED bytes),
   out-of-order segments wait in a bounded buffer, sequence numbers wrap at
   2^32. A hole that does not fill (buffer full, reorder timeout, FIN, RST or
   end of capture) is reported as `tcp.gap` with its size and passed to the
@@ -21,12 +23,16 @@ Contract:
   full, after the reorder timeout, or at FIN/RST/end of capture.
 - MSNP detection and the client/server decision are `detect.py`'s; only MSNP
   flows (and MSNFTP file-transfer flows, `Connection.protocol`) become `Connection`s (stream ids "1", "2", ... in order of
-  detection). Other flows are remembered as ignored, and their segments cost
-  one dict lookup.
+  detection). Other flows are remembered as ignored (their segments cost one
+  dict lookup) until FIN, RST or the idle timeout, and count in `max_flows`.
 - A connection is closed (`Analysis.close`, which releases its decoders) as
   soon as both directions ended (FIN delivered) or on RST; a SYN on a 4-tuple
   that is still open starts a new connection (port reuse). Memory grows with
   the number of open flows times the configured buffers, not with the file.
+- Timeouts (idle flows, holes waiting for their bytes, the pairing's reply
+  and linger deadlines) come from one deadline heap: each flow has one entry,
+  at the earliest of its deadlines, moved on lazily when it comes due; a
+  segment costs nothing for the flows that are not due.
 - At most `max_flows` flows are open at once: a new flow beyond that closes
   the least recently active sixteenth of them first (their holes become
   gaps, their connections end; a later segment of one starts a new flow), and
@@ -34,6 +40,10 @@ Contract:
 """
 
 from __future__ import annotations
+
+import heapq
+from collections import deque
+from itertools import chain
 
 from analyzer.msnp import C2S, S2C, Anomaly
 from analyzer.msnp.facts import format_address
@@ -51,35 +61,34 @@ DEFAULT_BUFFER = 1024 * 1024        # out-of-order bytes held per direction
 # gaps, so there is none by default (--reorder-timeout sets one).
 DEFAULT_REORDER_TIMEOUT = float("inf")
 DEFAULT_IDLE_TIMEOUT = 1800.0        # a flow silent this long is closed
-DEFAULT_MAX_FLOWS = 100_000          # flows open at once (MSNP and not-yet-decided; ignored ones cost a dict entry)
+DEFAULT_MAX_FLOWS = 100_000          # flows open at once (MSNP, not-yet-decided and ignored ones)
 SYNC_WINDOW = 8                      # data segments per direction before a SYN-less flow picks its start
 ACK_STRIKES = 3                      # peer ACKs past a hole before it is given up
 START_WINDOW = 0.5                   # seconds a SYN-less direction waits for reordered first segments
 SYNC_WINDOW_MAX = 32                 # segments a flow holds at most while it picks its start
-HISTORY = 64 * 1024                  # delivered bytes kept per direction to check retransmissions
+UNACKED = 16 * 1024                  # delivered bytes not yet acknowledged, kept per direction to check retransmissions
 TOMBSTONE_SECONDS = 120.0            # late segments of a closed flow are dropped this long
-SWEEP_SECONDS = 5.0                  # timeouts are checked at most this often (capture time),
-SWEEP_SEGMENTS = 4096                # and after this many segments,
-SWEEP_LATEST = 60.0                  # or this long after they were due, whichever is first
-
-IGNORED = object()   # flow table marker: a flow that is not MSNP
+NEVER = float("inf")
 
 
 class HalfStream:
-    """One direction of a flow: sequence bookkeeping, out-of-order buffer, history."""
+    """One direction of a flow: sequence bookkeeping, out-of-order buffer, unacknowledged bytes.
 
-    __slots__ = ("index", "nxt", "pos", "pending", "pending_bytes", "pending_since",
-                 "history", "history_bytes", "fin", "ended", "retransmissions", "window", "seen", "ack_strikes", "ack_upto")
+    Containers are created when first needed: an idle direction with nothing
+    pending and everything acknowledged holds no buffer at all."""
+
+    __slots__ = ("index", "nxt", "pos", "pending", "starts", "pending_bytes", "pending_since",
+                 "sent", "fin", "ended", "retransmissions", "window", "seen", "ack_strikes", "ack_upto")
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.nxt: int | None = None   # raw sequence number of the next byte expected
         self.pos = 0                  # stream offset of that byte
-        self.pending: dict[int, bytes] = {}   # stream offset -> bytes, not yet deliverable
+        self.pending: dict[int, bytes] | None = None   # stream offset -> bytes, not yet deliverable
+        self.starts: list[int] | None = None   # the keys of `pending`, a heap (the next one first)
         self.pending_bytes = 0
         self.pending_since: float | None = None
-        self.history: list = []       # [(offset, bytes)] of the last delivered segments
-        self.history_bytes = 0
+        self.sent: bytearray | None = None   # delivered bytes the peer has not acknowledged: [pos - len, pos)
         self.fin: int | None = None   # stream offset of the FIN
         self.ended = False
         self.retransmissions = 0
@@ -93,7 +102,7 @@ class Flow:
     """One TCP connection (a 4-tuple from SYN, or from first sight, to FIN/RST)."""
 
     __slots__ = ("keys", "halves", "syn", "client_hint", "state", "window", "early", "early_bytes",
-                 "conn", "dirs", "last_ts", "first_ts")
+                 "conn", "dirs", "last_ts", "first_ts", "due", "entry")
 
     def __init__(self, key: bytes, rkey: bytes, ts: float) -> None:
         self.keys = (key, rkey)
@@ -108,6 +117,20 @@ class Flow:
         self.dirs: tuple | None = None    # half index -> C2S/S2C
         self.first_ts = ts
         self.last_ts = ts
+        self.due = NEVER                  # when its entry in the deadline heap comes due
+        self.entry: list | None = None    # that entry: [due, seq, flow]
+
+
+class IgnoredFlow:
+    """A flow that is not MSNP: its segments are skipped until FIN, RST or the idle timeout."""
+
+    __slots__ = ("keys", "last_ts", "due", "entry")
+
+    def __init__(self, keys: tuple, ts: float) -> None:
+        self.keys = keys
+        self.last_ts = ts
+        self.due = NEVER
+        self.entry: list | None = None
 
 
 class TcpTracker:
@@ -122,52 +145,63 @@ class TcpTracker:
         self.reorder_timeout = reorder_timeout
         self.idle_timeout = idle_timeout
         self.detector = detector or detect.Detector()
-        self.flows: dict[bytes, object] = {}   # key -> (Flow, half index) or IGNORED
-        self.open: dict[int, Flow] = {}        # id(flow) -> flow, for sweeps
+        self.flows: dict[bytes, object] = {}   # key -> (Flow, half index) or IgnoredFlow
+        self.open: dict[int, Flow] = {}        # id(flow) -> flow
+        self.ignored: dict[int, IgnoredFlow] = {}
         self.tombstones: dict[bytes, float] = {}
-        self.syncing: dict[int, tuple] = {}    # start windows open, oldest first: (flow, half|None, ts)
+        self._stones: deque = deque()          # (time written, key), oldest first, to expire tombstones
+        # Start windows open, oldest first: whole flows, and late halves (flow, half, ts).
+        self.syncing: dict[int, tuple] = {}        # id(flow) -> (seq, flow, ts)
+        self.syncing_halves: dict[int, tuple] = {}  # id(half) -> (seq, flow, half, ts)
+        self._sync_seq = 0
+        self.deadlines: list = []              # heap of [due, seq, flow], one live entry per flow
+        self._due_seq = 0
+        self._stale = 0                        # entries cancelled (flow None) still in the heap
         self.now = 0.0
-        self._next_sweep = None
-        self._count = 0
         self.stats = {"segments": 0, "ignored_segments": 0, "late_segments": 0, "flows": 0,
                       "msnp_flows": 0, "ignored_flows": 0}
 
     # -- input ------------------------------------------------------------------
 
     def segment(self, ts: float, key: bytes, seq: int, ack: int, flags: int, payload: bytes) -> None:
-        self._count += 1
         if ts > self.now:
             self.now = ts
-            if self._next_sweep is None:
-                self._next_sweep = ts + SWEEP_SECONDS
-            elif ts >= self._next_sweep and (self._count >= SWEEP_SEGMENTS or ts >= self._next_sweep + SWEEP_LATEST):
-                self.sweep(ts)
-        if self.syncing:
+            if self.deadlines and self.deadlines[0][0] < ts:
+                self._due(ts)
+            stones = self._stones
+            if stones and stones[0][0] < ts - TOMBSTONE_SECONDS:
+                self._expire_tombstones(ts)
+        if self.syncing or self.syncing_halves:
             self._expire_windows(ts)
         entry = self.flows.get(key)
         if entry is None:
             entry = self._new_flow(ts, key, seq, flags, payload)
             if entry is None:
                 return
-        elif entry is IGNORED:
+        elif type(entry) is IgnoredFlow:
+            entry.last_ts = ts
             if flags & (FIN | RST):
-                self._forget_ignored(key)
+                self._forget_ignored(entry)
             return
         flow, index = entry
         flow.last_ts = ts
         if payload and not flags & (SYN | FIN | RST) and flow.conn is not None:
             # The common case, kept short: the next bytes of an MSNP stream, nothing pending.
             half = flow.halves[index]
-            if seq == half.nxt and not half.pending and half.fin is None \
-                    and not flow.halves[1 - index].pending:
+            other = flow.halves[1 - index]
+            if seq == half.nxt and not half.pending and half.fin is None and not other.pending:
+                if other.sent is not None and flags & ACK:
+                    self._ack_sent(other, ack)
                 n = len(payload)
                 half.nxt = (seq + n) & MASK
-                start = half.pos
-                half.pos = start + n
-                half.history.append((start, payload))
-                half.history_bytes += n
-                if half.history_bytes > HISTORY:
-                    self._trim_history(half)
+                half.pos += n
+                sent = half.sent
+                if sent is None:
+                    half.sent = sent = bytearray(payload)
+                else:
+                    sent += payload
+                if len(sent) > UNACKED:
+                    del sent[:len(sent) - UNACKED]
                 self._deliver(flow, index, payload, ts)
                 return
         if flags & SYN:
@@ -183,9 +217,24 @@ class TcpTracker:
             return
         if flags & ACK:
             other = flow.halves[1 - index]
+            if other.sent is not None:
+                self._ack_sent(other, ack)
             if other.pending and other.nxt is not None:
                 self._acked(flow, other, ack, ts)
         self._segment(flow, flow.halves[index], ts, seq, flags, payload)
+        if flow.state == "open":
+            self._reschedule(flow)
+
+    @staticmethod
+    def _ack_sent(half: HalfStream, ack: int) -> None:
+        """The peer acknowledged `half` up to `ack`: those bytes are not kept any longer."""
+        d = (half.nxt - ack) & MASK   # bytes delivered but not acknowledged
+        if d == 0 or d >= HALF:       # everything (or more) acknowledged
+            half.sent = None
+            return
+        sent = half.sent
+        if d < len(sent):
+            del sent[:len(sent) - d]
 
     @staticmethod
     def _window_full(flow: Flow) -> bool:
@@ -198,15 +247,18 @@ class TcpTracker:
 
     def _expire_windows(self, ts: float) -> None:
         """Close start windows older than START_WINDOW, oldest first (stream ids follow first sight)."""
-        syncing = self.syncing
-        while syncing:
-            flow, half, first = next(iter(syncing.values()))
-            if ts - first <= START_WINDOW:
-                return
-            if half is None:
-                self._start(flow)
+        flows, halves = self.syncing, self.syncing_halves
+        while flows or halves:
+            head = next(iter(flows.values())) if flows else None
+            head_half = next(iter(halves.values())) if halves else None
+            if head_half is None or head is not None and head[0] < head_half[0]:
+                if ts - head[2] <= START_WINDOW:
+                    return
+                self._start(head[1])
             else:
-                self._start_half(flow, half)
+                if ts - head_half[3] <= START_WINDOW:
+                    return
+                self._start_half(head_half[1], head_half[2])
 
     def _acked(self, flow: Flow, half: HalfStream, ack: int, ts) -> None:
         """The peer acknowledged bytes of `half` that the capture does not hold: those holes never fill."""
@@ -226,7 +278,7 @@ class TcpTracker:
             return
         half.ack_strikes = 0
         while half.pending and flow.state != "closed":
-            start = min(half.pending)
+            start = half.starts[0]
             if start >= upto:
                 return
             if start > half.pos:
@@ -239,9 +291,12 @@ class TcpTracker:
 
     def _evict(self, ts) -> None:
         """Too many open flows: close the least recently active sixteenth (amortised: no scan per flow)."""
-        import heapq
-        victims = heapq.nsmallest(max(1, self.max_flows // 16), self.open.values(), key=lambda f: f.last_ts)
+        victims = heapq.nsmallest(max(1, self.max_flows // 16), chain(self.open.values(), self.ignored.values()),
+                                  key=lambda f: f.last_ts)
         for flow in victims:
+            if type(flow) is IgnoredFlow:
+                self._forget_ignored(flow)
+                continue
             self._close(flow, flow.last_ts)
             for k in flow.keys:  # not late segments: a later segment starts a new flow
                 self.tombstones.pop(k, None)
@@ -258,7 +313,10 @@ class TcpTracker:
                 f"recently active were closed early", None, None, ts))
             self.evicted = 0
         self.flows.clear()
+        self.ignored.clear()
         self.tombstones.clear()
+        self._stones.clear()
+        self.deadlines.clear()
 
     # -- flows ------------------------------------------------------------------
 
@@ -274,7 +332,7 @@ class TcpTracker:
             return None
         if flags & (RST | FIN) and not payload:
             return None
-        if len(self.open) >= self.max_flows:
+        if len(self.open) + len(self.ignored) >= self.max_flows:
             self._evict(ts)
         from analyzer.capture.pcap import reverse_key
         rkey = reverse_key(key)
@@ -283,7 +341,9 @@ class TcpTracker:
         self.flows[key] = (flow, 0)
         self.flows[rkey] = (flow, 1)
         self.open[id(flow)] = flow
-        self.syncing[id(flow)] = (flow, None, ts)
+        self._sync_seq += 1
+        self.syncing[id(flow)] = (self._sync_seq, flow, ts)
+        self._schedule(flow, ts + self.idle_timeout)
         self.stats["flows"] += 1
         return self.flows[key]
 
@@ -328,12 +388,17 @@ class TcpTracker:
     def _start(self, flow: Flow):
         """Choose each half's first byte (SYN, else the lowest sequence in the window) and replay."""
         # Flows seen before this one start first, so stream ids follow first sight.
-        for other, half, _ in list(self.syncing.values()):
-            if other is flow:
-                break
-            if half is None:
+        syncing = self.syncing
+        if id(flow) in syncing:
+            while True:
+                other = next(iter(syncing.values()))[1]
+                if other is flow:
+                    break
                 self._start(other)
-        self.syncing.pop(id(flow), None)
+        else:
+            while syncing:
+                self._start(next(iter(syncing.values()))[1])
+        syncing.pop(id(flow), None)
         window, flow.window = flow.window, None
         for half in flow.halves:
             isn = flow.syn[half.index]
@@ -350,7 +415,7 @@ class TcpTracker:
         return None
 
     def _start_half(self, flow: Flow, half: HalfStream) -> None:
-        self.syncing.pop(id(half), None)
+        self.syncing_halves.pop(id(half), None)
         window, half.window = half.window, None
         half.nxt = self._lowest(seq for seq, flags, payload, ts in window if payload)
         if half.nxt is None:
@@ -370,7 +435,8 @@ class TcpTracker:
             # window of its own (the other direction carries on meanwhile).
             if half.window is None:
                 half.window = []
-                self.syncing[id(half)] = (flow, half, ts)
+                self._sync_seq += 1
+                self.syncing_halves[id(half)] = (self._sync_seq, flow, half, ts)
             half.window.append((seq, flags, payload, ts))
             if len(half.window) >= SYNC_WINDOW or flags & (FIN | RST):
                 self._start_half(flow, half)
@@ -380,9 +446,8 @@ class TcpTracker:
             if d == 0 and not half.pending:
                 n = len(payload)
                 half.nxt = (seq + n) & MASK
-                start = half.pos
-                half.pos = start + n
-                self._remember(half, start, payload)
+                half.pos += n
+                self._remember(half, payload)
                 self._deliver(flow, half.index, payload, ts)
             else:
                 self._out_of_order(flow, half, ts, seq, d, payload)
@@ -418,10 +483,12 @@ class TcpTracker:
             if not half.pending:
                 half.nxt = (seq + len(payload)) & MASK
                 half.pos += len(payload)
-                self._remember(half, half.pos - len(payload), payload)
+                self._remember(half, payload)
                 self._deliver(flow, half.index, payload, ts)
                 return
         start = half.pos + d
+        if half.pending is None:
+            half.pending, half.starts = {}, []
         old = half.pending.get(start)
         if old is not None:
             if old[:len(payload)] != payload[:len(old)]:
@@ -430,6 +497,8 @@ class TcpTracker:
             if len(old) >= len(payload):
                 return
             half.pending_bytes -= len(old)
+        else:
+            heapq.heappush(half.starts, start)
         half.pending[start] = payload
         half.pending_bytes += len(payload)
         if half.pending_since is None:
@@ -441,10 +510,12 @@ class TcpTracker:
     def _drain(self, flow: Flow, half: HalfStream, ts) -> None:
         """Deliver pending segments that now continue the stream."""
         pending = half.pending
+        starts = half.starts
         while pending:
-            start = min(pending)
+            start = starts[0]
             if start > half.pos:
                 return
+            heapq.heappop(starts)
             data = pending.pop(start)
             half.pending_bytes -= len(data)
             if not pending:
@@ -458,7 +529,7 @@ class TcpTracker:
                 data = data[half.pos - start:]
             half.pos += len(data)
             half.nxt = (half.nxt + len(data)) & MASK
-            self._remember(half, half.pos - len(data), data)
+            self._remember(half, data)
             self._deliver(flow, half.index, data, ts)
             if flow.state == "closed":
                 return
@@ -469,7 +540,7 @@ class TcpTracker:
         Skips holes until the buffer is back under its limit (all of them when
         `everything`, at the end of the flow)."""
         while half.pending and flow.state != "closed":
-            start = min(half.pending)
+            start = half.starts[0]
             if start > half.pos:
                 size = start - half.pos
                 self._gap(flow, half, size, ts, f"{size} bytes missing at offset {half.pos}")
@@ -489,39 +560,28 @@ class TcpTracker:
         elif flow.state != "closed" and flow.early is not None:
             flow.early.append(Early(half.index, ts, anomaly="tcp.gap", detail=detail, offset=half.pos, size=size))
 
-    def _remember(self, half: HalfStream, start: int, data: bytes) -> None:
-        half.history.append((start, data))
-        half.history_bytes += len(data)
-        if half.history_bytes > HISTORY:
-            self._trim_history(half)
-
     @staticmethod
-    def _trim_history(half: HalfStream) -> None:
-        history = half.history
-        if len(history) > 1:
-            drop = 0
-            total = half.history_bytes
-            while total > HISTORY // 2 and drop < len(history) - 1:  # amortised: trim to half
-                total -= len(history[drop][1])
-                drop += 1
-            del history[:drop]
-            half.history_bytes = total
+    def _remember(half: HalfStream, data: bytes) -> None:
+        """Keep delivered bytes until the peer acknowledges them (at most UNACKED)."""
+        sent = half.sent
+        if sent is None:
+            half.sent = sent = bytearray(data)
+        else:
+            sent += data
+        if len(sent) > UNACKED:
+            del sent[:len(sent) - UNACKED]
 
     def _check_overlap(self, flow: Flow, half: HalfStream, start: int, data: bytes, ts) -> None:
-        """Compare a second copy of delivered bytes with the first (as far as history reaches)."""
-        end = start + len(data)
-        for hstart, hdata in reversed(half.history):
-            hend = hstart + len(hdata)
-            if hend <= start:
-                break
-            if hstart >= end:
-                continue
-            lo, hi = max(start, hstart), min(end, hend)
-            if data[lo - start:hi - start] != hdata[lo - hstart:hi - hstart]:
-                self._anomaly(flow, half, "tcp.overlap_mismatch",
-                              f"retransmitted bytes at offset {lo} differ from the first copy "
-                              f"(the first copy was kept)", lo, ts)
-                return
+        """Compare a second copy of delivered bytes with the first (as far as the unacknowledged bytes reach)."""
+        sent = half.sent
+        if not sent:
+            return
+        base = half.pos - len(sent)
+        lo, hi = max(start, base), min(start + len(data), half.pos)
+        if lo < hi and data[lo - start:hi - start] != sent[lo - base:hi - base]:
+            self._anomaly(flow, half, "tcp.overlap_mismatch",
+                          f"retransmitted bytes at offset {lo} differ from the first copy "
+                          f"(the first copy was kept)", lo, ts)
 
     def _end(self, flow: Flow, half: HalfStream, ts) -> None:
         half.ended = True
@@ -556,23 +616,37 @@ class TcpTracker:
                 if half.fin is not None and not half.ended:
                     self._end(flow, half, ts)
             self.analysis.close(flow.conn, ts)
+        stone = ts if ts is not None else self.now
         for key in flow.keys:
             self.flows.pop(key, None)
-            self.tombstones[key] = ts if ts is not None else self.now
+            self.tombstones[key] = stone
+            self._stones.append((self.now, key))
         self.open.pop(id(flow), None)
         self._release(flow)
 
-    def _release(self, flow: Flow) -> None:
-        for obj in (flow, *flow.halves):
-            self.syncing.pop(id(obj), None)
-        for half in flow.halves:
-            half.history, half.pending, half.window = [], {}, None
-        flow.early = None
+    def _expire_tombstones(self, ts: float) -> None:
+        stones, tombstones = self._stones, self.tombstones
+        while stones and stones[0][0] < ts - TOMBSTONE_SECONDS:
+            _, key = stones.popleft()
+            stone = tombstones.get(key)
+            if stone is not None and ts - stone > TOMBSTONE_SECONDS:
+                del tombstones[key]
 
-    def _forget_ignored(self, key) -> None:
-        from analyzer.capture.pcap import reverse_key
-        self.flows.pop(key, None)
-        self.flows.pop(reverse_key(key), None)
+    def _release(self, flow: Flow) -> None:
+        self.syncing.pop(id(flow), None)
+        for half in flow.halves:
+            self.syncing_halves.pop(id(half), None)
+            half.sent, half.pending, half.starts, half.window = None, None, None, None
+        flow.early = None
+        flow.conn = None   # the Connection is the analysis's now: nothing here keeps it
+        self._cancel(flow)
+
+    def _forget_ignored(self, ignored: IgnoredFlow) -> None:
+        for key in ignored.keys:
+            if self.flows.get(key) is ignored:
+                del self.flows[key]
+        self.ignored.pop(id(ignored), None)
+        self._cancel(ignored)
 
     # -- bytes out ----------------------------------------------------------------
 
@@ -584,6 +658,11 @@ class TcpTracker:
             self.detector.decide(self, flow, final=False)
             return
         self.analysis.feed(conn, flow.dirs[index], data, ts)
+        wake = conn.wake
+        if ts is not None and ts + self.reorder_timeout < wake:
+            wake = ts + self.reorder_timeout   # when these bytes stop being kept (see _due)
+        if wake < flow.due and flow.state == "open":
+            self._schedule(flow, wake)   # a request now awaits its reply, or bytes are kept
 
     def _anomaly(self, flow: Flow, half: HalfStream, name: str, detail: str, offset, ts) -> None:
         if flow.conn is not None:
@@ -621,27 +700,90 @@ class TcpTracker:
         self.stats["ignored_flows"] += 1
         flow.early = None
         flow.state = "closed"
+        ignored = IgnoredFlow(flow.keys, flow.last_ts)
         for key in flow.keys:
-            self.flows[key] = IGNORED
+            self.flows[key] = ignored
+        self.ignored[id(ignored)] = ignored
         self.open.pop(id(flow), None)
         self._release(flow)
+        self._schedule(ignored, ignored.last_ts + self.idle_timeout)
 
     # -- timeouts -----------------------------------------------------------------
 
-    def sweep(self, ts: float) -> None:
-        """Capture-time housekeeping: reply timeouts, stale holes, idle flows, old tombstones."""
-        self._next_sweep = ts + SWEEP_SECONDS
-        self._count = 0
-        for flow in list(self.open.values()):
+    def _schedule(self, flow, due: float) -> None:
+        """Make sure `flow` is looked at by `due` (a new heap entry only when that is earlier)."""
+        if due < flow.due:
+            self._cancel(flow)
+            flow.due = due
+            self._due_seq += 1
+            flow.entry = entry = [due, self._due_seq, flow]
+            heapq.heappush(self.deadlines, entry)
+
+    def _cancel(self, flow) -> None:
+        """Drop `flow`'s heap entry (it stays in the heap, empty, until popped or compacted:
+        the heap holds at most twice as many entries as there are flows)."""
+        entry = flow.entry
+        if entry is not None:
+            entry[2] = None
+            flow.entry = None
+            self._stale += 1
+            heap = self.deadlines
+            if self._stale > 64 and 2 * self._stale > len(heap):
+                heap[:] = [e for e in heap if e[2] is not None]
+                heapq.heapify(heap)
+                self._stale = 0
+        flow.due = NEVER
+
+    def _reschedule(self, flow: Flow) -> None:
+        """After a segment: a hole that started waiting, or a request now awaiting its reply,
+        may bring the flow's deadline forward."""
+        due = flow.due
+        for half in flow.halves:
+            since = half.pending_since
+            if since is not None and since + self.reorder_timeout < due:
+                self._schedule(flow, since + self.reorder_timeout)
+                due = flow.due
+        conn = flow.conn
+        if conn is not None:
+            wake = conn.wake
+            if wake < due:
+                self._schedule(flow, wake)
+
+    def _due(self, ts: float) -> None:
+        """Capture time passed the earliest deadlines: idle flows close, stale holes become gaps,
+        requests past their reply timeout are reported; each flow is then scheduled again."""
+        heap = self.deadlines
+        while heap and heap[0][0] < ts:
+            _, _, flow = heapq.heappop(heap)
+            if flow is None:
+                self._stale -= 1
+                continue   # superseded by an earlier entry, or the flow is gone
+            flow.entry = None
+            flow.due = NEVER
+            if type(flow) is IgnoredFlow:
+                if ts - flow.last_ts > self.idle_timeout:
+                    self._forget_ignored(flow)
+                else:
+                    self._schedule(flow, flow.last_ts + self.idle_timeout)
+                continue
+            if flow.state == "closed":
+                continue
             if ts - flow.last_ts > self.idle_timeout:
                 self._close(flow, flow.last_ts)
                 continue
+            quiet = ts - flow.last_ts > self.reorder_timeout
             for half in flow.halves:
                 if half.pending and half.pending_since is not None and ts - half.pending_since > self.reorder_timeout:
                     self._fill_gap(flow, half, ts)
-            if flow.conn is not None and flow.state != "closed":
+                if quiet:
+                    # Unacknowledged bytes of a flow quiet this long: the ACK is not in the
+                    # capture (a retransmission would have come by now); they are not kept.
+                    half.sent = None
+            if flow.conn is not None and flow.state != "closed" and flow.conn.wake < ts:
                 self.analysis.tick(flow.conn, ts)
-        if self.tombstones:
-            old = [k for k, t in self.tombstones.items() if ts - t > TOMBSTONE_SECONDS]
-            for k in old:
-                del self.tombstones[k]
+            if flow.state == "closed":
+                continue
+            self._schedule(flow, flow.last_ts + self.idle_timeout)
+            if flow.halves[0].sent is not None or flow.halves[1].sent is not None:
+                self._schedule(flow, flow.last_ts + self.reorder_timeout)
+            self._reschedule(flow)

@@ -210,6 +210,11 @@ class TransactionTracker:
         else:
             self._reply(cmd, out)
 
+    @property
+    def wake(self) -> float:
+        """The earliest time at which `tick` could settle something (inf: nothing waits)."""
+        return self._wake
+
     def tick(self, ts: float) -> list:
         out: list = []
         self._expire(ts, out)

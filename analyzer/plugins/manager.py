@@ -3,6 +3,7 @@ a `Sink` of the analysis. See `analyzer.plugins` for the contract."""
 
 from __future__ import annotations
 
+import gc
 import queue
 import sys
 import threading
@@ -54,16 +55,43 @@ def _warn_stderr(message: str) -> None:
     print(f"msnp-analyzer: {message}", file=sys.stderr)
 
 
+_collector = {"since": None, "total": 0.0}
+
+
+def _time_collections(phase: str, info: dict) -> None:
+    if phase == "start":
+        _collector["since"] = time.perf_counter()
+    elif _collector["since"] is not None:
+        _collector["total"] += time.perf_counter() - _collector["since"]
+        _collector["since"] = None
+
+
+def _collector_seconds() -> float:
+    """Seconds (perf_counter) the garbage collector has run so far in this process."""
+    since = _collector["since"]
+    return _collector["total"] + (time.perf_counter() - since if since is not None else 0.0)
+
+
+gc.callbacks.append(_time_collections)
+
+
 class PluginManager:
     """Runs plugins in isolation; a `Sink` for `Analysis` (add it last)."""
 
     def __init__(self, analysis=None, budget: float = DEFAULT_BUDGET, threaded: bool = False,
                  backlog: int = DEFAULT_BACKLOG, warn: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter,
+                 collector_seconds: Callable[[], float] | None = None) -> None:
         self.analysis = analysis
         self.budget = budget
         self.warn = warn or _warn_stderr
         self.clock = clock
+        # Time the garbage collector spent (on `clock`'s scale): not the plugin's. A full
+        # collection of a busy capture's heap (thousands of connections open) can take a
+        # second, and would otherwise disable whichever plugin it happened to interrupt.
+        if collector_seconds is None:
+            collector_seconds = _collector_seconds if clock is time.perf_counter else (lambda: 0.0)
+        self.collector_seconds = collector_seconds
         self.loaded: list[LoadedPlugin] = []
         self.load_errors: list[tuple[str, str]] = []  # (origin, problem) of plugins that failed to load
         self.raised: Counter[str] = Counter()         # plugin anomalies raised, by name
@@ -123,6 +151,7 @@ class PluginManager:
         method = getattr(lp.plugin, hook, None)
         if method is None:
             return default
+        collected = self.collector_seconds()
         start = self.clock()
         try:
             result = method(*args)
@@ -130,7 +159,7 @@ class PluginManager:
             self._disable(lp, "analyzer.plugin.failed",
                           f"plugin {lp.name} raised {type(exc).__name__}: {exc} in {hook}; disabled for the rest of the run")
             return default
-        elapsed = self.clock() - start
+        elapsed = self.clock() - start - (self.collector_seconds() - collected)
         lp.calls += 1
         lp.seconds += elapsed
         if self.budget and elapsed > self.budget:

@@ -271,24 +271,6 @@ def test_settling_writes_the_same_records_as_linking_at_the_end_while_holding_fe
     assert kinds.index("session") < kinds.index("stream", kinds.index("session"))
 
 
-def test_an_open_connection_that_might_still_join_keeps_sessions_from_settling():
-    # A connection with no known user that starts early and stays open to the end could
-    # still turn out to be a switchboard of any of these logins: nothing may settle early.
-    chunks = replicas(8)
-    stray = [Chunk(C2S, b"PNG\r\n", 5.0, "stray-0")] + [Chunk(C2S, b"PNG\r\n", 7990.0, "stray-0")]
-    chunks = sorted(chunks + stray, key=lambda c: c.ts)
-    batch, _ = linked_output(chunks, extra="stray-0")
-    passes = []
-    settled, held = linked_output(chunks, settle_after=2, extra="stray-0", passes=passes)
-    assert linking_records(settled) == linking_records(batch)
-    assert max(held) == 33  # every stream held to the end
-    # each pass links everything held, so while nothing settles they come ever more
-    # rarely (after 3, 7, 15 and 31 ended streams, then at the end), not every 2 streams
-    assert len(passes) == 5
-    kinds = [r["kind"] for r in settled]
-    assert kinds.index("session") > max(i for i, k in enumerate(kinds) if k == "stream")
-
-
 def test_the_window_decides_how_long_ended_logins_wait():
     chunks = replicas(5, gap=200.0)  # logins 200 s apart (each lasts about 20 s)
     _, held = linked_output(chunks, settle_after=2)
@@ -308,3 +290,138 @@ def test_link_window_option_reaches_the_linker_and_is_checked(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["decode", "x.msnp", "--link-window", "-5"])
     assert stop.value.code == 2 and "not a duration: '-5'" in capsys.readouterr().err
+
+
+def named_by_first_stream(recs):
+    """`linking_records`, with each session named by its first stream: a login that settles
+    during the run is numbered in the order logins settle, which an open stray changes."""
+    names = {r["session"]: "S:" + r["streams"][0] for r in recs if r["kind"] == "session"}
+    return linking_records([dict(r, session=names[r["session"]]) if r.get("session") in names else r
+                            for r in recs])
+
+
+def test_a_stream_without_a_user_holds_sessions_back_only_while_it_is_young():
+    # A connection with no known user that starts early and stays open to the end could
+    # turn out to be a switchboard of any login that ended around when it started; once it
+    # has been open for the window without a user, it holds nothing back any longer (it
+    # would otherwise keep every later login of a long capture from settling).
+    chunks = replicas(8)
+    stray = [Chunk(C2S, b"PNG\r\n", 5.0, "stray-0")] + [Chunk(C2S, b"PNG\r\n", 7990.0, "stray-0")]
+    chunks = sorted(chunks + stray, key=lambda c: c.ts)
+    batch, _ = linked_output(chunks, extra="stray-0")
+    settled, held = linked_output(chunks, settle_after=2, extra="stray-0")
+    assert named_by_first_stream(settled) == named_by_first_stream(batch)
+    assert max(held) <= 9  # two logins' streams and the stray, not all 33
+    kinds = [r["kind"] for r in settled]
+    assert kinds.index("session") < max(i for i, k in enumerate(kinds) if k == "stream")
+
+
+def test_a_young_stream_without_a_user_keeps_sessions_from_settling():
+    # The same stray, starting right after the first login ended: it could still be one of
+    # its switchboards, so that login waits while the stray is young.
+    chunks = replicas(3)
+    stray = [Chunk(C2S, b"PNG\r\n", 30.0, "stray-0"), Chunk(C2S, b"PNG\r\n", 2990.0, "stray-0")]
+    chunks = sorted(chunks + stray, key=lambda c: c.ts)
+    batch, _ = linked_output(chunks, extra="stray-0")
+    settled, held = linked_output(chunks, settle_after=1, extra="stray-0", window=1500.0)
+    assert named_by_first_stream(settled) == named_by_first_stream(batch)
+    assert max(held) == 13   # nothing settled before the stray was 1500 s old
+
+
+def test_past_the_bound_on_ended_streams_logins_settle_and_say_so():
+    # An open connection of the same user could join every login, so none would ever
+    # settle; past max_held ended streams those past the window settle anyway.
+    chunks = replicas(8)
+    user = [Chunk(C2S, b"USR 1 MD5 I alice@example.com\r\n", 5.0, "user-0"),
+            Chunk(C2S, b"PNG\r\n", 7990.0, "user-0")]
+    chunks = sorted(chunks + user, key=lambda c: c.ts)
+    out = io.StringIO()
+    redactor = Redactor(enabled=False)
+    linker = Linker(redactor, settle_after=2, max_held=8)
+    writer = JsonLinesWriter(out, redactor)
+    analysis = Analysis([linker, writer, LinkWriter(linker, [writer])])
+    last = {c.conn: i for i, c in enumerate(chunks)}
+    conns, held = {}, []
+    for i, chunk in enumerate(chunks):
+        conn = conns.get(chunk.conn)
+        if conn is None:
+            client, server = CONNECTIONS["msnp8"].get(chunk.conn.split("-")[0], (None, None))
+            conn = conns[chunk.conn] = analysis.open(client, server, conn_id=chunk.conn)
+        analysis.feed(conn, chunk.direction, chunk.data, chunk.ts)
+        if last[chunk.conn] == i and chunk.conn != "user-0":
+            analysis.close(conn, chunk.ts)
+        held.append(len(linker.facts))
+    analysis.finish()
+    recs = [json.loads(line) for line in out.getvalue().splitlines()]
+    batch, _ = linked_output(chunks, extra="user-0")
+    forced = [r for r in recs if r["kind"] == "session" and "forced" in r]
+    assert forced and linker.forced == len(forced)
+    assert all("ended connections were held" in r["forced"] for r in forced)
+    for r in recs:
+        r.pop("forced", None)
+    assert named_by_first_stream(recs) == named_by_first_stream(batch)
+    assert max(held) <= 8 + 2 * 4 + 1
+
+
+class CountingDict(dict):
+    """A dict that counts its look-ups."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.lookups = 0
+
+    def __getitem__(self, key):
+        self.lookups += 1
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.lookups += 1
+        return super().get(key, default)
+
+
+def _crowd(n: int, xfr_ns: bool):
+    """n DS connections each sending its client to the same NS address (XFR NS) and n NS
+    connections, or n NS connections each referring to a switchboard with the same cookie
+    (XFR SB) and n switchboards presenting it: the pairs are many, the links are linear."""
+    chunks, addresses = [], {}
+    for k in range(n):
+        ts = 100.0 + k
+        if xfr_ns:
+            chunks.append(Chunk(C2S, b"USR 3 MD5 I a%d@x\r\n" % k, ts, f"ds{k}"))
+            chunks.append(Chunk(S2C, b"XFR 3 NS 127.0.0.9:1863 0 127.0.0.8:1863\r\n", ts, f"ds{k}"))
+            chunks.append(Chunk(C2S, b"USR 4 MD5 I a%d@x\r\n" % k, ts + 0.5, f"ns{k}"))
+            addresses[f"ds{k}"] = (f"127.0.1.{k % 250}:{2000 + k}", "127.0.0.8:1863")
+            addresses[f"ns{k}"] = (f"127.0.1.{k % 250}:{3000 + k}", "127.0.0.9:1863")
+        else:
+            chunks.append(Chunk(C2S, b"USR 4 MD5 I a%d@x\r\n" % k, ts, f"ns{k}"))
+            chunks.append(Chunk(S2C, b"XFR 9 SB 127.0.0.7:1863 CKI 1234.5678\r\n", ts, f"ns{k}"))
+            chunks.append(Chunk(C2S, b"USR 1 a%d@x 1234.5678\r\n" % k, ts + 0.5, f"sb{k}"))
+            addresses[f"ns{k}"] = (f"127.0.1.{k % 250}:{3000 + k}", "127.0.0.9:1863")
+            addresses[f"sb{k}"] = (f"127.0.1.{k % 250}:{4000 + k}", "127.0.0.7:1863")
+    return chunks, addresses
+
+
+@pytest.mark.parametrize("xfr_ns", [True, False], ids=["XFR NS lines x connections", "one cookie x switchboards"])
+def test_many_referrals_and_many_candidates_link_in_linear_look_ups(xfr_ns):
+    counts = {}
+    for n in (100, 200):
+        chunks, addresses = _crowd(n, xfr_ns)
+        linker = Linker(Redactor(enabled=False))
+        linker.facts = CountingDict()
+        linker.conns = CountingDict()
+        analysis = Analysis([linker])
+        conns = {}
+        for chunk in chunks:
+            conn = conns.get(chunk.conn)
+            if conn is None:
+                client, server = addresses[chunk.conn]
+                conn = conns[chunk.conn] = analysis.open(client, server, conn_id=chunk.conn)
+            analysis.feed(conn, chunk.direction, chunk.data, chunk.ts)
+        analysis.finish()
+        before = linker.facts.lookups + linker.conns.lookups
+        res = linker._link()
+        counts[n] = linker.facts.lookups + linker.conns.lookups - before
+        kind = "ds_ns" if xfr_ns else "ns_sb"
+        assert len([link for link in res["links"] if link["type"] == kind]) == n
+    # Twice the connections, about twice the look-ups (n*n/2 before the indexes).
+    assert counts[200] <= 2.5 * counts[100]

@@ -156,5 +156,18 @@ def test_missing_file():
         CaptureFile("/nonexistent/capture.pcap")
 
 
+@needs_real
+def test_a_classic_pcap_is_read_without_importing_scapy():
+    # scapy's import alone costs about 40 MB: only pcapng, odd link types and writing need it.
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "from analyzer.capture.pcap import CaptureFile\n"
+            f"c = CaptureFile({str(NDPI)!r})\n"
+            "print(sum(1 for _ in c.segments()), c.format, 'scapy' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["364", "pcap", "False"]
+
+
 # Every test here runs on both readers: the pure-Python reference and the compiled core.
 pytestmark = pytest.mark.usefixtures("implementation")

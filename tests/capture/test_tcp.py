@@ -214,6 +214,139 @@ def test_late_segments_of_a_closed_connection_open_nothing():
     assert w.tracker.stats["late_segments"] == 1
 
 
+# -- cost proportional to input (counts, never timings: bench/scaling.py times them) --------
+
+
+def test_one_byte_segments_in_reverse_order_each_enter_and_leave_the_buffer_once(monkeypatch):
+    import heapq as real_heapq
+
+    import analyzer.capture.tcp as tcp
+    calls = {"push": 0, "pop": 0, "min": 0}
+
+    class CountingHeapq:
+        @staticmethod
+        def heappush(heap, item):
+            calls["push"] += 1
+            real_heapq.heappush(heap, item)
+
+        @staticmethod
+        def heappop(heap):
+            calls["pop"] += 1
+            return real_heapq.heappop(heap)
+
+        heapify = staticmethod(real_heapq.heapify)
+        nsmallest = staticmethod(real_heapq.nsmallest)
+
+    def counting_min(*args, **kwargs):
+        items = list(args[0]) if len(args) == 1 else list(args)
+        calls["min"] += len(items)
+        return min(items, **kwargs)
+
+    monkeypatch.setattr(tcp, "heapq", CountingHeapq)
+    monkeypatch.setattr(tcp, "min", counting_min, raising=False)
+    line = b"MSG 5 N 2000\r\n" + b"x" * 2000
+    w = Wire()
+    w.handshake()
+    base = w.seq["c"]
+    for i in reversed(range(1, len(line))):   # every byte but the first, last first
+        w.send("c", line[i:i + 1], seq=base + i)
+    w.send("c", line[:1], seq=base)
+    got = w.finish()
+    assert lines(got) == [line] and "tcp.gap" not in got.names()
+    n = len(line) - 1
+    # Each held byte is pushed once and popped once (a heap): no scan of the buffer per arrival.
+    assert n <= calls["push"] <= n + 8 and n <= calls["pop"] <= n + 8
+    assert calls["min"] <= 4 * n
+
+
+class CountingValues(dict):
+    """A dict that counts the items its values() hands out."""
+
+    handed = 0
+
+    def values(self):
+        for value in super().values():
+            CountingValues.handed += 1
+            yield value
+
+
+def test_many_flows_in_their_start_window_are_started_without_rescanning_the_others():
+    CountingValues.handed = 0
+    w = Wire()
+    w.tracker.syncing = CountingValues()
+    n = 2000
+    for i in range(n):   # bare SYNs and SYN-less one-segment flows, all inside the start window
+        src = ("127.0.1.%d" % (1 + i % 250), 20000 + i)
+        flags, data = (SYN, b"") if i % 2 else (PSH_ACK, b"VER 1 MSNP8 CVR0\r\n")
+        w.tracker.segment(100.0 + i * 1e-5, key(src, SERVER), 7000 + i, 0, flags, data)
+    w.tracker.segment(101.0, key(CLIENT, SERVER), 1, 0, PSH_ACK, b"VER 1 MSNP8 CVR0\r\n")
+    w.finish()
+    assert len(w.analysis.connections) >= n // 2
+    assert CountingValues.handed <= 4 * n   # the old start copied every open window per flow: n*n/2
+
+
+def test_idle_connections_cost_nothing_while_another_one_talks():
+    # 300 MSNP connections idle (nothing awaits a reply) while one talks for 20 minutes of
+    # capture time: no sweep over the idle ones, which are only looked at when they come due.
+    w = Wire()
+    ticks = []
+    real_tick = w.analysis.tick
+    w.analysis.tick = lambda conn, ts: ticks.append(conn) or real_tick(conn, ts)
+    for i in range(300):
+        src = ("127.0.2.%d" % (1 + i % 250), 30000 + i)
+        w.tracker.segment(100.0, key(src, SERVER), 1, 0, SYN, b"")
+        w.tracker.segment(100.0, key(SERVER, src), 9, 2, SYN | ACK, b"")
+        w.tracker.segment(100.0, key(src, SERVER), 2, 10, PSH_ACK, b"VER 1 MSNP8 CVR0\r\n")
+        w.tracker.segment(100.0, key(SERVER, src), 10, 20, PSH_ACK, b"VER 1 MSNP8 CVR0\r\n")
+    w.handshake()
+    for i in range(1200):
+        w.ts = 101.0 + i
+        w.send("c", b"PNG\r\n")
+        w.send("s", b"QNG 50\r\n")
+    # Each is looked at when its VER's reply deadline passes (then nothing waits), not every
+    # few seconds as a sweep over all open flows did (about 240 times each here).
+    # The talker itself is looked at about once a minute (each PNG's deadline).
+    from collections import Counter
+    talker = w.tracker.flows[key(CLIENT, SERVER)][0].conn
+    counts = Counter(map(id, ticks))
+    assert counts.pop(id(talker), 0) <= 1200 / 60 + 1
+    assert len(counts) == 300 and max(counts.values()) == 1
+    assert len(w.tracker.open) == 301
+    w.finish()
+
+
+def test_not_msnp_flows_count_in_max_flows_and_are_released():
+    w = Wire(max_flows=64)
+    for i in range(1000):   # HTTP flows that never end (no FIN): ignored, but not forever
+        src = ("127.0.3.%d" % (1 + i % 250), 40000 + i)
+        dst = ("127.0.0.9", 80)
+        w.tracker.segment(100.0 + i * 0.001, key(src, dst), 1, 0, SYN, b"")
+        w.tracker.segment(100.0 + i * 0.001, key(dst, src), 5, 2, SYN | ACK, b"")
+        w.tracker.segment(100.0 + i * 0.001, key(src, dst), 2, 6, PSH_ACK, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert len(w.tracker.open) + len(w.tracker.ignored) <= 64
+    assert len(w.tracker.flows) <= 2 * 64
+    # The idle timeout releases the rest.
+    w.tracker.segment(100.0 + 4000, key(CLIENT, SERVER), 1, 0, SYN, b"")
+    assert not w.tracker.ignored
+    got = w.finish()
+    assert "capture.flow_limit" in got.names()
+
+
+def test_acknowledged_bytes_are_not_kept():
+    w = Wire()
+    w.handshake()
+    w.send("c", b"VER 1 MSNP8 CVR0\r\n")
+    half = w.tracker.flows[key(CLIENT, SERVER)][0].halves[0]
+    assert bytes(half.sent) == b"VER 1 MSNP8 CVR0\r\n"   # not acknowledged yet
+    w.send("s", b"VER 1 MSNP8 CVR0\r\n", ack=w.seq["c"] - 5)
+    assert bytes(half.sent) == b"VR0\r\n"                # the last five bytes still are not
+    w.send("s", flags=ACK, ack=w.seq["c"])
+    assert half.sent is None                              # everything acknowledged: no buffer at all
+    w.send("c", b"x" * 40000)
+    assert len(half.sent) <= 16 * 1024                    # a small cap
+    w.finish()
+
+
 def test_a_stream_ends_at_its_tcp_close_not_its_last_command():
     # msnp.py logs out by closing the socket: the last command at t, the FINs 3.3 s later.
     w = Wire()

@@ -26,7 +26,7 @@ def console() -> Console:
 def test_sinks_come_in_the_documented_order_and_plugins_are_wired_explicitly(tmp_path):
     args = build_parser().parse_args(["decode", "x.msnp", "--json", str(tmp_path / "o.jsonl"), "-v",
                                       "--html", str(tmp_path / "t.html"), "--max-line", "4096"])
-    options = RunOptions.from_args(args, html=args.html, sources=args.files)
+    options = RunOptions.from_args(args, html=args.html, sources=list(args.files))
     assert options.limits.max_line == 4096 and options.sources == ("x.msnp",) and options.redact
     run = Run(options, console())
     try:

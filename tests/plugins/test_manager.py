@@ -321,3 +321,32 @@ def test_a_disabled_plugin_drops_out_of_the_routes():
     run_sample([failing, other])
     assert len(failing.seen) == 3  # no call after it was disabled
     assert len(other.seen) > 3
+
+
+
+def test_time_the_garbage_collector_took_is_not_the_plugins():
+    # A full collection of a busy capture's heap can take a second inside any plugin call:
+    # the budget counts the call's time without it (a fake clock and collector here).
+    from analyzer.msnp import C2S, Command
+    from analyzer.plugins.manager import PluginManager
+    now = {"clock": 0.0, "gc": 0.0}
+
+    class Observer:
+        name = "observer"
+        commands = None
+
+        def __init__(self, gc_seconds):
+            self.gc_seconds = gc_seconds
+
+        def on_command(self, conn, cmd):
+            now["clock"] += 2.0
+            now["gc"] += self.gc_seconds
+
+    results = []
+    for gc_seconds in (1.5, 0.0):
+        manager = PluginManager(budget=1.0, warn=lambda message: None, clock=lambda: now["clock"],
+                                collector_seconds=lambda: now["gc"])
+        lp = manager.add(Observer(gc_seconds), "test")
+        manager.event(None, Command(C2S, "PNG", None, [], b"PNG\r\n", None, None, 0, 1.0))
+        results.append(lp.enabled)
+    assert results == [True, False]   # 2 s with 1.5 s of collection: 0.5 s, within budget
