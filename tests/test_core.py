@@ -125,3 +125,21 @@ def test_install_without_a_rust_toolchain_gives_a_pure_python_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "analyzer/core.py" in names and "analyzer/capture/pcap.py" in names
     assert not [n for n in names if n.startswith("analyzer/_core")]
+
+
+@pytest.mark.skipif(core.CORE is None, reason="the compiled core is not built here")
+def test_readers_share_their_code_tables():
+    """A busy capture holds thousands of connections open, two readers each: a reader must not
+    carry its own 26^3-slot code table (about 420 KB: 2,500 connections once peaked at 2.1 GB)."""
+    code = """
+import resource
+from analyzer.msnp.reader import connection_readers
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+held = [connection_readers(8) for _ in range(2000)]
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(grown)
+"""
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    grown_kb = int(proc.stdout.split()[-1])
+    assert grown_kb < 150_000, f"4,000 readers grew the process by {grown_kb} KB"

@@ -3,6 +3,8 @@
 //! A copy of data, not of rules: `tests/msnp/test_reader_core.py` checks every entry here
 //! against the Python tables (through `analyzer._core.tables()`), so they cannot drift.
 
+use std::sync::LazyLock;
+
 pub const KNOWN_COMMANDS: &[&str] = &[
     "ACK", "ADC", "ADD", "ADG", "ADL", "ANS", "BLP", "BPR", "BYE", "CAL", "CHG", "CHL", "CVQ", "CVR", "FLN",
     "FQY", "GCF", "GTC", "ILN", "IMS", "INF", "IPG", "IRO", "JOI", "LSG", "LST", "MSG", "NAK", "NLN", "NOT",
@@ -102,7 +104,16 @@ pub struct CodeTable {
     slots: Vec<Option<CodeInfo>>,
 }
 
+static CLIENT_TABLE: LazyLock<CodeTable> = LazyLock::new(|| CodeTable::new(true));
+static SERVER_TABLE: LazyLock<CodeTable> = LazyLock::new(|| CodeTable::new(false));
+
 impl CodeTable {
+    /// The table of one side, built once per process and shared by every reader: a table is
+    /// 26^3 slots (about 420 KB), so one per reader cost about 840 KB per open connection.
+    pub fn shared(client: bool) -> &'static CodeTable {
+        if client { &CLIENT_TABLE } else { &SERVER_TABLE }
+    }
+
     pub fn new(client: bool) -> Self {
         let mut slots = vec![None; 26 * 26 * 26];
         for code in KNOWN_COMMANDS {
