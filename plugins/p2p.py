@@ -133,7 +133,7 @@ class P2PPlugin(Plugin):
         for c in self.calls.values():
             if len(rows) >= limit:
                 break
-            rows.append([c.stream, c.call_id, c.application or "?", c.sender or "?", c.receiver or "?",
+            rows.append([c.stream, self._masked(c.call_id), c.application or "?", c.sender or "?", c.receiver or "?",
                          " -> ".join(c.states)])
         more = Counter(self.folded)
         for c in list(self.calls.values())[limit:]:
@@ -141,6 +141,15 @@ class P2PPlugin(Plugin):
         for (app, last), n in sorted(more.items()):
             rows.append(["", f"{n} more calls", app, "", "", f"last step: {last}"])
         return rows
+
+    def _masked(self, call_id: str) -> str:
+        """A Call-ID is a secret of the session (as a cookie is): masked with the run's key."""
+        redactor = self.redactor
+        if redactor is not None and not redactor.enabled:
+            return call_id
+        if redactor is None:
+            return "<redacted>"
+        return redactor.mask(call_id.encode("utf-8", "surrogateescape"))
 
     def _section(self, limit: int) -> list[dict]:
         if not self.messages:

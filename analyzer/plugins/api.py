@@ -107,6 +107,10 @@ class Plugin:
     # `html_sections()` (`analyze` without --html), so a plugin may skip keeping
     # what only those sections show (the chat plugin keeps no message text then).
     html_report: bool = True
+    # Set by the run before the first event: its Redactor (analyzer.analysis.redact), for
+    # report sections that show a secret (mask it with `redactor.mask(raw_bytes)`: the same
+    # key as every other output, so masked values still match). None: mask it entirely.
+    redactor = None
 
     _reporter: Callable | None = None
 

@@ -105,10 +105,13 @@ def load_plugins(options: PluginOptions = PluginOptions(), analysis=None, *, thr
         discover(manager)
     for spec in options.explicit:
         load_explicit(manager, spec)
-    if not html_report:
-        for loaded in manager.loaded:
-            try:
+    redactor = getattr(analysis, "redactor", None)
+    for loaded in manager.loaded:
+        try:
+            if not html_report:
                 loaded.plugin.html_report = False
-            except AttributeError:
-                pass  # a plugin that forbids attributes keeps what it keeps
+            if redactor is not None:
+                loaded.plugin.redactor = redactor
+        except AttributeError:
+            pass  # a plugin that forbids attributes keeps what it keeps
     return manager

@@ -64,7 +64,7 @@ def test_observer_follows_call_ids_and_flags_bad_headers(tmp_path):
     assert call.sender == "alice@example.com" and call.receiver == "bob@example.com"
     assert analysis.connections["1"].anomalies["plugin.p2p.bad_header"] == 1
     (sec,) = manager.html_sections()
-    assert sec["rows"][0][1:] == ["{C9}", "file transfer", "alice@example.com", "bob@example.com",
+    assert sec["rows"][0][1:] == ["<redacted>", "file transfer", "alice@example.com", "bob@example.com",
                                   "INVITE -> 200 OK -> BYE"]
     view = manager.decode_payload(analysis and __import__("analyzer.msnp", fromlist=["Command"]).Command(
         "c2s", "MSG", 1, [b"1", b"D", b"1"], b"", msgs[0], len(msgs[0]), 0, None))
@@ -103,3 +103,23 @@ def test_calls_kept_are_bounded(tmp_path, monkeypatch):
     assert len(plugin.calls) == 5 and sum(plugin.folded.values()) == 35
     (sec,) = manager.html_sections()
     assert sec["rows"][-1][1] == "35 more calls" and len(sec["rows"]) == 6
+
+
+def test_the_sections_mask_call_ids_with_the_runs_key(capsys, monkeypatch):
+    """An MSNSLP Call-ID is a session secret: masked in the plugin's report section as in every export."""
+    import re
+    from pathlib import Path
+
+    import pytest
+    from analyzer.cli.main import main
+    real = Path(__file__).resolve().parents[2].parent / "shared" / "captures-real" / "ft15.pcapng"
+    if not real.is_file():
+        pytest.skip("../shared/captures-real is not beside the clone")
+    monkeypatch.setenv("COLUMNS", "200")
+    main(["analyze", str(real), "--no-redact"])
+    plain = capsys.readouterr().out
+    ids = set(re.findall(r"\{[0-9A-Fa-f-]{36}\}", plain.split("P2P sessions")[1]))
+    assert ids, "the unredacted report shows the Call-IDs"
+    main(["analyze", str(real)])
+    masked = capsys.readouterr().out.split("P2P sessions")[1]
+    assert not any(i in masked for i in ids) and "<redacted:" in masked
