@@ -12,33 +12,15 @@ import pytest
 
 from analyzer.analysis.run import Analysis
 from analyzer.capture.proxy.relay import WRITE_HIGH_WATER, Proxy
-from analyzer.msnp import S2C, Anomaly
+from analyzer.msnp import S2C
 from analyzer.scripted import EchoServer
+from capture.proxy.recording import Recording
 
 LOOP = "127.0.0.1"
 
 
 def run(coro, timeout=20):
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-class Recording:
-    """A sink that keeps every event."""
-
-    def __init__(self):
-        self.events = []
-
-    def event(self, conn, event):
-        self.events.append((conn.id if conn else None, event))
-
-    def stream(self, conn):
-        pass
-
-    def close(self):
-        pass
-
-    def anomalies(self, name):
-        return [e for _, e in self.events if type(e) is Anomaly and e.name == name]
 
 
 async def read_all(reader, limit=30):

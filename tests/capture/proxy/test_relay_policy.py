@@ -16,7 +16,7 @@ from analyzer.analysis.run import Analysis
 from analyzer.capture.proxy.relay import Proxy, ProxyLimits
 from analyzer.capture.targets import TargetPolicy, parse_allowed
 from analyzer.errors import UsageError
-from analyzer.msnp import Anomaly
+from capture.proxy.recording import Recording
 
 LOOP = "127.0.0.1"
 OTHER = "127.1.0.5"  # "another network": outside the upstream's 127.0.0.0/24
@@ -24,26 +24,6 @@ OTHER = "127.1.0.5"  # "another network": outside the upstream's 127.0.0.0/24
 
 def run(coro, timeout=60):
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-class Recording:
-    def __init__(self):
-        self.events = []
-
-    def event(self, conn, event):
-        self.events.append((conn.id if conn else None, event))
-
-    def stream(self, conn):
-        pass
-
-    def close(self):
-        pass
-
-    def anomalies(self, name):
-        return [e for _, e in self.events if type(e) is Anomaly and e.name == name]
-
-    def records(self, kind):
-        return [e for _, e in self.events if isinstance(e, dict) and e.get("kind") == kind]
 
 
 async def until(condition, timeout=10.0):
