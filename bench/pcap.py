@@ -57,6 +57,26 @@ def _checksum(header: bytes) -> int:
     return ~total & 0xFFFF
 
 
+def _copy_packet(data: bytes, renamed, addr: dict, shift: int) -> bytes:
+    """One Ethernet/IPv4/TCP frame of the source as copy `r` has it: its cookies and handles
+    renamed (same length: nothing else moves), its addresses mapped, its sequence numbers
+    shifted by `shift`, the IP checksum recomputed (TCP's zeroed: "not computed")."""
+    for old, new in renamed:
+        if old in data:
+            data = data.replace(old, new)
+    pkt = bytearray(data)
+    pkt[26:30] = addr[data[26:30]]
+    pkt[30:34] = addr[data[30:34]]
+    pkt[24:26] = b"\0\0"
+    ihl = (pkt[14] & 15) * 4
+    pkt[24:26] = struct.pack(">H", _checksum(bytes(pkt[14:14 + ihl])))
+    t = 14 + ihl
+    seq, ack = struct.unpack_from(">II", pkt, t + 4)
+    struct.pack_into(">II", pkt, t + 4, (seq + shift) & 0xFFFFFFFF, (ack + shift) & 0xFFFFFFFF)
+    pkt[t + 16:t + 18] = b"\0\0"
+    return bytes(pkt)
+
+
 def build(path: Path, replicas: int) -> None:
     """Write `replicas` shifted copies of the source capture to `path`."""
     from scapy.utils import RawPcapReader
@@ -82,19 +102,7 @@ def build(path: Path, replicas: int) -> None:
             dt = r * span
             buf = bytearray()
             for data, sec, usec in records:
-                for old, new in renamed:
-                    if old in data:
-                        data = data.replace(old, new)  # same length: nothing else moves
-                pkt = bytearray(data)
-                pkt[26:30] = addr[data[26:30]]
-                pkt[30:34] = addr[data[30:34]]
-                pkt[24:26] = b"\0\0"
-                ihl = (pkt[14] & 15) * 4
-                pkt[24:26] = struct.pack(">H", _checksum(bytes(pkt[14:14 + ihl])))
-                t = 14 + ihl
-                seq, ack = struct.unpack_from(">II", pkt, t + 4)
-                struct.pack_into(">II", pkt, t + 4, (seq + shift) & 0xFFFFFFFF, (ack + shift) & 0xFFFFFFFF)
-                pkt[t + 16:t + 18] = b"\0\0"  # TCP checksum not recomputed: zero means "not computed"
+                pkt = _copy_packet(data, renamed, addr, shift)
                 buf += struct.pack("<IIII", sec + dt, usec, len(pkt), len(pkt)) + pkt
             out.write(buf)
     tmp.replace(path)
@@ -181,20 +189,7 @@ def build_busy(path: Path, replicas: int, spacing: float) -> None:
         # copy (same length: nothing else moves).
         renamed = [(c, b"%06d" % (r % 1_000_000) + c[6:]) for c in cookies]
         for i, (data, sec, usec) in enumerate(records):
-            for old, new in renamed:
-                if old in data:
-                    data = data.replace(old, new)
-            pkt = bytearray(data)
-            pkt[26:30] = addr[data[26:30]]
-            pkt[30:34] = addr[data[30:34]]
-            pkt[24:26] = b"\0\0"
-            ihl = (pkt[14] & 15) * 4
-            pkt[24:26] = struct.pack(">H", _checksum(bytes(pkt[14:14 + ihl])))
-            t = 14 + ihl
-            seq, ack = struct.unpack_from(">II", pkt, t + 4)
-            struct.pack_into(">II", pkt, t + 4, (seq + shift) & 0xFFFFFFFF, (ack + shift) & 0xFFFFFFFF)
-            pkt[t + 16:t + 18] = b"\0\0"
-            yield (sec * 1_000_000 + usec - t0 + r * step, r, i, bytes(pkt))
+            yield (sec * 1_000_000 + usec - t0 + r * step, r, i, _copy_packet(data, renamed, addr, shift))
 
     if replicas > 250 * 256:
         raise SystemExit("at most 64,000 copies (distinct 127.x.y blocks)")

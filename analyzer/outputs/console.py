@@ -94,7 +94,6 @@ class ConsoleModel:
         self.requests: dict[tuple, Row] = {}   # (stream, trid) -> the request's row, until paired
         self.lines: dict[tuple, Row] = {}      # (stream, direction) -> the last command row
         self.waiting: dict[tuple, list] = {}   # (stream, direction) -> anomalies of lines not yet seen
-        self.finished = False
         self.ended = threading.Event()     # set when no more records will come: the console closes
 
     # -- sink -------------------------------------------------------------------
@@ -197,8 +196,7 @@ class ConsoleModel:
                 del self.requests[key]
 
     def close(self) -> None:
-        with self.lock:
-            self.finished = True
+        pass
 
     def notice(self, text: str) -> None:
         with self.lock:

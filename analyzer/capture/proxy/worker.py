@@ -327,6 +327,16 @@ class RemoteAnalysis:
 
 # -- the analysis process ---------------------------------------------------------------
 
+# What each record about one connection does to it (Closed also forgets the connection).
+CONN_CALLS = {
+    Data: lambda analysis, conn, r: analysis.feed(conn, r.direction, r.data, r.ts),
+    Ended: lambda analysis, conn, r: analysis.end(conn, r.direction, r.ts),
+    Gap: lambda analysis, conn, r: analysis.gap(conn, r.direction, r.size, r.ts),
+    Closed: lambda analysis, conn, r: analysis.close(conn, r.ts),
+    Legs: lambda analysis, conn, r: analysis.legs(conn, r.legs),
+}
+
+
 def serve(session, sock: socket.socket) -> int:
     """Run in the analysis process: apply records to `session.analysis` until told to finish."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -360,35 +370,14 @@ def serve(session, sock: socket.socket) -> int:
 
     def apply(record) -> bool:
         kind = type(record)
-        if kind is Data:
+        if kind is Opened:
+            conns[record.conn_id] = analysis.open(client=record.client, server=record.server,
+                                                  conn_id=record.conn_id, version=record.version)
+        elif kind in CONN_CALLS:
             cid = record.conn_id
-            conn = conns.get(cid)
+            conn = conns.pop(cid, None) if kind is Closed else conns.get(cid)
             if conn is not None:
-                guarded(cid, lambda: analysis.feed(conn, record.direction, record.data, record.ts))
-        elif kind is Opened:
-            cid = record.conn_id
-            conns[cid] = analysis.open(client=record.client, server=record.server, conn_id=cid,
-                                       version=record.version)
-        elif kind is Ended:
-            cid = record.conn_id
-            conn = conns.get(cid)
-            if conn is not None:
-                guarded(cid, lambda: analysis.end(conn, record.direction, record.ts))
-        elif kind is Gap:
-            cid = record.conn_id
-            conn = conns.get(cid)
-            if conn is not None:
-                guarded(cid, lambda: analysis.gap(conn, record.direction, record.size, record.ts))
-        elif kind is Closed:
-            cid = record.conn_id
-            conn = conns.pop(cid, None)
-            if conn is not None:
-                guarded(cid, lambda: analysis.close(conn, record.ts))
-        elif kind is Legs:
-            cid = record.conn_id
-            conn = conns.get(cid)
-            if conn is not None:
-                guarded(cid, lambda: analysis.legs(conn, record.legs))
+                guarded(cid, lambda: CONN_CALLS[kind](analysis, conn, record))
         elif kind is AnomalySeen:
             cid = record.conn_id
             conn = conns.get(cid) if cid is not None else None
