@@ -29,6 +29,7 @@ from analyzer.analysis.redact import Redactor
 from analyzer.anomalies import Severity
 from analyzer.clock import UTC, Clock
 from analyzer.msnp import C2S, Anomaly, Command, Transaction
+from analyzer.outputs.terminal import LineAnomalies
 from analyzer.text import visible
 
 MAX_ROWS = 5000          # rows the model keeps (older ones are dropped; --json keeps everything)
@@ -93,7 +94,7 @@ class ConsoleModel:
         self.status = ""
         self.requests: dict[tuple, Row] = {}   # (stream, trid) -> the request's row, until paired
         self.lines: dict[tuple, Row] = {}      # (stream, direction) -> the last command row
-        self.waiting: dict[tuple, list] = {}   # (stream, direction) -> anomalies of lines not yet seen
+        self.placing = LineAnomalies()         # which line an anomaly belongs to (the rule of -v)
         self.ended = threading.Event()     # set when no more records will come: the console closes
 
     # -- sink -------------------------------------------------------------------
@@ -137,13 +138,12 @@ class ConsoleModel:
                                     event.trid, visible(params), event.offset, command=event, conn=conn))
                 if event.payload is not None:
                     row.text += f"  +{len(event.payload)}B"
-                key = (stream, event.direction)
-                self.lines[key] = row
-                for anomaly in self.waiting.pop(key, ()):
-                    if anomaly.offset == event.offset:
-                        row.anomalies.append((anomaly.name, anomaly.severity, visible(self.redactor.detail(anomaly))))
-                    else:
-                        self._anomaly_row(stream, anomaly)
+                self.lines[(stream, event.direction)] = row
+                before, own = self.placing.line(stream, event.direction, event.offset)
+                for anomaly in before:
+                    self._anomaly_row(stream, anomaly)
+                for anomaly in own:
+                    row.anomalies.append((anomaly.name, anomaly.severity, visible(self.redactor.detail(anomaly))))
                 if event.trid is not None and event.direction == C2S:
                     self.requests[(stream, event.trid)] = row
             elif kind is Transaction:
@@ -159,18 +159,13 @@ class ConsoleModel:
                     summary.anomalies += 1
                     summary.worst = max(summary.worst, int(event.severity))
                     self.conns_version += 1
-                key = (stream, event.direction)
-                last = self.lines.get(key)
-                if event.direction is not None and event.offset is not None:
-                    if last is not None and last.offset == event.offset:
-                        last.anomalies.append((event.name, event.severity, visible(self.redactor.detail(event))))
-                        self.changed.add(last.seq)
-                        return
-                    if last is None or (last.offset is not None and event.offset > last.offset):
-                        waiting = self.waiting.setdefault(key, [])
-                        if len(waiting) < 64:
-                            waiting.append(event)
-                            return
+                if self.placing.hold(stream, event):
+                    return
+                last = self.lines.get((stream, event.direction))
+                if last is not None and event.offset is not None and last.offset == event.offset:
+                    last.anomalies.append((event.name, event.severity, visible(self.redactor.detail(event))))
+                    self.changed.add(last.seq)
+                    return
                 self._anomaly_row(stream, event)
             elif isinstance(event, dict) and event.get("kind") == "rewrite":
                 self._add(Row(0, stream, "rewrite", event.get("ts"), event.get("dir"), event.get("cmd", ""),
@@ -187,9 +182,8 @@ class ConsoleModel:
             summary = self._summary(conn)
             summary.closed = True
             self.conns_version += 1
-            for key in [k for k in self.waiting if k[0] == conn.id]:
-                for anomaly in self.waiting.pop(key):
-                    self._anomaly_row(conn.id, anomaly)
+            for stream, anomaly in self.placing.end(conn.id):
+                self._anomaly_row(stream, anomaly)
             for key in [k for k in self.lines if k[0] == conn.id]:
                 del self.lines[key]
             for key in [k for k in self.requests if k[0] == conn.id]:

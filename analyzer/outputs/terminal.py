@@ -252,14 +252,68 @@ def render_report(analysis: Analysis, console: Console, extra: list | None = Non
         console.print(fit(section))
 
 
+class LineAnomalies:
+    """Which command line an anomaly belongs to: the rule of -v and of the console.
+
+    The codec reports a line's white-space and line-end anomalies just before the
+    line itself (same direction, same offset); pairing reports its own about a
+    line already seen. So an anomaly ahead of the last line seen in its direction
+    waits for that line (at most MAX_WAITING per direction: past that, and for
+    anything else, it is shown where it stands).
+    """
+
+    MAX_WAITING = 64
+
+    def __init__(self) -> None:
+        self.last: dict[tuple, int] = {}       # (stream, direction) -> offset of the last line seen
+        self.waiting: dict[tuple, list] = {}   # (stream, direction) -> anomalies of lines not yet seen
+
+    def hold(self, stream: str, anomaly: Anomaly) -> bool:
+        """True when `anomaly` waits for its line; False: show it now."""
+        if anomaly.direction is None or anomaly.offset is None:
+            return False
+        key = (stream, anomaly.direction)
+        if anomaly.offset <= self.last.get(key, -1):
+            return False
+        waiting = self.waiting.setdefault(key, [])
+        if len(waiting) >= self.MAX_WAITING:
+            return False
+        waiting.append(anomaly)
+        return True
+
+    def line(self, stream: str, direction: str, offset: int) -> tuple[list, list]:
+        """A command line seen at `offset`: (anomalies of earlier lines that never came, this line's own)."""
+        key = (stream, direction)
+        self.last[key] = offset
+        waiting = self.waiting.get(key)
+        if not waiting:
+            return [], []
+        before = [a for a in waiting if a.offset < offset]
+        own = [a for a in waiting if a.offset == offset]
+        rest = [a for a in waiting if a.offset > offset]
+        if rest:
+            self.waiting[key] = rest
+        else:
+            del self.waiting[key]
+        return before, own
+
+    def end(self, stream: str | None = None, direction: str | None = None) -> list[tuple[str, Anomaly]]:
+        """(stream, anomaly) still waiting in `stream` (one direction, or all; every stream when None)."""
+        out = []
+        for key in [k for k in self.waiting if (stream is None or k[0] == stream)
+                    and (direction is None or k[1] == direction)]:
+            out.extend((key[0], a) for a in self.waiting.pop(key))
+        if stream is not None and direction is None:
+            for key in [k for k in self.last if k[0] == stream]:
+                del self.last[key]
+        return out
+
+
 class VerbosePrinter:
     """A sink that prints every decoded command, one wire line per output line, as it is seen.
 
-    An anomaly is printed under the command it belongs to: the codec reports a
-    line's white-space and line-end anomalies just before the line itself (the
-    same direction and offset), so such an anomaly waits for its command; one
-    about a line already printed (pairing's, at that line's offset) is printed
-    at once. Anything still waiting when its stream ends is printed then.
+    An anomaly is printed under the command it belongs to (`LineAnomalies`);
+    anything still waiting when its stream ends is printed then.
     """
 
     def __init__(self, console: Console, redactor: Redactor | None = None, decoded: bool = True,
@@ -269,8 +323,7 @@ class VerbosePrinter:
         self.decoded = decoded
         self.zone = zone
         self.views = None  # plugins' decoder: (command, conn) -> DecodedView | None (analyzer.plugins)
-        self.printed: dict[tuple, int] = {}        # (stream, direction) -> offset of the last command printed
-        self.waiting: dict[tuple, list] = {}       # (stream, direction) -> anomalies of lines not yet printed
+        self.placing = LineAnomalies()
 
     def _print(self, text: Text) -> None:
         # soft_wrap: one wire line is one output line (grep-able), however wide.
@@ -284,11 +337,9 @@ class VerbosePrinter:
         stream = conn.id if conn is not None else "-"
         kind = type(event)
         if kind is Command:
-            key = (stream, event.direction)
-            waiting = self.waiting.get(key)
-            if waiting:  # anomalies of lines before this one that never became commands
-                for anomaly in [a for a in waiting if a.offset < event.offset]:
-                    self._anomaly(stream, anomaly)
+            before, own = self.placing.line(stream, event.direction, event.offset)
+            for anomaly in before:  # anomalies of lines before this one that never became commands
+                self._anomaly(stream, anomaly)
             arrow = ">>>" if event.direction == C2S else "<<<"
             line = Text()
             if event.ts is not None:
@@ -303,29 +354,18 @@ class VerbosePrinter:
             if event.payload is not None:
                 line.append(f"  (+{len(event.payload)} bytes payload)", style="dim")
             self._print(line)
-            self.printed[key] = event.offset
-            if waiting:
-                for anomaly in [a for a in waiting if a.offset <= event.offset]:
-                    if anomaly.offset == event.offset:
-                        self._anomaly(stream, anomaly)
-                rest = [a for a in waiting if a.offset > event.offset]
-                if rest:
-                    self.waiting[key] = rest
-                else:
-                    del self.waiting[key]
+            for anomaly in own:
+                self._anomaly(stream, anomaly)
             view = self.views(event, conn) if self.views is not None and event.payload is not None else None
             if view is not None:
                 for text in view.lines(self.redactor):
                     self._print(Text("        " + visible(text), style="dim"))
         elif kind is Anomaly:
-            key = (stream, event.direction)
-            if (event.direction is None or event.offset is None
-                    or event.offset <= self.printed.get(key, -1)):
+            if not self.placing.hold(stream, event):
                 self._anomaly(stream, event)
-            else:
-                self.waiting.setdefault(key, []).append(event)
         elif kind is Skipped:
-            self._flush(stream, event.direction)
+            for _, anomaly in self.placing.end(stream, event.direction):
+                self._anomaly(stream, anomaly)
             self._print(Text(f"    ~ [{stream}] skipped {len(event.raw)} bytes", style="dim"))
         elif kind is Transaction:
             pass
@@ -335,17 +375,13 @@ class VerbosePrinter:
                                      f"the client: {event.get('original')} -> {event.get('rewritten')}"),
                              style="dim"))
 
-    def _flush(self, stream: str, direction=None) -> None:
-        for key in [k for k in self.waiting if k[0] == stream and (direction is None or k[1] == direction)]:
-            for anomaly in self.waiting.pop(key):
-                self._anomaly(stream, anomaly)
-
     def stream(self, conn: Connection) -> None:
-        self._flush(conn.id)
+        for stream, anomaly in self.placing.end(conn.id):
+            self._anomaly(stream, anomaly)
 
     def close(self) -> None:
-        for stream in sorted({k[0] for k in self.waiting}):
-            self._flush(stream)
+        for stream, anomaly in sorted(self.placing.end(), key=lambda item: item[0]):
+            self._anomaly(stream, anomaly)
 
 
-__all__ = ["SafeConsole", "render_report", "VerbosePrinter", "Fit", "fit", "connection_table", "totals_table", "percentile", "Group"]
+__all__ = ["SafeConsole", "LineAnomalies", "render_report", "VerbosePrinter", "Fit", "fit", "connection_table", "totals_table", "percentile", "Group"]

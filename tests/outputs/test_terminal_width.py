@@ -104,3 +104,15 @@ def test_a_long_file_name_is_not_cut():
     stats = {"packets": 1, "flows": 1, "msnp_flows": 1, "ignored_flows": 0}
     text = rendered(analysis, manager, 80, extra=[capture_table([(Capture, stats)])])
     assert Capture.path in text.splitlines() or any(Capture.path in line for line in text.splitlines())
+
+
+def test_verbose_prints_an_anomaly_under_the_line_it_belongs_to(capsys):
+    """The codec reports a line's white-space anomaly just before the line: -v waits for that line
+    instead of printing the anomaly under whatever came before (often the other direction's reply)."""
+    from analyzer.cli.main import main
+    main(["decode", str(ROOT / "captures" / "anomalies.msnp"), "-v", "--no-plugins"])
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if "msnp.whitespace.multiple_spaces" in line)
+    assert ">>> CVR 2" in lines[at - 1], lines[at - 2:at + 1]
+    at = next(i for i, line in enumerate(lines) if "msnp.reply.out_of_order" in line)
+    assert "<<< XFR 10" in lines[at - 1], lines[at - 2:at + 1]
