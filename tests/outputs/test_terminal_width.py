@@ -115,4 +115,4 @@ def test_verbose_prints_an_anomaly_under_the_line_it_belongs_to(capsys):
     at = next(i for i, line in enumerate(lines) if "msnp.whitespace.multiple_spaces" in line)
     assert ">>> CVR 2" in lines[at - 1], lines[at - 2:at + 1]
     at = next(i for i, line in enumerate(lines) if "msnp.reply.out_of_order" in line)
-    assert "<<< XFR 10" in lines[at - 1], lines[at - 2:at + 1]
+    assert "<<< ADD 11" in lines[at - 1], lines[at - 2:at + 1]  # the reply that overtook XFR 10
