@@ -52,6 +52,7 @@ def shoot(page_path: Path, out_dir: Path, chromium: str) -> list[Path]:
         page.wait_for_selector("#ladder g.arrow")
         written.append(out_dir / "html-ladder.png")
         page.screenshot(path=str(written[-1]))
+        page.set_viewport_size({"width": 1400, "height": 1100})  # room for all four plots
         page.click("#tabs button[data-view='plots']")
         page.wait_for_selector("#plots-box svg.plot")
         written.append(out_dir / "html-plots.png")

@@ -2,7 +2,7 @@
 // a plot of their own: their latency is the idle path's, not the server's work), commands per
 // second per connection, anomalies over time. Built when the Plots tab is first opened.
 
-const PLOT = {W: 900, H: 230, L: 58, R: 170, T: 26, B: 30, MAXPOINTS: 6000};
+const PLOT = {W: 900, H: 230, L: 58, R: 230, T: 26, B: 30, MAXPOINTS: 6000};
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"];
 let plotsDrawn = false;
 
@@ -52,7 +52,7 @@ function legend(frame, entries) {
   entries.slice(0, 11).forEach(([label, color], k) => {
     const y = PLOT.T + 6 + k * 15;
     frame.svg.appendChild(svgEl("rect", {x: frame.right, y: y - 5, width: 10, height: 10, fill: color}));
-    frame.svg.appendChild(svgEl("text", {x: frame.right + 14, y: y + 4, fill: "#1d2330"}, clip(label, 22)));
+    frame.svg.appendChild(svgEl("text", {x: frame.right + 14, y: y + 4, fill: "#1d2330"}, clip(label, 32)));
   });
 }
 function timeRange() {
@@ -153,7 +153,7 @@ function anomalyPlot() {
       height: (frame.fy(0) - frame.fy(sum[b])).toFixed(1), fill: "#e67e22"}));
   }
   const names = Object.entries(meta.totals.anomalies).sort((a, b) => b[1] - a[1]);
-  legend(frame, names.slice(0, 10).map(([n, c]) => [n + " " + c, sev(n) === "error" ? "#d0312d" : sev(n) === "info" ? "#2b8fd6" : "#e67e22"]));
+  legend(frame, names.slice(0, 10).map(([n, c]) => [c + " " + n, "#e67e22"]));
   box.appendChild(frame.svg);
   box.appendChild(el("p", "muted", total + " anomalies, bins of " + fmtSpan(d.width)));
   return box;
