@@ -87,6 +87,7 @@ class Referral:
     sessid: str | None = None
     inviter: str | None = None
     linked_to: str | None = None
+    offset: int | None = None  # the line's offset in its stream (the HTML timeline finds its row by it)
 
 
 @dataclass(slots=True)
@@ -325,12 +326,14 @@ class Linker:
             if found is None:
                 pass
             elif found.kind == "NS":
-                self.referrals.append(Referral("xfr_ns", facts.id, cmd.ts, self._order, found.target, cmd.trid))
+                self.referrals.append(Referral("xfr_ns", facts.id, cmd.ts, self._order, found.target, cmd.trid,
+                                               offset=cmd.offset))
             elif found.cookie is not None:
                 kind, trid = ("xfr_sb", cmd.trid) if code == "XFR" else ("rng", None)
                 self.referrals.append(Referral(kind, facts.id, cmd.ts, self._order, found.target, trid,
                                                cookie=found.cookie, sessid=found.sessid,
-                                               inviter=found.inviter.text if found.inviter else None))
+                                               inviter=found.inviter.text if found.inviter else None,
+                                               offset=cmd.offset))
                 self._ns_of_cookie[found.cookie] = facts.id
         elif code == "IRO" or code == "JOI":
             found = wire.arrival(cmd)
@@ -402,6 +405,7 @@ class Linker:
         links: list[dict] = []
         unlinked: list[dict] = []
         parent: dict[str, str] = {}       # child stream -> parent stream
+        referred: dict[str, Referral] = {}  # child stream -> the XFR/RNG line that opened it
         sids = sorted(self.facts, key=lambda s: self.facts[s].order)
         for sid, conn in self.conns.items():
             if sid not in self.facts:
@@ -450,6 +454,7 @@ class Linker:
             sb = chosen[i]
             ref.linked_to = sb
             parent[sb] = ref.stream
+            referred[sb] = ref
             login = self.facts[sb].sb_login
             rec = {"kind": "link", "type": "ns_sb", "from": ref.stream, "to": sb, "by": ref.kind,
                    "ts": ref.ts, "trid": ref.trid, "target": ref.target,
@@ -531,6 +536,7 @@ class Linker:
             ns_taken.add(best)
             ref.linked_to = best
             parent[best] = ref.stream
+            referred[best] = ref
             links.append({"kind": "link", "type": "ds_ns", "from": ref.stream, "to": best, "by": "xfr_ns",
                           "ts": ref.ts, "trid": ref.trid, "target": ref.target, "evidence": by})
         ds_with_xfr = {r.stream for r in self.referrals if r.kind == "xfr_ns"}
@@ -542,7 +548,7 @@ class Linker:
         sessions, session_of = self._sessions(sids, parent)
         chats = [self._chat(sid, session_of.get(sid)) for sid in sids if self._role(sid) == "SB"]
         return {"links": links, "unlinked": unlinked, "sessions": sessions, "chats": chats,
-                "session_of": session_of, "parent": parent}
+                "session_of": session_of, "parent": parent, "referred": referred}
 
     def _sb_pick(self, ref: Referral, queues: dict, sessids: dict, position: dict, claimed: set[str],
                  exact: bool) -> str | None:

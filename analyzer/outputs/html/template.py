@@ -1,6 +1,7 @@
 """The page around the data: the page's assets inlined, and safe JSON embedding.
 
-`render_page(meta, chunks, nonce)` returns the whole HTML document. Data goes
+`write_page(out, meta, chunks, merged, nonce)` writes the whole HTML document
+piece by piece (`render_page` returns it as one string, for small data). Data goes
 into `<script type="application/json">` elements through `embed_json`, which
 escapes every character that could end the element or be read as markup; the
 script reads it with `textContent` + `JSON.parse` and builds the DOM with
@@ -55,13 +56,29 @@ def page_head(nonce: str) -> str:
     return asset("skeleton.html").replace("{nonce}", nonce).replace("{css}", asset("page.css"))
 
 
+def write_page(out, meta: str, chunks, merged=(), nonce: str = "") -> None:
+    """Write the document to `out` (a text file) piece by piece: the head, `meta`, the first
+    row chunk, the page script, the other row chunks `c1..`, then the merged-order chunks
+    `m0..`. `meta` and every chunk are JSON texts already made inert by `embed_json`; the
+    chunks come from iterables, so the whole page is never held at once."""
+    write = out.write
+    write(page_head(nonce))
+    write(f'<script type="application/json" id="meta">{meta}</script>\n')
+    k = -1
+    for k, chunk in enumerate(chunks):
+        write(f'<script type="application/json" id="c{k}">{chunk}</script>\n')
+        if k == 0:
+            write(f'<script nonce="{nonce}">{page_script()}</script>\n')
+    if k < 0:
+        write(f'<script nonce="{nonce}">{page_script()}</script>\n')
+    for k, chunk in enumerate(merged):
+        write(f'<script type="application/json" id="m{k}">{chunk}</script>\n')
+    write("</body>\n</html>\n")
+
+
 def render_page(meta: dict, chunks: list[list], nonce: str) -> str:
-    parts = [page_head(nonce)]
-    parts.append(f'<script type="application/json" id="meta">{embed_json(meta)}</script>\n')
-    if chunks:
-        parts.append(f'<script type="application/json" id="c0">{embed_json(chunks[0])}</script>\n')
-    parts.append(f'<script nonce="{nonce}">{page_script()}</script>\n')
-    for k in range(1, len(chunks)):
-        parts.append(f'<script type="application/json" id="c{k}">{embed_json(chunks[k])}</script>\n')
-    parts.append("</body>\n</html>\n")
-    return "".join(parts)
+    """The whole document as one string, from plain data (small pages, tests)."""
+    import io
+    buf = io.StringIO()
+    write_page(buf, embed_json(meta), (embed_json(c) for c in chunks), (), nonce)
+    return buf.getvalue()
