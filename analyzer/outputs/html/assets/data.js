@@ -86,9 +86,6 @@ function fmtSpan(s) {
   return (s / 3600).toFixed(1) + " h";
 }
 
-// Every chunk parsed: the derived views need the whole capture (called once the document is read).
-function allChunks() { for (let k = 0; k < meta.chunks; k++) chunk(k); }
-
 // ---- lanes: labels, groups, time search -----------------------------------------
 function laneLabel(l) {
   let s = "[" + l.id + "] " + (l.role || "?");
@@ -162,10 +159,11 @@ let densityInfo = null;
 function density() {
   if (densityInfo) return densityInfo;
   const first = provenance.first, last = provenance.last;
+  const span = last > first ? last - first : 1;   // the exporter's rule: a span of 0 counts as 1 s
   let bins = meta.bins;
   if (!(bins > 0) || !lanes.every((l) => Array.isArray(l.density))) {
-    bins = 512;
-    const width = Math.max(last - first, 1e-9) / bins;
+    bins = 240;
+    const width = span / bins;
     lanes.forEach((l) => {
       const counts = new Map();
       for (let i = l.first; i < l.first + l.count; i++) {
@@ -180,7 +178,7 @@ function density() {
       l.density = [...counts.values()].sort((a, b) => a[0] - b[0]);
     });
   }
-  densityInfo = {bins: bins, first: first, width: Math.max(last - first, 1e-9) / bins};
+  densityInfo = {bins: bins, first: first, width: span / bins};
   return densityInfo;
 }
 

@@ -76,6 +76,7 @@ function drawLadder() {
     ? "lines " + (ladderOffset + 1) + "\u2013" + (ladderOffset + shown.length) + " of " + all.length
     : all.length + " lines";
   box.replaceChildren(ladderSvg(lis, shown));
+  ladderMark();
 }
 
 function ladderSvg(lis, shown) {
@@ -132,8 +133,6 @@ function ladderSvg(lis, shown) {
       if (r[7]) g.appendChild(svgEl("circle", {cx: Math.max(x1, x2) - 10, cy: y - 6, r: 3.5, fill: "#e67e22"}));
     }
     g.addEventListener("click", () => select(i, false));
-    if (i === selected) g.appendChild(svgEl("rect", {x: 2, y: y - LADDER.STEP / 2, width: width - 4,
-      height: LADDER.STEP, fill: "none", stroke: "#f39c12", "stroke-width": 1.5}));
     svg.appendChild(g);
     // A reply tied to its request: a bracket beside the server's lifeline, with the latency.
     const t = r[8];
@@ -149,7 +148,20 @@ function ladderSvg(lis, shown) {
       }
     }
   });
+  // The selected line's frame, moved by ladderMark() when the selection changes.
+  svg.appendChild(svgEl("rect", {id: "ladder-sel", x: 2, y: 0, width: width - 4, height: LADDER.STEP,
+    fill: "none", stroke: "#f39c12", "stroke-width": 1.5, visibility: "hidden"}));
   return svg;
+}
+function ladderMark() {
+  const frame = $("ladder-sel");
+  if (!frame) return;
+  const g = selected >= 0 ? document.querySelector("#ladder g[data-row='" + selected + "']") : null;
+  if (!g) { frame.setAttribute("visibility", "hidden"); return; }
+  const line = g.querySelector("line, circle");
+  const y = Number(line.getAttribute("y1") || line.getAttribute("cy"));
+  frame.setAttribute("y", String(y - LADDER.STEP / 2));
+  frame.setAttribute("visibility", "visible");
 }
 function clip(s, n) { s = String(s); return n > 3 && s.length > n ? s.slice(0, n - 1) + "\u2026" : s; }
 

@@ -19,9 +19,10 @@ function redrawViews() {
   else if (currentView === "ladder" && ready) drawLadder();
   else if (currentView === "plots" && ready) drawPlots();
 }
-// Called by select(): the overview shows the selected row.
+// Called by select(): the overview (or the ladder) shows the selected row.
 function selectionChanged() {
   if (currentView === "timeline") ovReveal();
+  else if (currentView === "ladder") ladderMark();
 }
 
 header();
@@ -44,7 +45,6 @@ drawOverview();
 performance.mark("first-rows");
 function whenRead() {
   ready = true;
-  allChunks();
   referrals();
   fillFilters();
   fillLadderChoices();

@@ -175,16 +175,41 @@ function drawChats(ctx, firstLane, lastLane) {
 
 // Referral arrows: from the XFR/RNG line (its time, in the parent's lane) to the start of the
 // connection it opened. Only those that cross the visible lanes are drawn.
+// The lanes with a referral, ordered by the upper of their two lanes; with the widest gap
+// between parent and child, the arrows that can cross the visible lanes are a short range of it.
+let referralIndex = null;
+function referralRange(firstLane, lastLane) {
+  if (referralIndex === null) {
+    referrals();
+    const list = [];
+    let gap = 0;
+    lanes.forEach((l, li) => {
+      if (!l.referral || l.start === null) return;
+      const lo = Math.min(li, l.referral.lane), hi = Math.max(li, l.referral.lane);
+      list.push([lo, hi, li]);
+      gap = Math.max(gap, hi - lo);
+    });
+    list.sort((a, b) => a[0] - b[0]);
+    referralIndex = {list: list, gap: gap};
+  }
+  const {list, gap} = referralIndex;
+  // First entry whose upper lane could still reach firstLane.
+  let lo = 0, hi = list.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (list[mid][0] < firstLane - gap) lo = mid + 1; else hi = mid; }
+  const out = [];
+  for (let k = lo; k < list.length && list[k][0] <= lastLane; k++) if (list[k][1] >= firstLane) out.push(list[k][2]);
+  return out;
+}
+
 function drawReferrals(ctx, top, H) {
   if (!ready) return [];
-  referrals();
   const out = [];
   const yMin = OV.AXIS, yMax = H;
+  const firstLane = Math.max(0, Math.floor(top / OV.LH)), lastLane = Math.floor((top + H - OV.AXIS) / OV.LH);
   ctx.save();
   ctx.beginPath(); ctx.rect(OV.LABELW, OV.AXIS, ovPlotWidth(), H - OV.AXIS); ctx.clip();
-  lanes.forEach((l, li) => {
-    const ref = l.referral;
-    if (!ref || l.start === null) return;
+  referralRange(firstLane, lastLane).forEach((li) => {
+    const l = lanes[li], ref = l.referral;
     const r = row(ref.row);
     if (!r) return;
     const y1 = ovLaneY(ref.lane) + OV.LH / 2, y2 = ovLaneY(li) + OV.LH / 2;
@@ -223,7 +248,8 @@ function drawAxis(ctx, W) {
   ctx.fillStyle = "#1f2a44";
   ctx.fillRect(0, 0, W, OV.AXIS);
   ctx.fillStyle = "#eef1f7";
-  ctx.fillText(fmtAbs(ovView[0], true), 6, OV.AXIS / 2);
+  // The absolute time of day at the left edge (wall-clock captures only; transcripts count from 0).
+  if (ovView[0] > 1e8) ctx.fillText(fmtAbs(ovView[0], true), 6, OV.AXIS / 2);
   const step = niceStep(ovView[1] - ovView[0], ovPlotWidth() / 110);
   const startT = Math.ceil((ovView[0] - T0) / step) * step + T0;
   for (let t = startT; t <= ovView[1]; t += step) {
