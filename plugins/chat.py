@@ -33,6 +33,7 @@ from analyzer.plugins import TERMINAL_ROWS, Plugin, section
 from msnp_analyzer_plugins.mime import classify, parse_mime
 
 UNKNOWN = "unknown"
+MAX_OTHERS = 10_000   # participants other than the user named per board; later ones are counted
 
 
 @dataclass
@@ -51,7 +52,8 @@ class Switchboard:
     server: str | None
     user: str | None = None                 # the SB connection's own handle (USR/ANS)
     typing_user: str | None = None          # from the client's TypingUser headers
-    others: list[str] = field(default_factory=list)  # IRO/JOI/server MSG senders
+    others: list[str] = field(default_factory=list)  # IRO/JOI/server MSG senders (at most MAX_OTHERS)
+    more_others: int = 0                    # distinct ones past MAX_OTHERS, counted
     lines: list[ChatLine] = field(default_factory=list)  # empty when the plugin keeps no text
     first_ts: float | None = None
     how: str = ""                           # how the user was identified
@@ -71,10 +73,12 @@ def _first_message(sb: Switchboard):
     return (sb.first_message is None, sb.first_message or 0, sb.stream)
 
 
-def _listed(handles: list[str], limit: int = 10) -> str:
-    """At most `limit` handles in a terminal cell, the rest counted (a JOI flood is one line)."""
+def _listed(handles: list[str], limit: int = 10, more: int = 0) -> str:
+    """At most `limit` handles in a terminal cell, the rest (and `more` not kept) counted (a JOI
+    flood is one line)."""
     text = ", ".join(handles[:limit])
-    return text + f", +{len(handles) - limit} more" if len(handles) > limit else text
+    rest = max(0, len(handles) - limit) + more
+    return text + f", +{rest} more" if rest else text
 
 
 def format_ts(ts: float | None, zone: Clock = UTC) -> str:
@@ -92,11 +96,15 @@ class ChatPlugin(Plugin):
     commands = frozenset({"MSG", "IRO", "JOI", "USR"})
     anomalies = {
         "unknown_sender": ("info", "a client text message whose sender nothing in the capture names"),
+        "participant_limit": ("warning", "more than 10,000 participants named on one switchboard; the rest "
+                                         "are counted, not named (once per switchboard)"),
     }
 
     def __init__(self) -> None:
         self.switchboards: dict[str, Switchboard] = {}
-        self.ns_handles: set[str] = set()      # the user handles of NS/DS connections
+        # The user handles of NS/DS connections: only whether there is exactly one matters,
+        # so at most two are kept (a capture of thousands of logins holds two strings).
+        self.ns_handles: set[str] = set()
         self._conns: dict[str, object] = {}
         # Summary mode (no HTML report): ended boards past the earliest TERMINAL_ROWS,
         # folded into [chats, messages, first message, last message].
@@ -115,20 +123,28 @@ class ChatPlugin(Plugin):
         code = cmd.cmd
         if conn is None:
             return
-        if conn.role in ("NS", "DS") and conn.handle:
+        if conn.role in ("NS", "DS") and conn.handle and len(self.ns_handles) < 2:
             self.ns_handles.add(conn.handle)
         if code == "MSG":
             self._msg(conn, cmd)
         elif code in ("IRO", "JOI"):
             found = arrival(cmd)
             if found is not None:
-                self._add_other(self._board(conn), found.endpoint.handle)
+                self._add_other(self._board(conn), found.endpoint.handle, conn, cmd)
 
-    def _add_other(self, sb: Switchboard, handle: str) -> None:
+    def _add_other(self, sb: Switchboard, handle: str, conn, cmd) -> None:
         known = self._others_seen.setdefault(sb.stream, set())
-        if handle not in known:
+        if handle in known:
+            return
+        if len(sb.others) < MAX_OTHERS:
             known.add(handle)
             sb.others.append(handle)
+            return
+        sb.more_others += 1   # not remembered: a handle seen twice past the limit counts twice
+        if sb.more_others == 1:
+            self.report(conn, "participant_limit",
+                        f"more than {MAX_OTHERS} participants named on switchboard {sb.stream}: later ones are "
+                        f"counted, not named", cmd)
 
     def _msg(self, conn, cmd) -> None:
         if cmd.payload is None:
@@ -155,7 +171,7 @@ class ChatPlugin(Plugin):
             sender = found.endpoint.handle if found is not None else None
             nick = nick_text(found.nick) if found is not None and found.nick is not None else None
             if found is not None and not found.service:
-                self._add_other(sb, sender)
+                self._add_other(sb, sender, conn, cmd)
             if kind == "text":
                 self._count(sb, cmd.ts)
                 if self.html_report:
@@ -169,7 +185,7 @@ class ChatPlugin(Plugin):
         sb.last_message = ts
 
     def on_connection_end(self, conn) -> None:
-        if conn.role in ("NS", "DS") and conn.handle:
+        if conn.role in ("NS", "DS") and conn.handle and len(self.ns_handles) < 2:
             self.ns_handles.add(conn.handle)
         if conn.id in self.switchboards:
             sb = self.switchboards[conn.id]
@@ -256,7 +272,7 @@ class ChatPlugin(Plugin):
         # As the connection table: a capture with thousands of chats lists the first
         # ones and counts the rest (the transcripts are all in `msnp-analyzer chat`).
         for sb in boards[:TERMINAL_ROWS]:
-            table.add_row(sb.stream, _listed(sb.participants) or UNKNOWN, str(sb.messages),
+            table.add_row(sb.stream, _listed(sb.participants, more=sb.more_others) or UNKNOWN, str(sb.messages),
                           format_ts(sb.first_message), format_ts(sb.last_message))
         if len(boards) > TERMINAL_ROWS or folded_chats:
             rest = boards[TERMINAL_ROWS:]
