@@ -180,6 +180,19 @@ def run(args: list[str], timeout: float) -> dict:
             "wall": time.perf_counter() - started}
 
 
+def read_meta(page: Path) -> dict:
+    """The page's meta, read piece by piece: this process must stay small, since the peak RSS
+    of a child it forks starts from its own (Linux keeps the high-water mark across exec)."""
+    text = ""
+    with open(page, encoding="utf-8") as f:
+        while "</script>" not in text.partition('id="meta">')[2]:
+            piece = f.read(1 << 20)
+            if not piece:
+                break
+            text += piece
+    return json.loads(text.partition('id="meta">')[2].partition("</script>")[0])
+
+
 def first_paint(browser, html: Path, runs: int) -> tuple[float, float, int]:
     """Medians of (first-rows mark ms, visible ms) over `runs` after one warm-up; rows shown."""
     marks, visible = [], []
@@ -238,10 +251,10 @@ def main() -> int:
         built = json.loads(count.read_text())
         base = run(["analyze", str(capture), "--json", str(jsonl), "-q"], args.timeout)
         export = run(["export", str(capture), "-o", str(page)], args.timeout)
-        meta = json.loads(page.read_text(encoding="utf-8").split('id="meta">', 1)[1].split("</script>", 1)[0]) \
-            if page.stat().st_size < 50e6 else None
+        meta = read_meta(page)
         results.append({"label": label, "commands": built, "base": base, "export": export,
-                        "bytes": page.stat().st_size, "page": page, "lanes": len(meta["lanes"]) if meta else None})
+                        "bytes": page.stat().st_size, "page": page, "lanes": len(meta["lanes"]),
+                        "rows": meta["rows"]})
         print(f"{label}: export {export['cpu']:.1f} s CPU, {export['rss']:.0f} MB; --json {base['cpu']:.1f} s, "
               f"{base['rss']:.0f} MB; page {page.stat().st_size / 1e6:.1f} MB", flush=True)
         capture.unlink()
