@@ -262,3 +262,21 @@ def test_a_run_totals_at_most_max_run_codes_one_by_one():
     assert len(totals) == MAX_RUN_CODES + 1 and sum(totals.values()) == lines
     assert totals[OTHER_CODES] == lines - MAX_RUN_CODES
     assert KEEP_CLOSED > 2
+
+
+def test_the_pending_limit_is_said_when_first_hit_and_counted_in_the_stream_record():
+    from analyzer.analysis.connection import Limits
+    from analyzer.msnp import Anomaly
+    from analyzer.outputs.jsonl import JsonLinesWriter
+    out = io.StringIO()
+    analysis = Analysis([JsonLinesWriter(out)], limits=Limits(max_pending=100))
+    conn = analysis.open("127.0.0.1:40000", "127.0.0.2:1863")
+    said = analysis.feed(conn, "c2s", b"PNG\r\n" * 101, 1.0)   # one past the limit
+    assert [e.name for e in said if type(e) is Anomaly] == ["msnp.trid.pending_limit"]
+    analysis.feed(conn, "c2s", b"PNG\r\n" * 400, 2.0)
+    analysis.close(conn, 3.0)
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    stream = next(r for r in records if r["kind"] == "stream")
+    assert stream["anomalies"]["msnp.trid.pending_limit"] == 1
+    assert stream["pending_given_up"] == 401   # the first one, then one per PNG past the limit
+    assert sum(1 for r in records if r.get("name") == "msnp.trid.pending_limit") == 1
