@@ -18,6 +18,12 @@ each board's counts and times are kept, not the text, and once a board has
 ended and is not among the TERMINAL_ROWS earliest, it is folded into the
 totals of the "more chats" row: the terminal section needs no more, and
 memory stays flat however many switchboards the capture holds.
+
+For the HTML report the text is kept, but at most `BOARD_LINES` lines per
+board and `REPORT_LINES` over all boards (`line_limit`): the timeline's rows
+hold every message already, and the section says how many more there were
+(`msnp-analyzer chat` keeps every line: it builds the plugin with
+`line_limit=None`).
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ class Switchboard:
     first_ts: float | None = None
     how: str = ""                           # how the user was identified
     messages: int = 0                       # text messages (kept as lines or not)
+    more_lines: int = 0                     # text messages past the line limits, not kept
     client_messages: int = 0                # of which the client sent
     first_message: float | None = None      # times of the first and last text message
     last_message: float | None = None
@@ -88,6 +95,11 @@ def format_ts(ts: float | None, zone: Clock = UTC) -> str:
 
 
 
+BOARD_LINES = 200      # chat lines per board kept for the HTML report
+REPORT_LINES = 5_000   # chat lines over all boards kept for the HTML report
+ALL_LINES = (float("inf"), float("inf"))  # `line_limit` of the chat command: every line
+
+
 class ChatPlugin(Plugin):
     name = "chat"
     version = "1.0"
@@ -100,7 +112,10 @@ class ChatPlugin(Plugin):
                                          "are counted, not named (once per switchboard)"),
     }
 
-    def __init__(self) -> None:
+    def __init__(self, line_limit: tuple[int, int] | None = None) -> None:
+        # (lines per board, lines over all boards) kept for the HTML report; None: all.
+        self.line_limit = (BOARD_LINES, REPORT_LINES) if line_limit is None else line_limit
+        self.lines_kept = 0
         self.switchboards: dict[str, Switchboard] = {}
         # The user handles of NS/DS connections: only whether there is exactly one matters,
         # so at most two are kept (a capture of thousands of logins holds two strings).
@@ -164,7 +179,7 @@ class ChatPlugin(Plugin):
                 return
             sb.client_messages += 1
             self._count(sb, cmd.ts)
-            if self.html_report:
+            if self.html_report and self._keep(sb):
                 sb.lines.append(ChatLine(cmd.ts, C2S, None, msg.text()))
         else:
             found = message_sender(cmd)
@@ -174,8 +189,17 @@ class ChatPlugin(Plugin):
                 self._add_other(sb, sender, conn, cmd)
             if kind == "text":
                 self._count(sb, cmd.ts)
-                if self.html_report:
+                if self.html_report and self._keep(sb):
                     sb.lines.append(ChatLine(cmd.ts, cmd.direction, sender, msg.text(), nick))
+
+    def _keep(self, sb: Switchboard) -> bool:
+        """Whether one more line of `sb` is kept (see `line_limit`); else it is counted."""
+        per_board, overall = self.line_limit
+        if len(sb.lines) < per_board and self.lines_kept < overall:
+            self.lines_kept += 1
+            return True
+        sb.more_lines += 1
+        return False
 
     @staticmethod
     def _count(sb: Switchboard, ts: float | None) -> None:
@@ -256,8 +280,11 @@ class ChatPlugin(Plugin):
         for sb in self.transcripts():
             title = (f"Chat on switchboard {sb.stream} ({sb.client or '?'} - {sb.server or '?'}): "
                      f"{', '.join(sb.participants) or UNKNOWN}")
-            out.append(section(title, ["time", "sender", "text"],
-                               [[format_ts(ln.ts), ln.sender or UNKNOWN, ln.text] for ln in sb.lines]))
+            rows = [[format_ts(ln.ts), ln.sender or UNKNOWN, ln.text] for ln in sb.lines]
+            if sb.more_lines:
+                rows.append(["…", "", f"{sb.more_lines} more messages not listed here (they are rows of the "
+                                      "timeline; msnp-analyzer chat CAPTURE prints the whole transcript)"])
+            out.append(section(title, ["time", "sender", "text"], rows))
         return out
 
     def terminal_sections(self) -> list:
