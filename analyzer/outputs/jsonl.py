@@ -204,4 +204,5 @@ def stream_record(conn: Connection) -> dict:
             "bytes": {"c2s": conn.bytes["c2s"], "s2c": conn.bytes["s2c"]},
             "commands": sum(conn.commands.values()),
             "transactions": dict(conn.outcomes), "anomalies": dict(conn.anomalies),
-            **({"legs": conn.legs} if getattr(conn, "legs", None) else {})}
+            **({"legs": conn.legs} if getattr(conn, "legs", None) else {}),
+            **({"pending_given_up": given_up} if (given_up := getattr(conn.tracker, "gave_up", 0)) else {})}

@@ -217,3 +217,142 @@ def test_login_linker_holds_at_most_max_tickets_per_table_and_says_so_once():
             linker.event(object(), cmd)
     assert len(linker.presented) == passport.MAX_TICKETS and linker.forgotten == 300
     assert [a.name for a in run.anomalies if type(a) is Anomaly] == ["passport.ticket_limit"]
+
+
+def _crafted_codes(n: int) -> list[bytes]:
+    """n distinct three-letter codes no MSNP version defines (each an msnp.command.unknown)."""
+    from itertools import product
+    from string import ascii_uppercase
+    from analyzer.msnp.tables import KNOWN_COMMANDS
+    codes = ("".join(t).encode() for t in product(ascii_uppercase[::-1], repeat=3))
+    return [c for c in codes if c not in KNOWN_COMMANDS][:n]
+
+
+def test_a_connection_counts_at_most_max_command_codes_one_by_one_and_says_so_once():
+    from analyzer.analysis.connection import MAX_COMMAND_CODES, OTHER_CODES, Connection
+    from analyzer.msnp import Anomaly, Command
+    conn = Connection("1")
+    codes = _crafted_codes(MAX_COMMAND_CODES + 44)
+    events = conn.feed("s2c", b"".join(b"%s %d x\r\n" % (c, i) for i, c in enumerate(codes, 1)), 1.0)
+    events += conn.feed("s2c", b"%s 9 x\r\n" % codes[-1], 2.0)   # a code past the cap, again
+    assert len(conn.commands) == MAX_COMMAND_CODES + 1
+    assert conn.commands[OTHER_CODES] == 45 and sum(conn.commands.values()) == len(codes) + 1
+    limits = [i for i, e in enumerate(events) if type(e) is Anomaly and e.name == "msnp.command.code_limit"]
+    assert len(limits) == 1 and conn.anomalies["msnp.command.code_limit"] == 1
+    first_over = events[limits[0] + 1]   # the anomaly sits just before the line that hit the cap
+    assert type(first_over) is Command and first_over.cmd == codes[MAX_COMMAND_CODES].decode()
+    assert repr(first_over.cmd) in events[limits[0]].detail
+
+
+def test_a_run_totals_at_most_max_run_codes_one_by_one():
+    from analyzer.analysis.connection import MAX_COMMAND_CODES, MAX_RUN_CODES, OTHER_CODES
+    from analyzer.analysis.run import KEEP_CLOSED
+    analysis = Analysis()
+    analysis.keep_closed = 2   # fold most connections: both the folded and the kept are capped
+    codes = _crafted_codes(MAX_COMMAND_CODES * 6)
+    lines = 0
+    for k in range(6):
+        conn = analysis.open()
+        chunk = codes[k * MAX_COMMAND_CODES:(k + 1) * MAX_COMMAND_CODES]
+        analysis.feed(conn, "s2c", b"".join(b"%s 1 x\r\n" % c for c in chunk), 1.0)
+        lines += len(chunk)
+        analysis.close(conn, 2.0)
+    totals = analysis.totals()["commands"]
+    assert len(analysis.folded.commands) <= MAX_RUN_CODES + 1
+    assert len(totals) == MAX_RUN_CODES + 1 and sum(totals.values()) == lines
+    assert totals[OTHER_CODES] == lines - MAX_RUN_CODES
+    assert KEEP_CLOSED > 2
+
+
+def test_the_pending_limit_is_said_when_first_hit_and_counted_in_the_stream_record():
+    from analyzer.analysis.connection import Limits
+    from analyzer.msnp import Anomaly
+    from analyzer.outputs.jsonl import JsonLinesWriter
+    out = io.StringIO()
+    analysis = Analysis([JsonLinesWriter(out)], limits=Limits(max_pending=100))
+    conn = analysis.open("127.0.0.1:40000", "127.0.0.2:1863")
+    said = analysis.feed(conn, "c2s", b"PNG\r\n" * 101, 1.0)   # one past the limit
+    assert [e.name for e in said if type(e) is Anomaly] == ["msnp.trid.pending_limit"]
+    analysis.feed(conn, "c2s", b"PNG\r\n" * 400, 2.0)
+    analysis.close(conn, 3.0)
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    stream = next(r for r in records if r["kind"] == "stream")
+    assert stream["anomalies"]["msnp.trid.pending_limit"] == 1
+    assert stream["pending_given_up"] == 401   # the first one, then one per PNG past the limit
+    assert sum(1 for r in records if r.get("name") == "msnp.trid.pending_limit") == 1
+
+
+def _linked_run():
+    from analyzer.analysis.linking import Linker, LinkWriter
+    from analyzer.analysis.redact import Redactor
+    from analyzer.outputs.jsonl import JsonLinesWriter
+    out = io.StringIO()
+    redactor = Redactor(enabled=False)
+    linker = Linker(redactor)
+    writer = JsonLinesWriter(out, redactor)
+    analysis = Analysis([linker, writer, LinkWriter(linker, [writer])])
+    linker.reporter = analysis.anomaly
+    return analysis, linker, out
+
+
+def test_a_switchboard_lists_at_most_max_participants_and_says_so_once():
+    from analyzer.analysis.linking import MAX_PARTICIPANTS
+    from msnp_analyzer_plugins.chat import MAX_OTHERS, ChatPlugin, _listed
+    from analyzer.plugins.manager import PluginManager
+    analysis, linker, out = _linked_run()
+    chat = ChatPlugin()
+    manager = PluginManager(analysis)
+    manager.add(chat, "test")
+    analysis.sinks.append(manager)
+    sb = analysis.open("127.0.0.1:40000", "127.0.0.3:1864")
+    analysis.feed(sb, "c2s", b"USR 1 alice@example.com 1.2.3\r\n", 1.0)
+    analysis.feed(sb, "s2c", b"USR 1 OK alice@example.com Alice\r\n", 1.0)
+    n = MAX_PARTICIPANTS + 40
+    analysis.feed(sb, "s2c", b"".join(b"JOI u%d@example.com U\r\n" % i for i in range(n)), 2.0)
+    analysis.finish()
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    chats = [r for r in records if r["kind"] == "chat"]
+    assert len(chats[0]["participants"]) == MAX_PARTICIPANTS          # the user and the first arrivals
+    assert chats[0]["more_participants"] == n + 1 - MAX_PARTICIPANTS  # the rest counted
+    names = [r["name"] for r in records if r["kind"] == "anomaly"]
+    assert names.count("linking.participant_limit") == 1
+    assert names.count("plugin.chat.participant_limit") == 1
+    board = chat.switchboards.get(sb.id) or chat._shown[0]
+    assert len(board.others) == MAX_OTHERS and board.more_others == n - MAX_OTHERS
+    assert _listed(board.participants, more=board.more_others).endswith(f"+{n + 1 - 10} more")
+    assert len(chat.ns_handles) <= 2
+
+
+def test_a_connection_keeps_at_most_max_referrals_for_linking_and_says_so_once():
+    from analyzer.analysis.linking import MAX_REFERRALS
+    analysis, linker, out = _linked_run()
+    ns = analysis.open("127.0.0.1:40000", "127.0.0.2:1863")
+    n = MAX_REFERRALS + 30
+    analysis.feed(ns, "c2s", b"".join(b"XFR %d SB\r\n" % t for t in range(1, n + 1)), 1.0)
+    analysis.feed(ns, "s2c", b"".join(b"XFR %d SB 127.0.0.3:1864 CKI c%d\r\n" % (t, t) for t in range(1, n + 1)), 1.0)
+    assert len(linker.referrals) == MAX_REFERRALS and len(linker._ns_of_cookie) == MAX_REFERRALS
+    analysis.finish()
+    names = [json.loads(line).get("name") for line in out.getvalue().splitlines()]
+    assert names.count("linking.referral_limit") == 1
+
+
+def test_the_detector_learns_at_most_max_endpoints_from_referrals_and_the_file_says_so():
+    from analyzer.capture import detect
+    from analyzer.capture.tcp import TcpTracker
+    from analyzer.msnp import CommandReader
+    from analyzer.msnp.facts import referral
+    from resegment import Collector
+    got = Collector()
+    analysis = Analysis([got])
+    detector = detect.Detector()
+    tracker = TcpTracker(analysis, detector=detector)
+    reader = CommandReader("s2c")
+    n = detect.MAX_ENDPOINTS + 25
+    lines = b"".join(b"XFR %d SB 127.%d.%d.%d:1864 CKI 1\r\n" % (t, t >> 16 & 255, t >> 8 & 255, t & 255)
+                     for t in range(1, n + 1))
+    for cmd in reader.feed(lines):
+        detector.referral(referral(cmd))
+    assert len(detector.endpoints) == detect.MAX_ENDPOINTS and detector.referral_ports == {1864}
+    tracker.finish(1.0)
+    limit = [a for _, a in got.anomalies if a.name == "capture.endpoint_limit"]
+    assert len(limit) == 1 and ": 25 later ones were not learned" in limit[0].detail

@@ -30,7 +30,7 @@ def embed_json(value) -> str:
 # the skeleton (head, header, filters, panes) with {nonce} and {css} holes, the stylesheet,
 # and the scripts, concatenated in this order into one strict function in one nonce'd
 # <script> (they share its scope: later files use what earlier ones define).
-ASSET_SCRIPTS = ("data.js", "list.js", "main.js")
+ASSET_SCRIPTS = ("data.js", "list.js", "overview.js", "ladder.js", "plots.js", "main.js")
 ASSET_FILES = ("skeleton.html", "page.css") + ASSET_SCRIPTS
 
 
