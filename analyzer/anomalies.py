@@ -70,6 +70,7 @@ for _name, _sev, _summary in [
     ("msnp.trid.out_of_range", _E, "the TrID is above 4294967295 (server behaviour undefined)"),
     ("msnp.trid.zero_from_client", _I, "the client used TrID 0, which servers also use for asynchronous pushes"),
     ("msnp.trid.duplicate_pending", _W, "a TrID reused while an earlier request with it still awaits its reply"),
+    ("msnp.command.code_limit", _W, "more than 256 distinct command codes on one connection; codes not seen before are counted together as 'other' (once per connection)"),
     ("msnp.trid.pending_limit", _W, "more requests awaiting replies than --max-pending; the oldest were given up as unanswered (once per connection, with the count)"),
     # replies
     ("msnp.reply.out_of_order", _I, "a reply came before the replies to earlier requests (one per such reply, saying how many it overtook)"),
@@ -115,6 +116,7 @@ for _name, _sev, _summary in [
     ("capture.bad_record", _W, "pcap records that are empty or longer than the file's snapshot length (reported once per file, with the count); still decoded"),
     ("capture.ip_fragment", _W, "fragments of TCP datagrams (reported once per file, with the count); not reassembled, their bytes are missing"),
     ("capture.inflate_limit", _W, "a gzip'd capture inflates to more than 100 times its size (at least 64 MiB); reading stopped at that cap (once per file)"),
+    ("capture.start_window_limit", _W, "more TCP flows in their start window at once than are held (4,096); the oldest windows closed early (once per file, with the count)"),
     ("capture.flow_limit", _W, "more TCP flows open at once than --max-flows; the least recently active were closed early (once per file, with the count)"),
     # the analysis itself
     ("analyzer.internal_error", _E, "the analysis of this connection failed; the rest of it was not decoded"),

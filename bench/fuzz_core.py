@@ -7,7 +7,8 @@ their directions) and goes through both implementations of one connection's read
 (`analyzer._core.CommandReader` and `analyzer.msnp.reader.CommandReader`, sharing a
 `ProtocolState` per implementation), whole and re-cut into 1..7-byte pieces, with a gap
 in the middle; and the input's bytes are also decoded as a raw frame of every link type
-by both frame decoders. Any difference in any event field, any exception and any Rust
+by both frame decoders. The Python reader's events (whole input) are also written as JSON
+Lines by `JsonLinesWriter` with and without the core's formatter (redacting and not). Any difference in any event field, any exception and any Rust
 panic (pyo3 raises it as PanicException) is a finding: the input is saved to
 tests/fuzz_crashes/core-*, where tests/msnp/test_reader_core.py's corpus test picks it up
 as a regression. Without atheris (`pip install atheris`) it runs a seeded random-mutation
@@ -76,11 +77,46 @@ def check(data: bytes) -> None:
             first = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b) if len(got) == len(want) else -1
             raise Different(f"reader events differ at {first}: {got[first] if first >= 0 else len(got)} "
                             f"vs {want[first] if first >= 0 else len(want)}")
+    check_json(version, whole)
     for linktype in sorted(KNOWN_LINKTYPES):
         o = link_offset(linktype, data)
         want = None if o < 0 else decode_ip(data, o)
         if CORE.decode_frame_py(linktype, data) != want:
             raise Different(f"frame decoders differ on link type {linktype}")
+
+
+def check_json(version, steps) -> None:
+    """The reader's events as JSON Lines, written with and without the compiled formatter."""
+    import io
+    from analyzer.analysis.redact import Redactor
+    from analyzer.msnp import C2S, S2C
+    from analyzer.msnp import reader as reference
+    from analyzer.outputs.jsonl import JsonLinesWriter
+    state = reference.ProtocolState(version)
+    readers = {d: reference.CommandReader(d, state, max_line=512, max_payload=4096) for d in (C2S, S2C)}
+    events = []
+    for direction, _, data, ts in steps:
+        events += readers[direction].feed(data, ts)
+    for d in (C2S, S2C):
+        events += readers[d].close(None)
+
+    class Conn:
+        id = "1"
+    for redact in (True, False):
+        outs = []
+        for compiled in (True, False):
+            out = io.StringIO()
+            writer = JsonLinesWriter(out, Redactor(redact, key=b"fuzz"))
+            if not compiled:
+                writer._compiled = None
+            for event in events:
+                writer.event(Conn, event)
+            outs.append(out.getvalue())
+        if outs[0] != outs[1]:
+            a, b = outs[0].splitlines(), outs[1].splitlines()
+            first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            raise Different(f"JSON lines differ (redact={redact}) at line {first}: "
+                            f"{a[first:first + 1]} vs {b[first:first + 1]}")
 
 
 def seeds() -> list[bytes]:

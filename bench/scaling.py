@@ -197,6 +197,18 @@ def build_joi_flood(n: int, stem: Path) -> list[str]:
     return ["analyze", *write(stem.with_suffix(".pcap"), p.data())]
 
 
+def build_cal_ringing(n: int, stem: Path) -> list[str]:
+    """n CALs each answered RINGING (each then waits for its JOI), then n JOIs newest first."""
+    p = Pcap()
+    sb = Conn(p, client(1), SB)
+    sb.send("c", b"USR 1 alice@example.com 1.2.3\r\n").send("s", b"USR 1 OK alice@example.com Alice\r\n")
+    for t in range(2, n + 2):
+        sb.send("c", b"CAL %d u%d@example.com\r\n" % (t, t)).send("s", b"CAL %d RINGING 1\r\n" % t)
+    sb.send("s", b"".join(b"JOI u%d@example.com U\r\n" % t for t in range(n + 1, 1, -1)))
+    sb.close()
+    return ["analyze", *write(stem.with_suffix(".pcap"), p.data())]
+
+
 def build_iln_flood(n: int, stem: Path) -> list[str]:
     """One CHG answered by n ILN lines: its transaction's reply list (memory)."""
     p = Pcap()
@@ -387,6 +399,7 @@ CLASSES = [
     Class("out_of_order", build_out_of_order, 500, 2, "output", "requests per block"),
     Class("msg_n_async", build_msg_n_async, 4000, 10, "time", "MSG N + server lines"),
     Class("joi_flood", build_joi_flood, 500, 2, "time", "CALs per block"),
+    Class("cal_ringing", build_cal_ringing, 4000, 10, "time", "answered CALs, then JOIs"),
     Class("iln_flood", build_iln_flood, 40000, 10, "memory", "ILN lines"),
     Class("png_unanswered", build_png_unanswered, 100000, 10, "memory", "PNGs"),
     Class("decode_raw", build_decode_raw, 4096, 4, "memory", "kB"),

@@ -124,6 +124,9 @@ def test_install_without_a_rust_toolchain_gives_a_pure_python_package(tmp_path):
     [wheel] = (tmp_path / "dist").glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "analyzer/core.py" in names and "analyzer/capture/pcap.py" in names
+    # The HTML page's assets are package data (pyproject.toml): the installed page needs them.
+    from analyzer.outputs.html.template import ASSET_FILES
+    assert {f"analyzer/outputs/html/assets/{name}" for name in ASSET_FILES} <= set(names)
     assert not [n for n in names if n.startswith("analyzer/_core")]
 
 

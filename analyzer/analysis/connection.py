@@ -28,6 +28,9 @@ from analyzer.msnp.reader import connection_readers
 
 _NEVER = float("inf")
 LATENCY_SAMPLE = 10_000  # latencies kept per connection for its percentiles
+MAX_COMMAND_CODES = 256  # distinct command codes counted one by one per connection (and 1,024 per run)
+MAX_RUN_CODES = 1024
+OTHER_CODES = "other"    # the bucket past them (a code is 3 characters in MSNP: it cannot be one)
 _RANDOM = random.Random(1863)  # fixed seed: the same capture gives the same report
 
 SB_SERVER_CODES = frozenset({"IRO", "JOI", "BYE", "ACK", "NAK"})
@@ -49,6 +52,16 @@ def _allow_digits(max_line: int) -> None:
     limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
     if limit and limit < max_line + 1:
         sys.set_int_max_str_digits(max_line + 1)
+
+
+def add_codes(into: Counter, counts, limit: int = MAX_RUN_CODES) -> None:
+    """Add command counts to `into`, keeping at most `limit` codes one by one: codes past that
+    are counted under OTHER_CODES (a run's totals over many connections stay bounded)."""
+    for code, n in counts.items():
+        if code in into or len(into) < limit:
+            into[code] += n
+        else:
+            into[OTHER_CODES] += n
 
 
 @dataclass
@@ -241,7 +254,13 @@ class Connection:
             kind = type(event)
             if kind is Command:
                 code = event.cmd
-                commands[code] += 1
+                seen = commands.get(code)
+                if seen is not None:
+                    commands[code] = seen + 1
+                elif len(commands) < MAX_COMMAND_CODES:
+                    commands[code] = 1
+                else:
+                    self._other_code(event, out)
                 if code in _HINT_CODES or self.role is None:
                     self._learn(event)
                 mark = len(out)
@@ -264,17 +283,39 @@ class Connection:
                 self._count([event], 0)
         return out
 
+    def _other_code(self, cmd: Command, out: list) -> None:
+        """A code past MAX_COMMAND_CODES distinct ones (`cmd`, the last event in `out`): counted
+        under OTHER_CODES; the first time, one `msnp.command.code_limit` just before it."""
+        commands = self.commands
+        first = OTHER_CODES not in commands
+        commands[OTHER_CODES] += 1
+        if first:
+            self.anomalies["msnp.command.code_limit"] += 1
+            code = cmd.cmd if len(cmd.cmd) <= 40 else cmd.cmd[:40] + "..."
+            out.insert(len(out) - 1, Anomaly(
+                "msnp.command.code_limit",
+                f"more than {MAX_COMMAND_CODES} distinct command codes on this connection: from {code!r} on, "
+                f"codes not seen before are counted together as '{OTHER_CODES}'",
+                cmd.direction, cmd.offset, cmd.ts, cmd.trid))
+
     def _absorb_ftp(self, events: list) -> list:
         """MSNFTP events: commands and anomalies counted, nothing paired."""
+        out: list = []
+        commands = self.commands
         for event in events:
+            out.append(event)
             kind = type(event)
             if kind is Command:
-                self.commands[event.cmd] += 1
+                seen = commands.get(event.cmd)
+                if seen is not None or len(commands) < MAX_COMMAND_CODES:
+                    commands[event.cmd] = (seen or 0) + 1
+                else:
+                    self._other_code(event, out)
                 if event.cmd == "USR" and event.direction == C2S and event.args and self.handle is None:
                     self.handle = event.args[0].decode("utf-8", "replace")
             elif kind is Anomaly:
                 self.anomalies[event.name] += 1
-        return events
+        return out
 
     def _count(self, settled: list, start: int = 0) -> list:
         for i in range(start, len(settled)):

@@ -45,8 +45,10 @@ sessions back only for `window` seconds after it started (a login's user is
 known from its first lines; one stray without a user would otherwise keep
 every later login from settling); and once more than `max_held` ended streams
 are held (20 x `settle_after` unless given), the logins past the window settle
-even though an open stream could still join them, their session records
-saying so in a "forced" field. Each pass looks the open streams up through
+even though an open stream could still join them, and if more than `max_held`
+are still held, the logins that ended first settle inside the window down to
+half of it (memory stays bounded when logins end faster than the window lets
+them go), their session records saying so in a "forced" field. Each pass looks the open streams up through
 one index (by cookie, handle and start time) and links through indexes by
 cookie, login, session id, server address and client host (`_Queue`), so a
 pass costs about linearly in what it holds.
@@ -85,6 +87,7 @@ class Referral:
     sessid: str | None = None
     inviter: str | None = None
     linked_to: str | None = None
+    offset: int | None = None  # the line's offset in its stream (the HTML timeline finds its row by it)
 
 
 @dataclass(slots=True)
@@ -323,12 +326,14 @@ class Linker:
             if found is None:
                 pass
             elif found.kind == "NS":
-                self.referrals.append(Referral("xfr_ns", facts.id, cmd.ts, self._order, found.target, cmd.trid))
+                self.referrals.append(Referral("xfr_ns", facts.id, cmd.ts, self._order, found.target, cmd.trid,
+                                               offset=cmd.offset))
             elif found.cookie is not None:
                 kind, trid = ("xfr_sb", cmd.trid) if code == "XFR" else ("rng", None)
                 self.referrals.append(Referral(kind, facts.id, cmd.ts, self._order, found.target, trid,
                                                cookie=found.cookie, sessid=found.sessid,
-                                               inviter=found.inviter.text if found.inviter else None))
+                                               inviter=found.inviter.text if found.inviter else None,
+                                               offset=cmd.offset))
                 self._ns_of_cookie[found.cookie] = facts.id
         elif code == "IRO" or code == "JOI":
             found = wire.arrival(cmd)
@@ -400,6 +405,7 @@ class Linker:
         links: list[dict] = []
         unlinked: list[dict] = []
         parent: dict[str, str] = {}       # child stream -> parent stream
+        referred: dict[str, Referral] = {}  # child stream -> the XFR/RNG line that opened it
         sids = sorted(self.facts, key=lambda s: self.facts[s].order)
         for sid, conn in self.conns.items():
             if sid not in self.facts:
@@ -448,6 +454,7 @@ class Linker:
             sb = chosen[i]
             ref.linked_to = sb
             parent[sb] = ref.stream
+            referred[sb] = ref
             login = self.facts[sb].sb_login
             rec = {"kind": "link", "type": "ns_sb", "from": ref.stream, "to": sb, "by": ref.kind,
                    "ts": ref.ts, "trid": ref.trid, "target": ref.target,
@@ -529,6 +536,7 @@ class Linker:
             ns_taken.add(best)
             ref.linked_to = best
             parent[best] = ref.stream
+            referred[best] = ref
             links.append({"kind": "link", "type": "ds_ns", "from": ref.stream, "to": best, "by": "xfr_ns",
                           "ts": ref.ts, "trid": ref.trid, "target": ref.target, "evidence": by})
         ds_with_xfr = {r.stream for r in self.referrals if r.kind == "xfr_ns"}
@@ -540,7 +548,7 @@ class Linker:
         sessions, session_of = self._sessions(sids, parent)
         chats = [self._chat(sid, session_of.get(sid)) for sid in sids if self._role(sid) == "SB"]
         return {"links": links, "unlinked": unlinked, "sessions": sessions, "chats": chats,
-                "session_of": session_of, "parent": parent}
+                "session_of": session_of, "parent": parent, "referred": referred}
 
     def _sb_pick(self, ref: Referral, queues: dict, sessids: dict, position: dict, claimed: set[str],
                  exact: bool) -> str | None:
@@ -687,6 +695,23 @@ class Linker:
                                    f"{self.max_held} ended connections were held")
                     self.forced += 1
                 done = ended
+                # Still too many (thousands of logins ended within the window): the logins that
+                # ended first settle inside it too, down to half the bound, so memory stays
+                # bounded and the next pass comes only after as many streams again (linear).
+                held = self._ended - sum(len(s["streams"]) for s in done)
+                if held > self.max_held // 2:
+                    settled = {id(s) for s in done}
+                    young = sorted((s for s in res["sessions"] if id(s) not in settled and s["end"] is not None
+                                    and all(isinstance(self.conns.get(m), Ended) for m in s["streams"])),
+                                   key=lambda s: s["end"])
+                    for s in young:
+                        if held <= self.max_held // 2:
+                            break
+                        s["forced"] = (f"settled inside the link window: more than {self.max_held} ended "
+                                       f"connections were held")
+                        self.forced += 1
+                        done.append(s)
+                        held -= len(s["streams"])
         if not done:
             self._next_try = self._backoff()  # nothing yet: try again later
             return
@@ -719,7 +744,11 @@ class Linker:
         # The next attempt once settle_after more streams have ended, or, when many
         # are held (something keeps them from settling), once as many again have:
         # each attempt links everything held, so this keeps the total linear.
-        # Past max_held, every settle_after more (a forced pass frees what the window allows).
+        # Up to max_held, every settle_after more (a forced pass frees at least half of it);
+        # still past it (ended streams of logins with a connection open cannot settle),
+        # once as many again have ended.
+        if self._ended > self.max_held:
+            return 2 * self._ended
         return max(self._ended + self.settle_after, min(2 * self._ended, self.max_held + 1))
 
     def _open_index(self, still_open: list[str]) -> "_OpenStreams":

@@ -16,7 +16,7 @@ from collections import Counter, deque
 from typing import Protocol
 
 from analyzer.msnp import Anomaly, Transaction
-from analyzer.analysis.connection import Connection, Limits
+from analyzer.analysis.connection import Connection, Limits, add_codes
 from analyzer.analysis.redact import Redactor
 
 
@@ -148,7 +148,7 @@ class Analysis:
         outcomes: Counter[str] = Counter(folded.outcomes)
         versions: Counter[str] = Counter(folded.versions)
         for conn in self.connections.values():
-            commands.update(conn.commands)
+            add_codes(commands, conn.commands)
             anomalies.update(conn.anomalies)
             outcomes.update(conn.outcomes)
             if conn.version_label:
@@ -179,7 +179,7 @@ class Folded:
 
     def add(self, conn: Connection) -> None:
         self.count += 1
-        self.commands.update(conn.commands)
+        add_codes(self.commands, conn.commands)
         self.anomalies.update(conn.anomalies)
         self.outcomes.update(conn.outcomes)
         if conn.version_label:

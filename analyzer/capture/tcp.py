@@ -17,7 +17,13 @@ Contract:
   sequence number seen in a short window of their first segments (SYNC_WINDOW
   data segments per direction, or START_WINDOW seconds), so a capture that
   starts with a reordered pair still starts at the right byte. Windows close
-  oldest first, so stream ids follow the order flows were first seen.
+  oldest first, so stream ids follow the order flows were first seen. At most
+  MAX_SYNCING windows are open at once: past it the oldest closes early
+  (`capture.start_window_limit`, once per file with the count).
+- A flow whose window closes holding one side's SYN and nothing else (an
+  attempt nobody answered: a scan, a SYN flood) is forgotten there and then
+  (`stats["syn_only_flows"]`), not held to the idle timeout; a later segment
+  of its 4-tuple starts a flow of its own.
 - A hole is given up (`tcp.gap`) when the peer has ACKed past it several
   times (the receiver got bytes the capture never will), when the buffer is
   full, after the reorder timeout, or at FIN/RST/end of capture.
@@ -42,7 +48,7 @@ Contract:
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import OrderedDict, deque
 from itertools import chain
 
 from analyzer.msnp import C2S, S2C, Anomaly
@@ -73,6 +79,7 @@ UNACKED = 16 * 1024                  # delivered bytes not yet acknowledged, kep
 # thousands of idle flows open between keep-alives; they should hold no bytes.
 UNACKED_QUIET = 10.0
 TOMBSTONE_SECONDS = 120.0            # late segments of a closed flow are dropped this long
+MAX_SYNCING = 4096                   # start windows open at once (flows and late halves); past it the oldest closes
 NEVER = float("inf")
 
 
@@ -156,15 +163,18 @@ class TcpTracker:
         self.tombstones: dict[bytes, float] = {}
         self._stones: deque = deque()          # (time written, key), oldest first, to expire tombstones
         # Start windows open, oldest first: whole flows, and late halves (flow, half, ts).
-        self.syncing: dict[int, tuple] = {}        # id(flow) -> (seq, flow, ts)
-        self.syncing_halves: dict[int, tuple] = {}  # id(half) -> (seq, flow, half, ts)
+        # OrderedDicts: windows close oldest first, and a plain dict's first item is found by
+        # scanning past every deleted slot before it (quadratic in a SYN flood).
+        self.syncing: OrderedDict[int, tuple] = OrderedDict()        # id(flow) -> (seq, flow, ts)
+        self.syncing_halves: OrderedDict[int, tuple] = OrderedDict()  # id(half) -> (seq, flow, half, ts)
+        self.window_closed_early = 0           # start windows closed before their time (MAX_SYNCING)
         self._sync_seq = 0
         self.deadlines: list = []              # heap of [due, seq, flow], one live entry per flow
         self._due_seq = 0
         self._stale = 0                        # entries cancelled (flow None) still in the heap
         self.now = 0.0
         self.stats = {"segments": 0, "ignored_segments": 0, "late_segments": 0, "flows": 0,
-                      "msnp_flows": 0, "ignored_flows": 0}
+                      "msnp_flows": 0, "ignored_flows": 0, "syn_only_flows": 0}
 
     # -- input ------------------------------------------------------------------
 
@@ -251,18 +261,25 @@ class TcpTracker:
         return all(flow.syn[h.index] is not None or h.seen >= SYNC_WINDOW for h in flow.halves)
 
     def _expire_windows(self, ts: float) -> None:
-        """Close start windows older than START_WINDOW, oldest first (stream ids follow first sight)."""
+        """Close start windows older than START_WINDOW, oldest first (stream ids follow first sight),
+        and the oldest ones early while more than MAX_SYNCING are open (counted: a capture that
+        opens thousands of flows within half a second, a SYN flood, cannot hold them all)."""
         flows, halves = self.syncing, self.syncing_halves
         while flows or halves:
             head = next(iter(flows.values())) if flows else None
             head_half = next(iter(halves.values())) if halves else None
+            crowded = len(flows) + len(halves) > MAX_SYNCING
             if head_half is None or head is not None and head[0] < head_half[0]:
                 if ts - head[2] <= START_WINDOW:
-                    return
+                    if not crowded:
+                        return
+                    self.window_closed_early += 1
                 self._start(head[1])
             else:
                 if ts - head_half[3] <= START_WINDOW:
-                    return
+                    if not crowded:
+                        return
+                    self.window_closed_early += 1
                 self._start_half(head_half[1], head_half[2])
 
     def _acked(self, flow: Flow, half: HalfStream, ack: int, ts) -> None:
@@ -317,6 +334,13 @@ class TcpTracker:
                 f"more than {self.max_flows} TCP flows open at once (--max-flows): {self.evicted} of the least "
                 f"recently active were closed early", None, None, ts))
             self.evicted = 0
+        if self.window_closed_early:
+            self.analysis.anomaly(None, Anomaly(
+                "capture.start_window_limit",
+                f"more than {MAX_SYNCING} TCP flows in their start window at once: {self.window_closed_early} "
+                f"windows closed before their {START_WINDOW:g} s (a flow that starts without its SYN may "
+                f"then start after a reordered first segment, reported as a tcp.gap)", None, None, ts))
+            self.window_closed_early = 0
         self.flows.clear()
         self.ignored.clear()
         self.tombstones.clear()
@@ -405,6 +429,12 @@ class TcpTracker:
                 self._start(next(iter(syncing.values()))[1])
         syncing.pop(id(flow), None)
         window, flow.window = flow.window, None
+        if not window and (flow.syn[0] is None or flow.syn[1] is None):
+            # One side's SYN and nothing else through the whole window: an attempt that got
+            # no answer (a scan, a flood, a server that is down). Nothing to decode: forget it
+            # rather than hold it to the idle timeout; a later segment starts a flow of its own.
+            self._forget_syn_only(flow)
+            return None
         for half in flow.halves:
             isn = flow.syn[half.index]
             if isn is not None:
@@ -628,6 +658,16 @@ class TcpTracker:
             self._stones.append((self.now, key))
         self.open.pop(id(flow), None)
         self._release(flow)
+
+    def _forget_syn_only(self, flow: Flow) -> None:
+        flow.state = "closed"
+        for key in flow.keys:
+            entry = self.flows.get(key)
+            if entry is not None and type(entry) is tuple and entry[0] is flow:
+                del self.flows[key]
+        self.open.pop(id(flow), None)
+        self._release(flow)
+        self.stats["syn_only_flows"] += 1
 
     def _expire_tombstones(self, ts: float) -> None:
         stones, tombstones = self._stones, self.tombstones

@@ -34,7 +34,10 @@ USR SSO I and USR SSO S) is ordinary traffic.
 
 Cost is linear in the commands and memory bounded per connection: requests,
 `PNG`s and `MSG N`s awaiting a reply are at most `max_pending` together (the
-oldest is given up; one `msnp.trid.pending_limit` at the end with the count); a
+oldest is given up; one `msnp.trid.pending_limit` when that first happens, the
+count in `gave_up`), and so are answered requests that linger for more replies
+(a CAL waits up to `reply_timeout` for its JOI: past the limit the oldest stops
+lingering and is returned as it stands, counted in `gave_up` too); a
 transaction lists at most `MAX_REPLIES` replies (the rest are counted, one
 `msnp.reply.list_limit` per transaction); a reply that overtook earlier
 requests is one `msnp.reply.out_of_order` saying how many (an order-statistics
@@ -171,7 +174,7 @@ def _handle(token: bytes) -> bytes:
 
 class TransactionTracker:
     __slots__ = ("reply_timeout", "linger", "max_pending", "_seq", "_by_trid", "_order", "_pings",
-                 "_lingering", "_naks", "_unreplied", "_calls", "_gave_up", "_first_gave_up",
+                 "_lingering", "_naks", "_unreplied", "_calls", "gave_up", "_blocks",
                  "_syn_block", "_wake", "_inside", "_partial", "one_sided")
 
     def __init__(self, *, reply_timeout: float = 60.0, linger: float = 3.0,
@@ -190,8 +193,8 @@ class TransactionTracker:
         self._naks: dict[int, Transaction] = {}              # MSG N waiting for a possible NAK, oldest first
         self._unreplied = _Unreplied()                       # _order's requests without a reply yet
         self._calls: dict[bytes, dict[int, Transaction]] = {}  # invited handle -> CALs (by seq)
-        self._gave_up = 0                                    # requests given up at the pending limit
-        self._first_gave_up: Anomaly | None = None
+        self.gave_up = 0        # requests given up at the pending limit (and lingering ones let go)
+        self._blocks: dict[int, Transaction] = {}            # the lingering ones whose replies form a block
         self._syn_block: Transaction | None = None           # MSNP8+ SYN list being counted
         self._wake = _NEVER  # no request or lingering block can expire before this time
         # These two are () while empty, as _pings.
@@ -244,13 +247,6 @@ class TransactionTracker:
         self._order = {}
         self._unreplied.clear()
         self._calls = {}
-        if self._gave_up:
-            first = self._first_gave_up
-            out.append(Anomaly("msnp.trid.pending_limit",
-                               f"more than {self.max_pending} requests waited at once: {self._gave_up} given up "
-                               f"as unanswered, the first {first.detail}",
-                               first.direction, first.offset, first.ts, first.trid))
-            self._gave_up = 0
         return out
 
     # -- requests -----------------------------------------------------------
@@ -319,13 +315,20 @@ class TransactionTracker:
                 # A MSG N that waited through max_pending later ones: its wait ends as at `linger`.
                 self._finish_nak_wait(oldest, out)
                 continue
-            self._gave_up += 1
-            if self._first_gave_up is None:
-                trid = "" if oldest.trid is None else f" {oldest.trid}"
-                self._first_gave_up = Anomaly("msnp.trid.pending_limit",
-                                              f"{oldest.cmd}{trid} (request at offset {oldest.request.offset})",
-                                              C2S, cmd.offset, cmd.ts, oldest.trid)
+            self._gave_up_one(oldest, cmd, out, "requests waited at once", "given up as unanswered")
             self._unanswered(oldest, cmd.ts, "pending limit", out, anomaly=False)
+
+    def _gave_up_one(self, oldest: Transaction, cmd: Command, out: list, what: str, fate: str) -> None:
+        """Count one transaction let go at the limit; the first time, one `msnp.trid.pending_limit`
+        then and there (a live connection may last hours: its end is too late to say so)."""
+        self.gave_up += 1
+        if self.gave_up == 1:
+            trid = "" if oldest.trid is None else f" {oldest.trid}"
+            out.append(Anomaly("msnp.trid.pending_limit",
+                               f"more than {self.max_pending} {what} (--max-pending): the oldest, {oldest.cmd}{trid} "
+                               f"(request at offset {oldest.request.offset}), {fate}; those let go after it are "
+                               f"counted (pending_given_up in the stream record)",
+                               cmd.direction, cmd.offset, cmd.ts, oldest.trid))
 
     # -- replies ------------------------------------------------------------
 
@@ -396,7 +399,7 @@ class TransactionTracker:
         inside each of them if a later line of that block follows (`_block_goes_on`)."""
         if not (self._lingering or self._syn_block is not None or self._partial):
             return
-        blocks = [t for t in self._lingering.values() if t.cmd in BLOCKS]
+        blocks = list(self._blocks.values())
         if self._syn_block is not None and self._syn_block not in blocks:
             blocks.append(self._syn_block)
         blocks += self._partial  # ANS whose IRO lines have begun
@@ -510,9 +513,11 @@ class TransactionTracker:
         calls = self._calls.get(who)
         if not calls:
             return False
-        # An answered CAL of that handle (lingering: a handful at most) first, else the oldest waiting.
-        for txn in self._lingering.values():
-            if txn.called == who:
+        # An answered CAL of that handle (lingering) first, else the oldest waiting; only the
+        # CALs of that handle are looked at (a flood of answered CALs must not make each JOI a scan).
+        lingering = self._lingering
+        for txn in calls.values():
+            if lingering.get(txn.trid) is txn:
                 break
         else:
             txn = next(iter(calls.values()))
@@ -569,17 +574,30 @@ class TransactionTracker:
         linger = self.reply_timeout if txn.cmd == "CAL" else self.linger  # a JOI comes when the callee joins
         txn.deadline = None if ts is None else ts + linger
         self._lingering[txn.trid] = txn
+        if txn.cmd in BLOCKS:
+            self._blocks[txn.trid] = txn
         self._wake_at(ts, linger)
+        if len(self._lingering) > self.max_pending:
+            # Answered CALs each wait for their JOI: a flood of them is held to the limit too.
+            for oldest in self._lingering.values():
+                if oldest is not self._syn_block and oldest is not txn:
+                    break
+            else:
+                return
+            self._gave_up_one(oldest, txn.replies[0] if txn.replies else txn.request, out,
+                              "answered requests lingered for more replies at once",
+                              "stopped waiting for them")
+            self._finish_lingering(oldest, out)
 
     def _wake_at(self, ts, delay: float) -> None:
         if ts is not None and ts + delay < self._wake:
             self._wake = ts + delay
 
     def _close_other_lingering(self, txn: Transaction, out: list) -> None:
-        if self._lingering:
-            for other in list(self._lingering.values()):
+        if self._blocks:
+            for other in list(self._blocks.values()):
                 # a reply to another request ends a block; a CAL awaiting its JOI is no block
-                if other is not txn and other is not self._syn_block and other.cmd in BLOCKS:
+                if other is not txn and other is not self._syn_block:
                     self._finish_lingering(other, out)
 
     def _finish_nak_wait(self, txn: Transaction, out: list) -> None:
@@ -594,6 +612,10 @@ class TransactionTracker:
             del self._lingering[txn.trid]
             if not self._lingering:
                 self._lingering = {}
+        if self._blocks.get(txn.trid) is txn:
+            del self._blocks[txn.trid]
+            if not self._blocks:
+                self._blocks = {}
         if txn.called is not None:
             self._uncall(txn)
         if self._inside:

@@ -15,7 +15,7 @@ import orjson
 
 from analyzer.msnp import Anomaly, Command, Skipped, Transaction
 from analyzer.analysis.connection import Connection
-from analyzer.analysis.redact import Redactor
+from analyzer.analysis.redact import SECRET_COMMANDS, Redactor
 from analyzer.text import clean_data
 
 
@@ -95,6 +95,7 @@ class JsonLinesWriter:
         self.redactor = redactor or Redactor()
         self.payloads = payloads
         self.flush_each = flush
+        self._compiled = _compiled_lines(self)
 
     def record(self, conn: Connection | None, event) -> dict | None:
         stream = conn.id if conn is not None else None
@@ -128,6 +129,18 @@ class JsonLinesWriter:
         return None
 
     def event(self, conn: Connection | None, event) -> None:
+        compiled = self._compiled
+        if compiled is not None:
+            line = compiled(conn.id if conn is not None else None, event)
+            if line is not None and not self.out.closed:
+                try:
+                    self.out.write(line)
+                except UnicodeEncodeError:
+                    pass   # an output that cannot take the text: the record below, cleaned
+                else:
+                    if self.flush_each:
+                        self.out.flush()
+                    return
         rec = self.record(conn, event)
         if rec is None:
             return
@@ -172,6 +185,18 @@ class JsonLinesWriter:
         self.out.flush()
 
 
+def _compiled_lines(writer: JsonLinesWriter):
+    """The compiled core's formatter of `command`, `transaction` and `skipped` lines for
+    `writer` (`JsonFormatter.line(stream, event)`: the line, or None when the record is the
+    Python writer's: a secret to mask, a value past what it formats), or None: no core, or a
+    subclass that changes `record` (its records are its own)."""
+    from analyzer.core import CORE
+    if CORE is None or type(writer).record is not JsonLinesWriter.record:
+        return None
+    return CORE.JsonFormatter(Command, Transaction, Skipped, sorted(SECRET_COMMANDS),
+                              writer.redactor.enabled, writer.payloads).line
+
+
 def stream_record(conn: Connection) -> dict:
     return {"kind": "stream", "stream": conn.id, "client": conn.client, "server": conn.server,
             "role": conn.role, "version": conn.version_label, "handle": conn.handle,
@@ -179,4 +204,5 @@ def stream_record(conn: Connection) -> dict:
             "bytes": {"c2s": conn.bytes["c2s"], "s2c": conn.bytes["s2c"]},
             "commands": sum(conn.commands.values()),
             "transactions": dict(conn.outcomes), "anomalies": dict(conn.anomalies),
-            **({"legs": conn.legs} if getattr(conn, "legs", None) else {})}
+            **({"legs": conn.legs} if getattr(conn, "legs", None) else {}),
+            **({"pending_given_up": given_up} if (given_up := getattr(conn.tracker, "gave_up", 0)) else {})}

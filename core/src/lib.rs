@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod decode;
+pub mod jsonl;
 pub mod pcap;
 pub mod pcapng;
 pub mod reader;

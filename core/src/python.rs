@@ -147,6 +147,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCommandReader>()?;
     m.add_function(wrap_pyfunction!(tables, m)?)?;
     m.add_function(wrap_pyfunction!(decode_reads, m)?)?;
+    m.add_class::<JsonFormatter>()?;
     Ok(())
 }
 
@@ -577,5 +578,242 @@ impl PcapngSegments {
     #[getter]
     fn anomalies(&self) -> Vec<(&'static str, u64, String)> {
         self.blocks.anomalies.clone()
+    }
+}
+
+// -- JSON Lines -------------------------------------------------------------------------
+
+use pyo3::intern;
+use pyo3::types::{PyBool, PyFloat};
+
+use crate::jsonl::{payload_needs_redaction, push_bytes_text, push_float, push_str};
+
+/// One JSON value for an exact `None`, `str`, `float`, `bool` or 64-bit `int`; false for
+/// anything else (the Python writer then writes the whole record).
+fn push_value(out: &mut String, v: &Bound<'_, PyAny>) -> bool {
+    if v.is_none() {
+        out.push_str("null");
+    } else if let Ok(s) = v.downcast_exact::<PyString>() {
+        match s.to_str() {
+            Ok(text) => push_str(out, text),
+            Err(_) => return false, // a lone surrogate: the Python writer cleans it
+        }
+    } else if let Ok(f) = v.downcast_exact::<PyFloat>() {
+        return push_float(out, f.value());
+    } else if let Ok(b) = v.downcast_exact::<PyBool>() {
+        out.push_str(if b.is_true() { "true" } else { "false" });
+    } else if let Ok(i) = v.downcast_exact::<PyInt>() {
+        if let Ok(n) = i.extract::<i64>() {
+            out.push_str(n.to_string().as_str());
+        } else if let Ok(n) = i.extract::<u64>() {
+            out.push_str(n.to_string().as_str());
+        } else {
+            return false; // past 64 bits: orjson refuses it, the Python writer writes it
+        }
+    } else {
+        return false;
+    }
+    true
+}
+
+/// `"name":value,` for one attribute of `obj`.
+fn push_field(out: &mut String, key: &str, obj: &Bound<'_, PyAny>, attr: &Bound<'_, PyString>) -> PyResult<bool> {
+    out.push('"');
+    out.push_str(key);
+    out.push_str("\":");
+    Ok(push_value(out, &obj.getattr(attr)?))
+}
+
+/// The lines of the JSON Lines writer's `command`, `transaction` and `skipped` records,
+/// byte for byte as `JsonLinesWriter` writes them, for the events it can: `line` answers
+/// None for any other event, for a command whose parameters or payload the redactor may
+/// change (secret-bearing codes, payloads its gates pick: see `jsonl::payload_needs_redaction`),
+/// and for values the Python writer handles itself (floats past the plain range, ints past
+/// 64 bits, lone surrogates, subclasses). The Python writer stays the rule; tests compare both.
+#[pyclass(module = "analyzer._core")]
+pub struct JsonFormatter {
+    command: PyObject,
+    transaction: PyObject,
+    skipped: PyObject,
+    secret: std::collections::HashSet<String>,
+    redact: bool,
+    payloads: bool,
+}
+
+impl JsonFormatter {
+    fn command_line(&self, py: Python<'_>, out: &mut String, ev: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let cmd = ev.getattr(intern!(py, "cmd"))?;
+        let Ok(cmd) = cmd.downcast_exact::<PyString>() else { return Ok(false) };
+        let Ok(code) = cmd.to_str() else { return Ok(false) };
+        if self.redact && (!code.is_ascii() || self.secret.contains(&code.to_ascii_uppercase())) {
+            return Ok(false);
+        }
+        if !push_field(out, "dir", ev, intern!(py, "direction"))? {
+            return Ok(false);
+        }
+        out.push(',');
+        if !push_field(out, "ts", ev, intern!(py, "ts"))? {
+            return Ok(false);
+        }
+        out.push(',');
+        if !push_field(out, "offset", ev, intern!(py, "offset"))? {
+            return Ok(false);
+        }
+        out.push_str(",\"cmd\":");
+        push_str(out, code);
+        out.push_str(",\"trid\":");
+        let trid = ev.getattr(intern!(py, "trid"))?;
+        if !push_value(out, &trid) {
+            return Ok(false);
+        }
+        out.push_str(",\"params\":[");
+        let args = ev.getattr(intern!(py, "args"))?;
+        let Ok(args) = args.downcast_exact::<PyList>() else { return Ok(false) };
+        let skip = usize::from(!trid.is_none());
+        for (i, arg) in args.iter().enumerate().skip(skip) {
+            let Ok(raw) = arg.downcast_exact::<PyBytes>() else { return Ok(false) };
+            if i > skip {
+                out.push(',');
+            }
+            push_bytes_text(out, raw.as_bytes());
+        }
+        out.push(']');
+        out.push(',');
+        if !push_field(out, "payload_len", ev, intern!(py, "payload_len"))? {
+            return Ok(false);
+        }
+        if self.payloads {
+            let payload = ev.getattr(intern!(py, "payload"))?;
+            if !payload.is_none() {
+                let Ok(raw) = payload.downcast_exact::<PyBytes>() else { return Ok(false) };
+                let raw = raw.as_bytes();
+                if self.redact && payload_needs_redaction(raw) {
+                    return Ok(false);
+                }
+                out.push_str(",\"payload\":");
+                push_bytes_text(out, raw);
+            }
+        }
+        Ok(true)
+    }
+
+    fn transaction_line(&self, py: Python<'_>, out: &mut String, ev: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let (ts, offset) = (intern!(py, "ts"), intern!(py, "offset"));
+        if !push_field(out, "trid", ev, intern!(py, "trid"))? {
+            return Ok(false);
+        }
+        out.push(',');
+        if !push_field(out, "cmd", ev, intern!(py, "cmd"))? {
+            return Ok(false);
+        }
+        out.push_str(",\"request\":{");
+        let request = ev.getattr(intern!(py, "request"))?;
+        if !push_field(out, "ts", &request, ts)? {
+            return Ok(false);
+        }
+        out.push(',');
+        if !push_field(out, "offset", &request, offset)? {
+            return Ok(false);
+        }
+        out.push_str("},\"replies\":[");
+        let replies = ev.getattr(intern!(py, "replies"))?;
+        let Ok(replies) = replies.downcast_exact::<PyList>() else { return Ok(false) };
+        for (i, reply) in replies.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push('{');
+            if !push_field(out, "cmd", &reply, intern!(py, "cmd"))? {
+                return Ok(false);
+            }
+            out.push(',');
+            if !push_field(out, "ts", &reply, ts)? {
+                return Ok(false);
+            }
+            out.push(',');
+            if !push_field(out, "offset", &reply, offset)? {
+                return Ok(false);
+            }
+            out.push('}');
+        }
+        out.push_str("],");
+        for (key, attr) in [("outcome", intern!(py, "outcome")), ("error", intern!(py, "error")),
+                            ("latency_ms", intern!(py, "latency_ms"))] {
+            if key != "outcome" {
+                out.push(',');
+            }
+            if !push_field(out, key, ev, attr)? {
+                return Ok(false);
+            }
+        }
+        let more = ev.getattr(intern!(py, "more_replies"))?;
+        if more.is_truthy()? {
+            out.push_str(",\"more_replies\":");
+            if !push_value(out, &more) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn skipped_line(&self, py: Python<'_>, out: &mut String, ev: &Bound<'_, PyAny>) -> PyResult<bool> {
+        if !push_field(out, "dir", ev, intern!(py, "direction"))? {
+            return Ok(false);
+        }
+        out.push(',');
+        if !push_field(out, "ts", ev, intern!(py, "ts"))? {
+            return Ok(false);
+        }
+        out.push(',');
+        if !push_field(out, "offset", ev, intern!(py, "offset"))? {
+            return Ok(false);
+        }
+        out.push_str(",\"length\":");
+        let raw = ev.getattr(intern!(py, "raw"))?;
+        let Ok(raw) = raw.downcast_exact::<PyBytes>() else { return Ok(false) };
+        out.push_str(raw.as_bytes().len().to_string().as_str());
+        Ok(true)
+    }
+}
+
+#[pymethods]
+impl JsonFormatter {
+    #[new]
+    #[pyo3(signature = (command, transaction, skipped, secret_commands, redact, payloads))]
+    fn new(command: PyObject, transaction: PyObject, skipped: PyObject, secret_commands: Vec<String>,
+           redact: bool, payloads: bool) -> Self {
+        JsonFormatter { command, transaction, skipped, secret: secret_commands.into_iter().collect(), redact, payloads }
+    }
+
+    /// The record's line (newline included), or None: the Python writer writes it.
+    fn line(&self, py: Python<'_>, stream: &Bound<'_, PyAny>, event: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+        let kind = event.get_type();
+        let name = if kind.is(&self.command) {
+            "command"
+        } else if kind.is(&self.transaction) {
+            "transaction"
+        } else if kind.is(&self.skipped) {
+            "skipped"
+        } else {
+            return Ok(None);
+        };
+        let mut out = String::with_capacity(256);
+        out.push_str("{\"kind\":\"");
+        out.push_str(name);
+        out.push_str("\",\"stream\":");
+        if !push_value(&mut out, stream) {
+            return Ok(None);
+        }
+        out.push(',');
+        let done = match name {
+            "command" => self.command_line(py, &mut out, event)?,
+            "transaction" => self.transaction_line(py, &mut out, event)?,
+            _ => self.skipped_line(py, &mut out, event)?,
+        };
+        if !done {
+            return Ok(None);
+        }
+        out.push_str("}\n");
+        Ok(Some(out))
     }
 }

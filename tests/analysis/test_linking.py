@@ -363,6 +363,38 @@ def test_past_the_bound_on_ended_streams_logins_settle_and_say_so():
     assert max(held) <= 8 + 2 * 4 + 1
 
 
+def test_logins_that_end_inside_the_window_settle_past_the_bound_and_passes_stay_few():
+    # Thousands of logins ending within one second (a crafted capture, or a very busy
+    # server): none is past the link window, yet the held streams stay under the bound,
+    # and each pass is followed by as many new streams as it held (linear, not quadratic).
+    out = io.StringIO()
+    redactor = Redactor(enabled=False)
+    linker = Linker(redactor, settle_after=10, max_held=100)
+    writer = JsonLinesWriter(out, redactor)
+    analysis = Analysis([linker, writer, LinkWriter(linker, [writer])])
+    passes = 0
+    real = linker._link
+
+    def counting():
+        nonlocal passes
+        passes += 1
+        return real()
+    linker._link = counting
+    n, held = 2000, []
+    for i in range(n):
+        conn = analysis.open("127.1.0.%d:%d" % (1 + i % 250, 20000 + i), "127.0.0.2:1863")
+        analysis.feed(conn, C2S, b"USR 1 MD5 I u%d@example.com\r\n" % i, 1.0 + i / n)
+        analysis.close(conn, 1.0 + i / n)
+        held.append(len(linker.facts))
+    analysis.finish()
+    recs = [json.loads(line) for line in out.getvalue().splitlines()]
+    sessions = [r for r in recs if r["kind"] == "session"]
+    assert max(held) <= 100 + 10
+    assert sorted(m for s in sessions for m in s["streams"]) == sorted(str(i) for i in range(1, n + 1))
+    assert sum("inside the link window" in s.get("forced", "") for s in sessions) >= n - 100
+    assert passes <= 2 * n / 50 + 10   # a pass (about 100 held) per 50 streams or more
+
+
 class CountingDict(dict):
     """A dict that counts its look-ups."""
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections import OrderedDict
 
 from analyzer.analysis.run import Analysis
-from analyzer.capture.tcp import ACK, FIN, RST, SYN, TcpTracker
+from analyzer.capture.tcp import ACK, FIN, MAX_SYNCING, RST, START_WINDOW, SYN, TcpTracker
 from resegment import Collector
 
 PSH_ACK = 0x18
@@ -259,7 +260,7 @@ def test_one_byte_segments_in_reverse_order_each_enter_and_leave_the_buffer_once
     assert calls["min"] <= 4 * n
 
 
-class CountingValues(dict):
+class CountingValues(OrderedDict):
     """A dict that counts the items its values() hands out."""
 
     handed = 0
@@ -283,6 +284,44 @@ def test_many_flows_in_their_start_window_are_started_without_rescanning_the_oth
     w.finish()
     assert len(w.analysis.connections) >= n // 2
     assert CountingValues.handed <= 4 * n   # the old start copied every open window per flow: n*n/2
+
+
+def test_a_syn_nobody_answers_is_forgotten_when_its_window_closes():
+    # A SYN flood (or a scan): each SYN-only flow goes at the end of its start window, not
+    # at the idle timeout; an answer that comes later still opens the flow it belongs to.
+    w = Wire()
+    for i in range(300):
+        src = ("127.0.4.%d" % (1 + i % 250), 30000 + i)
+        w.tracker.segment(100.0, key(src, SERVER), 7000 + i, 0, SYN, b"")
+    assert len(w.tracker.open) == 300
+    late = ("127.0.4.1", 30000)
+    w.tracker.segment(100.0 + START_WINDOW + 0.1, key(SERVER, late), 90, 7001, SYN | ACK, b"")
+    assert w.tracker.stats["syn_only_flows"] == 300
+    assert list(w.tracker.open.values())[0].keys[1] == key(late, SERVER)   # only the answered one
+    assert len(w.tracker.flows) == 2 and not w.tracker.tombstones
+    w.tracker.segment(100.7, key(late, SERVER), 7001, 91, PSH_ACK, b"VER 1 MSNP8 CVR0\r\n")
+    w.tracker.segment(100.8, key(SERVER, late), 91, 7019, PSH_ACK, b"VER 1 MSNP8 CVR0\r\n")
+    got = w.finish()
+    assert got.signature() == [((b"VER 1 MSNP8 CVR0\r\n",), (b"VER 1 MSNP8 CVR0\r\n",))]
+    assert "capture.start_window_limit" not in got.names()
+
+
+def test_start_windows_open_at_once_are_bounded_and_the_limit_is_reported_once():
+    w = Wire()
+    n = MAX_SYNCING + 500
+    most = 0
+    for i in range(n):   # SYN-less flows and bare SYNs, all at one capture instant
+        src = ("127.0.%d.%d" % (5 + i // 250 % 200, 1 + i % 250), 20000 + i % 40000)
+        flags, data = (SYN, b"") if i % 2 else (PSH_ACK, b"PNG\r\n")
+        w.tracker.segment(100.0, key(src, SERVER), 7000 + i, 0, flags, data)
+        most = max(most, len(w.tracker.syncing) + len(w.tracker.syncing_halves))
+    assert most <= MAX_SYNCING + 1
+    early = n - MAX_SYNCING - 1   # a window is closed early when the next segment comes
+    assert w.tracker.stats["syn_only_flows"] >= early // 2   # the bare SYNs pushed out are forgotten
+    got = w.finish()
+    limit = [a for _, a in got.anomalies if a.name == "capture.start_window_limit"]
+    assert len(limit) == 1 and f": {early} windows closed" in limit[0].detail
+    assert len(got.lines) == n // 2 + n % 2   # every SYN-less flow still decoded
 
 
 def test_idle_connections_cost_nothing_while_another_one_talks():

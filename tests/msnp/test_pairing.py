@@ -241,7 +241,7 @@ def test_orphan_unexpected_duplicate_and_pending_limit():
     assert w.anomalies == ["msnp.trid.duplicate_pending"]
     assert [t.outcome for t in w.txns] == ["answered", "answered"]
     w = Wire(max_pending=2).c(b"XFR 1 SB\r\n").c(b"XFR 2 SB\r\n").c(b"XFR 3 SB\r\n").close()
-    assert w.anomalies == ["msnp.reply.unanswered"] * 2 + ["msnp.trid.pending_limit"]
+    assert w.anomalies == ["msnp.trid.pending_limit"] + ["msnp.reply.unanswered"] * 2
 
 
 def test_pending_limit_is_one_anomaly_with_the_count_and_covers_pngs_and_msg_n():
@@ -252,14 +252,34 @@ def test_pending_limit_is_one_anomaly_with_the_count_and_covers_pngs_and_msg_n()
         w.c(b"MSG %d N 2\r\nhi" % trid)
         w.c(b"XFR %d SB\r\n" % (1000 + trid))
     assert w.tracker.waiting <= 10  # pings, MSG N and requests together
+    # Said when the limit is first hit (the 11th PNG), not at the connection's end.
+    first = [i for i, e in enumerate(w.events) if type(e) is Anomaly and e.name == "msnp.trid.pending_limit"]
+    assert len(first) == 1 and w.events[first[0]].offset == w.events[first[0] - 1].offset == 50
+    assert "the oldest, PNG (request at offset 0), given up as unanswered" in w.events[first[0]].detail
     w.close()
     limit = [e for e in w.events if type(e) is Anomaly and e.name == "msnp.trid.pending_limit"]
     assert len(limit) == 1
     # Given up: all 500 PNGs and the XFRs but the last 5 (the last 10 entries, 5 MSG N and 5 XFR,
     # waited to the end); a MSG N pushed out just stops waiting for a NAK, as at --linger.
-    assert "995 given up as unanswered, the first PNG" in limit[0].detail
+    assert w.tracker.gave_up == 995
     assert w.anomalies.count("msnp.reply.unanswered") == 5  # the 5 XFRs still waiting at the end
     assert sum(1 for t in w.txns if t.outcome == "unanswered") == 1000 and len(w.txns) == 1500
+
+
+def test_answered_cals_waiting_for_their_joi_are_held_to_max_pending():
+    # A CAL answered RINGING lingers for its JOI (up to the reply timeout); a flood of them
+    # is bounded like the requests still waiting, and each JOI looks only at its handle's CALs.
+    w = Wire(max_pending=10)
+    for trid in range(1, 501):
+        w.c(b"CAL %d u%d@example.com\r\n" % (trid, trid)).s(b"CAL %d RINGING 1\r\n" % trid)
+        assert len(w.tracker._lingering) <= 10
+    w.s(b"JOI u500@example.com U\r\n").s(b"JOI u1@example.com U\r\n")
+    assert w.tracker.gave_up == 490 and len(w.tracker._calls) == 10
+    w.close()
+    assert w.anomalies.count("msnp.trid.pending_limit") == 1
+    assert len(w.txns) == 500 and all(t.outcome == "answered" for t in w.txns)
+    assert [r.cmd for r in w.txn("CAL", 500).replies] == ["CAL", "JOI"]
+    assert [r.cmd for r in w.txn("CAL", 1).replies] == ["CAL"]   # let go before u1 joined
 
 
 def test_msg_n_waits_for_its_nak_apart_from_reply_blocks():

@@ -57,3 +57,13 @@ def test_json_lines_are_identical_with_small_limits(tmp_path, monkeypatch):
     got = analyze(path, tmp_path / "rust.jsonl", "rust", monkeypatch, *extra)
     assert b"msnp.line.too_long" in want or b"msnp.payload.too_large" in want
     assert got == want
+
+
+@pytest.mark.parametrize("name", ["msnp8_login_chat.pcap", "ft15.pcapng"])
+def test_json_lines_are_identical_without_redaction(name, tmp_path, monkeypatch):
+    """--no-redact: the compiled JSON formatter writes the secret-bearing commands too."""
+    path = next(p for p in CAPTURES if p.name == name)
+    want = analyze(path, tmp_path / "python.jsonl", "python", monkeypatch, "--no-redact")
+    got = analyze(path, tmp_path / "rust.jsonl", "rust", monkeypatch, "--no-redact")
+    assert b'"cmd":"USR"' in want and b"<redacted:" not in want
+    assert got == want

@@ -217,3 +217,66 @@ def test_login_linker_holds_at_most_max_tickets_per_table_and_says_so_once():
             linker.event(object(), cmd)
     assert len(linker.presented) == passport.MAX_TICKETS and linker.forgotten == 300
     assert [a.name for a in run.anomalies if type(a) is Anomaly] == ["passport.ticket_limit"]
+
+
+def _crafted_codes(n: int) -> list[bytes]:
+    """n distinct three-letter codes no MSNP version defines (each an msnp.command.unknown)."""
+    from itertools import product
+    from string import ascii_uppercase
+    from analyzer.msnp.tables import KNOWN_COMMANDS
+    codes = ("".join(t).encode() for t in product(ascii_uppercase[::-1], repeat=3))
+    return [c for c in codes if c not in KNOWN_COMMANDS][:n]
+
+
+def test_a_connection_counts_at_most_max_command_codes_one_by_one_and_says_so_once():
+    from analyzer.analysis.connection import MAX_COMMAND_CODES, OTHER_CODES, Connection
+    from analyzer.msnp import Anomaly, Command
+    conn = Connection("1")
+    codes = _crafted_codes(MAX_COMMAND_CODES + 44)
+    events = conn.feed("s2c", b"".join(b"%s %d x\r\n" % (c, i) for i, c in enumerate(codes, 1)), 1.0)
+    events += conn.feed("s2c", b"%s 9 x\r\n" % codes[-1], 2.0)   # a code past the cap, again
+    assert len(conn.commands) == MAX_COMMAND_CODES + 1
+    assert conn.commands[OTHER_CODES] == 45 and sum(conn.commands.values()) == len(codes) + 1
+    limits = [i for i, e in enumerate(events) if type(e) is Anomaly and e.name == "msnp.command.code_limit"]
+    assert len(limits) == 1 and conn.anomalies["msnp.command.code_limit"] == 1
+    first_over = events[limits[0] + 1]   # the anomaly sits just before the line that hit the cap
+    assert type(first_over) is Command and first_over.cmd == codes[MAX_COMMAND_CODES].decode()
+    assert repr(first_over.cmd) in events[limits[0]].detail
+
+
+def test_a_run_totals_at_most_max_run_codes_one_by_one():
+    from analyzer.analysis.connection import MAX_COMMAND_CODES, MAX_RUN_CODES, OTHER_CODES
+    from analyzer.analysis.run import KEEP_CLOSED
+    analysis = Analysis()
+    analysis.keep_closed = 2   # fold most connections: both the folded and the kept are capped
+    codes = _crafted_codes(MAX_COMMAND_CODES * 6)
+    lines = 0
+    for k in range(6):
+        conn = analysis.open()
+        chunk = codes[k * MAX_COMMAND_CODES:(k + 1) * MAX_COMMAND_CODES]
+        analysis.feed(conn, "s2c", b"".join(b"%s 1 x\r\n" % c for c in chunk), 1.0)
+        lines += len(chunk)
+        analysis.close(conn, 2.0)
+    totals = analysis.totals()["commands"]
+    assert len(analysis.folded.commands) <= MAX_RUN_CODES + 1
+    assert len(totals) == MAX_RUN_CODES + 1 and sum(totals.values()) == lines
+    assert totals[OTHER_CODES] == lines - MAX_RUN_CODES
+    assert KEEP_CLOSED > 2
+
+
+def test_the_pending_limit_is_said_when_first_hit_and_counted_in_the_stream_record():
+    from analyzer.analysis.connection import Limits
+    from analyzer.msnp import Anomaly
+    from analyzer.outputs.jsonl import JsonLinesWriter
+    out = io.StringIO()
+    analysis = Analysis([JsonLinesWriter(out)], limits=Limits(max_pending=100))
+    conn = analysis.open("127.0.0.1:40000", "127.0.0.2:1863")
+    said = analysis.feed(conn, "c2s", b"PNG\r\n" * 101, 1.0)   # one past the limit
+    assert [e.name for e in said if type(e) is Anomaly] == ["msnp.trid.pending_limit"]
+    analysis.feed(conn, "c2s", b"PNG\r\n" * 400, 2.0)
+    analysis.close(conn, 3.0)
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    stream = next(r for r in records if r["kind"] == "stream")
+    assert stream["anomalies"]["msnp.trid.pending_limit"] == 1
+    assert stream["pending_given_up"] == 401   # the first one, then one per PNG past the limit
+    assert sum(1 for r in records if r.get("name") == "msnp.trid.pending_limit") == 1

@@ -1,55 +1,91 @@
 """The HTML timeline: one self-contained file that shows a whole capture.
 
-`HtmlTimeline` is a sink (see `analysis.Sink`). It keeps one compact row per
-command (and per anomaly or skipped run that no command explains), pairs the
-rows of each transaction, and at `close()` writes a single HTML file: inline
-CSS and JavaScript, the data embedded as JSON, a Content-Security-Policy that
-forbids every network access (`default-src 'none'`, the inline script and
-style allowed by a per-file nonce). Opening it makes no request to any host
-or file.
+`HtmlTimeline` is a sink (see `analysis.Sink`). It turns each command (and each
+anomaly or skipped run that no command explains) into one compact row, pairs
+the rows of each transaction, and at `close()` writes a single HTML file:
+inline CSS and JavaScript, the data embedded as JSON, a Content-Security-Policy
+that forbids every network access (`default-src 'none'`, the inline script and
+style allowed by a per-file nonce). Opening it makes no request to any host or
+file.
 
 Safety: every string from the wire is data. The JSON is embedded with `<`,
 `>`, `&`, U+2028 and U+2029 escaped, so nothing in it can close the script
 element; the page builds its DOM with `textContent` only.
 
+Memory (streaming): a row is encoded as JSON text as soon as it is seen and
+spooled to an anonymous temporary file; what comes later about it (the
+transaction that pairs it, an anomaly found after it) goes to a second spool,
+as a small record the row points to. In memory each row costs `ROW_BYTES`
+bytes (five packed arrays per connection: its spool offset and length, time,
+transaction link, late-anomaly link, kind and anomaly count), plus, per
+connection, its counters and link facts, and for a connection still open the
+(direction, offset) -> row index of its last `INDEX_WINDOW` commands (that is
+how a transaction or a late anomaly finds its rows; the pairing gives up
+earlier than that, see `Limits.max_pending` and `MAX_REPLIES`). At `close()`
+the document is written chunk by chunk through `analyzer.outputs.atomic` (a
+failed run leaves no half page): meta, then the rows read back from the spool
+in lane order with their links patched in, then the merged chronological order.
+No step holds the page or all rows as Python objects.
+
 Size: rows are embedded in chunks of `CHUNK` rows, each its own
 `<script type="application/json">` element, parsed only when a row in it is
 first needed; the page draws only the rows on screen (a virtual list). The
-first screen is drawn before the browser has even read the later chunks, so
-the time to the first rows does not grow with the capture.
+first screen is drawn before the browser has even read the later chunks.
 
-Secrets go through the run's `Redactor` (params, payloads, link cookies).
+Secrets go through the run's `Redactor` (params, payloads, link cookies). The
+payload column's length is the length on the wire, before redaction.
 """
 
 from __future__ import annotations
 
+import heapq
+import io
+import json
+import math
+import os
+import re
 import secrets
+import struct
+import tempfile
+from array import array
+from bisect import bisect_left
 from collections import Counter
 from typing import NamedTuple
 
+from analyzer import __version__
 from analyzer.anomalies import CATALOGUE, spec
 from analyzer.msnp import C2S, Anomaly, Command, Skipped, Transaction
 from analyzer.analysis.linking import Linker
 from analyzer.analysis.redact import Redactor
 from analyzer.outputs.atomic import open_output
 from analyzer.text import clean_data
-from analyzer.outputs.html.template import render_page
+from analyzer.outputs.html.template import embed_json, write_page
 
 CHUNK = 1000
 DIRS = {C2S: 0, "s2c": 1}
+BINS = 240                 # meta.bins: equal bins of the capture's time range (lanes[i].density)
+INDEX_WINDOW = 16384       # commands per open connection whose (direction, offset) finds their row
+ENDED_WINDOW = 64          # of those, kept once the connection ended (plugins' last anomalies)
+PENDING_KEYS = 256         # positions per connection with anomalies waiting for their command
+CAPTURE_ANOMALIES = 1000   # capture-level anomalies listed with their detail (all are counted)
+REWRITES = 10000           # proxy/mitm rewrites listed (all are counted)
+ROW_BYTES = 8 + 4 + 8 + 8 + 8 + 1  # per row in memory: spool offset, length, time, pair, late anomalies, flags
 
-# The columns of a row as the page reads it (a JSON array, for size; template.py's
+# The columns of a row as the page reads it (a JSON array, for size; the page's
 # script uses the same positions): the lane's index, time, direction (DIRS, 2: none),
 # the code ("!" an anomaly, "~" skipped bytes), TrID, parameters or detail, payload
 # (0 or split_payload's list), anomalies (0 or [[name, detail], ...]), and the
 # transaction link (0, [0, reply rows, outcome, latency, error] on a request,
-# [1, request row] on a reply). A lane keeps its rows with LANE still 0.
+# [1, request row] on a reply).
 LANE, TS, DIR, CODE, TRID, TEXT, PAYLOAD, ANOMALIES, PAIR = range(9)
+
+_COMMAND = 0x80            # flags: the row is a command; the low 7 bits count its anomalies (saturating)
+_NO_PAIR = -1
+_HEAD = struct.Struct("<I")
 
 
 class LaneTransaction(NamedTuple):
-    """A transaction, by the lane rows of its request and replies."""
-    request: int
+    """A transaction, by the lane positions of its request and replies (as spooled)."""
     replies: list[int]
     outcome: str
     latency: float | None
@@ -78,34 +114,109 @@ def _is_text(data: bytes) -> str | None:
     return text
 
 
-def split_payload(payload: bytes) -> list:
-    """[headers text or "", body text, is_hex, length]: MIME headers apart, binary bodies as hex."""
+def split_payload(payload: bytes, wire_length: int | None = None) -> list:
+    """[headers text or "", body text, is_hex, length]: MIME headers apart, binary bodies as hex.
+    `length` is `wire_length` when given (the bytes on the wire when `payload` is the redacted copy)."""
     headers, body = b"", payload
     if payload.startswith(_MIME_HEAD) or (b"\r\n\r\n" in payload[:4096] and b":" in payload.split(b"\r\n", 1)[0]):
         end = payload.find(b"\r\n\r\n")
         if end >= 0:
             headers, body = payload[:end], payload[end + 4:]
     head_text = headers.decode("utf-8", "backslashreplace")
+    length = len(payload) if wire_length is None else wire_length
     text = _is_text(body)
     if text is None:
-        return [head_text, hexdump(body), 1, len(payload)]
-    return [head_text, text, 0, len(payload)]
+        return [head_text, hexdump(body), 1, length]
+    return [head_text, text, 0, length]
+
+
+def _inert(value) -> bytes:
+    """`embed_json` as UTF-8; a lone surrogate (a plugin's charset, a file name that is not
+    UTF-8) makes every string of the value cleaned (analyzer.text) first."""
+    text = embed_json(value)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return embed_json(clean_data(value)).encode("utf-8")
+
+
+class _Spool:
+    """An anonymous temporary file of records written once and read back by offset."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile(prefix="msnp-html-")
+        self.size = 0
+        self.dirty = False
+
+    def append(self, data: bytes) -> int:
+        at = self.size
+        self.file.write(data)
+        self.size += len(data)
+        self.dirty = True
+        return at
+
+    def read(self, at: int, length: int) -> bytes:
+        if self.dirty:
+            self.file.flush()
+            self.dirty = False
+        return os.pread(self.file.fileno(), length, at)
+
+    def record(self, data: bytes) -> int:
+        """A length-prefixed record (the patch spool's records)."""
+        return self.append(_HEAD.pack(len(data)) + data)
+
+    def read_record(self, at: int) -> bytes:
+        head = self.read(at, 260)
+        (length,) = _HEAD.unpack_from(head)
+        if length <= len(head) - 4:
+            return head[4:4 + length]
+        return self.read(at + 4, length)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class LaneInfo:
+    """What the page shows of a connection once it has ended (the Connection is released)."""
+
+    __slots__ = ("role", "client", "server", "version_label", "handle", "first_ts", "last_ts",
+                 "commands", "anomalies", "outcomes")
+
+    def __init__(self, conn) -> None:
+        for name in ("role", "client", "server", "version_label", "handle", "first_ts", "last_ts"):
+            setattr(self, name, getattr(conn, name, None))
+        self.commands = Counter(getattr(conn, "commands", ()))
+        self.anomalies = Counter(getattr(conn, "anomalies", ()))
+        self.outcomes = Counter(getattr(conn, "outcomes", ()))
 
 
 class _Lane:
-    __slots__ = ("conn", "rows", "index", "pending", "dead", "txns")
+    """One connection's rows: packed per-row arrays (see the module docstring) and bounded state."""
+
+    __slots__ = ("conn", "info", "at", "length", "ts", "pair", "late", "flags", "index", "pending",
+                 "dead", "referrals", "waiting_rewrites")
 
     def __init__(self, conn) -> None:
-        self.conn = conn
-        self.rows: list[list] = []
-        self.index: dict[tuple, int] = {}      # (dir, offset) -> row of that command
-        self.pending: dict[tuple, list[int]] = {}  # anomaly rows waiting for their command
-        self.dead: set[int] = set()
-        self.txns: list[LaneTransaction] = []
+        self.conn = conn                     # until the connection ends, then `info`
+        self.info: LaneInfo | None = None
+        self.at = array("q")                 # row -> its offset in the row spool (-1: merged away)
+        self.length = array("I")             # row -> its length there
+        self.ts = array("d")                 # row -> time (NaN: none)
+        self.pair = array("q")               # row -> -1; >= 0 a transaction record; <= -2 reply of row -p-2
+        self.late = array("q")               # row -> -1 or the last late-anomaly record (a chain)
+        self.flags = bytearray()             # row -> _COMMAND | anomaly count
+        self.index: dict[int, int] = {}      # (offset << 1 | direction) -> row, the last INDEX_WINDOW
+        self.pending: dict[int, list] = {}   # key -> [(row, anomaly entry)] waiting for their command
+        self.dead: array | None = None       # rows merged into their command
+        self.referrals: dict[int, int] = {}  # offset of a server XFR/RNG line -> its row
+        self.waiting_rewrites: dict[int, int] = {}  # key -> index in the timeline's rewrites
+
+    def snapshot(self):
+        return self.info if self.info is not None else LaneInfo(self.conn)
 
 
 class HtmlTimeline:
-    """A sink that collects rows and writes the HTML timeline at close()."""
+    """A sink that spools rows and writes the HTML timeline at close()."""
 
     def __init__(self, out, linker: Linker, redactor: Redactor | None = None,
                  sources: list[str] | None = None, title: str | None = None) -> None:
@@ -116,11 +227,21 @@ class HtmlTimeline:
         self.title = title
         self.lanes: dict[str, _Lane] = {}
         self.capture_anomalies: list[list] = []
+        self.capture_counts: Counter[str] = Counter()
+        self.anomaly_names: set[str] = set()
+        self.rewrites: list[dict] = []
+        self.rewrite_rows: list[tuple[str, int] | None] = []
+        self.rewrites_seen = 0
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+        self.rows_spool = _Spool()
+        self.patches = _Spool()
         self.written = False
         self.plugins = None  # a PluginManager: decoded payload views and report sections
         # Callables that return more report sections (plain data, as plugins' are): the objects
         # exchanged and the contact lists (cli.run.Run), asked for when the page is written.
         self.extra_sections: list = []
+        self._sections: list | None = None
 
     # -- sink interface -------------------------------------------------------
 
@@ -134,7 +255,10 @@ class HtmlTimeline:
         kind = type(event)
         if conn is None:
             if kind is Anomaly:
-                self.capture_anomalies.append([event.name, self.redactor.detail(event), event.ts])
+                self.capture_counts[event.name] += 1
+                self.anomaly_names.add(event.name)
+                if len(self.capture_anomalies) < CAPTURE_ANOMALIES:
+                    self.capture_anomalies.append([event.name, self.redactor.detail(event), event.ts])
             return
         lane = self._lane(conn)
         if kind is Command:
@@ -144,11 +268,23 @@ class HtmlTimeline:
         elif kind is Transaction:
             self._transaction(lane, event)
         elif kind is Skipped:
-            lane.rows.append([0, event.ts, DIRS.get(event.direction, 2), "~", None,
-                              f"{len(event.raw)} bytes skipped (not MSNP)", 0, 0, 0])
+            self._row(lane, event.ts, DIRS.get(event.direction, 2), "~", None,
+                      f"{len(event.raw)} bytes skipped (not MSNP)", 0, b"0", 0)
+        elif kind is dict and event.get("kind") == "rewrite":
+            self._rewrite(conn.id, lane, event)
 
     def stream(self, conn) -> None:
-        self._lane(conn).conn = conn
+        lane = self._lane(conn)
+        lane.conn = conn
+        lane.info = LaneInfo(conn)
+        lane.conn = None
+        # The connection is over: its transactions are settled. Keep the last few positions
+        # for anomalies plugins raise at their end; forget the rest.
+        index = lane.index
+        if len(index) > ENDED_WINDOW:
+            lane.index = dict(list(index.items())[-ENDED_WINDOW:])
+        lane.pending = {}
+        lane.waiting_rewrites = {}
 
     def close(self) -> None:
         if self.written:
@@ -156,71 +292,134 @@ class HtmlTimeline:
         if self.plugins is not None:
             self.plugins.close()  # let plugins finish (their last anomalies, their sections) first
         self.written = True
-        page = self.render()
         if hasattr(self.out, "write"):
-            self.out.write(page)
+            self.write(self.out)
         else:
-            # Rendered first, then written beside the target and renamed over it:
-            # a run that fails never leaves half a page (nor an empty one).
+            # Written beside the target and renamed over it: a run that fails never leaves
+            # half a page (nor an empty one).
             with open_output(self.out) as f:
-                f.write(page)
+                self.write(f)
 
     # -- rows -----------------------------------------------------------------
+
+    def _row(self, lane: _Lane, ts, direction: int, code: str, trid, text: str, payload,
+             anomalies: bytes, count: int, command: bool = False) -> int:
+        """Spool one row (all but its lane, anomalies and link: those are written at the end)."""
+        head = _inert([ts, direction, code, trid, text, payload])
+        data = head[1:-1] + b"\t" + anomalies + b"\n"
+        pos = len(lane.at)
+        lane.at.append(self.rows_spool.append(data))
+        lane.length.append(len(data))
+        if ts is None:
+            lane.ts.append(math.nan)
+        else:
+            lane.ts.append(ts)
+            if self.first_ts is None or ts < self.first_ts:
+                self.first_ts = ts
+            if self.last_ts is None or ts > self.last_ts:
+                self.last_ts = ts
+        lane.pair.append(_NO_PAIR)
+        lane.late.append(-1)
+        lane.flags.append((_COMMAND if command else 0) | min(count, 0x7F))
+        return pos
+
+    def _index(self, lane: _Lane, key: int, pos: int) -> None:
+        index = lane.index
+        index[key] = pos
+        if len(index) > INDEX_WINDOW:
+            del index[next(iter(index))]
 
     def _command(self, lane: _Lane, cmd: Command, conn=None) -> None:
         red = self.redactor
         params = " ".join(red.params(cmd, decoded=True))
         payload = 0
         if cmd.payload is not None:
-            payload = split_payload(red.payload(cmd) or b"")
+            payload = split_payload(red.payload(cmd) or b"", len(cmd.payload))
             if self.plugins is not None:
                 view = self.plugins.decode_payload(cmd, conn)
                 if view is not None:
                     payload.append(view.to_dict(red))
-        key = (cmd.direction, cmd.offset)
-        idx = len(lane.rows)
-        anoms = 0
+        d = DIRS[cmd.direction]
+        key = cmd.offset << 1 | d
+        anoms, count = b"0", 0
         waiting = lane.pending.pop(key, None)
         if waiting:
-            anoms = []
-            for r in waiting:
-                lane.dead.add(r)
-                anoms.extend(lane.rows[r][ANOMALIES])
-        lane.rows.append([0, cmd.ts, DIRS[cmd.direction], cmd.cmd, cmd.trid, params, payload, anoms, 0])
-        lane.index[key] = idx
+            # Anomalies reported before their command (a line's white space) move onto it.
+            if lane.dead is None:
+                lane.dead = array("q")
+            for r, _ in waiting:
+                lane.at[r] = -1
+                lane.dead.append(r)
+            anoms = b"[" + b",".join(entry for _, entry in waiting) + b"]"
+            count = len(waiting)
+        pos = self._row(lane, cmd.ts, d, cmd.cmd, cmd.trid, params, payload, anoms, count, command=True)
+        self._index(lane, key, pos)
+        if d == 1 and (cmd.cmd == "XFR" or cmd.cmd == "RNG"):
+            lane.referrals[cmd.offset] = pos
+        if lane.waiting_rewrites:
+            i = lane.waiting_rewrites.pop(key, None)
+            if i is not None:
+                self.rewrite_rows[i] = (self.rewrite_rows[i][0], pos)
 
     def _anomaly(self, lane: _Lane, anomaly: Anomaly) -> None:
         detail = self.redactor.detail(anomaly)
         entry = [anomaly.name, detail]
-        key = (anomaly.direction, anomaly.offset)
-        idx = lane.index.get(key)
-        if idx is not None and anomaly.offset is not None:
-            row = lane.rows[idx]
-            if row[ANOMALIES] == 0:
-                row[ANOMALIES] = []
-            row[ANOMALIES].append(entry)
-            return
+        self.anomaly_names.add(anomaly.name)
+        d = DIRS.get(anomaly.direction, 2)
+        if anomaly.offset is not None and d < 2:
+            key = anomaly.offset << 1 | d
+            pos = lane.index.get(key)
+            if pos is not None:
+                # After its command was spooled: a record in the patch spool, chained to the row.
+                data = struct.pack("<q", lane.late[pos]) + _inert(entry)
+                lane.late[pos] = self.patches.record(data)
+                if lane.flags[pos] & 0x7F < 0x7F:
+                    lane.flags[pos] += 1
+                return
         # Not (yet) tied to a command: its own row, where it happened; merged into the
         # command at the same position if that command comes next.
-        row_idx = len(lane.rows)
-        lane.rows.append([0, anomaly.ts, DIRS.get(anomaly.direction, 2), "!", anomaly.trid,
-                          detail, 0, [entry], 0])
-        if anomaly.offset is not None:
-            lane.pending.setdefault(key, []).append(row_idx)
+        text = _inert(entry)
+        pos = self._row(lane, anomaly.ts, d, "!", anomaly.trid, detail, 0, b"[" + text + b"]", 1)
+        if anomaly.offset is not None and d < 2:
+            pending = lane.pending
+            pending.setdefault(key, []).append((pos, text))
+            if len(pending) > PENDING_KEYS:
+                del pending[next(iter(pending))]  # its row stays a row of its own
 
     def _transaction(self, lane: _Lane, txn: Transaction) -> None:
-        req = lane.index.get((C2S, txn.request.offset))
+        index = lane.index
+        req = index.get(txn.request.offset << 1)
         if req is None:
             return
-        replies = [lane.index[k] for k in ((r.direction, r.offset) for r in txn.replies) if k in lane.index]
+        replies = []
+        for r in txn.replies:
+            pos = index.get(r.offset << 1 | DIRS[r.direction])
+            if pos is not None:
+                replies.append(pos)
+                if lane.pair[pos] == _NO_PAIR:
+                    lane.pair[pos] = -req - 2
         latency = None if txn.latency_ms is None else round(txn.latency_ms, 3)
-        lane.txns.append(LaneTransaction(req, replies, txn.outcome, latency, txn.error))
+        lane.pair[req] = self.patches.record(_inert([replies, txn.outcome, latency, txn.error]))
+
+    def _rewrite(self, sid: str, lane: _Lane, record: dict) -> None:
+        """A proxy/mitm `rewrite` record: the referral as the server sent it and as the client got it."""
+        self.rewrites_seen += 1
+        if len(self.rewrites) >= REWRITES:
+            return
+        offset = record.get("offset")
+        pos = None
+        if isinstance(offset, int):
+            key = offset << 1 | 1
+            pos = lane.index.get(key)
+            if pos is None and len(lane.waiting_rewrites) < PENDING_KEYS:
+                lane.waiting_rewrites[key] = len(self.rewrites)
+        self.rewrites.append({"ts": record.get("ts"), "command": record.get("cmd"), "target": record.get("target"),
+                              "upstream": record.get("original"), "given": record.get("rewritten")})
+        self.rewrite_rows.append((sid, pos))
 
     # -- the page -------------------------------------------------------------
 
-    def data(self) -> tuple[dict, list[list]]:
-        """(meta, rows): what the page embeds. Rows are in lane order, each lane in time order."""
-        links = self.linker.result()
+    def _order(self, links: dict) -> tuple[list[str], dict[str, str | None]]:
         order: list[str] = []
         lane_session: dict[str, str | None] = {}
         for session in links["sessions"]:
@@ -232,13 +431,64 @@ class HtmlTimeline:
             if sid not in lane_session:
                 order.append(sid)
                 lane_session[sid] = None
-        rows: list[list] = []
+        return order, lane_session
+
+    def _layout(self, order: list[str]) -> tuple[dict[str, int], dict[str, list[int]]]:
+        """Each lane's first global row, and its merged-away rows (sorted)."""
+        base: dict[str, int] = {}
+        dead: dict[str, list[int]] = {}
+        n = 0
+        for sid in order:
+            lane = self.lanes[sid]
+            base[sid] = n
+            gone = sorted(lane.dead) if lane.dead is not None else []
+            dead[sid] = gone
+            n += len(lane.at) - len(gone)
+        return base, dead
+
+    def _density(self, lane: _Lane) -> list[list[int]]:
+        first, last = self.first_ts, self.last_ts
+        if first is None:
+            return []
+        span = (last - first) or 1.0
+        bins: dict[int, list[int]] = {}
+        at, flags = lane.at, lane.flags
+        for pos, ts in enumerate(lane.ts):
+            if ts != ts or at[pos] < 0:  # no time; merged away
+                continue
+            b = min(BINS - 1, int((ts - first) / span * BINS))
+            cell = bins.get(b)
+            if cell is None:
+                cell = bins[b] = [b, 0, 0]
+            f = flags[pos]
+            if f & _COMMAND:
+                cell[1] += 1
+            cell[2] += f & 0x7F
+        return [bins[b] for b in sorted(bins)]
+
+    def meta(self) -> dict:
+        """What the page embeds besides its rows (see /work/tools/html-contract.md)."""
+        meta, _ = self._plan()
+        return meta
+
+    def _plan(self):
+        from analyzer.core import IMPLEMENTATION
+        links = self.linker.result()
+        order, lane_session = self._order(links)
+        base, dead = self._layout(order)
+        lane_no = {sid: i for i, sid in enumerate(order)}
+        total_rows = sum(len(self.lanes[sid].at) - len(dead[sid]) for sid in order)
+
+        def glob(sid: str, pos: int) -> int:
+            return base[sid] + pos - bisect_left(dead[sid], pos)
+
         lanes_meta = []
         totals_cmd: Counter[str] = Counter()
-        totals_anom: Counter[str] = Counter()
+        totals_anom: Counter[str] = Counter(self.capture_counts)
         outcomes: Counter[str] = Counter()
         versions: Counter[str] = Counter()
         parent = links["parent"]
+        referred = links.get("referred", {})
         link_by_child = {l["to"]: l for l in links["links"]}
         unlinked_by_stream: dict[str, list[str]] = {}
         for u in links["unlinked"]:
@@ -248,82 +498,159 @@ class HtmlTimeline:
         chats = {c["stream"]: c for c in links["chats"]}
         for li, sid in enumerate(order):
             lane = self.lanes[sid]
-            conn = lane.conn
-            base = len(rows)
-            remap: dict[int, int] = {}
-            for i, row in enumerate(lane.rows):
-                if i in lane.dead:
-                    continue
-                remap[i] = len(rows)
-                row = row.copy()  # the lane's rows stay as collected: data() may be called again
-                row[LANE] = li
-                rows.append(row)
-            for txn in lane.txns:
-                if txn.request not in remap:
-                    continue
-                g_req = remap[txn.request]
-                g_replies = [remap[r] for r in txn.replies if r in remap]
-                rows[g_req][PAIR] = [0, g_replies, txn.outcome, txn.latency, txn.error]
-                for r in g_replies:
-                    if rows[r][PAIR] == 0:
-                        rows[r][PAIR] = [1, g_req]
-            commands = getattr(conn, "commands", Counter())
-            anomalies = getattr(conn, "anomalies", Counter())
-            totals_cmd.update(commands)
-            totals_anom.update(anomalies)
-            outcomes.update(getattr(conn, "outcomes", Counter()))
-            if getattr(conn, "version_label", None):
-                versions[conn.version_label] += 1
+            info = lane.snapshot()
+            totals_cmd.update(info.commands)
+            totals_anom.update(info.anomalies)
+            outcomes.update(info.outcomes)
+            if info.version_label:
+                versions[info.version_label] += 1
             link = link_by_child.get(sid)
+            referral = None
+            ref = referred.get(sid)
+            if ref is not None and ref.stream in self.lanes and ref.offset is not None:
+                pos = self.lanes[ref.stream].referrals.get(ref.offset)
+                if pos is not None:
+                    referral = {"lane": lane_no[ref.stream], "row": glob(ref.stream, pos)}
             lanes_meta.append({
-                "id": sid, "session": lane_session[sid], "role": getattr(conn, "role", None),
-                "client": getattr(conn, "client", None), "server": getattr(conn, "server", None),
-                "version": getattr(conn, "version_label", None), "handle": getattr(conn, "handle", None),
-                "start": getattr(conn, "first_ts", None), "end": getattr(conn, "last_ts", None),
-                "first": base, "count": len(rows) - base, "commands": sum(commands.values()),
-                "anomalies": dict(anomalies), "parent": parent.get(sid),
+                "id": sid, "session": lane_session[sid], "role": info.role,
+                "client": info.client, "server": info.server,
+                "version": info.version_label, "handle": info.handle,
+                "start": info.first_ts, "end": info.last_ts,
+                "first": base[sid], "count": len(lane.at) - len(dead[sid]), "commands": sum(info.commands.values()),
+                "anomalies": dict(info.anomalies), "parent": parent.get(sid),
                 "link": None if link is None else {"by": link["by"], "evidence": link.get("evidence"),
                                                    "from": link["from"], "cookie": link.get("cookie"),
                                                    "sessid": link.get("sessid")},
+                "referral": referral,
                 "unlinked": unlinked_by_stream.get(sid, []),
                 "participants": chats.get(sid, {}).get("participants", []),
+                "density": self._density(lane),
             })
-        for name, _detail, _ts in self.capture_anomalies:
-            totals_anom[name] += 1
         start = min((l["start"] for l in lanes_meta if l["start"] is not None), default=None)
-        names = sorted(set(totals_anom) | {a[0] for r in rows if r[ANOMALIES] for a in r[ANOMALIES]})
+        names = sorted(set(totals_anom) | self.anomaly_names)
+        rewrites = []
+        for rec, where in zip(self.rewrites, self.rewrite_rows):
+            sid, pos = where
+            rewrites.append({"lane": lane_no.get(sid), "row": None if pos is None else glob(sid, pos), **rec})
+        if self._sections is None:
+            self._sections = ((self.plugins.html_sections() if self.plugins is not None else [])
+                              + [sec for provide in self.extra_sections for sec in provide()])
+        chunks = (total_rows + CHUNK - 1) // CHUNK
         meta = {
             "title": self.title or ("MSNP timeline: " + ", ".join(self.sources) if self.sources else "MSNP timeline"),
-            "sources": self.sources, "start": start, "rows": len(rows), "chunk": CHUNK,
-            "chunks": (len(rows) + CHUNK - 1) // CHUNK, "redacted": self.redactor.enabled,
+            "sources": self.sources, "start": start, "rows": total_rows, "chunk": CHUNK,
+            "chunks": chunks, "merged": chunks, "redacted": self.redactor.enabled,
+            "provenance": {"sources": self.sources, "first_ts": self.first_ts, "last_ts": self.last_ts,
+                           "version": __version__, "implementation": IMPLEMENTATION,
+                           "redacted": self.redactor.enabled},
+            "bins": BINS,
             "lanes": lanes_meta,
             "sessions": [{k: s[k] for k in ("session", "handle", "version", "start", "end", "streams",
                                              "complete")} for s in links["sessions"]],
             "unlinked": links["unlinked"],
+            "chats": [{"lane": lane_no[c["stream"]], "start": c["start"], "end": c["end"],
+                       "participants": [p["handle"] for p in c["participants"]]}
+                      for c in links["chats"] if c["stream"] in lane_no],
+            "rewrites": rewrites,
             "totals": {"logins": sum(1 for s in links["sessions"] if s["complete"]),
                        "sessions": len(links["sessions"]), "connections": len(lanes_meta),
                        "versions": dict(versions), "commands": sum(totals_cmd.values()),
                        "by_command": dict(totals_cmd.most_common()), "transactions": dict(outcomes),
-                       "anomalies": dict(sorted(totals_anom.items()))},
+                       "anomalies": dict(sorted(totals_anom.items())), "rewrites": self.rewrites_seen},
             "catalogue": {n: [str(spec(n).severity), spec(n).summary] for n in names},
             "capture_anomalies": self.capture_anomalies,
-            "sections": (self.plugins.html_sections() if self.plugins is not None else [])
-                        + [sec for provide in self.extra_sections for sec in provide()],
+            "sections": self._sections,
         }
-        return meta, rows
+        return meta, (order, lane_no, base, dead, glob)
+
+    def _rows(self, plan):
+        """Every row as embedded JSON text (bytes), in lane order, links and late anomalies patched in."""
+        order, lane_no, base, dead, glob = plan
+        rows, patches = self.rows_spool, self.patches
+        for sid in order:
+            lane = self.lanes[sid]
+            li = str(lane_no[sid]).encode()
+            at, length, pair, late = lane.at, lane.length, lane.pair, lane.late
+            for pos in range(len(at)):
+                where = at[pos]
+                if where < 0:
+                    continue
+                data = rows.read(where, length[pos])
+                cut = data.rindex(b"\t")
+                head, anoms = data[:cut], data[cut + 1:-1]
+                chain = late[pos]
+                if chain >= 0:
+                    extra = []
+                    while chain >= 0:
+                        rec = patches.read_record(chain)
+                        (chain,) = struct.unpack_from("<q", rec)
+                        extra.append(rec[8:])
+                    extra.reverse()
+                    body = b",".join(extra)
+                    anoms = b"[" + body + b"]" if anoms == b"0" else anoms[:-1] + b"," + body + b"]"
+                p = pair[pos]
+                if p == _NO_PAIR:
+                    link = b"0"
+                elif p <= -2:
+                    link = b"[1,%d]" % glob(sid, -p - 2)
+                else:
+                    replies, outcome, latency, error = json.loads(patches.read_record(p))
+                    link = b"[0," + _inert([[glob(sid, r) for r in replies], outcome, latency, error])[1:]
+                yield b"[" + li + b"," + head + b"," + anoms + b"," + link + b"]"
+
+    def _merged(self, plan):
+        """Global row indices in chronological order across lanes (ties: lane order). Each lane is
+        merged in its own order, by the latest time seen so far in it (rows without a time, or a
+        clock that steps back, keep their place in their lane)."""
+        order, lane_no, base, dead, glob = plan
+
+        def lane_keys(li: int, sid: str):
+            lane = self.lanes[sid]
+            at = lane.at
+            g = base[sid]
+            latest = -math.inf
+            for pos, ts in enumerate(lane.ts):
+                if at[pos] < 0:
+                    continue
+                if ts > latest:  # NaN compares false: keeps the latest
+                    latest = ts
+                yield (latest, li, g)
+                g += 1
+
+        for _, _, g in heapq.merge(*(lane_keys(li, sid) for li, sid in enumerate(order))):
+            yield g
+
+    def write(self, out) -> None:
+        """Write the page to `out` (a text file) chunk by chunk."""
+        meta, plan = self._plan()
+        write_page(out, _inert(meta).decode("utf-8"), _chunks(self._rows(plan)),
+                   _chunks(b"%d" % g for g in self._merged(plan)), nonce=secrets.token_urlsafe(18))
 
     def render(self) -> str:
-        meta, rows = self.data()
-        chunks = [rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK)]
-        nonce = secrets.token_urlsafe(18)
-        page = render_page(meta, chunks, nonce=nonce)
-        try:
-            page.encode("utf-8")
-        except UnicodeEncodeError:
-            # A string held a lone surrogate (a plugin's charset, a file name that is not
-            # UTF-8): every string is cleaned (analyzer.text) and the page rendered again.
-            page = render_page(clean_data(meta), clean_data(chunks), nonce=nonce)
-        return page
+        """The whole page as one string (tests and small captures; `close()` streams it)."""
+        buf = io.StringIO()
+        self.write(buf)
+        return buf.getvalue()
+
+    def data(self) -> tuple[dict, list[list]]:
+        """(meta, rows) as the page embeds them, parsed back from a rendering (for tests)."""
+        page = self.render()
+        meta = json.loads(re.search(r'<script type="application/json" id="meta">(.*?)</script>', page, re.S).group(1))
+        rows = [r for body in re.findall(r'<script type="application/json" id="c\d+">(.*?)</script>', page, re.S)
+                for r in json.loads(body)]
+        return meta, rows
 
 
-__all__ = ["HtmlTimeline", "split_payload", "hexdump", "CHUNK", "CATALOGUE"]
+def _chunks(items):
+    """JSON array texts of up to CHUNK items each (str), from items as JSON texts (bytes)."""
+    batch: list[bytes] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == CHUNK:
+            yield (b"[" + b",".join(batch) + b"]").decode("utf-8")
+            batch = []
+    if batch:
+        yield (b"[" + b",".join(batch) + b"]").decode("utf-8")
+
+
+__all__ = ["HtmlTimeline", "split_payload", "hexdump", "CHUNK", "CATALOGUE", "INDEX_WINDOW", "ROW_BYTES"]

@@ -1,6 +1,7 @@
-"""The page around the data: inline CSS and JavaScript, and safe JSON embedding.
+"""The page around the data: the page's assets inlined, and safe JSON embedding.
 
-`render_page(meta, chunks, nonce)` returns the whole HTML document. Data goes
+`write_page(out, meta, chunks, merged, nonce)` writes the whole HTML document
+piece by piece (`render_page` returns it as one string, for small data). Data goes
 into `<script type="application/json">` elements through `embed_json`, which
 escapes every character that could end the element or be read as markup; the
 script reads it with `textContent` + `JSON.parse` and builds the DOM with
@@ -14,6 +15,7 @@ whole capture (filters, search, far rows) on DOMContentLoaded.
 from __future__ import annotations
 
 import json
+from importlib import resources
 
 _ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 _TABLE = str.maketrans(_ESCAPES)
@@ -24,437 +26,59 @@ def embed_json(value) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).translate(_TABLE)
 
 
-CSS = r"""
-*{box-sizing:border-box}
-body{margin:0;font:13px/1.35 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d2330;background:#f6f7f9;
- display:flex;flex-direction:column;height:100vh;overflow:hidden}
-header{padding:6px 10px;background:#1f2a44;color:#eef1f7}
-header h1{font-size:15px;margin:0 0 4px}
-#totals{display:flex;flex-wrap:wrap;gap:4px 14px;font-size:12px}
-#totals .t b{color:#ffd479;font-weight:600;margin-left:3px}
-#totals .t{max-width:100%}
-#sections details{font-size:12px;margin:2px 0}#sections table{border-collapse:collapse;max-height:30vh;overflow:auto;display:block}#sections td,#sections th{border:1px solid #556;padding:1px 6px;text-align:left}
-#filters{display:flex;flex-wrap:wrap;gap:6px;padding:5px 10px;background:#e3e7ef;border-bottom:1px solid #c9cfdb;align-items:center}
-#filters select,#filters input{font:inherit;padding:1px 4px}
-#filters #q{width:18em}
-#shown{color:#4a5366;margin-left:auto}
-main{flex:1;display:flex;min-height:0}
-#list{flex:1;overflow:auto;position:relative;background:#fff;min-width:0}
-#spacer{position:relative;width:100%}
-.row,.lane{position:absolute;left:0;right:0;height:22px;white-space:nowrap;overflow:hidden;display:flex;
- align-items:center;gap:8px;padding:0 8px;border-bottom:1px solid #eef0f4;cursor:pointer;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
-.lane{background:#dfe6f5;font-family:inherit;font-weight:600;cursor:default;border-top:1px solid #b8c3dc}
-.lane.sess{background:#c8d3ec}
-.row:hover{background:#f3f6fc}
-.row .pos{color:#77809a;text-decoration:none;min-width:7.5em;text-align:right}
-.row .dir{min-width:2.2em}
-.row.c2s .dir{color:#1f5fbf}.row.s2c .dir{color:#a0329b}
-.row .cmd{font-weight:700;min-width:2.6em}
-.row .trid{color:#2d7d46;min-width:3em;text-align:right}
-.row .params{flex:1;overflow:hidden;text-overflow:ellipsis;min-width:0}
-.row .lane-tag{color:#77809a;min-width:5em;overflow:hidden;text-overflow:ellipsis}
-.badge{font-family:system-ui,sans-serif;font-size:11px;padding:0 5px;border-radius:8px;background:#e8eaf0;color:#333}
-.badge.sev-warning{background:#ffe9a8}.badge.sev-error{background:#ffc4c4}.badge.sev-info{background:#cfe8ff}
-.badge.pl{background:#e2e2e2}
-.row.anomaly-row .cmd{color:#c0392b}
-.row.selected{background:#ffef9e !important}
-.row.reply{background:#d8f5d0}
-.row.request{background:#cde3ff}
-.row.flash{outline:2px solid #f39c12}
-#detail{width:40%;max-width:640px;min-width:280px;overflow:auto;border-left:1px solid #c9cfdb;padding:8px 10px;background:#fbfbfd}
-#detail h2{font-size:14px;margin:4px 0}
-#detail pre{white-space:pre-wrap;word-break:break-all;background:#f0f2f6;padding:6px;margin:4px 0;font-size:12px}
-#detail .kv{display:grid;grid-template-columns:max-content 1fr;gap:2px 10px;font-size:12px}
-#detail .kv span:nth-child(odd){color:#5a6378}
-#detail .an{border-left:3px solid #e67e22;padding:2px 6px;margin:4px 0;background:#fff7ec}
-#detail button.jump{font:inherit;font-size:12px;margin:1px 2px;padding:0 4px;cursor:pointer}
-#detail .muted{color:#77809a}
-#sessions{font-size:12px}
-"""
+# The page's own files (analyzer/outputs/html/assets/, package data in pyproject.toml):
+# the skeleton (head, header, filters, panes) with {nonce} and {css} holes, the stylesheet,
+# and the scripts, concatenated in this order into one strict function in one nonce'd
+# <script> (they share its scope: later files use what earlier ones define).
+ASSET_SCRIPTS = ("data.js", "list.js", "overview.js", "ladder.js", "plots.js", "main.js")
+ASSET_FILES = ("skeleton.html", "page.css") + ASSET_SCRIPTS
 
-JS = r"""
-"use strict";
-(function () {
-  const ROWH = 22, OVERSCAN = 12;
-  const $ = (id) => document.getElementById(id);
-  const meta = JSON.parse($("meta").textContent);
-  const lanes = meta.lanes;
-  const N = meta.rows, CH = meta.chunk;
-  const chunks = new Array(meta.chunks);
-  let ready = false;
-  document.title = meta.title;
 
-  function chunk(k) {
-    let c = chunks[k];
-    if (c === undefined) {
-      const el = $("c" + k);
-      if (!el) return null;               // not parsed by the browser yet
-      c = chunks[k] = JSON.parse(el.textContent);
-    }
-    return c;
-  }
-  function row(i) { const c = chunk(Math.floor(i / CH)); return c ? c[i % CH] : null; }
-  // row: [lane, ts, dir, cmd, trid, params, payload, anomalies, txn]
+def asset(name: str) -> str:
+    """The text of one asset file, read once."""
+    text = _ASSETS.get(name)
+    if text is None:
+        text = _ASSETS[name] = (resources.files(__package__) / "assets" / name).read_text(encoding="utf-8")
+    return text
 
-  function el(tag, cls, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    return e;
-  }
-  function fmtTime(ts) {
-    if (ts === null || ts === undefined) return "-";
-    if (meta.start === null) return ts.toFixed(3);
-    return "+" + (ts - meta.start).toFixed(3);
-  }
-  function fmtAbs(ts) {
-    if (ts === null || ts === undefined) return "-";
-    if (ts > 1e8) return new Date(ts * 1000).toISOString().replace("T", " ").replace("Z", " UTC");
-    return ts.toFixed(6) + " s";
-  }
-  function sev(name) { const c = meta.catalogue[name]; return c ? c[0] : "warning"; }
-  function summary(name) { const c = meta.catalogue[name]; return c ? c[1] : ""; }
-  const DIRS = [">>>", "<<<", "  !"];
-  const DIRCLS = ["c2s", "s2c", "none"];
 
-  // ---- header -------------------------------------------------------------
-  function counts(obj) {
-    const keys = Object.keys(obj);
-    if (!keys.length) return "none";
-    return keys.map((k) => k + " " + obj[k]).join(", ");
-  }
-  function header() {
-    const t = meta.totals, box = $("totals");
-    const items = [["logins", t.logins], ["sessions", t.sessions], ["connections", t.connections],
-      ["versions", counts(t.versions)], ["commands", t.commands],
-      ["transactions", counts(t.transactions)], ["anomalies", counts(t.anomalies)]];
-    for (const [k, v] of items) {
-      const s = el("span", "t", k + ":");
-      s.dataset.total = k;
-      s.appendChild(el("b", null, v));
-      box.appendChild(s);
-    }
-    if (meta.redacted) box.appendChild(el("span", "t muted", "secrets redacted"));
-    // Plugins' report sections: plain data, rendered with textContent like everything else.
-    const secs = $("sections");
-    for (const sec of meta.sections || []) {
-      const det = el("details", "section");
-      det.dataset.section = sec.title;
-      det.appendChild(el("summary", null, sec.title + " (" + sec.rows.length + ")"));
-      const table = el("table");
-      const head = el("tr");
-      for (const c of sec.columns) head.appendChild(el("th", null, c));
-      table.appendChild(head);
-      for (const r of sec.rows) {
-        const tr = el("tr");
-        for (const cell of r) tr.appendChild(el("td", null, cell === null ? "" : String(cell)));
-        table.appendChild(tr);
-      }
-      det.appendChild(table);
-      secs.appendChild(det);
-    }
-  }
-  function decodedView(v) {
-    const det = el("details", "decoded");
-    det.open = true;
-    det.appendChild(el("summary", null, v.title + (v.plugin ? "  [" + v.plugin + "]" : "")));
-    if (v.fields.length) kv(det, v.fields);
-    if (v.body !== null && v.body !== undefined) det.appendChild(el("pre", "body", v.body));
-    for (const c of v.children || []) det.appendChild(decodedView(c));
-    return det;
-  }
+_ASSETS: dict[str, str] = {}
 
-  // ---- items: lane headers (negative) and rows ------------------------------
-  let items = null, filtered = false;
-  function allItems() {
-    const a = new Int32Array(N + lanes.length);
-    let p = 0;
-    lanes.forEach((lane, li) => {
-      a[p++] = -(li + 1);
-      for (let i = 0; i < lane.count; i++) a[p++] = lane.first + i;
-    });
-    return a;
-  }
 
-  // ---- filters ------------------------------------------------------------
-  const fCmd = $("f-cmd"), fConn = $("f-conn"), fAnom = $("f-anom"), fQ = $("q");
-  function option(sel, value, label) { const o = el("option", null, label); o.value = value; sel.appendChild(o); }
-  function fillFilters() {
-    option(fCmd, "", "all commands");
-    for (const [c, n] of Object.entries(meta.totals.by_command)) option(fCmd, c, c + " (" + n + ")");
-    option(fConn, "", "all connections");
-    lanes.forEach((l, li) => option(fConn, String(li), laneLabel(l)));
-    option(fAnom, "", "all rows (any anomaly)");
-    option(fAnom, "*", "rows with an anomaly");
-    for (const [a, n] of Object.entries(meta.totals.anomalies)) option(fAnom, a, a + " (" + n + ")");
-  }
-  function rowText(r) {
-    let s = r[3] + " " + (r[4] === null ? "" : r[4]) + " " + r[5];
-    if (r[6]) s += " " + r[6][0] + " " + r[6][1];
-    if (r[7]) for (const a of r[7]) s += " " + a[0] + " " + a[1];
-    return s.toLowerCase();
-  }
-  function applyFilters() {
-    if (!ready) return;
-    const c = fCmd.value, ln = fConn.value, an = fAnom.value, q = fQ.value.trim().toLowerCase();
-    if (!c && !ln && !an && !q) {
-      items = allItems(); filtered = false;
-    } else {
-      const out = [];
-      lanes.forEach((lane, li) => {
-        if (ln !== "" && Number(ln) !== li) return;
-        let head = false;
-        for (let i = lane.first; i < lane.first + lane.count; i++) {
-          const r = row(i);
-          if (c && r[3] !== c) continue;
-          if (an === "*" && !r[7]) continue;
-          if (an && an !== "*" && !(r[7] && r[7].some((a) => a[0] === an))) continue;
-          if (q && rowText(r).indexOf(q) < 0) continue;
-          if (!head) { out.push(-(li + 1)); head = true; }
-          out.push(i);
-        }
-      });
-      items = Int32Array.from(out); filtered = true;
-    }
-    const nrows = items.length - countHeads();
-    $("shown").textContent = nrows + " of " + N + " rows";
-    $("spacer").style.height = items.length * ROWH + "px";
-    render(true);
-  }
-  function countHeads() { let n = 0; for (const v of items) if (v < 0) n++; return n; }
+def page_script() -> str:
+    """The page's JavaScript: every script asset inside one strict function."""
+    body = "\n".join(asset(name) for name in ASSET_SCRIPTS)
+    return f'"use strict";\n(function () {{\n{body}}})();\n'
 
-  // ---- the virtual list ---------------------------------------------------
-  const list = $("list"), spacer = $("spacer");
-  let selected = -1, related = new Map(), pending = false;
-  function laneLabel(l) {
-    let s = "[" + l.id + "] " + (l.role || "?");
-    if (l.version) s += " " + l.version;
-    if (l.handle) s += " " + l.handle;
-    if (l.client || l.server) s += "  " + (l.client || "?") + " \u2192 " + (l.server || "?");
-    return s;
-  }
-  function laneNode(li, top) {
-    const l = lanes[li];
-    const d = el("div", "lane");
-    d.style.top = top + "px";
-    d.dataset.lane = l.id;
-    const prev = li > 0 ? lanes[li - 1].session : undefined;
-    if (l.session !== prev || li === 0) d.classList.add("sess");
-    let text = (l.session ? l.session + " \u00b7 " : "") + laneLabel(l) + "  \u00b7 " + l.count + " rows";
-    if (l.link) text += "  \u00b7 from [" + l.link.from + "] by " + l.link.by;
-    else if (l.unlinked.length) text += "  \u00b7 unlinked";
-    d.appendChild(el("span", null, text));
-    d.title = l.link ? (l.link.evidence || "") : l.unlinked.join("; ");
-    d.addEventListener("click", () => showLane(li));
-    return d;
-  }
-  function rowNode(i, top) {
-    const r = row(i);
-    const d = el("div", "row");
-    d.style.top = top + "px";
-    d.dataset.row = String(i);
-    if (!r) { d.appendChild(el("span", "params muted", "loading\u2026")); return d; }
-    d.classList.add(DIRCLS[r[2]]);
-    if (r[3] === "!") d.classList.add("anomaly-row");
-    if (i === selected) d.classList.add("selected");
-    const rel = related.get(i);
-    if (rel) d.classList.add(rel);
-    const a = el("a", "pos", fmtTime(r[1]));
-    a.href = "#r" + i;
-    a.title = "link to this row";
-    d.appendChild(a);
-    if (filtered) d.appendChild(el("span", "lane-tag", lanes[r[0]].id));
-    d.appendChild(el("span", "dir", DIRS[r[2]]));
-    d.appendChild(el("span", "cmd", r[3]));
-    d.appendChild(el("span", "trid", r[4] === null ? "" : r[4]));
-    d.appendChild(el("span", "params", r[5]));
-    if (r[6]) d.appendChild(el("span", "badge pl", "payload " + r[6][3] + " B"));
-    if (r[8] && r[8][0] === 0 && r[8][3] !== null) d.appendChild(el("span", "badge", r[8][3] + " ms"));
-    if (r[7]) for (const an of r[7]) {
-      const b = el("span", "badge sev-" + sev(an[0]), an[0]);
-      b.title = summary(an[0]) + " \u2014 " + an[1];
-      d.appendChild(b);
-    }
-    d.addEventListener("click", (ev) => { if (ev.target.tagName !== "A") select(i, false); });
-    return d;
-  }
-  function render(force) {
-    if (pending && !force) return;
-    pending = false;
-    const top = list.scrollTop, h = list.clientHeight || 600;
-    const first = Math.max(0, Math.floor(top / ROWH) - OVERSCAN);
-    const last = Math.min(items.length, Math.ceil((top + h) / ROWH) + OVERSCAN);
-    const frag = document.createDocumentFragment();
-    for (let k = first; k < last; k++) {
-      const v = items[k];
-      frag.appendChild(v < 0 ? laneNode(-v - 1, k * ROWH) : rowNode(v, k * ROWH));
-    }
-    spacer.replaceChildren(frag);
-  }
-  list.addEventListener("scroll", () => {
-    if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; render(true); }); }
-  });
-  window.addEventListener("resize", () => render(true));
 
-  // ---- selection and detail ------------------------------------------------
-  function kv(box, pairs) {
-    const g = el("div", "kv");
-    for (const [k, v] of pairs) { g.appendChild(el("span", null, k)); g.appendChild(el("span", null, v)); }
-    box.appendChild(g);
-  }
-  function jump(box, label, i) {
-    const b = el("button", "jump", label);
-    b.addEventListener("click", () => select(i, true));
-    box.appendChild(b);
-  }
-  function select(i, scroll) {
-    const r = row(i);
-    if (!r) return;
-    selected = i;
-    related = new Map();
-    const t = r[8];
-    let req = -1;
-    if (t && t[0] === 0) req = i;
-    else if (t && t[0] === 1) req = t[1];
-    if (req >= 0) {
-      const q = row(req);
-      if (q && q[8] && q[8][0] === 0) {
-        if (req !== i) related.set(req, "request");
-        for (const rep of q[8][1]) if (rep !== i) related.set(rep, "reply");
-      }
-    }
-    if (location.hash !== "#r" + i) history.replaceState(null, "", "#r" + i);
-    if (scroll) scrollToRow(i);
-    render(true);
-    showDetail(i, r, req);
-  }
-  function scrollToRow(i) {
-    let k = -1;
-    for (let p = 0; p < items.length; p++) if (items[p] === i) { k = p; break; }
-    if (k < 0) {                       // hidden by a filter: show everything again
-      fCmd.value = fConn.value = fAnom.value = ""; fQ.value = "";
-      applyFilters();
-      for (let p = 0; p < items.length; p++) if (items[p] === i) { k = p; break; }
-    }
-    if (k >= 0) {
-      const y = k * ROWH;
-      if (y < list.scrollTop || y > list.scrollTop + list.clientHeight - ROWH) list.scrollTop = Math.max(0, y - list.clientHeight / 3);
-    }
-  }
-  function showDetail(i, r, req) {
-    const box = $("detail");
-    box.replaceChildren();
-    const lane = lanes[r[0]];
-    box.appendChild(el("h2", null, DIRS[r[2]] + " " + r[3] + (r[4] === null ? "" : " " + r[4])));
-    kv(box, [["row", "#r" + i], ["connection", laneLabel(lane)], ["session", lane.session || "-"],
-      ["time", fmtAbs(r[1]) + " (" + fmtTime(r[1]) + " s)"], ["parameters", r[5] || "(none)"]]);
-    if (req >= 0) {
-      const q = row(req), t = q[8];
-      box.appendChild(el("h2", null, "Transaction"));
-      kv(box, [["request", q[3] + " " + (q[4] === null ? "" : q[4])], ["outcome", t[2] || "-"],
-        ["latency", t[3] === null ? "-" : t[3] + " ms"], ["error", t[4] || "-"], ["replies", String(t[1].length)]]);
-      const nav = el("div");
-      if (req !== i) jump(nav, "request " + q[3], req);
-      for (const rep of t[1]) { const rr = row(rep); jump(nav, "reply " + (rr ? rr[3] : rep) + " #" + rep, rep); }
-      box.appendChild(nav);
-    }
-    if (r[7]) {
-      box.appendChild(el("h2", null, "Anomalies"));
-      for (const an of r[7]) {
-        const d = el("div", "an");
-        d.appendChild(el("b", null, an[0]));
-        d.appendChild(el("span", "muted", " (" + sev(an[0]) + ") "));
-        d.appendChild(el("div", null, summary(an[0])));
-        d.appendChild(el("div", "muted", an[1]));
-        box.appendChild(d);
-      }
-    }
-    if (r[6]) {
-      const det = el("details");
-      det.open = true;
-      det.appendChild(el("summary", null, "Payload, " + r[6][3] + " bytes" + (r[6][2] ? " (binary body as hex)" : "")));
-      if (r[6][0]) det.appendChild(el("pre", "headers", r[6][0]));
-      det.appendChild(el("pre", r[6][2] ? "hex" : "body", r[6][1]));
-      box.appendChild(det);
-      if (r[6][4]) box.appendChild(decodedView(r[6][4]));
-    }
-  }
-  function showLane(li) {
-    const l = lanes[li], box = $("detail");
-    box.replaceChildren();
-    box.appendChild(el("h2", null, laneLabel(l)));
-    kv(box, [["session", l.session || "-"], ["start", fmtAbs(l.start)], ["end", fmtAbs(l.end)],
-      ["commands", String(l.commands)], ["anomalies", counts(l.anomalies)],
-      ["linked", l.link ? "from [" + l.link.from + "] by " + l.link.by + ": " + (l.link.evidence || "") : "-"],
-      ["not linked", l.unlinked.join("; ") || "-"]]);
-    if (l.participants.length) {
-      box.appendChild(el("h2", null, "Participants"));
-      for (const p of l.participants) {
-        box.appendChild(el("div", null, p.handle + (p.nick ? " (" + p.nick + ")" : "") + ": " + p.via +
-          " " + fmtTime(p.joined) + (p.left !== null ? ", left by " + p.left_via + " " + fmtTime(p.left) : "")));
-      }
-    }
-  }
+def page_head(nonce: str) -> str:
+    """The document up to the data: the skeleton with the nonce and the stylesheet filled in."""
+    return asset("skeleton.html").replace("{nonce}", nonce).replace("{css}", asset("page.css"))
 
-  function fromHash() {
-    const m = /^#r(\d+)$/.exec(location.hash);
-    if (m && Number(m[1]) < N) select(Number(m[1]), true);
-  }
 
-  // ---- start: the first screen now, the rest when the document is read -----
-  header();
-  items = allItems();
-  spacer.style.height = items.length * ROWH + "px";
-  $("shown").textContent = N + " rows";
-  render(true);
-  performance.mark("first-rows");
-  function whenRead() {
-    ready = true;
-    fillFilters();
-    for (const s of [fCmd, fConn, fAnom]) { s.disabled = false; s.addEventListener("change", applyFilters); }
-    fQ.disabled = false;
-    let timer = 0;
-    fQ.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(applyFilters, 150); });
-    window.addEventListener("hashchange", fromHash);
-    render(true);
-    fromHash();
-    document.body.dataset.ready = "1";
-  }
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", whenRead);
-  else whenRead();
-})();
-"""
-
-PAGE_HEAD = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src 'none'; connect-src 'none'; font-src 'none'; media-src 'none'; object-src 'none'; frame-src 'none'; base-uri 'none'; form-action 'none'">
-<meta name="referrer" content="no-referrer">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>MSNP timeline</title>
-<style nonce="{nonce}">{css}</style>
-</head>
-<body>
-<header><h1>MSNP timeline</h1><div id="totals"></div><div id="sections"></div></header>
-<div id="filters">
-<label>command <select id="f-cmd" disabled></select></label>
-<label>connection <select id="f-conn" disabled></select></label>
-<label>anomaly <select id="f-anom" disabled></select></label>
-<label>search <input id="q" type="search" placeholder="text in commands, parameters, payloads" disabled></label>
-<span id="shown"></span>
-</div>
-<main><div id="list"><div id="spacer"></div></div><aside id="detail"><p class="muted">Select a row: a request shows its replies and latency; a lane header shows the connection's links and participants.</p></aside></main>
-"""
+def write_page(out, meta: str, chunks, merged=(), nonce: str = "") -> None:
+    """Write the document to `out` (a text file) piece by piece: the head, `meta`, the first
+    row chunk, the page script, the other row chunks `c1..`, then the merged-order chunks
+    `m0..`. `meta` and every chunk are JSON texts already made inert by `embed_json`; the
+    chunks come from iterables, so the whole page is never held at once."""
+    write = out.write
+    write(page_head(nonce))
+    write(f'<script type="application/json" id="meta">{meta}</script>\n')
+    k = -1
+    for k, chunk in enumerate(chunks):
+        write(f'<script type="application/json" id="c{k}">{chunk}</script>\n')
+        if k == 0:
+            write(f'<script nonce="{nonce}">{page_script()}</script>\n')
+    if k < 0:
+        write(f'<script nonce="{nonce}">{page_script()}</script>\n')
+    for k, chunk in enumerate(merged):
+        write(f'<script type="application/json" id="m{k}">{chunk}</script>\n')
+    write("</body>\n</html>\n")
 
 
 def render_page(meta: dict, chunks: list[list], nonce: str) -> str:
-    parts = [PAGE_HEAD.format(nonce=nonce, css=CSS)]
-    parts.append(f'<script type="application/json" id="meta">{embed_json(meta)}</script>\n')
-    if chunks:
-        parts.append(f'<script type="application/json" id="c0">{embed_json(chunks[0])}</script>\n')
-    parts.append(f'<script nonce="{nonce}">{JS}</script>\n')
-    for k in range(1, len(chunks)):
-        parts.append(f'<script type="application/json" id="c{k}">{embed_json(chunks[k])}</script>\n')
-    parts.append("</body>\n</html>\n")
-    return "".join(parts)
+    """The whole document as one string, from plain data (small pages, tests)."""
+    import io
+    buf = io.StringIO()
+    write_page(buf, embed_json(meta), (embed_json(c) for c in chunks), (), nonce)
+    return buf.getvalue()

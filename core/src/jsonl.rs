@@ -1,0 +1,306 @@
+//! JSON Lines text, byte for byte as the Python writer (`analyzer/outputs/jsonl.py`) writes it.
+//!
+//! The Python writer's rule is `json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))`
+//! (orjson where it writes the same). These are the pieces of that rule the compiled writer
+//! needs, for the values it handles; for anything else it answers "not mine" and the Python
+//! writer formats the record:
+//! - `push_str`: a string, quoted, with `"`, `\`, and the control characters below U+0020
+//!   escaped as `json` escapes them (`\n`, `\r`, `\t`, `\b`, `\f`, else `\u00XX`, lower-case hex);
+//!   every other code point is written as it is.
+//! - `push_bytes_text`: wire bytes as Python's `bytes.decode("utf-8", "backslashreplace")`
+//!   shows them (each byte that is not part of valid UTF-8 becomes the four characters `\xNN`),
+//!   then quoted as `push_str` quotes.
+//! - `push_float`: a float as Python's `repr` writes it, for the plain range only
+//!   (0, or 1e-4 <= |x| < 1e16, where repr and orjson agree and use no exponent); None outside it.
+//! - `payload_needs_redaction`: whether `Redactor.payload` could change a payload (a conservative
+//!   copy of its gates: when it says false, the redactor returns the payload unchanged).
+//!   Checked against the redactor by tests/outputs/test_jsonl_core.py.
+
+use std::fmt::Write;
+
+/// `s` as a JSON string (with its quotes) onto `out`.
+pub fn push_str(out: &mut String, s: &str) {
+    out.push('"');
+    escape_into(out, s);
+    out.push('"');
+}
+
+fn escape_into(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        out.push_str(&s[start..i]); // `b` is ASCII: `i` is a char boundary
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            _ => {
+                let _ = write!(out, "\\u{:04x}", b);
+            }
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+}
+
+/// Wire bytes as a JSON string, decoded as `decode("utf-8", "backslashreplace")` decodes them.
+pub fn push_bytes_text(out: &mut String, raw: &[u8]) {
+    out.push('"');
+    let mut rest = raw;
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(text) => {
+                escape_into(out, text);
+                break;
+            }
+            Err(err) => {
+                let good = err.valid_up_to();
+                // The prefix was just checked: this cannot fail.
+                escape_into(out, std::str::from_utf8(&rest[..good]).unwrap_or_default());
+                let bad = err.error_len().unwrap_or(rest.len() - good);
+                for b in &rest[good..good + bad] {
+                    // `\xNN` in the text, so `\\xNN` in JSON.
+                    let _ = write!(out, "\\\\x{:02x}", b);
+                }
+                rest = &rest[good + bad..];
+            }
+        }
+    }
+    out.push('"');
+}
+
+/// A float as Python's `repr` (and orjson) writes it, when it is in the plain range; else false.
+pub fn push_float(out: &mut String, x: f64) -> bool {
+    if !(x == 0.0 || (1e-4..1e16).contains(&x.abs())) {
+        return false; // NaN, infinities, and exponent notation: the Python writer's
+    }
+    let start = out.len();
+    // Rust's `Display` for f64 writes the shortest digits that read back as `x` (as repr
+    // does), in plain notation (without repr's `.0` on whole numbers). When the exact value
+    // lies halfway between two such strings the two can pick differently; repr writes the
+    // correctly rounded one (ties to even), which is what exact formatting to the same number
+    // of significant digits writes: the digits come from there, their count from `Display`.
+    let _ = write!(out, "{}", x);
+    if !may_tie(x) {
+        if !out[start..].contains('.') {
+            out.push_str(".0");
+        }
+        return true;
+    }
+    let shortest = out[start..].trim_start_matches(['-', '0', '.']).replace('.', "");
+    let n = shortest.trim_end_matches('0').len().max(1);
+    out.truncate(start);
+    let exact = format!("{:.*e}", n - 1, x);
+    let (mantissa, exponent) = exact.split_once('e').unwrap_or((exact.as_str(), "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    if mantissa.starts_with('-') {
+        out.push('-');
+    }
+    let digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
+    let digits = digits.trim_end_matches('0');
+    if exponent >= 0 {
+        let int_len = exponent as usize + 1;
+        if digits.len() <= int_len {
+            out.push_str(digits);
+            out.extend(std::iter::repeat('0').take(int_len - digits.len()));
+        } else {
+            out.push_str(&digits[..int_len]);
+            out.push('.');
+            out.push_str(&digits[int_len..]);
+        }
+    } else {
+        out.push_str("0.");
+        out.extend(std::iter::repeat('0').take((-exponent - 1) as usize));
+        out.push_str(if digits.is_empty() { "0" } else { digits });
+    }
+    if !out[start..].contains('.') {
+        out.push_str(".0");
+    }
+    true
+}
+
+/// Whether the exact value of `x` (in the plain range) may lie halfway between two
+/// shortest strings: only when its exact decimal expansion has at most 18 significant digits
+/// (it ends in a 5 one place past the shortest digits, and those are at most 17). Times and
+/// latencies have 20 and more, so the exact re-formatting is rare.
+fn may_tie(x: f64) -> bool {
+    let bits = x.to_bits();
+    let exponent = ((bits >> 52) & 0x7ff) as i64;
+    let fraction = bits & ((1 << 52) - 1);
+    let (mantissa, exponent) = if exponent == 0 { (fraction, -1074) } else { (fraction | (1 << 52), exponent - 1075) };
+    if mantissa == 0 {
+        return false;
+    }
+    let k = exponent + i64::from(mantissa.trailing_zeros()); // x = odd * 2^k
+    if k >= 0 {
+        return false; // a whole number below 1e16: its digits are exact, there is no tie
+    }
+    // -k fractional decimal digits, the last one a 5.
+    let magnitude = x.abs();
+    let significant = if magnitude >= 1.0 {
+        (magnitude.trunc() as u64).to_string().len() as i64 - k
+    } else {
+        -k - 4 // at most 4 zeros after the point above 1e-4: a lower bound
+    };
+    significant <= 18
+}
+
+/// The MIME header names whose lines `Redactor.payload` masks (MIME_SECRET_HEADERS), lower case.
+pub const MIME_SECRET_HEADERS: [&[u8]; 6] = [b"authcookie", b"kv", b"mspauth", b"mspprof", b"nonce", b"sid"];
+
+const CHAT_HEADS: [&[u8]; 2] = [
+    b"MIME-Version: 1.0\r\nContent-Type: text/plain",
+    b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgscontrol",
+];
+
+/// `[ \t]*(name)[ \t]*:` at `low[i..]` (the text after a line feed), for any secret header name.
+fn secret_header_at(low: &[u8], mut i: usize) -> bool {
+    while i < low.len() && (low[i] == b' ' || low[i] == b'\t') {
+        i += 1;
+    }
+    for name in MIME_SECRET_HEADERS {
+        if low[i..].starts_with(name) {
+            let mut j = i + name.len();
+            while j < low.len() && (low[j] == b' ' || low[j] == b'\t') {
+                j += 1;
+            }
+            if j < low.len() && low[j] == b':' {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// The redactor's `_MIME_GATE.search(low)`: a secret header name at the start of a line after a `\n`.
+fn mime_gate(low: &[u8]) -> bool {
+    low.iter().enumerate().any(|(i, &b)| b == b'\n' && secret_header_at(low, i + 1))
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Non-overlapping occurrences, as `bytes.count` counts them.
+fn count(hay: &[u8], needle: &[u8]) -> usize {
+    let (mut n, mut i) = (0, 0);
+    while i + needle.len() <= hay.len() {
+        if &hay[i..i + needle.len()] == needle {
+            n += 1;
+            i += needle.len();
+        } else {
+            i += 1;
+        }
+    }
+    n
+}
+
+/// False when `Redactor.payload` (enabled, for a command that is not secret-bearing) returns
+/// `payload` unchanged for sure; true when it may change it (the Python writer then formats).
+pub fn payload_needs_redaction(payload: &[u8]) -> bool {
+    if CHAT_HEADS.iter().any(|h| payload.starts_with(h)) {
+        // A chat or typing message: only its header block is looked at.
+        let head = match payload.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(end) => &payload[..end + 2],
+            None => payload,
+        };
+        return mime_gate(&head.to_ascii_lowercase());
+    }
+    // `Redactor.text`: one of the free-text rules `_needed` picks for the lower-cased text.
+    let low = payload.to_ascii_lowercase();
+    if mime_gate(&low) {
+        return true;
+    }
+    // `_MIME_GATE.match(b"\n" + low[:16])`: a secret header on the first line, within 16 bytes.
+    if secret_header_at(&low[..low.len().min(16)], 0) {
+        return true;
+    }
+    if low.contains(&b'=') {
+        if contains(&low, b"from-pp") || contains(&low, b"pwd=") || contains(&low, b"passw") {
+            return true;
+        }
+        if contains(&low, b"p=") || count(&low, b"t=") > count(&low, b"charset=") {
+            return true;
+        }
+    }
+    low.contains(&b'<')
+        && (contains(&low, b"password") || contains(&low, b"binarys") || contains(&low, b"ciphervalue"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(raw: &[u8]) -> String {
+        let mut s = String::new();
+        push_bytes_text(&mut s, raw);
+        s
+    }
+
+    #[test]
+    fn strings_are_escaped_as_json_escapes_them() {
+        let mut s = String::new();
+        push_str(&mut s, "a\"b\\c\n\r\t\x08\x0c\x01\x1f\x7f é\u{2028}");
+        assert_eq!(s, "\"a\\\"b\\\\c\\n\\r\\t\\b\\f\\u0001\\u001f\x7f é\u{2028}\"");
+    }
+
+    #[test]
+    fn bytes_decode_with_backslashreplace() {
+        assert_eq!(text(b"MSG"), "\"MSG\"");
+        assert_eq!(text(b"a\xffb"), "\"a\\\\xffb\"");
+        assert_eq!(text("é".as_bytes()), "\"é\"");
+        assert_eq!(text(b"\xe2\x82"), "\"\\\\xe2\\\\x82\""); // cut short at the end
+        assert_eq!(text(b"\xe0\x80A"), "\"\\\\xe0\\\\x80A\""); // overlong: two bad bytes
+        assert_eq!(text(b"\xed\xa0\x80"), "\"\\\\xed\\\\xa0\\\\x80\""); // a surrogate is not UTF-8
+    }
+
+    #[test]
+    fn floats_as_repr_in_the_plain_range_only() {
+        let cases: [(f64, Option<&str>); 12] = [
+            (0.0, Some("0.0")),
+            (-0.0, Some("-0.0")),
+            (1.0, Some("1.0")),
+            (1234567890.123456, Some("1234567890.123456")),
+            (0.0001, Some("0.0001")),
+            (0.1 + 0.2, Some("0.30000000000000004")),
+            (1e15, Some("1000000000000000.0")),
+            (204.090118408203125, Some("204.09011840820312")), // a tie at 17 digits: to even
+            (931288779406768.25, Some("931288779406768.2")), // a tie at 16 digits
+            (931288779406768.75, Some("931288779406768.8")),
+            (1e16, None),
+            (f64::NAN, None),
+        ];
+        for (x, want) in cases {
+            let mut s = String::new();
+            let ok = push_float(&mut s, x);
+            assert_eq!(ok.then_some(s.as_str()), want, "{x}");
+        }
+        assert!(!push_float(&mut String::new(), 0.00009));
+        assert!(!push_float(&mut String::new(), f64::INFINITY));
+    }
+
+    #[test]
+    fn payload_gates() {
+        let chat = b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\npassword=x t=1 p=2";
+        assert!(!payload_needs_redaction(chat)); // a typed body is not looked at
+        let chat_sid = b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n  SID : 1\r\n\r\nhi";
+        assert!(payload_needs_redaction(chat_sid));
+        assert!(payload_needs_redaction(b"AuthCookie: 1"));
+        assert!(payload_needs_redaction(b"x\n\tnonce\t:1"));
+        assert!(!payload_needs_redaction(b"                sid:1")); // past the first 16 bytes, no line feed
+        assert!(payload_needs_redaction(b"a=1&pwd=2"));
+        assert!(payload_needs_redaction(b"t=1"));
+        assert!(!payload_needs_redaction(b"Content-Type: text/x; charset=UTF-8")); // its t= is charset's
+        assert!(payload_needs_redaction(b"charset=1 t=1"));
+        assert!(payload_needs_redaction(b"<Password>x</Password>"));
+        assert!(!payload_needs_redaction(b"<ml><d n=\"x\"/></ml>"));
+        assert!(!payload_needs_redaction(b""));
+    }
+}

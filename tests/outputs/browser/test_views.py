@@ -1,0 +1,326 @@
+"""The timeline's views in a real headless Chromium: the overview (lanes, referral arrows, marks),
+the ladder diagram and its SVG download, the plots, keyboard navigation, the list's new controls,
+provenance, and a capture of 1,200 connections."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from analyzer.cli.main import main as cli
+from analyzer.outputs.html.template import render_page
+
+from .pages import write_page
+
+ROOT = Path(__file__).resolve().parents[3]
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def embedded(path: Path) -> tuple[dict, list]:
+    text = path.read_text(encoding="utf-8")
+    meta = json.loads(re.search(r'<script type="application/json" id="meta">(.*?)</script>', text).group(1))
+    rows = []
+    for k in range(meta["chunks"]):
+        rows += json.loads(re.search(rf'<script type="application/json" id="c{k}">(.*?)</script>', text).group(1))
+    return meta, rows
+
+
+@pytest.fixture(scope="module")
+def login(tmp_path_factory):
+    """captures/msnp8_login_chat.pcap exported: DS, NS, an XFR switchboard and an RNG one."""
+    path = tmp_path_factory.mktemp("views") / "login.html"
+    assert cli(["export", "-q", str(ROOT / "captures" / "msnp8_login_chat.pcap"), "-o", str(path)]) == 0
+    meta, rows = embedded(path)
+    return path, meta, rows
+
+
+def frames(page) -> None:
+    """Wait two animation frames: what the page queued for the next frame has been drawn.
+    (A function, not wait_for_function's string: the page's CSP forbids eval.)"""
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+
+def arrows(page) -> list[dict]:
+    return page.eval_on_selector_all("#ov-arrows li", "els => els.map(e => ({...e.dataset}))")
+
+
+def selected_row(page):
+    rows = page.eval_on_selector_all("#spacer .row.selected", "els => els.map(e => +e.dataset.row)")
+    return rows[0] if rows else None
+
+
+def test_overview_draws_the_referral_arrows_and_a_click_on_a_mark_selects_its_row(login, open_page):
+    path, meta, rows = login
+    opened = open_page(path)
+    page = opened.page
+    ids = [l["id"] for l in meta["lanes"]]
+    roles = {l["id"]: l["role"] for l in meta["lanes"]}
+    drawn = {(a["from"], a["to"]): a for a in arrows(page)}
+    ds, ns = ids[0], ids[1]
+    assert roles[ds] == "DS" and roles[ns] == "NS"
+    sbs = [i for i in ids if roles[i] == "SB"]
+    assert len(sbs) == 2
+    # DS -> NS from the XFR NS line; NS -> both switchboards (one XFR SB, one RNG).
+    assert set(drawn) == {(ds, ns), (ns, sbs[0]), (ns, sbs[1])}
+    for (src, _dst), a in drawn.items():
+        r = rows[int(a["row"])]
+        assert meta["lanes"][r[0]]["id"] == src and r[2] == 1 and r[3] in ("XFR", "RNG")
+    assert sorted(rows[int(a["row"])][3] for a in drawn.values()) == ["RNG", "XFR", "XFR"]
+    # The arrow is on the canvas: its colour where the list says it starts and, 4 px before its
+    # tip, ends (within a pixel: the line is anti-aliased).
+    canvas = page.query_selector("#ov-canvas")
+    for a in drawn.values():
+        x1, y1, x2, y2 = (float(a[k]) for k in ("x1", "y1", "x2", "y2"))
+        length = max(1.0, ((x2 - x1) ** 2 + (y2 - y1) ** 2) ** 0.5)
+        for x, y in ((x1, y1), (x2 - 4 * (x2 - x1) / length, y2 - 4 * (y2 - y1) / length)):
+            near = page.evaluate("([x, y]) => [...document.getElementById('ov-canvas').getContext('2d')"
+                                 ".getImageData(Math.round(x * devicePixelRatio) - 1, Math.round(y * devicePixelRatio) - 1, 3, 3).data]",
+                                 [x, y])
+            pixels = [near[k:k + 3] for k in range(0, len(near), 4)]
+            # The arrows' orange (#c25e00), not a lane's grey-blue or a tick's blue/purple.
+            assert any(r > 150 and 60 < g < 130 and b < 60 for r, g, b in pixels), (a, pixels)
+    # A click on the RNG mark selects the RNG line in the list and shows it in the detail.
+    rng = next(a for a in drawn.values() if rows[int(a["row"])][3] == "RNG")
+    box = canvas.bounding_box()
+    page.mouse.click(box["x"] + float(rng["x1"]), box["y"] + float(rng["y1"]))
+    assert selected_row(page) == int(rng["row"])
+    assert page.evaluate("location.hash") == f"#r{rng['row']}"
+    assert page.text_content("#detail h2").startswith("<<< RNG")
+    # Zoomed in (ctrl+wheel at the mark), single commands are ticks of their own: a click on the
+    # tick of the first line of the switchboard the RNG opened (0.1 s later) selects that line.
+    before = [float(v) for v in canvas.get_attribute("data-view").split(",")]
+    page.mouse.move(box["x"] + float(rng["x1"]), box["y"] + float(rng["y1"]))
+    page.keyboard.down("Control")
+    for _ in range(6):
+        page.mouse.wheel(0, -300)
+    page.keyboard.up("Control")
+    frames(page)
+    after = [float(v) for v in canvas.get_attribute("data-view").split(",")]
+    assert after[1] - after[0] < (before[1] - before[0]) / 30
+    target = next(l for l in meta["lanes"] if l["id"] == rng["to"])["first"]
+    t = rows[target][1]
+    assert after[0] < t < after[1]
+    label_w, width = 190, box["width"] - 190 - 10
+    x = label_w + (t - after[0]) / (after[1] - after[0]) * width
+    assert abs(x - float(rng["x1"])) > 20      # far enough from the RNG's mark to tell them apart
+    page.mouse.click(box["x"] + x, box["y"] + float(rng["y2"]))
+    assert selected_row(page) == target
+    assert opened.errors == [] and opened.foreign_requests() == []
+
+
+def test_ladder_of_the_login_ties_replies_to_requests_and_downloads_as_svg(login, open_page, tmp_path):
+    path, meta, rows = login
+    opened = open_page(path)
+    page = opened.page
+    page.click("#tabs button[data-view='ladder']")
+    page.wait_for_selector("#ladder g.arrow")
+    assert page.eval_on_selector("#ladder-pick", "s => s.value") == "session:L1"
+    heads = page.eval_on_selector_all("#ladder > text[font-weight='bold']", "els => els.map(e => e.textContent)")
+    assert heads[1:] == ["client"] + [f"{l['role']} [{l['id']}]" for l in meta["lanes"]]
+    lines = [i for i, r in enumerate(rows) if r[2] in (0, 1) and r[3] not in ("!", "~")]
+    drawn = page.eval_on_selector_all("#ladder g.arrow", "els => els.map(e => +e.dataset.row)")
+    assert sorted(drawn) == lines
+    # In time order, down the page.
+    assert [rows[i][1] for i in drawn] == sorted(rows[i][1] for i in drawn)
+    ties = page.eval_on_selector_all("#ladder path.tie", "els => els.map(e => [+e.dataset.request, +e.dataset.reply])")
+    expected = sorted([r[8][1], i] for i, r in enumerate(rows) if r[8] and r[8][0] == 1)
+    assert sorted(ties) == expected and len(ties) > 20
+    latencies = page.eval_on_selector_all("#ladder text.latency", "els => els.map(e => e.textContent)")
+    answered = [r for r in rows if r[8] and r[8][0] == 0 and r[8][1] and r[8][3] is not None]
+    assert sorted(latencies) == sorted(f"{r[8][3]:g} ms" for r in answered)
+    # A click on an arrow selects its line.
+    page.click(f"#ladder g.arrow[data-row='{drawn[3]}'] text")
+    assert page.evaluate("location.hash") == f"#r{drawn[3]}"
+    # Download SVG: a standalone SVG file with the same arrows.
+    with page.expect_download() as info:
+        page.click("#ladder-svg")
+    saved = tmp_path / "ladder.svg"
+    info.value.save_as(saved)
+    root = ET.parse(saved).getroot()
+    assert root.tag == SVG + "svg" and root.get("width") and root.get("viewBox")
+    arrows_in_file = [g for g in root.iter(SVG + "g") if "arrow" in (g.get("class") or "")]
+    assert len(arrows_in_file) == len(lines)
+    assert any(t.text == "USR 7 OK alice@example.com Alice 1 0" for t in root.iter(SVG + "text"))
+    # A switchboard alone: client and that switchboard.
+    sb = next(li for li, l in enumerate(meta["lanes"]) if l["role"] == "SB")
+    page.select_option("#ladder-pick", f"lane:{sb}")
+    assert page.eval_on_selector_all("#ladder g.arrow", "els => els.length") == meta["lanes"][sb]["count"]
+    assert opened.errors == []
+    assert [u for u in opened.foreign_requests() if not u.startswith("blob:")] == []
+
+
+def test_plots_draw_latency_rate_and_anomalies(tmp_path, open_page):
+    path = tmp_path / "both.html"
+    assert cli(["export", "-q", str(ROOT / "captures" / "msnp8_login_chat.pcap"),
+                str(ROOT / "captures" / "msnp8_anomalies.pcap"), "-o", str(path)]) == 0
+    meta, rows = embedded(path)
+    page = open_page(path).page
+    page.click("#tabs button[data-view='plots']")
+    page.wait_for_selector("#plots-box svg.plot")
+    titles = page.eval_on_selector_all("#plots-box svg.plot > text[font-weight='bold']", "els => els.map(e => e.textContent)")
+    assert titles == ["Latency over time, per command", "Keep-alive latency (PNG \u2192 QNG)",
+                      "Commands per second per connection", "Anomalies over time"]
+    points = page.eval_on_selector_all("#plots-box svg.plot", "els => els.map(s => s.querySelectorAll('circle').length)")
+    answered = [r for r in rows if r[8] and r[8][0] == 0 and r[8][3] is not None]
+    assert points[0] == sum(1 for r in answered if r[3] != "PNG") and points[1] == sum(1 for r in answered if r[3] == "PNG") >= 1
+    bars = page.eval_on_selector_all("#plots-box svg.plot",
+                                     "els => els[3].querySelectorAll('rect[fill=\"#e67e22\"][height]:not([width=\"10\"])').length")
+    assert bars >= 1 and sum(meta["totals"]["anomalies"].values()) >= 1
+    assert page.eval_on_selector_all("#plots-box svg.plot", "els => els[2].querySelectorAll('path').length") >= 2
+
+
+def test_keyboard_moves_the_selection_opens_the_detail_and_searches(login, open_page):
+    path, meta, rows = login
+    page = open_page(path).page
+    page.keyboard.press("j")
+    assert selected_row(page) == 0
+    page.keyboard.press("j")
+    page.keyboard.press("ArrowDown")
+    assert selected_row(page) == 2
+    page.keyboard.press("k")
+    assert selected_row(page) == 1 and page.evaluate("location.hash") == "#r1"
+    page.keyboard.press("ArrowUp")
+    assert selected_row(page) == 0
+    # Moving past a connection's last row goes on to the next connection's first (over its header).
+    last_ds = meta["lanes"][0]["count"] - 1
+    page.evaluate(f"location.hash = '#r{last_ds}'")
+    page.wait_for_selector(f"#spacer .row.selected[data-row='{last_ds}']")
+    page.keyboard.press("j")
+    assert selected_row(page) == last_ds + 1
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "detail"
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.id") == "q"
+    page.keyboard.type("carol")
+    expect(page.locator("#shown")).not_to_have_text(re.compile(rf"^{len(rows)} of"))
+    page.keyboard.press("Escape")          # clears the search ...
+    assert page.input_value("#q") == ""
+    expect(page.locator("#shown")).to_have_text(re.compile(rf"^{len(rows)} of"))
+    page.keyboard.press("Escape")          # ... then leaves it
+    assert page.evaluate("document.activeElement.id") != "q"
+    page.keyboard.press("Escape")          # ... then clears the selection
+    assert selected_row(page) is None
+    assert "Nothing selected" in page.text_content("#detail")
+
+
+def test_filters_reset_and_a_hidden_row_leaves_the_detail(login, open_page):
+    path, meta, rows = login
+    page = open_page(path).page
+    assert page.is_disabled("#reset")
+    page.click("#spacer .row[data-row='0'] .cmd")
+    assert "VER" in page.text_content("#detail h2")
+    page.select_option("#f-cmd", "MSG")
+    assert "hidden by the filters" in page.text_content("#detail")
+    assert selected_row(page) is None
+    page.click("#reset")
+    assert page.text_content("#shown").startswith(f"{len(rows)} of {len(rows)}")
+    assert page.input_value("#f-cmd") == "" and page.is_disabled("#reset")
+
+
+def test_merged_order_lists_every_row_by_time_across_connections(login, open_page):
+    path, meta, rows = login
+    page = open_page(path).page
+    page.select_option("#f-order", "merged")
+    assert page.text_content("#shown").startswith(f"{len(rows)} of")
+    assert page.eval_on_selector_all("#spacer .lane", "els => els.length") == 0
+    page.eval_on_selector("#list", "el => { el.scrollTop = 25 * 22; }")
+    frames(page)  # the virtual list draws on the next animation frame
+    page.wait_for_selector("#spacer .row[data-row] .lane-tag")
+    shown = page.eval_on_selector_all("#spacer .row", "els => els.map(e => +e.dataset.row)")
+    expected = sorted(range(len(rows)), key=lambda i: (rows[i][1], i))
+    start = expected.index(shown[0])
+    assert shown == expected[start:start + len(shown)]
+    assert {rows[i][0] for i in shown} != {rows[shown[0]][0]}  # several connections interleaved
+
+
+def test_referral_rows_jump_to_the_connection_they_opened_and_back(login, open_page):
+    path, meta, rows = login
+    page = open_page(path).page
+    rng = next(i for i, r in enumerate(rows) if r[3] == "RNG")
+    sb = next(l for l in meta["lanes"] if l["link"] and l["link"]["by"] == "rng")
+    page.evaluate(f"location.hash = '#r{rng}'")
+    page.wait_for_selector(f"#spacer .row.selected[data-row='{rng}'] .badge.ref")
+    page.click(f"#detail button.jump[data-lane='{sb['id']}']")
+    assert page.text_content("#detail h2").startswith(f"[{sb['id']}] SB")
+    assert page.is_visible(f"#spacer .lane[data-lane='{sb['id']}']")
+    page.click("#detail .refs button.jump >> nth=0")     # back: the RNG line
+    assert selected_row(page) == rng
+
+
+def test_header_shows_provenance_with_a_local_time_switch(login, open_page):
+    path, meta, rows = login
+    page = open_page(path).page
+    assert page.text_content("#prov-src") == "msnp8_login_chat.pcap"
+    assert page.text_content("#prov-range").startswith("2006-01-01 12:00:00.050 UTC")
+    assert "redacted" in page.text_content("#prov-redacted")
+    assert "DS \u2192 NS" in page.get_attribute("#totals [data-total='sessions']", "title")
+    page.click("#tz")
+    assert re.match(r"2006-01-01 \d\d:\d\d:00\.050 UTC[+-]\d\d:\d\d", page.text_content("#prov-range"))
+    page.emulate_media(media="print")
+    assert page.is_visible("#prov-src") and page.is_visible("#prov-range") and not page.is_visible("#tabs")
+
+
+def test_payload_badge_shows_the_length_on_the_wire(login, open_page):
+    path, meta, rows = login
+    page = open_page(path).page
+    qry = next(i for i, r in enumerate(rows) if r[3] == "QRY" and r[6])
+    page.evaluate(f"location.hash = '#r{qry}'")
+    assert page.text_content(f"#spacer .row[data-row='{qry}'] .badge.pl") == f"payload {rows[qry][6][3]} B"
+    assert f"Payload, {rows[qry][6][3]} bytes on the wire" in page.text_content("#detail")
+
+
+def test_a_capture_without_msnp_says_so(tmp_path, open_page):
+    write_page(tmp_path / "empty.html", {})
+    page = open_page(tmp_path / "empty.html").page
+    assert "No MSNP in this capture" in page.text_content("#list")
+    assert "No MSNP in this capture" in page.text_content("#detail")
+    assert "Select a row" not in page.text_content("body")
+
+
+def test_rewrites_are_shown_where_the_proxy_made_them(login, open_page, tmp_path):
+    path, meta, rows = login
+    xfr = next(i for i, r in enumerate(rows) if r[3] == "XFR" and r[2] == 1 and r[5].startswith("SB"))
+    meta = dict(meta, rewrites=[{"lane": rows[xfr][0], "row": xfr, "ts": rows[xfr][1], "command": "XFR",
+                                 "upstream": "198.51.100.7:1864", "given": "127.0.0.1:41864"}])
+    page_path = tmp_path / "rewritten.html"
+    page_path.write_text(render_page(meta, [rows[k:k + meta["chunk"]] for k in range(0, len(rows), meta["chunk"])],
+                                     "n0nce"), encoding="utf-8")
+    page = open_page(page_path, fragment=f"#r{xfr}").page
+    page.wait_for_selector(f"#spacer .row.selected[data-row='{xfr}']")
+    detail = page.text_content("#detail")
+    assert "Rewritten by the proxy" in detail and "198.51.100.7:1864" in detail and "127.0.0.1:41864" in detail
+    page.click("#tabs button[data-view='summaries']")
+    assert "198.51.100.7:1864" in page.text_content("#sections [data-section='rewrites']")
+
+
+def test_twelve_hundred_connections_leave_the_main_view_the_window(tmp_path, open_page):
+    from captures.sessions import SESSIONS
+    # 300 logins of the msnp8 sample: DS, NS and two switchboards each, 1,200 connections.
+    _, timeline = write_page(tmp_path / "many.html", {f"s{i}": SESSIONS["msnp8"] for i in range(300)})
+    meta = timeline.data()[0]
+    assert len(meta["lanes"]) == 1200
+    opened = open_page(tmp_path / "many.html")
+    page = opened.page
+    window = page.viewport_size["height"]
+    views = page.eval_on_selector("#views", "e => e.getBoundingClientRect().height")
+    listed = page.eval_on_selector("#list", "e => e.getBoundingClientRect().height")
+    assert page.eval_on_selector("header", "e => e.getBoundingClientRect().height") <= 60
+    assert views >= 0.85 * window
+    assert listed >= 0.35 * window                  # the list keeps its share beside the overview
+    # The last connection: at the bottom of the list ...
+    page.eval_on_selector("#list", "el => { el.scrollTop = el.scrollHeight; }")
+    last = meta["lanes"][-1]
+    page.wait_for_selector(f"#spacer .row[data-row='{last['first'] + last['count'] - 1}']")
+    # ... and of the overview, whose lanes scroll inside it.
+    page.eval_on_selector("#ov-scroll", "el => { el.scrollTop = el.scrollHeight; }")
+    page.wait_for_selector("#ov-canvas[data-lanes$='-1199']", state="attached")
+    drawn = page.get_attribute("#ov-canvas", "data-lanes")
+    assert 1199 - int(drawn.split("-")[0]) < 40      # only the lanes on screen are drawn
+    page.click("#tabs button[data-view='summaries']")
+    assert page.eval_on_selector("#views", "e => e.getBoundingClientRect().height") == views
+    assert opened.errors == []
