@@ -324,3 +324,30 @@ def test_twelve_hundred_connections_leave_the_main_view_the_window(tmp_path, ope
     page.click("#tabs button[data-view='summaries']")
     assert page.eval_on_selector("#views", "e => e.getBoundingClientRect().height") == views
     assert opened.errors == []
+
+
+def test_hostile_strings_stay_text_in_every_view_and_in_the_svg(tmp_path, open_page):
+    from .pages import CANARY, HOSTILE_NICK, hostile_page
+    path = tmp_path / "hostile.html"
+    hostile_page(path)
+    opened = open_page(path)
+    page = opened.page
+    page.mouse.click(*(lambda b: (b["x"] + 100, b["y"] + 30))(page.query_selector("#ov-canvas").bounding_box()))
+    for view in ("ladder", "plots", "summaries", "timeline"):
+        page.click(f"#tabs button[data-view='{view}']")
+    page.click("#tabs button[data-view='ladder']")
+    page.wait_for_selector("#ladder g.arrow")
+    titles = page.eval_on_selector_all("#ladder g.arrow title", "els => els.map(e => e.textContent)")
+    assert any(t.endswith("BYE " + HOSTILE_NICK) for t in titles)   # the BYE's parameter, as text
+    with page.expect_download() as info:
+        page.click("#ladder-svg")
+    saved = tmp_path / "hostile.svg"
+    info.value.save_as(saved)
+    root = ET.parse(saved).getroot()                          # still well-formed XML
+    assert not list(root.iter(SVG + "script")) and not list(root.iter("script"))
+    assert any((t.text or "").endswith("BYE " + HOSTILE_NICK) for t in root.iter(SVG + "title"))
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.evaluate("document.querySelectorAll('img, iframe, object, embed, script:not([type]):not([nonce])').length") == 0
+    assert [u for u in opened.foreign_requests() if not u.startswith("blob:")] == []
+    assert opened.errors == []
+    assert CANARY in page.content()

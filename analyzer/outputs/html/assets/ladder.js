@@ -114,6 +114,9 @@ function ladderSvg(lis, shown) {
   shown.forEach((i) => {
     const r = row(i), y = yOf.get(i), sx = col.get(r[0]);
     const g = svgEl("g", {"data-row": i, cursor: "pointer"});
+    // The whole line as the tooltip (the label beside the arrow is cut to the column's width).
+    g.appendChild(svgEl("title", {}, fmtTime(r[1]) + " " + DIRS[r[2]] + " " + r[3] + (r[4] === null ? "" : " " + r[4]) +
+      (r[5] ? " " + r[5] : "") + (r[7] ? "  [" + r[7].map((a) => a[0]).join(", ") + "]" : "")));
     g.appendChild(svgEl("text", {x: 6, y: y + 4, fill: "#77809a", "font-size": 10}, fmtTime(r[1])));
     if (r[3] === "!" || r[3] === "~" || r[2] === 2) {
       // An anomaly or skipped bytes with no line: a mark on the connection's lifeline.

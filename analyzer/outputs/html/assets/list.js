@@ -12,6 +12,7 @@ const TOTAL_HELP = {
   sessions: "sessions: groups of linked connections, one user's DS \u2192 NS \u2192 switchboards " +
     "(a session without a login is, e.g., a lone switchboard or a login that failed)",
   connections: "connections: TCP connections that carried MSNP (one lane each)",
+  rewrites: "rewrites: addresses in XFR/RNG the proxy replaced by its own (Summaries lists them)",
 };
 function provenanceText() {
   const p = provenance;
@@ -33,6 +34,7 @@ function header() {
   const items = [["logins", t.logins], ["sessions", t.sessions], ["connections", t.connections],
     ["versions", counts(t.versions)], ["commands", t.commands],
     ["transactions", counts(t.transactions)], ["anomalies", counts(t.anomalies)]];
+  if (t.rewrites) items.push(["rewrites", t.rewrites]);
   for (const [k, v] of items) {
     const s = el("span", "t", k + ":");
     s.dataset.total = k;
