@@ -98,6 +98,8 @@ for _name, _sev, _summary in [
     ("gateway.poll.body", _W, "a gateway Action=poll request carried data (polls are empty)"),
     ("gateway.http.error", _W, "a gateway round trip failed (no response or not HTTP 200): server data may be lost"),
     ("gateway.header.missing", _W, "a gateway response without the X-MSN-Messenger SessionID header"),
+    ("linking.participant_limit", _W, "more than 10,000 participants on one switchboard; later arrivals are counted in its chat record's more_participants, not listed (once per switchboard)"),
+    ("linking.referral_limit", _W, "more than 10,000 XFR/RNG lines on one connection; later ones are not linked to the connections they refer to (once per connection)"),
     ("passport.ticket_limit", _W, "more than 10,000 login tickets held at once; the oldest are forgotten and not linked (once per run)"),
     ("passport.login.failed", _W, "a Passport (login2.srf) or RST/SSO (RST.srf) login was refused or its token answer is missing"),
     ("mitm.connection.error", _W, "mitmproxy reported an error on a connection (reset, refused, TLS failure)"),
@@ -117,6 +119,7 @@ for _name, _sev, _summary in [
     ("capture.ip_fragment", _W, "fragments of TCP datagrams (reported once per file, with the count); not reassembled, their bytes are missing"),
     ("capture.inflate_limit", _W, "a gzip'd capture inflates to more than 100 times its size (at least 64 MiB); reading stopped at that cap (once per file)"),
     ("capture.start_window_limit", _W, "more TCP flows in their start window at once than are held (4,096); the oldest windows closed early (once per file, with the count)"),
+    ("capture.endpoint_limit", _W, "more than 10,000 server addresses named by XFR/RNG lines; later ones were not learned as MSNP servers (once per file, with the count)"),
     ("capture.flow_limit", _W, "more TCP flows open at once than --max-flows; the least recently active were closed early (once per file, with the count)"),
     # the analysis itself
     ("analyzer.internal_error", _E, "the analysis of this connection failed; the rest of it was not decoded"),

@@ -18,6 +18,12 @@ each board's counts and times are kept, not the text, and once a board has
 ended and is not among the TERMINAL_ROWS earliest, it is folded into the
 totals of the "more chats" row: the terminal section needs no more, and
 memory stays flat however many switchboards the capture holds.
+
+For the HTML report the text is kept, but at most `BOARD_LINES` lines per
+board and `REPORT_LINES` over all boards (`line_limit`): the timeline's rows
+hold every message already, and the section says how many more there were
+(`msnp-analyzer chat` keeps every line: it builds the plugin with
+`line_limit=None`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from analyzer.plugins import TERMINAL_ROWS, Plugin, section
 from msnp_analyzer_plugins.mime import classify, parse_mime
 
 UNKNOWN = "unknown"
+MAX_OTHERS = 10_000   # participants other than the user named per board; later ones are counted
 
 
 @dataclass
@@ -51,11 +58,13 @@ class Switchboard:
     server: str | None
     user: str | None = None                 # the SB connection's own handle (USR/ANS)
     typing_user: str | None = None          # from the client's TypingUser headers
-    others: list[str] = field(default_factory=list)  # IRO/JOI/server MSG senders
+    others: list[str] = field(default_factory=list)  # IRO/JOI/server MSG senders (at most MAX_OTHERS)
+    more_others: int = 0                    # distinct ones past MAX_OTHERS, counted
     lines: list[ChatLine] = field(default_factory=list)  # empty when the plugin keeps no text
     first_ts: float | None = None
     how: str = ""                           # how the user was identified
     messages: int = 0                       # text messages (kept as lines or not)
+    more_lines: int = 0                     # text messages past the line limits, not kept
     client_messages: int = 0                # of which the client sent
     first_message: float | None = None      # times of the first and last text message
     last_message: float | None = None
@@ -71,10 +80,12 @@ def _first_message(sb: Switchboard):
     return (sb.first_message is None, sb.first_message or 0, sb.stream)
 
 
-def _listed(handles: list[str], limit: int = 10) -> str:
-    """At most `limit` handles in a terminal cell, the rest counted (a JOI flood is one line)."""
+def _listed(handles: list[str], limit: int = 10, more: int = 0) -> str:
+    """At most `limit` handles in a terminal cell, the rest (and `more` not kept) counted (a JOI
+    flood is one line)."""
     text = ", ".join(handles[:limit])
-    return text + f", +{len(handles) - limit} more" if len(handles) > limit else text
+    rest = max(0, len(handles) - limit) + more
+    return text + f", +{rest} more" if rest else text
 
 
 def format_ts(ts: float | None, zone: Clock = UTC) -> str:
@@ -82,6 +93,11 @@ def format_ts(ts: float | None, zone: Clock = UTC) -> str:
     return zone.datetime(ts)
 
 
+
+
+BOARD_LINES = 200      # chat lines per board kept for the HTML report
+REPORT_LINES = 5_000   # chat lines over all boards kept for the HTML report
+ALL_LINES = (float("inf"), float("inf"))  # `line_limit` of the chat command: every line
 
 
 class ChatPlugin(Plugin):
@@ -92,11 +108,18 @@ class ChatPlugin(Plugin):
     commands = frozenset({"MSG", "IRO", "JOI", "USR"})
     anomalies = {
         "unknown_sender": ("info", "a client text message whose sender nothing in the capture names"),
+        "participant_limit": ("warning", "more than 10,000 participants named on one switchboard; the rest "
+                                         "are counted, not named (once per switchboard)"),
     }
 
-    def __init__(self) -> None:
+    def __init__(self, line_limit: tuple[int, int] | None = None) -> None:
+        # (lines per board, lines over all boards) kept for the HTML report; None: all.
+        self.line_limit = (BOARD_LINES, REPORT_LINES) if line_limit is None else line_limit
+        self.lines_kept = 0
         self.switchboards: dict[str, Switchboard] = {}
-        self.ns_handles: set[str] = set()      # the user handles of NS/DS connections
+        # The user handles of NS/DS connections: only whether there is exactly one matters,
+        # so at most two are kept (a capture of thousands of logins holds two strings).
+        self.ns_handles: set[str] = set()
         self._conns: dict[str, object] = {}
         # Summary mode (no HTML report): ended boards past the earliest TERMINAL_ROWS,
         # folded into [chats, messages, first message, last message].
@@ -115,20 +138,28 @@ class ChatPlugin(Plugin):
         code = cmd.cmd
         if conn is None:
             return
-        if conn.role in ("NS", "DS") and conn.handle:
+        if conn.role in ("NS", "DS") and conn.handle and len(self.ns_handles) < 2:
             self.ns_handles.add(conn.handle)
         if code == "MSG":
             self._msg(conn, cmd)
         elif code in ("IRO", "JOI"):
             found = arrival(cmd)
             if found is not None:
-                self._add_other(self._board(conn), found.endpoint.handle)
+                self._add_other(self._board(conn), found.endpoint.handle, conn, cmd)
 
-    def _add_other(self, sb: Switchboard, handle: str) -> None:
+    def _add_other(self, sb: Switchboard, handle: str, conn, cmd) -> None:
         known = self._others_seen.setdefault(sb.stream, set())
-        if handle not in known:
+        if handle in known:
+            return
+        if len(sb.others) < MAX_OTHERS:
             known.add(handle)
             sb.others.append(handle)
+            return
+        sb.more_others += 1   # not remembered: a handle seen twice past the limit counts twice
+        if sb.more_others == 1:
+            self.report(conn, "participant_limit",
+                        f"more than {MAX_OTHERS} participants named on switchboard {sb.stream}: later ones are "
+                        f"counted, not named", cmd)
 
     def _msg(self, conn, cmd) -> None:
         if cmd.payload is None:
@@ -148,18 +179,27 @@ class ChatPlugin(Plugin):
                 return
             sb.client_messages += 1
             self._count(sb, cmd.ts)
-            if self.html_report:
+            if self.html_report and self._keep(sb):
                 sb.lines.append(ChatLine(cmd.ts, C2S, None, msg.text()))
         else:
             found = message_sender(cmd)
             sender = found.endpoint.handle if found is not None else None
             nick = nick_text(found.nick) if found is not None and found.nick is not None else None
             if found is not None and not found.service:
-                self._add_other(sb, sender)
+                self._add_other(sb, sender, conn, cmd)
             if kind == "text":
                 self._count(sb, cmd.ts)
-                if self.html_report:
+                if self.html_report and self._keep(sb):
                     sb.lines.append(ChatLine(cmd.ts, cmd.direction, sender, msg.text(), nick))
+
+    def _keep(self, sb: Switchboard) -> bool:
+        """Whether one more line of `sb` is kept (see `line_limit`); else it is counted."""
+        per_board, overall = self.line_limit
+        if len(sb.lines) < per_board and self.lines_kept < overall:
+            self.lines_kept += 1
+            return True
+        sb.more_lines += 1
+        return False
 
     @staticmethod
     def _count(sb: Switchboard, ts: float | None) -> None:
@@ -169,7 +209,7 @@ class ChatPlugin(Plugin):
         sb.last_message = ts
 
     def on_connection_end(self, conn) -> None:
-        if conn.role in ("NS", "DS") and conn.handle:
+        if conn.role in ("NS", "DS") and conn.handle and len(self.ns_handles) < 2:
             self.ns_handles.add(conn.handle)
         if conn.id in self.switchboards:
             sb = self.switchboards[conn.id]
@@ -240,8 +280,11 @@ class ChatPlugin(Plugin):
         for sb in self.transcripts():
             title = (f"Chat on switchboard {sb.stream} ({sb.client or '?'} - {sb.server or '?'}): "
                      f"{', '.join(sb.participants) or UNKNOWN}")
-            out.append(section(title, ["time", "sender", "text"],
-                               [[format_ts(ln.ts), ln.sender or UNKNOWN, ln.text] for ln in sb.lines]))
+            rows = [[format_ts(ln.ts), ln.sender or UNKNOWN, ln.text] for ln in sb.lines]
+            if sb.more_lines:
+                rows.append(["…", "", f"{sb.more_lines} more messages not listed here (they are rows of the "
+                                      "timeline; msnp-analyzer chat CAPTURE prints the whole transcript)"])
+            out.append(section(title, ["time", "sender", "text"], rows))
         return out
 
     def terminal_sections(self) -> list:
@@ -256,7 +299,7 @@ class ChatPlugin(Plugin):
         # As the connection table: a capture with thousands of chats lists the first
         # ones and counts the rest (the transcripts are all in `msnp-analyzer chat`).
         for sb in boards[:TERMINAL_ROWS]:
-            table.add_row(sb.stream, _listed(sb.participants) or UNKNOWN, str(sb.messages),
+            table.add_row(sb.stream, _listed(sb.participants, more=sb.more_others) or UNKNOWN, str(sb.messages),
                           format_ts(sb.first_message), format_ts(sb.last_message))
         if len(boards) > TERMINAL_ROWS or folded_chats:
             rest = boards[TERMINAL_ROWS:]

@@ -62,12 +62,14 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import analyzer.msnp.facts as wire
-from analyzer.msnp import C2S, Command
+from analyzer.msnp import C2S, Anomaly, Command
 from analyzer.analysis.redact import Redactor
 
 _WATCH_S2C = frozenset({"XFR", "RNG", "IRO", "JOI", "BYE", "USR", "MSG"})
 _WATCH_C2S = frozenset({"USR", "ANS", "OUT"})
 CLOCK_SKEW = 1.0  # seconds a switchboard may seem to start before its XFR/RNG (captures merged from two hosts)
+MAX_PARTICIPANTS = 10_000  # participants listed per switchboard; later arrivals are counted (more_participants)
+MAX_REFERRALS = 10_000     # XFR/RNG lines kept for linking per connection; later ones are counted, not linked
 
 
 def _text(raw: bytes) -> str:
@@ -120,6 +122,8 @@ class StreamFacts:
     first_c2s_seen: bool = False
     participants: list[Participant] = field(default_factory=list)
     saw_out: bool = False
+    more_participants: int = 0   # arrivals past MAX_PARTICIPANTS, counted, not listed
+    referrals: int = 0           # XFR/RNG lines of this stream kept (at most MAX_REFERRALS)
     # Indexes over `participants`, so a JOI/BYE flood costs one lookup per line:
     present: dict[str, Participant] = field(default_factory=dict)  # handle -> the one not yet left
     handles: set[str] = field(default_factory=set)                 # every handle listed
@@ -250,6 +254,8 @@ class Linker:
         self.max_held = max_held if max_held is not None else 20 * (settle_after or 0)
         self.forced = 0
         self._ns_of_cookie: dict[bytes, str] = {}  # XFR SB / RNG cookie -> the stream that sent it
+        # Told of a limit hit (Analysis.anomaly, set by the run): conn, Anomaly.
+        self.reporter = None
 
     # -- sink interface -------------------------------------------------------
 
@@ -325,11 +331,18 @@ class Linker:
             found = wire.referral(cmd)
             if found is None:
                 pass
+            elif facts.referrals >= MAX_REFERRALS:
+                self._limit(facts, cmd, "linking.referral_limit", facts.referrals - MAX_REFERRALS,
+                            f"more than {MAX_REFERRALS} XFR/RNG lines on this connection: from this one on, they "
+                            f"are not linked to the connections they refer to")
+                facts.referrals += 1
             elif found.kind == "NS":
+                facts.referrals += 1
                 self.referrals.append(Referral("xfr_ns", facts.id, cmd.ts, self._order, found.target, cmd.trid,
                                                offset=cmd.offset))
             elif found.cookie is not None:
                 kind, trid = ("xfr_sb", cmd.trid) if code == "XFR" else ("rng", None)
+                facts.referrals += 1
                 self.referrals.append(Referral(kind, facts.id, cmd.ts, self._order, found.target, trid,
                                                cookie=found.cookie, sessid=found.sessid,
                                                inviter=found.inviter.text if found.inviter else None,
@@ -344,14 +357,15 @@ class Linker:
             p = facts.present.pop(handle, None)
             if p is not None and p.left is None:
                 p.left, p.left_via = cmd.ts, "BYE"
-            else:
+            elif self._room(facts, cmd):
                 # Left without our seeing the arrival (mid-session capture).
                 facts.participants.append(Participant(handle, None, None, "unseen", cmd.ts, "BYE"))
                 facts.handles.add(handle)
         elif code == "MSG" and not facts.sb_login:
             # Mid-session switchboard: a sender we never saw arrive was there all the same.
             found = wire.sender(cmd)
-            if found is not None and not found.service and found.endpoint.text not in facts.handles:
+            if (found is not None and not found.service and found.endpoint.text not in facts.handles
+                    and self._room(facts, cmd)):
                 sender = found.endpoint.text
                 nick = wire.nick_text(found.nick) if found.nick is not None else None
                 p = Participant(sender, nick, None, "MSG")
@@ -371,10 +385,32 @@ class Linker:
             if nick is not None and p.nick is None:
                 p.nick = wire.nick_text(nick)
             return
+        if not self._room(facts, None, ts):
+            return
         p = Participant(text, wire.nick_text(nick) if nick is not None else None, ts, via)
         facts.participants.append(p)
         facts.handles.add(text)
         facts.present[text] = p
+
+    def _room(self, facts: StreamFacts, cmd: Command | None, ts=None) -> bool:
+        """Whether the switchboard may list one more participant (MAX_PARTICIPANTS); if not, it is counted."""
+        if len(facts.participants) < MAX_PARTICIPANTS:
+            return True
+        facts.more_participants += 1
+        self._limit(facts, cmd, "linking.participant_limit", facts.more_participants - 1,
+                    f"more than {MAX_PARTICIPANTS} participants on this switchboard: later arrivals are "
+                    f"counted (more_participants in its chat record), not listed", ts)
+        return False
+
+    def _limit(self, facts: StreamFacts, cmd: Command | None, name: str, before: int, detail: str, ts=None) -> None:
+        """A per-stream limit hit: the first time (`before` == 0), one anomaly through `reporter`."""
+        if before or self.reporter is None:
+            return
+        conn = self.conns.get(facts.id)
+        if conn is None or isinstance(conn, Ended):
+            return
+        self.reporter(conn, Anomaly(name, detail, None if cmd is None else cmd.direction,
+                                    None if cmd is None else cmd.offset, ts if cmd is None else cmd.ts))
 
     # -- linking --------------------------------------------------------------
 
@@ -665,7 +701,8 @@ class Linker:
         return {"kind": "chat", "stream": sid, "session": session, "start": self._start(sid),
                 "end": self._end(sid),
                 "participants": [{"handle": p.handle, "nick": p.nick, "joined": p.joined, "via": p.via,
-                                  "left": p.left, "left_via": p.left_via} for p in facts.participants]}
+                                  "left": p.left, "left_via": p.left_via} for p in facts.participants],
+                **({"more_participants": facts.more_participants} if facts.more_participants else {})}
 
     # -- settling -------------------------------------------------------------
 

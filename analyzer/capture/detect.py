@@ -93,21 +93,30 @@ def side_from_content(data: bytes) -> str | None:
     return side_of_line(tokens) if tokens else None
 
 
+MAX_ENDPOINTS = 10_000  # server addresses learned from XFR/RNG lines (a real service has a few hundred)
+
+
 class Detector:
     def __init__(self, ports: frozenset[int] = frozenset({MSNP_PORT})) -> None:
         self.ports = set(ports)                       # always MSNP, server side
         self.endpoints: set[tuple[bytes, int]] = set()  # (packed ip, port) named by XFR/RNG
         self.referral_ports: set[int] = set()
+        self.endpoints_dropped = 0   # referral addresses not learned past MAX_ENDPOINTS
         # Undecided flows: id(flow) -> [flow, head of side 0, head of side 1, first side, deliveries read].
         self._heads: dict[int, list] = {}
 
     def referral(self, referral: Referral) -> None:
-        """Learn the `host:port` a server's XFR or RNG points the client to."""
+        """Learn the `host:port` a server's XFR or RNG points the client to (at most MAX_ENDPOINTS:
+        past them new addresses are counted in `endpoints_dropped`, their ports still learned)."""
         address = referral.address
         if address is None:
             return
         try:
-            self.endpoints.add((ipaddress.ip_address(address.host).packed, address.port))
+            endpoint = (ipaddress.ip_address(address.host).packed, address.port)
+            if len(self.endpoints) < MAX_ENDPOINTS or endpoint in self.endpoints:
+                self.endpoints.add(endpoint)
+            else:
+                self.endpoints_dropped += 1
         except ValueError:
             pass  # a host name: only its port can be matched
         self.referral_ports.add(address.port)

@@ -341,6 +341,13 @@ class TcpTracker:
                 f"windows closed before their {START_WINDOW:g} s (a flow that starts without its SYN may "
                 f"then start after a reordered first segment, reported as a tcp.gap)", None, None, ts))
             self.window_closed_early = 0
+        if self.detector.endpoints_dropped:
+            self.analysis.anomaly(None, Anomaly(
+                "capture.endpoint_limit",
+                f"more than {detect.MAX_ENDPOINTS} server addresses named by XFR/RNG lines: "
+                f"{self.detector.endpoints_dropped} later ones were not learned (a flow to one of them is "
+                f"still MSNP by its port or its first line)", None, None, ts))
+            self.detector.endpoints_dropped = 0
         self.flows.clear()
         self.ignored.clear()
         self.tombstones.clear()

@@ -91,7 +91,7 @@ PARTIAL = ("capture.truncated", "capture.damaged", "tcp.gap", "capture.ip_fragme
 
 
 def cmd_chat(args) -> int:
-    from msnp_analyzer_plugins.chat import UNKNOWN, ChatPlugin, format_ts
+    from msnp_analyzer_plugins.chat import ALL_LINES, UNKNOWN, ChatPlugin, format_ts
 
     from analyzer.clock import Clock
     zone = Clock(local=args.local_time)
@@ -100,7 +100,7 @@ def cmd_chat(args) -> int:
     from analyzer.plugins import PluginManager
     analysis = Analysis([])
     manager = PluginManager(analysis)
-    manager.add(ChatPlugin(), "msnp_analyzer_plugins.chat (the chat command)")
+    manager.add(ChatPlugin(line_limit=ALL_LINES), "msnp_analyzer_plugins.chat (the chat command)")
     partial = _PartialNotes()
     analysis.sinks += [manager, partial]
     from analyzer.capture.files import feed_inputs, open_inputs

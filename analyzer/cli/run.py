@@ -132,6 +132,8 @@ class Run:
         self.analysis = Analysis(sinks, options.limits, redactor=self.redactor)
         if self.extractor is not None:
             self.extractor.reporter = self.analysis.anomaly
+        if self.linker is not None:
+            self.linker.reporter = self.analysis.anomaly
 
     def _exchange(self, extractor):
         """The contact book and the objects' extractor this run needs (sink 0 above), and the

@@ -172,3 +172,20 @@ def test_summary_mode_folds_ended_boards_past_the_listed_ones_into_the_same_tabl
     assert brief.folded[:2] == [7, 7] and brief.switchboards == {}
     assert len(brief.transcripts()) == chat_module.TERMINAL_ROWS
     assert brief.transcripts()[0].stream == f"sb{boards - 1}" and f"sb{boards - 1} " in tables[1]
+
+
+def test_html_lines_are_capped_per_board_and_overall_and_the_rest_counted(tmp_path):
+    # Two boards of 6 messages; at most 4 lines per board and 7 overall are kept for the HTML report.
+    text = "".join(client_msg(i + 1, TEXT + f"hello {i}").replace(">>>", f"@sb{b} >>>")
+                   for b in range(2) for i in range(6))
+    _, manager = run(transcript(tmp_path, text), ChatPlugin(line_limit=(4, 7)))
+    a, b = manager.get("chat").transcripts()
+    assert [len(a.lines), len(b.lines)] == [4, 3] and [a.more_lines, b.more_lines] == [2, 3]
+    assert (a.messages, b.messages) == (6, 6)
+    sections = manager.get("chat").html_sections()
+    assert [len(s["rows"]) for s in sections] == [5, 4]
+    assert sections[1]["rows"][-1][2].startswith("3 more messages")
+    # The chat command keeps every line.
+    from msnp_analyzer_plugins.chat import ALL_LINES
+    _, manager = run(transcript(tmp_path, text, "all.msnp"), ChatPlugin(line_limit=ALL_LINES))
+    assert [len(sb.lines) for sb in manager.get("chat").transcripts()] == [6, 6]

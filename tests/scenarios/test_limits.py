@@ -280,3 +280,79 @@ def test_the_pending_limit_is_said_when_first_hit_and_counted_in_the_stream_reco
     assert stream["anomalies"]["msnp.trid.pending_limit"] == 1
     assert stream["pending_given_up"] == 401   # the first one, then one per PNG past the limit
     assert sum(1 for r in records if r.get("name") == "msnp.trid.pending_limit") == 1
+
+
+def _linked_run():
+    from analyzer.analysis.linking import Linker, LinkWriter
+    from analyzer.analysis.redact import Redactor
+    from analyzer.outputs.jsonl import JsonLinesWriter
+    out = io.StringIO()
+    redactor = Redactor(enabled=False)
+    linker = Linker(redactor)
+    writer = JsonLinesWriter(out, redactor)
+    analysis = Analysis([linker, writer, LinkWriter(linker, [writer])])
+    linker.reporter = analysis.anomaly
+    return analysis, linker, out
+
+
+def test_a_switchboard_lists_at_most_max_participants_and_says_so_once():
+    from analyzer.analysis.linking import MAX_PARTICIPANTS
+    from msnp_analyzer_plugins.chat import MAX_OTHERS, ChatPlugin, _listed
+    from analyzer.plugins.manager import PluginManager
+    analysis, linker, out = _linked_run()
+    chat = ChatPlugin()
+    manager = PluginManager(analysis)
+    manager.add(chat, "test")
+    analysis.sinks.append(manager)
+    sb = analysis.open("127.0.0.1:40000", "127.0.0.3:1864")
+    analysis.feed(sb, "c2s", b"USR 1 alice@example.com 1.2.3\r\n", 1.0)
+    analysis.feed(sb, "s2c", b"USR 1 OK alice@example.com Alice\r\n", 1.0)
+    n = MAX_PARTICIPANTS + 40
+    analysis.feed(sb, "s2c", b"".join(b"JOI u%d@example.com U\r\n" % i for i in range(n)), 2.0)
+    analysis.finish()
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    chats = [r for r in records if r["kind"] == "chat"]
+    assert len(chats[0]["participants"]) == MAX_PARTICIPANTS          # the user and the first arrivals
+    assert chats[0]["more_participants"] == n + 1 - MAX_PARTICIPANTS  # the rest counted
+    names = [r["name"] for r in records if r["kind"] == "anomaly"]
+    assert names.count("linking.participant_limit") == 1
+    assert names.count("plugin.chat.participant_limit") == 1
+    board = chat.switchboards.get(sb.id) or chat._shown[0]
+    assert len(board.others) == MAX_OTHERS and board.more_others == n - MAX_OTHERS
+    assert _listed(board.participants, more=board.more_others).endswith(f"+{n + 1 - 10} more")
+    assert len(chat.ns_handles) <= 2
+
+
+def test_a_connection_keeps_at_most_max_referrals_for_linking_and_says_so_once():
+    from analyzer.analysis.linking import MAX_REFERRALS
+    analysis, linker, out = _linked_run()
+    ns = analysis.open("127.0.0.1:40000", "127.0.0.2:1863")
+    n = MAX_REFERRALS + 30
+    analysis.feed(ns, "c2s", b"".join(b"XFR %d SB\r\n" % t for t in range(1, n + 1)), 1.0)
+    analysis.feed(ns, "s2c", b"".join(b"XFR %d SB 127.0.0.3:1864 CKI c%d\r\n" % (t, t) for t in range(1, n + 1)), 1.0)
+    assert len(linker.referrals) == MAX_REFERRALS and len(linker._ns_of_cookie) == MAX_REFERRALS
+    analysis.finish()
+    names = [json.loads(line).get("name") for line in out.getvalue().splitlines()]
+    assert names.count("linking.referral_limit") == 1
+
+
+def test_the_detector_learns_at_most_max_endpoints_from_referrals_and_the_file_says_so():
+    from analyzer.capture import detect
+    from analyzer.capture.tcp import TcpTracker
+    from analyzer.msnp import CommandReader
+    from analyzer.msnp.facts import referral
+    from resegment import Collector
+    got = Collector()
+    analysis = Analysis([got])
+    detector = detect.Detector()
+    tracker = TcpTracker(analysis, detector=detector)
+    reader = CommandReader("s2c")
+    n = detect.MAX_ENDPOINTS + 25
+    lines = b"".join(b"XFR %d SB 127.%d.%d.%d:1864 CKI 1\r\n" % (t, t >> 16 & 255, t >> 8 & 255, t & 255)
+                     for t in range(1, n + 1))
+    for cmd in reader.feed(lines):
+        detector.referral(referral(cmd))
+    assert len(detector.endpoints) == detect.MAX_ENDPOINTS and detector.referral_ports == {1864}
+    tracker.finish(1.0)
+    limit = [a for _, a in got.anomalies if a.name == "capture.endpoint_limit"]
+    assert len(limit) == 1 and ": 25 later ones were not learned" in limit[0].detail
