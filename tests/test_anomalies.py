@@ -132,9 +132,10 @@ def test_clean_twin_raises_nothing(name):
 def test_internal_error_is_raised_when_the_analysis_fails_and_not_otherwise():
     conn = Connection("x")
 
-    def broken(cmd, out):
-        raise RuntimeError("injected")
-    conn.tracker.observe_into = broken
+    class Broken(type(conn.tracker)):   # the tracker has slots: a subclass, not a patched method
+        def observe_into(self, cmd, out):
+            raise RuntimeError("injected")
+    conn.tracker = Broken()
     events = conn.feed("c2s", b"PNG\r\n")
     assert [e.name for e in events] == ["analyzer.internal_error"]
     assert conn.failed and conn.feed("c2s", b"PNG\r\n") == []  # fail-open: only bytes counted now

@@ -75,6 +75,13 @@ class Limits:
 
 
 class Connection:
+    # Thousands are open at once on a busy server's capture: slots, and the two readers and
+    # byte counts as fields rather than dicts keyed by direction.
+    __slots__ = ("id", "client", "server", "protocol", "state", "c2s", "s2c", "tracker", "role", "handle",
+                 "commands", "anomalies", "outcomes", "latencies", "latency_count", "c2s_bytes", "s2c_bytes",
+                 "first_ts", "last_ts", "failed", "closed", "logged_in", "inherited_version", "legs",
+                 "on_referral")
+
     def __init__(self, conn_id: str, client: str | None = None, server: str | None = None,
                  limits: Limits | None = None, version: int | None = None, protocol: str = MSNP) -> None:
         limits = limits or Limits()
@@ -83,13 +90,12 @@ class Connection:
         self.server = server
         self.protocol = protocol
         _allow_digits(limits.max_line)
-        self.state, c2s, s2c = connection_readers(version, max_line=limits.max_line,
-                                                  max_payload=limits.max_payload)
-        self.readers = {C2S: c2s, S2C: s2c}
+        self.state, self.c2s, self.s2c = connection_readers(version, max_line=limits.max_line,
+                                                            max_payload=limits.max_payload)
         if protocol == MSNFTP:
             # The file-transfer connection of MSNP2-8 (analyzer.msnp.msnftp): lines without
             # TrIDs and data blocks; nothing to pair, no role to learn.
-            self.readers = {C2S: FtpReader(C2S), S2C: FtpReader(S2C)}
+            self.c2s, self.s2c = FtpReader(C2S), FtpReader(S2C)
         self.tracker = TransactionTracker(reply_timeout=limits.reply_timeout, linger=limits.linger,
                                           max_pending=limits.max_pending)
         self.role: str | None = "MSNFTP" if protocol == MSNFTP else None
@@ -99,7 +105,8 @@ class Connection:
         self.outcomes: Counter[str] = Counter()
         self.latencies = array("d")    # at most LATENCY_SAMPLE: a uniform sample past that
         self.latency_count = 0         # latencies seen beyond the first LATENCY_SAMPLE
-        self.bytes = {C2S: 0, S2C: 0}
+        self.c2s_bytes = 0
+        self.s2c_bytes = 0
         self.first_ts: float | None = None
         self.last_ts: float | None = None
         self.failed = False
@@ -128,6 +135,16 @@ class Connection:
         return self.inherited_version
 
     @property
+    def readers(self) -> dict:
+        """Each direction's reader (empty once released)."""
+        return {} if self.c2s is None else {C2S: self.c2s, S2C: self.s2c}
+
+    @property
+    def bytes(self) -> dict[str, int]:
+        """Bytes seen per direction."""
+        return {C2S: self.c2s_bytes, S2C: self.s2c_bytes}
+
+    @property
     def wake(self) -> float:
         """When `tick` next has something to time out (inf: nothing waits, or the connection is over)."""
         tracker = self.tracker
@@ -138,7 +155,10 @@ class Connection:
     def feed(self, direction: str, data: bytes, ts: float | None = None) -> list:
         if not data:
             return []
-        self.bytes[direction] += len(data)
+        if direction == C2S:
+            self.c2s_bytes += len(data)
+        else:
+            self.s2c_bytes += len(data)
         if ts is not None:
             if self.first_ts is None:
                 self.first_ts = ts
@@ -146,7 +166,7 @@ class Connection:
         if self.failed:
             return []
         try:
-            events = self.readers[direction].feed(data, ts)
+            events = (self.c2s if direction == C2S else self.s2c).feed(data, ts)
             if self.protocol != MSNP:
                 return self._absorb_ftp(events)
             return self._absorb(events) if events else events
@@ -157,7 +177,7 @@ class Connection:
         if self.failed:
             return []
         try:
-            return self._absorb(self.readers[direction].gap(size, ts))
+            return self._absorb((self.c2s if direction == C2S else self.s2c).gap(size, ts))
         except Exception as exc:  # noqa: BLE001
             return self._fail(exc, direction, ts)
 
@@ -184,7 +204,7 @@ class Connection:
         if self.failed:
             return []
         try:
-            return self._absorb(self.readers[direction].close(ts))
+            return self._absorb((self.c2s if direction == C2S else self.s2c).close(ts))
         except Exception as exc:  # noqa: BLE001
             return self._fail(exc, direction, ts)
 
@@ -197,14 +217,14 @@ class Connection:
         if self.failed:
             return []
         try:
-            events = self._absorb(self.readers[C2S].close(ts) + self.readers[S2C].close(ts))
+            events = self._absorb(self.c2s.close(ts) + self.s2c.close(ts))
             return events + self._absorb(self.tracker.close(ts))
         except Exception as exc:  # noqa: BLE001
             return self._fail(exc, None, ts)
 
     def release(self) -> None:
         """Drop the decoders and the pairing of a closed connection; its counters stay for the report."""
-        self.readers = {}
+        self.c2s = self.s2c = None
         self.tracker = None
 
     # -- internals ------------------------------------------------------------

@@ -73,6 +73,11 @@ ACK_STRIKES = 3                      # peer ACKs past a hole before it is given 
 START_WINDOW = 0.5                   # seconds a SYN-less direction waits for reordered first segments
 SYNC_WINDOW_MAX = 32                 # segments a flow holds at most while it picks its start
 UNACKED = 16 * 1024                  # delivered bytes not yet acknowledged, kept per direction to check retransmissions
+# A flow silent this long drops its unacknowledged bytes: a retransmission comes within
+# seconds (TCP's retransmission timeout starts at 1 s), so its ACK is simply not in the
+# capture (a capture of data segments only, a lost mirror packet). A busy capture keeps
+# thousands of idle flows open between keep-alives; they should hold no bytes.
+UNACKED_QUIET = 10.0
 TOMBSTONE_SECONDS = 120.0            # late segments of a closed flow are dropped this long
 MAX_SYNCING = 4096                   # start windows open at once (flows and late halves); past it the oldest closes
 NEVER = float("inf")
@@ -706,8 +711,9 @@ class TcpTracker:
             return
         self.analysis.feed(conn, flow.dirs[index], data, ts)
         wake = conn.wake
-        if ts is not None and ts + self.reorder_timeout < wake:
-            wake = ts + self.reorder_timeout   # when these bytes stop being kept (see _due)
+        keep = min(self.reorder_timeout, UNACKED_QUIET)
+        if ts is not None and ts + keep < wake:
+            wake = ts + keep   # when these bytes stop being kept (see _due)
         if wake < flow.due and flow.state == "open":
             self._schedule(flow, wake)   # a request now awaits its reply, or bytes are kept
 
@@ -818,7 +824,7 @@ class TcpTracker:
             if ts - flow.last_ts > self.idle_timeout:
                 self._close(flow, flow.last_ts)
                 continue
-            quiet = ts - flow.last_ts > self.reorder_timeout
+            quiet = ts - flow.last_ts > min(self.reorder_timeout, UNACKED_QUIET)
             for half in flow.halves:
                 if half.pending and half.pending_since is not None and ts - half.pending_since > self.reorder_timeout:
                     self._fill_gap(flow, half, ts)
@@ -832,5 +838,5 @@ class TcpTracker:
                 continue
             self._schedule(flow, flow.last_ts + self.idle_timeout)
             if flow.halves[0].sent is not None or flow.halves[1].sent is not None:
-                self._schedule(flow, flow.last_ts + self.reorder_timeout)
+                self._schedule(flow, flow.last_ts + min(self.reorder_timeout, UNACKED_QUIET))
             self._reschedule(flow)

@@ -134,6 +134,9 @@ class _Unreplied:
         txn.slot = None
         self.txns[slot] = None
         self.live -= 1
+        if not self.live:
+            self.tree, self.txns = [0], []   # nothing waits: the lists start again small
+            return
         i = slot + 1
         tree = self.tree
         n = len(tree)
@@ -170,6 +173,10 @@ def _handle(token: bytes) -> bytes:
 
 
 class TransactionTracker:
+    __slots__ = ("reply_timeout", "linger", "max_pending", "_seq", "_by_trid", "_order", "_pings",
+                 "_lingering", "_naks", "_unreplied", "_calls", "gave_up", "_blocks",
+                 "_syn_block", "_wake", "_inside", "_partial", "one_sided")
+
     def __init__(self, *, reply_timeout: float = 60.0, linger: float = 3.0,
                  max_pending: int = 1000) -> None:
         self.reply_timeout = reply_timeout
@@ -178,7 +185,10 @@ class TransactionTracker:
         self._seq = 0
         self._by_trid: dict[int, list[Transaction]] = {}   # waiting for a first reply
         self._order: dict[int, Transaction] = {}            # the same, by request order
-        self._pings: deque[Transaction] = deque()            # PNG waiting for QNG
+        # PNG waiting for QNG: a deque while one waits, else () (an idle connection's tracker
+        # holds no containers: a deque costs 760 bytes, and thousands of NS connections idle
+        # between keep-alives on a busy server)
+        self._pings: deque[Transaction] | tuple = ()
         self._lingering: dict[int, Transaction] = {}         # answered, may get more
         self._naks: dict[int, Transaction] = {}              # MSG N waiting for a possible NAK, oldest first
         self._unreplied = _Unreplied()                       # _order's requests without a reply yet
@@ -187,8 +197,9 @@ class TransactionTracker:
         self._blocks: dict[int, Transaction] = {}            # the lingering ones whose replies form a block
         self._syn_block: Transaction | None = None           # MSNP8+ SYN list being counted
         self._wake = _NEVER  # no request or lingering block can expire before this time
-        self._inside: list[tuple[Transaction, Anomaly]] = []  # async lines after a lingering reply
-        self._partial: list[Transaction] = []  # requests whose partial replies began (ANS after an IRO)
+        # These two are () while empty, as _pings.
+        self._inside: list[tuple[Transaction, Anomaly]] | tuple = ()  # async lines after a lingering reply
+        self._partial: list[Transaction] | tuple = ()  # requests whose partial replies began (ANS after an IRO)
         self.one_sided: str | None = None  # the only direction in the input: expect no replies (C2S)
                                            # nor requests (S2C) that it cannot hold
 
@@ -229,14 +240,13 @@ class TransactionTracker:
             self._finish_lingering(txn, out)
         for txn in list(self._naks.values()):
             self._finish_nak_wait(txn, out)
-        pings, self._pings = list(self._pings), deque()
+        pings, self._pings = list(self._pings), ()
         for txn in list(self._order.values()) + pings:
             self._unanswered(txn, ts, "connection ended", out)
-        self._by_trid.clear()
-        self._order.clear()
-        self._pings.clear()
+        self._by_trid = {}
+        self._order = {}
         self._unreplied.clear()
-        self._calls.clear()
+        self._calls = {}
         return out
 
     # -- requests -----------------------------------------------------------
@@ -246,6 +256,8 @@ class TransactionTracker:
         txn = Transaction(cmd, self._seq)
         code = cmd.cmd
         if code == "PNG":
+            if not self._pings:
+                self._pings = deque()
             self._pings.append(txn)
             self._wake_at(cmd.ts, self.reply_timeout)
             self._limit(cmd, out)
@@ -361,7 +373,10 @@ class TransactionTracker:
                 return
         elif code == "QNG":
             if self._pings:
-                self._first_reply(self._pings.popleft(), cmd, out)
+                txn = self._pings.popleft()
+                if not self._pings:
+                    self._pings = ()
+                self._first_reply(txn, cmd, out)
             elif self.one_sided is None:
                 out.append(Anomaly("msnp.reply.orphan", "QNG without a PNG",
                                    cmd.direction, cmd.offset, cmd.ts))
@@ -390,7 +405,9 @@ class TransactionTracker:
         blocks += self._partial  # ANS whose IRO lines have begun
         if not blocks:
             return
-        if len(self._inside) > 64:  # bounded: a block that goes quiet cannot grow this
+        if not self._inside:
+            self._inside = []
+        elif len(self._inside) > 64:  # bounded: a block that goes quiet cannot grow this
             del self._inside[:len(self._inside) - 64]
         for txn in blocks:
             if txn is not part_of:
@@ -408,7 +425,7 @@ class TransactionTracker:
                 elif (owner is self._syn_block or self._lingering.get(owner.trid) is owner
                       or owner in self._partial):
                     keep.append((owner, anomaly))
-            self._inside = keep
+            self._inside = keep or ()
 
     def _accepts(self, txn: Transaction, code: str) -> bool:
         want = txn.cmd
@@ -439,6 +456,8 @@ class TransactionTracker:
         code = cmd.cmd
         if code in PARTIAL_REPLIES.get(txn.cmd, ()):
             if len(txn.replies) == 1 and len(self._partial) < 64:  # bounded, as _inside
+                if not self._partial:
+                    self._partial = []
                 self._partial.append(txn)
             return  # still waiting (IRO before ANS OK); latency already taken
         self._forget(txn)
@@ -527,9 +546,14 @@ class TransactionTracker:
     # -- bookkeeping --------------------------------------------------------
 
     def _forget(self, txn: Transaction) -> None:
-        self._order.pop(txn.seq, None)
+        order = self._order
+        order.pop(txn.seq, None)
+        if not order:
+            self._order = {}   # a dict keeps its table when emptied: a new empty one has none
         if self._partial and txn in self._partial:
             self._partial.remove(txn)
+            if not self._partial:
+                self._partial = ()
         if txn.slot is not None:
             self._unreplied.remove(txn)
         trid = txn.request.trid
@@ -538,6 +562,8 @@ class TransactionTracker:
             if len(waiting) == 1:
                 if waiting[0] is txn:
                     del self._by_trid[trid]
+                    if not self._by_trid:
+                        self._by_trid = {}
             elif txn in waiting:
                 waiting.remove(txn)
 
@@ -577,17 +603,23 @@ class TransactionTracker:
     def _finish_nak_wait(self, txn: Transaction, out: list) -> None:
         if self._naks.get(txn.trid) is txn:
             del self._naks[txn.trid]
+            if not self._naks:
+                self._naks = {}
         out.append(txn)
 
     def _finish_lingering(self, txn: Transaction, out: list) -> None:
         if self._lingering.get(txn.trid) is txn:
             del self._lingering[txn.trid]
+            if not self._lingering:
+                self._lingering = {}
         if self._blocks.get(txn.trid) is txn:
             del self._blocks[txn.trid]
+            if not self._blocks:
+                self._blocks = {}
         if txn.called is not None:
             self._uncall(txn)
         if self._inside:
-            self._inside = [(owner, a) for owner, a in self._inside if owner is not txn]
+            self._inside = [(owner, a) for owner, a in self._inside if owner is not txn] or ()
         if txn is self._syn_block:
             self._syn_block = None
             out.append(Anomaly("msnp.syn.block_incomplete",
@@ -599,6 +631,8 @@ class TransactionTracker:
         pings = self._pings
         if pings and pings[0] is txn:
             pings.popleft()
+            if not pings:
+                self._pings = ()
         elif txn.cmd == "PNG" and txn in pings:  # not reached: pings go oldest first
             pings.remove(txn)
         self._forget(txn)

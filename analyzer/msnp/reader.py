@@ -105,6 +105,9 @@ class ProtocolState:
 
 
 class CommandReader:
+    __slots__ = ("direction", "state", "max_line", "max_payload", "_client", "_fast", "_chunks",
+                 "_pending_len", "_offset", "_mode", "_partial", "_need", "_garbage")
+
     def __init__(self, direction: str, state: ProtocolState | None = None, *,
                  max_line: int = DEFAULT_MAX_LINE,
                  max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
@@ -116,7 +119,9 @@ class CommandReader:
         self.max_payload = max_payload
         self._client = direction == C2S
         self._fast = _CLIENT_TABLE if self._client else _SERVER_TABLE
-        self._chunks: list[bytes] = []  # pending bytes (in _LINE mode: no \n among them)
+        # Pending bytes (in _LINE mode: no \n among them); () when there are none, so an
+        # idle reader holds no list (thousands are open at once on a busy server).
+        self._chunks: list[bytes] | tuple = ()
         self._pending_len = 0
         self._offset = 0                # stream offset of the first pending byte
         self._mode = _LINE
@@ -156,11 +161,11 @@ class CommandReader:
             elif self._pending_len < self._need:
                 return out
             buf = b"".join(self._chunks)
-            self._chunks = []
+            self._chunks = ()
             self._pending_len = 0
         else:
             if self._mode == _PAYLOAD and len(data) < self._need:
-                self._chunks.append(data)
+                self._chunks = [data]
                 self._pending_len = len(data)
                 return out
             buf = data
@@ -187,7 +192,7 @@ class CommandReader:
                                self.direction, self._offset, ts))
             out.append(Skipped(self.direction, have, self._offset, ts))
             self._offset += len(have)
-        self._chunks = []
+        self._chunks = ()
         self._pending_len = 0
         self._partial = None
         self._mode = _LINE
@@ -206,7 +211,7 @@ class CommandReader:
             if have:
                 out.append(Skipped(self.direction, b"".join(self._chunks), self._offset, ts))
             self._offset += have + size
-            self._chunks, self._pending_len, self._partial = [], 0, None
+            self._chunks, self._pending_len, self._partial = (), 0, None
             if remaining > 0:
                 self._mode, self._need = _SKIP, remaining
             else:
@@ -222,7 +227,7 @@ class CommandReader:
         if self._chunks:
             out.append(Skipped(self.direction, b"".join(self._chunks), self._offset, ts))
             self._offset += self._pending_len
-            self._chunks, self._pending_len = [], 0
+            self._chunks, self._pending_len = (), 0
         self._offset += size
         self._mode, self._garbage = _LINE, True
         return out
@@ -255,7 +260,7 @@ class CommandReader:
                            self.direction, self._offset, ts))
         out.append(Skipped(self.direction, have, self._offset, ts))
         self._offset += len(have)
-        self._chunks, self._pending_len = [], 0
+        self._chunks, self._pending_len = (), 0
         self._mode = _DISCARD
 
     def _parse(self, buf: bytes, ts, out: list) -> None:

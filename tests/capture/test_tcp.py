@@ -444,3 +444,27 @@ def test_a_hole_waits_while_its_bytes_can_still_come_keepalives_a_minute_apart()
     w.send("c", flags=FIN | ACK)
     w.send("s", flags=FIN | ACK)
     assert [a.detail for _, a in w.finish().anomalies if a.name == "tcp.gap"] == ["5 bytes missing at offset 5"]
+
+
+def test_a_quiet_flow_releases_its_unacknowledged_bytes():
+    # A capture without the ACKs (data segments only): the bytes are never acknowledged,
+    # but once the flow has been quiet for UNACKED_QUIET seconds they are not kept.
+    from analyzer.capture.tcp import UNACKED_QUIET
+    w = Wire()
+    w.handshake()
+    w.send("c", b"VER 1 MSNP8 CVR0\r\n")
+    w.send("s", b"VER 1 MSNP8 CVR0\r\n")      # acknowledges nothing (ack=0)
+    flow = w.tracker.flows[key(CLIENT, SERVER)][0]
+    assert flow.halves[0].sent is not None and flow.halves[1].sent is not None
+    # Another flow's segment moves capture time on (the idle flow sends nothing itself).
+    other = ("127.0.0.7", 40001)
+    w.tracker.segment(w.ts + UNACKED_QUIET / 2, key(other, SERVER), 1, 0, SYN, b"")
+    assert flow.halves[0].sent is not None          # not quiet long enough yet
+    w.tracker.segment(w.ts + UNACKED_QUIET + 1, key(other, SERVER), 1, 0, SYN, b"")
+    assert flow.halves[0].sent is None and flow.halves[1].sent is None
+    assert flow.state == "open"                     # released, not closed
+    w.ts += UNACKED_QUIET + 2
+    w.send("c", b"PNG\r\n")                         # and it carries on
+    w.send("s", b"QNG 50\r\n")
+    got = w.finish()
+    assert lines(got) == [b"VER 1 MSNP8 CVR0\r\n", b"PNG\r\n"]

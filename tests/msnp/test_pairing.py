@@ -291,7 +291,7 @@ def test_msg_n_waits_for_its_nak_apart_from_reply_blocks():
     w.s(b"NAK 7\r\n", 0.1).close(0.2)
     assert w.anomalies == []
     assert (w.txn("MSG", 7).outcome, w.txn("MSG", 7).error) == ("error", "NAK")
-    assert w.tracker._inside == []
+    assert not w.tracker._inside
 
 
 def test_joi_finds_its_cal_by_handle_among_many():

@@ -166,9 +166,13 @@ function drawChats(ctx, firstLane, lastLane) {
     ctx.fillRect(x0, y + OV.LH - 4, x1 - x0, 3);
     ctx.save();
     ctx.beginPath(); ctx.rect(x0, y, x1 - x0, OV.LH); ctx.clip();
-    ctx.fillStyle = "#17583b";
+    // The participants on a pale backing: readable over the lane's ticks.
     ctx.font = "10px system-ui, sans-serif";
-    ctx.fillText(c.participants.join(", "), x0 + 3, y + 6);
+    const text = c.participants.join(", ");
+    ctx.fillStyle = "rgba(255,255,255,0.85)";
+    ctx.fillRect(x0 + 1, y + 1, Math.min(ctx.measureText(text).width + 4, x1 - x0 - 2), 10);
+    ctx.fillStyle = "#17583b";
+    ctx.fillText(text, x0 + 3, y + 6);
     ctx.restore();
   }
 }
@@ -256,8 +260,8 @@ function drawAxis(ctx, W) {
     const x = ovX(t);
     if (x < OV.LABELW) continue;
     ctx.fillRect(x, OV.AXIS - 5, 1, 5);
-    const rel = t - T0;
-    const text = "+" + (Math.abs(rel) < step / 1e6 ? 0 : rel).toFixed(Math.max(0, -Math.floor(Math.log10(step)))) + " s";
+    const rel = Math.abs(t - T0) < step / 1e6 ? 0 : t - T0;
+    const text = (rel < 0 ? "−" : "+") + Math.abs(rel).toFixed(Math.max(0, -Math.floor(Math.log10(step)))) + " s";
     ctx.fillText(text, x + 3, OV.AXIS / 2);
   }
 }
