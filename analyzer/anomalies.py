@@ -100,6 +100,7 @@ for _name, _sev, _summary in [
     ("gateway.header.missing", _W, "a gateway response without the X-MSN-Messenger SessionID header"),
     ("linking.participant_limit", _W, "more than 10,000 participants on one switchboard; later arrivals are counted in its chat record's more_participants, not listed (once per switchboard)"),
     ("linking.referral_limit", _W, "more than 10,000 XFR/RNG lines on one connection; later ones are not linked to the connections they refer to (once per connection)"),
+    ("contacts.limit", _W, "more than 100,000 contacts or users in the capture; the contact lines past them were counted, not kept (once per run, with the count)"),
     ("passport.ticket_limit", _W, "more than 10,000 login tickets held at once; the oldest are forgotten and not linked (once per run)"),
     ("passport.login.failed", _W, "a Passport (login2.srf) or RST/SSO (RST.srf) login was refused or its token answer is missing"),
     ("mitm.connection.error", _W, "mitmproxy reported an error on a connection (reset, refused, TLS failure)"),

@@ -209,6 +209,21 @@ def build_cal_ringing(n: int, stem: Path) -> list[str]:
     return ["analyze", *write(stem.with_suffix(".pcap"), p.data())]
 
 
+def build_unclosed_tags(n: int, stem: Path) -> list[str]:
+    """An NS payload of n kB of unclosed `<Password` tags (redaction) and an ADL of n kB of unclosed
+    `<d>` tags (the contact list): regular expressions that scanned to the end from every tag."""
+    p = Pcap()
+    ns = Conn(p, client(1), NS)
+    ns.send("c", b"VER 1 MSNP15 CVR0\r\n").send("s", b"VER 1 MSNP15 CVR0\r\n")
+    ns.send("c", b"USR 2 SSO I alice@example.com\r\n").send("s", b"USR 2 OK alice@example.com 1 0\r\n")
+    body = b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgsprofile\r\n\r\n" + b"<Password " * (n * 1024 // 10)
+    ns.send("s", b"MSG Hotmail Hotmail %d\r\n" % len(body) + body)
+    ml = b"<ml l=\"1\">" + b"<d n='x'>" * (n * 1024 // 9) + b"</ml>"
+    ns.send("c", b"ADL 3 %d\r\n" % len(ml) + ml).send("s", b"ADL 3 OK\r\n")
+    ns.close()
+    return ["analyze", *write(stem.with_suffix(".pcap"), p.data())]
+
+
 def build_iln_flood(n: int, stem: Path) -> list[str]:
     """One CHG answered by n ILN lines: its transaction's reply list (memory)."""
     p = Pcap()
@@ -400,6 +415,7 @@ CLASSES = [
     Class("msg_n_async", build_msg_n_async, 4000, 10, "time", "MSG N + server lines"),
     Class("joi_flood", build_joi_flood, 500, 2, "time", "CALs per block"),
     Class("cal_ringing", build_cal_ringing, 4000, 10, "time", "answered CALs, then JOIs"),
+    Class("unclosed_tags", build_unclosed_tags, 200, 1, "time", "kB per payload"),
     Class("iln_flood", build_iln_flood, 40000, 10, "memory", "ILN lines"),
     Class("png_unanswered", build_png_unanswered, 100000, 10, "memory", "PNGs"),
     Class("decode_raw", build_decode_raw, 4096, 4, "memory", "kB"),

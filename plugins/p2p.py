@@ -31,6 +31,9 @@ from analyzer.msnp.p2p import V1_HEADER as HEADER  # noqa: F401
 MAX_CALLS = 10_000   # calls followed at once
 MAX_ROWS = 1_000     # calls listed in the HTML section (the terminal lists TERMINAL_ROWS)
 MAX_STATES = 16      # MSNSLP steps kept per call
+MAX_STEPS = 64       # distinct MSNSLP messages remembered per call to skip relayed copies
+MAX_GROUPS = 64      # (application, last step) groups counted for calls let go; the rest in one
+GROUP_ROWS = 10      # of those, rows in a report section; the rest summed in one row
 
 
 def describe(p2p: P2PMessage) -> DecodedView:
@@ -115,12 +118,16 @@ class P2PPlugin(Plugin):
         if call is None:
             if len(self.calls) >= MAX_CALLS:
                 _, old = self.calls.popitem(last=False)
-                self.folded[(old.application or "?", old.states[-1] if old.states else "?")] += 1
+                key = (old.application or "?", old.states[-1] if old.states else "?")
+                if key not in self.folded and len(self.folded) >= MAX_GROUPS:
+                    key = ("other applications", "?")   # an application is named by any GUID on the wire
+                self.folded[key] += 1
             call = self.calls[call_id] = Call(call_id, conn.id if conn is not None else "-")
         step = (slp.method, slp.get("CSeq"), slp.get("Via"))
         if step in call.seen:
             return  # the same message relayed to the other participant's connection
-        call.seen.add(step)
+        if len(call.seen) < MAX_STEPS:
+            call.seen.add(step)
         call.application = call.application or slp.application()
         if slp.method == "INVITE":
             call.sender = call.sender or slp_address(slp.get("From"))
@@ -138,8 +145,14 @@ class P2PPlugin(Plugin):
         more = Counter(self.folded)
         for c in list(self.calls.values())[limit:]:
             more[(c.application or "?", c.states[-1] if c.states else "?")] += 1
-        for (app, last), n in sorted(more.items()):
+        # At most GROUP_ROWS rows for the calls not listed (the largest groups), the rest in one.
+        groups = sorted(more.items(), key=lambda kv: (-kv[1], kv[0]))
+        for (app, last), n in sorted(groups[:GROUP_ROWS]):
             rows.append(["", f"{n} more calls", app, "", "", f"last step: {last}"])
+        rest = groups[GROUP_ROWS:]
+        if rest:
+            rows.append(["", f"{sum(n for _, n in rest)} more calls", f"{len(rest)} other applications or steps",
+                         "", "", ""])
         return rows
 
     def _masked(self, call_id: str) -> str:

@@ -18,8 +18,9 @@ List bits: 1 forward, 2 allow, 4 block, 8 reverse, 16 pending.
 Records (plain dicts, see README's JSON Lines table): `presence` records go
 to `on_record` as they happen (nothing kept for them unless `history` is
 set, for the HTML strip); `contact` records, one per (login, contact), at
-`close()`. Bounds: MAX_CONTACTS contacts in all (more are counted in
-`dropped`), `history` presence changes per contact (the newest kept).
+`close()`. Bounds: MAX_CONTACTS contacts in all and MAX_LOGINS users (more
+are counted in `dropped`, and `contacts.limit` says so once, at `close()`,
+through `reporter`), `history` presence changes per contact (the newest kept).
 """
 
 from __future__ import annotations
@@ -36,9 +37,14 @@ LIST_NAMES = {"FL": "forward", "AL": "allow", "BL": "block", "RL": "reverse", "P
 STATUS = {"NLN": "online", "BSY": "busy", "IDL": "idle", "BRB": "be right back", "AWY": "away",
           "PHN": "on the phone", "LUN": "out to lunch", "HDN": "hidden", "FLN": "offline"}
 MAX_CONTACTS = 100_000
-_CONTACT = re.compile(rb"<c\b([^>]*)>")
-_DOMAIN = re.compile(rb"<d\b([^>]*)>(.*?)</d>", re.S)
-_ATTR = re.compile(rb'(\w+)\s*=\s*"([^"]*)"')
+MAX_LOGINS = 100_000   # users followed; a contact of a user past it is counted in `dropped`
+# Linear on any payload: a tag's attributes stop at the next `<` and a domain's content at the
+# next `<d` (with `[^>]*` or `.*?`, each unclosed tag scanned to the end of the payload:
+# 8,000 unclosed `<d>` took 15 s); attribute names start at a word boundary (`\w+` tried from
+# every letter of a long word was quadratic too). Well-formed `<ml>` documents read the same.
+_CONTACT = re.compile(rb"<c\b([^<>]*)>")
+_DOMAIN = re.compile(rb"<d\b([^<>]*)>((?:[^<]++|<(?!/?d\b))*+)</d>")
+_ATTR = re.compile(rb'\b(\w+)\s*=\s*"([^"]*)"')
 _CODES = frozenset({"LST", "LSG", "ADD", "ADC", "REM", "ADL", "RML", "ILN", "NLN", "FLN", "CHG"})
 
 
@@ -90,6 +96,7 @@ class ContactBook:
         self.count = 0
         self.dropped = 0
         self.closed = False
+        self.reporter = None   # Analysis.anomaly (set by the run): told of the limit at close()
 
     # -- sink ---------------------------------------------------------------------------------------
 
@@ -102,6 +109,8 @@ class ContactBook:
         if not handle:
             return
         login = self._login(conn, _handle(handle))
+        if login is None:
+            return
         ts = event.ts
         if ts is not None:
             login.start = ts if login.start is None else min(login.start, ts)
@@ -143,12 +152,20 @@ class ContactBook:
         if self.on_record is not None:
             for rec in self.contact_records():
                 self.on_record(rec)
+        if self.dropped and self.reporter is not None:
+            from analyzer.msnp import Anomaly
+            self.reporter(None, Anomaly(
+                "contacts.limit", f"more than {MAX_CONTACTS} contacts or {MAX_LOGINS} users in the capture: "
+                f"{self.dropped} contact lines past them were counted, not kept", None, None, None))
 
     # -- reading -----------------------------------------------------------------------------------
 
-    def _login(self, conn, handle: str) -> Login:
+    def _login(self, conn, handle: str) -> Login | None:
         login = self.logins.get(handle)
         if login is None:
+            if len(self.logins) >= MAX_LOGINS:
+                self.dropped += 1
+                return None
             login = self.logins[handle] = Login(handle)
         if conn.id not in login.streams and len(login.streams) < 64:
             login.streams.append(conn.id)

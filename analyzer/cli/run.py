@@ -134,6 +134,8 @@ class Run:
             self.extractor.reporter = self.analysis.anomaly
         if self.linker is not None:
             self.linker.reporter = self.analysis.anomaly
+        if self.contacts is not None:
+            self.contacts.reporter = self.analysis.anomaly
 
     def _exchange(self, extractor):
         """The contact book and the objects' extractor this run needs (sink 0 above), and the

@@ -318,12 +318,13 @@ class MsnObject:
         return MSNOBJ_TYPES.get(self.type, f"msnobject type {self.type}")
 
 
-_ATTR = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
+_ATTR = re.compile(r'\b(\w+)\s*=\s*"([^"]*)"')   # from a word boundary: linear on long words
+_MSNOBJ = re.compile(r"<msnobj\b([^<>]*)>")            # attributes stop at the next `<`: linear
 
 
 def msnobject(text: str) -> MsnObject | None:
     """An `<msnobj .../>` element's attributes; None when `text` holds none."""
-    m = re.search(r"<msnobj\b([^>]*)>", text)
+    m = _MSNOBJ.search(text)
     if not m:
         return None
     attrs = dict(_ATTR.findall(m.group(1)))

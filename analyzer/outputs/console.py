@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from analyzer.analysis.redact import Redactor
 from analyzer.anomalies import Severity
 from analyzer.clock import UTC, Clock
-from analyzer.msnp import C2S, Anomaly, Command, Transaction
+from analyzer.msnp import C2S, S2C, Anomaly, Command, Transaction
 from analyzer.outputs.terminal import LineAnomalies
 from analyzer.text import visible
 
@@ -184,8 +184,8 @@ class ConsoleModel:
             self.conns_version += 1
             for stream, anomaly in self.placing.end(conn.id):
                 self._anomaly_row(stream, anomaly)
-            for key in [k for k in self.lines if k[0] == conn.id]:
-                del self.lines[key]
+            for key in ((conn.id, C2S), (conn.id, S2C)):   # looked up: no search over every stream
+                self.lines.pop(key, None)
             for key in [k for k in self.requests if k[0] == conn.id]:
                 del self.requests[key]
 

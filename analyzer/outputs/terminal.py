@@ -24,7 +24,7 @@ from analyzer.clock import UTC, Clock
 
 from analyzer.analysis.run import Analysis
 from analyzer.anomalies import Severity, spec
-from analyzer.msnp import C2S, Anomaly, Command, Skipped, Transaction
+from analyzer.msnp import C2S, S2C, Anomaly, Command, Skipped, Transaction
 from analyzer.analysis.connection import Connection
 from analyzer.analysis.redact import Redactor
 from analyzer.text import visible
@@ -300,12 +300,16 @@ class LineAnomalies:
     def end(self, stream: str | None = None, direction: str | None = None) -> list[tuple[str, Anomaly]]:
         """(stream, anomaly) still waiting in `stream` (one direction, or all; every stream when None)."""
         out = []
-        for key in [k for k in self.waiting if (stream is None or k[0] == stream)
-                    and (direction is None or k[1] == direction)]:
-            out.extend((key[0], a) for a in self.waiting.pop(key))
+        if stream is None:
+            keys = [k for k in self.waiting if direction is None or k[1] == direction]
+        else:
+            # Looked up, not searched for: a stream's end costs the same however many are open.
+            keys = [k for k in ((stream, C2S), (stream, S2C)) if direction is None or k[1] == direction]
+        for key in keys:
+            out.extend((key[0], a) for a in self.waiting.pop(key, ()))
         if stream is not None and direction is None:
-            for key in [k for k in self.last if k[0] == stream]:
-                del self.last[key]
+            self.last.pop((stream, C2S), None)
+            self.last.pop((stream, S2C), None)
         return out
 
 

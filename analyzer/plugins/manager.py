@@ -151,15 +151,16 @@ class PluginManager:
         method = getattr(lp.plugin, hook, None)
         if method is None:
             return default
-        collected = self.collector_seconds()
-        start = self.clock()
+        collector, clock = self.collector_seconds, self.clock
+        collected = collector()
+        start = clock()
         try:
             result = method(*args)
         except Exception as exc:  # noqa: BLE001 - a plugin's failure must not stop the analysis
             self._disable(lp, "analyzer.plugin.failed",
                           f"plugin {lp.name} raised {type(exc).__name__}: {exc} in {hook}; disabled for the rest of the run")
             return default
-        elapsed = self.clock() - start - (self.collector_seconds() - collected)
+        elapsed = clock() - start - (collector() - collected)
         lp.calls += 1
         lp.seconds += elapsed
         if self.budget and elapsed > self.budget:
@@ -216,9 +217,16 @@ class PluginManager:
                 targets = routes[event.cmd] = self._targets("on_command", event.cmd)
             if not targets:
                 return  # no plugin wants this code: not even queued
+            if self._queue is None:
+                self._call_each(targets, "on_command", conn, event)
+                return
             item = ("on_command", conn, event)
         elif kind is Transaction:
-            if not self._route("on_transaction"):
+            targets = self._route("on_transaction")
+            if not targets:
+                return
+            if self._queue is None:
+                self._call_each(targets, "on_transaction", conn, event)
                 return
             item = ("on_transaction", conn, event)
         else:
@@ -282,6 +290,14 @@ class PluginManager:
             self._disable(lp, "analyzer.plugin.too_slow",
                           f"plugin {lp.name} took {elapsed:.3f} s in {hook} (budget {self.budget:g} s); "
                           "disabled for the rest of the run")
+
+    def _call_each(self, targets: list, hook: str, conn, event) -> None:
+        """`_run` for one command or transaction on the synchronous path (every routed command
+        of a capture comes here): the targets already routed, no item tuple built."""
+        call = self._call
+        for lp in targets:
+            if lp.enabled:
+                call(lp, hook, conn, event)
 
     def _targets(self, hook: str, code: str | None = None) -> list:
         return [lp for lp in self.loaded if lp.enabled and hook in lp.hooks

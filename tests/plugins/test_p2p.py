@@ -105,6 +105,26 @@ def test_calls_kept_are_bounded(tmp_path, monkeypatch):
     assert sec["rows"][-1][1] == "35 more calls" and len(sec["rows"]) == 6
 
 
+def test_calls_let_go_are_counted_in_bounded_groups_and_rows(tmp_path, monkeypatch):
+    """Each call of an application no one knows (any GUID on the wire names one) folded: at most
+    MAX_GROUPS groups are counted and GROUP_ROWS rows shown, the rest in one row (#16)."""
+    from msnp_analyzer_plugins import p2p as p2p_module
+    monkeypatch.setattr(p2p_module, "MAX_CALLS", 5)
+    monkeypatch.setattr(p2p_module, "MAX_GROUPS", 8)
+    monkeypatch.setattr(p2p_module, "GROUP_ROWS", 4)
+    n = 60
+    msgs = [p2p_payload(slp("INVITE MSNMSGR:bob@example.com MSNSLP/1.0", f"{{C{i}}}",
+                            f"EUF-GUID: {{00000000-0000-0000-0000-{i:012d}}}\r\n\r\n")) for i in range(n)]
+    chunks = [Chunk("c2s", encode_command("MSG", i + 1, ["D"], m), float(i)) for i, m in enumerate(msgs)]
+    analysis, manager = run(transcript(tmp_path, format_chunks(chunks)), P2PPlugin())
+    plugin = manager.get("p2p")
+    assert len(plugin.folded) == 9 and sum(plugin.folded.values()) == n - 5
+    assert plugin.folded[("other applications", "?")] == n - 5 - 8
+    (sec,) = manager.html_sections()
+    more = [r for r in sec["rows"] if r[1].endswith("more calls")]
+    assert len(more) == p2p_module.GROUP_ROWS + 1 and sum(int(r[1].split()[0]) for r in more) == n - 5
+
+
 def test_the_sections_mask_call_ids_with_the_runs_key(capsys, monkeypatch):
     """An MSNSLP Call-ID is a session secret: masked in the plugin's report section as in every export."""
     import re

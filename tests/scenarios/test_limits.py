@@ -356,3 +356,42 @@ def test_the_detector_learns_at_most_max_endpoints_from_referrals_and_the_file_s
     tracker.finish(1.0)
     limit = [a for _, a in got.anomalies if a.name == "capture.endpoint_limit"]
     assert len(limit) == 1 and ": 25 later ones were not learned" in limit[0].detail
+
+
+def test_the_contact_book_follows_at_most_max_logins_and_says_so_once(monkeypatch):
+    from analyzer.analysis import contacts
+    monkeypatch.setattr(contacts, "MAX_LOGINS", 3)
+    records, said = [], []
+    book = contacts.ContactBook(on_record=records.append)
+    book.reporter = lambda conn, anomaly: said.append(anomaly)
+    analysis = Analysis([book])
+    for i in range(5):
+        ns = analysis.open("127.0.0.1:%d" % (40000 + i), "127.0.0.2:1863")
+        analysis.feed(ns, "c2s", b"USR 1 MD5 I user%d@example.com\r\n" % i, 1.0)
+        analysis.feed(ns, "s2c", b"LST bob@example.com Bob 11\r\n", 1.0)
+        analysis.close(ns, 2.0)
+    analysis.finish()
+    assert len(book.logins) == 3 and book.dropped == 2
+    assert len([r for r in records if r["kind"] == "contact"]) == 3
+    assert [a.name for a in said] == ["contacts.limit"] and ": 2 contact lines" in said[0].detail
+
+
+def test_a_stream_ending_costs_the_same_however_many_wait_for_their_line():
+    from analyzer.msnp import Anomaly
+    from analyzer.outputs.terminal import LineAnomalies
+
+    class CountingKeys(dict):
+        scanned = 0
+
+        def __iter__(self):
+            for key in super().__iter__():
+                CountingKeys.scanned += 1
+                yield key
+    placing = LineAnomalies()
+    placing.waiting, placing.last = CountingKeys(), CountingKeys()
+    for i in range(2000):   # 2,000 streams, each with an anomaly ahead of its line
+        placing.line(str(i), "c2s", 0)
+        assert placing.hold(str(i), Anomaly("msnp.whitespace.tab", "x", "c2s", 10, None))
+    ended = [placing.end(str(i)) for i in range(2000)]
+    assert all(len(e) == 1 for e in ended) and not placing.waiting and not placing.last
+    assert CountingKeys.scanned == 0   # looked up by key: no search over every stream

@@ -15,13 +15,17 @@ element; the page builds its DOM with `textContent` only.
 Memory (streaming): a row is encoded as JSON text as soon as it is seen and
 spooled to an anonymous temporary file; what comes later about it (the
 transaction that pairs it, an anomaly found after it) goes to a second spool,
-as a small record the row points to. In memory each row costs `ROW_BYTES`
-bytes (five packed arrays per connection: its spool offset and length, time,
-transaction link, late-anomaly link, kind and anomaly count), plus, per
-connection, its counters and link facts, and for a connection still open the
-(direction, offset) -> row index of its last `INDEX_WINDOW` commands (that is
-how a transaction or a late anomaly finds its rows; the pairing gives up
-earlier than that, see `Limits.max_pending` and `MAX_REPLIES`). At `close()`
+as a small record the row points to. What the writer needs of each row (its
+spool offset and length, time, transaction link, late-anomaly link, kind and
+anomaly count: `ROW_BYTES`) is a fixed-size record in a third file, the row
+table, written in blocks of `BLOCK` rows per connection and updated in place.
+So memory does not grow with the rows: per connection it holds its counters
+and link facts, one block being filled (at most BLOCK x ROW_BYTES bytes), 8
+bytes per block written, 8 bytes per anomaly row merged into its command, and,
+while the connection is open, the (direction, offset) -> row index of its last
+`INDEX_WINDOW` commands (that is how a transaction or a late anomaly finds its
+rows; the pairing gives up earlier than that, see `Limits.max_pending` and
+`MAX_REPLIES`). At `close()`
 the document is written chunk by chunk through `analyzer.outputs.atomic` (a
 failed run leaves no half page): meta, then the rows read back from the spool
 in lane order with their links patched in, then the merged chronological order.
@@ -69,7 +73,15 @@ ENDED_WINDOW = 64          # of those, kept once the connection ended (plugins' 
 PENDING_KEYS = 256         # positions per connection with anomalies waiting for their command
 CAPTURE_ANOMALIES = 1000   # capture-level anomalies listed with their detail (all are counted)
 REWRITES = 10000           # proxy/mitm rewrites listed (all are counted)
-ROW_BYTES = 8 + 4 + 8 + 8 + 8 + 1  # per row in memory: spool offset, length, time, pair, late anomalies, flags
+BLOCK = 64                 # rows per block of the row table
+# A row's record in the row table: spool offset (-1: merged away), length, time (NaN: none),
+# transaction link (-1 none; >= 0 a transaction record; <= -2 reply of row -p-2), the last
+# late-anomaly record (-1 none; a chain), flags (_COMMAND | anomaly count).
+_REC = struct.Struct("<qIdqqB")
+ROW_BYTES = _REC.size
+_AT, _LENGTH, _TIME, _PAIR, _LATE, _FLAGS = 0, 8, 12, 20, 28, 36
+_Q = struct.Struct("<q")
+_B = struct.Struct("<B")
 
 # The columns of a row as the page reads it (a JSON array, for size; the page's
 # script uses the same positions): the lane's index, time, direction (DIRS, 2: none),
@@ -145,6 +157,7 @@ class _Spool:
 
     def __init__(self) -> None:
         self.file = tempfile.TemporaryFile(prefix="msnp-html-")
+        self.fd = self.file.fileno()
         self.size = 0
         self.dirty = False
 
@@ -176,6 +189,25 @@ class _Spool:
         self.file.close()
 
 
+class _Table:
+    """The row table: fixed-size records (`_REC`) in blocks of BLOCK rows, each block one
+    connection's, written and updated in place by offset (no buffering to flush)."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile(prefix="msnp-html-", buffering=0)
+        self.fd = self.file.fileno()
+        self.size = 0
+
+    def block(self, data: bytes) -> int:
+        at = self.size
+        os.pwrite(self.fd, data.ljust(BLOCK * _REC.size, b"\0"), at)
+        self.size += BLOCK * _REC.size
+        return at
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class LaneInfo:
     """What the page shows of a connection once it has ended (the Connection is released)."""
 
@@ -193,18 +225,15 @@ class LaneInfo:
 class _Lane:
     """One connection's rows: packed per-row arrays (see the module docstring) and bounded state."""
 
-    __slots__ = ("conn", "info", "at", "length", "ts", "pair", "late", "flags", "index", "pending",
+    __slots__ = ("conn", "info", "count", "blocks", "buf", "index", "pending",
                  "dead", "referrals", "waiting_rewrites")
 
     def __init__(self, conn) -> None:
         self.conn = conn                     # until the connection ends, then `info`
         self.info: LaneInfo | None = None
-        self.at = array("q")                 # row -> its offset in the row spool (-1: merged away)
-        self.length = array("I")             # row -> its length there
-        self.ts = array("d")                 # row -> time (NaN: none)
-        self.pair = array("q")               # row -> -1; >= 0 a transaction record; <= -2 reply of row -p-2
-        self.late = array("q")               # row -> -1 or the last late-anomaly record (a chain)
-        self.flags = bytearray()             # row -> _COMMAND | anomaly count
+        self.count = 0                       # rows
+        self.blocks = array("q")             # offsets of this lane's blocks in the row table
+        self.buf = bytearray()               # the block being filled (rows past the written blocks)
         self.index: dict[int, int] = {}      # (offset << 1 | direction) -> row, the last INDEX_WINDOW
         self.pending: dict[int, list] = {}   # key -> [(row, anomaly entry)] waiting for their command
         self.dead: array | None = None       # rows merged into their command
@@ -236,6 +265,7 @@ class HtmlTimeline:
         self.last_ts: float | None = None
         self.rows_spool = _Spool()
         self.patches = _Spool()
+        self.table = _Table()
         self.written = False
         self.plugins = None  # a PluginManager: decoded payload views and report sections
         # Callables that return more report sections (plain data, as plugins' are): the objects
@@ -285,6 +315,10 @@ class HtmlTimeline:
             lane.index = dict(list(index.items())[-ENDED_WINDOW:])
         lane.pending = {}
         lane.waiting_rewrites = {}
+        if lane.buf:
+            # Its last block goes to the table too (padded; a later row is written into it).
+            lane.blocks.append(self.table.block(bytes(lane.buf)))
+            lane.buf = bytearray()
 
     def close(self) -> None:
         if self.written:
@@ -307,21 +341,56 @@ class HtmlTimeline:
         """Spool one row (all but its lane, anomalies and link: those are written at the end)."""
         head = _inert([ts, direction, code, trid, text, payload])
         data = head[1:-1] + b"\t" + anomalies + b"\n"
-        pos = len(lane.at)
-        lane.at.append(self.rows_spool.append(data))
-        lane.length.append(len(data))
         if ts is None:
-            lane.ts.append(math.nan)
+            ts = math.nan
         else:
-            lane.ts.append(ts)
             if self.first_ts is None or ts < self.first_ts:
                 self.first_ts = ts
             if self.last_ts is None or ts > self.last_ts:
                 self.last_ts = ts
-        lane.pair.append(_NO_PAIR)
-        lane.late.append(-1)
-        lane.flags.append((_COMMAND if command else 0) | min(count, 0x7F))
+        rec = _REC.pack(self.rows_spool.append(data), len(data), ts, _NO_PAIR, -1,
+                        (_COMMAND if command else 0) | min(count, 0x7F))
+        pos = lane.count
+        lane.count += 1
+        block, i = divmod(pos, BLOCK)
+        if block < len(lane.blocks):
+            os.pwrite(self.table.fd, rec, lane.blocks[block] + i * _REC.size)
+        else:
+            buf = lane.buf
+            buf += rec
+            if len(buf) == BLOCK * _REC.size:
+                lane.blocks.append(self.table.block(bytes(buf)))
+                lane.buf = bytearray()
         return pos
+
+    def _get(self, lane: _Lane, pos: int, field: int, kind: struct.Struct = _Q):
+        block, i = divmod(pos, BLOCK)
+        if block < len(lane.blocks):
+            return kind.unpack(os.pread(self.table.fd, kind.size, lane.blocks[block] + i * _REC.size + field))[0]
+        return kind.unpack_from(lane.buf, i * _REC.size + field)[0]
+
+    def _set(self, lane: _Lane, pos: int, field: int, value, kind: struct.Struct = _Q) -> None:
+        block, i = divmod(pos, BLOCK)
+        if block < len(lane.blocks):
+            os.pwrite(self.table.fd, kind.pack(value), lane.blocks[block] + i * _REC.size + field)
+        else:
+            kind.pack_into(lane.buf, i * _REC.size + field, value)
+
+    def _records(self, lane: _Lane):
+        """(row, record) of every row of `lane`, in order, read block by block."""
+        fd, size, left = self.table.fd, _REC.size, lane.count
+        pos = 0
+        for at in lane.blocks:
+            take = min(BLOCK, left - pos)
+            if take <= 0:
+                return
+            for rec in _REC.iter_unpack(os.pread(fd, take * size, at)):
+                yield pos, rec
+                pos += 1
+        if pos < left:
+            for rec in _REC.iter_unpack(bytes(lane.buf)):
+                yield pos, rec
+                pos += 1
 
     def _index(self, lane: _Lane, key: int, pos: int) -> None:
         index = lane.index
@@ -348,7 +417,7 @@ class HtmlTimeline:
             if lane.dead is None:
                 lane.dead = array("q")
             for r, _ in waiting:
-                lane.at[r] = -1
+                self._set(lane, r, _AT, -1)
                 lane.dead.append(r)
             anoms = b"[" + b",".join(entry for _, entry in waiting) + b"]"
             count = len(waiting)
@@ -371,10 +440,11 @@ class HtmlTimeline:
             pos = lane.index.get(key)
             if pos is not None:
                 # After its command was spooled: a record in the patch spool, chained to the row.
-                data = struct.pack("<q", lane.late[pos]) + _inert(entry)
-                lane.late[pos] = self.patches.record(data)
-                if lane.flags[pos] & 0x7F < 0x7F:
-                    lane.flags[pos] += 1
+                data = _Q.pack(self._get(lane, pos, _LATE)) + _inert(entry)
+                self._set(lane, pos, _LATE, self.patches.record(data))
+                flags = self._get(lane, pos, _FLAGS, _B)
+                if flags & 0x7F < 0x7F:
+                    self._set(lane, pos, _FLAGS, flags + 1, _B)
                 return
         # Not (yet) tied to a command: its own row, where it happened; merged into the
         # command at the same position if that command comes next.
@@ -396,10 +466,10 @@ class HtmlTimeline:
             pos = index.get(r.offset << 1 | DIRS[r.direction])
             if pos is not None:
                 replies.append(pos)
-                if lane.pair[pos] == _NO_PAIR:
-                    lane.pair[pos] = -req - 2
+                if self._get(lane, pos, _PAIR) == _NO_PAIR:
+                    self._set(lane, pos, _PAIR, -req - 2)
         latency = None if txn.latency_ms is None else round(txn.latency_ms, 3)
-        lane.pair[req] = self.patches.record(_inert([replies, txn.outcome, latency, txn.error]))
+        self._set(lane, req, _PAIR, self.patches.record(_inert([replies, txn.outcome, latency, txn.error])))
 
     def _rewrite(self, sid: str, lane: _Lane, record: dict) -> None:
         """A proxy/mitm `rewrite` record: the referral as the server sent it and as the client got it."""
@@ -443,7 +513,7 @@ class HtmlTimeline:
             base[sid] = n
             gone = sorted(lane.dead) if lane.dead is not None else []
             dead[sid] = gone
-            n += len(lane.at) - len(gone)
+            n += lane.count - len(gone)
         return base, dead
 
     def _density(self, lane: _Lane) -> list[list[int]]:
@@ -452,15 +522,13 @@ class HtmlTimeline:
             return []
         span = (last - first) or 1.0
         bins: dict[int, list[int]] = {}
-        at, flags = lane.at, lane.flags
-        for pos, ts in enumerate(lane.ts):
-            if ts != ts or at[pos] < 0:  # no time; merged away
+        for _, (at, _, ts, _, _, f) in self._records(lane):
+            if ts != ts or at < 0:  # no time; merged away
                 continue
             b = min(BINS - 1, int((ts - first) / span * BINS))
             cell = bins.get(b)
             if cell is None:
                 cell = bins[b] = [b, 0, 0]
-            f = flags[pos]
             if f & _COMMAND:
                 cell[1] += 1
             cell[2] += f & 0x7F
@@ -477,7 +545,7 @@ class HtmlTimeline:
         order, lane_session = self._order(links)
         base, dead = self._layout(order)
         lane_no = {sid: i for i, sid in enumerate(order)}
-        total_rows = sum(len(self.lanes[sid].at) - len(dead[sid]) for sid in order)
+        total_rows = sum(self.lanes[sid].count - len(dead[sid]) for sid in order)
 
         def glob(sid: str, pos: int) -> int:
             return base[sid] + pos - bisect_left(dead[sid], pos)
@@ -516,7 +584,7 @@ class HtmlTimeline:
                 "client": info.client, "server": info.server,
                 "version": info.version_label, "handle": info.handle,
                 "start": info.first_ts, "end": info.last_ts,
-                "first": base[sid], "count": len(lane.at) - len(dead[sid]), "commands": sum(info.commands.values()),
+                "first": base[sid], "count": lane.count - len(dead[sid]), "commands": sum(info.commands.values()),
                 "anomalies": dict(info.anomalies), "parent": parent.get(sid),
                 "link": None if link is None else {"by": link["by"], "evidence": link.get("evidence"),
                                                    "from": link["from"], "cookie": link.get("cookie"),
@@ -570,25 +638,21 @@ class HtmlTimeline:
         for sid in order:
             lane = self.lanes[sid]
             li = str(lane_no[sid]).encode()
-            at, length, pair, late = lane.at, lane.length, lane.pair, lane.late
-            for pos in range(len(at)):
-                where = at[pos]
+            for pos, (where, length, _, p, chain, _) in self._records(lane):
                 if where < 0:
                     continue
-                data = rows.read(where, length[pos])
+                data = rows.read(where, length)
                 cut = data.rindex(b"\t")
                 head, anoms = data[:cut], data[cut + 1:-1]
-                chain = late[pos]
                 if chain >= 0:
                     extra = []
                     while chain >= 0:
                         rec = patches.read_record(chain)
-                        (chain,) = struct.unpack_from("<q", rec)
+                        (chain,) = _Q.unpack_from(rec)
                         extra.append(rec[8:])
                     extra.reverse()
                     body = b",".join(extra)
                     anoms = b"[" + body + b"]" if anoms == b"0" else anoms[:-1] + b"," + body + b"]"
-                p = pair[pos]
                 if p == _NO_PAIR:
                     link = b"0"
                 elif p <= -2:
@@ -606,11 +670,10 @@ class HtmlTimeline:
 
         def lane_keys(li: int, sid: str):
             lane = self.lanes[sid]
-            at = lane.at
             g = base[sid]
             latest = -math.inf
-            for pos, ts in enumerate(lane.ts):
-                if at[pos] < 0:
+            for _, (at, _, ts, _, _, _) in self._records(lane):
+                if at < 0:
                     continue
                 if ts > latest:  # NaN compares false: keeps the latest
                     latest = ts
@@ -653,4 +716,4 @@ def _chunks(items):
         yield (b"[" + b",".join(batch) + b"]").decode("utf-8")
 
 
-__all__ = ["HtmlTimeline", "split_payload", "hexdump", "CHUNK", "CATALOGUE", "INDEX_WINDOW", "ROW_BYTES"]
+__all__ = ["HtmlTimeline", "split_payload", "hexdump", "CHUNK", "CATALOGUE", "INDEX_WINDOW", "ROW_BYTES", "BLOCK"]
