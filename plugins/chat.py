@@ -42,7 +42,7 @@ UNKNOWN = "unknown"
 MAX_OTHERS = 10_000   # participants other than the user named per board; later ones are counted
 
 
-@dataclass
+@dataclass(slots=True)
 class ChatLine:
     ts: float | None
     direction: str
@@ -51,7 +51,7 @@ class ChatLine:
     nick: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)  # one per switchboard seen, thousands open at once on a busy server
 class Switchboard:
     stream: str
     client: str | None
