@@ -47,8 +47,10 @@ def cmd_contacts(args) -> int:
         except OSError as exc:
             raise UsageError(f"{args.json}: {exc.strerror}") from None
 
+    from analyzer.outputs.jsonl import encode
+
     def write(record: dict) -> None:
-        out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        out.write(encode(record) + "\n")  # the JSON Lines rule: one line, valid UTF-8, no NaN
 
     book = ContactBook(on_record=write if out is not None else None, history=200)
     analysis = Analysis([book])

@@ -17,6 +17,7 @@ from analyzer.errors import EXIT_ANOMALIES, EXIT_OK
 from analyzer.text import clean_data, visible
 from analyzer.cli.options import add_plugin_options
 from analyzer.cli.run import plugin_options, plugins_from
+from analyzer.outputs.jsonl import one_line
 
 
 def register(sub) -> None:
@@ -81,9 +82,9 @@ def json_line(rec: dict) -> str:
     try:
         line = json.dumps(rec, ensure_ascii=False, allow_nan=False)
         line.encode("utf-8")
-        return line
+        return one_line(line)
     except ValueError:  # UnicodeEncodeError is one
-        return json.dumps(clean_data(rec), ensure_ascii=False)
+        return one_line(json.dumps(clean_data(rec), ensure_ascii=False))
 
 
 # What makes a chat transcript partial: bytes that never reached the decoder.

@@ -17,7 +17,6 @@ command. Safety contract:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import unicodedata
@@ -25,6 +24,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from analyzer.errors import UsageError
+from analyzer.outputs.jsonl import encode
 
 OPEN_FILES = 32
 MAX_NAME = 120
@@ -172,7 +172,7 @@ class ManifestWriter:
 
     def __call__(self, record) -> None:
         self.complete += record.status == "complete"
-        self.out.write(json.dumps(record.to_dict(self.redactor), ensure_ascii=False, separators=(",", ":")) + "\n")
+        self.out.write(encode(record.to_dict(self.redactor)) + "\n")  # the JSON Lines rule (outputs/jsonl.py)
         self.count += 1
 
 

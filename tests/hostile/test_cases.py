@@ -275,3 +275,36 @@ def test_the_atomic_writer_discards_on_an_exception_and_writes_devices_in_place(
     with open_output("/dev/null") as f:  # not renamed over: still the device
         f.write("x")
     assert Path("/dev/null").is_char_device()
+
+
+BREAKS = "\u2028\u2029\x85"
+
+
+@pytest.mark.parametrize("mode", ["analyze", "contacts", "chat"])
+def test_a_line_separator_from_the_wire_keeps_each_json_record_on_one_line(tmp_path, capsys, mode):
+    """U+2028, U+2029 and U+0085 in a handle, a friendly name and a message: every JSON
+    Lines writer escapes them, so str.splitlines (and JavaScript) see one record per line."""
+    from analyzer.msnp.transcript import Chunk, format_chunks
+    b = BREAKS.encode()
+    body = b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\nhi" + b + b"there"
+    chunks = [("ns1", "c2s", b"VER 1 MSNP8 CVR0\r\n"), ("ns1", "s2c", b"VER 1 MSNP8\r\n"),
+              ("ns1", "c2s", b"USR 2 MD5 I bob@example.com\r\n"),
+              ("ns1", "s2c", b"USR 2 OK bob@example.com Bob%E2%80%A8%C2%85 1\r\n"),
+              ("ns1", "s2c", b"ILN 3 NLN al" + b + b"ice@example.com Al%E2%80%A9ice\r\n"),
+              ("sb1", "c2s", b"USR 1 bob@example.com 1234.5678\r\n"), ("sb1", "s2c", b"USR 1 OK bob@example.com Bob\r\n"),
+              ("sb1", "s2c", b"JOI al" + b + b"ice@example.com Alice\r\n"),
+              ("sb1", "s2c", b"MSG al" + b + b"ice@example.com Alice " + str(len(body)).encode() + b"\r\n" + body)]
+    src = tmp_path / "breaks.msnp"
+    src.write_text(format_chunks([Chunk(d, data, 1.0 + i / 10, conn) for i, (conn, d, data) in enumerate(chunks)]))
+    out = tmp_path / "o.jsonl"
+    if mode == "chat":   # --json is a switch there: JSON Lines on standard output
+        rc, text, _ = cli(capsys, mode, "--json", src)
+    else:
+        rc, _, _ = cli(capsys, mode, src, "--json", out)
+        text = out.read_bytes().decode("utf-8")
+    assert rc in (0, 1)
+    lines = text.split("\n")[:-1]
+    assert lines and text.splitlines() == lines
+    assert not any(ch in text for ch in BREAKS)
+    values = json.dumps([strict_json(line) for line in lines], ensure_ascii=False)
+    assert any(ch in values for ch in BREAKS)   # the characters are kept, as escapes
