@@ -308,6 +308,28 @@ def build_passport_header(n: int, stem: Path) -> list[str]:
     return ["analyze", str(path)]
 
 
+def build_mitm_flows(n: int, stem: Path) -> list[str]:
+    """A mitmproxy flow file of n RST.srf logins, each followed by its NS flow presenting the ticket."""
+    from mitmproxy import io as mio
+    from mitmproxy.tcp import TCPMessage
+    from mitmproxy.test import tflow
+    path = stem.with_suffix(".flows")
+    with open(path, "wb") as out:
+        writer = mio.FlowWriter(out)
+        for i in range(n):
+            f = tflow.tflow(resp=True)
+            f.request.method, f.request.host, f.request.path = "POST", "127.0.0.4", "/RST.srf"
+            f.request.content = b"<wsse:Username>u%d@example.com</wsse:Username>" % i
+            f.response.content = b"<wsse:BinarySecurityToken Id=\"PPToken1\">t=tok%d&amp;p=x</wsse:BinarySecurityToken>" % i
+            writer.add(f)
+            t = tflow.ttcpflow()
+            t.server_conn.address = ("127.0.0.2", 1863)
+            t.messages = [TCPMessage(True, b"VER 1 MSNP15 CVR0\r\n"), TCPMessage(False, b"VER 1 MSNP15 CVR0\r\n"),
+                          TCPMessage(True, b"USR 2 SSO S t=tok%d&p=x\r\n" % i)]
+            writer.add(t)
+    return ["analyze", str(path)]
+
+
 def build_tcp_reverse(n: int, stem: Path) -> list[str]:
     """One connection whose client sends n bytes as 1-byte segments in reverse order (busy, #17)."""
     p = Pcap()
@@ -423,6 +445,7 @@ CLASSES = [
     Class("gzip_bomb", build_gzip_bomb, 256, 8, "time", "kB compressed", json=False),
     Class("rst_unclosed", build_rst_unclosed, 8000, 1, "time", "kB"),
     Class("passport_header", build_passport_header, 12000, 1, "time", "kB"),
+    Class("mitm_flows", build_mitm_flows, 2000, 2, "time", "logins and NS flows"),
     Class("tcp_reverse", build_tcp_reverse, 4000, 10, "time", "1-byte segments", "#17 busy"),
     Class("bare_syns", build_bare_syns, 10000, 10, "time", "SYNs", "#17 busy"),
     Class("synless_flows", build_synless_flows, 10000, 10, "time", "flows", "#17 busy"),

@@ -167,7 +167,11 @@ _MIME_GATE = re.compile(rb"\n[ \t]*(?:" + _MIME_NAMES.encode() + rb")[ \t]*:")
 
 
 def _needed(low: bytes) -> list:
-    """The free-text patterns that may match `low` (the text, lower-cased), cheapest checks first."""
+    """The free-text patterns that may match `low` (the text, lower-cased), cheapest checks first.
+
+    The compiled core copies these gates and `Redactor.payload`'s chat-head test
+    (core/src/jsonl.rs `payload_needs_redaction`) to write unchanged payloads itself; change
+    them together (tests/outputs/test_jsonl_core.py holds the two writers equal)."""
     rules = []
     if _MIME_GATE.search(low) or _MIME_GATE.match(b"\n" + low[:16]):
         rules.append(_MIME_LINE)

@@ -663,6 +663,13 @@ class TcpTracker:
             self.flows.pop(key, None)
             self.tombstones[key] = stone
             self._stones.append((self.now, key))
+        if len(self._stones) > 2 * self.max_flows:
+            # Capture time that stands still (every packet at one instant) never expires them:
+            # at most two per open flow's worth are kept, the oldest forgotten first.
+            for _ in range(len(self._stones) - 2 * self.max_flows):
+                _, old = self._stones.popleft()
+                if self.tombstones.get(old) is not None and old not in self.flows:
+                    del self.tombstones[old]
         self.open.pop(id(flow), None)
         self._release(flow)
 

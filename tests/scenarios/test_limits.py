@@ -395,3 +395,37 @@ def test_a_stream_ending_costs_the_same_however_many_wait_for_their_line():
     ended = [placing.end(str(i)) for i in range(2000)]
     assert all(len(e) == 1 for e in ended) and not placing.waiting and not placing.last
     assert CountingKeys.scanned == 0   # looked up by key: no search over every stream
+
+
+def test_closed_flows_leave_at_most_two_tombstones_per_open_flow_when_time_stands_still():
+    from analyzer.capture.tcp import ACK, FIN, SYN, TcpTracker
+    analysis = Analysis()
+    tracker = TcpTracker(analysis, max_flows=50)
+    server = b"\x7f\x00\x00\x02"
+    for i in range(1000):   # 1,000 whole connections, every packet at the same capture time
+        c = b"\x7f\x01" + i.to_bytes(2, "big")
+        port = (20000 + i).to_bytes(2, "big")
+        key, rkey = c + server + port + (1863).to_bytes(2, "big"), server + c + (1863).to_bytes(2, "big") + port
+        tracker.segment(5.0, key, 100, 0, SYN, b"")
+        tracker.segment(5.0, rkey, 900, 101, SYN | ACK, b"")
+        tracker.segment(5.0, key, 101, 901, ACK | 0x08, b"PNG\r\n")
+        tracker.segment(5.0, rkey, 901, 106, ACK | 0x08, b"QNG 50\r\n")
+        tracker.segment(5.0, key, 106, 909, FIN | ACK, b"")
+        tracker.segment(5.0, rkey, 909, 107, FIN | ACK, b"")
+        assert len(tracker.tombstones) <= 2 * 50 + 2 and len(tracker._stones) <= 2 * 50 + 2
+    tracker.finish(5.0)
+    assert sum(c.outcomes["answered"] for c in analysis.connections.values()) + analysis.folded.outcomes["answered"] == 1000
+
+
+def test_the_mitm_gateway_remembers_a_bounded_number_of_session_ids(monkeypatch):
+    from analyzer.capture.mitm import gateway
+    monkeypatch.setattr(gateway, "MAX_SESSION_IDS", 20)
+    monkeypatch.setattr(gateway, "MAX_SESSIONS", 10)
+    dec = gateway.GatewayDecoder()
+    for i in range(200):
+        session = dec._new("NS", "127.0.0.2", type("X", (), {"host": "127.0.0.5", "client": "127.0.0.1"})())
+        for k in range(30):   # a response handing out a new SessionID each time
+            dec._remember(session, f"{i}.{k}")
+        assert len(session.session_ids) == gateway.IDS_PER_SESSION
+    assert len(dec._by_id) == 20 and len(dec.sessions) == 10 and dec.opened == 200
+    assert dec.sessions[-1].number == 200 and "199.29" in dec._by_id and "0.0" not in dec._by_id

@@ -25,6 +25,7 @@ It does no I/O: the mitmproxy addon and the flow-file reader both build
 
 from __future__ import annotations
 
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
@@ -128,10 +129,16 @@ class SessionClosed:
     reason: str
 
 
+MAX_SESSIONS = 1000      # sessions listed in `GatewayDecoder.sessions` (the latest)
+MAX_SESSION_IDS = 10_000  # SessionIDs remembered; a request naming a forgotten one is gateway.session.unknown
+IDS_PER_SESSION = 16     # SessionIDs listed per session (the latest)
+
+
 class GatewayDecoder:
     def __init__(self) -> None:
-        self.sessions: list[GatewaySession] = []
-        self._by_id: dict[str, GatewaySession] = {}
+        self.sessions: deque[GatewaySession] = deque(maxlen=MAX_SESSIONS)
+        self.opened = 0
+        self._by_id: OrderedDict[str, GatewaySession] = OrderedDict()
 
     def exchange(self, x: HttpExchange) -> list:
         try:
@@ -220,14 +227,20 @@ class GatewayDecoder:
         return out
 
     def _new(self, server_type, target, x: HttpExchange) -> GatewaySession:
-        session = GatewaySession(len(self.sessions) + 1, server_type, target, x.host, x.client)
+        self.opened += 1
+        session = GatewaySession(self.opened, server_type, target, x.host, x.client)
         self.sessions.append(session)
         return session
 
     def _remember(self, session: GatewaySession, sid: str) -> None:
         if sid not in session.session_ids:
             session.session_ids.append(sid)
+            if len(session.session_ids) > IDS_PER_SESSION:
+                del session.session_ids[0]
         self._by_id[sid] = session
+        self._by_id.move_to_end(sid)
+        if len(self._by_id) > MAX_SESSION_IDS:   # a mitm run of days: the oldest ids are forgotten
+            self._by_id.popitem(last=False)
 
 
 def round_trip_record(rt: RoundTrip, redactor=None) -> dict:

@@ -84,6 +84,9 @@ LOOPS = ("auto", "uvloop", "asyncio")
 LISTENER_GRACE = 10.0  # a listener just handed to a client is never closed to make room for another
 
 
+MAX_NOTICES = 1000   # notices kept for the report and tests (each also goes to on_notice)
+
+
 @dataclass(frozen=True, slots=True)
 class ProxyLimits:
     """Bounds on what the network can make the proxy hold (see the module docstring).
@@ -517,7 +520,7 @@ class Proxy:
         self.listeners: dict[tuple[str, int], Listener] = {}
         self.ports_used: set[int] = set()  # every port a listener of ours was bound to (dissect_options)
         self.relays: set[Relay] = set()
-        self.notices: list[str] = []
+        self.notices: list[str] = []   # the latest (MAX_NOTICES to twice that); each is also sent to on_notice
         self.upstream_locals: list[tuple] = []
         self.rewrites = 0
         self._record_failed = False
@@ -773,6 +776,8 @@ class Proxy:
 
     def notice(self, text: str) -> None:
         self.notices.append(text)
+        if len(self.notices) > 2 * MAX_NOTICES:   # a run of days: the newest MAX_NOTICES kept (amortised)
+            del self.notices[:-MAX_NOTICES]
         if self.on_notice is not None:
             try:
                 self.on_notice(text)

@@ -276,10 +276,15 @@ def test_payload_badge_shows_the_length_on_the_wire(login, open_page):
 
 def test_a_capture_without_msnp_says_so(tmp_path, open_page):
     write_page(tmp_path / "empty.html", {})
-    page = open_page(tmp_path / "empty.html").page
+    opened = open_page(tmp_path / "empty.html")
+    page = opened.page
     assert "No MSNP in this capture" in page.text_content("#list")
     assert "No MSNP in this capture" in page.text_content("#detail")
     assert "Select a row" not in page.text_content("body")
+    for view in ("ladder", "plots", "summaries", "timeline"):
+        page.click(f"#tabs button[data-view='{view}']")
+    assert "No MSNP in this capture" in page.text_content("#plots-box")
+    assert opened.errors == []
 
 
 def test_rewrites_are_shown_where_the_proxy_made_them(login, open_page, tmp_path):
@@ -351,3 +356,16 @@ def test_hostile_strings_stay_text_in_every_view_and_in_the_svg(tmp_path, open_p
     assert [u for u in opened.foreign_requests() if not u.startswith("blob:")] == []
     assert opened.errors == []
     assert CANARY in page.content()
+
+
+def test_a_capture_with_only_bytes_that_are_not_msnp_says_so_and_lists_them(tmp_path, open_page):
+    from analyzer.msnp import C2S, S2C
+    from analyzer.msnp.transcript import Chunk
+    junk = [Chunk(C2S, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(40)), 0.1, "c"),
+            Chunk(S2C, b"HTTP/1.1 400 Bad Request\r\n\r\n", 0.2, "c")]
+    write_page(tmp_path / "junk.html", {"junk": junk})
+    opened = open_page(tmp_path / "junk.html")
+    page = opened.page
+    assert "No MSNP in this capture" in page.text_content("#detail")
+    assert page.eval_on_selector_all("#spacer .row", "els => els.length") >= 1   # what was there, listed
+    assert opened.errors == []

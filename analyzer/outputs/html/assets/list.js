@@ -428,7 +428,7 @@ function onKey(ev) {
     else if (typing) ev.target.blur();
     else if (selected >= 0) {
       selected = -1; related = new Map(); render(true);
-      placeholder(N ? "Nothing selected." : noMsnpText());
+      placeholder(noMsnp() ? noMsnpText() : "Nothing selected.");
       history.replaceState(null, "", location.pathname + location.search);
       selectionChanged();
     }
@@ -449,6 +449,10 @@ function onKey(ev) {
   }
 }
 function noMsnpText() {
-  return "No MSNP in this capture: no connection carried MSNP commands" +
-    (provenance.sources.length ? " (" + provenance.sources.join(", ") + ")" : "") + ".";
+  const where = provenance.sources.length ? " (" + provenance.sources.join(", ") + ")" : "";
+  if (N === 0) return "No MSNP in this capture" + where + ": no connection carried MSNP commands.";
+  return "No MSNP in this capture" + where + ": " + lanes.length + " connection(s) on MSNP ports carried no " +
+    "MSNP command; what they carried is listed as skipped bytes or anomalies.";
 }
+// True when no line was decoded as an MSNP command (rows may still hold skipped bytes).
+function noMsnp() { return !meta.totals.commands; }

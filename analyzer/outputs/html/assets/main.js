@@ -37,6 +37,8 @@ if (N === 0) {
   // Nothing to list: say so plainly (not "select a row").
   $("list").replaceChildren(el("p", "empty", noMsnpText()));
   placeholder(noMsnpText());
+} else if (noMsnp()) {
+  placeholder(noMsnpText());   // the skipped bytes stay listed
 }
 ovLayout();
 ovFit();
