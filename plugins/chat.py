@@ -43,7 +43,7 @@ UNKNOWN = "unknown"
 MAX_OTHERS = 10_000   # participants other than the user named per board; later ones are counted
 
 
-@dataclass
+@dataclass(slots=True)
 class ChatLine:
     ts: float | None
     direction: str
@@ -52,7 +52,7 @@ class ChatLine:
     nick: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)  # one per switchboard seen, thousands open at once on a busy server
 class Switchboard:
     stream: str
     client: str | None

@@ -57,7 +57,7 @@ pass costs about linearly in what it holds.
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from typing import NamedTuple
 
@@ -120,13 +120,22 @@ class StreamFacts:
     last_ts: float | None = None
     sb_login: SbLogin | None = None
     first_c2s_seen: bool = False
-    participants: list[Participant] = field(default_factory=list)
+    # () / None until someone is listed: most streams (NS, DS) never list anyone, and
+    # thousands are open at once on a busy server (see `_listing`).
+    participants: list[Participant] | tuple = ()
     saw_out: bool = False
     more_participants: int = 0   # arrivals past MAX_PARTICIPANTS, counted, not listed
     referrals: int = 0           # XFR/RNG lines of this stream kept (at most MAX_REFERRALS)
     # Indexes over `participants`, so a JOI/BYE flood costs one lookup per line:
-    present: dict[str, Participant] = field(default_factory=dict)  # handle -> the one not yet left
-    handles: set[str] = field(default_factory=set)                 # every handle listed
+    present: dict[str, Participant] | None = None  # handle -> the one not yet left
+    handles: set[str] | None = None                # every handle listed
+
+
+def _listing(facts: StreamFacts) -> StreamFacts:
+    """`facts`, with its participant list and indexes created (when it lists its first one)."""
+    if facts.present is None:
+        facts.participants, facts.present, facts.handles = [], {}, set()
+    return facts
 
 
 _NEVER = float("inf")
@@ -354,22 +363,23 @@ class Linker:
                 self._join(facts, found.endpoint.text, found.nick, cmd.ts, code)
         elif code == "BYE" and params:
             handle = _text(params[0])
-            p = facts.present.pop(handle, None)
+            p = facts.present.pop(handle, None) if facts.present else None
             if p is not None and p.left is None:
                 p.left, p.left_via = cmd.ts, "BYE"
             elif self._room(facts, cmd):
                 # Left without our seeing the arrival (mid-session capture).
-                facts.participants.append(Participant(handle, None, None, "unseen", cmd.ts, "BYE"))
+                _listing(facts).participants.append(Participant(handle, None, None, "unseen", cmd.ts, "BYE"))
                 facts.handles.add(handle)
         elif code == "MSG" and not facts.sb_login:
             # Mid-session switchboard: a sender we never saw arrive was there all the same.
             found = wire.sender(cmd)
-            if (found is not None and not found.service and found.endpoint.text not in facts.handles
+            if (found is not None and not found.service
+                    and (facts.handles is None or found.endpoint.text not in facts.handles)
                     and self._room(facts, cmd)):
                 sender = found.endpoint.text
                 nick = wire.nick_text(found.nick) if found.nick is not None else None
                 p = Participant(sender, nick, None, "MSG")
-                facts.participants.append(p)
+                _listing(facts).participants.append(p)
                 facts.handles.add(sender)
                 facts.present[sender] = p
         elif code == "USR" and facts.participants:
@@ -380,7 +390,7 @@ class Linker:
 
     def _join(self, facts: StreamFacts, handle: bytes | str, nick: bytes | None, ts, via: str) -> None:
         text = handle if type(handle) is str else _text(handle)
-        p = facts.present.get(text)
+        p = facts.present.get(text) if facts.present else None
         if p is not None and p.left is None:
             if nick is not None and p.nick is None:
                 p.nick = wire.nick_text(nick)
@@ -388,7 +398,7 @@ class Linker:
         if not self._room(facts, None, ts):
             return
         p = Participant(text, wire.nick_text(nick) if nick is not None else None, ts, via)
-        facts.participants.append(p)
+        _listing(facts).participants.append(p)
         facts.handles.add(text)
         facts.present[text] = p
 

@@ -134,6 +134,10 @@ class Analysis:
     def _emit(self, conn: Connection, events: list) -> list:
         if events:
             for sink in self.sinks:
+                batch = getattr(sink, "event_batch", None)  # a sink that takes them together (plugins)
+                if batch is not None:
+                    batch(conn, events)
+                    continue
                 for event in events:
                     sink.event(conn, event)
         return events

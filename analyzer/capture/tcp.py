@@ -48,6 +48,7 @@ Contract:
 from __future__ import annotations
 
 import heapq
+import sys
 from collections import OrderedDict, deque
 from itertools import chain
 
@@ -157,6 +158,7 @@ class TcpTracker:
         self.reorder_timeout = reorder_timeout
         self.idle_timeout = idle_timeout
         self.detector = detector or detect.Detector()
+        self._on_referral = self.detector.referral   # one bound method for every connection
         self.flows: dict[bytes, object] = {}   # key -> (Flow, half index) or IgnoredFlow
         self.open: dict[int, Flow] = {}        # id(flow) -> flow
         self.ignored: dict[int, IgnoredFlow] = {}
@@ -738,9 +740,10 @@ class TcpTracker:
         sip, sport, dip, dport = split_key(flow.keys[0])
         a, b = format_address(sip, sport), format_address(dip, dport)
         client, server = (a, b) if client_index == 0 else (b, a)
+        server = sys.intern(server)   # many connections share a server: one string for them all
         flow.dirs = (C2S, S2C) if client_index == 0 else (S2C, C2S)
         flow.conn = self.analysis.open(client, server, protocol=protocol)
-        flow.conn.on_referral = self.detector.referral  # servers named by XFR/RNG are MSNP servers
+        flow.conn.on_referral = self._on_referral  # servers named by XFR/RNG are MSNP servers
         self.stats["msnp_flows"] += 1
         early, flow.early = flow.early, None
         for item in early:

@@ -233,6 +233,64 @@ class PluginManager:
             return  # anomalies (ours included), skipped bytes, other layers' records
         self._dispatch(item)
 
+    def event_batch(self, conn, events: list) -> None:
+        """The events of one feed (`Analysis` passes them together): each plugin takes its
+        share in one timed call (one clock reading and one budget check per batch, not per
+        command). The budget then bounds the batch: a batch is what one read of bytes held."""
+        if self._queue is not None:   # the threaded observers queue event by event
+            for event in events:
+                self.event(conn, event)
+            return
+        routes = self._routes
+        work: dict | None = None      # id(plugin) -> (LoadedPlugin, [(hook, event), ...])
+        for event in events:
+            kind = type(event)
+            if kind is Command:
+                hook = "on_command"
+                targets = routes.get(event.cmd)
+                if targets is None:
+                    targets = routes[event.cmd] = self._targets("on_command", event.cmd)
+            elif kind is Transaction:
+                hook = "on_transaction"
+                targets = self._route(hook)
+            else:
+                continue
+            for lp in targets:
+                if work is None:
+                    work = {}
+                entry = work.get(id(lp))
+                if entry is None:
+                    entry = work[id(lp)] = (lp, [])
+                entry[1].append((hook, event))
+        if work is not None:
+            for lp, items in work.values():
+                self._call_batch(lp, conn, items)
+
+    def _call_batch(self, lp: LoadedPlugin, conn, items: list) -> None:
+        """`_call` for several observer calls of one plugin, timed as one."""
+        if not lp.enabled:
+            return
+        plugin = lp.plugin
+        hook = items[0][0]
+        collected = self.collector_seconds()
+        start = self.clock()
+        done = 0
+        try:
+            for hook, event in items:
+                getattr(plugin, hook)(conn, event)
+                done += 1
+        except Exception as exc:  # noqa: BLE001 - a plugin's failure must not stop the analysis
+            self._disable(lp, "analyzer.plugin.failed",
+                          f"plugin {lp.name} raised {type(exc).__name__}: {exc} in {hook}; disabled for the rest of the run")
+            return
+        elapsed = self.clock() - start - (self.collector_seconds() - collected)
+        lp.calls += done
+        lp.seconds += elapsed
+        if self.budget and elapsed > self.budget:
+            self._disable(lp, "analyzer.plugin.too_slow",
+                          f"plugin {lp.name} took {elapsed:.3f} s in {hook} (budget {self.budget:g} s); "
+                          "disabled for the rest of the run")
+
     def _call_each(self, targets: list, hook: str, conn, event) -> None:
         """`_run` for one command or transaction on the synchronous path (every routed command
         of a capture comes here): the targets already routed, no item tuple built."""

@@ -350,3 +350,37 @@ def test_time_the_garbage_collector_took_is_not_the_plugins():
         manager.event(None, Command(C2S, "PNG", None, [], b"PNG\r\n", None, None, 0, 1.0))
         results.append(lp.enabled)
     assert results == [True, False]   # 2 s with 1.5 s of collection: 0.5 s, within budget
+
+
+def test_a_feed_s_events_reach_each_plugin_as_one_timed_batch():
+    # Analysis hands a feed's events to the manager together: one clock reading pair per
+    # plugin per batch (not per command), every event delivered, calls counted one by one,
+    # and a plugin that raises mid-batch is disabled there and gets no more of it.
+    readings = []
+
+    def clock():
+        readings.append(1)
+        return 0.0
+
+    class Recorder(Plugin):
+        def __init__(self, name, fail_at=None):
+            self.name, self.fail_at, self.seen = name, fail_at, []
+
+        def on_command(self, conn, cmd):
+            self.seen.append(cmd.cmd)
+            if len(self.seen) == self.fail_at:
+                raise ValueError("boom")
+
+    analysis = Analysis([])
+    manager = PluginManager(analysis, warn=lambda message: None, clock=clock, collector_seconds=lambda: 0.0)
+    whole, failing = Recorder("whole"), Recorder("failing", fail_at=2)
+    for p in (whole, failing):
+        manager.add(p, "test")
+    analysis.sinks.append(manager)
+    conn = analysis.open(conn_id="1")
+    analysis.feed(conn, C2S, b"PNG\r\nCHG 1 NLN 0\r\nUUX 2 0\r\nOUT\r\n", 1.0)
+    assert whole.seen == ["PNG", "CHG", "UUX", "OUT"]
+    assert failing.seen == ["PNG", "CHG"]                 # disabled at the second, not called again
+    assert len(readings) == 2 + 1                         # start and end of whole's batch; start of failing's
+    assert manager.loaded[0].calls == 4 and not manager.loaded[1].enabled
+    assert "analyzer.plugin.failed" in manager.raised

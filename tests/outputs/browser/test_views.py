@@ -369,3 +369,31 @@ def test_a_capture_with_only_bytes_that_are_not_msnp_says_so_and_lists_them(tmp_
     assert "No MSNP in this capture" in page.text_content("#detail")
     assert page.eval_on_selector_all("#spacer .row", "els => els.length") >= 1   # what was there, listed
     assert opened.errors == []
+
+
+def test_a_busy_connection_is_drawn_from_density_until_zoomed_in(tmp_path, open_page):
+    from analyzer.msnp import C2S, S2C, encode_command
+    from analyzer.msnp.transcript import Chunk
+    chunks = [Chunk(C2S, encode_command("VER", 1, ["MSNP8", "CVR0"]), 0.0, "ns"),
+              Chunk(S2C, encode_command("VER", 1, ["MSNP8"]), 0.01, "ns")]
+    for k in range(600):  # 1,200 lines in 60 s: more than the overview's width can show one by one
+        chunks.append(Chunk(C2S, encode_command("PNG", None, []), 1 + k * 0.1, "ns"))
+        chunks.append(Chunk(S2C, encode_command("QNG", None, ["50"]), 1.02 + k * 0.1, "ns"))
+    _, timeline = write_page(tmp_path / "busy.html", {"busy": chunks})
+    meta, rows = timeline.data()
+    page = open_page(tmp_path / "busy.html").page
+    canvas = page.query_selector("#ov-canvas")
+    assert canvas.get_attribute("data-density") == "1"
+    # A click still finds the line nearest to it.
+    box = canvas.bounding_box()
+    view = [float(v) for v in canvas.get_attribute("data-view").split(",")]
+    width = box["width"] - 190 - 10
+    target = 601
+    x = 190 + (rows[target][1] - view[0]) / (view[1] - view[0]) * width
+    page.mouse.click(box["x"] + x, box["y"] + 24 + 9)
+    picked = selected_row(page)
+    assert picked is not None and abs(rows[picked][1] - rows[target][1]) < 0.3
+    for _ in range(6):
+        page.click("#ov-in")
+    frames(page)
+    assert canvas.get_attribute("data-density") == "0"   # zoomed in: single lines

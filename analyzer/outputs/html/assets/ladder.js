@@ -80,10 +80,31 @@ function drawLadder() {
 }
 
 function ladderSvg(lis, shown) {
-  const col = new Map(lis.map((li, k) => [li, LADDER.LEFT + (k + 1) * LADDER.COLW]));
+  // Few columns get wider ones (room for the parameters); the title needs about 700 px.
+  const colW = lis.length <= 2 ? 380 : LADDER.COLW;
+  const col = new Map(lis.map((li, k) => [li, LADDER.LEFT + (k + 1) * colW]));
   const clientX = LADDER.LEFT;
-  const width = LADDER.LEFT + (lis.length + 1) * LADDER.COLW;
-  const height = LADDER.TOP + (shown.length + 1) * LADDER.STEP;
+  const width = Math.max(700, LADDER.LEFT + (lis.length + 1) * colW);
+  // One step per line; a pause of a second or more gets a little room and a note, so the
+  // evenly spaced arrows do not hide where the session waited.
+  // "A pause" is long for this ladder: 20 times its median step, and at least 2 s.
+  const steps = [];
+  for (let k = 1; k < shown.length; k++) {
+    const a = row(shown[k - 1])[1], b = row(shown[k])[1];
+    if (a !== null && b !== null) steps.push(b - a);
+  }
+  steps.sort((a, b) => a - b);
+  const pauseAt = Math.max(2, 20 * (steps.length ? steps[steps.length >> 1] : 0));
+  const yOf = new Map(), gaps = [];
+  let y = LADDER.TOP + LADDER.STEP / 2, prevT = null;
+  for (const i of shown) {
+    const t = row(i)[1];
+    if (prevT !== null && t !== null && t - prevT >= pauseAt) { gaps.push([y - LADDER.STEP / 2, t - prevT]); y += LADDER.STEP * 0.8; }
+    yOf.set(i, y);
+    y += LADDER.STEP;
+    if (t !== null) prevT = t;
+  }
+  const height = y + LADDER.STEP / 2;
   const svg = svgEl("svg", {xmlns: SVGNS, width: width, height: height, viewBox: "0 0 " + width + " " + height,
     "font-family": "Menlo, Consolas, monospace", "font-size": 11});
   svg.id = "ladder";
@@ -101,8 +122,11 @@ function ladderSvg(lis, shown) {
     svg.appendChild(svgEl("text", {x: x, y: LADDER.TOP - 24, "text-anchor": "middle", "font-weight": "bold", fill: "#1f2a44"}, name));
     svg.appendChild(svgEl("text", {x: x, y: LADDER.TOP - 12, "text-anchor": "middle", fill: "#77809a", "font-size": 10}, addr));
   }
-  const yOf = new Map();
-  shown.forEach((i, k) => yOf.set(i, LADDER.TOP + (k + 0.5) * LADDER.STEP));
+  for (const [gy, pause] of gaps) {
+    svg.appendChild(svgEl("line", {x1: 4, y1: gy + 6, x2: LADDER.LEFT - 6, y2: gy + 6, stroke: "#d5dae5", "stroke-dasharray": "2 3"}));
+    svg.appendChild(svgEl("text", {class: "pause", x: 6, y: gy + 9, fill: "#9aa3b5", "font-size": 9,
+      "font-family": "system-ui, sans-serif"}, "\u22ee " + fmtSpan(pause) + " later"));
+  }
   const defs = svgEl("defs", {});
   for (const [id, color] of [["ah-c2s", "#1f5fbf"], ["ah-s2c", "#a0329b"]]) {
     const m = svgEl("marker", {id: id, markerWidth: 8, markerHeight: 8, refX: 7, refY: 4, orient: "auto"});

@@ -68,13 +68,15 @@ function drawOverview() {
   const firstLane = Math.max(0, Math.floor(top / OV.LH));
   const lastLane = Math.min(lanes.length - 1, Math.floor((top + H - OV.AXIS) / OV.LH));
   const plotW = ovPlotWidth(), span = ovView[1] - ovView[0];
-  for (let li = firstLane; li <= lastLane; li++) drawLane(ctx, li, plotW, span, W);
+  let fromDensity = 0;
+  for (let li = firstLane; li <= lastLane; li++) if (drawLane(ctx, li, plotW, span, W) === "density") fromDensity++;
   drawChats(ctx, firstLane, lastLane);
   const arrows = drawReferrals(ctx, top, H);
   drawSelected(ctx);
   drawAxis(ctx, W);
   ovCanvas.dataset.lanes = lanes.length ? firstLane + "-" + lastLane : "";
   ovCanvas.dataset.view = ovView[0] + "," + ovView[1];
+  ovCanvas.dataset.density = String(fromDensity);   // lanes whose ticks came from density bins
   $("ov-range").textContent = fmtSpan(span) + " across, from " + fmtTime(ovView[0]) + " s";
   listArrows(arrows);
   ovDrawn = true;
@@ -112,9 +114,11 @@ function drawLane(ctx, li, plotW, span, W) {
   const overlap = l.start === null ? 0 : Math.max(0, Math.min(ovView[1], l.end) - Math.max(ovView[0], l.start));
   const duration = l.start === null ? 0 : Math.max(l.end - l.start, 1e-9);
   const estimate = l.count * Math.min(1, overlap / duration);
-  if (ready && estimate < plotW / 3) drawRows(ctx, li, y);
+  const mode = ready && estimate < plotW / 3 ? "rows" : "density";
+  if (mode === "rows") drawRows(ctx, li, y);
   else drawDensity(ctx, l, y);
   ctx.restore();
+  return mode;
 }
 
 function drawRows(ctx, li, y) {
