@@ -262,6 +262,9 @@ class Linker:
         # even when an open stream could still join them ("forced" in their session record).
         self.max_held = max_held if max_held is not None else 20 * (settle_after or 0)
         self.forced = 0
+        # No held stream ended before this: until capture time passes it by the window, no
+        # login can settle, so a pass (linear in what is held) is not tried (a min, may be stale low).
+        self._oldest_end = _NEVER
         self._ns_of_cookie: dict[bytes, str] = {}  # XFR SB / RNG cookie -> the stream that sent it
         # Told of a limit hit (Analysis.anomaly, set by the run): conn, Anomaly.
         self.reporter = None
@@ -310,6 +313,9 @@ class Linker:
         ended = self.conns[conn.id] = Ended(conn)  # the stream is over (see Analysis.close)
         if ended.last_ts is not None and (self._now is None or ended.last_ts > self._now):
             self._now = ended.last_ts
+        end = self._end(conn.id)
+        if end is not None and end < self._oldest_end:
+            self._oldest_end = end
         self._result = None
         if self.settle_after is not None and self._ended > self._next_try:
             self._settle()
@@ -718,6 +724,9 @@ class Linker:
 
     def _settle(self) -> None:
         """Hand over the records of the sessions that have settled and forget their streams."""
+        if self._ended <= self.max_held and (self._now is None or self._oldest_end >= self._now - self.window):
+            self._next_try = self._backoff()   # every held stream ended within the window: nothing can settle
+            return
         res = self._link()
         self._result = None
         done: list[dict] = []
@@ -781,6 +790,8 @@ class Linker:
             del self.facts[sid]
             del self.conns[sid]
         self.referrals = [r for r in self.referrals if r.stream not in gone]
+        ends = [self._end(sid) for sid, c in self.conns.items() if isinstance(c, Ended)]
+        self._oldest_end = min((e for e in ends if e is not None), default=_NEVER)
         self._ns_of_cookie = {c: sid for c, sid in self._ns_of_cookie.items() if sid not in gone}
         self._ended -= len(gone)
         self._next_try = self._backoff()

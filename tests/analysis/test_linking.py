@@ -395,6 +395,32 @@ def test_logins_that_end_inside_the_window_settle_past_the_bound_and_passes_stay
     assert passes <= 2 * n / 50 + 10   # a pass (about 100 held) per 50 streams or more
 
 
+def test_no_pass_is_tried_while_every_held_stream_ended_inside_the_window():
+    # Streams that all end within the link window: none can settle yet, so the settling passes
+    # (each linear in what is held) are not tried at all; the records still come at the end.
+    out = io.StringIO()
+    redactor = Redactor(enabled=False)
+    linker = Linker(redactor, settle_after=10, max_held=10_000)
+    writer = JsonLinesWriter(out, redactor)
+    analysis = Analysis([linker, writer, LinkWriter(linker, [writer])])
+    passes = 0
+    real = linker._link
+
+    def counting():
+        nonlocal passes
+        passes += 1
+        return real()
+    linker._link = counting
+    for i in range(2000):
+        conn = analysis.open("127.1.0.%d:%d" % (1 + i % 250, 20000 + i), "127.0.0.2:1863")
+        analysis.feed(conn, C2S, b"USR 1 MD5 I u%d@example.com\r\n" % i, 1.0 + i / 2000)
+        analysis.close(conn, 1.0 + i / 2000)
+    assert passes == 0
+    analysis.finish()
+    sessions = [json.loads(line) for line in out.getvalue().splitlines() if '"session"' in line]
+    assert len(sessions) == 2000 and passes == 1
+
+
 class CountingDict(dict):
     """A dict that counts its look-ups."""
 
