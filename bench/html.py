@@ -7,7 +7,8 @@ Captures (pcap, loopback addresses, written by a process of its own so that its
 memory never counts in a measured one): a scripted MSNP8 login (DS, NS with
 presence and keep-alives) whose switchboards carry chats of 2,000 commands
 (messages, acknowledgements, replies, typing), with about each of --sizes
-commands; and one login with --connections switchboards of 8 commands each.
+commands; and one login with --connections switchboards of about 8 commands
+each (with the NS's XFR, NLN and keep-alives, about 13 commands per switchboard).
 
 For each capture, in this run:
 - the exporter, `msnp-analyzer export CAPTURE -o PAGE`, and the baseline
@@ -118,13 +119,14 @@ def login(out: PcapOut) -> Flow:
     return ns
 
 
-def build(path: Path, commands: int, per_sb: int) -> int:
-    """A login whose switchboards carry about `per_sb` commands each, `commands` in all."""
+def build(path: Path, commands: int, per_sb: int, boards: int = 0) -> int:
+    """A login whose switchboards carry about `per_sb` commands each, `commands` in all (or,
+    with `boards`, that many switchboards)."""
     with open(path, "wb") as f:
         out = PcapOut(f)
         ns = login(out)
         trid, sb = 4, 0
-        while out.commands < commands:
+        while (sb < boards) if boards else (out.commands < commands):
             sb += 1
             cookie = b"%d.%d.17262740" % (sb, sb * 7919)
             buddy = b"buddy%d@example.com" % sb
@@ -139,7 +141,7 @@ def build(path: Path, commands: int, per_sb: int) -> int:
             board.send("c", b"CAL 2 %s" % buddy).send("s", b"CAL 2 RINGING %d" % (1000 + sb))
             board.send("s", b"JOI %s Buddy%%20%d" % (buddy, sb))
             strid = 3
-            while out.commands - start < per_sb - 2 and out.commands < commands:
+            while out.commands - start < per_sb - 2 and (boards or out.commands < commands):
                 body = TEXT + b"message %d to buddy %d" % (strid, sb)
                 board.send("c", b"MSG %d A %d" % (strid, len(body)), body)
                 board.send("s", b"ACK %d" % strid)
@@ -223,17 +225,17 @@ def main() -> int:
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per exporter run")
     ap.add_argument("--keep", type=Path, help="write captures and pages here (default: a temporary directory)")
-    ap.add_argument("--build", nargs=4, metavar=("PATH", "COMMANDS", "PER_SB", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--build", nargs="+", metavar="ARG", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.build:
-        path, commands, per_sb, out = args.build
-        Path(out).write_text(json.dumps(build(Path(path), int(commands), int(per_sb))))
+        path, commands, per_sb, out, *boards = args.build
+        Path(out).write_text(json.dumps(build(Path(path), int(commands), int(per_sb), int(boards[0]) if boards else 0)))
         return 0
     if not args.no_browser and not Path(args.chromium).exists():
         sys.exit(f"no chromium at {args.chromium}: run scripts/install-test-deps (or --no-browser)")
-    cases = [(f"{int(s):,} commands", int(s), 2000) for s in args.sizes.split(",")]
+    cases = [(f"{int(s):,} commands", int(s), 2000, 0) for s in args.sizes.split(",") if s]
     if args.connections:
-        cases.append((f"{args.connections:,} connections", args.connections * 8, 8))
+        cases.append((f"{args.connections:,} connections", 0, 8, args.connections))
     tmp = None
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
@@ -242,12 +244,12 @@ def main() -> int:
         tmp = tempfile.TemporaryDirectory()
         work = Path(tmp.name)
     results = []
-    for label, commands, per_sb in cases:
-        stem = work / f"html_{commands}_{per_sb}"
+    for label, commands, per_sb, boards in cases:
+        stem = work / (f"html_{commands}_{per_sb}" if not boards else f"html_{boards}_switchboards")
         capture, page, jsonl, count = (stem.with_suffix(".pcap"), stem.with_suffix(".html"),
                                        stem.with_suffix(".jsonl"), stem.with_suffix(".count"))
-        subprocess.run([sys.executable, __file__, "--build", str(capture), str(commands), str(per_sb), str(count)],
-                       check=True)
+        subprocess.run([sys.executable, __file__, "--build", str(capture), str(commands), str(per_sb), str(count),
+                        str(boards)], check=True)
         built = json.loads(count.read_text())
         base = run(["analyze", str(capture), "--json", str(jsonl), "-q"], args.timeout)
         export = run(["export", str(capture), "-o", str(page)], args.timeout)

@@ -20,8 +20,9 @@ totals of the "more chats" row: the terminal section needs no more, and
 memory stays flat however many switchboards the capture holds.
 
 For the HTML report the text is kept, but at most `BOARD_LINES` lines per
-board and `REPORT_LINES` over all boards (`line_limit`): the timeline's rows
-hold every message already, and the section says how many more there were
+board and `REPORT_LINES` over all boards (`line_limit`), in sections for the
+first `HTML_BOARDS` chats: the timeline's rows hold every message already, and
+the sections say how many more there were
 (`msnp-analyzer chat` keeps every line: it builds the plugin with
 `line_limit=None`).
 """
@@ -97,6 +98,7 @@ def format_ts(ts: float | None, zone: Clock = UTC) -> str:
 
 BOARD_LINES = 200      # chat lines per board kept for the HTML report
 REPORT_LINES = 5_000   # chat lines over all boards kept for the HTML report
+HTML_BOARDS = 200      # chats with a section of their own in the HTML report
 ALL_LINES = (float("inf"), float("inf"))  # `line_limit` of the chat command: every line
 
 
@@ -276,8 +278,15 @@ class ChatPlugin(Plugin):
         return sorted(boards, key=_first_message)
 
     def html_sections(self) -> list[dict]:
+        """One section per chat, for the first HTML_BOARDS chats with lines kept; the others
+        (and what the line limits left out) are counted in one last section."""
         out = []
+        rest = [0, 0]  # chats, messages not listed
         for sb in self.transcripts():
+            if len(out) >= HTML_BOARDS or not sb.lines:
+                rest[0] += 1
+                rest[1] += sb.messages
+                continue
             title = (f"Chat on switchboard {sb.stream} ({sb.client or '?'} - {sb.server or '?'}): "
                      f"{', '.join(sb.participants) or UNKNOWN}")
             rows = [[format_ts(ln.ts), ln.sender or UNKNOWN, ln.text] for ln in sb.lines]
@@ -285,6 +294,10 @@ class ChatPlugin(Plugin):
                 rows.append(["…", "", f"{sb.more_lines} more messages not listed here (they are rows of the "
                                       "timeline; msnp-analyzer chat CAPTURE prints the whole transcript)"])
             out.append(section(title, ["time", "sender", "text"], rows))
+        if rest[0]:
+            out.append(section(f"{rest[0]} more chats", ["chats", "messages", "note"],
+                               [[str(rest[0]), str(rest[1]), "not listed here (they are rows of the timeline; "
+                                 "msnp-analyzer chat CAPTURE prints every transcript)"]]))
         return out
 
     def terminal_sections(self) -> list:

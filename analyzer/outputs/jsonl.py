@@ -60,23 +60,38 @@ def _plain_number(value) -> bool:
     return type(value) is not float or value == 0.0 or 1e-4 <= abs(value) < 1e16
 
 
+# Characters that JSON leaves raw inside a string but that line splitters other than "\n"
+# split on (Python's str.splitlines, JavaScript's line terminators): escaped, so a record
+# is one line for every reader. JSON text outside strings is ASCII, so escaping them
+# wherever they appear in a line is exact.
+_LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def one_line(line: str) -> str:
+    """`line` with U+0085, U+2028 and U+2029 written as JSON escapes."""
+    if line.isascii() or ("\x85" not in line and "\u2028" not in line and "\u2029" not in line):
+        return line
+    return line.translate(_LINE_BREAKS)
+
+
 def reference(rec) -> str:
-    """The rule: `_encode(rec)`; a record holding NaN or an infinity (not JSON) or a lone
-    surrogate (not UTF-8) is written through analyzer.text.clean_data: null, and escapes."""
+    """The rule: `_encode(rec)` with `one_line`; a record holding NaN or an infinity (not
+    JSON) or a lone surrogate (not UTF-8) is written through analyzer.text.clean_data:
+    null, and escapes."""
     try:
         line = _encode(rec)
         if not line.isascii():
             line.encode("utf-8")  # a lone surrogate (orjson refused it too) cannot be written
-        return line
+        return one_line(line)
     except ValueError:  # NaN or an infinity; or UnicodeEncodeError, a ValueError too
-        return _encode(clean_data(rec))
+        return one_line(_encode(clean_data(rec)))
 
 
 def encode(rec) -> str:
     """`reference(rec)`, byte for byte, through orjson when it can."""
     if _plain(rec):
         try:
-            return _dumps(rec, option=_OPTIONS).decode()
+            return one_line(_dumps(rec, option=_OPTIONS).decode())
         except TypeError:
             pass
     return reference(rec)
@@ -173,11 +188,11 @@ class JsonLinesWriter:
         if self.out.closed:
             return  # the run's file was closed (a report rendered after it): nothing to write to
         try:
-            self.out.write(line + "\n")  # a text stream encodes all of it before writing any
+            self.out.write(one_line(line) + "\n")  # a text stream encodes all of it before writing any
         except UnicodeEncodeError:
             # A lone surrogate (a plugin's odd charset, a file name that is not UTF-8):
             # every JSON line stays valid UTF-8 (see analyzer.text).
-            self.out.write(_encode(clean_data(rec)) + "\n")
+            self.out.write(one_line(_encode(clean_data(rec))) + "\n")
         if self.flush_each:
             self.out.flush()
 

@@ -26,13 +26,25 @@ pub fn push_str(out: &mut String, s: &str) {
 }
 
 fn escape_into(out: &mut String, s: &str) {
+    // As analyzer/outputs/jsonl.py `reference` writes a string: control characters, quote
+    // and backslash escaped, and (`one_line`) U+0085, U+2028 and U+2029 too, which other
+    // line splitters than "\n" split on (Python's str.splitlines, JavaScript).
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b >= 0x20 && b != b'"' && b != b'\\' {
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let skip = match b {
+            0xC2 if bytes.get(i + 1) == Some(&0x85) => 2,
+            0xE2 if bytes.get(i + 1) == Some(&0x80) && matches!(bytes.get(i + 2), Some(0xA8) | Some(0xA9)) => 3,
+            _ if b >= 0x20 && b != b'"' && b != b'\\' => 0,
+            _ => 1,
+        };
+        if skip == 0 {
+            i += 1;
             continue;
         }
-        out.push_str(&s[start..i]); // `b` is ASCII: `i` is a char boundary
+        out.push_str(&s[start..i]); // `b` is ASCII or a lead byte: `i` is a char boundary
         match b {
             b'"' => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
@@ -41,11 +53,15 @@ fn escape_into(out: &mut String, s: &str) {
             b'\t' => out.push_str("\\t"),
             0x08 => out.push_str("\\b"),
             0x0c => out.push_str("\\f"),
+            0xC2 => out.push_str("\\u0085"),
+            0xE2 if bytes[i + 2] == 0xA8 => out.push_str("\\u2028"),
+            0xE2 => out.push_str("\\u2029"),
             _ => {
                 let _ = write!(out, "\\u{:04x}", b);
             }
         }
-        start = i + 1;
+        i += skip;
+        start = i;
     }
     out.push_str(&s[start..]);
 }
@@ -247,8 +263,8 @@ mod tests {
     #[test]
     fn strings_are_escaped_as_json_escapes_them() {
         let mut s = String::new();
-        push_str(&mut s, "a\"b\\c\n\r\t\x08\x0c\x01\x1f\x7f é\u{2028}");
-        assert_eq!(s, "\"a\\\"b\\\\c\\n\\r\\t\\b\\f\\u0001\\u001f\x7f é\u{2028}\"");
+        push_str(&mut s, "a\"b\\c\n\r\t\x08\x0c\x01\x1f\x7f é\u{2028}\u{2029}\u{85}\u{2027}\u{86}");
+        assert_eq!(s, "\"a\\\"b\\\\c\\n\\r\\t\\b\\f\\u0001\\u001f\x7f é\\u2028\\u2029\\u0085\u{2027}\u{86}\"");
     }
 
     #[test]

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from analyzer.analysis.run import Analysis
 from analyzer.msnp import C2S, S2C, Command
 from analyzer.capture.files import feed_capture
-from analyzer.outputs.jsonl import JsonLinesWriter, _encode, encode, reference
+from analyzer.outputs.jsonl import JsonLinesWriter, encode, reference
 from analyzer.analysis.redact import Redactor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ class Both:
     def event(self, conn, event):
         record = self.writer.record(conn, event)
         if record is not None:
-            generic = _encode(record)
+            generic = reference(record)
             self.writer.out = io.StringIO()
             self.writer.event(conn, event)
             self.pairs.append((self.writer.out.getvalue(), generic + "\n"))
@@ -36,7 +36,7 @@ class Both:
         self.writer.out = io.StringIO()
         self.writer.stream(conn)
         from analyzer.outputs.jsonl import stream_record
-        self.pairs.append((self.writer.out.getvalue(), _encode(stream_record(conn)) + "\n"))
+        self.pairs.append((self.writer.out.getvalue(), reference(stream_record(conn)) + "\n"))
 
     def close(self):
         pass
@@ -77,8 +77,9 @@ def test_fast_path_equals_the_generic_encoder_on_any_command(code, trid, params,
     record = writer.record(Conn if stream is not None else None, cmd)
     writer.event(Conn if stream is not None else None, cmd)
     line = writer.out.getvalue()
-    assert line == _encode(record) + "\n"
+    assert line == reference(record) + "\n"
     assert json.loads(line) == record
+    assert line.splitlines() == [line[:-1]]
 
 
 values = st.recursive(
@@ -105,3 +106,23 @@ def test_unusual_values_fall_back_to_the_generic_encoder():
     for value in (1e-05, 1.5e16, float("inf"), "\ud800", 2**64, {1: "a"}):
         assert encode({"v": value}) == reference({"v": value})
     assert encode({"v": float("inf")}) == '{"v":null}'
+
+
+def test_a_record_is_one_line_for_every_line_splitter():
+    """U+2028, U+2029 and U+0085 are valid raw in a JSON string, but Python's
+    str.splitlines (and JavaScript) break lines there: a record holding them from the wire
+    must still be one line, on every path (orjson, the generic encoder, the fallbacks)."""
+    breaks = "a\u2028b\u2029c\x85d"
+    for rec in ({"kind": "x", "v": breaks}, {"kind": "x", "v": breaks, "f": 1e-9},
+                {"kind": "x", "v": breaks, "t": float("nan")}, {"kind": "x", "v": breaks + "\ud800"}):
+        line = encode(rec)
+        assert line == reference(rec)
+        assert line.splitlines() == [line]
+        assert "\u2028" not in line and "\u2029" not in line and "\x85" not in line
+        assert json.loads(line)["v"].startswith("a\u2028b\u2029c\x85d")
+    payload = "x\u2028y".encode()
+    cmd = Command(S2C, "MSG", None, [b"a\xe2\x80\xa9b", b"N", b"3"], b"MSG\r\n", payload, len(payload), 0, 1.0)
+    out = io.StringIO()
+    JsonLinesWriter(out, Redactor(key=b"k" * 16)).event(None, cmd)
+    (line,) = out.getvalue().splitlines()
+    assert json.loads(line)["params"][0] == "a\u2029b" and json.loads(line)["payload"] == "x\u2028y"

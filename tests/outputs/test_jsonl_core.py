@@ -164,3 +164,15 @@ def test_floats_are_written_as_repr_writes_them(value):
         assert line is not None and f'"ts":{value!r},' in line
     else:
         assert line is None
+
+
+def test_line_separators_from_the_wire_are_escaped_as_python_escapes_them():
+    """U+2028, U+2029 and U+0085 (which str.splitlines splits on) in a parameter, a payload
+    and a stream id: the formatter writes the escapes the Python writer writes."""
+    breaks = "\u2028\u2029\x85".encode()
+    cmd = Command(S2C, "JOI", None, [b"a" + breaks + b"@example.com", b"A" + breaks], b"JOI\r\n", None, None, 0, 2.5)
+    events = [(Conn("s" + breaks.decode()), msg(b"hi " + breaks + b" \xe2\x80 \xc2")), (Conn("1"), cmd)]
+    assert formatter()(None, cmd) is not None   # formatted by the core, not declined
+    fast, slow = written(events, compiled=True), written(events, compiled=False)
+    assert fast == slow
+    assert len(fast.splitlines()) == 2 and "\u2028" not in fast and "\\u2028" in fast

@@ -189,3 +189,14 @@ def test_html_lines_are_capped_per_board_and_overall_and_the_rest_counted(tmp_pa
     from msnp_analyzer_plugins.chat import ALL_LINES
     _, manager = run(transcript(tmp_path, text, "all.msnp"), ChatPlugin(line_limit=ALL_LINES))
     assert [len(sb.lines) for sb in manager.get("chat").transcripts()] == [6, 6]
+
+
+def test_html_sections_list_the_first_chats_and_count_the_rest(tmp_path, monkeypatch):
+    from msnp_analyzer_plugins import chat as chat_module
+    monkeypatch.setattr(chat_module, "HTML_BOARDS", 3)
+    text = "".join(client_msg(i + 1, TEXT + f"hello {i}").replace(">>>", f"@sb{i} >>>") for i in range(5))
+    _, manager = run(transcript(tmp_path, text), ChatPlugin())
+    sections = manager.get("chat").html_sections()
+    assert [s["title"].split(" (")[0] for s in sections[:3]] == [f"Chat on switchboard sb{i}" for i in range(3)]
+    assert sections[3]["title"] == "2 more chats" and sections[3]["rows"][0][:2] == ["2", "2"]
+    assert len(sections) == 4
