@@ -27,6 +27,7 @@ decoded as the events module does (UTF-8, anything else as \\xNN).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from sys import intern
 from typing import NamedTuple
 from urllib.parse import unquote_to_bytes
 
@@ -96,14 +97,17 @@ class Endpoint:
 
 
 def parse_endpoint(token: bytes) -> Endpoint:
+    # Interned: one user's handle is kept by the connection, linking's participants and the
+    # chat plugin, on every connection of its login; one string serves them all (interned
+    # strings are freed when the last holder lets go).
     handle, sep, guid = token.partition(b";")
-    text = _text(token)
-    return Endpoint(text, _text(handle) if sep else text, _text(guid) if sep else None)
+    text = intern(_text(token))
+    return Endpoint(text, intern(_text(handle)) if sep else text, _text(guid) if sep else None)
 
 
 def handle_of(token: bytes) -> str:
     """The person of a `handle` or `handle;{guid}` token."""
-    return _text(token.partition(b";")[0])
+    return intern(_text(token.partition(b";")[0]))
 
 
 def nick_text(raw: bytes) -> str:
