@@ -397,3 +397,28 @@ def test_a_busy_connection_is_drawn_from_density_until_zoomed_in(tmp_path, open_
         page.click("#ov-in")
     frames(page)
     assert canvas.get_attribute("data-density") == "0"   # zoomed in: single lines
+
+
+def test_the_ladder_svg_is_well_formed_xml_whatever_the_wire_carried(tmp_path, open_page):
+    """NUL, C0 controls and lone surrogates cannot appear in XML 1.0: text from the wire
+    holding them must not make the downloaded SVG a file no XML reader opens."""
+    from analyzer.msnp.transcript import Chunk, format_chunks
+    chunks = [("c2s", b"USR 1 bob@example.com 1234.5678\r\n"), ("s2c", b"USR 1 OK bob@example.com Bob\r\n"),
+              ("c2s", b"CAL 2 al\x00i\x01c\x1be\xed\xa0\x80@example.com\r\n"), ("s2c", b"CAL 2 RINGING 11752013\r\n"),
+              ("s2c", b"JOI al\x00ice@example.com Al\x0bice\r\n")]
+    src = tmp_path / "controls.msnp"
+    src.write_text(format_chunks([Chunk(d, data, 1.0 + i / 10, "sb1") for i, (d, data) in enumerate(chunks)]))
+    path = tmp_path / "controls.html"
+    assert cli(["export", "-q", str(src), "-o", str(path)]) in (0, 1)
+    opened = open_page(path)
+    page = opened.page
+    page.click("#tabs button[data-view='ladder']")
+    page.wait_for_selector("#ladder g.arrow")
+    with page.expect_download() as info:
+        page.click("#ladder-svg")
+    saved = tmp_path / "ladder.svg"
+    info.value.save_as(saved)
+    root = ET.parse(saved).getroot()   # a parse error here: the file is not XML
+    texts = " ".join(t.text or "" for t in root.iter(SVG + "text"))
+    assert "CAL 2 al" in texts and "\ufffd" in texts
+    assert opened.errors == []

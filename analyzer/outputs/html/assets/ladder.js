@@ -7,10 +7,15 @@ const SVGNS = "http://www.w3.org/2000/svg";
 const LADDER = {STEP: 22, TOP: 84, LEFT: 92, COLW: 230, PAGE: 1500, LABEL: 46};
 let ladderKey = null, ladderOffset = 0;
 
+// Characters XML 1.0 cannot hold (C0 controls but tab/LF/CR, U+FFFE/U+FFFF, lone surrogates):
+// XMLSerializer writes them as they are, and the downloaded SVG would open nowhere. Text
+// from the wire shows them as U+FFFD in the ladder.
+const NOT_XML = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]|\p{Cs}/gu;
+
 function svgEl(tag, attrs, text) {
   const e = document.createElementNS(SVGNS, tag);
-  for (const k in attrs) e.setAttribute(k, String(attrs[k]));
-  if (text !== undefined && text !== null) e.textContent = String(text);
+  for (const k in attrs) e.setAttribute(k, String(attrs[k]).replace(NOT_XML, "\ufffd"));
+  if (text !== undefined && text !== null) e.textContent = String(text).replace(NOT_XML, "\ufffd");
   return e;
 }
 
