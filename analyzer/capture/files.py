@@ -135,11 +135,7 @@ def _identify(name: str, inputs: Inputs, streams: bool) -> Input:
     if head.startswith(_CAPTURE_MAGICS):
         return Input(name, "capture", path)
     if head.startswith(GZIP_MAGIC):
-        try:
-            with gzip.open(path, "rb") as f:
-                inner = f.read(HEAD)
-        except (OSError, EOFError) as exc:
-            raise UsageError(f"{name}: a damaged gzip file ({exc})") from None
+        inner = _gunzip_head(name, path)
         if inner.startswith(_CAPTURE_MAGICS) or not inner:
             return Input(name, "capture", path)  # the capture reader unpacks it as it goes
         try:
@@ -153,6 +149,26 @@ def _identify(name: str, inputs: Inputs, streams: bool) -> Input:
         raise UsageError(f"{name}: {describe(head)}; msnp-analyzer reads pcap, pcapng, mitmproxy flow files, "
                          f"transcripts and MSNP byte streams")
     return Input(name, kind, path)
+
+
+def _gunzip_head(name: str, path: str) -> bytes:
+    """The first HEAD unpacked bytes of a gzip file, or as many as a cut-short file holds:
+    a truncated .pcap.gz is still a capture, whose reader keeps every packet before the
+    cut and reports capture.truncated (`read(HEAD)` raised EOFError and lost them all)."""
+    inner = b""
+    try:
+        with gzip.open(path, "rb") as f:
+            while len(inner) < HEAD:
+                part = f.read1(HEAD - len(inner))
+                if not part:
+                    break
+                inner += part
+    except EOFError:
+        if not inner:
+            raise UsageError(f"{name}: a damaged gzip file (it ends before any unpacked byte)") from None
+    except OSError as exc:
+        raise UsageError(f"{name}: a damaged gzip file ({exc})") from None
+    return inner
 
 
 def _head(name: str, path: str) -> bytes:

@@ -218,17 +218,35 @@ class _CappedInflate:
         self.cap = cap
         self.inflated = 0
         self.hit = False
+        self.cut = False     # the gzip stream ended before its end-of-stream marker
 
     def read(self, size: int = -1) -> bytes:
         room = self.cap - self.inflated
         if room <= 0:
             self.hit = True
             return b""
-        data = self._f.read(room if size is None or size < 0 else min(size, room))
+        data = self._read(room if size is None or size < 0 else min(size, room))
         self.inflated += len(data)
-        if self.inflated >= self.cap and self._f.read(1):
+        if self.inflated >= self.cap and self._read(1):
             self.hit = True
         return data
+
+    def _read(self, size: int) -> bytes:
+        """Up to `size` inflated bytes. A stream cut short reads as the end of the file after
+        the last byte it unpacks (GzipFile.read raised EOFError and dropped what it had
+        unpacked of that read): the record loop then reports the damage where it stops."""
+        parts, got = [], 0
+        while got < size and not self.cut:
+            try:
+                part = self._f.read1(size - got)
+            except EOFError:
+                self.cut = True
+                break
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
 
     def __getattr__(self, name):
         return getattr(self._f, name)

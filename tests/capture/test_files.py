@@ -152,3 +152,25 @@ def test_a_text_file_starting_with_a_capital_word_is_no_msnp_stream(tmp_path, ca
     assert "a text file starting 'THE capture is in the other folder'" in capsys.readouterr().err
     notes.write_bytes(b"QRY 18 msmsgs@msnmsgr.com 32\r\n")  # a command it knows: a stream
     assert main(["decode", str(notes), "--fail-on", "never"]) == 0
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.95])
+def test_a_cut_short_small_gzip_capture_keeps_what_came_before_the_cut(tmp_path, capsys, keep):
+    """A .pcap.gz that unpacks to less than the detection head (64 KiB) and is cut short:
+    the packets before the cut are analysed and the damage is named, not a one-line error."""
+    whole = gzip.compress((CAPTURES / "msnp8_login_chat.pcap").read_bytes())
+    cut = tmp_path / "cut.pcap.gz"
+    cut.write_bytes(whole[:int(len(whole) * keep)])
+    out = tmp_path / "o.jsonl"
+    assert main(["analyze", "-q", str(cut), "--json", str(out)]) in (0, 1)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    full = _commands_of(CAPTURES / "msnp8_login_chat.pcap", tmp_path, capsys)
+    commands = [r for r in records if r["kind"] == "command"]
+    assert 0 < len(commands) < full
+    assert any(r["kind"] == "anomaly" and r["name"] == "capture.truncated" for r in records)
+
+
+def _commands_of(path: Path, tmp_path: Path, capsys) -> int:
+    out = tmp_path / "whole.jsonl"
+    assert main(["analyze", "-q", str(path), "--json", str(out)]) == 0
+    return len(_commands(out))
