@@ -665,6 +665,19 @@ class Linker:
                 key = (self._session_handle(members) or "").lower()
                 if key:
                     by_handle.setdefault(key, []).append(root)
+        # Each group's time span is computed once and widened as switchboards join it, and the
+        # groups that grew are put back in capture order once at the end: thousands of
+        # switchboards of one user joining one login cost linear time (they were quadratic).
+        spans: dict[str, tuple] = {}
+
+        def span(root: str) -> tuple:
+            found = spans.get(root)
+            if found is None:
+                starts = [t for t in map(self._start, groups[root]) if t is not None]
+                ends = [t for t in map(self._end, groups[root]) if t is not None]
+                found = spans[root] = (min(starts, default=None), max(ends, default=None))
+            return found
+        grown: set[str] = set()
         for root in list(groups):
             if self._role(root) != "SB":
                 continue
@@ -675,13 +688,16 @@ class Linker:
             for other in by_handle.get(handle, ()):
                 if other == root or other not in groups:
                     continue
-                members = groups[other]
-                o_start = min((self._start(m) for m in members if self._start(m) is not None), default=None)
-                o_end = max((self._end(m) for m in members if self._end(m) is not None), default=None)
+                o_start, o_end = span(other)
                 if None in (start, end, o_start, o_end) or (start <= o_end and end >= o_start):
-                    members.extend(groups.pop(root))
-                    members.sort(key=position.__getitem__)
+                    r_start, r_end = span(root)
+                    groups[other].extend(groups.pop(root))
+                    spans[other] = (min((t for t in (o_start, r_start) if t is not None), default=None),
+                                    max((t for t in (o_end, r_end) if t is not None), default=None))
+                    grown.add(other)
                     break
+        for root in grown:
+            groups[root].sort(key=position.__getitem__)
         sessions, session_of = [], {}
         ordered = sorted(groups.values(), key=lambda ms: position[ms[0]])
         for n, members in enumerate(ordered, 1):

@@ -20,6 +20,7 @@ from analyzer.analysis.connection import Connection, Limits, add_codes
 from analyzer.analysis.redact import Redactor
 
 
+MAX_VERSIONS = 64  # protocol versions counted one by one in a run's totals; the rest as "other"
 KEEP_CLOSED = 1000  # closed connections kept one by one for the report; the rest go into the totals
 
 
@@ -156,7 +157,7 @@ class Analysis:
             anomalies.update(conn.anomalies)
             outcomes.update(conn.outcomes)
             if conn.version_label:
-                versions[conn.version_label] += 1
+                add_codes(versions, {conn.version_label: 1}, MAX_VERSIONS)
         return {"connections": len(self.connections) + folded.count, "commands": commands,
                 "anomalies": anomalies, "outcomes": outcomes, "versions": versions}
 
@@ -186,8 +187,8 @@ class Folded:
         add_codes(self.commands, conn.commands)
         self.anomalies.update(conn.anomalies)
         self.outcomes.update(conn.outcomes)
-        if conn.version_label:
-            self.versions[conn.version_label] += 1
+        if conn.version_label:   # a VER line can name any of ten million versions: 64 kept one by one
+            add_codes(self.versions, {conn.version_label: 1}, MAX_VERSIONS)
         for value in conn.latencies:  # reservoir sampling: bounded, unbiased
             self._seen += 1
             if len(self.latencies) < self.SAMPLE:

@@ -421,6 +421,38 @@ def test_no_pass_is_tried_while_every_held_stream_ended_inside_the_window():
     assert len(sessions) == 2000 and passes == 1
 
 
+def test_thousands_of_switchboards_of_one_user_join_one_login_in_linear_time():
+    # One NS of alice, then 3,000 switchboards of alice presenting a cookie no XFR names:
+    # each joins the NS's login; the login's span is widened, not recomputed per switchboard.
+    linker = Linker(Redactor(enabled=False))
+    analysis = Analysis([linker])
+    ns = analysis.open("127.1.0.1:20000", "127.0.0.2:1863")
+    analysis.feed(ns, C2S, b"USR 1 TWN I alice@example.com\r\n", 1.0)
+    n = 3000
+    for i in range(n):
+        sb = analysis.open("127.1.0.2:%d" % (30000 + i), "127.0.0.3:1864")
+        analysis.feed(sb, C2S, b"USR 1 alice@example.com 9.9.%d\r\n" % i, 2.0 + i)
+        analysis.close(sb, 2.5 + i)
+    analysis.close(ns, 5000.0)
+    calls = 0
+    real_start, real_end = linker._start, linker._end
+
+    def start(sid):
+        nonlocal calls
+        calls += 1
+        return real_start(sid)
+
+    def end(sid):
+        nonlocal calls
+        calls += 1
+        return real_end(sid)
+    linker._start, linker._end = start, end
+    sessions = linker.result()["sessions"]
+    assert len(sessions) == 1 and len(sessions[0]["streams"]) == n + 1
+    assert sessions[0]["streams"] == sorted(sessions[0]["streams"], key=int)   # capture order
+    assert calls <= 40 * n   # was about n * n
+
+
 class CountingDict(dict):
     """A dict that counts its look-ups."""
 

@@ -429,3 +429,18 @@ def test_the_mitm_gateway_remembers_a_bounded_number_of_session_ids(monkeypatch)
         assert len(session.session_ids) == gateway.IDS_PER_SESSION
     assert len(dec._by_id) == 20 and len(dec.sessions) == 10 and dec.opened == 200
     assert dec.sessions[-1].number == 200 and "199.29" in dec._by_id and "0.0" not in dec._by_id
+
+
+def test_a_run_counts_at_most_max_versions_one_by_one():
+    from analyzer.analysis.run import MAX_VERSIONS
+    analysis = Analysis()
+    analysis.keep_closed = 5
+    n = MAX_VERSIONS + 36
+    for i in range(n):   # each connection negotiates a version of its own (MSNP + up to 7 digits)
+        conn = analysis.open()
+        analysis.feed(conn, "c2s", b"VER 1 MSNP%d CVR0\r\n" % (100 + i), 1.0)
+        analysis.feed(conn, "s2c", b"VER 1 MSNP%d CVR0\r\n" % (100 + i), 1.0)
+        analysis.close(conn, 2.0)
+    versions = analysis.totals()["versions"]
+    assert len(analysis.folded.versions) <= MAX_VERSIONS + 1 and len(versions) == MAX_VERSIONS + 1
+    assert sum(versions.values()) == n and versions["other"] == n - MAX_VERSIONS

@@ -23,7 +23,7 @@ function provenanceText() {
 function header() {
   const p = provenance;
   const src = $("prov-src");
-  src.textContent = p.sources.length ? p.sources.join(", ") : "(no file name)";
+  src.textContent = p.sources.length ? p.sources.join(", ") : "(no file: a live capture)";
   src.title = src.textContent;
   $("prov-range").textContent = provenanceText();
   $("prov-version").textContent = "msnp-analyzer " + (p.version || "?") +
@@ -84,9 +84,12 @@ function summaries() {
     const det = el("details", "section");
     det.dataset.section = "rewrites";
     det.appendChild(el("summary", null, "Rewrites by the proxy (" + meta.rewrites.length + ")"));
-    det.appendChild(table(["time", "connection", "command", "upstream address", "given to the client"],
+    det.appendChild(table(["time", "connection", "command", "server kind", "upstream address", "given to the client"],
       meta.rewrites.map((w) => [fmtTime(w.ts), w.lane === null ? "-" : lanes[w.lane].id, w.command,
-        w.upstream, w.given])));
+        w.target || "-", w.upstream, w.given])));
+    if (meta.totals.rewrites > meta.rewrites.length) {
+      det.appendChild(el("p", "muted", "the first " + meta.rewrites.length + " of " + meta.totals.rewrites + " rewrites"));
+    }
     secs.appendChild(det);
   }
   $("tab-summaries").textContent = "Summaries (" + (meta.sections || []).length + ")";
@@ -372,8 +375,8 @@ function rewriteBox(box, found) {
   if (!found.length) return;
   box.appendChild(el("h2", null, "Rewritten by the proxy"));
   for (const w of found) {
-    kv(box, [["command", w.command], ["upstream address", w.upstream], ["given to the client", w.given],
-      ["time", fmtAbs(w.ts)]]);
+    kv(box, [["command", w.command + (w.target ? " (" + w.target + ")" : "")], ["upstream address", w.upstream],
+      ["given to the client", w.given], ["time", fmtAbs(w.ts)]]);
   }
 }
 function showLane(li) {

@@ -21,7 +21,7 @@ const laneGroup = (function () {
 function ovFit() {
   const a = provenance.first, b = provenance.last;
   if (a === null) { ovView = [0, 1]; return; }
-  const pad = Math.max((b - a) * 0.02, 0.05);
+  const pad = b > a ? (b - a) * 0.03 : 0.05;   // a sliver of room either side (a fixed pad would swamp a 30 ms capture)
   ovView = [a - pad, b + pad];
 }
 function ovPlotWidth() { return Math.max(50, ovCanvas.clientWidth - OV.LABELW - OV.MARGIN); }
