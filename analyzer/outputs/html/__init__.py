@@ -81,6 +81,7 @@ _REC = struct.Struct("<qIdqqB")
 ROW_BYTES = _REC.size
 _AT, _LENGTH, _TIME, _PAIR, _LATE, _FLAGS = 0, 8, 12, 20, 28, 36
 _Q = struct.Struct("<q")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _B = struct.Struct("<B")
 
 # The columns of a row as the page reads it (a JSON array, for size; the page's
@@ -686,7 +687,11 @@ class HtmlTimeline:
     def write(self, out) -> None:
         """Write the page to `out` (a text file) chunk by chunk."""
         meta, plan = self._plan()
-        write_page(out, _inert(meta).decode("utf-8"), _chunks(self._rows(plan)),
+        text = embed_json(meta)
+        if _SURROGATE.search(text):  # checked without an encoded copy: meta is large with many connections
+            text = embed_json(clean_data(meta))
+        del meta
+        write_page(out, text, _chunks(self._rows(plan)),
                    _chunks(b"%d" % g for g in self._merged(plan)), nonce=secrets.token_urlsafe(18))
 
     def render(self) -> str:

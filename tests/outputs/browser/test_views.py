@@ -397,3 +397,15 @@ def test_a_busy_connection_is_drawn_from_density_until_zoomed_in(tmp_path, open_
         page.click("#ov-in")
     frames(page)
     assert canvas.get_attribute("data-density") == "0"   # zoomed in: single lines
+
+
+def test_hiding_the_overview_gives_the_list_its_room(login, open_page):
+    path, meta, rows = login
+    page = open_page(path).page
+    before = page.eval_on_selector("#list", "e => e.getBoundingClientRect().height")
+    page.click("#ov-hide")
+    after = page.eval_on_selector("#list", "e => e.getBoundingClientRect().height")
+    assert not page.is_visible("#overview") and after > before + 50
+    page.click("#ov-show")
+    assert page.is_visible("#overview")
+    assert page.eval_on_selector("#list", "e => e.getBoundingClientRect().height") == before
