@@ -35,6 +35,9 @@ from analyzer.capture.mitm.gateway import HttpExchange, header
 
 NEXUS, PASSPORT, RST = "nexus", "passport", "rst"
 _SHOWN_HEADERS = ("Authorization", "Authentication-Info", "WWW-Authenticate", "PassportURLs", "Location")
+# Characters of one header value or URL kept in a record (a Passport header is a few hundred): a
+# crafted megabyte header is cut before it is redacted and written, saying how much was left out.
+MAX_SHOWN = 8192
 _WORD = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 _PREFIX_MAX = 64  # longest namespace prefix looked at (`wsse:`, `wst:`, `ps:`)
 _FAULT = re.compile(rb"<(?:\w+:)?Fault\b|FailedAuthentication|<psf:error", re.S)
@@ -183,6 +186,13 @@ def _recognise(x: HttpExchange) -> LoginStep | None:
     return None
 
 
+def shown(value: str) -> str:
+    """`value` cut to MAX_SHOWN characters, the cut saying how many more there were."""
+    if len(value) <= MAX_SHOWN:
+        return value
+    return f"{value[:MAX_SHOWN]}[... {len(value) - MAX_SHOWN} more characters]"
+
+
 def step_record(step: LoginStep, redactor: Redactor) -> dict:
     """One HTTPS exchange of a login, redacted, for `http` and `login` records."""
     x = step.exchange
@@ -190,8 +200,9 @@ def step_record(step: LoginStep, redactor: Redactor) -> dict:
     for name in _SHOWN_HEADERS:
         value = header(x.request_headers, name) or header(x.response_headers, name)
         if value is not None:
-            headers[name] = redactor.header(name, value)
-    return {"role": step.role, "method": x.method, "url": redactor.text(x.url.encode()).decode("utf-8", "replace"),
+            headers[name] = redactor.header(name, shown(value))
+    return {"role": step.role, "method": x.method,
+            "url": redactor.text(shown(x.url).encode("utf-8", "surrogatepass")).decode("utf-8", "replace"),
             "status": x.status, "ts": x.ts_request, "ts_end": x.ts_response, "outcome": step.outcome,
             "handle": step.handle, "headers": headers}
 

@@ -134,3 +134,18 @@ def test_redactor_header_and_text():
     assert b"bob@example.com" in body
     off = Redactor(enabled=False)
     assert off.header("Authorization", AUTH) == AUTH and off.text(RST_REQ) == RST_REQ
+
+
+def test_a_huge_header_is_cut_in_the_records_and_still_redacted():
+    # A crafted megabyte Authorization header: the record keeps MAX_SHOWN characters, says how many
+    # more there were, and the password inside the kept part is still masked.
+    from analyzer.capture.mitm.passport import MAX_SHOWN
+    huge = AUTH + ",x=" + "a" * (1 << 20)
+    login = HttpExchange("GET", "login.passport.com", "/login2.srf", [("Authorization", huge)], b"", 200,
+                         LOGIN_OK.response_headers, b"", 1.2, 1.5, scheme="https")
+    recs, text, _ = run([NEXUS, login], TWN)
+    shown = next(r for r in recs if r["kind"] == "http" and r["via"] == "passport")["headers"]["Authorization"]
+    assert shown.endswith(f"[... {len(huge) - MAX_SHOWN} more characters]")
+    assert len(shown) < MAX_SHOWN + 64
+    assert "hunter2" not in text and "sign-in=alice%40example.com" in shown
+    assert len(text) < 4 * MAX_SHOWN + 8192  # the login record's copy of the step is cut too
