@@ -538,10 +538,10 @@ class HtmlTimeline:
     def meta(self) -> dict:
         """What the page embeds besides its rows (see /work/tools/html-contract.md)."""
         meta, _ = self._plan()
+        meta["lanes"] = list(meta["lanes"])
         return meta
 
     def _plan(self):
-        from analyzer.core import IMPLEMENTATION
         links = self.linker.result()
         order, lane_session = self._order(links)
         base, dead = self._layout(order)
@@ -551,7 +551,6 @@ class HtmlTimeline:
         def glob(sid: str, pos: int) -> int:
             return base[sid] + pos - bisect_left(dead[sid], pos)
 
-        lanes_meta = []
         totals_cmd: Counter[str] = Counter()
         totals_anom: Counter[str] = Counter(self.capture_counts)
         outcomes: Counter[str] = Counter()
@@ -565,37 +564,56 @@ class HtmlTimeline:
                 if end:
                     unlinked_by_stream.setdefault(end, []).append(u["reason"])
         chats = {c["stream"]: c for c in links["chats"]}
-        for li, sid in enumerate(order):
-            lane = self.lanes[sid]
-            info = lane.snapshot()
+        start = None
+        for sid in order:
+            info = self.lanes[sid].snapshot()
             totals_cmd.update(info.commands)
             totals_anom.update(info.anomalies)
             outcomes.update(info.outcomes)
             if info.version_label:
                 versions[info.version_label] += 1
-            link = link_by_child.get(sid)
-            referral = None
-            ref = referred.get(sid)
-            if ref is not None and ref.stream in self.lanes and ref.offset is not None:
-                pos = self.lanes[ref.stream].referrals.get(ref.offset)
-                if pos is not None:
-                    referral = {"lane": lane_no[ref.stream], "row": glob(ref.stream, pos)}
-            lanes_meta.append({
-                "id": sid, "session": lane_session[sid], "role": info.role,
-                "client": info.client, "server": info.server,
-                "version": info.version_label, "handle": info.handle,
-                "start": info.first_ts, "end": info.last_ts,
-                "first": base[sid], "count": lane.count - len(dead[sid]), "commands": sum(info.commands.values()),
-                "anomalies": dict(info.anomalies), "parent": parent.get(sid),
-                "link": None if link is None else {"by": link["by"], "evidence": link.get("evidence"),
-                                                   "from": link["from"], "cookie": link.get("cookie"),
-                                                   "sessid": link.get("sessid")},
-                "referral": referral,
-                "unlinked": unlinked_by_stream.get(sid, []),
-                "participants": chats.get(sid, {}).get("participants", []),
-                "density": self._density(lane),
-            })
-        start = min((l["start"] for l in lanes_meta if l["start"] is not None), default=None)
+            if info.first_ts is not None and (start is None or info.first_ts < start):
+                start = info.first_ts
+
+        def lane_dicts():
+            """Each lane's meta, one at a time (written one by one: many connections make a big meta)."""
+            for sid in order:
+                lane = self.lanes[sid]
+                yield self._lane_meta(sid, lane, lane.snapshot(), lane_session, base, dead, lane_no, glob,
+                                      parent, referred, link_by_child, unlinked_by_stream, chats)
+
+        meta = self._meta(links, lane_dicts(), lane_no, glob, start, total_rows, totals_cmd, totals_anom,
+                          outcomes, versions, len(order))
+        return meta, (order, lane_no, base, dead, glob)
+
+    def _lane_meta(self, sid, lane, info, lane_session, base, dead, lane_no, glob, parent, referred,
+                   link_by_child, unlinked_by_stream, chats) -> dict:
+        link = link_by_child.get(sid)
+        referral = None
+        ref = referred.get(sid)
+        if ref is not None and ref.stream in self.lanes and ref.offset is not None:
+            pos = self.lanes[ref.stream].referrals.get(ref.offset)
+            if pos is not None:
+                referral = {"lane": lane_no[ref.stream], "row": glob(ref.stream, pos)}
+        return {
+            "id": sid, "session": lane_session[sid], "role": info.role,
+            "client": info.client, "server": info.server,
+            "version": info.version_label, "handle": info.handle,
+            "start": info.first_ts, "end": info.last_ts,
+            "first": base[sid], "count": lane.count - len(dead[sid]), "commands": sum(info.commands.values()),
+            "anomalies": dict(info.anomalies), "parent": parent.get(sid),
+            "link": None if link is None else {"by": link["by"], "evidence": link.get("evidence"),
+                                               "from": link["from"], "cookie": link.get("cookie"),
+                                               "sessid": link.get("sessid")},
+            "referral": referral,
+            "unlinked": unlinked_by_stream.get(sid, []),
+            "participants": chats.get(sid, {}).get("participants", []),
+            "density": self._density(lane),
+        }
+
+    def _meta(self, links, lanes, lane_no, glob, start, total_rows, totals_cmd, totals_anom, outcomes,
+              versions, connections: int) -> dict:
+        from analyzer.core import IMPLEMENTATION
         names = sorted(set(totals_anom) | self.anomaly_names)
         rewrites = []
         for rec, where in zip(self.rewrites, self.rewrite_rows):
@@ -613,7 +631,7 @@ class HtmlTimeline:
                            "version": __version__, "implementation": IMPLEMENTATION,
                            "redacted": self.redactor.enabled},
             "bins": BINS,
-            "lanes": lanes_meta,
+            "lanes": lanes,
             "sessions": [{k: s[k] for k in ("session", "handle", "version", "start", "end", "streams",
                                              "complete")} for s in links["sessions"]],
             "unlinked": links["unlinked"],
@@ -622,7 +640,7 @@ class HtmlTimeline:
                       for c in links["chats"] if c["stream"] in lane_no],
             "rewrites": rewrites,
             "totals": {"logins": sum(1 for s in links["sessions"] if s["complete"]),
-                       "sessions": len(links["sessions"]), "connections": len(lanes_meta),
+                       "sessions": len(links["sessions"]), "connections": connections,
                        "versions": dict(versions), "commands": sum(totals_cmd.values()),
                        "by_command": dict(totals_cmd.most_common()), "transactions": dict(outcomes),
                        "anomalies": dict(sorted(totals_anom.items())), "rewrites": self.rewrites_seen},
@@ -630,7 +648,7 @@ class HtmlTimeline:
             "capture_anomalies": self.capture_anomalies,
             "sections": self._sections,
         }
-        return meta, (order, lane_no, base, dead, glob)
+        return meta
 
     def _rows(self, plan):
         """Every row as embedded JSON text (bytes), in lane order, links and late anomalies patched in."""
@@ -687,11 +705,19 @@ class HtmlTimeline:
     def write(self, out) -> None:
         """Write the page to `out` (a text file) chunk by chunk."""
         meta, plan = self._plan()
-        text = embed_json(meta)
-        if _SURROGATE.search(text):  # checked without an encoded copy: meta is large with many connections
-            text = embed_json(clean_data(meta))
+        lanes = meta["lanes"]
+        token = secrets.token_hex(16)  # where the lanes go, written one by one
+        meta["lanes"] = token
+        head, _, tail = _json_text(meta).partition(f'"{token}"')
         del meta
-        write_page(out, text, _chunks(self._rows(plan)),
+
+        def meta_text():
+            yield head + "["
+            for i, lane in enumerate(lanes):
+                yield _json_text(lane) if i == 0 else "," + _json_text(lane)
+            yield "]" + tail
+
+        write_page(out, meta_text(), _chunks(self._rows(plan)),
                    _chunks(b"%d" % g for g in self._merged(plan)), nonce=secrets.token_urlsafe(18))
 
     def render(self) -> str:
@@ -707,6 +733,15 @@ class HtmlTimeline:
         rows = [r for body in re.findall(r'<script type="application/json" id="c\d+">(.*?)</script>', page, re.S)
                 for r in json.loads(body)]
         return meta, rows
+
+
+def _json_text(value) -> str:
+    """`embed_json`, with every string cleaned (analyzer.text) when one holds a lone surrogate
+    (checked without making an encoded copy)."""
+    text = embed_json(value)
+    if _SURROGATE.search(text):
+        text = embed_json(clean_data(value))
+    return text
 
 
 def _chunks(items):

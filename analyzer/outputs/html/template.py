@@ -56,14 +56,18 @@ def page_head(nonce: str) -> str:
     return asset("skeleton.html").replace("{nonce}", nonce).replace("{css}", asset("page.css"))
 
 
-def write_page(out, meta: str, chunks, merged=(), nonce: str = "") -> None:
+def write_page(out, meta, chunks, merged=(), nonce: str = "") -> None:
     """Write the document to `out` (a text file) piece by piece: the head, `meta`, the first
     row chunk, the page script, the other row chunks `c1..`, then the merged-order chunks
-    `m0..`. `meta` and every chunk are JSON texts already made inert by `embed_json`; the
+    `m0..`. `meta` (a string, or an iterable of its pieces) and every chunk are JSON texts
+    already made inert by `embed_json`; the
     chunks come from iterables, so the whole page is never held at once."""
     write = out.write
     write(page_head(nonce))
-    write(f'<script type="application/json" id="meta">{meta}</script>\n')
+    write('<script type="application/json" id="meta">')
+    for piece in (meta,) if isinstance(meta, str) else meta:
+        write(piece)
+    write("</script>\n")
     k = -1
     for k, chunk in enumerate(chunks):
         write(f'<script type="application/json" id="c{k}">{chunk}</script>\n')
