@@ -79,6 +79,7 @@ UNACKED = 16 * 1024                  # delivered bytes not yet acknowledged, kep
 # capture (a capture of data segments only, a lost mirror packet). A busy capture keeps
 # thousands of idle flows open between keep-alives; they should hold no bytes.
 UNACKED_QUIET = 10.0
+UNACKED_SMALL = 256     # ... when they are more than this: a keep-alive's few bytes are not worth a heap pop
 TOMBSTONE_SECONDS = 120.0            # late segments of a closed flow are dropped this long
 MAX_SYNCING = 4096                   # start windows open at once (flows and late halves); past it the oldest closes
 NEVER = float("inf")
@@ -720,7 +721,10 @@ class TcpTracker:
             return
         self.analysis.feed(conn, flow.dirs[index], data, ts)
         wake = conn.wake
-        keep = min(self.reorder_timeout, UNACKED_QUIET)
+        keep = self.reorder_timeout
+        sent = flow.halves[index].sent
+        if sent is not None and len(sent) > UNACKED_SMALL and UNACKED_QUIET < keep:
+            keep = UNACKED_QUIET
         if ts is not None and ts + keep < wake:
             wake = ts + keep   # when these bytes stop being kept (see _due)
         if wake < flow.due and flow.state == "open":
@@ -847,6 +851,9 @@ class TcpTracker:
             if flow.state == "closed":
                 continue
             self._schedule(flow, flow.last_ts + self.idle_timeout)
-            if flow.halves[0].sent is not None or flow.halves[1].sent is not None:
-                self._schedule(flow, flow.last_ts + min(self.reorder_timeout, UNACKED_QUIET))
+            halves = flow.halves
+            if halves[0].sent is not None or halves[1].sent is not None:
+                big = any(h.sent is not None and len(h.sent) > UNACKED_SMALL for h in halves)
+                self._schedule(flow, flow.last_ts + (min(self.reorder_timeout, UNACKED_QUIET) if big
+                                                     else self.reorder_timeout))
             self._reschedule(flow)

@@ -448,12 +448,14 @@ def test_a_hole_waits_while_its_bytes_can_still_come_keepalives_a_minute_apart()
 
 def test_a_quiet_flow_releases_its_unacknowledged_bytes():
     # A capture without the ACKs (data segments only): the bytes are never acknowledged,
-    # but once the flow has been quiet for UNACKED_QUIET seconds they are not kept.
-    from analyzer.capture.tcp import UNACKED_QUIET
+    # but once the flow has been quiet for UNACKED_QUIET seconds they are not kept (when
+    # they are more than UNACKED_SMALL: a keep-alive's few bytes are not worth a timer).
+    from analyzer.capture.tcp import UNACKED_QUIET, UNACKED_SMALL
     w = Wire()
     w.handshake()
-    w.send("c", b"VER 1 MSNP8 CVR0\r\n")
-    w.send("s", b"VER 1 MSNP8 CVR0\r\n")      # acknowledges nothing (ack=0)
+    pings = b"PNG\r\n" * (UNACKED_SMALL // 5 + 1)
+    w.send("c", b"VER 1 MSNP8 CVR0\r\n" + pings)
+    w.send("s", b"VER 1 MSNP8 CVR0\r\n" + pings.replace(b"PNG", b"QNG"))   # acknowledges nothing (ack=0)
     flow = w.tracker.flows[key(CLIENT, SERVER)][0]
     assert flow.halves[0].sent is not None and flow.halves[1].sent is not None
     # Another flow's segment moves capture time on (the idle flow sends nothing itself).
@@ -467,4 +469,4 @@ def test_a_quiet_flow_releases_its_unacknowledged_bytes():
     w.send("c", b"PNG\r\n")                         # and it carries on
     w.send("s", b"QNG 50\r\n")
     got = w.finish()
-    assert lines(got) == [b"VER 1 MSNP8 CVR0\r\n", b"PNG\r\n"]
+    assert lines(got) == [b"VER 1 MSNP8 CVR0\r\n"] + [b"PNG\r\n"] * (UNACKED_SMALL // 5 + 2)
