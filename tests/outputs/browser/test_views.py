@@ -409,3 +409,25 @@ def test_hiding_the_overview_gives_the_list_its_room(login, open_page):
     page.click("#ov-show")
     assert page.is_visible("#overview")
     assert page.eval_on_selector("#list", "e => e.getBoundingClientRect().height") == before
+
+
+def test_summary_tables_are_built_when_first_opened(login, open_page):
+    path, meta, _ = login
+    titles = [s["title"] for s in meta["sections"]]
+    chat = next(s for s in meta["sections"] if s["plugin"] == "chat")
+    opened = open_page(path)
+    page = opened.page
+    page.click("#tabs button[data-view='summaries']")
+    det = f"#sections details[data-section={json.dumps(chat['title'])}]"
+    assert not meta["rewrites"]
+    assert page.eval_on_selector_all("#sections details[data-section] table", "t => t.length") == 0
+    assert page.eval_on_selector_all("#sections details[data-section]", "d => d.length") >= len(titles)
+    page.click(f"{det} > summary")
+    page.wait_for_selector(f"{det} table")
+    cells = page.eval_on_selector_all(f"{det} table tr", "trs => trs.length")
+    assert cells == len(chat["rows"]) + 1
+    assert chat["rows"][0][2] in page.text_content(det)
+    page.click(f"{det} > summary")   # closed and opened again: still one table
+    page.click(f"{det} > summary")
+    assert page.eval_on_selector_all(f"{det} table", "t => t.length") == 1
+    assert opened.errors == []

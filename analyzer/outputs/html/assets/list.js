@@ -77,7 +77,10 @@ function summaries() {
     const det = el("details", "section");
     det.dataset.section = sec.title;
     det.appendChild(el("summary", null, sec.title + " (" + sec.rows.length + ")"));
-    det.appendChild(table(sec.columns, sec.rows));
+    // Built when first opened: a capture with thousands of chats must not pay for them before its first rows.
+    det.addEventListener("toggle", () => {
+      if (det.open && !det.dataset.built) { det.dataset.built = "1"; det.appendChild(table(sec.columns, sec.rows)); }
+    });
     secs.appendChild(det);
   }
   if (meta.rewrites && meta.rewrites.length) {
