@@ -68,6 +68,10 @@ from analyzer.outputs.html.template import embed_json, write_page
 CHUNK = 1000
 DIRS = {C2S: 0, "s2c": 1}
 BINS = 240                 # meta.bins: equal bins of the capture's time range (lanes[i].density)
+# Times at or past this (1973-03-03) are wall-clock epoch seconds; smaller ones are a clock of their
+# own (a transcript's seconds from its start). The two are never put on one axis: the page shows
+# the main clock (wall-clock when there is any) and gives each clock its own start.
+WALL_CLOCK = 1e8
 INDEX_WINDOW = 16384       # commands per open connection whose (direction, offset) finds their row
 ENDED_WINDOW = 16          # of those, kept once the connection ended (plugins' last anomalies)
 PENDING_KEYS = 256         # positions per connection with anomalies waiting for their command
@@ -223,6 +227,11 @@ class LaneInfo:
         self.outcomes = Counter(getattr(conn, "outcomes", ()))
 
 
+def clock_of(ts: float) -> str:
+    """ "wall" for epoch seconds, "relative" for a clock of its own (see WALL_CLOCK)."""
+    return "wall" if ts >= WALL_CLOCK else "relative"
+
+
 class _Lane:
     """One connection's rows: packed per-row arrays (see the module docstring) and bounded state."""
 
@@ -262,8 +271,7 @@ class HtmlTimeline:
         self.rewrites: list[dict] = []
         self.rewrite_rows: list[tuple[str, int] | None] = []
         self.rewrites_seen = 0
-        self.first_ts: float | None = None
-        self.last_ts: float | None = None
+        self.clocks: dict[str, list[float]] = {}   # "wall"/"relative" -> [first, last]
         self.rows_spool = _Spool()
         self.patches = _Spool()
         self.table = _Table()
@@ -345,10 +353,13 @@ class HtmlTimeline:
         if ts is None:
             ts = math.nan
         else:
-            if self.first_ts is None or ts < self.first_ts:
-                self.first_ts = ts
-            if self.last_ts is None or ts > self.last_ts:
-                self.last_ts = ts
+            span = self.clocks.get(clock_of(ts))
+            if span is None:
+                self.clocks[clock_of(ts)] = [ts, ts]
+            elif ts < span[0]:
+                span[0] = ts
+            elif ts > span[1]:
+                span[1] = ts
         rec = _REC.pack(self.rows_spool.append(data), len(data), ts, _NO_PAIR, -1,
                         (_COMMAND if command else 0) | min(count, 0x7F))
         pos = lane.count
@@ -517,14 +528,29 @@ class HtmlTimeline:
             n += lane.count - len(gone)
         return base, dead
 
-    def _density(self, lane: _Lane) -> list[list[int]]:
-        first, last = self.first_ts, self.last_ts
-        if first is None:
+    def _main_clock(self) -> str | None:
+        """The clock the page's axis shows: wall-clock time when the capture has any."""
+        return "wall" if "wall" in self.clocks else ("relative" if self.clocks else None)
+
+    @property
+    def first_ts(self) -> float | None:
+        main = self._main_clock()
+        return None if main is None else self.clocks[main][0]
+
+    @property
+    def last_ts(self) -> float | None:
+        main = self._main_clock()
+        return None if main is None else self.clocks[main][1]
+
+    def _density(self, lane: _Lane, clock: str | None) -> list[list[int]]:
+        """The lane's rows in BINS equal bins of its clock's span (the main clock's span is the page's)."""
+        if clock is None or clock not in self.clocks:
             return []
+        first, last = self.clocks[clock]
         span = (last - first) or 1.0
         bins: dict[int, list[int]] = {}
         for _, (at, _, ts, _, _, f) in self._records(lane):
-            if ts != ts or at < 0:  # no time; merged away
+            if ts != ts or at < 0 or clock_of(ts) != clock:  # no time; merged away; another clock
                 continue
             b = min(BINS - 1, int((ts - first) / span * BINS))
             cell = bins.get(b)
@@ -608,7 +634,8 @@ class HtmlTimeline:
             "referral": referral,
             "unlinked": unlinked_by_stream.get(sid, []),
             "participants": chats.get(sid, {}).get("participants", []),
-            "density": self._density(lane),
+            "clock": None if info.first_ts is None else clock_of(info.first_ts),
+            "density": self._density(lane, None if info.first_ts is None else clock_of(info.first_ts)),
         }
 
     def _meta(self, links, lanes, lane_no, glob, start, total_rows, totals_cmd, totals_anom, outcomes,
@@ -628,6 +655,8 @@ class HtmlTimeline:
             "sources": self.sources, "start": start, "rows": total_rows, "chunk": CHUNK,
             "chunks": chunks, "merged": chunks, "redacted": self.redactor.enabled,
             "provenance": {"sources": self.sources, "first_ts": self.first_ts, "last_ts": self.last_ts,
+                           "clock": self._main_clock(),
+                           "clocks": {k: {"first_ts": v[0], "last_ts": v[1]} for k, v in self.clocks.items()},
                            "version": __version__, "implementation": IMPLEMENTATION,
                            "redacted": self.redactor.enabled},
             "bins": BINS,

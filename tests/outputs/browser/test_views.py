@@ -456,3 +456,32 @@ def test_the_ladder_svg_is_well_formed_xml_whatever_the_wire_carried(tmp_path, o
     texts = " ".join(t.text or "" for t in root.iter(SVG + "text"))
     assert "CAL 2 al" in texts and "\ufffd" in texts
     assert opened.errors == []
+
+
+def test_a_transcript_beside_a_pcap_keeps_its_own_clock(tmp_path, open_page):
+    # A transcript's times count from 0, a pcap's are wall-clock: they share no axis. Each clock
+    # gets its own start (no "+1136116800.05" in the list), the axis and the plots show the pcap's,
+    # and the transcript's lanes say they are on their own clock.
+    path = tmp_path / "mixed.html"
+    assert cli(["export", "-q", str(ROOT / "captures" / "msnp8_login_chat.pcap"),
+                str(ROOT / "captures" / "msnp8_switchboard_chat.msnp"), "-o", str(path)]) == 0
+    meta, rows = embedded(path)
+    prov = meta["provenance"]
+    assert prov["clock"] == "wall" and set(prov["clocks"]) == {"wall", "relative"}
+    assert prov["first_ts"] > 1e9 and prov["last_ts"] - prov["first_ts"] < 60
+    own = [li for li, l in enumerate(meta["lanes"]) if l["clock"] == "relative"]
+    assert len(own) == 1
+    for l in meta["lanes"]:  # every lane's density lies within the bins of its own clock
+        assert all(0 <= b[0] < meta["bins"] for b in l["density"]) and sum(b[1] for b in l["density"]) > 0
+    opened = open_page(path)
+    page = opened.page
+    times = page.eval_on_selector_all("#spacer .row .pos", "els => els.map(e => e.textContent)")
+    assert times and all(abs(float(t)) < 60 for t in times)
+    lane = meta["lanes"][own[0]]
+    first_own = lane["first"]
+    page.evaluate(f"location.hash = '#r{first_own}'")
+    assert page.text_content(f"#spacer .row[data-row='{first_own}'] .pos") == "+0.000"
+    assert "own clock 0.050" in page.text_content("#prov-range")
+    page.click("#tabs button[data-view='plots']")
+    assert "1 connection on another clock" in page.text_content("#plots-box")
+    assert opened.errors == []

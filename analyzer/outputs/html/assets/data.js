@@ -49,15 +49,25 @@ const provenance = (function () {
   }
   if (last === null || last === undefined) last = first;
   return {sources: p.sources || meta.sources || [], first: first, last: last,
+    clock: p.clock || null, clocks: p.clocks || {},
     version: p.version || null, implementation: p.implementation || null,
     redacted: p.redacted !== undefined ? p.redacted : !!meta.redacted};
 })();
 const T0 = provenance.first !== null ? provenance.first : 0;
+// A capture mixing clocks (a transcript's seconds from 0 beside a pcap's wall-clock times) gives
+// each clock its own start: relative times never mix the two, and the axis shows the main clock.
+const WALL_CLOCK = 1e8;   // the exporter's rule: at or past it, epoch seconds
+function clockOf(ts) { return ts >= WALL_CLOCK ? "wall" : "relative"; }
+function clockStart(ts) {
+  const c = provenance.clocks[clockOf(ts)];
+  return c ? c.first_ts : T0;
+}
+function onMainClock(ts) { return !provenance.clock || clockOf(ts) === provenance.clock; }
 let localTime = false;  // the header's switch: absolute times in UTC (default) or this browser's zone
 
 function fmtTime(ts) {
   if (ts === null || ts === undefined) return "-";
-  const rel = ts - T0;
+  const rel = ts - clockStart(ts);
   return (rel < 0 ? "-" : "+") + Math.abs(rel).toFixed(3);
 }
 function pad(n, w) { return String(n).padStart(w || 2, "0"); }

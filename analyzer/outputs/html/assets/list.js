@@ -18,7 +18,10 @@ function provenanceText() {
   const p = provenance;
   const range = p.first === null ? "no time" : fmtAbs(p.first) + " \u2013 " + fmtAbs(p.last, true) +
     " (" + fmtSpan(Math.max(0, p.last - p.first)) + ")";
-  return range;
+  // Other clocks than the axis's (a transcript's own seconds beside a pcap): their range, apart.
+  const others = Object.keys(p.clocks).filter((k) => k !== p.clock)
+    .map((k) => "; own clock " + p.clocks[k].first_ts.toFixed(3) + " – " + p.clocks[k].last_ts.toFixed(3) + " s");
+  return range + others.join("");
 }
 function header() {
   const p = provenance;

@@ -102,6 +102,15 @@ function drawLane(ctx, li, plotW, span, W) {
   ctx.restore();
   ctx.save();
   ctx.beginPath(); ctx.rect(OV.LABELW, y, plotW, OV.LH); ctx.clip();
+  // A lane on another clock than the axis (a transcript beside a pcap) cannot be placed on it.
+  if (l.start !== null && !onMainClock(l.start)) {
+    ctx.fillStyle = "#77809a";
+    ctx.font = "italic 11px system-ui, sans-serif";
+    ctx.fillText("own clock (" + clockOf(l.start) + " times): not on this axis; its rows are in the list",
+      OV.LABELW + 6, mid);
+    ctx.restore();
+    return "clock";
+  }
   // The connection's bar, open to close.
   if (l.start !== null) {
     const x0 = ovX(l.start), x1 = Math.max(ovX(l.end === null ? l.start : l.end), x0 + 2);
@@ -195,7 +204,7 @@ function referralRange(firstLane, lastLane) {
     const list = [];
     let gap = 0;
     lanes.forEach((l, li) => {
-      if (!l.referral || l.start === null) return;
+      if (!l.referral || l.start === null || !onMainClock(l.start)) return;
       const lo = Math.min(li, l.referral.lane), hi = Math.max(li, l.referral.lane);
       list.push([lo, hi, li]);
       gap = Math.max(gap, hi - lo);

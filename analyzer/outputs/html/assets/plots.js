@@ -55,6 +55,8 @@ function legend(frame, entries) {
     frame.svg.appendChild(svgEl("text", {x: frame.right + 14, y: y + 4, fill: "#1d2330"}, clip(label, 32)));
   });
 }
+// A lane on another clock than the axis (a transcript beside a pcap) is left out of every plot.
+function onAxis(l) { return l.start === null || onMainClock(l.start); }
 function timeRange() {
   const a = provenance.first, b = provenance.last;
   return a === null ? [0, 1] : [a, b > a ? b : a + 1];
@@ -65,7 +67,7 @@ function latencyPoints() {
   const main = [], keep = [];
   for (let i = 0; i < N; i++) {
     const r = row(i);
-    if (!r || !r[8] || r[8][0] !== 0 || r[8][3] === null || r[1] === null) continue;
+    if (!r || !r[8] || r[8][0] !== 0 || r[8][3] === null || r[1] === null || !onMainClock(r[1])) continue;
     (r[3] === "PNG" ? keep : main).push([r[1], r[8][3], r[3], i]);
   }
   return [main, keep];
@@ -107,7 +109,8 @@ function latencyPlot(title, points, note) {
 // line, all others summed into one.
 function ratePlot() {
   const d = plotBins(), box = el("div", "plot-box");
-  const ranked = lanes.map((l, li) => [li, l.commands]).sort((a, b) => b[1] - a[1]);
+  const ranked = lanes.map((l, li) => [li, l.commands]).filter(([li]) => onAxis(lanes[li]))
+    .sort((a, b) => b[1] - a[1]);
   const top = ranked.slice(0, 8).filter((x) => x[1] > 0).map((x) => x[0]);
   const series = top.map((li) => [(lanes[li].role || "?") + " [" + lanes[li].id + "]", d.regroup(lanes[li].density)]);
   if (ranked.length > top.length) {
@@ -138,9 +141,9 @@ function ratePlot() {
 function anomalyPlot() {
   const d = plotBins(), box = el("div", "plot-box");
   const sum = new Float64Array(d.bins);
-  for (const l of lanes) for (const b of d.regroup(l.density)) sum[b[0]] += b[2];
+  for (const l of lanes) if (onAxis(l)) for (const b of d.regroup(l.density)) sum[b[0]] += b[2];
   for (const a of meta.capture_anomalies || []) {
-    if (a[2] === null || a[2] === undefined) continue;
+    if (a[2] === null || a[2] === undefined || !onMainClock(a[2])) continue;
     sum[Math.min(d.bins - 1, Math.max(0, Math.floor((a[2] - d.first) / d.width)))]++;
   }
   let peak = 1, total = 0;
@@ -164,7 +167,10 @@ function drawPlots() {
   const box = $("plots-box");
   if (N === 0) { box.replaceChildren(el("p", "muted", noMsnpText())); plotsDrawn = true; return; }
   const [main, keep] = latencyPoints();
+  const apart = lanes.filter((l) => !onAxis(l)).length;
   box.replaceChildren(
+    ...(apart ? [el("p", "muted clock-note", apart + " connection" + (apart === 1 ? "" : "s") +
+      " on another clock (a transcript's own times beside wall-clock times) are not plotted: their rows are in the list")] : []),
     latencyPlot("Latency over time, per command", main, "keep-alives (PNG \u2192 QNG) in the plot below"),
     latencyPlot("Keep-alive latency (PNG \u2192 QNG)", keep, null),
     ratePlot(), anomalyPlot());
