@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from analyzer.outputs.html import page_data
+
 from analyzer.outputs.html import CHUNK, hexdump, split_payload
 from analyzer.outputs.html.template import embed_json
 from outputs.browser.pages import HOSTILE_BODY, hostile_page, sample_page, write_page
@@ -134,7 +136,7 @@ def test_export_command_writes_a_page_and_json(tmp_path):
                    "-o", str(out), "--json", str(tmp_path / "t.jsonl"))
     assert proc.returncode == 0, proc.stderr
     page = out.read_text()
-    meta = json.loads(re.search(r'id="meta">(.*?)</script>', page, re.S).group(1))
+    meta, _ = page_data(page)
     assert meta["sources"] == ["msnp8.msnp", "msnp8_switchboard_chat.msnp"]
     assert [l["id"] for l in meta["lanes"] if l["id"].startswith("1:")] == ["1:ds", "1:ns", "1:sb1", "1:sb2"]
     assert "2:1" in [l["id"] for l in meta["lanes"]]
@@ -159,14 +161,14 @@ def test_export_reads_a_pcap(tmp_path):
     out = tmp_path / "ndpi.html"
     proc = run_cli("export", str(REAL / "ndpi_msnms.pcap"), "-o", str(out))
     assert proc.returncode in (0, 1), proc.stderr
-    meta = json.loads(re.search(r'id="meta">(.*?)</script>', out.read_text(), re.S).group(1))
+    meta, _ = page_data(out.read_text())
     assert meta["totals"]["connections"] == 6
     linked = [l for l in meta["lanes"] if l["link"]]
     assert len(linked) == 4 and all(l["link"]["from"] == "2" for l in linked)
 
 
 def page_meta(path: Path) -> dict:
-    return json.loads(re.search(r'id="meta">(.*?)</script>', path.read_text(), re.S).group(1))
+    return page_data(path.read_text())[0]
 
 
 def test_decode_html_option(tmp_path):

@@ -66,6 +66,10 @@ from analyzer.text import clean_data
 from analyzer.outputs.html.template import embed_json, write_page
 
 CHUNK = 1000
+LANE_CHUNK = 1000          # lanes per `d{k}` element of lane details
+# Lane fields the first screen does not need: written after the rows (elements d0.., then the
+# chats in `dc`) and merged into meta.lanes when the document has been read.
+LANE_DETAILS = ("link", "unlinked", "participants", "density", "anomalies", "referral", "parent")
 DIRS = {C2S: 0, "s2c": 1}
 BINS = 240                 # meta.bins: equal bins of the capture's time range (lanes[i].density)
 # Times at or past this (1973-03-03) are wall-clock epoch seconds; smaller ones are a clock of their
@@ -737,17 +741,41 @@ class HtmlTimeline:
         lanes = meta["lanes"]
         token = secrets.token_hex(16)  # where the lanes go, written one by one
         meta["lanes"] = token
+        chats = meta.pop("chats")
         head, _, tail = _json_text(meta).partition(f'"{token}"')
         del meta
+        # What the first screen does not need (LANE_DETAILS, the chats) is written after the rows:
+        # the browser reads a bounded `meta` before the page's script runs, whatever the lane count.
+        spool = tempfile.TemporaryFile("w+", encoding="utf-8")
+        counted = [0]  # detail chunks begun
 
         def meta_text():
             yield head + "["
             for i, lane in enumerate(lanes):
+                detail = {k: lane.pop(k) for k in LANE_DETAILS if k in lane}
+                if i % LANE_CHUNK == 0:
+                    spool.write("" if i == 0 else "]\n")
+                    spool.write("[")
+                    counted[0] += 1
+                else:
+                    spool.write(",")
+                spool.write(_json_text(detail))
                 yield _json_text(lane) if i == 0 else "," + _json_text(lane)
+            if counted[0]:
+                spool.write("]\n")
             yield "]" + tail
 
-        write_page(out, meta_text(), _chunks(self._rows(plan)),
-                   _chunks(b"%d" % g for g in self._merged(plan)), nonce=secrets.token_urlsafe(18))
+        def details():
+            spool.seek(0)
+            for line in spool:
+                yield line.rstrip("\n")
+
+        try:
+            write_page(out, meta_text(), _chunks(self._rows(plan)),
+                       _chunks(b"%d" % g for g in self._merged(plan)), nonce=secrets.token_urlsafe(18),
+                       details=details(), chats=_json_text(chats))
+        finally:
+            spool.close()
 
     def render(self) -> str:
         """The whole page as one string (tests and small captures; `close()` streams it)."""
@@ -757,11 +785,24 @@ class HtmlTimeline:
 
     def data(self) -> tuple[dict, list[list]]:
         """(meta, rows) as the page embeds them, parsed back from a rendering (for tests)."""
-        page = self.render()
-        meta = json.loads(re.search(r'<script type="application/json" id="meta">(.*?)</script>', page, re.S).group(1))
-        rows = [r for body in re.findall(r'<script type="application/json" id="c\d+">(.*?)</script>', page, re.S)
-                for r in json.loads(body)]
-        return meta, rows
+        return page_data(self.render())
+
+
+def page_data(page: str) -> tuple[dict, list[list]]:
+    """(meta, rows) of a written page, the lane details and chats merged back into meta as the
+    page's script merges them once the document is read."""
+    meta = json.loads(re.search(r'<script type="application/json" id="meta">(.*?)</script>', page, re.S).group(1))
+    rows = [r for body in re.findall(r'<script type="application/json" id="c\d+">(.*?)</script>', page, re.S)
+            for r in json.loads(body)]
+    details = [d for body in re.findall(r'<script type="application/json" id="d\d+">(.*?)</script>', page, re.S)
+               for d in json.loads(body)]
+    for lane, detail in zip(meta["lanes"], details):
+        lane.update(detail)
+    chats = re.search(r'<script type="application/json" id="dc">(.*?)</script>', page, re.S)
+    if chats:
+        meta["chats"] = json.loads(chats.group(1))
+    meta.pop("details", None)
+    return meta, rows
 
 
 def _json_text(value) -> str:

@@ -56,7 +56,7 @@ def page_head(nonce: str) -> str:
     return asset("skeleton.html").replace("{nonce}", nonce).replace("{css}", asset("page.css"))
 
 
-def write_page(out, meta, chunks, merged=(), nonce: str = "") -> None:
+def write_page(out, meta, chunks, merged=(), nonce: str = "", details=(), chats: str | None = None) -> None:
     """Write the document to `out` (a text file) piece by piece: the head, `meta`, the first
     row chunk, the page script, the other row chunks `c1..`, then the merged-order chunks
     `m0..`. `meta` (a string, or an iterable of its pieces) and every chunk are JSON texts
@@ -75,6 +75,11 @@ def write_page(out, meta, chunks, merged=(), nonce: str = "") -> None:
             write(f'<script nonce="{nonce}">{page_script()}</script>\n')
     if k < 0:
         write(f'<script nonce="{nonce}">{page_script()}</script>\n')
+    # Lane details (`d{k}`) and the chats (`dc`): what the first screen does not need.
+    for k, chunk in enumerate(details):
+        write(f'<script type="application/json" id="d{k}">{chunk}</script>\n')
+    if chats is not None:
+        write(f'<script type="application/json" id="dc">{chats}</script>\n')
     for k, chunk in enumerate(merged):
         write(f'<script type="application/json" id="m{k}">{chunk}</script>\n')
     write("</body>\n</html>\n")

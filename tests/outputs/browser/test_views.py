@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import expect
 
 from analyzer.cli.main import main as cli
+from analyzer.outputs.html import page_data
 from analyzer.outputs.html.template import render_page
 
 from .pages import write_page
@@ -22,12 +23,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def embedded(path: Path) -> tuple[dict, list]:
-    text = path.read_text(encoding="utf-8")
-    meta = json.loads(re.search(r'<script type="application/json" id="meta">(.*?)</script>', text).group(1))
-    rows = []
-    for k in range(meta["chunks"]):
-        rows += json.loads(re.search(rf'<script type="application/json" id="c{k}">(.*?)</script>', text).group(1))
-    return meta, rows
+    return page_data(path.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")

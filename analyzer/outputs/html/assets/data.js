@@ -192,9 +192,33 @@ function density() {
   return densityInfo;
 }
 
+// ---- lane details: what the first screen does not need ---------------------------------
+// The exporter writes each lane's links, participants, density bins and anomaly counts, and the
+// chats, after the rows (elements d0.., dc), so the browser reads a bounded meta before this script
+// runs. They are merged into meta.lanes once the document has been read (older pages hold them in meta).
+let detailsRead = false;
+function readDetails() {
+  if (detailsRead) return;
+  detailsRead = true;
+  let li = 0;
+  for (let k = 0; ; k++) {
+    const node = $("d" + k);
+    if (!node) break;
+    for (const d of JSON.parse(node.textContent)) Object.assign(lanes[li++], d);
+  }
+  const dc = $("dc");
+  if (dc) meta.chats = JSON.parse(dc.textContent);
+  for (const l of lanes) {
+    if (l.unlinked === undefined) l.unlinked = [];
+    if (l.participants === undefined) l.participants = [];
+    if (l.anomalies === undefined) l.anomalies = {};
+  }
+}
+
 // ---- chats: switchboard spans with their participants ------------------------------
 function chats() {
   if (Array.isArray(meta.chats)) return meta.chats;
+  if (!detailsRead) return [];   // the chats and participants come with the lane details
   const out = [];
   lanes.forEach((l, li) => {
     if (!l.participants || !l.participants.length) return;

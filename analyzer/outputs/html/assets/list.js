@@ -207,9 +207,9 @@ function laneNode(li, top) {
   if (l.session !== prev || li === 0) d.classList.add("sess");
   let text = (l.session ? l.session + " \u00b7 " : "") + laneLabel(l) + "  \u00b7 " + l.count + " rows";
   if (l.link) text += "  \u00b7 from [" + l.link.from + "] by " + l.link.by;
-  else if (l.unlinked.length) text += "  \u00b7 unlinked";
+  else if (l.unlinked && l.unlinked.length) text += "  \u00b7 unlinked";   // details not read yet: none
   d.appendChild(el("span", null, text));
-  d.title = l.link ? (l.link.evidence || "") : l.unlinked.join("; ");
+  d.title = l.link ? (l.link.evidence || "") : (l.unlinked || []).join("; ");
   d.addEventListener("click", () => showLane(li));
   return d;
 }

@@ -46,6 +46,7 @@ render(true);
 drawOverview();
 performance.mark("first-rows");
 function whenRead() {
+  readDetails();
   ready = true;
   referrals();
   fillFilters();
