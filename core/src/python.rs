@@ -624,6 +624,13 @@ fn push_field(out: &mut String, key: &str, obj: &Bound<'_, PyAny>, attr: &Bound<
     Ok(push_value(out, &obj.getattr(attr)?))
 }
 
+/// `"dir":…,"ts":…,"offset":…`, where a command or a skipped run sits in its stream.
+fn push_position(py: Python<'_>, out: &mut String, ev: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(push_field(out, "dir", ev, intern!(py, "direction"))?
+        && { out.push(','); push_field(out, "ts", ev, intern!(py, "ts"))? }
+        && { out.push(','); push_field(out, "offset", ev, intern!(py, "offset"))? })
+}
+
 /// The lines of the JSON Lines writer's `command`, `transaction` and `skipped` records,
 /// byte for byte as `JsonLinesWriter` writes them, for the events it can: `line` answers
 /// None for any other event, for a command whose parameters or payload the redactor may
@@ -648,15 +655,7 @@ impl JsonFormatter {
         if self.redact && (!code.is_ascii() || self.secret.contains(&code.to_ascii_uppercase())) {
             return Ok(false);
         }
-        if !push_field(out, "dir", ev, intern!(py, "direction"))? {
-            return Ok(false);
-        }
-        out.push(',');
-        if !push_field(out, "ts", ev, intern!(py, "ts"))? {
-            return Ok(false);
-        }
-        out.push(',');
-        if !push_field(out, "offset", ev, intern!(py, "offset"))? {
+        if !push_position(py, out, ev)? {
             return Ok(false);
         }
         out.push_str(",\"cmd\":");
@@ -757,15 +756,7 @@ impl JsonFormatter {
     }
 
     fn skipped_line(&self, py: Python<'_>, out: &mut String, ev: &Bound<'_, PyAny>) -> PyResult<bool> {
-        if !push_field(out, "dir", ev, intern!(py, "direction"))? {
-            return Ok(false);
-        }
-        out.push(',');
-        if !push_field(out, "ts", ev, intern!(py, "ts"))? {
-            return Ok(false);
-        }
-        out.push(',');
-        if !push_field(out, "offset", ev, intern!(py, "offset"))? {
+        if !push_position(py, out, ev)? {
             return Ok(false);
         }
         out.push_str(",\"length\":");
