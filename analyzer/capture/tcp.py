@@ -213,7 +213,7 @@ class TcpTracker:
                 n = len(payload)
                 half.nxt = (seq + n) & MASK
                 half.pos += n
-                sent = half.sent
+                sent = half.sent  # _remember, inlined: this is the per-packet path
                 if sent is None:
                     half.sent = sent = bytearray(payload)
                 else:

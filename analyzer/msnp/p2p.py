@@ -129,22 +129,22 @@ def parse_p2p(payload: bytes) -> P2PMessage:
     return _parse_v1(body, dest, src)
 
 
+def _split_footer(rest: bytes, size: int, what: str) -> tuple[bytes, int | None, str | None]:
+    """(the `size` bytes after a header, the footer after them, a problem): both versions end so."""
+    data = rest[:size]
+    if len(rest) < size + FOOTER.size:
+        return data, None, f"{what} {size} but only {len(rest)} bytes follow the header (footer missing)"
+    footer = FOOTER.unpack_from(rest, size)[0]
+    extra = len(rest) - size - FOOTER.size
+    return data, footer, (f"{extra} bytes after the footer" if extra else None)
+
+
 def _parse_v1(body: bytes, dest, src) -> P2PMessage:
     if len(body) < V1_HEADER.size:
         return P2PMessage(None, data=body, dest=dest, src=src,
                           problem=f"binary part of {len(body)} bytes, shorter than the 48-byte header")
     (sid, ident, offset, total, size, flags, ack_id, ack_uid, ack_size) = V1_HEADER.unpack_from(body)
-    rest = body[V1_HEADER.size:]
-    problem = None
-    footer = None
-    if len(rest) >= size + FOOTER.size:
-        data = rest[:size]
-        footer = FOOTER.unpack_from(rest, size)[0]
-        if len(rest) != size + FOOTER.size:
-            problem = f"{len(rest) - size - FOOTER.size} bytes after the footer"
-    else:
-        data = rest[:size]
-        problem = f"message size {size} but only {len(rest)} bytes follow the header (footer missing)"
+    data, footer, problem = _split_footer(body[V1_HEADER.size:], size, "message size")
     if size and offset + size > total:
         problem = problem or f"offset {offset} + size {size} beyond the total size {total}"
     fields = [("session id", str(sid)), ("identifier", str(ident)), ("offset", str(offset)),
@@ -186,17 +186,7 @@ def _parse_v2(body: bytes, dest, src) -> P2PMessage:
             fields.append(("nak identifier", str(struct.unpack(">I", v)[0])))
         else:
             fields.append((f"TLV 0x{t:x}", v.hex()))
-    rest = body[hl:]
-    problem = None
-    footer = None
-    if len(rest) >= size + FOOTER.size:
-        payload = rest[:size]
-        footer = FOOTER.unpack_from(rest, size)[0]
-        if len(rest) != size + FOOTER.size:
-            problem = f"{len(rest) - size - FOOTER.size} bytes after the footer"
-    else:
-        payload = rest[:size]
-        problem = f"payload size {size} but only {len(rest)} bytes follow the header (footer missing)"
+    payload, footer, problem = _split_footer(body[hl:], size, "payload size")
     msg = P2PMessage(2, identifier=base, message_size=size, footer=footer, dest=dest, src=src,
                      problem=problem, fields=fields, opcode=op, ack=ack)
     if not payload:
