@@ -37,6 +37,31 @@ fn segment_tuple<'py>(py: Python<'py>, ts: f64, s: &crate::decode::Segment<'_>) 
     )
 }
 
+/// Decode one frame of either file format: a TCP segment is appended to `out` (true), an IP
+/// fragment counted, anything else skipped.
+fn push_frame(
+    py: Python<'_>,
+    out: &Bound<'_, PyList>,
+    linktype: u32,
+    data: &[u8],
+    ts: f64,
+    tcp_segments: &mut u64,
+    fragments: &mut u64,
+) -> PyResult<bool> {
+    match decode_frame(linktype, data) {
+        Decoded::Tcp(s) => {
+            out.append(segment_tuple(py, ts, &s)?)?;
+            *tcp_segments += 1;
+            Ok(true)
+        }
+        Decoded::Fragment => {
+            *fragments += 1;
+            Ok(false)
+        }
+        Decoded::Other => Ok(false),
+    }
+}
+
 #[pyclass(module = "analyzer._core")]
 struct PcapSegments {
     records: PcapRecords<File>,
@@ -74,16 +99,10 @@ impl PcapSegments {
         let mut n = 0;
         while n < max {
             let Some(record) = self.records.next_record()? else { break };
-            match decode_frame(self.linktype, record.data) {
-                Decoded::Tcp(s) => {
-                    // The same float operations as the Python reader: sec + frac * scale.
-                    let ts = record.sec as f64 + record.frac as f64 * self.scale;
-                    out.append(segment_tuple(py, ts, &s)?)?;
-                    self.tcp_segments += 1;
-                    n += 1;
-                }
-                Decoded::Fragment => self.fragments += 1,
-                Decoded::Other => {}
+            // The same float operations as the Python reader: sec + frac * scale.
+            let ts = record.sec as f64 + record.frac as f64 * self.scale;
+            if push_frame(py, &out, self.linktype, record.data, ts, &mut self.tcp_segments, &mut self.fragments)? {
+                n += 1;
             }
         }
         Ok(out)
@@ -536,14 +555,8 @@ impl PcapngSegments {
                 n += 1;
                 continue;
             }
-            match decode_frame(packet.linktype as u32, packet.data) {
-                Decoded::Tcp(s) => {
-                    out.append(segment_tuple(py, ts, &s)?)?;
-                    self.tcp_segments += 1;
-                    n += 1;
-                }
-                Decoded::Fragment => self.fragments += 1,
-                Decoded::Other => {}
+            if push_frame(py, &out, packet.linktype as u32, packet.data, ts, &mut self.tcp_segments, &mut self.fragments)? {
+                n += 1;
             }
         }
         Ok(out)
