@@ -860,10 +860,23 @@ class TcpTracker:
                 self.analysis.tick(flow.conn, ts)
             if flow.state == "closed":
                 continue
-            self._schedule(flow, flow.last_ts + self.idle_timeout)
-            halves = flow.halves
-            if halves[0].sent is not None or halves[1].sent is not None:
-                big = any(h.sent is not None and len(h.sent) > UNACKED_SMALL for h in halves)
-                self._schedule(flow, flow.last_ts + (min(self.reorder_timeout, UNACKED_QUIET) if big
-                                                     else self.reorder_timeout))
-            self._reschedule(flow)
+            # The flow's next deadline, the earliest of: idle, the quiet release of its
+            # unacknowledged bytes, a hole waiting, the pairing's next expiry (one heap entry).
+            due = flow.last_ts + self.idle_timeout
+            first, second = flow.halves
+            sent, other = first.sent, second.sent
+            if sent is not None or other is not None:
+                big = sent is not None and len(sent) > UNACKED_SMALL or other is not None and len(other) > UNACKED_SMALL
+                quiet = flow.last_ts + (min(self.reorder_timeout, UNACKED_QUIET) if big else self.reorder_timeout)
+                if quiet < due:
+                    due = quiet
+            for half in (first, second):
+                since = half.pending_since
+                if since is not None and since + self.reorder_timeout < due:
+                    due = since + self.reorder_timeout
+            conn = flow.conn
+            if conn is not None:
+                wake = conn.wake
+                if wake < due:
+                    due = wake
+            self._schedule(flow, due)
