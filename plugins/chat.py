@@ -29,6 +29,7 @@ the sections say how many more there were
 
 from __future__ import annotations
 
+from bisect import insort
 from dataclasses import dataclass, field
 
 from analyzer.msnp import C2S
@@ -249,8 +250,7 @@ class ChatPlugin(Plugin):
         del self.switchboards[sb.stream]
         self._others_seen.pop(sb.stream, None)
         if sb.messages:
-            self._shown.append(sb)
-            self._shown.sort(key=_first_message)
+            insort(self._shown, sb, key=_first_message)   # as append and a stable sort: in order
             if len(self._shown) <= TERMINAL_ROWS:
                 return
             sb = self._shown.pop()

@@ -33,6 +33,7 @@ _quote = json.encoder.encode_basestring
 # raise, and `encode` then uses `_encode`. tests/outputs/test_jsonl.py holds the two to it.
 _OPTIONS = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 _dumps = orjson.dumps
+_LINE_OPTIONS = _OPTIONS | orjson.OPT_APPEND_NEWLINE   # the same text with its "\n" (one_line leaves "\n" be)
 
 
 def _plain(value) -> bool:
@@ -205,7 +206,7 @@ class JsonLinesWriter:
             return encode(rec) + "\n"
         if plain:
             try:
-                return one_line(_dumps(rec, option=_OPTIONS).decode()) + "\n"
+                return one_line(_dumps(rec, option=_LINE_OPTIONS).decode())
             except TypeError:
                 pass
         return reference(rec) + "\n"
