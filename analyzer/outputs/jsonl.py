@@ -200,8 +200,12 @@ class JsonLinesWriter:
         if kind is Command or kind is Anomaly or kind is Skipped:
             plain = _plain_number(event.ts)
         elif kind is Transaction:
-            plain = _plain_number(event.request.ts) and _plain_number(event.latency_ms) \
-                and all(_plain_number(r.ts) for r in event.replies)
+            plain = _plain_number(event.request.ts) and _plain_number(event.latency_ms)
+            if plain:
+                for reply in event.replies:
+                    if not _plain_number(reply.ts):
+                        plain = False
+                        break
         else:
             return encode(rec) + "\n"
         if plain:
