@@ -37,7 +37,7 @@ from analyzer.msnp.facts import arrival, handle_of, nick_text
 from analyzer.msnp.facts import sender as message_sender
 from analyzer.plugins import TERMINAL_ROWS, Plugin, section
 
-from msnp_analyzer_plugins.mime import classify, parse_mime
+from msnp_analyzer_plugins.mime import parse_mime
 
 UNKNOWN = "unknown"
 MAX_OTHERS = 10_000   # participants other than the user named per board; later ones are counted
@@ -166,18 +166,19 @@ class ChatPlugin(Plugin):
     def _msg(self, conn, cmd) -> None:
         if cmd.payload is None:
             return
-        msg = parse_mime(cmd.payload)
-        kind = classify(msg)
-        if kind not in ("text", "typing"):
+        msg = parse_mime(cmd.payload)   # parsed and classified once for the mime, chat and p2p plugins
+        kind = msg.kind
+        if kind != "text" and kind != "typing":
             return
         sb = self._board(conn)
         if sb.first_ts is None:
             sb.first_ts = cmd.ts
         if cmd.direction == C2S:
             if kind == "typing":
-                typing = msg.header("TypingUser")
-                if typing and sb.typing_user is None:
-                    sb.typing_user = handle_of(typing.encode())
+                if sb.typing_user is None:
+                    typing = msg.typing_user
+                    if typing:
+                        sb.typing_user = handle_of(typing.encode())
                 return
             sb.client_messages += 1
             self._count(sb, cmd.ts)
@@ -186,12 +187,12 @@ class ChatPlugin(Plugin):
         else:
             found = message_sender(cmd)
             sender = found.endpoint.handle if found is not None else None
-            nick = nick_text(found.nick) if found is not None and found.nick is not None else None
             if found is not None and not found.service:
                 self._add_other(sb, sender, conn, cmd)
             if kind == "text":
                 self._count(sb, cmd.ts)
                 if self.html_report and self._keep(sb):
+                    nick = nick_text(found.nick) if found is not None and found.nick is not None else None
                     sb.lines.append(ChatLine(cmd.ts, cmd.direction, sender, msg.text(), nick))
 
     def _keep(self, sb: Switchboard) -> bool:

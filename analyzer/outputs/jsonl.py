@@ -178,6 +178,31 @@ class JsonLinesWriter:
                 pass
         self._line(rec, line if line is not None else reference(rec))
 
+    def event_batch(self, conn: Connection | None, events: list) -> None:
+        """`event` for each of a feed's events; the compiled core's lines of the batch written
+        in one piece (a record the core leaves to Python, or text the output cannot take:
+        the batch goes event by event, as `event` writes it)."""
+        compiled = self._compiled
+        if compiled is not None and len(events) > 1 and not self.flush_each:
+            stream = conn.id if conn is not None else None
+            lines = []
+            for event in events:
+                line = compiled(stream, event)
+                if line is None:
+                    break
+                lines.append(line)
+            else:
+                out = self.out
+                if not out.closed:
+                    try:
+                        out.write("".join(lines))   # a text stream encodes all of it before writing any
+                    except UnicodeEncodeError:
+                        pass
+                    else:
+                        return
+        for event in events:
+            self.event(conn, event)
+
     def stream(self, conn: Connection) -> None:
         self._write(stream_record(conn))
 
