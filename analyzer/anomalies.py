@@ -112,6 +112,7 @@ for _name, _sev, _summary in [
     ("tcp.retransmission", _I, "a TCP segment whose bytes were already delivered was seen again and dropped"),
     ("capture.one_sided", _I, "the input holds one direction of a connection only: its requests are not paired with replies"),
     ("capture.truncated", _E, "the capture file ends in the middle of a record; everything before that point was analysed"),
+    ("input.truncated", _E, "a gzip'd transcript, byte stream or flow file ends before its end-of-stream marker; everything unpacked before the cut was analysed"),
     ("capture.damaged", _E, "the capture file holds a record that cannot be a packet; reading stopped there"),
     ("capture.unknown_linktype", _W, "a link type neither the fast decoder nor scapy knows; its packets were skipped"),
     ("capture.fallback_dissection", _I, "a link type the fast decoder does not know; its packets were dissected by scapy (slow)"),

@@ -29,6 +29,7 @@ the sections say how many more there were
 
 from __future__ import annotations
 
+from bisect import insort
 from dataclasses import dataclass, field
 
 from analyzer.msnp import C2S
@@ -37,10 +38,11 @@ from analyzer.msnp.facts import arrival, handle_of, nick_text
 from analyzer.msnp.facts import sender as message_sender
 from analyzer.plugins import TERMINAL_ROWS, Plugin, section
 
-from msnp_analyzer_plugins.mime import classify, parse_mime
+from msnp_analyzer_plugins.mime import parse_mime
 
 UNKNOWN = "unknown"
 MAX_OTHERS = 10_000   # participants other than the user named per board; later ones are counted
+MAX_SENDERS = 4096    # server MSG senders remembered as parsed (see ChatPlugin._sender)
 
 
 @dataclass(slots=True)
@@ -128,6 +130,9 @@ class ChatPlugin(Plugin):
         self._shown: list[Switchboard] = []
         self._others_seen: dict[str, set[str]] = {}  # stream -> handles in Switchboard.others
         self.folded = [0, 0, None, None]
+        # A server MSG's first parameter -> (sender handle, service notice), as facts.sender
+        # reads them from it: one chat's messages name the same few senders over and over.
+        self._senders: dict[bytes, tuple[str, bool]] = {}
 
     def _board(self, conn) -> Switchboard:
         sb = self.switchboards.get(conn.id)
@@ -166,33 +171,50 @@ class ChatPlugin(Plugin):
     def _msg(self, conn, cmd) -> None:
         if cmd.payload is None:
             return
-        msg = parse_mime(cmd.payload)
-        kind = classify(msg)
-        if kind not in ("text", "typing"):
+        msg = parse_mime(cmd.payload)   # parsed and classified once for the mime, chat and p2p plugins
+        kind = msg.kind
+        if kind != "text" and kind != "typing":
             return
         sb = self._board(conn)
         if sb.first_ts is None:
             sb.first_ts = cmd.ts
         if cmd.direction == C2S:
             if kind == "typing":
-                typing = msg.header("TypingUser")
-                if typing and sb.typing_user is None:
-                    sb.typing_user = handle_of(typing.encode())
+                if sb.typing_user is None:
+                    typing = msg.typing_user
+                    if typing:
+                        sb.typing_user = handle_of(typing.encode())
                 return
             sb.client_messages += 1
             self._count(sb, cmd.ts)
             if self.html_report and self._keep(sb):
                 sb.lines.append(ChatLine(cmd.ts, C2S, None, msg.text()))
         else:
-            found = message_sender(cmd)
-            sender = found.endpoint.handle if found is not None else None
-            nick = nick_text(found.nick) if found is not None and found.nick is not None else None
-            if found is not None and not found.service:
+            sender, service = self._sender(cmd)
+            if sender is not None and not service:
                 self._add_other(sb, sender, conn, cmd)
             if kind == "text":
                 self._count(sb, cmd.ts)
                 if self.html_report and self._keep(sb):
+                    found = message_sender(cmd)
+                    nick = nick_text(found.nick) if found is not None and found.nick is not None else None
                     sb.lines.append(ChatLine(cmd.ts, cmd.direction, sender, msg.text(), nick))
+
+    def _sender(self, cmd) -> tuple[str | None, bool]:
+        """The handle a server MSG names as its sender and whether it is the service's own
+        notice (`facts.sender`, which reads both from the first parameter: remembered by it)."""
+        params = cmd.raw_params
+        if not params:
+            return None, False
+        token = params[0]
+        known = self._senders.get(token)
+        if known is None:
+            found = message_sender(cmd)
+            known = (found.endpoint.handle, found.service)
+            if len(self._senders) >= MAX_SENDERS:   # handles off the wire: bounded
+                self._senders.clear()
+            self._senders[token] = known
+        return known
 
     def _keep(self, sb: Switchboard) -> bool:
         """Whether one more line of `sb` is kept (see `line_limit`); else it is counted."""
@@ -228,8 +250,7 @@ class ChatPlugin(Plugin):
         del self.switchboards[sb.stream]
         self._others_seen.pop(sb.stream, None)
         if sb.messages:
-            self._shown.append(sb)
-            self._shown.sort(key=_first_message)
+            insort(self._shown, sb, key=_first_message)   # as append and a stable sort: in order
             if len(self._shown) <= TERMINAL_ROWS:
                 return
             sb = self._shown.pop()

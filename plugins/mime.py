@@ -20,25 +20,6 @@ from analyzer.plugins import DecodedView, Plugin, section, section_table
 # The one table of secrets (analyzer.analysis.redact); the redactor compares names case-insensitively.
 SECRET_HEADERS = MIME_SECRET_HEADERS
 
-KINDS = {
-    "text/plain": "text",
-    "text/x-msmsgscontrol": "typing",
-    "text/x-msmsgsinvite": "invitation",
-    "application/x-msnmsgrp2p": "p2p",
-    "text/x-msmsgsprofile": "profile",
-    "text/x-msmsgsinitialemailnotification": "email",
-    "text/x-msmsgsemailnotification": "email",
-    "text/x-msmsgsactivemailnotification": "email",
-    "text/x-msmsgsinitialmdatanotification": "email",
-    "text/x-msmsgsoimnotification": "email",
-    "text/x-mms-emoticon": "emoticon",
-    "text/x-mms-animemoticon": "emoticon",
-    "text/x-msnmsgr-datacast": "datacast",
-    "text/x-clientcaps": "clientcaps",
-    "text/x-keepalive": "keepalive",
-    "text/x-msmsgssystemmessage": "system",
-}
-
 # Application-GUIDs of old-style (text/x-msmsgsinvite) invitations.
 INVITE_APPS = {
     "{5D3E02AB-6190-11D3-BBBB-00C04F795683}": "file transfer",
@@ -48,17 +29,9 @@ INVITE_APPS = {
 EFFECTS = {"B": "bold", "I": "italic", "U": "underline", "S": "strikethrough"}
 
 
-from analyzer.msnp.mime import MimeMessage, parse_headers, parse_mime  # noqa: F401 (re-exported)
-
-
-def classify(msg: MimeMessage) -> str:
-    """The kind of a MSG payload: text, typing, invitation, p2p, profile, email, ... or other."""
-    if not msg.content_type:
-        return "malformed" if not msg.separated else "other"
-    kind = KINDS.get(msg.content_type, "other")
-    if kind == "typing" and msg.header("TypingUser") is None:
-        return "control"
-    return kind
+# The kinds (`classify`, `KINDS`) are the codec's: one classification of a payload, kept with
+# the parsed message, serves this plugin, chat and p2p.
+from analyzer.msnp.mime import KINDS, MimeMessage, classify, parse_headers, parse_mime  # noqa: F401 (re-exported)
 
 
 def parse_font(value: str) -> list[tuple[str, str]]:
@@ -124,6 +97,8 @@ def describe(msg: MimeMessage, kind: str) -> DecodedView:
 
 
 MAX_TYPES = 1000  # distinct content types counted one by one; the rest together
+MAX_KNOWN_CHARSETS = 256  # charset names Python knows, remembered so as not to look each one up again
+_KNOWN_CHARSETS: set[str] = set()
 OTHER_TYPES = f"(other: past {MAX_TYPES} distinct types)"
 
 
@@ -151,20 +126,26 @@ class MimePlugin(Plugin):
         if cmd.cmd != "MSG" or cmd.payload is None:
             return
         msg = parse_mime(cmd.payload)
-        kind = classify(msg)
+        kind = msg.kind
         self.kinds[kind] += 1
+        types = self.types
         ctype = msg.content_type or "(none)"
-        if ctype in self.types or len(self.types) < MAX_TYPES:
-            self.types[ctype] += 1
+        if ctype in types or len(types) < MAX_TYPES:
+            types[ctype] += 1
         else:  # content types come off the wire: a crafted run of unique ones must not grow this
-            self.types[OTHER_TYPES] += 1
+            types[OTHER_TYPES] += 1
         if kind == "malformed":
             self.report(conn, "not_mime", f"{len(cmd.payload)}-byte MSG payload without MIME headers", cmd)
-        elif "charset" in msg.params:
-            try:
-                "".encode(msg.params["charset"])
-            except LookupError:
-                self.report(conn, "bad_charset", f"charset {msg.params['charset']!r}", cmd)
+        else:
+            charset = msg.params.get("charset")
+            if charset is not None and charset not in _KNOWN_CHARSETS:
+                try:
+                    "".encode(charset)
+                except LookupError:
+                    self.report(conn, "bad_charset", f"charset {charset!r}", cmd)
+                else:
+                    if len(_KNOWN_CHARSETS) < MAX_KNOWN_CHARSETS:  # names off the wire: bounded
+                        _KNOWN_CHARSETS.add(charset)
 
     def html_sections(self) -> list[dict]:
         if not self.kinds:

@@ -78,7 +78,7 @@ class Connection:
     # Thousands are open at once on a busy server's capture: slots, and the two readers and
     # byte counts as fields rather than dicts keyed by direction.
     __slots__ = ("id", "client", "server", "protocol", "state", "c2s", "s2c", "tracker", "role", "handle",
-                 "commands", "anomalies", "outcomes", "latencies", "latency_count", "c2s_bytes", "s2c_bytes",
+                 "commands", "_anomalies", "_outcomes", "_latencies", "latency_count", "c2s_bytes", "s2c_bytes",
                  "first_ts", "last_ts", "failed", "closed", "logged_in", "inherited_version", "legs",
                  "on_referral")
 
@@ -101,9 +101,11 @@ class Connection:
         self.role: str | None = "MSNFTP" if protocol == MSNFTP else None
         self.handle: str | None = None
         self.commands: Counter[str] = Counter()
-        self.anomalies: Counter[str] = Counter()
-        self.outcomes: Counter[str] = Counter()
-        self.latencies = array("d")    # at most LATENCY_SAMPLE: a uniform sample past that
+        # Made when first needed (the properties below): most connections never see an
+        # anomaly, and one that is idle holds no more than its counters.
+        self._anomalies: Counter[str] | None = None
+        self._outcomes: Counter[str] | None = None
+        self._latencies: array | None = None  # at most LATENCY_SAMPLE: a uniform sample past that
         self.latency_count = 0         # latencies seen beyond the first LATENCY_SAMPLE
         self.c2s_bytes = 0
         self.s2c_bytes = 0
@@ -133,6 +135,27 @@ class Connection:
         if self.state.max_version:
             return f"MSNP2-{self.state.max_version}"  # the dialect its lines showed (VER not seen)
         return self.inherited_version
+
+    @property
+    def anomalies(self) -> Counter[str]:
+        """Anomalies seen on this connection, by name."""
+        if self._anomalies is None:
+            self._anomalies = Counter()
+        return self._anomalies
+
+    @property
+    def outcomes(self) -> Counter[str]:
+        """Transactions settled, by outcome."""
+        if self._outcomes is None:
+            self._outcomes = Counter()
+        return self._outcomes
+
+    @property
+    def latencies(self) -> array:
+        """Reply latencies in ms (a uniform sample of LATENCY_SAMPLE past that many)."""
+        if self._latencies is None:
+            self._latencies = array("d")
+        return self._latencies
 
     @property
     def readers(self) -> dict:
@@ -248,7 +271,6 @@ class Connection:
         append = out.append
         observe = self.tracker.observe_into
         commands = self.commands
-        anomalies, outcomes, latencies = self.anomalies, self.outcomes, self.latencies
         for event in events:
             append(event)
             kind = type(event)
@@ -266,17 +288,7 @@ class Connection:
                 mark = len(out)
                 observe(event, out)
                 if len(out) > mark:
-                    for i in range(mark, len(out)):
-                        settled = out[i]
-                        if type(settled) is Anomaly:
-                            anomalies[settled.name] += 1
-                        else:
-                            outcomes[settled.outcome] += 1
-                            if settled.latency_ms is not None:
-                                if len(latencies) < LATENCY_SAMPLE:
-                                    latencies.append(settled.latency_ms)
-                                else:
-                                    self._sample(settled.latency_ms)
+                    self._count(out, mark)
             elif kind is Anomaly:
                 self.anomalies[event.name] += 1
             elif kind is Transaction:
@@ -318,17 +330,24 @@ class Connection:
         return out
 
     def _count(self, settled: list, start: int = 0) -> list:
+        """Count the transactions and anomalies the pairing settled (`settled[start:]`)."""
+        outcomes, latencies = self._outcomes, self._latencies
         for i in range(start, len(settled)):
             event = settled[i]
             if type(event) is Anomaly:
                 self.anomalies[event.name] += 1
             else:
-                self.outcomes[event.outcome] += 1
-                if event.latency_ms is not None:
-                    if len(self.latencies) < LATENCY_SAMPLE:
-                        self.latencies.append(event.latency_ms)
+                if outcomes is None:
+                    outcomes = self._outcomes = Counter()
+                outcomes[event.outcome] += 1
+                latency = event.latency_ms
+                if latency is not None:
+                    if latencies is None:
+                        latencies = self._latencies = array("d")
+                    if len(latencies) < LATENCY_SAMPLE:
+                        latencies.append(latency)
                     else:
-                        self._sample(event.latency_ms)
+                        self._sample(latency)
         return settled
 
     def _learn(self, cmd: Command) -> None:

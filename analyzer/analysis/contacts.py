@@ -89,6 +89,8 @@ class Login:
 
 
 class ContactBook:
+    event_codes = _CODES   # the run hands `event` only these commands (see analysis.run)
+
     def __init__(self, on_record: Callable[[dict], None] | None = None, history: int = 0) -> None:
         self.on_record = on_record
         self.history = history

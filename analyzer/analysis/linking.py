@@ -985,6 +985,8 @@ class LinkWriter:
     """A sink that writes the Linker's records to other sinks (JSON Lines writers): those of
     settled sessions as they settle (see `Linker.settle_after`), the rest at the end."""
 
+    event_codes = frozenset()   # its `event` takes nothing: the run does not call it (analysis.run)
+
     def __init__(self, linker: Linker, outputs: list) -> None:
         self.linker = linker
         self.outputs = outputs

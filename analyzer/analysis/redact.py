@@ -38,7 +38,6 @@ A `--record` pcapng is the raw wire and is not redacted (README, "Secrets").
 from __future__ import annotations
 
 import ast
-import hashlib
 import hmac
 import os
 import re
@@ -200,7 +199,7 @@ class Redactor:
         self.key = key if key is not None else os.urandom(16)
 
     def mask(self, secret: bytes) -> str:
-        digest = hmac.new(self.key, secret, hashlib.sha256).hexdigest()[:8]
+        digest = hmac.digest(self.key, secret, "sha256").hex()[:8]   # one call: hmac.new(...).hexdigest()
         return f"<redacted:{digest}>"
 
     # -- MSNP command lines ---------------------------------------------------------

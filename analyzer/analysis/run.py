@@ -6,6 +6,12 @@ bytes, and close it. Every event goes to each sink (`Sink.event`), a closed
 connection to `Sink.stream`; sinks are the JSON Lines writer, the verbose
 terminal printer, the HTML timeline, plugins. Closed connections keep their
 counters (for the final report) but drop their decoders.
+
+The events of one feed reach the sinks sink by sink, in the sinks' order: each
+sink sees all of them (through `event_batch` when it has one) before the next
+sink sees any. A sink that declares `event_codes` (a frozenset of command
+codes) is handed only the `Command`s with those codes, nothing else; how each
+sink is called is worked out once per list of sinks, not per event.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from array import array
 from collections import Counter, deque
 from typing import Protocol
 
-from analyzer.msnp import Anomaly, Transaction
+from analyzer.msnp import Anomaly, Command, Transaction
 from analyzer.analysis.connection import Connection, Limits, add_codes
 from analyzer.analysis.redact import Redactor
 
@@ -28,6 +34,14 @@ class Sink(Protocol):
     def event(self, conn: Connection | None, event) -> None: ...
     def stream(self, conn: Connection) -> None: ...
     def close(self) -> None: ...
+    # Optional:
+    #   event_batch(conn, events): takes a feed's events together, in place of `event`;
+    #   event_codes: frozenset[str]: `event` takes only the Commands with these codes
+    #     (it would ignore every other event): Analysis hands it nothing else.
+
+
+_BATCH = object()  # a route's mode: the sink's event_batch takes the events together
+_EVERY = None      # a route's mode: the sink's event takes each event
 
 
 CAPTURE_NOTES = 20  # capture-level anomalies kept with their detail (file, offset) for the report
@@ -52,6 +66,11 @@ class Analysis:
         self.folded = Folded()
         self._closed: deque[str] = deque()
         self.finished = False  # finish() ran: the sinks are closed
+        # How each sink takes events, worked out for the list of sinks in `_routed`
+        # (`sinks` is a plain list that callers extend: compared, and redone when it changed).
+        self._routed: list = []
+        self._routes: tuple = ()       # (callable, mode) per sink, in order: see _route
+        self._takers: tuple = ()       # the `event` of each sink that takes anomalies and records
 
     def new_id(self) -> str:
         self._next_id += 1
@@ -113,13 +132,18 @@ class Analysis:
             self.capture_anomalies[anomaly.name] += 1
             if len(self.capture_notes) < CAPTURE_NOTES:
                 self.capture_notes.append(anomaly)
-        for sink in self.sinks:
-            sink.event(conn, anomaly)
+        if self.sinks != self._routed:
+            self._route()
+        for event in self._takers:
+            event(conn, anomaly)
 
     def record(self, conn: Connection | None, record: dict) -> None:
-        """A record of a capture layer's own (an HTTP login step, a proxy rewrite) for every sink."""
-        for sink in self.sinks:
-            sink.event(conn, record)
+        """A record of a capture layer's own (an HTTP login step, a proxy rewrite) for every sink
+        (but those that take only some commands)."""
+        if self.sinks != self._routed:
+            self._route()
+        for event in self._takers:
+            event(conn, record)
 
     def finish(self, ts: float | None = None) -> None:
         """Close every connection, then the sinks: once. A second call (the mitm addon's `done`
@@ -134,14 +158,35 @@ class Analysis:
 
     def _emit(self, conn: Connection, events: list) -> list:
         if events:
-            for sink in self.sinks:
-                batch = getattr(sink, "event_batch", None)  # a sink that takes them together (plugins)
-                if batch is not None:
-                    batch(conn, events)
-                    continue
-                for event in events:
-                    sink.event(conn, event)
+            if self.sinks != self._routed:
+                self._route()
+            for take, mode in self._routes:
+                if mode is _EVERY:
+                    for event in events:
+                        take(conn, event)
+                elif mode is _BATCH:
+                    take(conn, events)
+                else:   # the sink's event_codes
+                    for event in events:
+                        if type(event) is Command and event.cmd in mode:
+                            take(conn, event)
         return events
+
+    def _route(self) -> None:
+        """Work out how each sink takes events (see the module docstring), for `sinks` as it is."""
+        routes, takers = [], []
+        for sink in self.sinks:
+            codes = getattr(sink, "event_codes", None)
+            batch = getattr(sink, "event_batch", None)
+            if codes is not None:
+                codes = frozenset(codes)
+                if codes:   # none: a sink whose event takes nothing (its stream and close still run)
+                    routes.append((sink.event, codes))
+                continue
+            takers.append(sink.event)
+            routes.append((batch, _BATCH) if batch is not None else (sink.event, _EVERY))
+        self._routes, self._takers = tuple(routes), tuple(takers)
+        self._routed = list(self.sinks)
 
     # -- totals for reports ---------------------------------------------------
 

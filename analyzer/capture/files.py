@@ -20,6 +20,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ PCAP_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"
                b"\x0a\x0d\x0d\x0a", b"\x1f\x8b")
 _CAPTURE_MAGICS = PCAP_MAGICS[:-1]
 GZIP_MAGIC = b"\x1f\x8b"
+GZIP_WBITS = 16 + zlib.MAX_WBITS   # zlib reads one gzip member
 HEAD = 65536            # bytes looked at to tell what a file is
 MAX_UNZIPPED = 4 << 30  # a gzip'd transcript, stream or flow file is unpacked to disk up to this
 KINDS = ("capture", "flows", "transcript", "stream")
@@ -52,6 +54,7 @@ class Input:
     name: str    # as given ('-' for standard input)
     kind: str    # one of KINDS
     path: str    # where to read it (a temporary copy for stdin, pipes and gzip'd non-captures)
+    damage: str | None = None   # a gzip'd file cut short: what was unpacked before the cut (input.truncated)
 
 
 class Inputs(list):
@@ -138,17 +141,58 @@ def _identify(name: str, inputs: Inputs, streams: bool) -> Input:
         inner = _gunzip_head(name, path)
         if inner.startswith(_CAPTURE_MAGICS) or not inner:
             return Input(name, "capture", path)  # the capture reader unpacks it as it goes
-        try:
-            with gzip.open(path, "rb") as f:
-                path = _spool(f, inputs, MAX_UNZIPPED, name)
-        except (OSError, EOFError) as exc:
-            raise UsageError(f"{name}: a damaged gzip file ({exc})") from None
+        path, damage = _gunzip(path, inputs, MAX_UNZIPPED, name)
         head = inner
+    else:
+        damage = None
     kind = _kind(path, head, streams)
     if kind is None:
         raise UsageError(f"{name}: {describe(head)}; msnp-analyzer reads pcap, pcapng, mitmproxy flow files, "
                          f"transcripts and MSNP byte streams")
-    return Input(name, kind, path)
+    return Input(name, kind, path, damage)
+
+
+def _gunzip(path: str, inputs: Inputs, limit: int, name: str) -> tuple[str, str | None]:
+    """Unpack a gzip'd transcript, stream or flow file into a temporary file (removed by
+    `inputs.close()`), every member of it. A file cut short keeps every byte unpacked before
+    the cut (gzip's own reader raises EOFError and loses the last block it was inflating):
+    returns (path, what was cut) then, else (path, None). Damage inside the data, past what
+    could be unpacked, is a one-line UsageError."""
+    fd, out_path = tempfile.mkstemp(prefix="msnp-analyzer-", suffix=".input")
+    inputs.temporary.append(out_path)
+    unpacked = 0
+    inflate, fed = zlib.decompressobj(GZIP_WBITS), False
+
+    def write(data: bytes) -> None:
+        nonlocal unpacked
+        unpacked += len(data)
+        if unpacked > limit:
+            raise UsageError(f"{name}: unpacks to more than {limit >> 30} GiB; unpack it yourself")
+        out.write(data)
+
+    try:
+        with open(path, "rb") as src, os.fdopen(fd, "wb") as out:
+            # Small reads: one call inflates at most about 1,000 times what it was given.
+            while chunk := src.read(1 << 14):
+                while chunk:
+                    if not fed and not chunk.strip(b"\0"):
+                        break   # zero padding after the last member
+                    fed = True
+                    write(inflate.decompress(chunk))
+                    if not inflate.eof:
+                        break
+                    chunk = inflate.unused_data   # the next member, if any
+                    inflate, fed = zlib.decompressobj(GZIP_WBITS), False
+            if fed:
+                write(inflate.flush())   # a cut-short member: what it can still give
+    except zlib.error as exc:
+        raise UsageError(f"{name}: a damaged gzip file ({exc}) after {unpacked} unpacked bytes") from None
+    except OSError as exc:
+        raise UsageError(f"{name}: {exc.strerror}") from None
+    if fed:   # a member started and not finished: the file was cut short
+        return out_path, (f"{name}: the gzip file ends before its end-of-stream marker; the {unpacked} bytes "
+                          f"unpacked before the cut were analysed")
+    return out_path, None
 
 
 def _gunzip_head(name: str, path: str) -> bytes:
@@ -304,6 +348,8 @@ def feed_input(analysis, inp: Input, *, prefix: str = "", version: int | None = 
         if progress is not None and hasattr(progress, "file_done"):
             progress.file_done(capture)
         return stats, capture
+    if inp.damage is not None:
+        _truncated(analysis, inp)
     if inp.kind == "flows":
         from analyzer.capture.mitm.flows import FlowFileError, read_flow_file
         try:
@@ -338,6 +384,12 @@ def feed_input(analysis, inp: Input, *, prefix: str = "", version: int | None = 
         source.close()
     analysis.close(conn)
     return None
+
+
+def _truncated(analysis, inp: Input) -> None:
+    """A gzip'd input cut short: named once, before what could be unpacked is read."""
+    from analyzer.msnp import Anomaly
+    analysis.anomaly(None, Anomaly("input.truncated", inp.damage, None, None, None))
 
 
 def feed_inputs(analysis, inputs: list[Input], *, version: int | None = None, direction: str | None = None,

@@ -144,7 +144,7 @@ def add_plugin_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-plugins", action="store_true",
                    help=f"do not load the plugins installed in the entry-point group {GROUP} "
                         "(explicit --plugin ones still load)")
-    g.add_argument("--plugin-budget", type=float, default=DEFAULT_BUDGET, metavar="SECONDS",
+    g.add_argument("--plugin-budget", type=_seconds, default=DEFAULT_BUDGET, metavar="SECONDS",
                    help=f"a plugin whose single call takes longer is disabled (default {DEFAULT_BUDGET:g}; 0: no limit)")
 
 

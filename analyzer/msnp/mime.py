@@ -4,12 +4,37 @@
 headers (`separated` False); header lines without a colon are kept with an
 empty name. Used by the mime, chat and p2p plugins and by the object
 extraction (`analyzer.analysis.objects`).
+
+`classify(msg)` (also `msg.kind`) names the kind of a MSG payload by its
+content type. A payload is parsed and classified once for all the plugins
+that look at it in turn (`parse_mime` is memoised; `kind` is worked out at
+its first use and kept with the message).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
+
+
+KINDS = {
+    "text/plain": "text",
+    "text/x-msmsgscontrol": "typing",
+    "text/x-msmsgsinvite": "invitation",
+    "application/x-msnmsgrp2p": "p2p",
+    "text/x-msmsgsprofile": "profile",
+    "text/x-msmsgsinitialemailnotification": "email",
+    "text/x-msmsgsemailnotification": "email",
+    "text/x-msmsgsactivemailnotification": "email",
+    "text/x-msmsgsinitialmdatanotification": "email",
+    "text/x-msmsgsoimnotification": "email",
+    "text/x-mms-emoticon": "emoticon",
+    "text/x-mms-animemoticon": "emoticon",
+    "text/x-msnmsgr-datacast": "datacast",
+    "text/x-clientcaps": "clientcaps",
+    "text/x-keepalive": "keepalive",
+    "text/x-msmsgssystemmessage": "system",
+}
 
 
 @dataclass
@@ -26,6 +51,21 @@ class MimeMessage:
             if key.lower() == low:
                 return value
         return None
+
+    @cached_property
+    def typing_user(self) -> str | None:
+        """The `TypingUser` header (a typing notification names who types)."""
+        return self.header("TypingUser")
+
+    @cached_property
+    def kind(self) -> str:
+        """`classify(self)`, worked out once."""
+        if not self.content_type:
+            return "malformed" if not self.separated else "other"
+        kind = KINDS.get(self.content_type, "other")
+        if kind == "typing" and self.typing_user is None:
+            return "control"
+        return kind
 
     @property
     def charset(self) -> str:
@@ -49,6 +89,13 @@ def parse_headers(block: bytes) -> list[tuple[str, str]]:
             continue
         headers.append((key.decode("utf-8", "replace").strip(), value.decode("utf-8", "replace").strip()))
     return headers
+
+
+def classify(msg: MimeMessage) -> str:
+    """The kind of a MSG payload: text, typing, invitation, p2p, profile, email, ... or other
+    ("malformed": no content type and no blank line; "control": a typing notification that
+    names no one)."""
+    return msg.kind
 
 
 @lru_cache(maxsize=64)

@@ -47,6 +47,7 @@ tree counts them in log time); a `JOI` finds its `CAL` by handle in one lookup.
 from __future__ import annotations
 
 from collections import deque
+from types import MappingProxyType
 
 from analyzer.msnp.events import C2S, Anomaly, Command
 from analyzer.msnp.tables import SYN_BLOCK_LINES, error_name
@@ -183,18 +184,23 @@ class TransactionTracker:
         self.linger = linger
         self.max_pending = max_pending
         self._seq = 0
-        self._by_trid: dict[int, list[Transaction]] = {}   # waiting for a first reply
-        self._order: dict[int, Transaction] = {}            # the same, by request order
+        # Every table is _EMPTY (shared, read-only) while it holds nothing, and a new dict from
+        # its first entry on: an idle connection's tracker holds no containers (a dict costs
+        # 64 bytes empty and keeps its table when emptied; thousands of NS connections idle
+        # between keep-alives on a busy server). Writing to _EMPTY raises: each write site
+        # makes the table first (`if not self._x: self._x = {}`).
+        self._by_trid: dict[int, list[Transaction]] = _EMPTY   # waiting for a first reply
+        self._order: dict[int, Transaction] = _EMPTY            # the same, by request order
         # PNG waiting for QNG: a deque while one waits, else () (an idle connection's tracker
         # holds no containers: a deque costs 760 bytes, and thousands of NS connections idle
         # between keep-alives on a busy server)
         self._pings: deque[Transaction] | tuple = ()
-        self._lingering: dict[int, Transaction] = {}         # answered, may get more
-        self._naks: dict[int, Transaction] = {}              # MSG N waiting for a possible NAK, oldest first
-        self._unreplied = _Unreplied()                       # _order's requests without a reply yet
-        self._calls: dict[bytes, dict[int, Transaction]] = {}  # invited handle -> CALs (by seq)
+        self._lingering: dict[int, Transaction] = _EMPTY         # answered, may get more
+        self._naks: dict[int, Transaction] = _EMPTY              # MSG N waiting for a possible NAK, oldest first
+        self._unreplied: _Unreplied | None = None                # _order's requests without a reply yet
+        self._calls: dict[bytes, dict[int, Transaction]] = _EMPTY  # invited handle -> CALs (by seq)
         self.gave_up = 0        # requests given up at the pending limit (and lingering ones let go)
-        self._blocks: dict[int, Transaction] = {}            # the lingering ones whose replies form a block
+        self._blocks: dict[int, Transaction] = _EMPTY            # the lingering ones whose replies form a block
         self._syn_block: Transaction | None = None           # MSNP8+ SYN list being counted
         self._wake = _NEVER  # no request or lingering block can expire before this time
         # These two are () while empty, as _pings.
@@ -243,10 +249,12 @@ class TransactionTracker:
         pings, self._pings = list(self._pings), ()
         for txn in list(self._order.values()) + pings:
             self._unanswered(txn, ts, "connection ended", out)
-        self._by_trid = {}
-        self._order = {}
-        self._unreplied.clear()
-        self._calls = {}
+        self._by_trid = _EMPTY
+        self._order = _EMPTY
+        if self._unreplied is not None:
+            self._unreplied.clear()
+            self._unreplied = None
+        self._calls = _EMPTY
         return out
 
     # -- requests -----------------------------------------------------------
@@ -276,10 +284,13 @@ class TransactionTracker:
                 return
             if mode == b"N":  # only a NAK may come back
                 txn.outcome = "no_reply_expected"
-                previous = self._naks.pop(trid, None)
+                previous = self._naks.get(trid)
                 if previous is not None:
+                    del self._naks[trid]
                     self._finish_nak_wait(previous, out)
                 txn.deadline = None if cmd.ts is None else cmd.ts + self.linger
+                if not self._naks:
+                    self._naks = {}
                 self._naks[trid] = txn
                 self._wake_at(cmd.ts, self.linger)
                 self._limit(cmd, out)
@@ -291,11 +302,19 @@ class TransactionTracker:
                                C2S, cmd.offset, cmd.ts, trid))
             same.append(txn)
         else:
+            if not self._by_trid:
+                self._by_trid = {}
             self._by_trid[trid] = [txn]
+        if not self._order:
+            self._order = {}
         self._order[txn.seq] = txn
+        if self._unreplied is None:
+            self._unreplied = _Unreplied()
         self._unreplied.add(txn)
         if code == "CAL" and len(cmd.args) > 1:
             txn.called = _handle(cmd.args[1])
+            if not self._calls:
+                self._calls = {}
             self._calls.setdefault(txn.called, {})[txn.seq] = txn
         self._wake_at(cmd.ts, self.reply_timeout)
         self._limit(cmd, out)
@@ -441,7 +460,7 @@ class TransactionTracker:
             # been overtaken (one whose replies had begun, IRO before ANS OK, was not):
             # one anomaly for this reply, however many it overtook (PROTOCOL.md).
             overtaken = self._unreplied.before(txn)
-            self._unreplied.remove(txn)
+            self._unreply(txn)
             if overtaken:
                 out.append(Anomaly("msnp.reply.out_of_order",
                                    f"reply to {txn.cmd} {txn.trid} came before the replies to {overtaken} "
@@ -535,6 +554,8 @@ class TransactionTracker:
             calls.pop(txn.seq, None)
             if not calls:
                 del self._calls[txn.called]
+                if not self._calls:
+                    self._calls = _EMPTY
 
     def _more_replies(self, txn: Transaction, cmd: Command, out: list) -> None:
         """A further reply to an answered request: asynchronous lines before it were inside its block."""
@@ -547,15 +568,16 @@ class TransactionTracker:
 
     def _forget(self, txn: Transaction) -> None:
         order = self._order
-        order.pop(txn.seq, None)
-        if not order:
-            self._order = {}   # a dict keeps its table when emptied: a new empty one has none
+        if txn.seq in order:
+            del order[txn.seq]
+            if not order:
+                self._order = _EMPTY   # a dict keeps its table when emptied
         if self._partial and txn in self._partial:
             self._partial.remove(txn)
             if not self._partial:
                 self._partial = ()
         if txn.slot is not None:
-            self._unreplied.remove(txn)
+            self._unreply(txn)
         trid = txn.request.trid
         waiting = self._by_trid.get(trid)
         if waiting is not None:
@@ -563,18 +585,30 @@ class TransactionTracker:
                 if waiting[0] is txn:
                     del self._by_trid[trid]
                     if not self._by_trid:
-                        self._by_trid = {}
+                        self._by_trid = _EMPTY
             elif txn in waiting:
                 waiting.remove(txn)
 
+    def _unreply(self, txn: Transaction) -> None:
+        """`txn` got its first reply or is over: out of _unreplied (dropped once nothing waits)."""
+        unreplied = self._unreplied
+        unreplied.remove(txn)
+        if not unreplied.live:
+            self._unreplied = None
+
     def _start_lingering(self, txn: Transaction, ts, out: list) -> None:
-        previous = self._lingering.pop(txn.trid, None)
+        previous = self._lingering.get(txn.trid)
         if previous is not None:
+            del self._lingering[txn.trid]
             self._finish_lingering(previous, out)
         linger = self.reply_timeout if txn.cmd == "CAL" else self.linger  # a JOI comes when the callee joins
         txn.deadline = None if ts is None else ts + linger
+        if not self._lingering:
+            self._lingering = {}
         self._lingering[txn.trid] = txn
         if txn.cmd in BLOCKS:
+            if not self._blocks:
+                self._blocks = {}
             self._blocks[txn.trid] = txn
         self._wake_at(ts, linger)
         if len(self._lingering) > self.max_pending:
@@ -604,18 +638,18 @@ class TransactionTracker:
         if self._naks.get(txn.trid) is txn:
             del self._naks[txn.trid]
             if not self._naks:
-                self._naks = {}
+                self._naks = _EMPTY
         out.append(txn)
 
     def _finish_lingering(self, txn: Transaction, out: list) -> None:
         if self._lingering.get(txn.trid) is txn:
             del self._lingering[txn.trid]
             if not self._lingering:
-                self._lingering = {}
+                self._lingering = _EMPTY
         if self._blocks.get(txn.trid) is txn:
             del self._blocks[txn.trid]
             if not self._blocks:
-                self._blocks = {}
+                self._blocks = _EMPTY
         if txn.called is not None:
             self._uncall(txn)
         if self._inside:
@@ -688,4 +722,5 @@ class TransactionTracker:
 
 
 _NEVER = float("inf")
+_EMPTY = MappingProxyType({})   # an empty table of the tracker's (read-only: see TransactionTracker)
 _SYN_BLOCK_TEXT = frozenset(c.decode() for c in SYN_BLOCK_LINES)

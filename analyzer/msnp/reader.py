@@ -90,7 +90,7 @@ class ProtocolState:
 
     def __init__(self, version: int | None = None) -> None:
         self.version = version          # negotiated (server's VER reply), or None
-        self.offered: list[int] = []    # versions the client offered
+        self.offered: list[int] | tuple = ()  # versions the client offered (a list once VER is read)
         self.min_version = 0            # lower bound inferred from features seen
         self.max_version = 0            # upper bound inferred from lines seen (7: the MSNP2-7 dialect), or 0
 

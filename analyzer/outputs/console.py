@@ -378,7 +378,7 @@ def build_console(model: ConsoleModel, title: str, zone: Clock = UTC, on_quit=No
             self.call_after_refresh(self._fit_width)
 
         def _fit_width(self) -> None:
-            if self.size.width != self.built_width:
+            if self.ready and self.size.width != self.built_width:
                 self._rebuild()
 
         # -- data --------------------------------------------------------------
@@ -406,7 +406,7 @@ def build_console(model: ConsoleModel, title: str, zone: Clock = UTC, on_quit=No
             if not self.ready:
                 return
             if self.model.ended.is_set():
-                self.exit()
+                self._leave()
                 return
             if self.size.width != self.built_width:
                 self._rebuild()
@@ -597,7 +597,16 @@ def build_console(model: ConsoleModel, title: str, zone: Clock = UTC, on_quit=No
             if self.on_quit is not None and not self.quitting:
                 self.quitting = True
                 self.on_quit()
+            self._leave()
+
+        def _leave(self) -> None:
+            # Nothing refreshes once the app is on its way out: its widgets are being removed,
+            # and a timer tick or a resize queued before the exit would look for them.
+            self.ready = False
             self.exit()
+
+        def on_unmount(self) -> None:
+            self.ready = False
 
         def check_action(self, action: str, parameters) -> bool | None:
             # While the filter box has the focus, letters are typed into it, not taken as keys.

@@ -33,6 +33,7 @@ _quote = json.encoder.encode_basestring
 # raise, and `encode` then uses `_encode`. tests/outputs/test_jsonl.py holds the two to it.
 _OPTIONS = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 _dumps = orjson.dumps
+_LINE_OPTIONS = _OPTIONS | orjson.OPT_APPEND_NEWLINE   # the same text with its "\n" (one_line leaves "\n" be)
 
 
 def _plain(value) -> bool:
@@ -144,39 +145,75 @@ class JsonLinesWriter:
         return None
 
     def event(self, conn: Connection | None, event) -> None:
+        line = self._text_of(conn, event)
+        if line is None:
+            return
+        out = self.out
+        if out.closed:
+            return  # the run's file was closed (a report rendered after it): nothing to write to
+        try:
+            out.write(line)   # a text stream encodes all of it before writing any
+        except UnicodeEncodeError:
+            self._write_cleaned(self.record(conn, event))
+        if self.flush_each:
+            out.flush()
+
+    def event_batch(self, conn: Connection | None, events: list) -> None:
+        """`event` for each of a feed's events, their lines written in one piece (text the
+        output cannot take: the batch goes event by event, as `event` writes it)."""
+        if len(events) == 1:
+            self.event(conn, events[0])
+            return
+        text_of = self._text_of
+        lines = []
+        for event in events:
+            line = text_of(conn, event)
+            if line is not None:
+                lines.append(line)
+        out = self.out
+        if not lines or out.closed:
+            return
+        text = "".join(lines)
+        try:
+            out.write(text)
+        except UnicodeEncodeError:
+            for event in events:
+                self.event(conn, event)
+            return
+        if self.flush_each:
+            out.flush()
+
+    def _text_of(self, conn: Connection | None, event) -> str | None:
+        """The line (with its newline) `event` is written as, or None: no record. Through the
+        compiled core's formatter when it takes the event, else orjson or the reference."""
         compiled = self._compiled
         if compiled is not None:
             line = compiled(conn.id if conn is not None else None, event)
-            if line is not None and not self.out.closed:
-                try:
-                    self.out.write(line)
-                except UnicodeEncodeError:
-                    pass   # an output that cannot take the text: the record below, cleaned
-                else:
-                    if self.flush_each:
-                        self.out.flush()
-                    return
+            if line is not None:
+                return line
         rec = self.record(conn, event)
         if rec is None:
-            return
+            return None
         kind = type(event)
         # The codec's records: only their times and latencies can be floats, so only those
         # are checked (`encode` walks the whole record).
         if kind is Command or kind is Anomaly or kind is Skipped:
             plain = _plain_number(event.ts)
         elif kind is Transaction:
-            plain = _plain_number(event.request.ts) and _plain_number(event.latency_ms) \
-                and all(_plain_number(r.ts) for r in event.replies)
+            plain = _plain_number(event.request.ts) and _plain_number(event.latency_ms)
+            if plain:
+                for reply in event.replies:
+                    if not _plain_number(reply.ts):
+                        plain = False
+                        break
         else:
-            self._write(rec)
-            return
-        line = None
+            return encode(rec) + "\n"
         if plain:
             try:
-                line = _dumps(rec, option=_OPTIONS).decode()
+                return one_line(_dumps(rec, option=_LINE_OPTIONS).decode())
             except TypeError:
                 pass
-        self._line(rec, line if line is not None else reference(rec))
+        return reference(rec) + "\n"
 
     def stream(self, conn: Connection) -> None:
         self._write(stream_record(conn))
@@ -190,11 +227,14 @@ class JsonLinesWriter:
         try:
             self.out.write(one_line(line) + "\n")  # a text stream encodes all of it before writing any
         except UnicodeEncodeError:
-            # A lone surrogate (a plugin's odd charset, a file name that is not UTF-8):
-            # every JSON line stays valid UTF-8 (see analyzer.text).
-            self.out.write(one_line(_encode(clean_data(rec))) + "\n")
+            self._write_cleaned(rec)
         if self.flush_each:
             self.out.flush()
+
+    def _write_cleaned(self, rec: dict) -> None:
+        # A lone surrogate (a plugin's odd charset, a file name that is not UTF-8):
+        # every JSON line stays valid UTF-8 (see analyzer.text).
+        self.out.write(one_line(_encode(clean_data(rec))) + "\n")
 
     def close(self) -> None:
         self.out.flush()

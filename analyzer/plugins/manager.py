@@ -72,6 +72,15 @@ def _collector_seconds() -> float:
     return _collector["total"] + (time.perf_counter() - since if since is not None else 0.0)
 
 
+def _plugin_clock(perf_counter=time.perf_counter, collector=_collector) -> float:
+    """`perf_counter()` less `_collector_seconds()`, in one reading: the difference of two
+    readings is the time between them that was not the garbage collector's."""
+    since = collector["since"]
+    if since is not None:   # read during a collection: the clock stands still since it began
+        return since - collector["total"]
+    return perf_counter() - collector["total"]
+
+
 gc.callbacks.append(_time_collections)
 
 
@@ -92,6 +101,11 @@ class PluginManager:
         if collector_seconds is None:
             collector_seconds = _collector_seconds if clock is time.perf_counter else (lambda: 0.0)
         self.collector_seconds = collector_seconds
+        # One reading of both: the time a plugin is charged is the difference of two readings.
+        if clock is time.perf_counter and collector_seconds is _collector_seconds:
+            self._now = _plugin_clock
+        else:
+            self._now = lambda: clock() - collector_seconds()
         self.loaded: list[LoadedPlugin] = []
         self.load_errors: list[tuple[str, str]] = []  # (origin, problem) of plugins that failed to load
         self.raised: Counter[str] = Counter()         # plugin anomalies raised, by name
@@ -103,9 +117,11 @@ class PluginManager:
         self._worker: threading.Thread | None = None
         self._backlog_reported = False
         self._current: LoadedPlugin | None = None  # the plugin the worker is running
-        # Who gets what: hook (or ("on_command", code)) -> the enabled plugins that
-        # take it. Rebuilt (a new dict) whenever a plugin is added or disabled.
+        # Who gets what: (hook,) (or, for on_command, the command's code) -> the enabled plugins
+        # that take it; `_calls`: command code (or Transaction) -> ((plugin, its bound
+        # hook), ...) of those. Both rebuilt (new dicts) whenever a plugin is added or disabled.
         self._routes: dict = {}
+        self._calls: dict = {}
         if threaded:
             self._queue = queue.Queue(maxsize=backlog)
             self._worker = threading.Thread(target=self._serve, name="msnp-plugins", daemon=True)
@@ -134,7 +150,7 @@ class PluginManager:
             pass  # a plugin that does not subclass Plugin and forbids attributes: it cannot report
         loaded = LoadedPlugin(plugin, name, origin, str(version or getattr(plugin, "version", None) or "-"))
         self.loaded.append(loaded)
-        self._routes = {}
+        self._routes, self._calls = {}, {}
         return loaded
 
     def get(self, name: str):
@@ -151,30 +167,35 @@ class PluginManager:
         method = getattr(lp.plugin, hook, None)
         if method is None:
             return default
-        collector, clock = self.collector_seconds, self.clock
-        collected = collector()
-        start = clock()
+        now = self._now
+        start = now()
         try:
             result = method(*args)
         except Exception as exc:  # noqa: BLE001 - a plugin's failure must not stop the analysis
-            self._disable(lp, "analyzer.plugin.failed",
-                          f"plugin {lp.name} raised {type(exc).__name__}: {exc} in {hook}; disabled for the rest of the run")
+            self._failed(lp, exc, hook)
             return default
-        elapsed = clock() - start - (collector() - collected)
+        elapsed = now() - start
         lp.calls += 1
         lp.seconds += elapsed
         if self.budget and elapsed > self.budget:
-            self._disable(lp, "analyzer.plugin.too_slow",
-                          f"plugin {lp.name} took {elapsed:.3f} s in {hook} (budget {self.budget:g} s); "
-                          "disabled for the rest of the run")
+            self._too_slow(lp, elapsed, hook)
         return result
+
+    def _failed(self, lp: LoadedPlugin, exc: Exception, hook: str) -> None:
+        self._disable(lp, "analyzer.plugin.failed",
+                      f"plugin {lp.name} raised {type(exc).__name__}: {exc} in {hook}; disabled for the rest of the run")
+
+    def _too_slow(self, lp: LoadedPlugin, elapsed: float, hook: str) -> None:
+        self._disable(lp, "analyzer.plugin.too_slow",
+                      f"plugin {lp.name} took {elapsed:.3f} s in {hook} (budget {self.budget:g} s); "
+                      "disabled for the rest of the run")
 
     def _disable(self, lp: LoadedPlugin, name: str, detail: str) -> None:
         if not lp.enabled:
             return
         lp.enabled = False
         lp.problem = detail
-        self._routes = {}
+        self._routes, self._calls = {}, {}
         self.warn(detail)
         self._emit(None, Anomaly(name, detail, None, None, None))
 
@@ -235,61 +256,118 @@ class PluginManager:
 
     def event_batch(self, conn, events: list) -> None:
         """The events of one feed (`Analysis` passes them together): each plugin takes its
-        share in one timed call (one clock reading and one budget check per batch, not per
-        command). The budget then bounds the batch: a batch is what one read of bytes held."""
+        share in one timed call (one budget check per batch, not per command). The budget
+        then bounds the batch: a batch is what one read of bytes held.
+
+        The plugins of a batch are timed in a chain: the reading that ends one plugin's share
+        starts the next one's (k plugins, k + 1 readings)."""
         if self._queue is not None:   # the threaded observers queue event by event
             for event in events:
                 self.event(conn, event)
             return
-        routes = self._routes
-        work: dict | None = None      # id(plugin) -> (LoadedPlugin, [(hook, event), ...])
+        calls = self._calls
+        routed = None                 # (event, its calls): the one event that has plugins to call
+        for event in events:
+            kind = type(event)
+            if kind is Command:
+                targets = calls.get(event.cmd)
+                if targets is None:
+                    targets = self._calls_for(event.cmd, "on_command")
+            elif kind is Transaction:
+                targets = calls.get(Transaction)
+                if targets is None:
+                    targets = self._calls_for(Transaction, "on_transaction")
+            else:
+                continue
+            if targets:
+                if routed is not None:
+                    self._batch_of_several(conn, events)
+                    return
+                routed = (event, targets)
+        if routed is None:
+            return
+        # The usual batch: one event (a command, perhaps with the transaction it ended) for plugins.
+        event, targets = routed
+        now, budget = self._now, self.budget
+        start = None
+        for lp, method in targets:
+            if not lp.enabled:
+                continue
+            if start is None:
+                start = now()
+            try:
+                method(conn, event)
+            except Exception as exc:  # noqa: BLE001 - a plugin's failure must not stop the analysis
+                self._failed(lp, exc, "on_command" if type(event) is Command else "on_transaction")
+                start = None
+                continue
+            end = now()
+            elapsed = end - start
+            start = end
+            lp.calls += 1
+            lp.seconds += elapsed
+            if budget and elapsed > budget:
+                self._too_slow(lp, elapsed, "on_command" if type(event) is Command else "on_transaction")
+                start = None
+
+    def _batch_of_several(self, conn, events: list) -> None:
+        """`event_batch` for a batch with several events for plugins: each plugin (in the order
+        the events first reach them) takes all of its share, timed as one."""
+        calls = self._calls
+        work: dict = {}               # id(plugin) -> (LoadedPlugin, [(hook, bound hook, event), ...])
         for event in events:
             kind = type(event)
             if kind is Command:
                 hook = "on_command"
-                targets = routes.get(event.cmd)
+                targets = calls.get(event.cmd)
                 if targets is None:
-                    targets = routes[event.cmd] = self._targets("on_command", event.cmd)
+                    targets = self._calls_for(event.cmd, hook)
             elif kind is Transaction:
                 hook = "on_transaction"
-                targets = self._route(hook)
+                targets = calls.get(Transaction)
+                if targets is None:
+                    targets = self._calls_for(Transaction, hook)
             else:
                 continue
-            for lp in targets:
-                if work is None:
-                    work = {}
+            for lp, method in targets:
                 entry = work.get(id(lp))
                 if entry is None:
                     entry = work[id(lp)] = (lp, [])
-                entry[1].append((hook, event))
-        if work is not None:
-            for lp, items in work.values():
-                self._call_batch(lp, conn, items)
+                entry[1].append((hook, method, event))
+        now, budget = self._now, self.budget
+        start = None
+        for lp, items in work.values():
+            if not lp.enabled:
+                continue
+            if start is None:
+                start = now()
+            done = 0
+            hook = items[0][0]
+            try:
+                for hook, method, event in items:
+                    method(conn, event)
+                    done += 1
+            except Exception as exc:  # noqa: BLE001 - a plugin's failure must not stop the analysis
+                self._failed(lp, exc, hook)
+                start = None
+                continue
+            end = now()
+            elapsed = end - start
+            start = end
+            lp.calls += done
+            lp.seconds += elapsed
+            if budget and elapsed > budget:
+                self._too_slow(lp, elapsed, hook)
+                start = None
 
-    def _call_batch(self, lp: LoadedPlugin, conn, items: list) -> None:
-        """`_call` for several observer calls of one plugin, timed as one."""
-        if not lp.enabled:
-            return
-        plugin = lp.plugin
-        hook = items[0][0]
-        collected = self.collector_seconds()
-        start = self.clock()
-        done = 0
-        try:
-            for hook, event in items:
-                getattr(plugin, hook)(conn, event)
-                done += 1
-        except Exception as exc:  # noqa: BLE001 - a plugin's failure must not stop the analysis
-            self._disable(lp, "analyzer.plugin.failed",
-                          f"plugin {lp.name} raised {type(exc).__name__}: {exc} in {hook}; disabled for the rest of the run")
-            return
-        elapsed = self.clock() - start - (self.collector_seconds() - collected)
-        lp.calls += done
-        lp.seconds += elapsed
-        if self.budget and elapsed > self.budget:
-            self._disable(lp, "analyzer.plugin.too_slow",
-                          f"plugin {lp.name} took {elapsed:.3f} s in {hook} (budget {self.budget:g} s); "
-                          "disabled for the rest of the run")
+    def _calls_for(self, key, hook: str) -> tuple:
+        """The (plugin, bound hook) pairs for a command code (hook on_command) or for
+        on_transaction (key: the class Transaction, which no code off the wire can equal),
+        remembered in `_calls` until the plugins change."""
+        calls = self._calls
+        targets = calls[key] = tuple((lp, getattr(lp.plugin, hook))
+                                     for lp in self._targets(hook, key if hook == "on_command" else None))
+        return targets
 
     def _call_each(self, targets: list, hook: str, conn, event) -> None:
         """`_run` for one command or transaction on the synchronous path (every routed command
@@ -306,7 +384,7 @@ class PluginManager:
     def _route(self, hook: str, args: tuple = ()) -> list:
         """The enabled plugins that take this call (for on_command: that want its code)."""
         routes = self._routes
-        key = args[1].cmd if hook == "on_command" else hook
+        key = args[1].cmd if hook == "on_command" else (hook,)   # a tuple: no code off the wire
         targets = routes.get(key)
         if targets is None:
             targets = routes[key] = self._targets(hook, key if hook == "on_command" else None)

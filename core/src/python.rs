@@ -317,7 +317,9 @@ impl PyCommandReader {
         };
         let out = PyList::empty(py);
         let direction = self.direction.bind(py);
-        for event in self.out.drain(..) {
+        // Taken, not drained: a drained Vec keeps its capacity (an Event is about 190 bytes),
+        // and every idle reader of a busy capture would hold the largest batch it ever made.
+        for event in std::mem::take(&mut self.out) {
             let item = match event {
                 Event::Command(c) => {
                     let args = PyList::empty(py);

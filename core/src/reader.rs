@@ -214,7 +214,9 @@ pub struct CommandReader<T: Copy = f64> {
     pending: Vec<u8>,
     offset: u64,
     mode: Mode,
-    partial: Option<Command<T>>,
+    /// Boxed: a reader spends nearly all its life without one, and a `Command` inline would
+    /// cost every idle reader its size (thousands are open at once on a busy server).
+    partial: Option<Box<Command<T>>>,
     need: u64,
     garbage: bool,
 }
@@ -301,7 +303,7 @@ impl<T: Copy> CommandReader<T> {
     /// End of stream: flush whatever is pending, as truncated.
     pub fn close(&mut self, ts: Option<T>, out: &mut Vec<Event<T>>) {
         if self.mode == Mode::Payload && self.partial.is_some() {
-            let mut cmd = self.partial.take().unwrap();
+            let mut cmd = *self.partial.take().unwrap();
             let have = std::mem::take(&mut self.pending);
             let n = have.len() as u64;
             cmd.payload = Some(have);
@@ -333,7 +335,7 @@ impl<T: Copy> CommandReader<T> {
     /// `size` bytes are missing here; drop what depended on them and resynchronise.
     pub fn gap(&mut self, size: u64, ts: Option<T>, out: &mut Vec<Event<T>>) {
         if self.mode == Mode::Payload && self.partial.is_some() {
-            let mut cmd = self.partial.take().unwrap();
+            let mut cmd = *self.partial.take().unwrap();
             let have = self.pending.len() as u64;
             let announced = cmd.payload_len.as_ref().map_or(0, |l| l.value);
             cmd.payload = None; // damaged: the bytes we hold are not the payload
@@ -421,7 +423,7 @@ impl<T: Copy> CommandReader<T> {
         let base = self.offset;
         let mut pos = 0usize;
         if self.mode == Mode::Payload {
-            let mut cmd = self.partial.take().expect("payload mode has a partial command");
+            let mut cmd = *self.partial.take().expect("payload mode has a partial command");
             let need = self.need as usize;
             cmd.payload = Some(buf[..need].to_vec());
             cmd.ts = ts;
@@ -621,7 +623,7 @@ impl<T: Copy> CommandReader<T> {
             }
             // The payload is not all here yet.
             self.need = length;
-            self.partial = Some(make(None, Some(Num::small(length)), trid, start));
+            self.partial = Some(Box::new(make(None, Some(Num::small(length)), trid, start)));
             self.mode = Mode::Payload;
             self.offset = base + start as u64;
             self.pending.clear();

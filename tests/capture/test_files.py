@@ -174,3 +174,50 @@ def _commands_of(path: Path, tmp_path: Path, capsys) -> int:
     out = tmp_path / "whole.jsonl"
     assert main(["analyze", "-q", str(path), "--json", str(out)]) == 0
     return len(_commands(out))
+
+
+@pytest.mark.parametrize("form", ["transcript", "stream", "flows"])
+def test_a_cut_short_gzip_input_keeps_what_was_unpacked_before_the_cut(tmp_path, capsys, form):
+    """A gzip'd transcript, byte stream or flow file cut short is analysed up to the cut and the
+    damage is named (input.truncated), not a one-line error that loses everything."""
+    source = _inputs(tmp_path)[form]
+    raw = source.read_bytes()
+    # Streams and flow files concatenate; a flow file is stored, not compressed, so that the cut
+    # falls after its first whole flow (its reader keeps whole flows only).
+    whole = gzip.compress(raw if form == "transcript" else raw + raw, compresslevel=0 if form == "flows" else 9)
+    complete = tmp_path / f"whole.{form}.gz"
+    complete.write_bytes(whole)
+    cut = tmp_path / f"cut.{form}.gz"
+    cut.write_bytes(whole[:int(len(whole) * 0.8)])
+    outs = []
+    for path in (complete, cut):
+        out = tmp_path / f"{path.name}.jsonl"
+        assert main(["analyze", "-q", str(path), "--json", str(out), "--fail-on", "never"]) == 0
+        outs.append([json.loads(line) for line in out.read_text().splitlines()])
+    full, part = outs
+    assert not any(r.get("name") == "input.truncated" for r in full)
+    truncated = [r for r in part if r["kind"] == "anomaly" and r["name"] == "input.truncated"]
+    assert len(truncated) == 1 and "cut.%s.gz" % form in truncated[0]["detail"]
+    kept = [r for r in part if r["kind"] == "command"]
+    assert 0 < len(kept) <= len([r for r in full if r["kind"] == "command"])
+    if form != "flows":
+        # every command unpacked before the cut, byte for byte the same as in the whole file
+        # (the flow file's reader keeps whole flows only: it has its own damage report)
+        first = [(r["cmd"], r.get("args")) for r in full if r["kind"] == "command"][:len(kept)]
+        assert [(r["cmd"], r.get("args")) for r in kept] == first
+
+
+def test_a_gzip_input_of_several_members_is_read_whole(tmp_path, capsys):
+    """`cat a.gz b.gz` is one valid gzip file of two members: both are read, nothing is reported."""
+    data = SB_TRANSCRIPT.read_bytes()
+    half = data.index(b"\n", len(data) // 2) + 1
+    two = tmp_path / "two.msnp.gz"
+    two.write_bytes(gzip.compress(data[:half]) + gzip.compress(data[half:]))
+    one = tmp_path / "one.msnp.gz"
+    one.write_bytes(gzip.compress(data))
+    got = []
+    for path in (one, two):
+        out = tmp_path / f"{path.name}.jsonl"
+        assert main(["analyze", "-q", str(path), "--json", str(out), "--fail-on", "never", "--no-redact"]) == 0
+        got.append([r for r in map(json.loads, out.read_text().splitlines()) if r["kind"] in ("command", "anomaly")])
+    assert got[0] == got[1] and got[0]

@@ -19,7 +19,9 @@ from analyzer.capture.pcap import KNOWN_LINKTYPES, CaptureError, CaptureFile, de
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL = ROOT.parent / "shared" / "captures-real"
-CAPTURES = sorted([*(ROOT / "captures").glob("*.pcap*"), *REAL.glob("*.pcap*")])
+# bench/fuzz_capture.py saves every input the two readers disagreed on as fuzz_crashes/capture-*
+CAPTURES = sorted([*(ROOT / "captures").glob("*.pcap*"), *REAL.glob("*.pcap*"),
+                   *(ROOT / "tests" / "fuzz_crashes").glob("capture-*")])
 
 pytestmark = pytest.mark.usefixtures("built")
 

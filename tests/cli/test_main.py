@@ -97,6 +97,8 @@ def test_no_command_prints_help_and_exits_2(capsys):
     (["analyze", "captures/msnp8.msnp", "--max-flows", "0"], "--max-flows: not a positive whole number"),
     (["decode", "captures/msnp8.msnp", "--max-pending", "-3"], "--max-pending: not a positive whole number"),
     (["decode", "captures/msnp8.msnp", "--reply-timeout", "nan"], "--reply-timeout: not a duration"),
+    (["analyze", "captures/msnp8.msnp", "--plugin-budget", "nan"], "--plugin-budget: not a duration"),
+    (["analyze", "captures/msnp8.msnp", "--plugin-budget", "-1"], "--plugin-budget: not a duration"),
     (["decode", "captures/msnp8.msnp", "--msnp", "99"], "--msnp: not an MSNP version: '99'"),
     (["chat", "captures/msnp8.msnp", "--msnp", "1"], "--msnp: not an MSNP version: '1'"),
     (["mitm", "--listen-port", "70000"], "--listen-port: not a TCP port: '70000'"),

@@ -176,3 +176,40 @@ def test_line_separators_from_the_wire_are_escaped_as_python_escapes_them():
     fast, slow = written(events, compiled=True), written(events, compiled=False)
     assert fast == slow
     assert len(fast.splitlines()) == 2 and "\u2028" not in fast and "\\u2028" in fast
+
+
+def _written_by(stream, events, batch: bool, compiled: bool = True) -> bytes:
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-8", newline="")   # strict: a lone surrogate cannot be written
+    writer = JsonLinesWriter(out, Redactor(True, key=b"test"))
+    assert writer._compiled is not None
+    if not compiled:
+        writer._compiled = None
+    conn = Conn(stream) if stream is not None else None
+    if batch:
+        writer.event_batch(conn, events)
+    else:
+        for event in events:
+            writer.event(conn, event)
+    out.flush()
+    return raw.getvalue()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(streams, st.just("\udc80")),
+       st.lists(st.one_of(commands(), transactions(), skipped, anomalies, st.just({"kind": "login", "n": 1.5e-7})),
+                min_size=1, max_size=6), st.booleans())
+def test_a_feed_s_batch_is_written_as_its_events_one_by_one(stream, events, compiled):
+    """`event_batch` writes the lines of a batch in one piece: the same bytes as event by event
+    (and, for the core's lines, as the Python writer's), also when a record is Python's (a
+    secret) or the output cannot take a line (a lone surrogate in the stream id: written
+    cleaned, as `event` writes it)."""
+    batched = _written_by(stream, events, batch=True, compiled=compiled)
+    assert batched == _written_by(stream, events, batch=False, compiled=compiled)
+    assert batched == _written_by(stream, events, batch=True, compiled=not compiled)
+
+
+def test_a_batch_with_a_line_the_output_cannot_take_is_written_cleaned():
+    cmd = Command(S2C, "PNG", None, [], b"PNG\r\n", None, None, 0, 1.5)
+    written = _written_by("\udc80", [cmd, cmd], batch=True).decode().splitlines()
+    assert len(written) == 2 and all('"stream":"\\\\x80"' in line for line in written)   # cleaned

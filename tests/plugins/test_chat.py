@@ -200,3 +200,33 @@ def test_html_sections_list_the_first_chats_and_count_the_rest(tmp_path, monkeyp
     assert [s["title"].split(" (")[0] for s in sections[:3]] == [f"Chat on switchboard sb{i}" for i in range(3)]
     assert sections[3]["title"] == "2 more chats" and sections[3]["rows"][0][:2] == ["2", "2"]
     assert len(sections) == 4
+
+
+def test_server_message_senders_are_read_as_facts_reads_them_within_a_bound(monkeypatch):
+    # The plugin remembers (handle, service) per MSG's first parameter, at most MAX_SENDERS
+    # of them: the participants it names are those facts.sender names, however many senders.
+    from analyzer.msnp import S2C, Command
+    from analyzer.msnp.facts import sender
+    from msnp_analyzer_plugins import chat as chat_module
+    monkeypatch.setattr(chat_module, "MAX_SENDERS", 3)
+    plugin = ChatPlugin()
+
+    class Conn:
+        id, client, server, role, handle = "7", None, None, "SB", None
+
+    payload = TEXT.replace("\\r\\n", "\r\n").encode() + b"hi"
+    tokens = [b"a@example.com", b"B@Example.com;{1}", b"Hotmail", b"c@example.com", b"a@example.com",
+              b"d@example.com", b"B@Example.com;{1}", b"e@example.com", b"hotmail"]
+    expected = []
+    for n, token in enumerate(tokens):
+        cmd = Command(S2C, "MSG", None, [token, b"Nick", str(len(payload)).encode()], b"", payload,
+                      len(payload), n, float(n))
+        plugin.on_command(Conn(), cmd)
+        found = sender(cmd)
+        if not found.service and found.endpoint.handle not in expected:
+            expected.append(found.endpoint.handle)
+        assert len(plugin._senders) <= 3
+    board = plugin.switchboards["7"]
+    assert board.others == expected == ["a@example.com", "B@Example.com", "c@example.com", "d@example.com",
+                                        "e@example.com"]
+    assert board.messages == len(tokens)

@@ -353,9 +353,10 @@ def test_time_the_garbage_collector_took_is_not_the_plugins():
 
 
 def test_a_feed_s_events_reach_each_plugin_as_one_timed_batch():
-    # Analysis hands a feed's events to the manager together: one clock reading pair per
-    # plugin per batch (not per command), every event delivered, calls counted one by one,
-    # and a plugin that raises mid-batch is disabled there and gets no more of it.
+    # Analysis hands a feed's events to the manager together: the plugins of a batch timed in
+    # a chain (not per command: the reading that ends one plugin's share starts the next
+    # one's), every event delivered, calls counted one by one, and a plugin that raises
+    # mid-batch is disabled there and gets no more of it.
     readings = []
 
     def clock():
@@ -381,6 +382,98 @@ def test_a_feed_s_events_reach_each_plugin_as_one_timed_batch():
     analysis.feed(conn, C2S, b"PNG\r\nCHG 1 NLN 0\r\nUUX 2 0\r\nOUT\r\n", 1.0)
     assert whole.seen == ["PNG", "CHG", "UUX", "OUT"]
     assert failing.seen == ["PNG", "CHG"]                 # disabled at the second, not called again
-    assert len(readings) == 2 + 1                         # start and end of whole's batch; start of failing's
+    assert len(readings) == 2                             # start and end of whole's batch (failing's start)
     assert manager.loaded[0].calls == 4 and not manager.loaded[1].enabled
     assert "analyzer.plugin.failed" in manager.raised
+
+
+def test_each_plugin_of_a_batch_is_charged_its_own_time():
+    # The plugins of a batch are timed in a chain (one reading ends one plugin's share and
+    # starts the next one's): each is charged what it took, less the collector's time, and
+    # only the one past the budget is disabled (a fake clock and collector).
+    now = {"clock": 0.0, "gc": 0.0}
+
+    class Taking(Plugin):
+        commands = {"MSG"}
+
+        def __init__(self, name, seconds, gc_seconds=0.0):
+            self.name, self.seconds, self.gc_seconds, self.seen = name, seconds, gc_seconds, 0
+
+        def on_command(self, conn, cmd):
+            self.seen += 1
+            now["clock"] += self.seconds
+            now["gc"] += self.gc_seconds
+
+    analysis = Analysis([])
+    manager = PluginManager(analysis, budget=1.0, warn=lambda message: None, clock=lambda: now["clock"],
+                            collector_seconds=lambda: now["gc"])
+    plugins = [Taking("quick", 0.25), Taking("slow", 2.0), Taking("collected", 3.0, gc_seconds=2.5),
+               Taking("after", 0.5)]
+    for p in plugins:
+        manager.add(p, "test")
+    analysis.sinks.append(manager)
+    conn = analysis.open(conn_id="1")
+    analysis.feed(conn, C2S, b"MSG 1 N 2\r\nhi", 1.0)
+    analysis.feed(conn, C2S, b"MSG 2 N 2\r\nhi", 2.0)
+    quick, slow, collected, after = manager.loaded
+    assert [p.seen for p in plugins] == [2, 1, 2, 2]
+    assert (quick.seconds, collected.seconds, after.seconds) == (0.5, 1.0, 1.0)
+    assert [lp.enabled for lp in manager.loaded] == [True, False, True, True]
+    assert slow.seconds == 2.0 and "took 2.000 s in on_command" in slow.problem
+
+
+def test_the_plugin_clock_leaves_out_the_collector_s_time():
+    # One reading of perf_counter less the collector's seconds; read during a collection, it
+    # stands at the collection's start.
+    from analyzer.plugins.manager import _plugin_clock
+    assert _plugin_clock(lambda: 10.0, {"since": None, "total": 1.5}) == 8.5
+    assert _plugin_clock(lambda: 10.0, {"since": 9.0, "total": 1.5}) == 7.5
+
+
+def test_a_command_code_named_like_a_hook_reaches_only_on_command():
+    # Codes come off the wire: one spelled as a hook's name must not reach that hook's plugins.
+    from analyzer.msnp.pairing import Transaction
+
+    class Both(Plugin):
+        name = "both"
+
+        def __init__(self):
+            self.seen = []
+
+        def on_command(self, conn, cmd):
+            self.seen.append(("command", cmd.cmd))
+
+        def on_transaction(self, conn, txn):
+            self.seen.append(("transaction", txn.cmd))
+
+        def on_finish(self):
+            self.seen.append(("finish", None))
+
+    class Commands(Plugin):
+        name = "commands"
+        commands = {"PNG"}
+
+        def __init__(self):
+            self.finished = False
+
+        def on_command(self, conn, cmd):
+            raise AssertionError(f"not its code: {cmd.cmd}")
+
+        def on_finish(self):
+            self.finished = True
+
+    analysis = Analysis([])
+    manager = PluginManager(analysis, warn=lambda message: None)
+    both, commands = Both(), Commands()
+    manager.add(both, "test")
+    manager.add(commands, "test")
+    png = Command(C2S, "PNG", None, [], b"PNG\r\n", None, None, 0, 1.0)
+    manager.event_batch(None, [Transaction(png, 1)])
+    for code in ("on_transaction", "on_finish", "on_connection_end"):
+        odd = Command(C2S, code, None, [], b"", None, None, 0, 1.0)
+        manager.event_batch(None, [odd])
+        manager.event(None, odd)
+    manager.close()
+    assert both.seen == [("transaction", "PNG")] + [("command", c) for c in ("on_transaction", "on_transaction",
+                         "on_finish", "on_finish", "on_connection_end", "on_connection_end")] + [("finish", None)]
+    assert all(lp.enabled for lp in manager.loaded) and commands.finished

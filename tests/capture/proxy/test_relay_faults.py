@@ -27,6 +27,17 @@ async def read_all(reader, limit=30):
     return await asyncio.wait_for(reader.read(), limit)
 
 
+async def until(condition, timeout=20.0):
+    """Wait for `condition()` to be true (a bounded wait on a state, not on a time)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not (value := condition()):
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met in {timeout} s")
+        await asyncio.sleep(0.01)
+    return value
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOP, 0))
@@ -185,13 +196,17 @@ def test_back_pressure_bounds_the_proxy_buffers_and_loses_nothing():
         proxy = await Proxy(upstream.sockets[0].getsockname()[:2], listen=(LOOP, 0)).start()
         reader, writer = await asyncio.open_connection(*proxy.address)
         writer.write(blob)
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(writer.drain()), 1.0)  # the upstream is not reading
-        relay = next(iter(proxy.relays))
-        held = relay.server.get_write_buffer_size()
+        drained = asyncio.ensure_future(writer.drain())
+        # The upstream is not reading: the proxy must stop reading the client (however long
+        # the machine takes to get there), and the client's writes must stay pending.
+        relay = await until(lambda: next(iter(proxy.relays), None))
+        # the upstream's write buffer filled up (pause_writing) and the client stopped being read
+        await until(lambda: relay.server is not None and proxy.hits["buffer"] and not relay.client.is_reading())
         client_paused = not relay.client.is_reading()
+        held = relay.server.get_write_buffer_size()
+        assert not drained.done()
         release.set()
-        await writer.drain()
+        await drained
         writer.write_eof()
         result = await asyncio.wait_for(digest, 20)
         writer.close()
