@@ -122,6 +122,7 @@ class PluginManager:
         # hook), ...) of those. Both rebuilt (new dicts) whenever a plugin is added or disabled.
         self._routes: dict = {}
         self._calls: dict = {}
+        self._observing = False   # an enabled plugin takes commands or transactions (see _rerouted)
         if threaded:
             self._queue = queue.Queue(maxsize=backlog)
             self._worker = threading.Thread(target=self._serve, name="msnp-plugins", daemon=True)
@@ -150,8 +151,14 @@ class PluginManager:
             pass  # a plugin that does not subclass Plugin and forbids attributes: it cannot report
         loaded = LoadedPlugin(plugin, name, origin, str(version or getattr(plugin, "version", None) or "-"))
         self.loaded.append(loaded)
-        self._routes, self._calls = {}, {}
+        self._rerouted()
         return loaded
+
+    def _rerouted(self) -> None:
+        """The plugins changed (one added or disabled): routes are worked out again."""
+        self._routes, self._calls = {}, {}
+        self._observing = any(lp.enabled and ("on_command" in lp.hooks or "on_transaction" in lp.hooks)
+                              for lp in self.loaded)
 
     def get(self, name: str):
         for p in self.loaded:
@@ -195,7 +202,7 @@ class PluginManager:
             return
         lp.enabled = False
         lp.problem = detail
-        self._routes, self._calls = {}, {}
+        self._rerouted()
         self.warn(detail)
         self._emit(None, Anomaly(name, detail, None, None, None))
 
@@ -261,6 +268,8 @@ class PluginManager:
 
         The plugins of a batch are timed in a chain: the reading that ends one plugin's share
         starts the next one's (k plugins, k + 1 readings)."""
+        if not self._observing:       # no plugin takes commands or transactions (--no-plugins)
+            return
         if self._queue is not None:   # the threaded observers queue event by event
             for event in events:
                 self.event(conn, event)
