@@ -729,6 +729,11 @@ class Linker:
         return ref.ts - CLOCK_SKEW <= start <= ref.ts + self.window
 
     def _root(self, sid: str, parent: dict[str, str]) -> str:
+        up = parent.get(sid)
+        if up is None:
+            return sid
+        if up not in parent:   # the common chains (SB -> NS, NS -> DS) without a set per stream
+            return up
         seen = {sid}
         while sid in parent and parent[sid] not in seen:
             sid = parent[sid]
