@@ -360,6 +360,8 @@ impl PyCommandReader {
                 }
                 Event::Anomaly { name, detail, offset, ts, trid } => {
                     let trid = trid.as_ref().map(|t| num_to_py(py, t)).transpose()?;
+                    // The name interned, as the Python reader's literals are: a connection's anomaly counts keep it.
+                    let name = PyString::intern(py, name);
                     types.anomaly.bind(py).call1((name, detail, direction, offset, resolve(ts), trid))?
                 }
             };
