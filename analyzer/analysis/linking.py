@@ -266,6 +266,12 @@ class Linker:
         # login can settle, so a pass (linear in what is held) is not tried (a min, may be stale low).
         self._oldest_end = _NEVER
         self._ns_of_cookie: dict[bytes, str] = {}  # XFR SB / RNG cookie -> the stream that sent it
+        # What could tie streams together in a pass (see _affected): key -> its streams, where a
+        # key is ("c", cookie) for a switchboard login or an XFR SB/RNG line, ("a", server, client
+        # host) for a connection and for the target of an XFR NS line; each stream's keys.
+        self._keyed: dict[tuple, dict[str, None]] = {}
+        self._keys_of: dict[str, list[tuple]] = {}
+        self._unkeyed = 0   # streams without a server address or client host (transcripts): passes link all
         # Told of a limit hit (Analysis.anomaly, set by the run): conn, Anomaly.
         self.reporter = None
 
@@ -279,6 +285,7 @@ class Linker:
             self._order += 1
             facts = self.facts[conn.id] = StreamFacts(conn.id, self._order)
             self.conns[conn.id] = conn
+            self._key_stream(conn.id, conn)
         if type(event) is not Command:
             return
         if event.ts is not None:
@@ -302,6 +309,7 @@ class Linker:
         if facts is None:
             self._order += 1
             facts = self.facts[conn.id] = StreamFacts(conn.id, self._order)
+            self._key_stream(conn.id, conn)
         if facts.sb_login is not None and getattr(conn, "version_label", "") is None:
             # Before the writers see the stream: a switchboard speaks its NS's version.
             ns = self._ns_of_cookie.get(facts.sb_login.cookie)
@@ -331,6 +339,7 @@ class Linker:
             found = wire.login(cmd)
             if found is not None and found.server == "SB" and facts.sb_login is None:
                 facts.sb_login = SbLogin(found.cmd, found.cookie, found.sessid, cmd.ts)
+                self._key(facts.id, ("c", found.cookie))
                 self._join(facts, found.endpoint.text, None, cmd.ts, "self")
         elif code == "OUT":
             facts.saw_out = True
@@ -355,6 +364,9 @@ class Linker:
                 facts.referrals += 1
                 self.referrals.append(Referral("xfr_ns", facts.id, cmd.ts, self._order, found.target, cmd.trid,
                                                offset=cmd.offset))
+                keys = self._keys_of.get(facts.id)
+                if keys and keys[0][0] == "a":   # the NS connections it may lead to: same client host
+                    self._key(facts.id, ("a", found.target, keys[0][2]))
             elif found.cookie is not None:
                 kind, trid = ("xfr_sb", cmd.trid) if code == "XFR" else ("rng", None)
                 facts.referrals += 1
@@ -363,6 +375,7 @@ class Linker:
                                                inviter=found.inviter.text if found.inviter else None,
                                                offset=cmd.offset))
                 self._ns_of_cookie[found.cookie] = facts.id
+                self._key(facts.id, ("c", found.cookie))
         elif code == "IRO" or code == "JOI":
             found = wire.arrival(cmd)
             if found is not None:
@@ -428,6 +441,77 @@ class Linker:
         self.reporter(conn, Anomaly(name, detail, None if cmd is None else cmd.direction,
                                     None if cmd is None else cmd.offset, ts if cmd is None else cmd.ts))
 
+    # -- what ties streams together (for settling passes) ----------------------
+
+    def _key_stream(self, sid: str, conn) -> None:
+        """Index a new stream by its server address and client host (what an XFR NS line is
+        linked by); a stream without both makes every pass link everything (transcripts)."""
+        server = getattr(conn, "server", None)
+        host = wire.host_of(getattr(conn, "client", None))
+        self._keys_of[sid] = []
+        if server is None or host is None:
+            self._unkeyed += 1
+            self._keys_of[sid].append(("unkeyed",))
+            return
+        self._key(sid, ("a", server, host))
+
+    def _key(self, sid: str, key: tuple) -> None:
+        keys = self._keys_of.get(sid)
+        if keys is None:
+            keys = self._keys_of[sid] = []
+        if key not in keys:
+            keys.append(key)
+            self._keyed.setdefault(key, {})[sid] = None
+
+    def _unkey(self, sid: str) -> None:
+        for key in self._keys_of.pop(sid, ()):
+            if key[0] == "unkeyed":
+                self._unkeyed -= 1
+                continue
+            members = self._keyed.get(key)
+            if members is not None:
+                members.pop(sid, None)
+                if not members:
+                    del self._keyed[key]
+
+    def _affected(self, seeds: list[str]) -> set[str] | None:
+        """The streams a settling pass links: `seeds` (the ended streams held) and every stream
+        that shares a key with one of them, transitively: a switchboard cookie, a server address
+        and client host (an XFR NS line's target and the connections that could answer it), a
+        user handle (a switchboard without its NS joins a login of the same user). Linking only
+        ever pairs streams that share such a key, and sessions are grouped through those pairs
+        and handles, so what `_link` finds for these streams is what it would find for all:
+        a pass costs what it holds ended (and their logins), not every stream still open.
+        None (link everything) while a stream has no addresses (transcripts)."""
+        if self._unkeyed:
+            return None
+        by_handle: dict[str, list[str]] = {}
+        for sid in self.facts:
+            handle = self._handle(sid)
+            if handle:
+                by_handle.setdefault(handle.lower(), []).append(sid)
+        handle_of = {sid: h for h, sids in by_handle.items() for sid in sids}
+        keyed, keys_of = self._keyed, self._keys_of
+        found = set(seeds)
+        todo = list(seeds)
+        seen_keys: set = set()
+        while todo:
+            sid = todo.pop()
+            keys = list(keys_of.get(sid, ()))
+            handle = handle_of.get(sid)
+            if handle is not None:
+                keys.append(("u", handle))
+            for key in keys:
+                if key in seen_keys:
+                    continue
+                seen_keys.add(key)
+                members = by_handle[key[1]] if key[0] == "u" else keyed.get(key, ())
+                for other in members:
+                    if other not in found:
+                        found.add(other)
+                        todo.append(other)
+        return found
+
     # -- linking --------------------------------------------------------------
 
     def result(self) -> dict:
@@ -453,16 +537,21 @@ class Linker:
         ts = getattr(conn, "last_ts", None)
         return ts if ts is not None else self.facts[sid].last_ts if sid in self.facts else None
 
-    def _link(self) -> dict:
+    def _link(self, only: set[str] | None = None) -> dict:
+        """Link every stream held, or `only` those (a set closed under what ties streams
+        together, see `_affected`: the result is then the full one's for them)."""
         links: list[dict] = []
         unlinked: list[dict] = []
         parent: dict[str, str] = {}       # child stream -> parent stream
         referred: dict[str, Referral] = {}  # child stream -> the XFR/RNG line that opened it
-        sids = sorted(self.facts, key=lambda s: self.facts[s].order)
         for sid, conn in self.conns.items():
             if sid not in self.facts:
                 self.facts[sid] = StreamFacts(sid, 10 ** 9)
-        sids = sorted(self.facts, key=lambda s: (self._start(s) is None, self._start(s) or 0.0, self.facts[s].order))
+        refs = self.referrals if only is None else [r for r in self.referrals if r.stream in only]
+        for ref in refs:
+            ref.linked_to = None   # as this pass finds it (an earlier pass's link is not kept)
+        sids = sorted(self.facts if only is None else only,
+                      key=lambda s: (self._start(s) is None, self._start(s) or 0.0, self.facts[s].order))
 
         # NS <- SB by cookie (and session id for RNG), through queues by cookie, login command,
         # session id and server address (see _sb_pick).
@@ -483,7 +572,7 @@ class Linker:
                     queue = sb_queues[(*base, login.sessid, group)] = _Queue()
                 queue.add(sid, start)
         claimed: set[str] = set()
-        sb_refs = [r for r in self.referrals if r.kind in ("xfr_sb", "rng")]
+        sb_refs = [r for r in refs if r.kind in ("xfr_sb", "rng")]
         chosen: dict[int, str] = {}
         # Two passes: first every referral whose target address names a switchboard connection
         # presenting its cookie (a capture of both legs of a relay holds two such connections per
@@ -554,7 +643,7 @@ class Linker:
                 if queue is None:
                     queue = queues[key] = _Queue()
                 queue.add(sid, start)
-        for ref in self.referrals:
+        for ref in refs:
             if ref.kind != "xfr_ns":
                 continue
             ds = self.conns.get(ref.stream)
@@ -591,7 +680,7 @@ class Linker:
             referred[best] = ref
             links.append({"kind": "link", "type": "ds_ns", "from": ref.stream, "to": best, "by": "xfr_ns",
                           "ts": ref.ts, "trid": ref.trid, "target": ref.target, "evidence": by})
-        ds_with_xfr = {r.stream for r in self.referrals if r.kind == "xfr_ns"}
+        ds_with_xfr = {r.stream for r in refs if r.kind == "xfr_ns"}
         for sid in sids:
             if self._role(sid) == "NS" and sid not in parent and sid not in ds_with_xfr:
                 unlinked.append({"kind": "link", "type": "ds_ns", "from": None, "to": sid, "by": None,
@@ -743,13 +832,15 @@ class Linker:
         if self._ended <= self.max_held and (self._now is None or self._oldest_end >= self._now - self.window):
             self._next_try = self._backoff()   # every held stream ended within the window: nothing can settle
             return
-        res = self._link()
+        only = self._affected([sid for sid, c in self.conns.items() if isinstance(c, Ended)])
+        res = self._link(only)
         self._result = None
         done: list[dict] = []
         if self._now is not None:
             refs_of: dict[str, list[Referral]] = {}
             for ref in self.referrals:
-                refs_of.setdefault(ref.stream, []).append(ref)
+                if only is None or ref.stream in only:
+                    refs_of.setdefault(ref.stream, []).append(ref)
             still_open = [sid for sid, c in self.conns.items() if not isinstance(c, Ended)]
             index = self._open_index(still_open)
             horizon = self._now - self.window
@@ -805,6 +896,7 @@ class Linker:
         for sid in gone:
             del self.facts[sid]
             del self.conns[sid]
+            self._unkey(sid)
         self.referrals = [r for r in self.referrals if r.stream not in gone]
         ends = [self._end(sid) for sid, c in self.conns.items() if isinstance(c, Ended)]
         self._oldest_end = min((e for e in ends if e is not None), default=_NEVER)

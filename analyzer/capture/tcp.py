@@ -132,7 +132,7 @@ class Flow:
         self.first_ts = ts
         self.last_ts = ts
         self.due = NEVER                  # when its entry in the deadline heap comes due
-        self.entry: list | None = None    # that entry: [due, seq, flow]
+        self.entry: int | None = None     # that entry's seq (see TcpTracker.deadlines)
 
 
 class IgnoredFlow:
@@ -144,7 +144,7 @@ class IgnoredFlow:
         self.keys = keys
         self.last_ts = ts
         self.due = NEVER
-        self.entry: list | None = None
+        self.entry: int | None = None
 
 
 class TcpTracker:
@@ -172,9 +172,15 @@ class TcpTracker:
         self.syncing_halves: OrderedDict[int, tuple] = OrderedDict()  # id(half) -> (seq, flow, half, ts)
         self.window_closed_early = 0           # start windows closed before their time (MAX_SYNCING)
         self._sync_seq = 0
-        self.deadlines: list = []              # heap of [due, seq, flow], one live entry per flow
+        # The deadline heap: (due, seq) tuples, and the flow of each live seq in `_due_flows`
+        # (at most one per flow). The tuples hold no reference, so the garbage collector stops
+        # tracking them: a busy capture keeps tens of thousands of deadlines for minutes of
+        # capture time, and entries it had to track were promoted by the million to its oldest
+        # generation, each promotion bringing the next full collection nearer.
+        self.deadlines: list = []
+        self._due_flows: dict[int, object] = {}
         self._due_seq = 0
-        self._stale = 0                        # entries cancelled (flow None) still in the heap
+        self._stale = 0                        # cancelled entries still in the heap
         self.now = 0.0
         self.stats = {"segments": 0, "ignored_segments": 0, "late_segments": 0, "flows": 0,
                       "msnp_flows": 0, "ignored_flows": 0, "syn_only_flows": 0}
@@ -356,6 +362,7 @@ class TcpTracker:
         self.tombstones.clear()
         self._stones.clear()
         self.deadlines.clear()
+        self._due_flows.clear()
 
     # -- flows ------------------------------------------------------------------
 
@@ -782,21 +789,23 @@ class TcpTracker:
         if due < flow.due:
             self._cancel(flow)
             flow.due = due
-            self._due_seq += 1
-            flow.entry = entry = [due, self._due_seq, flow]
-            heapq.heappush(self.deadlines, entry)
+            self._due_seq = seq = self._due_seq + 1
+            flow.entry = seq
+            self._due_flows[seq] = flow
+            heapq.heappush(self.deadlines, (due, seq))
 
     def _cancel(self, flow) -> None:
-        """Drop `flow`'s heap entry (it stays in the heap, empty, until popped or compacted:
+        """Drop `flow`'s heap entry (it stays in the heap, stale, until popped or compacted:
         the heap holds at most twice as many entries as there are flows)."""
-        entry = flow.entry
-        if entry is not None:
-            entry[2] = None
+        seq = flow.entry
+        if seq is not None:
+            del self._due_flows[seq]
             flow.entry = None
             self._stale += 1
             heap = self.deadlines
             if self._stale > 64 and 2 * self._stale > len(heap):
-                heap[:] = [e for e in heap if e[2] is not None]
+                live = self._due_flows
+                heap[:] = [e for e in heap if e[1] in live]
                 heapq.heapify(heap)
                 self._stale = 0
         flow.due = NEVER
@@ -820,8 +829,9 @@ class TcpTracker:
         """Capture time passed the earliest deadlines: idle flows close, stale holes become gaps,
         requests past their reply timeout are reported; each flow is then scheduled again."""
         heap = self.deadlines
+        live = self._due_flows
         while heap and heap[0][0] < ts:
-            _, _, flow = heapq.heappop(heap)
+            flow = live.pop(heapq.heappop(heap)[1], None)
             if flow is None:
                 self._stale -= 1
                 continue   # superseded by an earlier entry, or the flow is gone
@@ -850,10 +860,23 @@ class TcpTracker:
                 self.analysis.tick(flow.conn, ts)
             if flow.state == "closed":
                 continue
-            self._schedule(flow, flow.last_ts + self.idle_timeout)
-            halves = flow.halves
-            if halves[0].sent is not None or halves[1].sent is not None:
-                big = any(h.sent is not None and len(h.sent) > UNACKED_SMALL for h in halves)
-                self._schedule(flow, flow.last_ts + (min(self.reorder_timeout, UNACKED_QUIET) if big
-                                                     else self.reorder_timeout))
-            self._reschedule(flow)
+            # The flow's next deadline, the earliest of: idle, the quiet release of its
+            # unacknowledged bytes, a hole waiting, the pairing's next expiry (one heap entry).
+            due = flow.last_ts + self.idle_timeout
+            first, second = flow.halves
+            sent, other = first.sent, second.sent
+            if sent is not None or other is not None:
+                big = sent is not None and len(sent) > UNACKED_SMALL or other is not None and len(other) > UNACKED_SMALL
+                quiet = flow.last_ts + (min(self.reorder_timeout, UNACKED_QUIET) if big else self.reorder_timeout)
+                if quiet < due:
+                    due = quiet
+            for half in (first, second):
+                since = half.pending_since
+                if since is not None and since + self.reorder_timeout < due:
+                    due = since + self.reorder_timeout
+            conn = flow.conn
+            if conn is not None:
+                wake = conn.wake
+                if wake < due:
+                    due = wake
+            self._schedule(flow, due)

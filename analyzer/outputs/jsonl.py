@@ -161,19 +161,23 @@ class JsonLinesWriter:
     def event_batch(self, conn: Connection | None, events: list) -> None:
         """`event` for each of a feed's events, their lines written in one piece (text the
         output cannot take: the batch goes event by event, as `event` writes it)."""
-        if len(events) == 1:
-            self.event(conn, events[0])
-            return
         text_of = self._text_of
-        lines = []
-        for event in events:
-            line = text_of(conn, event)
-            if line is not None:
-                lines.append(line)
+        if len(events) == 1:
+            text = text_of(conn, events[0])
+            if text is None:
+                return
+        else:
+            lines = []
+            for event in events:
+                line = text_of(conn, event)
+                if line is not None:
+                    lines.append(line)
+            if not lines:
+                return
+            text = "".join(lines)
         out = self.out
-        if not lines or out.closed:
+        if out.closed:
             return
-        text = "".join(lines)
         try:
             out.write(text)
         except UnicodeEncodeError:
@@ -200,8 +204,12 @@ class JsonLinesWriter:
         if kind is Command or kind is Anomaly or kind is Skipped:
             plain = _plain_number(event.ts)
         elif kind is Transaction:
-            plain = _plain_number(event.request.ts) and _plain_number(event.latency_ms) \
-                and all(_plain_number(r.ts) for r in event.replies)
+            plain = _plain_number(event.request.ts) and _plain_number(event.latency_ms)
+            if plain:
+                for reply in event.replies:
+                    if not _plain_number(reply.ts):
+                        plain = False
+                        break
         else:
             return encode(rec) + "\n"
         if plain:

@@ -122,6 +122,7 @@ class PluginManager:
         # hook), ...) of those. Both rebuilt (new dicts) whenever a plugin is added or disabled.
         self._routes: dict = {}
         self._calls: dict = {}
+        self._observing = False   # an enabled plugin takes commands or transactions (see _rerouted)
         if threaded:
             self._queue = queue.Queue(maxsize=backlog)
             self._worker = threading.Thread(target=self._serve, name="msnp-plugins", daemon=True)
@@ -150,8 +151,14 @@ class PluginManager:
             pass  # a plugin that does not subclass Plugin and forbids attributes: it cannot report
         loaded = LoadedPlugin(plugin, name, origin, str(version or getattr(plugin, "version", None) or "-"))
         self.loaded.append(loaded)
-        self._routes, self._calls = {}, {}
+        self._rerouted()
         return loaded
+
+    def _rerouted(self) -> None:
+        """The plugins changed (one added or disabled): routes are worked out again."""
+        self._routes, self._calls = {}, {}
+        self._observing = any(lp.enabled and ("on_command" in lp.hooks or "on_transaction" in lp.hooks)
+                              for lp in self.loaded)
 
     def get(self, name: str):
         for p in self.loaded:
@@ -195,7 +202,7 @@ class PluginManager:
             return
         lp.enabled = False
         lp.problem = detail
-        self._routes, self._calls = {}, {}
+        self._rerouted()
         self.warn(detail)
         self._emit(None, Anomaly(name, detail, None, None, None))
 
@@ -261,33 +268,34 @@ class PluginManager:
 
         The plugins of a batch are timed in a chain: the reading that ends one plugin's share
         starts the next one's (k plugins, k + 1 readings)."""
+        if not self._observing:       # no plugin takes commands or transactions (--no-plugins)
+            return
         if self._queue is not None:   # the threaded observers queue event by event
             for event in events:
                 self.event(conn, event)
             return
         calls = self._calls
-        routed = None                 # (event, its calls): the one event that has plugins to call
+        routed = targets = None       # the one event that has plugins to call, and their calls
         for event in events:
             kind = type(event)
             if kind is Command:
-                targets = calls.get(event.cmd)
-                if targets is None:
-                    targets = self._calls_for(event.cmd, "on_command")
+                found = calls.get(event.cmd)
+                if found is None:
+                    found = self._calls_for(event.cmd, "on_command")
             elif kind is Transaction:
-                targets = calls.get(Transaction)
-                if targets is None:
-                    targets = self._calls_for(Transaction, "on_transaction")
+                found = calls.get(Transaction)
+                if found is None:
+                    found = self._calls_for(Transaction, "on_transaction")
             else:
                 continue
-            if targets:
+            if found:
                 if routed is not None:
                     self._batch_of_several(conn, events)
                     return
-                routed = (event, targets)
+                routed, targets = event, found
         if routed is None:
             return
         # The usual batch: one event (a command, perhaps with the transaction it ended) for plugins.
-        event, targets = routed
         now, budget = self._now, self.budget
         start = None
         for lp, method in targets:
@@ -296,9 +304,9 @@ class PluginManager:
             if start is None:
                 start = now()
             try:
-                method(conn, event)
+                method(conn, routed)
             except Exception as exc:  # noqa: BLE001 - a plugin's failure must not stop the analysis
-                self._failed(lp, exc, "on_command" if type(event) is Command else "on_transaction")
+                self._failed(lp, exc, "on_command" if type(routed) is Command else "on_transaction")
                 start = None
                 continue
             end = now()
@@ -307,7 +315,7 @@ class PluginManager:
             lp.calls += 1
             lp.seconds += elapsed
             if budget and elapsed > budget:
-                self._too_slow(lp, elapsed, "on_command" if type(event) is Command else "on_transaction")
+                self._too_slow(lp, elapsed, "on_command" if type(routed) is Command else "on_transaction")
                 start = None
 
     def _batch_of_several(self, conn, events: list) -> None:

@@ -227,14 +227,22 @@ def replicas(n: int, gap: float = 1000.0):
     return chunks
 
 
-def linked_output(chunks, settle_after=None, extra=None, passes=None, window=300.0):
-    """JSON Lines of a run that closes each connection after its last chunk (as FINs do)."""
+def linked_output(chunks, settle_after=None, extra=None, passes=None, window=300.0, addresses=None,
+                  keep_open=()):
+    """JSON Lines of a run that closes each connection after its last chunk (as FINs do), but
+    `extra` and those in `keep_open` (closed at the end of the run).
+    `addresses(label)`: a connection's (client, server), else the MSNP8 session's."""
     out = io.StringIO()
     redactor = Redactor(enabled=False)
     linker = Linker(redactor, settle_after=settle_after, window=window)
-    if passes is not None:  # count the linking passes
+    if passes is not None:  # count the linking passes (each: the streams it linked, of those held, open)
         link = linker._link
-        linker._link = lambda: passes.append(1) or link()
+
+        def counting(only=None):
+            still = {sid for sid, c in linker.conns.items() if c is conns.get(sid)}
+            passes.append((len(linker.facts) if only is None else len(only), len(linker.facts), still))
+            return link(only)
+        linker._link = counting
     writer = JsonLinesWriter(out, redactor)
     analysis = Analysis([linker, writer, LinkWriter(linker, [writer])])
     last = {c.conn: i for i, c in enumerate(chunks)}
@@ -242,10 +250,11 @@ def linked_output(chunks, settle_after=None, extra=None, passes=None, window=300
     for i, chunk in enumerate(chunks):
         conn = conns.get(chunk.conn)
         if conn is None:
-            client, server = CONNECTIONS["msnp8"].get(chunk.conn.split("-")[0], (None, None))
+            client, server = (addresses(chunk.conn) if addresses is not None else
+                              CONNECTIONS["msnp8"].get(chunk.conn.split("-")[0], (None, None)))
             conn = conns[chunk.conn] = analysis.open(client, server, conn_id=chunk.conn)
         analysis.feed(conn, chunk.direction, chunk.data, chunk.ts)
-        if last[chunk.conn] == i and chunk.conn != extra:
+        if last[chunk.conn] == i and chunk.conn != extra and chunk.conn not in keep_open:
             analysis.close(conn, chunk.ts)
         held.append(len(linker.facts))
     analysis.finish()
@@ -269,6 +278,46 @@ def test_settling_writes_the_same_records_as_linking_at_the_end_while_holding_fe
     # records came out during the run, right after their login settled
     kinds = [r["kind"] for r in settled]
     assert kinds.index("session") < kinds.index("stream", kinds.index("session"))
+
+
+@pytest.mark.parametrize("one_user", [False, True])
+def test_a_pass_links_only_the_ended_logins_and_what_could_join_them(one_user):
+    # A busy server: logins of different client hosts overlap in time (15 s apart, each about
+    # 25 s long) while other users' NS connections stay open throughout. A pass links the
+    # ended streams and the streams tied to them (same cookie, same client host for an XFR NS,
+    # same user), not every stream open, and finds what linking everything at the end finds.
+    # With one user for all ten logins (one_user), each is tied to the others through the handle.
+    from dataclasses import replace
+    chunks = []
+    for c in replicas(10, gap=15.0):
+        k = int(c.conn.split("-")[1])
+        chunks.append(c if one_user else replace(c, data=c.data.replace(b"alice@", b"al%03d@" % k)))
+    lurkers = [f"lurk-{i}" for i in range(5)]
+    for i, label in enumerate(lurkers):
+        for c in SESSIONS["msnp8"]:
+            if c.conn == "ns" and c.ts < 6.0:
+                chunks.append(replace(c, conn=label, data=c.data.replace(b"alice@", b"lu%03d@" % i)))
+    chunks.sort(key=lambda c: c.ts)
+
+    def addresses(label):
+        name, k = label.split("-")
+        if name == "lurk":
+            return f"127.0.{100 + int(k)}.1:40000", CONNECTIONS["msnp8"]["ns"][1]
+        client, server = CONNECTIONS["msnp8"][name]
+        port = client.rsplit(":", 1)[1]
+        return f"127.0.{int(k) + 1}.1:{port}", server   # one NS and SB servers, a host per login
+
+    batch, _ = linked_output(chunks, window=5.0, addresses=addresses, keep_open=lurkers)
+    passes = []
+    settled, held = linked_output(chunks, settle_after=2, window=5.0, addresses=addresses, passes=passes,
+                                  keep_open=lurkers)
+    assert named_by_first_stream(settled) == named_by_first_stream(batch)
+    sessions = [r for r in settled if r["kind"] == "session"]
+    assert sum(len(s["streams"]) == 4 and s["complete"] for s in sessions) == 10
+    assert max(held) < 45   # logins settled during the run
+    during = [(linked, facts) for linked, facts, still in passes if still.issuperset(lurkers)]
+    # never the other users' open NS connections (nothing ties them to an ended stream)
+    assert len(during) >= 5 and all(linked <= facts - len(lurkers) for linked, facts in during)
 
 
 def test_the_window_decides_how_long_ended_logins_wait():
@@ -375,10 +424,10 @@ def test_logins_that_end_inside_the_window_settle_past_the_bound_and_passes_stay
     passes = 0
     real = linker._link
 
-    def counting():
+    def counting(*args):
         nonlocal passes
         passes += 1
-        return real()
+        return real(*args)
     linker._link = counting
     n, held = 2000, []
     for i in range(n):
@@ -406,10 +455,10 @@ def test_no_pass_is_tried_while_every_held_stream_ended_inside_the_window():
     passes = 0
     real = linker._link
 
-    def counting():
+    def counting(*args):
         nonlocal passes
         passes += 1
-        return real()
+        return real(*args)
     linker._link = counting
     for i in range(2000):
         conn = analysis.open("127.1.0.%d:%d" % (1 + i % 250, 20000 + i), "127.0.0.2:1863")

@@ -477,3 +477,38 @@ def test_a_command_code_named_like_a_hook_reaches_only_on_command():
     assert both.seen == [("transaction", "PNG")] + [("command", c) for c in ("on_transaction", "on_transaction",
                          "on_finish", "on_finish", "on_connection_end", "on_connection_end")] + [("finish", None)]
     assert all(lp.enabled for lp in manager.loaded) and commands.finished
+
+
+def test_a_manager_whose_plugins_observe_nothing_skips_batches_until_one_does():
+    # --no-plugins, or only decoders: a feed's batch costs one test; a plugin added later
+    # (or the last observer disabled) changes that at once.
+    class Decoder(Plugin):
+        name = "decoder"
+
+        def decode(self, cmd, conn):
+            return None
+
+    class Observer(Plugin):
+        name = "observer"
+
+        def __init__(self):
+            self.seen = []
+
+        def on_command(self, conn, cmd):
+            self.seen.append(cmd.cmd)
+            if cmd.cmd == "OUT":
+                raise ValueError("done")
+
+    analysis = Analysis([])
+    manager = PluginManager(analysis, warn=lambda message: None)
+    analysis.sinks.append(manager)
+    manager.add(Decoder(), "test")
+    conn = analysis.open(conn_id="1")
+    analysis.feed(conn, C2S, b"PNG\r\n", 1.0)
+    assert not manager._observing
+    observer = Observer()
+    manager.add(observer, "test")
+    analysis.feed(conn, C2S, b"CHG 1 NLN 0\r\nOUT\r\n", 2.0)
+    assert observer.seen == ["CHG", "OUT"] and not manager._observing   # disabled: nothing observes
+    analysis.feed(conn, C2S, b"PNG\r\n", 3.0)
+    assert observer.seen == ["CHG", "OUT"]
