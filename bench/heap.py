@@ -95,7 +95,7 @@ def main() -> int:
         print(f"| {stat.size / n:,.0f} | {stat.count / n:.2f} | {stat.size / 1e6:.1f} | {where}:{frame.lineno} |")
     if args.trace:
         for stat in snap.statistics("traceback")[:2000]:
-            frame = stat.traceback[0]
+            frame = stat.traceback[-1]   # the allocating frame: a traceback runs oldest first
             if any(f"{frame.filename}:{frame.lineno}".endswith(t) for t in args.trace):
                 print(f"\n{stat.size / 1e6:.2f} MB in {stat.count} blocks:")
                 print("\n".join(stat.traceback.format()[-2 * args.frames:]))

@@ -275,28 +275,27 @@ class PluginManager:
                 self.event(conn, event)
             return
         calls = self._calls
-        routed = None                 # (event, its calls): the one event that has plugins to call
+        routed = targets = None       # the one event that has plugins to call, and their calls
         for event in events:
             kind = type(event)
             if kind is Command:
-                targets = calls.get(event.cmd)
-                if targets is None:
-                    targets = self._calls_for(event.cmd, "on_command")
+                found = calls.get(event.cmd)
+                if found is None:
+                    found = self._calls_for(event.cmd, "on_command")
             elif kind is Transaction:
-                targets = calls.get(Transaction)
-                if targets is None:
-                    targets = self._calls_for(Transaction, "on_transaction")
+                found = calls.get(Transaction)
+                if found is None:
+                    found = self._calls_for(Transaction, "on_transaction")
             else:
                 continue
-            if targets:
+            if found:
                 if routed is not None:
                     self._batch_of_several(conn, events)
                     return
-                routed = (event, targets)
+                routed, targets = event, found
         if routed is None:
             return
         # The usual batch: one event (a command, perhaps with the transaction it ended) for plugins.
-        event, targets = routed
         now, budget = self._now, self.budget
         start = None
         for lp, method in targets:
@@ -305,9 +304,9 @@ class PluginManager:
             if start is None:
                 start = now()
             try:
-                method(conn, event)
+                method(conn, routed)
             except Exception as exc:  # noqa: BLE001 - a plugin's failure must not stop the analysis
-                self._failed(lp, exc, "on_command" if type(event) is Command else "on_transaction")
+                self._failed(lp, exc, "on_command" if type(routed) is Command else "on_transaction")
                 start = None
                 continue
             end = now()
@@ -316,7 +315,7 @@ class PluginManager:
             lp.calls += 1
             lp.seconds += elapsed
             if budget and elapsed > budget:
-                self._too_slow(lp, elapsed, "on_command" if type(event) is Command else "on_transaction")
+                self._too_slow(lp, elapsed, "on_command" if type(routed) is Command else "on_transaction")
                 start = None
 
     def _batch_of_several(self, conn, events: list) -> None:

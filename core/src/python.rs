@@ -4,6 +4,7 @@
 //! (`(ts, key, seq, ack, flags, payload)`), so the Python side pays one call per batch
 //! rather than a record header unpack, a slice and a struct unpack per packet.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
 // Paths as the OS has them (a file name need not be UTF-8): PyO3 takes them through os.fsencode.
@@ -184,6 +185,11 @@ struct EventTypes {
     anomaly: PyObject,
     c2s: PyObject,
     s2c: PyObject,
+    /// The known command codes as interned Python strings: a command's `cmd` is one of these
+    /// (as the Python reader's table gives it), not a new string per command. The strings
+    /// last as long as what holds them: a connection's command counts keep one per code, and
+    /// thousands of connections are open at once on a busy server.
+    codes: HashMap<&'static [u8], PyObject>,
 }
 
 static EVENT_TYPES: GILOnceCell<EventTypes> = GILOnceCell::new();
@@ -197,6 +203,10 @@ fn event_types(py: Python<'_>) -> PyResult<&EventTypes> {
             anomaly: m.getattr("Anomaly")?.unbind(),
             c2s: m.getattr("C2S")?.unbind(),
             s2c: m.getattr("S2C")?.unbind(),
+            codes: crate::tables::KNOWN_COMMANDS
+                .iter()
+                .map(|c| (c.as_bytes(), PyString::intern(py, c).into_any().unbind()))
+                .collect(),
         })
     })
 }
@@ -329,9 +339,13 @@ impl PyCommandReader {
                     let trid = c.trid.as_ref().map(|t| num_to_py(py, t)).transpose()?;
                     let payload_len = c.payload_len.as_ref().map(|t| num_to_py(py, t)).transpose()?;
                     let payload = c.payload.as_ref().map(|p| PyBytes::new(py, p));
+                    let code = match types.codes.get(c.code.as_bytes()) {
+                        Some(known) => known.clone_ref(py),
+                        None => PyString::new(py, &c.code).into_any().unbind(),
+                    };
                     types.command.bind(py).call1((
                         direction,
-                        PyString::new(py, &c.code),
+                        code,
                         trid,
                         args,
                         PyBytes::new(py, &c.line),
@@ -346,6 +360,8 @@ impl PyCommandReader {
                 }
                 Event::Anomaly { name, detail, offset, ts, trid } => {
                     let trid = trid.as_ref().map(|t| num_to_py(py, t)).transpose()?;
+                    // The name interned, as the Python reader's literals are: a connection's anomaly counts keep it.
+                    let name = PyString::intern(py, name);
                     types.anomaly.bind(py).call1((name, detail, direction, offset, resolve(ts), trid))?
                 }
             };

@@ -182,3 +182,16 @@ def test_tables_are_the_reference_tables():
         (tables.TRID_MAX, tables.SYN_BLOCK_VERSION, tables.ERROR_PAYLOAD_VERSION)
     assert (got["DEFAULT_MAX_LINE"], got["DEFAULT_MAX_PAYLOAD"]) == \
         (reference.DEFAULT_MAX_LINE, reference.DEFAULT_MAX_PAYLOAD)
+
+
+@pytest.mark.parametrize("implementation", ["python", "rust"])
+def test_known_codes_share_one_string(implementation):
+    """A known code's `cmd` is one string for every command that carries it (a connection's
+    command counts keep one key per code, and thousands of connections are open at once on a
+    busy capture); an unknown code is its own string, equal as text."""
+    mod = core.CORE if implementation == "rust" else reference
+    ours, theirs = mod.CommandReader(C2S), mod.CommandReader(C2S)
+    first = [e for e in ours.feed(b"VER 1 MSNP8 CVR0\r\nPNG\r\nXYZ 2\r\n", 1.0) if hasattr(e, "cmd")]
+    again = [e for e in theirs.feed(b"VER 3 MSNP8\r\nPNG\r\nXYZ 4\r\n", 2.0) if hasattr(e, "cmd")]
+    assert [e.cmd for e in first] == [e.cmd for e in again] == ["VER", "PNG", "XYZ"]
+    assert first[0].cmd is again[0].cmd and first[1].cmd is again[1].cmd
