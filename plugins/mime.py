@@ -31,7 +31,8 @@ EFFECTS = {"B": "bold", "I": "italic", "U": "underline", "S": "strikethrough"}
 
 # The kinds (`classify`, `KINDS`) are the codec's: one classification of a payload, kept with
 # the parsed message, serves this plugin, chat and p2p.
-from analyzer.msnp.mime import KINDS, MimeMessage, classify, parse_headers, parse_mime  # noqa: F401 (re-exported)
+from analyzer.msnp.mime import (KINDS, MimeMessage, charset_decodes, classify, parse_headers,  # noqa: F401
+                                parse_mime)  # (re-exported)
 
 
 def parse_font(value: str) -> list[tuple[str, str]]:
@@ -109,7 +110,7 @@ class MimePlugin(Plugin):
     commands = frozenset({"MSG"})
     anomalies = {
         "not_mime": ("warning", "a MSG payload without MIME headers (no blank line, no Content-Type)"),
-        "bad_charset": ("info", "a MSG payload declares a charset Python does not know; shown as UTF-8"),
+        "bad_charset": ("info", "a MSG payload declares a charset Python does not decode text in; shown as UTF-8"),
     }
 
     def __init__(self) -> None:
@@ -139,13 +140,10 @@ class MimePlugin(Plugin):
         else:
             charset = msg.params.get("charset")
             if charset is not None and charset not in _KNOWN_CHARSETS:
-                try:
-                    "".encode(charset)
-                except LookupError:
+                if not charset_decodes(charset):
                     self.report(conn, "bad_charset", f"charset {charset!r}", cmd)
-                else:
-                    if len(_KNOWN_CHARSETS) < MAX_KNOWN_CHARSETS:  # names off the wire: bounded
-                        _KNOWN_CHARSETS.add(charset)
+                elif len(_KNOWN_CHARSETS) < MAX_KNOWN_CHARSETS:  # names off the wire: bounded
+                    _KNOWN_CHARSETS.add(charset)
 
     def html_sections(self) -> list[dict]:
         if not self.kinds:

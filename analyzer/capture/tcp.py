@@ -172,6 +172,9 @@ class TcpTracker:
         self.syncing_halves: OrderedDict[int, tuple] = OrderedDict()  # id(half) -> (seq, flow, half, ts)
         self.window_closed_early = 0           # start windows closed before their time (MAX_SYNCING)
         self._sync_seq = 0
+        # The start time of the oldest window when _expire_windows last found nothing to close
+        # (-inf once the windows change): until START_WINDOW past it, a segment skips the look.
+        self._window_ts = -NEVER
         # The deadline heap: (due, seq) tuples, and the flow of each live seq in `_due_flows`
         # (at most one per flow). The tuples hold no reference, so the garbage collector stops
         # tracking them: a busy capture keeps tens of thousands of deadlines for minutes of
@@ -195,7 +198,7 @@ class TcpTracker:
             stones = self._stones
             if stones and stones[0][0] < ts - TOMBSTONE_SECONDS:
                 self._expire_tombstones(ts)
-        if self.syncing or self.syncing_halves:
+        if (self.syncing or self.syncing_halves) and ts - self._window_ts > START_WINDOW:
             self._expire_windows(ts)
         entry = self.flows.get(key)
         if entry is None:
@@ -281,12 +284,14 @@ class TcpTracker:
             if head_half is None or head is not None and head[0] < head_half[0]:
                 if ts - head[2] <= START_WINDOW:
                     if not crowded:
+                        self._window_ts = head[2]
                         return
                     self.window_closed_early += 1
                 self._start(head[1])
             else:
                 if ts - head_half[3] <= START_WINDOW:
                     if not crowded:
+                        self._window_ts = head_half[3]
                         return
                     self.window_closed_early += 1
                 self._start_half(head_half[1], head_half[2])
@@ -389,6 +394,7 @@ class TcpTracker:
         self.open[id(flow)] = flow
         self._sync_seq += 1
         self.syncing[id(flow)] = (self._sync_seq, flow, ts)
+        self._window_ts = -NEVER
         self._schedule(flow, ts + self.idle_timeout)
         self.stats["flows"] += 1
         return self.flows[key]
@@ -445,6 +451,7 @@ class TcpTracker:
             while syncing:
                 self._start(next(iter(syncing.values()))[1])
         syncing.pop(id(flow), None)
+        self._window_ts = -NEVER
         window, flow.window = flow.window, None
         if not window and (flow.syn[0] is None or flow.syn[1] is None):
             # One side's SYN and nothing else through the whole window: an attempt that got
@@ -468,6 +475,7 @@ class TcpTracker:
 
     def _start_half(self, flow: Flow, half: HalfStream) -> None:
         self.syncing_halves.pop(id(half), None)
+        self._window_ts = -NEVER
         window, half.window = half.window, None
         half.nxt = self._lowest(seq for seq, flags, payload, ts in window if payload)
         if half.nxt is None:
@@ -489,6 +497,7 @@ class TcpTracker:
                 half.window = []
                 self._sync_seq += 1
                 self.syncing_halves[id(half)] = (self._sync_seq, flow, half, ts)
+                self._window_ts = -NEVER
             half.window.append((seq, flags, payload, ts))
             if len(half.window) >= SYNC_WINDOW or flags & (FIN | RST):
                 self._start_half(flow, half)
@@ -703,6 +712,7 @@ class TcpTracker:
 
     def _release(self, flow: Flow) -> None:
         self.syncing.pop(id(flow), None)
+        self._window_ts = -NEVER
         for half in flow.halves:
             self.syncing_halves.pop(id(half), None)
             half.sent, half.pending, half.starts, half.window = None, None, None, None

@@ -72,10 +72,22 @@ class MimeMessage:
         return self.params.get("charset", "utf-8") or "utf-8"
 
     def text(self) -> str:
+        """The body in its charset, bad bytes replaced; as UTF-8 when the charset is not one
+        Python decodes text in (see `charset_decodes`)."""
         try:
             return self.body.decode(self.charset, "replace")
-        except LookupError:  # an unknown charset name
+        except (LookupError, ValueError):  # an unknown name, a NUL in it, a codec (idna) that cannot replace
             return self.body.decode("utf-8", "replace")
+
+
+def charset_decodes(name: str) -> bool:
+    """Whether Python decodes text in the charset `name` with bad bytes replaced; a payload
+    in any other (unknown, not a text codec, `idna`, a name with a NUL) is shown as UTF-8."""
+    try:
+        b"\xff".decode(name, "replace")
+    except (LookupError, ValueError):
+        return False
+    return True
 
 
 def parse_headers(block: bytes) -> list[tuple[str, str]]:

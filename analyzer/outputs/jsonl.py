@@ -98,6 +98,10 @@ def encode(rec) -> str:
     return reference(rec)
 
 
+PAYLOAD_MEMO = 1024        # payload texts remembered by a writer (see JsonLinesWriter._payload_texts)
+PAYLOAD_MEMO_BYTES = 512   # the largest payload remembered
+
+
 def _text(raw: bytes | None) -> str | None:
     return None if raw is None else raw.decode("utf-8", "backslashreplace")
 
@@ -112,6 +116,10 @@ class JsonLinesWriter:
         self.payloads = payloads
         self.flush_each = flush
         self._compiled = _compiled_lines(self)
+        # (code, direction, payload) -> the payload's text as written, for small payloads: a
+        # client's typing notifications repeat byte for byte, and the redactor's look at a
+        # payload costs more than the look-up (at most PAYLOAD_MEMO of them, then forgotten).
+        self._payload_texts: dict[tuple, str] = {}
 
     def record(self, conn: Connection | None, event) -> dict | None:
         stream = conn.id if conn is not None else None
@@ -121,7 +129,7 @@ class JsonLinesWriter:
                    "offset": event.offset, "cmd": event.cmd, "trid": event.trid,
                    "params": self.redactor.params(event), "payload_len": event.payload_len}
             if self.payloads and event.payload is not None:
-                rec["payload"] = _text(self.redactor.payload(event))
+                rec["payload"] = self._payload_text(event)
             return rec
         if kind is Transaction:
             req = event.request
@@ -143,6 +151,21 @@ class JsonLinesWriter:
         if isinstance(event, dict):
             return {"stream": stream, **event} if "stream" not in event else event
         return None
+
+    def _payload_text(self, cmd: Command) -> str:
+        """`_text(self.redactor.payload(cmd))`, remembered for small payloads."""
+        payload = cmd.payload
+        if len(payload) > PAYLOAD_MEMO_BYTES:
+            return _text(self.redactor.payload(cmd))
+        key = (cmd.cmd, cmd.direction, payload)
+        texts = self._payload_texts
+        text = texts.get(key)
+        if text is None:
+            text = _text(self.redactor.payload(cmd))
+            if len(texts) >= PAYLOAD_MEMO:
+                texts.clear()
+            texts[key] = text
+        return text
 
     def event(self, conn: Connection | None, event) -> None:
         line = self._text_of(conn, event)

@@ -564,3 +564,41 @@ def test_many_referrals_and_many_candidates_link_in_linear_look_ups(xfr_ns):
         assert len([link for link in res["links"] if link["type"] == kind]) == n
     # Twice the connections, about twice the look-ups (n*n/2 before the indexes).
     assert counts[200] <= 2.5 * counts[100]
+
+
+def test_a_pass_links_an_open_connection_that_shares_a_cookie_with_an_ended_one():
+    # Two NS connections hand out the same switchboard cookie (a collision; an NS's XFR SB
+    # lines are all it takes): the first one's XFR SB claims the switchboard, so the second
+    # NS's login, which ends early, never had it. The first NS stays open: a pass that linked
+    # only the ended streams would give the switchboard to the second login and settle that
+    # wrong login; the pass links the open NS too (it shares the cookie) and settles what
+    # linking at the end finds.
+    def lines(conn, t, *pairs):
+        return [Chunk(d, data, t + 0.05 * i, conn) for i, (d, data) in enumerate(pairs)]
+    chunks = (
+        lines("nsA", 0.0, (C2S, b"VER 1 MSNP8 CVR0\r\n"), (S2C, b"VER 1 MSNP8 CVR0\r\n"),
+              (C2S, b"USR 2 TWN I carl@example.com\r\n"), (S2C, b"USR 2 OK carl@example.com Carl 1 0\r\n"),
+              (C2S, b"XFR 3 SB\r\n"), (S2C, b"XFR 3 SB 127.0.0.3:1864 CKI 1111.2222\r\n"))
+        + lines("nsB", 2.0, (C2S, b"VER 1 MSNP8 CVR0\r\n"), (S2C, b"VER 1 MSNP8 CVR0\r\n"),
+                (C2S, b"USR 2 TWN I bob@example.com\r\n"), (S2C, b"USR 2 OK bob@example.com Bob 1 0\r\n"),
+                (C2S, b"XFR 3 SB\r\n"), (S2C, b"XFR 3 SB 127.0.0.3:1864 CKI 1111.2222\r\n"))
+        + lines("sbX", 3.0, (C2S, b"USR 1 bob@example.com 1111.2222\r\n"),
+                (S2C, b"USR 1 OK bob@example.com Bob\r\n"), (C2S, b"OUT\r\n"))
+        + lines("nsB", 3.5, (C2S, b"OUT\r\n"))
+        + lines("late", 20.0, (C2S, b"VER 1 MSNP8 CVR0\r\n"), (S2C, b"VER 1 MSNP8 CVR0\r\n"))
+        + lines("nsA", 50.0, (C2S, b"PNG\r\n"), (S2C, b"QNG\r\n")))
+    chunks.sort(key=lambda c: c.ts)
+    hosts = {"nsA": ("127.0.50.1:4000", "127.0.0.2:1863"), "nsB": ("127.0.60.1:4000", "127.0.0.2:1863"),
+             "sbX": ("127.0.60.1:4001", "127.0.0.3:1864"), "late": ("127.0.70.1:4000", "127.0.0.2:1863")}
+    batch, _ = linked_output(chunks, window=5.0, addresses=hosts.get, keep_open=["nsA"])
+    passes = []
+    settled, _ = linked_output(chunks, settle_after=2, window=5.0, addresses=hosts.get, keep_open=["nsA"],
+                               passes=passes)
+    assert named_by_first_stream(settled) == named_by_first_stream(batch)
+    (link,) = [r for r in batch if r["kind"] == "link" and r["linked"]]
+    assert (link["from"], link["to"]) == ("nsA", "sbX")
+    # nsB's login settled in a pass while nsA was open, and that pass linked nsA
+    settled_early = [r for r in settled if r["kind"] == "session" and r["streams"] == ["nsB"]]
+    assert settled_early and settled.index(settled_early[0]) < next(
+        i for i, r in enumerate(settled) if r["kind"] == "stream" and r.get("stream") == "nsA")
+    assert any(still >= {"nsA"} and linked == 4 for linked, _, still in passes)

@@ -126,3 +126,33 @@ def test_a_record_is_one_line_for_every_line_splitter():
     JsonLinesWriter(out, Redactor(key=b"k" * 16)).event(None, cmd)
     (line,) = out.getvalue().splitlines()
     assert json.loads(line)["params"][0] == "a\u2029b" and json.loads(line)["payload"] == "x\u2028y"
+
+
+def test_a_payload_seen_again_is_written_as_the_redactor_writes_it_for_its_own_command(monkeypatch):
+    # Small payload texts are remembered per (code, direction, payload): the same bytes under
+    # a code whose payload is a secret (a client's QRY) or with a secret header are masked
+    # each time as the redactor masks them, and the memory stays bounded.
+    from analyzer.outputs import jsonl
+    monkeypatch.setattr(jsonl, "PAYLOAD_MEMO", 2)
+    redactor = Redactor(key=b"k" * 16)
+    out = io.StringIO()
+    writer = JsonLinesWriter(out, redactor)
+    writer._compiled = None   # the Python writer's records (the core's lines redact on their own)
+    answer = b"0123456789abcdef0123456789abcdef"
+    profile = b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgsprofile\r\nMSPAuth: 2AAAAsecret\r\n\r\n"
+    typing = b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgscontrol\r\nTypingUser: a@b.c\r\n\r\n\r\n"
+    big = b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n" + b"x" * 600
+    events = []
+    for code, direction, payload in [("MSG", S2C, answer), ("QRY", C2S, answer), ("MSG", S2C, answer),
+                                     ("QRY", C2S, answer), ("MSG", S2C, profile), ("MSG", C2S, typing),
+                                     ("MSG", S2C, profile), ("MSG", C2S, typing), ("MSG", C2S, big),
+                                     ("MSG", C2S, big)]:
+        events.append(Command(direction, code, 1, [b"1", str(len(payload)).encode()], b"", bytes(payload),
+                              len(payload), 0, 1.0))
+    for event in events:
+        writer.event(None, event)
+        assert len(writer._payload_texts) <= 2
+    written = [json.loads(line)["payload"] for line in out.getvalue().splitlines()]
+    assert written == [redactor.payload(e).decode("utf-8", "backslashreplace") for e in events]
+    assert written[0] == answer.decode() and written[1].startswith("<redacted:") and written[3] == written[1]
+    assert "2AAAAsecret" not in "".join(written)

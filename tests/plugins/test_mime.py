@@ -98,3 +98,27 @@ def test_a_payload_is_parsed_and_classified_once_for_the_plugins_that_read_it():
     assert parse_mime(bytes(payload)) is first
     nobody = parse_mime(b"Content-Type: text/x-msmsgscontrol\r\nX-Once: 1\r\n\r\n\r\n")
     assert classify(nobody) == "control" and nobody.typing_user is None
+
+
+def test_charsets_python_cannot_decode_text_in_are_flagged_and_shown_as_utf8():
+    # Off the wire: a NUL in the name (ValueError), codecs that cannot replace bad bytes (idna,
+    # punycode, undefined), codecs that are not text codecs (base64): none may disable a
+    # plugin; each is reported once per message as bad_charset and the text shown as UTF-8.
+    from analyzer.analysis.run import Analysis
+    from analyzer.plugins import PluginManager
+    from msnp_analyzer_plugins.chat import ChatPlugin
+    analysis = Analysis([])
+    manager = PluginManager(analysis, warn=lambda message: None)
+    manager.add(MimePlugin(), "test")
+    manager.add(ChatPlugin(), "test")
+    analysis.sinks.append(manager)
+    conn = analysis.open(conn_id="1")
+    names = [b"a\x00b", b"idna", b"punycode", b"undefined", b"base64", b"utf-8", b"latin-1"]
+    for n, name in enumerate(names):
+        payload = b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=" + name + b"\r\n\r\nh\xc3\xa9 \xff" + bytes([n])
+        analysis.feed(conn, S2C, b"MSG bob@example.com Bob %d\r\n" % len(payload) + payload, float(n))
+        assert parse_mime(payload).text().startswith("hé" if name != b"latin-1" else "hÃ©")
+    assert all(lp.enabled for lp in manager.loaded)
+    assert analysis.connections["1"].anomalies["plugin.mime.bad_charset"] == 5
+    lines = manager.get("chat").switchboards["1"].lines
+    assert [line.text[:2] for line in lines] == ["hé"] * 6 + ["hÃ"]
