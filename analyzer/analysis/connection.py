@@ -77,7 +77,7 @@ class Limits:
 class Connection:
     # Thousands are open at once on a busy server's capture: slots, and the two readers and
     # byte counts as fields rather than dicts keyed by direction.
-    __slots__ = ("id", "client", "server", "protocol", "state", "c2s", "s2c", "tracker", "role", "handle",
+    __slots__ = ("id", "client", "server", "protocol", "state", "c2s", "s2c", "_tracker", "_limits", "role", "handle",
                  "commands", "_anomalies", "_outcomes", "_latencies", "latency_count", "c2s_bytes", "s2c_bytes",
                  "first_ts", "last_ts", "failed", "closed", "logged_in", "inherited_version", "legs",
                  "on_referral")
@@ -96,8 +96,10 @@ class Connection:
             # The file-transfer connection of MSNP2-8 (analyzer.msnp.msnftp): lines without
             # TrIDs and data blocks; nothing to pair, no role to learn.
             self.c2s, self.s2c = FtpReader(C2S), FtpReader(S2C)
-        self.tracker = TransactionTracker(reply_timeout=limits.reply_timeout, linger=limits.linger,
-                                          max_pending=limits.max_pending)
+        # The pairing exists while it holds something (see `tracker`): an idle connection
+        # (an NS between keep-alives) keeps no tracker, only its counters.
+        self._tracker: TransactionTracker | None = None
+        self._limits = limits
         self.role: str | None = "MSNFTP" if protocol == MSNFTP else None
         self.handle: str | None = None
         self.commands: Counter[str] = Counter()
@@ -158,6 +160,24 @@ class Connection:
         return self._latencies
 
     @property
+    def tracker(self) -> TransactionTracker | None:
+        """The pairing of this connection's requests and replies (None once released).
+
+        Made when a command needs it; `tick` drops it when it holds nothing (no request
+        waiting, nothing lingering, nothing given up, not one-sided): a new one then
+        starts where the old one would stand."""
+        tracker = self._tracker
+        if tracker is None and self.c2s is not None:
+            limits = self._limits
+            tracker = self._tracker = TransactionTracker(reply_timeout=limits.reply_timeout, linger=limits.linger,
+                                                         max_pending=limits.max_pending)
+        return tracker
+
+    @tracker.setter
+    def tracker(self, value: TransactionTracker | None) -> None:
+        self._tracker = value   # a caller's own (a test's failing tracker)
+
+    @property
     def readers(self) -> dict:
         """Each direction's reader (empty once released)."""
         return {} if self.c2s is None else {C2S: self.c2s, S2C: self.s2c}
@@ -170,7 +190,7 @@ class Connection:
     @property
     def wake(self) -> float:
         """When `tick` next has something to time out (inf: nothing waits, or the connection is over)."""
-        tracker = self.tracker
+        tracker = self._tracker
         return tracker.wake if tracker is not None and not self.failed else _NEVER
 
     # -- feeding --------------------------------------------------------------
@@ -205,10 +225,17 @@ class Connection:
             return self._fail(exc, direction, ts)
 
     def tick(self, ts: float) -> list:
-        if self.failed:
+        tracker = self._tracker
+        if self.failed or tracker is None:
             return []
         try:
-            return self._absorb(self.tracker.tick(ts))
+            events = self._absorb(tracker.tick(ts))
+            if tracker.idle:
+                # Timed out or settled since: nothing waits (an NS between keep-alives). Dropped
+                # here, where the capture's deadline brings each connection once, rather than
+                # after every reply (a tracker per request would cost time).
+                self._tracker = None
+            return events
         except Exception as exc:  # noqa: BLE001
             return self._fail(exc, None, ts)
 
@@ -241,14 +268,15 @@ class Connection:
             return []
         try:
             events = self._absorb(self.c2s.close(ts) + self.s2c.close(ts))
-            return events + self._absorb(self.tracker.close(ts))
+            tracker = self._tracker
+            return events + self._absorb(tracker.close(ts)) if tracker is not None else events
         except Exception as exc:  # noqa: BLE001
             return self._fail(exc, None, ts)
 
     def release(self) -> None:
         """Drop the decoders and the pairing of a closed connection; its counters stay for the report."""
         self.c2s = self.s2c = None
-        self.tracker = None
+        self._tracker = None
 
     # -- internals ------------------------------------------------------------
 
@@ -269,7 +297,8 @@ class Connection:
         """Count what the reader produced and pass commands on to the pairing."""
         out: list = []
         append = out.append
-        observe = self.tracker.observe_into
+        tracker = self._tracker
+        observe = tracker.observe_into if tracker is not None else None
         commands = self.commands
         for event in events:
             append(event)
@@ -286,6 +315,9 @@ class Connection:
                 if code in _HINT_CODES or self.role is None:
                     self._learn(event)
                 mark = len(out)
+                if observe is None:
+                    tracker = self.tracker
+                    observe = tracker.observe_into
                 observe(event, out)
                 if len(out) > mark:
                     self._count(out, mark)

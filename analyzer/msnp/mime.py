@@ -110,13 +110,23 @@ def classify(msg: MimeMessage) -> str:
     return msg.kind
 
 
-@lru_cache(maxsize=64)
+MEMO_BYTES = 8192   # payloads up to this size are memoised (64 of them: at most about 1 MB held)
+
+
 def parse_mime(payload: bytes) -> MimeMessage:
     """Split a MSG payload into headers and body (never raises).
 
     Memoised: the mime, chat and p2p plugins all look at the same payload in
-    turn; callers must treat the result as read-only.
+    turn; callers must treat the result as read-only. A payload larger than
+    MEMO_BYTES (rare: a client cuts its MSGs at about 1,600 bytes) is parsed each
+    time, so that the memo never holds 64 payloads of the 1 MiB --max-payload allows.
     """
+    if len(payload) > MEMO_BYTES:
+        return _parse_mime(payload)
+    return _parse_small(payload)
+
+
+def _parse_mime(payload: bytes) -> MimeMessage:
     cut, sep_len = payload.find(b"\r\n\r\n"), 4
     lf = payload.find(b"\n\n")
     if lf != -1 and (cut == -1 or lf < cut):
@@ -137,3 +147,6 @@ def parse_mime(payload: bytes) -> MimeMessage:
                     params[k.strip().lower()] = v.strip().strip('"')
             break
     return MimeMessage(headers, body, content_type, params, separated)
+
+
+_parse_small = lru_cache(maxsize=64)(_parse_mime)

@@ -231,6 +231,15 @@ class TransactionTracker:
             self._reply(cmd, out)
 
     @property
+    def idle(self) -> bool:
+        """Nothing held: no request waiting, nothing lingering, no block open, nothing given up
+        and both sides expected. A new tracker would then behave exactly as this one (a
+        connection drops an idle tracker: thousands are open at once on a busy server)."""
+        return not (self._order or self._pings or self._naks or self._lingering or self._blocks or self._calls
+                    or self._by_trid or self._partial or self._inside or self.gave_up) \
+            and self._syn_block is None and self.one_sided is None
+
+    @property
     def wake(self) -> float:
         """The earliest time at which `tick` could settle something (inf: nothing waits)."""
         return self._wake

@@ -284,6 +284,7 @@ def build_console(model: ConsoleModel, title: str, zone: Clock = UTC, on_quit=No
     from textual.app import App, ComposeResult
     from textual.binding import Binding
     from textual.containers import Vertical
+    from textual.css.query import NoMatches
     from textual.widgets import DataTable, Footer, Input, Static
 
     outcome_style = {"answered": "green", "error": "red", "unanswered": "yellow", "no_reply_expected": "dim"}
@@ -379,7 +380,10 @@ def build_console(model: ConsoleModel, title: str, zone: Clock = UTC, on_quit=No
 
         def _fit_width(self) -> None:
             if self.ready and self.size.width != self.built_width:
-                self._rebuild()
+                try:
+                    self._rebuild()
+                except NoMatches:
+                    self.ready = False   # a resize queued while the app is torn down
 
         # -- data --------------------------------------------------------------
 
@@ -403,6 +407,14 @@ def build_console(model: ConsoleModel, title: str, zone: Clock = UTC, on_quit=No
             return " | ".join(parts)
 
         def refresh_data(self) -> None:
+            try:
+                self._refresh_data()
+            except NoMatches:
+                # A timer tick while the app is torn down (a test's run_test ending, the
+                # terminal closing): the screen's widgets are gone before the app itself.
+                self.ready = False
+
+        def _refresh_data(self) -> None:
             if not self.ready:
                 return
             if self.model.ended.is_set():

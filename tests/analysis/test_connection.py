@@ -1,0 +1,45 @@
+"""analysis/connection.py: what a connection keeps while it is open."""
+
+from __future__ import annotations
+
+from analyzer.analysis.connection import Connection
+from analyzer.analysis.run import Analysis
+from analyzer.msnp import C2S, S2C, Transaction
+
+
+def test_an_idle_connection_holds_no_pairing_and_a_new_one_pairs_as_the_old():
+    conn = Connection("1")
+    conn.feed(C2S, b"VER 1 MSNP8 CVR0\r\n", 1.0)
+    assert conn._tracker is not None                # a request waits
+    conn.feed(S2C, b"VER 1 MSNP8\r\n", 1.5)
+    assert conn.wake == 61.0                        # the capture's deadline for this connection
+    assert conn.tick(61.0) == [] and conn._tracker is None   # nothing waits: the tracker is dropped
+    conn.feed(C2S, b"PNG\r\n", 62.0)
+    settled = conn.feed(S2C, b"QNG 50\r\n", 62.25)
+    conn.tick(122.0)
+    assert conn._tracker is None
+    (ping,) = [e for e in settled if type(e) is Transaction]
+    assert ping.cmd == "PNG" and ping.outcome == "answered" and ping.latency_ms == 250.0
+    conn.feed(C2S, b"CHG 2 NLN 0\r\n", 130.0)
+    assert conn.tracker.waiting == 1 and conn.wake == 190.0
+    assert conn.close(131.0)                        # the CHG is flushed, unanswered
+    assert conn.outcomes == {"answered": 2, "unanswered": 1}
+
+
+def test_a_one_sided_connection_keeps_its_pairing_so_requests_stay_not_captured():
+    analysis = Analysis([])
+    conn = analysis.open("127.0.0.1:1", "127.0.0.2:1863")
+    analysis.one_sided(conn, C2S)
+    analysis.feed(conn, C2S, b"VER 1 MSNP8 CVR0\r\n", 1.0)
+    analysis.feed(conn, C2S, b"PNG\r\n", 2.0)
+    events = analysis.close(conn, 3.0)
+    assert [e.outcome for e in events if type(e) is Transaction] == ["not_captured", "not_captured"]
+    assert "msnp.reply.unanswered" not in conn.anomalies
+
+
+def test_a_released_connection_makes_no_new_pairing():
+    conn = Connection("1")
+    conn.feed(C2S, b"PNG\r\n", 1.0)
+    conn.close(2.0)
+    conn.release()
+    assert conn.tracker is None and conn.wake == float("inf") and conn.tick(100.0) == []
