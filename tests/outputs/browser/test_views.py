@@ -216,6 +216,11 @@ def test_filters_reset_and_a_hidden_row_leaves_the_detail(login, open_page):
     page.click("#reset")
     assert page.text_content("#shown").startswith(f"{len(rows)} of {len(rows)}")
     assert page.input_value("#f-cmd") == "" and page.is_disabled("#reset")
+    # The filter that hid the row is gone: Escape makes the pane say what is true now.
+    page.eval_on_selector("#detail", "el => el.blur()")
+    page.locator("body").focus()
+    page.keyboard.press("Escape")
+    assert "Nothing selected" in page.text_content("#detail")
 
 
 def test_merged_order_lists_every_row_by_time_across_connections(login, open_page):

@@ -440,6 +440,10 @@ function onKey(ev) {
       placeholder(noMsnp() ? noMsnpText() : "Nothing selected.");
       history.replaceState(null, "", location.pathname + location.search);
       selectionChanged();
+    } else {
+      // Nothing selected already (a filter may have hidden the row, and said so): the pane
+      // says what is true now, not what a filter since cleared once did.
+      placeholder(noMsnp() ? noMsnpText() : "Nothing selected.");
     }
     ev.preventDefault();
     return;
