@@ -412,23 +412,29 @@ def test_past_the_bound_on_ended_streams_logins_settle_and_say_so():
     assert max(held) <= 8 + 2 * 4 + 1
 
 
+def counted_settling(max_held: int):
+    """A settling linker (every 10 ended streams) writing JSON Lines, and a one-item list
+    counting its linking passes."""
+    out = io.StringIO()
+    redactor = Redactor(enabled=False)
+    linker = Linker(redactor, settle_after=10, max_held=max_held)
+    writer = JsonLinesWriter(out, redactor)
+    analysis = Analysis([linker, writer, LinkWriter(linker, [writer])])
+    passes = [0]
+    real = linker._link
+
+    def counting(*args):
+        passes[0] += 1
+        return real(*args)
+    linker._link = counting
+    return out, linker, analysis, passes
+
+
 def test_logins_that_end_inside_the_window_settle_past_the_bound_and_passes_stay_few():
     # Thousands of logins ending within one second (a crafted capture, or a very busy
     # server): none is past the link window, yet the held streams stay under the bound,
     # and each pass is followed by as many new streams as it held (linear, not quadratic).
-    out = io.StringIO()
-    redactor = Redactor(enabled=False)
-    linker = Linker(redactor, settle_after=10, max_held=100)
-    writer = JsonLinesWriter(out, redactor)
-    analysis = Analysis([linker, writer, LinkWriter(linker, [writer])])
-    passes = 0
-    real = linker._link
-
-    def counting(*args):
-        nonlocal passes
-        passes += 1
-        return real(*args)
-    linker._link = counting
+    out, linker, analysis, passes = counted_settling(max_held=100)
     n, held = 2000, []
     for i in range(n):
         conn = analysis.open("127.1.0.%d:%d" % (1 + i % 250, 20000 + i), "127.0.0.2:1863")
@@ -441,33 +447,21 @@ def test_logins_that_end_inside_the_window_settle_past_the_bound_and_passes_stay
     assert max(held) <= 100 + 10
     assert sorted(m for s in sessions for m in s["streams"]) == sorted(str(i) for i in range(1, n + 1))
     assert sum("inside the link window" in s.get("forced", "") for s in sessions) >= n - 100
-    assert passes <= 2 * n / 50 + 10   # a pass (about 100 held) per 50 streams or more
+    assert passes[0] <= 2 * n / 50 + 10   # a pass (about 100 held) per 50 streams or more
 
 
 def test_no_pass_is_tried_while_every_held_stream_ended_inside_the_window():
     # Streams that all end within the link window: none can settle yet, so the settling passes
     # (each linear in what is held) are not tried at all; the records still come at the end.
-    out = io.StringIO()
-    redactor = Redactor(enabled=False)
-    linker = Linker(redactor, settle_after=10, max_held=10_000)
-    writer = JsonLinesWriter(out, redactor)
-    analysis = Analysis([linker, writer, LinkWriter(linker, [writer])])
-    passes = 0
-    real = linker._link
-
-    def counting(*args):
-        nonlocal passes
-        passes += 1
-        return real(*args)
-    linker._link = counting
+    out, linker, analysis, passes = counted_settling(max_held=10_000)
     for i in range(2000):
         conn = analysis.open("127.1.0.%d:%d" % (1 + i % 250, 20000 + i), "127.0.0.2:1863")
         analysis.feed(conn, C2S, b"USR 1 MD5 I u%d@example.com\r\n" % i, 1.0 + i / 2000)
         analysis.close(conn, 1.0 + i / 2000)
-    assert passes == 0
+    assert passes[0] == 0
     analysis.finish()
     sessions = [json.loads(line) for line in out.getvalue().splitlines() if '"session"' in line]
-    assert len(sessions) == 2000 and passes == 1
+    assert len(sessions) == 2000 and passes[0] == 1
 
 
 def test_thousands_of_switchboards_of_one_user_join_one_login_in_linear_time():
