@@ -823,17 +823,21 @@ class TcpTracker:
     def _reschedule(self, flow: Flow) -> None:
         """After a segment: a hole that started waiting, or a request now awaiting its reply,
         may bring the flow's deadline forward."""
-        due = flow.due
+        self._schedule(flow, self._waiting(flow, flow.due))
+
+    def _waiting(self, flow: Flow, due: float) -> float:
+        """The earliest of `due`, the reorder timeout of a hole waiting in either half, and the
+        pairing's next expiry."""
         for half in flow.halves:
             since = half.pending_since
             if since is not None and since + self.reorder_timeout < due:
-                self._schedule(flow, since + self.reorder_timeout)
-                due = flow.due
+                due = since + self.reorder_timeout
         conn = flow.conn
         if conn is not None:
             wake = conn.wake
             if wake < due:
-                self._schedule(flow, wake)
+                due = wake
+        return due
 
     def _due(self, ts: float) -> None:
         """Capture time passed the earliest deadlines: idle flows close, stale holes become gaps,
@@ -880,13 +884,4 @@ class TcpTracker:
                 quiet = flow.last_ts + (min(self.reorder_timeout, UNACKED_QUIET) if big else self.reorder_timeout)
                 if quiet < due:
                     due = quiet
-            for half in (first, second):
-                since = half.pending_since
-                if since is not None and since + self.reorder_timeout < due:
-                    due = since + self.reorder_timeout
-            conn = flow.conn
-            if conn is not None:
-                wake = conn.wake
-                if wake < due:
-                    due = wake
-            self._schedule(flow, due)
+            self._schedule(flow, self._waiting(flow, due))
