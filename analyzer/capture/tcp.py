@@ -760,9 +760,10 @@ class TcpTracker:
         sent = flow.halves[index].sent
         self._delivered(flow, conn, ts, sent is not None and len(sent) > UNACKED_SMALL)
 
-    def _delivered(self, flow: Flow, conn, ts, big: bool) -> None:
+    def _delivered(self, flow: Flow, conn, ts, big: bool) -> bool:
         """After bytes of `flow` reached its connection at `ts` (`big`: more than UNACKED_SMALL of
-        that direction's bytes are unacknowledged now): bring its deadline forward if need be."""
+        that direction's bytes are unacknowledged now): bring its deadline forward if need be
+        (True when it did)."""
         wake = conn.wake
         keep = self.reorder_timeout
         if big and UNACKED_QUIET < keep:
@@ -771,6 +772,8 @@ class TcpTracker:
             wake = ts + keep   # when these bytes stop being kept (see _due)
         if wake < flow.due and flow.state == "open":
             self._schedule(flow, wake)   # a request now awaits its reply, or bytes are kept
+            return True
+        return False
 
     def _anomaly(self, flow: Flow, half: HalfStream, name: str, detail: str, offset, ts) -> None:
         if flow.conn is not None:
@@ -967,10 +970,10 @@ class TcpTracker:
         self._advance(ts)
         return self._horizon()
 
-    def _fast(self, flow: Flow, index: int, events, ts: float, size: int, big: bool) -> float:
+    def _fast(self, flow: Flow, index: int, events, ts: float, size: int, big: bool) -> float | None:
         """A segment the lane took: it advanced the half's sequence state, kept its bytes and fed
         the reader (`events`); the rest of the common case of `segment` and `_deliver`. Returns
-        the deadline heap's head."""
+        the deadline heap's head when a deadline was set (the only way it moves here), else None."""
         if ts > self.now:
             self.now = ts
         flow.last_ts = ts
@@ -978,8 +981,9 @@ class TcpTracker:
         self.analysis.took(conn, flow.dirs[index], size, ts, events)
         if conn.failed:
             self._unlane(flow)
-        self._delivered(flow, conn, ts, big)
-        return self._head()
+        if self._delivered(flow, conn, ts, big):
+            return self._head()
+        return None
 
     def _lane_ready(self, flow: Flow) -> bool:
         """Whether the common case of `segment` is all the next segments of `flow` may need."""

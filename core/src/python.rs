@@ -113,7 +113,7 @@ impl PcapSegments {
 
     /// Up to `max` segments, in file order, each handed to Python as it is read: the ones the
     /// lane takes (see `FastLane`) as `fast(flow, index, events, ts, nbytes, big)`, which
-    /// returns the deadline heap's head; every other one as `slow(ts, key, seq, ack, flags,
+    /// returns the deadline heap's head when it set a deadline (else None); every other one as `slow(ts, key, seq, ack, flags,
     /// payload)` (tcp.py's `segment` tuple), which returns the tracker's horizon
     /// `(now, head, oldest tombstone or None, start window time or None)`; a segment the lane
     /// would take but for its time goes to `time(ts)` first (which returns the horizon too).
@@ -991,8 +991,10 @@ fn lane_segment(py: Python<'_>, lane: &Bound<'_, FastLane>, calls: &LaneCalls<'_
     }
     match verdict {
         Verdict::Taken { flow, index, events, big } => {
-            let head: f64 = calls.fast.call1((flow, index, events, ts_obj, s.payload.len(), big))?.extract()?;
-            lane.borrow_mut().horizon.head = head;
+            let head: Option<f64> = calls.fast.call1((flow, index, events, ts_obj, s.payload.len(), big))?.extract()?;
+            if let Some(head) = head {
+                lane.borrow_mut().horizon.head = head;
+            }
         }
         _ => {
             let horizon = calls.slow.call1(segment_tuple(py, ts, s)?)?;
