@@ -191,7 +191,7 @@ class Connection:
     def wake(self) -> float:
         """When `tick` next has something to time out (inf: nothing waits, or the connection is over)."""
         tracker = self._tracker
-        return tracker.wake if tracker is not None and not self.failed else _NEVER
+        return tracker.wake if tracker is not None and not self.failed else _NEVER   # an attribute
 
     # -- feeding --------------------------------------------------------------
 

@@ -176,7 +176,7 @@ def _handle(token: bytes) -> bytes:
 class TransactionTracker:
     __slots__ = ("reply_timeout", "linger", "max_pending", "_seq", "_by_trid", "_order", "_pings",
                  "_lingering", "_naks", "_unreplied", "_calls", "gave_up", "_blocks",
-                 "_syn_block", "_wake", "_inside", "_partial", "one_sided")
+                 "_syn_block", "wake", "_inside", "_partial", "one_sided")
 
     def __init__(self, *, reply_timeout: float = 60.0, linger: float = 3.0,
                  max_pending: int = 1000) -> None:
@@ -202,7 +202,10 @@ class TransactionTracker:
         self.gave_up = 0        # requests given up at the pending limit (and lingering ones let go)
         self._blocks: dict[int, Transaction] = _EMPTY            # the lingering ones whose replies form a block
         self._syn_block: Transaction | None = None           # MSNP8+ SYN list being counted
-        self._wake = _NEVER  # no request or lingering block can expire before this time
+        # The earliest time at which `tick` could settle something (inf: nothing waits): no
+        # request or lingering block can expire before it. A plain attribute (read-only to
+        # others): the capture reads each connection's after every delivery.
+        self.wake = _NEVER
         # These two are () while empty, as _pings.
         self._inside: list[tuple[Transaction, Anomaly]] | tuple = ()  # async lines after a lingering reply
         self._partial: list[Transaction] | tuple = ()  # requests whose partial replies began (ANS after an IRO)
@@ -223,7 +226,7 @@ class TransactionTracker:
     def observe_into(self, cmd: Command, out: list) -> None:
         """As `observe`, appending what is settled to `out` (spares a list per command)."""
         ts = cmd.ts
-        if ts is not None and ts > self._wake:
+        if ts is not None and ts > self.wake:
             self._expire(ts, out)
         if cmd.direction == C2S:
             self._request(cmd, out)
@@ -238,11 +241,6 @@ class TransactionTracker:
         return not (self._order or self._pings or self._naks or self._lingering or self._blocks or self._calls
                     or self._by_trid or self._partial or self._inside or self.gave_up) \
             and self._syn_block is None and self.one_sided is None
-
-    @property
-    def wake(self) -> float:
-        """The earliest time at which `tick` could settle something (inf: nothing waits)."""
-        return self._wake
 
     def tick(self, ts: float) -> list:
         out: list = []
@@ -277,7 +275,8 @@ class TransactionTracker:
                 self._pings = deque()
             self._pings.append(txn)
             self._wake_at(cmd.ts, self.reply_timeout)
-            self._limit(cmd, out)
+            if len(self._order) + len(self._pings) + len(self._naks) > self.max_pending:
+                self._limit(cmd, out)
             return
         trid = cmd.trid
         if code == "OUT" or trid is None:
@@ -302,7 +301,8 @@ class TransactionTracker:
                     self._naks = {}
                 self._naks[trid] = txn
                 self._wake_at(cmd.ts, self.linger)
-                self._limit(cmd, out)
+                if len(self._order) + len(self._pings) + len(self._naks) > self.max_pending:
+                    self._limit(cmd, out)
                 return
         same = self._by_trid.get(trid)
         if same:
@@ -325,8 +325,11 @@ class TransactionTracker:
             if not self._calls:
                 self._calls = {}
             self._calls.setdefault(txn.called, {})[txn.seq] = txn
-        self._wake_at(cmd.ts, self.reply_timeout)
-        self._limit(cmd, out)
+        ts = cmd.ts
+        if ts is not None and ts + self.reply_timeout < self.wake:   # _wake_at, inline: once per request
+            self.wake = ts + self.reply_timeout
+        if len(self._order) + len(self._pings) + len(self._naks) > self.max_pending:   # _limit's own test
+            self._limit(cmd, out)
 
     def _limit(self, cmd: Command, out: list) -> None:
         """More than max_pending waiting: give up the oldest (counted; one anomaly at the end)."""
@@ -419,8 +422,10 @@ class TransactionTracker:
                 if txn.cmd == "SYN":
                     self._more_replies(txn, cmd, out)  # e.g. BPR after the last LST of the list
                     return
-        # An asynchronous line (no TrID, or TrID 0 that answers nothing).
-        self._note_inside(None, cmd)
+        # An asynchronous line (no TrID, or TrID 0 that answers nothing): most server lines
+        # (a switchboard's MSG); `_note_inside`'s first test here, as no block is usually open.
+        if self._lingering or self._syn_block is not None or self._partial:
+            self._note_inside(None, cmd)
 
     def _note_inside(self, part_of: Transaction | None, cmd: Command) -> None:
         """`cmd` (a line of `part_of`, or asynchronous) arrived while blocks were open: it is
@@ -633,8 +638,8 @@ class TransactionTracker:
             self._finish_lingering(oldest, out)
 
     def _wake_at(self, ts, delay: float) -> None:
-        if ts is not None and ts + delay < self._wake:
-            self._wake = ts + delay
+        if ts is not None and ts + delay < self.wake:
+            self.wake = ts + delay
 
     def _close_other_lingering(self, txn: Transaction, out: list) -> None:
         if self._blocks:
@@ -727,7 +732,7 @@ class TransactionTracker:
             first = next(iter(naks.values())).deadline
             if first is not None and first < wake:
                 wake = first
-        self._wake = wake
+        self.wake = wake
 
 
 _NEVER = float("inf")

@@ -56,11 +56,6 @@ def _plain(value) -> bool:
 _SCALARS = frozenset({str, int, bool, type(None)})
 
 
-def _plain_number(value) -> bool:
-    """`_plain` for a field that is a number or None (times, latencies)."""
-    return type(value) is not float or value == 0.0 or 1e-4 <= abs(value) < 1e16
-
-
 # Characters that JSON leaves raw inside a string but that line splitters other than "\n"
 # split on (Python's str.splitlines, JavaScript's line terminators): escaped, so a record
 # is one line for every reader. JSON text outside strings is ASCII, so escaping them
@@ -125,10 +120,15 @@ class JsonLinesWriter:
         stream = conn.id if conn is not None else None
         kind = type(event)
         if kind is Command:
+            code = event.cmd
+            # Redactor.params masks only codes of SECRET_COMMANDS (in any case): the parameters
+            # of every other upper-case code are cmd.params as they are, without its look.
+            params = (self.redactor.params(event) if code in SECRET_COMMANDS or not code.isupper()
+                      else event.params)
             rec = {"kind": "command", "stream": stream, "dir": event.direction, "ts": event.ts,
-                   "offset": event.offset, "cmd": event.cmd, "trid": event.trid,
-                   "params": self.redactor.params(event), "payload_len": event.payload_len}
-            if self.payloads and event.payload is not None:
+                   "offset": event.offset, "cmd": code, "trid": event.trid,
+                   "params": params, "payload_len": event.payload_len}
+            if event.payload is not None and self.payloads:
                 rec["payload"] = self._payload_text(event)
             return rec
         if kind is Transaction:
@@ -218,26 +218,33 @@ class JsonLinesWriter:
             line = compiled(conn.id if conn is not None else None, event)
             if line is not None:
                 return line
+        kind = type(event)
         rec = self.record(conn, event)
         if rec is None:
             return None
-        kind = type(event)
         # The codec's records: only their times and latencies can be floats, so only those
-        # are checked (`encode` walks the whole record).
+        # are checked (`encode` walks the whole record), each by `_plain`'s test for a float written
+        # inline (a call per time cost more than the test; tests/outputs/test_jsonl.py holds the
+        # lines to `reference`, times outside the range included).
         if kind is Command or kind is Anomaly or kind is Skipped:
-            plain = _plain_number(event.ts)
+            ts = event.ts
+            plain = type(ts) is not float or ts == 0.0 or 1e-4 <= abs(ts) < 1e16
         elif kind is Transaction:
-            plain = _plain_number(event.request.ts) and _plain_number(event.latency_ms)
+            ts, latency = event.request.ts, event.latency_ms
+            plain = ((type(ts) is not float or ts == 0.0 or 1e-4 <= abs(ts) < 1e16)
+                     and (type(latency) is not float or latency == 0.0 or 1e-4 <= abs(latency) < 1e16))
             if plain:
                 for reply in event.replies:
-                    if not _plain_number(reply.ts):
+                    ts = reply.ts
+                    if not (type(ts) is not float or ts == 0.0 or 1e-4 <= abs(ts) < 1e16):
                         plain = False
                         break
         else:
             return encode(rec) + "\n"
         if plain:
             try:
-                return one_line(_dumps(rec, option=_LINE_OPTIONS).decode())
+                line = _dumps(rec, option=_LINE_OPTIONS).decode()
+                return line if line.isascii() else one_line(line)
             except TypeError:
                 pass
         return reference(rec) + "\n"

@@ -82,6 +82,32 @@ def test_fast_path_equals_the_generic_encoder_on_any_command(code, trid, params,
     assert line.splitlines() == [line[:-1]]
 
 
+times = (st.none() | st.integers(0, 2**40) | st.floats()
+         | st.sampled_from([1e-5, 1e-4, 9.999e-5, 1e16, 9.99e15, -0.0, 5e-324, 1e308, 1.7e9]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(request_ts=times, reply_ts=st.lists(times, max_size=3), latency=times,
+       outcome=st.sampled_from(["ok", "error", "timeout", None]))
+def test_a_transaction_line_equals_the_generic_encoder_at_any_time(request_ts, reply_ts, latency, outcome):
+    # The writer tests each time of a transaction (request, replies, latency) inline before
+    # using orjson: a time orjson writes otherwise (1e-05, 1e+16, NaN) must go to `reference`.
+    from analyzer.msnp.pairing import Transaction
+    request = Command(C2S, "CHG", 3, [b"3", b"NLN"], b"CHG 3 NLN\r\n", None, None, 0, request_ts)
+    txn = Transaction(request, 0)
+    txn.replies = [Command(S2C, "CHG", 3, [b"3", b"NLN"], b"CHG 3 NLN\r\n", None, None, 12 + i, ts)
+                   for i, ts in enumerate(reply_ts)]
+    txn.outcome, txn.latency_ms = outcome, latency
+    writer = JsonLinesWriter(io.StringIO(), Redactor(key=b"k" * 16))
+
+    class Conn:
+        id = "4"
+
+    record = writer.record(Conn, txn)
+    writer.event(Conn, txn)
+    assert writer.out.getvalue() == reference(record) + "\n"
+
+
 values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.text(max_size=8)
     | st.floats() | st.sampled_from([1e-5, 1e-4, 9.999e-5, 1e16, 9.99e15, -0.0, 5e-324, 1e308]),

@@ -430,6 +430,47 @@ def test_the_plugin_clock_leaves_out_the_collector_s_time():
     assert _plugin_clock(lambda: 10.0, {"since": 9.0, "total": 1.5}) == 7.5
 
 
+def test_a_batch_reads_the_plugin_clock_inline_as_the_plugin_clock_reads():
+    # event_batch reads `_plugin_clock`'s formula inline for the default clock: each plugin
+    # is charged the difference of two such readings, a collection's time left out, and a
+    # reading taken during a collection stands at its start.
+    from analyzer.plugins.manager import _plugin_clock
+    perf = {"t": 100.0}
+    collector = {"since": None, "total": 0.0}
+    readings = []
+
+    def tick():
+        return perf["t"]
+
+    class Step(Plugin):
+        commands = {"MSG"}
+
+        def __init__(self, name, seconds, collect=0.0, inside=False):
+            self.name, self.seconds, self.collect, self.inside = name, seconds, collect, inside
+
+        def on_command(self, conn, cmd):
+            perf["t"] += self.seconds
+            collector["total"] += self.collect
+            # a reading taken while a collection runs (it began `inside` 0.5 s ago)
+            collector["since"] = perf["t"] - 0.5 if self.inside else None
+            readings.append(_plugin_clock(tick, collector))
+
+    analysis = Analysis([])
+    manager = PluginManager(analysis, budget=1.0, warn=lambda message: None)
+    manager._tick, manager._gc = tick, collector   # the default clock's inline reading, on a fake clock
+    steps = [Step("plain", 0.25), Step("collected", 3.0, collect=2.5), Step("during", 0.75, inside=True),
+             Step("after", 0.5)]
+    for p in steps:
+        manager.add(p, "test")
+    analysis.sinks.append(manager)
+    start = _plugin_clock(tick, collector)
+    analysis.feed(analysis.open(conn_id="1"), C2S, b"MSG 1 N 2\r\nhi", 1.0)
+    charged = [lp.seconds for lp in manager.loaded]
+    assert charged == [b - a for a, b in zip([start] + readings, readings)]
+    assert charged == [0.25, 0.5, 0.25, 1.0]
+    assert all(lp.enabled for lp in manager.loaded)
+
+
 def test_a_command_code_named_like_a_hook_reaches_only_on_command():
     # Codes come off the wire: one spelled as a hook's name must not reach that hook's plugins.
     from analyzer.msnp.pairing import Transaction
