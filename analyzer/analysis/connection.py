@@ -198,10 +198,22 @@ class Connection:
     def feed(self, direction: str, data: bytes, ts: float | None = None) -> list:
         if not data:
             return []
+        if self.failed:
+            return self.took(direction, len(data), ts, ())
+        try:
+            events = (self.c2s if direction == C2S else self.s2c).feed(data, ts)
+        except Exception as exc:  # noqa: BLE001 - fail-open is the contract
+            events = exc
+        return self.took(direction, len(data), ts, events)
+
+    def took(self, direction: str, size: int, ts: float | None, events) -> list:
+        """The rest of `feed` once the reader of `direction` took `size` bytes at `ts` and returned
+        `events` (or raised that exception): for a caller that feeds the reader itself (the
+        compiled TCP lane, capture/tcp.py)."""
         if direction == C2S:
-            self.c2s_bytes += len(data)
+            self.c2s_bytes += size
         else:
-            self.s2c_bytes += len(data)
+            self.s2c_bytes += size
         if ts is not None:
             if self.first_ts is None:
                 self.first_ts = ts
@@ -209,7 +221,8 @@ class Connection:
         if self.failed:
             return []
         try:
-            events = (self.c2s if direction == C2S else self.s2c).feed(data, ts)
+            if type(events) is not list and isinstance(events, BaseException):
+                raise events
             if self.protocol != MSNP:
                 return self._absorb_ftp(events)
             return self._absorb(events) if events else events

@@ -85,6 +85,10 @@ class Analysis:
     def feed(self, conn: Connection, direction: str, data: bytes, ts: float | None = None) -> list:
         return self._emit(conn, conn.feed(direction, data, ts))
 
+    def took(self, conn: Connection, direction: str, size: int, ts: float | None, events) -> list:
+        """`feed` for a caller that fed the connection's reader itself (see `Connection.took`)."""
+        return self._emit(conn, conn.took(direction, size, ts, events))
+
     def gap(self, conn: Connection, direction: str, size: int, ts: float | None = None) -> list:
         return self._emit(conn, conn.gap(direction, size, ts))
 

@@ -329,6 +329,38 @@ class CaptureFile:
             self.close()
             self._report_counts()
 
+    @property
+    def lane(self) -> bool:
+        """Whether `drive` can read this file (the compiled core reads it: classic pcap)."""
+        return not self.pcapng and self.implementation == "rust"
+
+    def drive(self, lane, slow, fast, time, progress=None) -> float | None:
+        """The same segments as `segments`, handed one by one to the compiled TCP fast lane
+        (`TcpTracker.drive`: `lane`, and its `slow`, `fast` and `time` calls). `progress(self)` every
+        16,384 segments. Returns the last segment's time (None: no segment)."""
+        from analyzer.core import CORE
+        try:
+            self.reader.f.close()  # the core reads the file itself, from the first record on
+            reader = CORE.PcapSegments(self.source, 24, self.reader.endian == ">", self.nano, self.linktype,
+                                       getattr(self.reader, "snaplen", 0) or 0)
+            run = reader.run
+            while True:
+                n = run(lane, slow, fast, time, 0x4000)
+                self.position, self.packets = reader.position, reader.packets
+                self.fragments, self.bad_records = reader.fragments, reader.bad_records
+                if n < 0x4000:
+                    break
+                if progress is not None:
+                    progress(self)
+            if reader.first_bad is not None:
+                self._first_bad = (*reader.first_bad, getattr(self.reader, "snaplen", 0) or 0)
+            if reader.damage is not None:
+                self._record_damage(*reader.damage)
+            return reader.last_ts
+        finally:
+            self.close()
+            self._report_counts()
+
     def close(self) -> None:
         self._untrap()
         try:

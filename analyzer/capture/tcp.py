@@ -39,6 +39,15 @@ Contract:
   and linger deadlines) come from one deadline heap: each flow has one entry,
   at the earliest of its deadlines, moved on lazily when it comes due; a
   segment costs nothing for the flows that are not due.
+- The compiled fast lane (`FastLane`, core/src/lane.rs), when the core reads the capture
+  (`drive`): a flow in the fast state (open, an MSNP connection on the compiled reader that
+  has not failed, both directions started, nothing out of order, no FIN) is handed to the
+  lane with its sequence state (`_enlane`, after the segment that made it so); the lane then
+  takes the common case of `segment` for it (data in order, no SYN/FIN/RST, capture time
+  crossing no deadline, tombstone expiry or start window) with no Python tuple or call but
+  `_fast`, which does what `_deliver` does after the reader. The flow leaves the lane
+  (`_unlane`: its state written back into its `HalfStream`s) before anything else touches
+  it: a segment the lane did not take, its deadline (`_due`), its close, a failed connection.
 - At most `max_flows` flows are open at once: a new flow beyond that closes
   the least recently active sixteenth of them first (their holes become
   gaps, their connections end; a later segment of one starts a new flow), and
@@ -53,6 +62,7 @@ from collections import OrderedDict, deque
 from itertools import chain
 
 from analyzer.msnp import C2S, S2C, Anomaly
+from analyzer.analysis.connection import MSNP
 from analyzer.msnp.facts import format_address
 from analyzer.capture import detect
 from analyzer.capture.detect import Early
@@ -116,7 +126,7 @@ class Flow:
     """One TCP connection (a 4-tuple from SYN, or from first sight, to FIN/RST)."""
 
     __slots__ = ("keys", "halves", "syn", "client_hint", "state", "window", "early", "early_bytes",
-                 "conn", "dirs", "last_ts", "first_ts", "due", "entry")
+                 "conn", "dirs", "last_ts", "first_ts", "due", "entry", "lane")
 
     def __init__(self, key: bytes, rkey: bytes, ts: float) -> None:
         self.keys = (key, rkey)
@@ -133,6 +143,7 @@ class Flow:
         self.last_ts = ts
         self.due = NEVER                  # when its entry in the deadline heap comes due
         self.entry: int | None = None     # that entry's seq (see TcpTracker.deadlines)
+        self.lane: int | None = None      # its slot in the compiled fast lane, while it is there
 
 
 class IgnoredFlow:
@@ -185,21 +196,15 @@ class TcpTracker:
         self._due_seq = 0
         self._stale = 0                        # cancelled entries still in the heap
         self.now = 0.0
+        self._lane = None                      # the compiled fast lane, while `drive` runs
         self.stats = {"segments": 0, "ignored_segments": 0, "late_segments": 0, "flows": 0,
                       "msnp_flows": 0, "ignored_flows": 0, "syn_only_flows": 0}
 
     # -- input ------------------------------------------------------------------
 
     def segment(self, ts: float, key: bytes, seq: int, ack: int, flags: int, payload: bytes) -> None:
-        if ts > self.now:
-            self.now = ts
-            if self.deadlines and self.deadlines[0][0] < ts:
-                self._due(ts)
-            stones = self._stones
-            if stones and stones[0][0] < ts - TOMBSTONE_SECONDS:
-                self._expire_tombstones(ts)
-        if (self.syncing or self.syncing_halves) and ts - self._window_ts > START_WINDOW:
-            self._expire_windows(ts)
+        if ts > self.now or self.syncing or self.syncing_halves:
+            self._advance(ts)
         entry = self.flows.get(key)
         if entry is None:
             entry = self._new_flow(ts, key, seq, flags, payload)
@@ -251,6 +256,19 @@ class TcpTracker:
         self._segment(flow, flow.halves[index], ts, seq, flags, payload)
         if flow.state == "open":
             self._reschedule(flow)
+
+    def _advance(self, ts: float) -> None:
+        """Capture time reached `ts` (a segment's): deadlines that passed, tombstones that
+        expired and start windows that closed are dealt with first."""
+        if ts > self.now:
+            self.now = ts
+            if self.deadlines and self.deadlines[0][0] < ts:
+                self._due(ts)
+            stones = self._stones
+            if stones and stones[0][0] < ts - TOMBSTONE_SECONDS:
+                self._expire_tombstones(ts)
+        if (self.syncing or self.syncing_halves) and ts - self._window_ts > START_WINDOW:
+            self._expire_windows(ts)
 
     @staticmethod
     def _ack_sent(half: HalfStream, ack: int) -> None:
@@ -652,6 +670,8 @@ class TcpTracker:
     def _close(self, flow: Flow, ts) -> None:
         if flow.state == "closed":
             return
+        if flow.lane is not None:
+            self._unlane(flow)
         if flow.window is not None:
             self._start(flow)
             if flow.state == "closed":
@@ -737,15 +757,23 @@ class TcpTracker:
             self.detector.decide(self, flow, final=False)
             return
         self.analysis.feed(conn, flow.dirs[index], data, ts)
+        sent = flow.halves[index].sent
+        self._delivered(flow, conn, ts, sent is not None and len(sent) > UNACKED_SMALL)
+
+    def _delivered(self, flow: Flow, conn, ts, big: bool) -> bool:
+        """After bytes of `flow` reached its connection at `ts` (`big`: more than UNACKED_SMALL of
+        that direction's bytes are unacknowledged now): bring its deadline forward if need be
+        (True when it did)."""
         wake = conn.wake
         keep = self.reorder_timeout
-        sent = flow.halves[index].sent
-        if sent is not None and len(sent) > UNACKED_SMALL and UNACKED_QUIET < keep:
+        if big and UNACKED_QUIET < keep:
             keep = UNACKED_QUIET
         if ts is not None and ts + keep < wake:
             wake = ts + keep   # when these bytes stop being kept (see _due)
         if wake < flow.due and flow.state == "open":
             self._schedule(flow, wake)   # a request now awaits its reply, or bytes are kept
+            return True
+        return False
 
     def _anomaly(self, flow: Flow, half: HalfStream, name: str, detail: str, offset, ts) -> None:
         if flow.conn is not None:
@@ -863,13 +891,18 @@ class TcpTracker:
                 self._close(flow, flow.last_ts)
                 continue
             quiet = ts - flow.last_ts > min(self.reorder_timeout, UNACKED_QUIET)
-            for half in flow.halves:
-                if half.pending and half.pending_since is not None and ts - half.pending_since > self.reorder_timeout:
-                    self._fill_gap(flow, half, ts)
-                if quiet:
-                    # Unacknowledged bytes of a flow quiet this long: the ACK is not in the
-                    # capture (a retransmission would have come by now); they are not kept.
-                    half.sent = None
+            if flow.lane is not None:
+                # In the lane: nothing pending; its unacknowledged bytes are the lane's.
+                kept = self._lane.kept(flow.lane, quiet)
+            else:
+                for half in flow.halves:
+                    if half.pending and half.pending_since is not None and ts - half.pending_since > self.reorder_timeout:
+                        self._fill_gap(flow, half, ts)
+                    if quiet:
+                        # Unacknowledged bytes of a flow quiet this long: the ACK is not in the
+                        # capture (a retransmission would have come by now); they are not kept.
+                        half.sent = None
+                kept = None
             if flow.conn is not None and flow.state != "closed" and flow.conn.wake < ts:
                 self.analysis.tick(flow.conn, ts)
             if flow.state == "closed":
@@ -877,11 +910,103 @@ class TcpTracker:
             # The flow's next deadline, the earliest of: idle, the quiet release of its
             # unacknowledged bytes, a hole waiting, the pairing's next expiry (one heap entry).
             due = flow.last_ts + self.idle_timeout
-            first, second = flow.halves
-            sent, other = first.sent, second.sent
-            if sent is not None or other is not None:
-                big = sent is not None and len(sent) > UNACKED_SMALL or other is not None and len(other) > UNACKED_SMALL
+            if kept is None:
+                sent, other = (half.sent for half in flow.halves)
+                kept = (0 if sent is None else len(sent), 0 if other is None else len(other))
+            if kept[0] or kept[1]:
+                big = kept[0] > UNACKED_SMALL or kept[1] > UNACKED_SMALL
                 quiet = flow.last_ts + (min(self.reorder_timeout, UNACKED_QUIET) if big else self.reorder_timeout)
                 if quiet < due:
                     due = quiet
             self._schedule(flow, self._waiting(flow, due))
+
+    # -- the compiled fast lane ---------------------------------------------------
+
+    def drive(self, capture, progress=None) -> float | None:
+        """Read `capture` (a classic pcap file the compiled core reads) through the fast lane:
+        every segment in file order, each either taken by the lane (then `_fast`) or given to
+        `segment` (`_slow`). Returns the last segment's time (None: no segment)."""
+        from analyzer.core import CORE
+        self._lane = CORE.FastLane(unacked=UNACKED, small=UNACKED_SMALL, tombstone_seconds=TOMBSTONE_SECONDS,
+                                   start_window=START_WINDOW)
+        self._reader_type = CORE.CommandReader
+        try:
+            return capture.drive(self._lane, self._slow, self._fast, self._time, progress)
+        finally:
+            for flow in list(self.open.values()):   # an exception left some in the lane
+                if flow.lane is not None:
+                    self._unlane(flow)
+            self._lane = None
+
+    def _slow(self, ts: float, key: bytes, seq: int, ack: int, flags: int, payload: bytes) -> tuple:
+        """A segment the lane did not take: `segment`, its flow out of the lane first and back in
+        after when it is in the fast state. Returns the horizon the lane checks time against."""
+        entry = self.flows.get(key)
+        if type(entry) is tuple and entry[0].lane is not None:
+            self._unlane(entry[0])
+        self.segment(ts, key, seq, ack, flags, payload)
+        entry = self.flows.get(key)
+        if type(entry) is tuple and entry[0].lane is None and self._lane_ready(entry[0]):
+            self._enlane(entry[0])
+        return self._horizon()
+
+    def _horizon(self) -> tuple:
+        """What the lane checks a segment's time against (see core/src/lane.rs, `Horizon`)."""
+        stones = self._stones
+        return (self.now, self._head(), stones[0][0] if stones else None,
+                self._window_ts if self.syncing or self.syncing_halves else None)
+
+    def _head(self) -> float:
+        """When the deadline heap next has something to do: its first live entry (cancelled
+        ones on top are dropped now, as `_due` would drop them, so they stop no segment)."""
+        heap, live = self.deadlines, self._due_flows
+        while heap and heap[0][1] not in live:
+            heapq.heappop(heap)
+            self._stale -= 1
+        return heap[0][0] if heap else NEVER
+
+    def _time(self, ts: float) -> tuple:
+        """The lane holds a segment at `ts` that crosses the horizon: `_advance` to it first."""
+        self._advance(ts)
+        return self._horizon()
+
+    def _fast(self, flow: Flow, index: int, events, ts: float, size: int, big: bool) -> float | None:
+        """A segment the lane took: it advanced the half's sequence state, kept its bytes and fed
+        the reader (`events`); the rest of the common case of `segment` and `_deliver`. Returns
+        the deadline heap's head when a deadline was set (the only way it moves here), else None."""
+        if ts > self.now:
+            self.now = ts
+        flow.last_ts = ts
+        conn = flow.conn
+        self.analysis.took(conn, flow.dirs[index], size, ts, events)
+        if conn.failed:
+            self._unlane(flow)
+        if self._delivered(flow, conn, ts, big):
+            return self._head()
+        return None
+
+    def _lane_ready(self, flow: Flow) -> bool:
+        """Whether the common case of `segment` is all the next segments of `flow` may need."""
+        conn = flow.conn
+        if (flow.state != "open" or flow.window is not None or conn is None or conn.failed
+                or conn.protocol != MSNP or type(conn.c2s) is not self._reader_type
+                or type(conn.s2c) is not self._reader_type):
+            return False
+        for half in flow.halves:
+            if half.nxt is None or half.pending or half.fin is not None or half.window is not None:
+                return False
+        return True
+
+    def _enlane(self, flow: Flow) -> None:
+        first, second = flow.halves
+        conn = flow.conn
+        readers = (conn.c2s, conn.s2c) if flow.dirs[0] == C2S else (conn.s2c, conn.c2s)
+        flow.lane = self._lane.add(flow, flow.keys[0], flow.keys[1], first.nxt, first.pos, first.sent,
+                                   second.nxt, second.pos, second.sent, *readers)
+        first.sent = second.sent = None   # the lane keeps them now
+
+    def _unlane(self, flow: Flow) -> None:
+        states = self._lane.take(flow.lane)
+        flow.lane = None
+        for half, (nxt, pos, sent) in zip(flow.halves, states):
+            half.nxt, half.pos, half.sent = nxt, pos, sent

@@ -13,8 +13,7 @@ its first use and kept with the message).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 
 
 KINDS = {
@@ -37,34 +36,77 @@ KINDS = {
 }
 
 
-@dataclass
+_UNSET = object()
+
+
 class MimeMessage:
-    headers: list[tuple[str, str]]
-    body: bytes
-    content_type: str          # lower case, without parameters ("" when absent)
-    params: dict[str, str]     # content-type parameters (charset, ...)
-    separated: bool            # a blank line separated headers from body
+    """A parsed MSG payload. Only what every plugin reads is worked out when it is parsed (the
+    body, whether a blank line separated it, the content type and its parameters); the header
+    list, the kind and the typing user are worked out at their first use and kept: a busy
+    capture parses hundreds of thousands of distinct payloads, most of them only classified."""
+
+    __slots__ = ("_head", "_headers", "body", "content_type", "params", "separated", "_kind", "_typing_user")
+
+    def __init__(self, headers: list[tuple[str, str]] | None, body: bytes, content_type: str,
+                 params: dict[str, str], separated: bool, head: bytes = b"") -> None:
+        self._head = head              # the header block, parsed into `headers` on first use
+        self._headers = headers
+        self.body = body
+        self.content_type = content_type   # lower case, without parameters ("" when absent)
+        self.params = params               # content-type parameters (charset, ...)
+        self.separated = separated         # a blank line separated headers from body
+        self._kind = None
+        self._typing_user = _UNSET
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = parse_headers(self._head)
+        return headers
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, MimeMessage):
+            return NotImplemented
+        return (self.headers, self.body, self.content_type, self.params, self.separated) == \
+            (other.headers, other.body, other.content_type, other.params, other.separated)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return (f"MimeMessage(headers={self.headers!r}, body={self.body!r}, content_type={self.content_type!r}, "
+                f"params={self.params!r}, separated={self.separated!r})")
 
     def header(self, name: str) -> str | None:
         low = name.lower()
+        if self._headers is None and low.isascii() and low.replace("-", "").isalnum() and "k" not in low:
+            value = _first_value(self._head, name.upper().encode())
+            return None if value is None else value.decode("utf-8", "replace").strip()
         for key, value in self.headers:
             if key.lower() == low:
                 return value
         return None
 
-    @cached_property
+    @property
     def typing_user(self) -> str | None:
-        """The `TypingUser` header (a typing notification names who types)."""
-        return self.header("TypingUser")
+        """The `TypingUser` header (a typing notification names who types), worked out once."""
+        user = self._typing_user
+        if user is _UNSET:
+            user = self._typing_user = self.header("TypingUser")
+        return user
 
-    @cached_property
+    @property
     def kind(self) -> str:
         """`classify(self)`, worked out once."""
-        if not self.content_type:
-            return "malformed" if not self.separated else "other"
-        kind = KINDS.get(self.content_type, "other")
-        if kind == "typing" and self.typing_user is None:
-            return "control"
+        kind = self._kind
+        if kind is None:
+            if not self.content_type:
+                kind = "malformed" if not self.separated else "other"
+            else:
+                kind = KINDS.get(self.content_type, "other")
+                if kind == "typing" and self.typing_user is None:
+                    kind = "control"
+            self._kind = kind
         return kind
 
     @property
@@ -135,18 +177,43 @@ def _parse_mime(payload: bytes) -> MimeMessage:
         head, body, separated = payload, b"", False
     else:
         head, body, separated = payload[:cut], payload[cut + sep_len:], True
-    headers = parse_headers(head)
-    content_type, params = "", {}
-    for key, value in headers:
-        if key.lower() == "content-type":
-            parts = [p.strip() for p in value.split(";")]
-            content_type = parts[0].lower()
-            for p in parts[1:]:
-                k, _, v = p.partition("=")
-                if k:
-                    params[k.strip().lower()] = v.strip().strip('"')
-            break
-    return MimeMessage(headers, body, content_type, params, separated)
+    value = _first_value(head, b"CONTENT-TYPE")
+    content_type, params = _content_type(value) if value is not None else ("", {})
+    return MimeMessage(None, body, content_type, params, separated, head)
+
+
+def _first_value(head: bytes, name: bytes) -> bytes | None:
+    """The raw value of the first header `parse_headers` would name `name` (upper-case ASCII,
+    no K), without building the header list: a name that equals it once decoded, stripped and
+    lower-cased holds its bytes in some case (no character but the Kelvin sign lower-cases to
+    ASCII), so only the lines holding them are looked at, in order. Lines end at LF; a CR
+    before it is white space the strips of the value remove."""
+    upper = head.upper()
+    at = upper.find(name)
+    want = name.decode().lower()
+    while at != -1:
+        start = head.rfind(b"\n", 0, at) + 1
+        stop = head.find(b"\n", at)
+        if stop == -1:
+            stop = len(head)
+        key, sep, value = head[start:stop].partition(b":")
+        if sep and key.decode("utf-8", "replace").strip().lower() == want:
+            return value
+        at = upper.find(name, stop)
+    return None
+
+
+@lru_cache(maxsize=256)
+def _content_type(value: bytes) -> tuple[str, dict[str, str]]:
+    """A Content-Type header's value: the type (lower case) and its parameters. Remembered:
+    a capture holds a handful of distinct values (the parameters dict is shared, read-only)."""
+    params: dict[str, str] = {}
+    parts = [p.strip() for p in value.decode("utf-8", "replace").strip().split(";")]
+    for p in parts[1:]:
+        k, _, v = p.partition("=")
+        if k:
+            params[k.strip().lower()] = v.strip().strip('"')
+    return parts[0].lower(), params
 
 
 _parse_small = lru_cache(maxsize=64)(_parse_mime)

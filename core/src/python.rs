@@ -72,6 +72,7 @@ struct PcapSegments {
     tcp_segments: u64,
     #[pyo3(get)]
     fragments: u64,
+    last_ts: Option<f64>,
 }
 
 #[pymethods]
@@ -91,6 +92,7 @@ impl PcapSegments {
             scale: if nano { 1e-9 } else { 1e-6 },
             tcp_segments: 0,
             fragments: 0,
+            last_ts: None,
         })
     }
 
@@ -107,6 +109,41 @@ impl PcapSegments {
             }
         }
         Ok(out)
+    }
+
+    /// Up to `max` segments, in file order, each handed to Python as it is read: the ones the
+    /// lane takes (see `FastLane`) as `fast(flow, index, events, ts, nbytes, big)`, which
+    /// returns the deadline heap's head when it set a deadline (else None); every other one as `slow(ts, key, seq, ack, flags,
+    /// payload)` (tcp.py's `segment` tuple), which returns the tracker's horizon
+    /// `(now, head, oldest tombstone or None, start window time or None)`; a segment the lane
+    /// would take but for its time goes to `time(ts)` first (which returns the horizon too).
+    /// Returns how many
+    /// segments were handed over (0 at the end of the file or at damage).
+    fn run(&mut self, py: Python<'_>, lane: &Bound<'_, FastLane>, slow: &Bound<'_, PyAny>, fast: &Bound<'_, PyAny>,
+           time: &Bound<'_, PyAny>, max: usize) -> PyResult<usize> {
+        let calls = LaneCalls { slow, fast, time };
+        let mut n = 0;
+        while n < max {
+            let Some(record) = self.records.next_record()? else { break };
+            let ts = record.sec as f64 + record.frac as f64 * self.scale;
+            match decode_frame(self.linktype, record.data) {
+                Decoded::Tcp(s) => {
+                    n += 1;
+                    self.tcp_segments += 1;
+                    self.last_ts = Some(ts);
+                    lane_segment(py, lane, &calls, ts, &s)?;
+                }
+                Decoded::Fragment => self.fragments += 1,
+                Decoded::Other => {}
+            }
+        }
+        Ok(n)
+    }
+
+    /// The time of the last segment `run` handed over (None before the first).
+    #[getter]
+    fn last_ts(&self) -> Option<f64> {
+        self.last_ts
     }
 
     #[getter]
@@ -168,6 +205,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tables, m)?)?;
     m.add_function(wrap_pyfunction!(decode_reads, m)?)?;
     m.add_class::<JsonFormatter>()?;
+    m.add_class::<FastLane>()?;
     Ok(())
 }
 
@@ -307,6 +345,17 @@ struct PyCommandReader {
 }
 
 impl PyCommandReader {
+    /// `feed` on bytes the caller holds (the TCP lane feeds a segment's payload from the
+    /// capture buffer: no bytes object per segment).
+    fn feed_bytes<'py>(&mut self, py: Python<'py>, bytes: &[u8], ts: Option<PyObject>) -> PyResult<Bound<'py, PyList>> {
+        let tag = self.begin(&ts);
+        let state = self.state.clone_ref(py);
+        let mut state = state.borrow_mut(py);
+        self.reader.feed(&mut state.inner, bytes, tag, &mut self.out);
+        drop(state);
+        self.finish(py, ts)
+    }
+
     fn begin(&mut self, ts: &Option<PyObject>) -> Option<u64> {
         self.generation += 1;
         ts.as_ref().map(|_| self.generation)
@@ -416,12 +465,7 @@ impl PyCommandReader {
                 owned.as_bytes()
             }
         };
-        let tag = self.begin(&ts);
-        let state = self.state.clone_ref(py);
-        let mut state = state.borrow_mut(py);
-        self.reader.feed(&mut state.inner, bytes, tag, &mut self.out);
-        drop(state);
-        self.finish(py, ts)
+        self.feed_bytes(py, bytes, ts)
     }
 
     #[pyo3(signature = (ts=None))]
@@ -837,5 +881,243 @@ impl JsonFormatter {
         }
         out.push_str("}\n");
         Ok(Some(out))
+    }
+}
+
+// -- the TCP fast lane ------------------------------------------------------------------
+
+use pyo3::types::PyByteArray;
+
+use std::collections::VecDeque;
+
+use crate::lane::{lane_flags, Horizon, LaneHalf, ACK};
+
+/// One flow in the lane: the tracker's `Flow` (handed back to Python with each segment), its
+/// two keys, each direction's sequence state and the reader of each direction (by half index).
+struct LaneFlow {
+    flow: PyObject,
+    keys: [Box<[u8]>; 2],
+    halves: [LaneHalf; 2],
+    readers: [Py<PyCommandReader>; 2],
+}
+
+/// The flows tcp.py handed to the lane (see core/src/lane.rs for what the lane does).
+///
+/// `add` takes a flow in the fast state and its sequence state; `take` gives the state back
+/// and drops the flow: tcp.py does so before anything but the common case touches the flow
+/// (a segment the lane did not take, its deadline, its close). `horizon` is set from the
+/// values `slow` and `fast` return.
+#[pyclass(module = "analyzer._core")]
+pub struct FastLane {
+    keys: HashMap<Box<[u8]>, (usize, usize)>,
+    flows: Vec<Option<LaneFlow>>,
+    free: Vec<usize>,
+    horizon: Horizon,
+    unacked: usize,
+    small: usize,
+}
+
+/// What the lane made of a segment.
+enum Verdict {
+    /// Taken: what `fast` is called with.
+    Taken { flow: PyObject, index: usize, events: PyObject, big: bool },
+    /// It continues a flow in the lane, but its time crosses the horizon: Python first.
+    Later,
+    /// Python's (`slow`).
+    Python,
+}
+
+impl FastLane {
+    fn take_segment(&mut self, py: Python<'_>, ts: f64, ts_obj: &Bound<'_, PyFloat>, s: &crate::decode::Segment<'_>)
+        -> Verdict {
+        if self.keys.is_empty() || !lane_flags(s.flags, s.payload.len()) {
+            return Verdict::Python;
+        }
+        let mut key = [0u8; 40];
+        let klen = s.addrs.len() + s.ports.len();
+        if klen > key.len() {
+            return Verdict::Python;
+        }
+        key[..s.addrs.len()].copy_from_slice(s.addrs);
+        key[s.addrs.len()..klen].copy_from_slice(s.ports);
+        let Some(&(slot, index)) = self.keys.get(&key[..klen]) else { return Verdict::Python };
+        let Some(Some(flow)) = self.flows.get_mut(slot) else { return Verdict::Python };
+        if flow.halves[index].nxt != s.seq {
+            return Verdict::Python;
+        }
+        if !self.horizon.admits(ts) {
+            return Verdict::Later;
+        }
+        let other = &mut flow.halves[1 - index];
+        if s.flags & ACK != 0 && !other.sent.is_empty() {
+            other.ack_sent(s.ack);
+        }
+        let half = &mut flow.halves[index];
+        half.advance(s.payload, self.unacked);
+        let big = half.sent.len() > self.small;
+        self.horizon.passed(ts);
+        // The reader's own failure (it only fails where Python would: an event object it could
+        // not make) goes to Python as the exception, which fails the connection as `feed` does.
+        let events = match flow.readers[index].borrow_mut(py).feed_bytes(py, s.payload, Some(ts_obj.clone().into_any().unbind())) {
+            Ok(list) => list.into_any().unbind(),
+            Err(err) => err.into_value(py).into_any(),
+        };
+        Verdict::Taken { flow: flow.flow.clone_ref(py), index, events, big }
+    }
+
+    fn set_horizon(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let (now, head, stones, window): (f64, f64, Option<f64>, Option<f64>) = value.extract()?;
+        self.horizon.now = now;
+        self.horizon.head = head;
+        self.horizon.stones = stones;
+        self.horizon.window = window;
+        Ok(())
+    }
+}
+
+/// One segment through the lane, or to Python's `segment` (see `PcapSegments.run`). The lane is
+/// borrowed only while it works: the Python calls may `take` flows from it.
+fn lane_segment(py: Python<'_>, lane: &Bound<'_, FastLane>, calls: &LaneCalls<'_, '_>, ts: f64,
+                s: &crate::decode::Segment<'_>) -> PyResult<()> {
+    let ts_obj = PyFloat::new(py, ts);
+    let mut verdict = lane.borrow_mut().take_segment(py, ts, &ts_obj, s);
+    if let Verdict::Later = verdict {
+        // `time` brings the tracker to `ts` (its deadlines, tombstones, start windows): the
+        // segment then passes the horizon, unless its flow left the lane meanwhile.
+        let horizon = calls.time.call1((ts,))?;
+        let mut lane = lane.borrow_mut();
+        lane.set_horizon(&horizon)?;
+        verdict = lane.take_segment(py, ts, &ts_obj, s);
+    }
+    match verdict {
+        Verdict::Taken { flow, index, events, big } => {
+            let head: Option<f64> = calls.fast.call1((flow, index, events, ts_obj, s.payload.len(), big))?.extract()?;
+            if let Some(head) = head {
+                lane.borrow_mut().horizon.head = head;
+            }
+        }
+        _ => {
+            let horizon = calls.slow.call1(segment_tuple(py, ts, s)?)?;
+            lane.borrow_mut().set_horizon(&horizon)?;
+        }
+    }
+    Ok(())
+}
+
+/// The tracker's three calls (tcp.py `_slow`, `_fast`, `_time`).
+struct LaneCalls<'a, 'py> {
+    slow: &'a Bound<'py, PyAny>,
+    fast: &'a Bound<'py, PyAny>,
+    time: &'a Bound<'py, PyAny>,
+}
+
+fn half_from_py(nxt: u32, pos: u64, sent: Option<Vec<u8>>) -> LaneHalf {
+    LaneHalf { nxt, pos, sent: sent.map(VecDeque::from).unwrap_or_default() }
+}
+
+type HalfState = (u32, u64, Option<PyObject>);
+
+#[pymethods]
+impl FastLane {
+    #[new]
+    #[pyo3(signature = (*, unacked, small, tombstone_seconds, start_window))]
+    fn new(unacked: usize, small: usize, tombstone_seconds: f64, start_window: f64) -> Self {
+        FastLane {
+            keys: HashMap::new(),
+            flows: Vec::new(),
+            free: Vec::new(),
+            horizon: Horizon::new(tombstone_seconds, start_window),
+            unacked: unacked.max(1),
+            small,
+        }
+    }
+
+    /// Take `flow` (keys `key0` for half 0, `key1` for half 1) into the lane with each half's
+    /// `nxt`, `pos` and unacknowledged bytes, and the reader of each half. Returns its slot.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (flow, key0, key1, nxt0, pos0, sent0, nxt1, pos1, sent1, reader0, reader1))]
+    fn add(&mut self, flow: PyObject, key0: &[u8], key1: &[u8], nxt0: u32, pos0: u64,
+           sent0: Option<Bound<'_, PyByteArray>>, nxt1: u32, pos1: u64, sent1: Option<Bound<'_, PyByteArray>>,
+           reader0: Py<PyCommandReader>,
+           reader1: Py<PyCommandReader>) -> usize {
+        let entry = LaneFlow {
+            flow,
+            keys: [key0.into(), key1.into()],
+            halves: [half_from_py(nxt0, pos0, sent0.map(|b| b.to_vec())), half_from_py(nxt1, pos1, sent1.map(|b| b.to_vec()))],
+            readers: [reader0, reader1],
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.flows[slot] = Some(entry);
+                slot
+            }
+            None => {
+                self.flows.push(Some(entry));
+                self.flows.len() - 1
+            }
+        };
+        // Half 1's key last, as tcp.py's `_new_flow` writes them (a flow from a host to itself
+        // on one port has one key for both halves).
+        self.keys.insert(key0.into(), (slot, 0));
+        self.keys.insert(key1.into(), (slot, 1));
+        slot
+    }
+
+    /// Drop the flow in `slot` from the lane and give back each half's `(nxt, pos, sent)`
+    /// (`sent` a bytearray, or None when nothing is unacknowledged).
+    fn take(&mut self, py: Python<'_>, slot: usize) -> PyResult<(HalfState, HalfState)> {
+        let Some(entry) = self.flows.get_mut(slot).and_then(Option::take) else {
+            return Err(PyValueError::new_err(format!("no flow in lane slot {slot}")));
+        };
+        self.free.push(slot);
+        for key in entry.keys.iter() {
+            if matches!(self.keys.get(key), Some(&(s, _)) if s == slot) {
+                self.keys.remove(key);
+            }
+        }
+        let out = |h: &LaneHalf| -> HalfState {
+            let sent = if h.sent.is_empty() {
+                None
+            } else {
+                let (a, b) = h.sent.as_slices();
+                let mut all = Vec::with_capacity(h.sent.len());
+                all.extend_from_slice(a);
+                all.extend_from_slice(b);
+                Some(PyByteArray::new(py, &all).into_any().unbind())
+            };
+            (h.nxt, h.pos, sent)
+        };
+        Ok((out(&entry.halves[0]), out(&entry.halves[1])))
+    }
+
+    /// The unacknowledged bytes kept for each half of the flow in `slot` (tcp.py `_due`), after
+    /// dropping them all when `quiet`.
+    fn kept(&mut self, slot: usize, quiet: bool) -> PyResult<(usize, usize)> {
+        let Some(Some(flow)) = self.flows.get_mut(slot) else {
+            return Err(PyValueError::new_err(format!("no flow in lane slot {slot}")));
+        };
+        if quiet {
+            for half in flow.halves.iter_mut() {
+                half.sent = VecDeque::new();
+            }
+        }
+        Ok((flow.halves[0].sent.len(), flow.halves[1].sent.len()))
+    }
+
+    /// Flows in the lane.
+    fn __len__(&self) -> usize {
+        self.flows.len() - self.free.len()
+    }
+
+    /// The tracker's horizon `(now, head, oldest tombstone or None, start window or None)`.
+    #[setter]
+    fn set_state(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.set_horizon(value)
+    }
+
+    #[getter]
+    fn state(&self) -> (f64, f64, Option<f64>, Option<f64>) {
+        let h = &self.horizon;
+        (h.now, h.head, h.stones, h.window)
     }
 }

@@ -17,3 +17,62 @@ def test_small_payloads_are_parsed_once_and_large_ones_are_never_held():
     # a payload above MEMO_BYTES neither hits nor enters the memo: at most 64 small ones are held
     assert (after.hits, after.misses, after.currsize) == (before.hits, before.misses, before.currsize)
     assert mime._parse_small.cache_info().maxsize * mime.MEMO_BYTES <= 1 << 20
+
+
+# The content type is the first header `parse_headers` names Content-Type (decoded, stripped,
+# lower-cased); `_parse_mime` finds it without building the header list. Payloads mixing the
+# spellings that could fool a byte-level shortcut: case, white space ASCII and not, CR alone,
+# bytes that are not UTF-8, colons in values, several Content-Type lines.
+_PIECES = [b"Content-Type", b"content-type", b"CONTENT-TYPE", b"Content-type ", b" content-Type", b"\x1cContent-Type",
+           b"\xc2\x85Content-Type", b"Content\xe2\x80\x8b-Type", b"X-Content-Type", b"Content-Typo", b"\xff", b"\xc3",
+           b":", b": ", b";", b"; charset=", b"\"", b"=", b"text/plain", b"TEXT/X-MSMSGSCONTROL", b"utf-8", b" ",
+           b"\t", b"\r", b"\n", b"\r\n", b"\r\n\r\n", b"\n\n", b"TypingUser: a@b", b"\xe2\x80\x83", b"MIME-Version: 1.0", b"typingUSER", b"X-MMS-IM-Format",
+           b"\xe2\x84\xaaind: x", b"Kind"]
+
+
+def _reference(payload: bytes):
+    """What the content type and its parameters are by definition: from the full header list."""
+    msg = mime._parse_mime(payload)
+    content_type, params = "", {}
+    for key, value in mime.parse_headers(msg._head):
+        if key.lower() == "content-type":
+            parts = [p.strip() for p in value.split(";")]
+            content_type = parts[0].lower()
+            for p in parts[1:]:
+                k, _, v = p.partition("=")
+                if k:
+                    params[k.strip().lower()] = v.strip().strip('"')
+            break
+    return content_type, params
+
+
+def test_the_content_type_is_the_first_content_type_header_of_the_header_list():
+    from hypothesis import given, settings, strategies as st
+
+    @settings(max_examples=3000, deadline=None, database=None)
+    @given(st.lists(st.sampled_from(_PIECES) | st.binary(max_size=3), max_size=24))
+    def check(pieces):
+        payload = b"".join(pieces)
+        msg = mime._parse_mime(payload)
+        assert (msg.content_type, msg.params) == _reference(payload)
+        for name in ("TypingUser", "typinguser", "Content-Type", "X-MMS-IM-Format", "", "MIME-Version", "Kind"):
+            fast = mime._parse_mime(payload).header(name)     # before the header list exists
+            listed = [v for k, v in mime.parse_headers(msg._head) if k.lower() == name.lower()]
+            assert fast == (listed[0] if listed else None), name
+        assert msg.headers == mime.parse_headers(msg._head)
+
+    check()
+
+
+def test_a_parsed_message_classifies_and_reads_its_headers_lazily():
+    msg = mime._parse_mime(b"MIME-Version: 1.0\r\ncontent-TYPE : Text/X-MsMsgsControl ; charset=\"UTF-8\"\r\n"
+                           b"TypingUser: who@test\r\n\r\nbody")
+    assert msg._headers is None                      # nothing but the content type read yet
+    assert (msg.content_type, msg.params, msg.body) == ("text/x-msmsgscontrol", {"charset": "UTF-8"}, b"body")
+    assert msg.kind == "typing" and msg.typing_user == "who@test"
+    assert msg.headers[0] == ("MIME-Version", "1.0") and msg.header("typinguser") == "who@test"
+    nameless = mime._parse_mime(b"Content-Type: text/x-msmsgscontrol\r\n\r\n")
+    assert nameless.kind == "control" and nameless.typing_user is None
+    assert mime._parse_mime(b"no blank line").kind == "malformed"
+    assert mime._parse_mime(b"X: y\r\n\r\n").kind == "other"
+    assert mime._parse_mime(b"a: b\r\n\r\n") == mime._parse_mime(b"a: b\n\n")

@@ -1,0 +1,324 @@
+"""The compiled core's TCP fast lane (core/src/lane.rs, `TcpTracker.drive` in capture/tcp.py).
+
+Each crafted capture here makes flows enter the lane, leave it (a retransmission, a
+segment out of order, a bare ACK, a deadline, a FIN) and come back, and is analysed on
+both implementations: the JSON Lines must be byte for byte the same, hold the records
+written out below, and the lane must have taken segments (so a lane that stopped taking
+any would fail here rather than pass on the Python path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import analyzer.core as core
+import resegment as R
+from analyzer.capture import tcp
+from analyzer.cli.main import main
+
+CLIENT, SERVER = ("127.0.0.1", 40000), ("127.0.0.2", 1863)
+
+
+@pytest.fixture(autouse=True)
+def needs_core():
+    if core.CORE is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the compiled core is missing under CI: {core.REASON}")
+        pytest.skip(f"the compiled core is not built: {core.REASON}")
+
+
+class Session:
+    """A TCP connection written segment by segment: sequence numbers and ACKs follow the bytes
+    unless a step says otherwise."""
+
+    def __init__(self, client=CLIENT, server=SERVER, isn=(1000, 5000), ts=1_000_000.0) -> None:
+        self.client, self.server = client, server
+        self.nxt = {"c2s": isn[0], "s2c": isn[1]}
+        self.segs: list[R.Seg] = []
+        self.ts = ts
+
+    def _seg(self, direction, seq, ack, flags, data, ts):
+        src, dst = (self.client, self.server) if direction == "c2s" else (self.server, self.client)
+        if ts is None:
+            self.ts += 0.01
+            ts = self.ts
+        self.segs.append(R.Seg(ts, src[0], dst[0], src[1], dst[1], seq & tcp.MASK, ack & tcp.MASK, flags, data))
+        return seq
+
+    def handshake(self):
+        c, s = self.nxt["c2s"], self.nxt["s2c"]
+        self._seg("c2s", c, 0, "S", b"", None)
+        self._seg("s2c", s, c + 1, "SA", b"", None)
+        self._seg("c2s", c + 1, s + 1, "A", b"", None)
+        self.nxt = {"c2s": c + 1, "s2c": s + 1}
+        return self
+
+    def send(self, direction, data: bytes, *, ack=None, ts=None, flags="PA"):
+        """`data` in order; ACKs everything the peer sent unless `ack` is given. Returns its seq."""
+        other = "s2c" if direction == "c2s" else "c2s"
+        seq = self.nxt[direction]
+        self._seg(direction, seq, self.nxt[other] if ack is None else ack, flags, data, ts)
+        self.nxt[direction] = (seq + len(data)) & tcp.MASK
+        return seq
+
+    def again(self, direction, seq, data: bytes, *, ack=None, ts=None):
+        """A segment at `seq` that does not move the stream on (a retransmission, or one early)."""
+        other = "s2c" if direction == "c2s" else "c2s"
+        self._seg(direction, seq, self.nxt[other] if ack is None else ack, "PA", data, ts)
+
+    def fin(self, direction):
+        other = "s2c" if direction == "c2s" else "c2s"
+        self._seg(direction, self.nxt[direction], self.nxt[other], "FA", b"", None)
+        self.nxt[direction] += 1
+
+
+def write(tmp_path: Path, *sessions: Session) -> Path:
+    segs = sorted((s for session in sessions for s in session.segs), key=lambda s: s.ts)
+    return R.write(segs, tmp_path / "lane.pcap")
+
+
+def analyze(path: Path, out: Path, implementation: str, monkeypatch, *extra: str) -> tuple[bytes, int]:
+    """The JSON Lines of `analyze` and how many segments the lane took."""
+    taken = 0
+    fast = tcp.TcpTracker._fast
+
+    def counted(self, *args):
+        nonlocal taken
+        taken += 1
+        return fast(self, *args)
+    with monkeypatch.context() as m:
+        m.setattr(tcp.TcpTracker, "_fast", counted)
+        if implementation == "python":
+            m.setattr(core, "CORE", None)
+        main(["analyze", str(path), "--json", str(out), "--no-redact", "--no-plugins", "--quiet", *extra])
+    return out.read_bytes(), taken
+
+
+def both(tmp_path, monkeypatch, path, *extra) -> tuple[list[dict], int]:
+    """The records of `path`, the same on both implementations, and the segments the lane took."""
+    want, none = analyze(path, tmp_path / "python.jsonl", "python", monkeypatch, *extra)
+    got, taken = analyze(path, tmp_path / "rust.jsonl", "rust", monkeypatch, *extra)
+    assert none == 0
+    assert got == want
+    return [json.loads(line) for line in want.splitlines()], taken
+
+
+def summary(records: list[dict]) -> list[tuple]:
+    """Each record in short: commands by code and direction, anomalies by name, streams."""
+    out = []
+    for r in records:
+        if r["kind"] == "command":
+            out.append((r["stream"], r["dir"], r["cmd"]))
+        elif r["kind"] == "anomaly":
+            out.append((r.get("stream"), r["name"], r.get("offset")))
+        elif r["kind"] == "stream":
+            out.append((r["stream"], "stream"))
+        elif r["kind"] == "transaction":
+            out.append((r["stream"], "transaction", r["cmd"], r["outcome"]))
+    return out
+
+
+def login(s: Session) -> Session:
+    s.handshake()
+    s.send("c2s", b"VER 1 MSNP8 CVR0\r\n")
+    s.send("s2c", b"VER 1 MSNP8\r\n")
+    return s
+
+
+def test_retransmission_mid_stream_leaves_the_lane_and_comes_back(tmp_path, monkeypatch):
+    s = login(Session())
+    first = s.send("c2s", b"PNG\r\n")
+    s.send("s2c", b"QNG 50\r\n", ack=first)   # does not acknowledge the PNG: its bytes are kept
+    s.again("c2s", first, b"PNG\r\n")          # seen again, same bytes
+    s.send("c2s", b"PNG\r\n")
+    s.send("s2c", b"QNG 49\r\n")
+    s.send("c2s", b"PNG\r\n")
+    records, taken = both(tmp_path, monkeypatch, write(tmp_path, s))
+    assert summary(records) == [
+        ("1", "c2s", "VER"), ("1", "s2c", "VER"), ("1", "transaction", "VER", "answered"),
+        ("1", "c2s", "PNG"), ("1", "s2c", "QNG"), ("1", "transaction", "PNG", "answered"),
+        ("1", "tcp.retransmission", 18),
+        ("1", "c2s", "PNG"), ("1", "s2c", "QNG"), ("1", "transaction", "PNG", "answered"),
+        ("1", "c2s", "PNG"),
+        ("1", "msnp.reply.unanswered", 28), ("1", "transaction", "PNG", "unanswered"), ("1", "stream"),
+    ]
+    assert taken >= 4
+
+
+def test_unacknowledged_bytes_kept_by_the_lane_check_a_retransmission(tmp_path, monkeypatch):
+    """Different bytes at an offset the peer has not acknowledged: tcp.overlap_mismatch, checked
+    against the bytes the lane kept; once acknowledged (on a data segment the lane takes, or a
+    bare ACK it does not) they are not kept, and a second copy is only a retransmission."""
+    s = login(Session())
+    a = s.send("c2s", b"PNG\r\n")
+    s.send("s2c", b"QNG 50\r\n", ack=a)            # the lane: acknowledges nothing new
+    s.again("c2s", a, b"PXG\r\n")                  # differs from the kept copy
+    b = s.send("c2s", b"PNG\r\n")
+    s.send("s2c", b"QNG 49\r\n")                   # the lane: acknowledges both PNGs, trims them
+    s.again("c2s", b, b"PXG\r\n")                  # differs, but nothing is kept to compare
+    c = s.send("c2s", b"PNG\r\n")
+    s._seg("s2c", s.nxt["s2c"], s.nxt["c2s"] - 2, "A", b"", None)   # a bare ACK: two bytes still unacknowledged
+    s.again("c2s", c, b"PXG\r\n")                  # the two kept bytes are "\r\n": the same
+    s.again("c2s", c + 3, b"\n\n")                 # the last of them differs
+    s.send("s2c", b"QNG 48\r\n")
+    records, taken = both(tmp_path, monkeypatch, write(tmp_path, s))
+    anomalies = [(r["name"], r["offset"]) for r in records if r["kind"] == "anomaly"]
+    assert anomalies == [
+        ("tcp.overlap_mismatch", 18), ("tcp.retransmission", 18),
+        ("tcp.retransmission", 23),
+        ("tcp.retransmission", 28), ("tcp.overlap_mismatch", 31), ("tcp.retransmission", 31),
+    ]
+    assert [r["cmd"] for r in records if r["kind"] == "command"] == ["VER", "VER", "PNG", "QNG", "PNG", "QNG",
+                                                                     "PNG", "QNG"]
+    assert taken >= 4
+
+
+def test_out_of_order_then_in_order_and_the_lane_again(tmp_path, monkeypatch):
+    s = login(Session())
+    seq = s.nxt["c2s"]
+    s.again("c2s", seq + 5, b"PNG\r\n")   # the second PNG first: it waits
+    s.again("c2s", seq, b"PNG\r\n")       # the first fills the hole: both delivered
+    s.nxt["c2s"] = seq + 10
+    s.send("s2c", b"QNG 50\r\n")
+    for _ in range(3):
+        s.send("c2s", b"PNG\r\n")
+        s.send("s2c", b"QNG 50\r\n")
+    records, taken = both(tmp_path, monkeypatch, write(tmp_path, s))
+    commands = [(r["dir"], r["cmd"], r["offset"]) for r in records if r["kind"] == "command"]
+    assert commands == [("c2s", "VER", 0), ("s2c", "VER", 0), ("c2s", "PNG", 18), ("c2s", "PNG", 23),
+                        ("s2c", "QNG", 13), ("c2s", "PNG", 28), ("s2c", "QNG", 21), ("c2s", "PNG", 33),
+                        ("s2c", "QNG", 29), ("c2s", "PNG", 38), ("s2c", "QNG", 37)]
+    assert [(r["name"], r["offset"]) for r in records if r["kind"] == "anomaly"] == [
+        ("msnp.reply.unanswered", 38)]   # the last PNG, at the end of the capture
+    assert taken >= 6   # the six segments after the hole closed
+
+
+def test_sequence_numbers_wrap_inside_the_lane(tmp_path, monkeypatch):
+    s = login(Session(isn=(tcp.MASK - 30, tcp.MASK - 3)))
+    for i in range(6):
+        s.send("c2s", b"PNG\r\n")
+        s.send("s2c", b"QNG 50\r\n")
+    last = (s.nxt["c2s"] - 5) & tcp.MASK            # past the wrap
+    s.again("c2s", last, b"PNG\r\n")
+    records, taken = both(tmp_path, monkeypatch, write(tmp_path, s))
+    assert [r["offset"] for r in records if r["kind"] == "command" and r["dir"] == "c2s"] == [
+        0, 18, 23, 28, 33, 38, 43]
+    assert [r["offset"] for r in records if r["kind"] == "command" and r["dir"] == "s2c"] == [
+        0, 13, 21, 29, 37, 45, 53]
+    assert [(r["name"], r["offset"]) for r in records if r["kind"] == "anomaly"] == [("tcp.retransmission", 43)]
+    assert taken >= 10
+
+
+def test_timeouts_fire_between_segments_the_lane_takes(tmp_path, monkeypatch):
+    """Flow 1 asks and goes quiet; flow 2 talks on in the lane. The reply timeout (a pairing
+    deadline) and the idle timeout of flow 1 fire between flow 2's segments, in time order."""
+    one = login(Session(ts=1_000_000.0))
+    one.send("c2s", b"CHG 2 NLN 0\r\n")   # at 1,000,000.06
+    two = login(Session(client=("127.0.0.3", 40001), ts=1_000_000.5))
+    for i in range(12):
+        two.send("c2s", b"PNG\r\n", ts=1_000_001.0 + 10 * i)
+        two.send("s2c", b"QNG 50\r\n", ts=1_000_001.5 + 10 * i)
+    records, taken = both(tmp_path, monkeypatch, write(tmp_path, one, two),
+                          "--reply-timeout", "25", "--idle-timeout", "70")
+    short = summary(records)
+    unanswered = short.index(("1", "transaction", "CHG", "unanswered"))
+    closed = short.index(("1", "stream"))
+    pngs = [i for i, r in enumerate(short) if r == ("2", "c2s", "PNG")]
+    assert pngs[2] < unanswered < pngs[3]     # 1,000,000.06 + 25 s falls between the 3rd and 4th PNG
+    assert pngs[6] < closed < pngs[7]         # its last segment + 70 s between the 7th and 8th
+    assert [r for r in records if r["kind"] == "stream"][0]["end"] == pytest.approx(1_000_000.06)
+    assert taken >= 20
+
+
+def test_a_connection_that_fails_in_the_lane_counts_bytes_only(tmp_path, monkeypatch):
+    from analyzer.msnp import pairing
+    observe = pairing.TransactionTracker.observe_into
+
+    def broken(self, cmd, out):
+        if cmd.cmd == "QRY":
+            raise RuntimeError("injected")
+        return observe(self, cmd, out)
+    monkeypatch.setattr(pairing.TransactionTracker, "observe_into", broken)
+    s = login(Session())
+    for _ in range(3):
+        s.send("c2s", b"PNG\r\n")
+        s.send("s2c", b"QNG 50\r\n")
+    s.send("c2s", b"QRY 9 msmsgs@msnmsgr.com 32\r\n0123456789abcdef0123456789abcdef")
+    for _ in range(3):
+        s.send("c2s", b"PNG\r\n")
+        s.send("s2c", b"QNG 50\r\n")
+    s.fin("c2s")
+    s.fin("s2c")
+    records, taken = both(tmp_path, monkeypatch, write(tmp_path, s))
+    anomalies = [r for r in records if r["kind"] == "anomaly"]
+    assert [(a["name"], a["detail"]) for a in anomalies] == [("analyzer.internal_error", "RuntimeError: injected")]
+    # The QRY's events are lost with the failure and nothing after it is decoded.
+    assert [r["cmd"] for r in records if r["kind"] == "command"] == ["VER", "VER"] + ["PNG", "QNG"] * 3
+    assert records.index(anomalies[0]) > max(i for i, r in enumerate(records) if r["kind"] == "command")
+    [stream] = [r for r in records if r["kind"] == "stream"]
+    assert (stream["bytes"]["c2s"], stream["bytes"]["s2c"]) == (18 + 6 * 5 + 61, 13 + 6 * 8)
+    assert taken >= 6
+
+
+def test_a_flow_leaves_the_lane_at_its_fin_and_a_new_one_on_the_same_ports_enters_it(tmp_path, monkeypatch):
+    s = login(Session())
+    s.send("c2s", b"PNG\r\n")
+    s.send("s2c", b"QNG 50\r\n")
+    s.send("c2s", b"OUT\r\n")
+    s.fin("c2s")
+    s.fin("s2c")
+    again = login(Session(isn=(9000, 7000), ts=s.ts + 200))
+    again.send("c2s", b"PNG\r\n")
+    again.send("s2c", b"QNG 50\r\n")
+    records, taken = both(tmp_path, monkeypatch, write(tmp_path, s, again))
+    ver = [("c2s", "VER"), ("s2c", "VER"), ("transaction", "VER", "answered")]
+    png = [("c2s", "PNG"), ("s2c", "QNG"), ("transaction", "PNG", "answered")]
+    assert [r[1:] for r in summary(records) if r[0] == "1"] == [
+        *ver, *png, ("c2s", "OUT"), ("transaction", "OUT", "no_reply_expected"), ("stream",)]
+    assert [r[1:] for r in summary(records) if r[0] == "2"] == [*ver, *png, ("stream",)]
+    assert [r["bytes"] for r in records if r["kind"] == "stream"] == [{"c2s": 28, "s2c": 21}, {"c2s": 23, "s2c": 21}]
+    assert taken >= 4
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_random_sessions_are_the_same_on_both_implementations(tmp_path_factory, monkeypatch, data):
+    """Sessions with retransmissions (same or other bytes), segments swapped, bare ACKs of any
+    value, pauses past the timeouts and sequence numbers near the wrap, interleaved on two flows."""
+    draw = data.draw
+    sessions = []
+    for n in range(2):
+        isn = (draw(st.sampled_from([1000, tcp.MASK - 20, tcp.MASK - 2])), draw(st.sampled_from([5000, tcp.MASK - 7])))
+        s = login(Session(client=("127.0.0.1", 40000 + n), isn=isn, ts=1_000_000.0 + n * 0.005))
+        for _ in range(draw(st.integers(1, 12))):
+            step = draw(st.sampled_from(["pair", "pair", "pair", "again", "other", "swap", "ack", "pause"]))
+            s.ts += 0.02
+            if step == "pair":
+                s.send("c2s", b"PNG\r\n")
+                s.send("s2c", b"QNG 50\r\n", ack=draw(st.sampled_from([None, s.nxt["c2s"] - 3])))
+            elif step in ("again", "other"):
+                back = draw(st.integers(1, 8))
+                seq = (s.nxt["c2s"] - back) & tcp.MASK
+                s.again("c2s", seq, (b"PNG\r\n" if step == "again" else b"PXG\r\n")[:back + 2])
+            elif step == "swap":
+                seq = s.nxt["c2s"]
+                s.again("c2s", (seq + 5) & tcp.MASK, b"PNG\r\n")
+                s.again("c2s", seq, b"PNG\r\n")
+                s.nxt["c2s"] = (seq + 10) & tcp.MASK
+            elif step == "ack":
+                s._seg("s2c", s.nxt["s2c"], s.nxt["c2s"] - draw(st.integers(0, 12)), "A", b"", None)
+            else:
+                s.ts += draw(st.sampled_from([5.0, 11.0, 30.0, 100.0]))
+        if draw(st.booleans()):
+            s.fin("c2s")
+        sessions.append(s)
+    tmp_path = tmp_path_factory.mktemp("lane")
+    extra = draw(st.sampled_from([(), ("--reply-timeout", "20", "--idle-timeout", "60"), ("--reorder-timeout", "3")]))
+    records, _ = both(tmp_path, monkeypatch, write(tmp_path, *sessions), *extra)
+    assert any(r["kind"] == "command" for r in records)
