@@ -103,6 +103,26 @@ def test_memory_stays_flat_closed_connections_fold_into_the_totals(monkeypatch, 
     assert "4 more connections" in out
 
 
+def test_inputs_are_read_with_young_collections_spaced_out_and_the_thresholds_come_back(monkeypatch):
+    import gc
+    import analyzer.capture.files as files
+    import analyzer.cli.analyze as cmd
+    from analyzer.cli.main import build_parser
+    seen = []
+    feed = files.feed_inputs
+
+    def watched(*args, **kwargs):
+        seen.append(gc.get_threshold())
+        return feed(*args, **kwargs)
+
+    monkeypatch.setattr(files, "feed_inputs", watched)
+    before = gc.get_threshold()
+    run, _ = cmd.analyze(build_parser().parse_args(["analyze", str(ROOT / "captures" / "msnp8_login_chat.pcap")]))
+    assert seen == [(cmd.YOUNG_COLLECTION, 20, 10)] and cmd.YOUNG_COLLECTION > before[0]
+    assert gc.get_threshold() == before           # what the process had, once the inputs are read
+    assert sum(run.analysis.totals()["commands"].values()) > 0
+
+
 class _Stub:
     path, position, size = "big.pcap", 500, 1000
 

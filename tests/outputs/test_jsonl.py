@@ -182,3 +182,41 @@ def test_a_payload_seen_again_is_written_as_the_redactor_writes_it_for_its_own_c
     assert written == [redactor.payload(e).decode("utf-8", "backslashreplace") for e in events]
     assert written[0] == answer.decode() and written[1].startswith("<redacted:") and written[3] == written[1]
     assert "2AAAAsecret" not in "".join(written)
+
+
+def test_a_file_the_run_opened_gets_the_same_bytes_as_a_text_stream(tmp_path):
+    # An AtomicFile's lines go to its binary file as orjson's bytes (no decode and re-encode):
+    # byte for byte what a text stream gets, in the same order, for every kind of line
+    # (commands, transactions, anomalies, streams, a plugin-style record with a line break
+    # character or a lone surrogate, which are escaped or cleaned), batch by batch and one by one.
+    from analyzer.outputs.atomic import open_output
+    from analyzer.outputs.jsonl import _binary_of
+    redactor = Redactor(key=b"k" * 16)
+    text = JsonLinesWriter(io.StringIO(), redactor)
+    path = tmp_path / "run.jsonl"
+    out = open_output(str(path))
+    binary = JsonLinesWriter(out, redactor)
+    assert binary._binary is not None and text._binary is None
+    analysis = Analysis([text, binary])
+    feed_capture(analysis, str(REAL / "ndpi_msnms.pcap"))
+    for writer in (text, binary):
+        writer.event(None, {"kind": "note", "v": "a\u2028b\x85"})
+        writer.event(None, {"kind": "note", "v": "lone \ud800"})
+        writer.event_batch(None, [{"kind": "note", "n": 1}, {"kind": "note", "f": 1e-9}])
+    analysis.finish()
+    out.close()
+    written = path.read_bytes()
+    assert written == text.out.getvalue().encode("utf-8")
+    lines = written.decode("utf-8").splitlines()
+    assert len(lines) > 364 and {json.loads(line)["kind"] for line in lines} >= {"command", "transaction", "stream"}
+    notes = [line for line in lines if '"kind":"note"' in line]
+    assert notes == ['{"stream":null,"kind":"note","v":"a\\u2028b\\u0085"}',
+                     '{"stream":null,"kind":"note","v":"lone \\\\ud800"}',
+                     '{"stream":null,"kind":"note","n":1}', '{"stream":null,"kind":"note","f":1e-09}']
+    assert lines.index(notes[0]) + 3 == lines.index(notes[-1])   # in their place among the others
+    # A stream the writer does not own, or one that is not UTF-8, is written as text.
+    assert _binary_of(io.StringIO()) is None
+    latin = open_output(str(tmp_path / "other.jsonl"))
+    latin.file = io.TextIOWrapper(io.BytesIO(), encoding="latin-1")
+    assert _binary_of(latin) is None
+    latin.discard()
