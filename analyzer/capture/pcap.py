@@ -331,8 +331,8 @@ class CaptureFile:
 
     @property
     def lane(self) -> bool:
-        """Whether `drive` can read this file (the compiled core reads it: classic pcap)."""
-        return not self.pcapng and self.implementation == "rust"
+        """Whether `drive` can read this file (the compiled core reads it)."""
+        return self.implementation == "rust"
 
     def drive(self, lane, slow, fast, time, progress=None) -> float | None:
         """The same segments as `segments`, handed one by one to the compiled TCP fast lane
@@ -340,6 +340,8 @@ class CaptureFile:
         16,384 segments. Returns the last segment's time (None: no segment)."""
         from analyzer.core import CORE
         try:
+            if self.pcapng:
+                return self._drive_pcapng(CORE, lane, slow, fast, time, progress)
             self.reader.f.close()  # the core reads the file itself, from the first record on
             reader = CORE.PcapSegments(self.source, 24, self.reader.endian == ">", self.nano, self.linktype,
                                        getattr(self.reader, "snaplen", 0) or 0)
@@ -360,6 +362,35 @@ class CaptureFile:
         finally:
             self.close()
             self._report_counts()
+
+    def _drive_pcapng(self, core, lane, slow, fast, time, progress):
+        """`drive` on a pcapng file (`_core_pcapng_segments`' packets): frames of link types the
+        core does not decode are dissected by `_fallback` in their place."""
+        reader = core.PcapngSegments(self.source)
+        fallback_fragments = 0
+
+        def other(ts, linktype, frame):
+            nonlocal fallback_fragments
+            seg = self._fallback(linktype, frame)
+            if seg is None:
+                return None
+            if seg is FRAGMENT:
+                fallback_fragments += 1
+                return None
+            return slow(ts, *seg)
+        run = reader.run
+        while True:
+            n = run(lane, slow, fast, time, other, 0x4000)
+            self.position, self.packets = reader.position, reader.packets
+            self.fragments = reader.fragments + fallback_fragments
+            if n < 0x4000:
+                break
+            if progress is not None:
+                progress(self)
+        self.fragments = reader.fragments + fallback_fragments
+        self.position = self.size if not reader.anomalies else reader.position
+        self._pcapng_report(reader)
+        return reader.last_ts
 
     def close(self) -> None:
         self._untrap()

@@ -40,7 +40,7 @@ Contract:
   at the earliest of its deadlines, moved on lazily when it comes due; a
   segment costs nothing for the flows that are not due.
 - The compiled fast lane (`FastLane`, core/src/lane.rs), when the core reads the capture
-  (`drive`): a flow in the fast state (open, an MSNP connection on the compiled reader that
+  (`drive`, pcap and pcapng): a flow in the fast state (open, an MSNP connection on the compiled reader that
   has not failed, both directions started, nothing out of order, no FIN) is handed to the
   lane with its sequence state (`_enlane`, after the segment that made it so); the lane then
   takes the common case of `segment` for it (data in order, no SYN/FIN/RST, capture time
@@ -896,7 +896,8 @@ class TcpTracker:
                 kept = self._lane.kept(flow.lane, quiet)
             else:
                 for half in flow.halves:
-                    if half.pending and half.pending_since is not None and ts - half.pending_since > self.reorder_timeout:
+                    since = half.pending_since
+                    if half.pending and since is not None and ts - since > self.reorder_timeout:
                         self._fill_gap(flow, half, ts)
                     if quiet:
                         # Unacknowledged bytes of a flow quiet this long: the ACK is not in the

@@ -591,6 +591,7 @@ struct PcapngSegments {
     tcp_segments: u64,
     #[pyo3(get)]
     fragments: u64,
+    last_ts: Option<f64>,
 }
 
 #[pymethods]
@@ -602,7 +603,49 @@ impl PcapngSegments {
             blocks: PcapngBlocks::new(std::io::BufReader::with_capacity(1 << 20, file)),
             tcp_segments: 0,
             fragments: 0,
+            last_ts: None,
         })
+    }
+
+    /// `PcapSegments.run` for pcapng: every packet in file order through the lane or to Python;
+    /// a frame of a link type the core does not decode goes to `other(ts, linktype, frame)`,
+    /// which returns the horizon when it handed a segment to the tracker, else None. Returns
+    /// the packets handed over (0 at the end).
+    #[allow(clippy::too_many_arguments)]
+    fn run(&mut self, py: Python<'_>, lane: &Bound<'_, FastLane>, slow: &Bound<'_, PyAny>, fast: &Bound<'_, PyAny>,
+           time: &Bound<'_, PyAny>, other: &Bound<'_, PyAny>, max: usize) -> PyResult<usize> {
+        let calls = LaneCalls { slow, fast, time };
+        let mut n = 0;
+        while n < max {
+            let Some(packet) = self.blocks.next_packet() else { break };
+            let ts = packet.ts;
+            if packet.linktype < 0 || !known_linktype(packet.linktype as u32) {
+                n += 1;
+                let horizon = other.call1((ts, packet.linktype, PyBytes::new(py, packet.data)))?;
+                if !horizon.is_none() {
+                    self.last_ts = Some(ts);
+                    lane.borrow_mut().set_horizon(&horizon)?;
+                }
+                continue;
+            }
+            match decode_frame(packet.linktype as u32, packet.data) {
+                Decoded::Tcp(s) => {
+                    n += 1;
+                    self.tcp_segments += 1;
+                    self.last_ts = Some(ts);
+                    lane_segment(py, lane, &calls, ts, &s)?;
+                }
+                Decoded::Fragment => self.fragments += 1,
+                Decoded::Other => {}
+            }
+        }
+        Ok(n)
+    }
+
+    /// The time of the last segment `run` handed over (None before the first).
+    #[getter]
+    fn last_ts(&self) -> Option<f64> {
+        self.last_ts
     }
 
     fn read<'py>(&mut self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyList>> {

@@ -322,3 +322,35 @@ def test_random_sessions_are_the_same_on_both_implementations(tmp_path_factory, 
     extra = draw(st.sampled_from([(), ("--reply-timeout", "20", "--idle-timeout", "60"), ("--reorder-timeout", "3")]))
     records, _ = both(tmp_path, monkeypatch, write(tmp_path, *sessions), *extra)
     assert any(r["kind"] == "command" for r in records)
+
+
+def test_pcapng_and_frames_left_to_scapy_between_lane_segments(tmp_path, monkeypatch):
+    """pcapng goes through the lane too; a frame of a link type the core does not decode (PPP
+    on a second interface, dissected by scapy in its place) reaches the tracker in file order."""
+    import struct
+
+    from scapy.layers.l2 import Ether
+
+    def block(kind, body):
+        body += b"\0" * (-len(body) % 4)
+        return struct.pack("<II", kind, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+    s = login(Session())
+    for _ in range(4):
+        s.send("c2s", b"PNG\r\n")
+        s.send("s2c", b"QNG 50\r\n")
+    out = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    out += block(1, struct.pack("<HHI", 1, 0, 0)) + block(1, struct.pack("<HHI", 9, 0, 0))
+    for i, seg in enumerate(s.segs):
+        ip = bytes(R._ip_tcp(seg, False))
+        ppp = i in (7, 10)   # the first PNG's QNG and the third PNG
+        ether = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", type=0x0800)
+        frame = b"\xff\x03\x00\x21" + ip if ppp else bytes(ether / ip)
+        micros = round(seg.ts * 1e6)
+        out += block(6, struct.pack("<5I", 1 if ppp else 0, micros >> 32, micros & 0xFFFFFFFF, len(frame),
+                                    len(frame)) + frame)
+    path = tmp_path / "mixed.pcapng"
+    path.write_bytes(out)
+    records, taken = both(tmp_path, monkeypatch, path)
+    assert [r["cmd"] for r in records if r["kind"] == "command"] == ["VER", "VER"] + ["PNG", "QNG"] * 4
+    assert [r["name"] for r in records if r["kind"] == "anomaly"] == ["capture.fallback_dissection"]
+    assert taken >= 4
