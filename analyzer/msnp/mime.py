@@ -177,9 +177,18 @@ def _parse_mime(payload: bytes) -> MimeMessage:
         head, body, separated = payload, b"", False
     else:
         head, body, separated = payload[:cut], payload[cut + sep_len:], True
-    value = _first_value(head, b"CONTENT-TYPE")
+    if head.startswith(_USUAL):
+        # Nearly every client starts its headers this way: the first header named
+        # Content-Type is then the second line (what `_first_value` would find, found sooner).
+        stop = head.find(b"\n", len(_USUAL))
+        value = head[len(_USUAL):stop] if stop != -1 else head[len(_USUAL):]
+    else:
+        value = _first_value(head, b"CONTENT-TYPE")
     content_type, params = _content_type(value) if value is not None else ("", {})
     return MimeMessage(None, body, content_type, params, separated, head)
+
+
+_USUAL = b"MIME-Version: 1.0\r\nContent-Type:"
 
 
 def _first_value(head: bytes, name: bytes) -> bytes | None:

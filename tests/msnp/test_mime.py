@@ -27,7 +27,7 @@ _PIECES = [b"Content-Type", b"content-type", b"CONTENT-TYPE", b"Content-type ", 
            b"\xc2\x85Content-Type", b"Content\xe2\x80\x8b-Type", b"X-Content-Type", b"Content-Typo", b"\xff", b"\xc3",
            b":", b": ", b";", b"; charset=", b"\"", b"=", b"text/plain", b"TEXT/X-MSMSGSCONTROL", b"utf-8", b" ",
            b"\t", b"\r", b"\n", b"\r\n", b"\r\n\r\n", b"\n\n", b"TypingUser: a@b", b"\xe2\x80\x83", b"MIME-Version: 1.0", b"typingUSER", b"X-MMS-IM-Format",
-           b"\xe2\x84\xaaind: x", b"Kind"]
+           b"\xe2\x84\xaaind: x", b"Kind", b"MIME-Version: 1.0\r\nContent-Type:", b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n"]
 
 
 def _reference(payload: bytes):
