@@ -44,6 +44,11 @@ impl LaneHalf {
         if d < self.sent.len() {
             let cut = self.sent.len() - d;
             self.sent.drain(..cut);
+            // Memory follows what is kept, as a Python bytearray's does when it shrinks to
+            // less than half: thousands of open flows must not each hold UNACKED.
+            if self.sent.capacity() > 2 * self.sent.len() + 64 {
+                self.sent.shrink_to_fit();
+            }
         }
     }
 
