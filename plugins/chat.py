@@ -43,6 +43,7 @@ from msnp_analyzer_plugins.mime import parse_mime
 UNKNOWN = "unknown"
 MAX_OTHERS = 10_000   # participants other than the user named per board; later ones are counted
 MAX_SENDERS = 4096    # server MSG senders remembered as parsed (see ChatPlugin._sender)
+OTHERS_SCANNED = 16   # a board's others looked through in their list; past that, a set is kept too
 
 
 @dataclass(slots=True)
@@ -128,7 +129,10 @@ class ChatPlugin(Plugin):
         # Summary mode (no HTML report): ended boards past the earliest TERMINAL_ROWS,
         # folded into [chats, messages, first message, last message].
         self._shown: list[Switchboard] = []
-        self._others_seen: dict[str, set[str]] = {}  # stream -> handles in Switchboard.others
+        # stream -> the handles in Switchboard.others, for a board with more than OTHERS_SCANNED
+        # of them (a JOI flood stays linear); a chat of a few people is looked up in its list
+        # (a set per board cost 200 bytes on each of thousands of boards open at once)
+        self._others_seen: dict[str, set[str]] = {}
         self.folded = [0, 0, None, None]
         # A server MSG's first parameter -> (sender handle, service notice), as facts.sender
         # reads them from it: one chat's messages name the same few senders over and over.
@@ -155,12 +159,21 @@ class ChatPlugin(Plugin):
                 self._add_other(self._board(conn), found.endpoint.handle, conn, cmd)
 
     def _add_other(self, sb: Switchboard, handle: str, conn, cmd) -> None:
-        known = self._others_seen.setdefault(sb.stream, set())
-        if handle in known:
-            return
-        if len(sb.others) < MAX_OTHERS:
-            known.add(handle)
-            sb.others.append(handle)
+        others = sb.others
+        known = None
+        if len(others) < OTHERS_SCANNED:
+            if handle in others:
+                return
+        else:
+            known = self._others_seen.get(sb.stream)
+            if known is None:
+                known = self._others_seen[sb.stream] = set(others)
+            if handle in known:
+                return
+        if len(others) < MAX_OTHERS:
+            if known is not None:
+                known.add(handle)
+            others.append(handle)
             return
         sb.more_others += 1   # not remembered: a handle seen twice past the limit counts twice
         if sb.more_others == 1:

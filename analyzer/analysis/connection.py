@@ -338,6 +338,12 @@ class Connection:
                 self.anomalies[event.name] += 1
             elif kind is Transaction:
                 self._count([event], 0)
+        if tracker is not None and tracker.wake == _NEVER and tracker.idle:
+            # Nothing waits and nothing can time out: the capture's deadline will never bring
+            # this connection to `tick` for it, so it is dropped here (a switchboard's server
+            # lines and MSG U make a tracker that holds nothing: thousands of boards idle at
+            # once on a busy server). A float comparison per feed when the tracker waits.
+            self._tracker = None
         return out
 
     def _other_code(self, cmd: Command, out: list) -> None:

@@ -43,3 +43,24 @@ def test_a_released_connection_makes_no_new_pairing():
     conn.close(2.0)
     conn.release()
     assert conn.tracker is None and conn.wake == float("inf") and conn.tick(100.0) == []
+
+
+def test_a_tracker_that_holds_nothing_and_cannot_time_out_is_dropped_at_once():
+    # A switchboard's server lines and the client's MSG U make a tracker with nothing to wait
+    # for (wake: inf): no tick would ever come for it, so the feed drops it (thousands of boards
+    # idle at once on a busy server).
+    conn = Connection("1")
+    conn.feed(S2C, b"JOI bob@example.com Bob\r\n", 1.0)
+    assert conn._tracker is None
+    events = conn.feed(S2C, b"ACK 9\r\n", 2.0)                 # still said: it answers nothing
+    assert [e.name for e in events if hasattr(e, "name")] == ["msnp.reply.orphan"]
+    assert conn._tracker is None
+    settled = conn.feed(C2S, b"MSG 3 U 4\r\nabcd", 3.0)
+    assert [t.outcome for t in settled if type(t) is Transaction] == ["no_reply_expected"]
+    assert conn._tracker is None
+    conn.feed(C2S, b"MSG 4 A 4\r\nabcd", 4.0)              # an ACK is awaited: kept
+    assert conn._tracker is not None and conn.wake == 64.0
+    conn.feed(S2C, b"ACK 4\r\n", 4.5)                      # idle, but its tick is due: kept until then
+    assert conn._tracker is not None
+    assert conn.tick(64.5) == [] and conn._tracker is None
+    assert conn.outcomes == {"no_reply_expected": 1, "answered": 1}
