@@ -64,7 +64,9 @@ class Switchboard:
     typing_user: str | None = None          # from the client's TypingUser headers
     others: list[str] = field(default_factory=list)  # IRO/JOI/server MSG senders (at most MAX_OTHERS)
     more_others: int = 0                    # distinct ones past MAX_OTHERS, counted
-    lines: list[ChatLine] = field(default_factory=list)  # empty when the plugin keeps no text
+    # The lines kept, a list from the first one on; () (shared) while none is: the plugin keeps
+    # no text without an HTML report, and thousands of boards are open at once on a busy server.
+    lines: list[ChatLine] | tuple = ()
     first_ts: float | None = None
     how: str = ""                           # how the user was identified
     messages: int = 0                       # text messages (kept as lines or not)
@@ -77,6 +79,12 @@ class Switchboard:
     def participants(self) -> list[str]:
         # dict.fromkeys: first-seen order, one hash per handle (a JOI flood stays linear)
         return [h for h in dict.fromkeys(([self.user] if self.user else []) + self.others) if h]
+
+
+def _add_line(sb: Switchboard, line: ChatLine) -> None:
+    if not sb.lines:
+        sb.lines = []
+    sb.lines.append(line)
 
 
 def _first_message(sb: Switchboard):
@@ -201,7 +209,7 @@ class ChatPlugin(Plugin):
             sb.client_messages += 1
             self._count(sb, cmd.ts)
             if self.html_report and self._keep(sb):
-                sb.lines.append(ChatLine(cmd.ts, C2S, None, msg.text()))
+                _add_line(sb, ChatLine(cmd.ts, C2S, None, msg.text()))
         else:
             sender, service = self._sender(cmd)
             if sender is not None and not service:
@@ -211,7 +219,7 @@ class ChatPlugin(Plugin):
                 if self.html_report and self._keep(sb):
                     found = message_sender(cmd)
                     nick = nick_text(found.nick) if found is not None and found.nick is not None else None
-                    sb.lines.append(ChatLine(cmd.ts, cmd.direction, sender, msg.text(), nick))
+                    _add_line(sb, ChatLine(cmd.ts, cmd.direction, sender, msg.text(), nick))
 
     def _sender(self, cmd) -> tuple[str | None, bool]:
         """The handle a server MSG names as its sender and whether it is the service's own

@@ -118,7 +118,8 @@ def test_without_an_html_report_counts_and_times_are_kept_but_no_text(tmp_path):
     _, full = run(SAMPLE, ChatPlugin())
     _, brief = run(SAMPLE, summary_only())
     (a,), (b,) = full.get("chat").transcripts(), brief.get("chat").transcripts()
-    assert len(a.lines) == 3 and b.lines == []
+    assert len(a.lines) == 3 and b.lines == ()    # the shared empty tuple: no list per board
+    assert all(sb.lines == () for sb in brief.get("chat").switchboards.values())
     assert (b.messages, b.client_messages) == (3, 2)
     assert (b.first_message, b.last_message) == (a.lines[0].ts, a.lines[-1].ts)
     assert b.participants == a.participants == ["alice@example.com", "bob@example.com"]
@@ -143,7 +144,7 @@ def test_analyze_keeps_chat_text_only_when_it_writes_html(tmp_path, monkeypatch,
     row = capsys.readouterr().out.split("Chats")[1].splitlines()[4]
     assert [c.strip() for c in row.split("│")[1:4:2]] == ["1", "7"]  # the board and its message count
     (board,) = plain.transcripts()
-    assert plain.html_report is False and board.messages == 7 and board.lines == []
+    assert plain.html_report is False and board.messages == 7 and board.lines == ()
     page = tmp_path / "t.html"
     assert main(["analyze", str(REAL / "ppa1e_msnms.pcap"), "--html", str(page)]) == 0
     html_plugin = made[1]
