@@ -279,6 +279,12 @@ class Linker:
     # -- sink interface -------------------------------------------------------
 
     def event(self, conn, event) -> None:
+        self.event_batch(conn, (event,))
+
+    def event_batch(self, conn, events) -> None:
+        """A feed's events of one connection (`event` is this for one): the stream is known
+        from its first event of any kind (streams are numbered in that order); its commands
+        give its times and what it says of logins, referrals and participants."""
         if conn is None:
             return
         facts = self.facts.get(conn.id)
@@ -287,23 +293,25 @@ class Linker:
             facts = self.facts[conn.id] = StreamFacts(conn.id, self._order)
             self.conns[conn.id] = conn
             self._key_stream(conn.id, conn)
-        if type(event) is not Command:
-            return
-        if event.ts is not None:
-            if facts.first_ts is None:
-                facts.first_ts = event.ts
-            facts.last_ts = event.ts
-            if self._now is None or event.ts > self._now:
-                self._now = event.ts
-        code = event.cmd
-        if event.direction == C2S:
-            first = not facts.first_c2s_seen
-            facts.first_c2s_seen = True
-            if code in _WATCH_C2S:
-                self._client_line(facts, event, first)
-        elif code in _WATCH_S2C:
-            self._server_line(facts, event)
-        self._result = None
+        for event in events:
+            if type(event) is not Command:
+                continue
+            ts = event.ts
+            if ts is not None:
+                if facts.first_ts is None:
+                    facts.first_ts = ts
+                facts.last_ts = ts
+                if self._now is None or ts > self._now:
+                    self._now = ts
+            code = event.cmd
+            if event.direction == C2S:
+                first = not facts.first_c2s_seen
+                facts.first_c2s_seen = True
+                if code in _WATCH_C2S:
+                    self._client_line(facts, event, first)
+            elif code in _WATCH_S2C:
+                self._server_line(facts, event)
+            self._result = None
 
     def stream(self, conn) -> None:
         facts = self.facts.get(conn.id)

@@ -826,11 +826,15 @@ class TcpTracker:
         """Make sure `flow` is looked at by `due` (a new heap entry only when that is earlier)."""
         if due < flow.due:
             self._cancel(flow)
-            flow.due = due
-            self._due_seq = seq = self._due_seq + 1
-            flow.entry = seq
-            self._due_flows[seq] = flow
-            heapq.heappush(self.deadlines, (due, seq))
+            self._push(flow, due)
+
+    def _push(self, flow, due: float) -> None:
+        """`flow`'s heap entry, at `due` (it has none)."""
+        flow.due = due
+        self._due_seq = seq = self._due_seq + 1
+        flow.entry = seq
+        self._due_flows[seq] = flow
+        heapq.heappush(self.deadlines, (due, seq))
 
     def _cancel(self, flow) -> None:
         """Drop `flow`'s heap entry (it stays in the heap, stale, until popped or compacted:
@@ -872,54 +876,63 @@ class TcpTracker:
         requests past their reply timeout are reported; each flow is then scheduled again."""
         heap = self.deadlines
         live = self._due_flows
+        pop = heapq.heappop
+        idle, reorder = self.idle_timeout, self.reorder_timeout
+        quiet_after = min(reorder, UNACKED_QUIET)
         while heap and heap[0][0] < ts:
-            flow = live.pop(heapq.heappop(heap)[1], None)
+            flow = live.pop(pop(heap)[1], None)
             if flow is None:
                 self._stale -= 1
                 continue   # superseded by an earlier entry, or the flow is gone
             flow.entry = None
             flow.due = NEVER
+            last = flow.last_ts
             if type(flow) is IgnoredFlow:
-                if ts - flow.last_ts > self.idle_timeout:
+                if ts - last > idle:
                     self._forget_ignored(flow)
                 else:
-                    self._schedule(flow, flow.last_ts + self.idle_timeout)
+                    self._schedule(flow, last + idle)
                 continue
             if flow.state == "closed":
                 continue
-            if ts - flow.last_ts > self.idle_timeout:
-                self._close(flow, flow.last_ts)
+            if ts - last > idle:
+                self._close(flow, last)
                 continue
-            quiet = ts - flow.last_ts > min(self.reorder_timeout, UNACKED_QUIET)
+            quiet = ts - last > quiet_after
             if flow.lane is not None:
                 # In the lane: nothing pending; its unacknowledged bytes are the lane's.
                 kept = self._lane.kept(flow.lane, quiet)
             else:
                 for half in flow.halves:
                     since = half.pending_since
-                    if half.pending and since is not None and ts - since > self.reorder_timeout:
+                    if half.pending and since is not None and ts - since > reorder:
                         self._fill_gap(flow, half, ts)
                     if quiet:
                         # Unacknowledged bytes of a flow quiet this long: the ACK is not in the
                         # capture (a retransmission would have come by now); they are not kept.
                         half.sent = None
                 kept = None
-            if flow.conn is not None and flow.state != "closed" and flow.conn.wake < ts:
-                self.analysis.tick(flow.conn, ts)
+            conn = flow.conn
+            if conn is not None and flow.state != "closed" and conn.wake < ts:
+                self.analysis.tick(conn, ts)
             if flow.state == "closed":
                 continue
             # The flow's next deadline, the earliest of: idle, the quiet release of its
             # unacknowledged bytes, a hole waiting, the pairing's next expiry (one heap entry).
-            due = flow.last_ts + self.idle_timeout
+            due = last + idle
             if kept is None:
                 sent, other = (half.sent for half in flow.halves)
                 kept = (0 if sent is None else len(sent), 0 if other is None else len(other))
             if kept[0] or kept[1]:
                 big = kept[0] > UNACKED_SMALL or kept[1] > UNACKED_SMALL
-                quiet = flow.last_ts + (min(self.reorder_timeout, UNACKED_QUIET) if big else self.reorder_timeout)
+                quiet = last + (quiet_after if big else reorder)
                 if quiet < due:
                     due = quiet
-            self._schedule(flow, self._waiting(flow, due))
+            due = self._waiting(flow, due)
+            if flow.entry is not None:   # a gap filled above delivered bytes, which scheduled it
+                self._schedule(flow, due)
+            elif due < NEVER:
+                self._push(flow, due)
 
     # -- the compiled fast lane ---------------------------------------------------
 

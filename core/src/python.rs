@@ -126,15 +126,9 @@ impl PcapSegments {
         while n < max {
             let Some(record) = self.records.next_record()? else { break };
             let ts = record.sec as f64 + record.frac as f64 * self.scale;
-            match decode_frame(self.linktype, record.data) {
-                Decoded::Tcp(s) => {
-                    n += 1;
-                    self.tcp_segments += 1;
-                    self.last_ts = Some(ts);
-                    lane_segment(py, lane, &calls, ts, &s)?;
-                }
-                Decoded::Fragment => self.fragments += 1,
-                Decoded::Other => {}
+            if lane_frame(py, lane, &calls, self.linktype, record.data, ts, &mut self.tcp_segments, &mut self.fragments)? {
+                n += 1;
+                self.last_ts = Some(ts);
             }
         }
         Ok(n)
@@ -636,15 +630,10 @@ impl PcapngSegments {
                 }
                 continue;
             }
-            match decode_frame(packet.linktype as u32, packet.data) {
-                Decoded::Tcp(s) => {
-                    n += 1;
-                    self.tcp_segments += 1;
-                    self.last_ts = Some(ts);
-                    lane_segment(py, lane, &calls, ts, &s)?;
-                }
-                Decoded::Fragment => self.fragments += 1,
-                Decoded::Other => {}
+            if lane_frame(py, lane, &calls, packet.linktype as u32, packet.data, ts, &mut self.tcp_segments,
+                          &mut self.fragments)? {
+                n += 1;
+                self.last_ts = Some(ts);
             }
         }
         Ok(n)
@@ -1023,6 +1012,25 @@ impl FastLane {
         self.horizon.stones = stones;
         self.horizon.window = window;
         Ok(())
+    }
+}
+
+/// One frame of either file format for `run`: a TCP segment goes through the lane (true), an IP
+/// fragment is counted, anything else skipped.
+#[allow(clippy::too_many_arguments)]
+fn lane_frame(py: Python<'_>, lane: &Bound<'_, FastLane>, calls: &LaneCalls<'_, '_>, linktype: u32, data: &[u8],
+              ts: f64, tcp_segments: &mut u64, fragments: &mut u64) -> PyResult<bool> {
+    match decode_frame(linktype, data) {
+        Decoded::Tcp(s) => {
+            *tcp_segments += 1;
+            lane_segment(py, lane, calls, ts, &s)?;
+            Ok(true)
+        }
+        Decoded::Fragment => {
+            *fragments += 1;
+            Ok(false)
+        }
+        Decoded::Other => Ok(false),
     }
 }
 

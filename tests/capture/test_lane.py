@@ -10,7 +10,6 @@ any would fail here rather than pass on the Python path).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,7 @@ from analyzer.cli.main import main
 CLIENT, SERVER = ("127.0.0.1", 40000), ("127.0.0.2", 1863)
 
 
-@pytest.fixture(autouse=True)
-def needs_core():
-    if core.CORE is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"the compiled core is missing under CI: {core.REASON}")
-        pytest.skip(f"the compiled core is not built: {core.REASON}")
+pytestmark = pytest.mark.usefixtures("compiled_core")
 
 
 class Session:

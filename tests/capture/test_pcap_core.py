@@ -23,16 +23,7 @@ REAL = ROOT.parent / "shared" / "captures-real"
 CAPTURES = sorted([*(ROOT / "captures").glob("*.pcap*"), *REAL.glob("*.pcap*"),
                    *(ROOT / "tests" / "fuzz_crashes").glob("capture-*")])
 
-pytestmark = pytest.mark.usefixtures("built")
-
-
-@pytest.fixture
-def built():
-    import os
-    if core.CORE is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"the compiled core is missing under CI: {core.REASON}")
-        pytest.skip(f"the compiled core is not built: {core.REASON}")
+pytestmark = pytest.mark.usefixtures("compiled_core")
 
 
 def read(path, monkeypatch, implementation: str):

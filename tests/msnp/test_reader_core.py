@@ -9,7 +9,6 @@ be equal, timestamps included (the caller's objects come back as they went in).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -32,12 +31,7 @@ IDS = [f"{name}-{conn}-{direction}" for name, conn, direction, _ in STREAMS]
 PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@pytest.fixture(autouse=True)
-def built():
-    if core.CORE is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"the compiled core is missing under CI: {core.REASON}")
-        pytest.skip(f"the compiled core is not built: {core.REASON}")
+pytestmark = pytest.mark.usefixtures("compiled_core")
 
 
 def fields(event) -> tuple:

@@ -9,12 +9,10 @@ that it does format the common records (so the equality is not won by always dec
 from __future__ import annotations
 
 import io
-import os
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import analyzer.core as core
 from analyzer.analysis.redact import Redactor
 from analyzer.msnp import C2S, S2C, Anomaly, Command, Skipped
 from analyzer.msnp.pairing import Transaction
@@ -23,12 +21,7 @@ from analyzer.outputs.jsonl import JsonLinesWriter
 CHAT = b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\nX-MMS-IM-Format: FN=Arial\r\n\r\n"
 
 
-@pytest.fixture(autouse=True)
-def compiled_core():
-    if core.CORE is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"the compiled core is missing under CI: {core.REASON}")
-        pytest.skip(f"the compiled core is not built: {core.REASON}")
+pytestmark = pytest.mark.usefixtures("compiled_core")
 
 
 class Conn:

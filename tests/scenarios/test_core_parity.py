@@ -7,7 +7,6 @@ same redaction key; the outputs must be identical (and not empty).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -36,10 +35,9 @@ def fixed_redaction_key(monkeypatch):
     def init(self, enabled=True, key=None):
         original(self, enabled, b"parity" if key is None else key)
     monkeypatch.setattr(redact.Redactor, "__init__", init)
-    if core.CORE is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"the compiled core is missing under CI: {core.REASON}")
-        pytest.skip(f"the compiled core is not built: {core.REASON}")
+
+
+pytestmark = pytest.mark.usefixtures("compiled_core")
 
 
 @pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
