@@ -76,7 +76,7 @@ def parse_address(text: str | bytes) -> Address | None:
         port = int(port_text)
     if not 0 < port < 65536:
         return None
-    return Address(host, port)
+    return Address(_share(_HOSTS, host, str), port)
 
 
 def host_of(text: str | None) -> str | None:
@@ -112,7 +112,37 @@ def handle_of(token: bytes) -> str:
 
 def nick_text(raw: bytes) -> str:
     """A friendly name as sent (URL-encoded UTF-8) as text."""
+    return _share(_NICKS, raw, _nick)
+
+
+def _nick(raw: bytes) -> str:
     return _text(unquote_to_bytes(raw))
+
+
+# -- one string for equal short tokens ------------------------------------------------
+
+SHARED_TEXTS = 1024   # texts remembered per table (see _share); the table starts again past that
+SHARED_LENGTH = 256   # longer tokens are not remembered
+
+_NICKS: dict[bytes, str] = {}     # nick token -> its text
+_TARGETS: dict[bytes, str] = {}   # XFR/RNG host:port token -> its text
+_HOSTS: dict[str, str] = {}       # a host of parse_address -> that text
+
+
+def _share(table: dict, key, make):
+    """`make(key)`, the same string object for equal keys: a user's nick, a switchboard
+    server's address and host are kept by linking on each of thousands of connections open
+    at once on a busy server (the same nick on every login of that user, the same address in
+    every referral). Remembered in a bounded table of short tokens, not `sys.intern`ed (its
+    strings are immortal on Python 3.12, and these come off the wire without bound)."""
+    text = table.get(key)
+    if text is None:
+        text = make(key)
+        if len(key) <= SHARED_LENGTH:
+            if len(table) >= SHARED_TEXTS:
+                table.clear()
+            table[key] = text
+    return text
 
 
 # -- XFR / RNG --------------------------------------------------------------------
@@ -141,13 +171,15 @@ def referral_fields(code: str, params: list[bytes]) -> Referral | None:
         kind, index = params[0].decode(), 1
         auth = params[2] if n >= 3 and kind == "SB" else None
         cookie = params[3] if auth == b"CKI" and n >= 4 else None
-        return Referral("XFR", kind, _text(params[1]), parse_address(params[1]), index, auth, cookie)
+        target = _share(_TARGETS, params[1], _text)
+        return Referral("XFR", kind, target, parse_address(target), index, auth, cookie)
     if code == "RNG":
         if n < 2:
             return None
         auth = params[2] if n >= 3 else None
         cookie = params[3] if auth == b"CKI" and n >= 4 else None
-        return Referral("RNG", "SB", _text(params[1]), parse_address(params[1]), 1, auth, cookie,
+        target = _share(_TARGETS, params[1], _text)
+        return Referral("RNG", "SB", target, parse_address(target), 1, auth, cookie,
                         sessid=_text(params[0]),
                         inviter=parse_endpoint(params[4]) if n >= 5 else None,
                         inviter_nick=params[5] if n >= 6 else None)

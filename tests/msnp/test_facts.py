@@ -128,3 +128,23 @@ def test_the_pairing_copy_of_the_endpoint_rule_agrees(token):
     # pairing.py keeps its own bytes-level copy (matching a JOI to its CAL): held to the rule here.
     from analyzer.msnp.pairing import _handle
     assert _handle(token).decode() == handle_of(token).lower()
+
+
+def test_equal_short_tokens_share_one_string_within_a_bounded_table(monkeypatch):
+    # Linking keeps nicks and referral addresses on each of thousands of connections open at
+    # once on a busy server: equal tokens (from different lines) give one string object.
+    from analyzer.msnp import facts
+    monkeypatch.setattr(facts, "_NICKS", {})
+    monkeypatch.setattr(facts, "SHARED_TEXTS", 3)
+    first, again = facts.nick_text(b"Bob%20" + b"Smith"), facts.nick_text(b"Bob%20Smith")
+    assert first == again == "Bob Smith" and first is again
+    a = referral(one(S2C, b"XFR 2 SB 127.0.0.9:1864 CKI 17.1\r\n"))
+    b = referral(one(S2C, b"RNG 11 127.0.0.9:1864 CKI 99.9 bob@x.com Bob\r\n"))
+    assert a.target == b.target == "127.0.0.9:1864" and a.target is b.target
+    assert a.address == b.address == ("127.0.0.9", 1864) and a.address.host is b.address.host
+    assert parse_address("127.0.0.9:1" + "863").host is a.address.host
+    long = b"x" * (facts.SHARED_LENGTH + 1)
+    assert facts.nick_text(long) == "x" * len(long) and long not in facts._NICKS   # not remembered
+    for n in range(10):
+        assert facts.nick_text(b"n%d" % n) == f"n{n}"
+        assert len(facts._NICKS) <= 3                                              # bounded
