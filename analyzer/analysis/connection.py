@@ -331,10 +331,17 @@ class Connection:
                 if code in _HINT_CODES or self.role is None:
                     self._learn(event)
                 mark = len(out)
-                if observe is None:
+                if observe is not None:
+                    observe(event, out)
+                elif event.direction == S2C:
+                    # A server line while the connection has no tracker (nothing waits): judged by
+                    # the shared empty one (an orphan reply, or nothing), which keeps nothing of it
+                    # (see _EMPTY_TRACKER); no tracker is made for a switchboard's pushed lines.
+                    _EMPTY_TRACKER.observe_into(event, out)
+                else:
                     tracker = self.tracker
                     observe = tracker.observe_into
-                observe(event, out)
+                    observe(event, out)
                 if len(out) > mark:
                     self._count(out, mark)
             elif kind is Anomaly:
@@ -343,9 +350,9 @@ class Connection:
                 self._count([event], 0)
         if tracker is not None and tracker.wake == _NEVER and tracker.idle:
             # Nothing waits and nothing can time out: the capture's deadline will never bring
-            # this connection to `tick` for it, so it is dropped here (a switchboard's server
-            # lines and MSG U make a tracker that holds nothing: thousands of boards idle at
-            # once on a busy server). A float comparison per feed when the tracker waits.
+            # this connection to `tick` for it, so it is dropped here (a client's MSG U makes a
+            # tracker that holds nothing: thousands of boards idle at once on a busy server).
+            # A float comparison per feed when the tracker waits.
             self._tracker = None
         return out
 
@@ -477,5 +484,11 @@ def _add_outcome(counts: list, outcome: str) -> None:
             return
     counts += (outcome, 1)
 
+
+# The tracker that judges a server line of a connection with none (see `_absorb`): a tracker
+# that holds nothing keeps nothing of a server line (`TransactionTracker._reply` only reads its
+# empty tables: an orphan anomaly or nothing; its wake is inf, so nothing expires), so one
+# serves every connection. tests/analysis/test_connection.py checks it stays empty.
+_EMPTY_TRACKER = TransactionTracker()
 
 _HINT_CODES = frozenset({"USR", "XFR", "RNG", "ANS", "UBX", "QNG", "ADL", "RML"})

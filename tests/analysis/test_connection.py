@@ -85,3 +85,35 @@ def test_outcomes_are_counted_in_a_flat_list_and_read_in_first_seen_order():
                                            ("unanswered", 1)]
     conn.outcomes["error"] += 5                   # a copy: the connection's counts are its own
     assert conn.outcomes["error"] == 1
+
+
+SERVER_LINES = [b"JOI bob@example.com Bob\r\n", b"IRO 1 1 2 bob@example.com Bob\r\n", b"ACK 9\r\n", b"NAK 9\r\n",
+                b"QNG 50\r\n", b"QNG\r\n", b"CHG 3 NLN 0\r\n", b"CHG 0 NLN 0\r\n", b"ILN 7 NLN a@x.com A\r\n",
+                b"NLN NLN a@x.com A\r\n", b"LST a@x.com A 11 0\r\n", b"LSG 0 Other 0\r\n", b"BPR PHH 1\r\n",
+                b"SYN 4 12 1 1\r\n", b"911 5\r\n", b"500 0\r\n", b"XFR 8 SB 127.0.0.9:1864 CKI 1.2\r\n",
+                b"RNG 11 127.0.0.9:1864 CKI 9.9 bob@x.com Bob\r\n", b"BYE bob@example.com\r\n", b"OUT OTH\r\n",
+                b"MSG bob@example.com Bob 2\r\nhi", b"ADL 3 OK\r\n", b"USR 1 OK a@x.com A\r\n", b"CAL 2 RINGING 1\r\n"]
+
+
+def test_server_lines_of_a_connection_without_a_tracker_are_judged_by_an_empty_one_that_keeps_nothing():
+    # No tracker is made for the lines a server pushes while nothing waits (a switchboard's
+    # messages, presence): the shared empty tracker judges them (an orphan reply, or nothing)
+    # and must keep nothing of them, or one connection's lines would reach another's pairing.
+    from analyzer.analysis import connection
+    from analyzer.msnp import Anomaly, TransactionTracker
+    shared = connection._EMPTY_TRACKER
+    slots = [s for s in TransactionTracker.__slots__]
+    pristine = [getattr(TransactionTracker(), s) for s in slots]
+    for n, line in enumerate(SERVER_LINES):
+        conn, own = Connection("a"), Connection("b")
+        own.tracker                                  # made now: it judges the line itself
+        got, want = conn.feed(S2C, line, float(n)), own.feed(S2C, line, float(n))
+        assert conn._tracker is None, line
+        assert [(e.name, e.detail) for e in got if type(e) is Anomaly] == \
+               [(e.name, e.detail) for e in want if type(e) is Anomaly], line
+        assert conn.anomalies == own.anomalies
+    assert [getattr(shared, s) for s in slots] == pristine
+    assert shared.idle and shared.wake == float("inf")
+    conn = Connection("c")                              # a request still gets its own tracker
+    conn.feed(C2S, b"PNG\r\n", 1.0)
+    assert conn._tracker is not None and conn._tracker is not shared
