@@ -43,6 +43,7 @@ from msnp_analyzer_plugins.mime import parse_mime
 UNKNOWN = "unknown"
 MAX_OTHERS = 10_000   # participants other than the user named per board; later ones are counted
 MAX_SENDERS = 4096    # server MSG senders remembered as parsed (see ChatPlugin._sender)
+OTHERS_SCANNED = 16   # a board's others looked through in their list; past that, a set is kept too
 
 
 @dataclass(slots=True)
@@ -63,7 +64,9 @@ class Switchboard:
     typing_user: str | None = None          # from the client's TypingUser headers
     others: list[str] = field(default_factory=list)  # IRO/JOI/server MSG senders (at most MAX_OTHERS)
     more_others: int = 0                    # distinct ones past MAX_OTHERS, counted
-    lines: list[ChatLine] = field(default_factory=list)  # empty when the plugin keeps no text
+    # The lines kept, a list from the first one on; () (shared) while none is: the plugin keeps
+    # no text without an HTML report, and thousands of boards are open at once on a busy server.
+    lines: list[ChatLine] | tuple = ()
     first_ts: float | None = None
     how: str = ""                           # how the user was identified
     messages: int = 0                       # text messages (kept as lines or not)
@@ -76,6 +79,12 @@ class Switchboard:
     def participants(self) -> list[str]:
         # dict.fromkeys: first-seen order, one hash per handle (a JOI flood stays linear)
         return [h for h in dict.fromkeys(([self.user] if self.user else []) + self.others) if h]
+
+
+def _add_line(sb: Switchboard, line: ChatLine) -> None:
+    if not sb.lines:
+        sb.lines = []
+    sb.lines.append(line)
 
 
 def _first_message(sb: Switchboard):
@@ -128,7 +137,10 @@ class ChatPlugin(Plugin):
         # Summary mode (no HTML report): ended boards past the earliest TERMINAL_ROWS,
         # folded into [chats, messages, first message, last message].
         self._shown: list[Switchboard] = []
-        self._others_seen: dict[str, set[str]] = {}  # stream -> handles in Switchboard.others
+        # stream -> the handles in Switchboard.others, for a board with more than OTHERS_SCANNED
+        # of them (a JOI flood stays linear); a chat of a few people is looked up in its list
+        # (a set per board cost 200 bytes on each of thousands of boards open at once)
+        self._others_seen: dict[str, set[str]] = {}
         self.folded = [0, 0, None, None]
         # A server MSG's first parameter -> (sender handle, service notice), as facts.sender
         # reads them from it: one chat's messages name the same few senders over and over.
@@ -155,12 +167,21 @@ class ChatPlugin(Plugin):
                 self._add_other(self._board(conn), found.endpoint.handle, conn, cmd)
 
     def _add_other(self, sb: Switchboard, handle: str, conn, cmd) -> None:
-        known = self._others_seen.setdefault(sb.stream, set())
-        if handle in known:
-            return
-        if len(sb.others) < MAX_OTHERS:
-            known.add(handle)
-            sb.others.append(handle)
+        others = sb.others
+        known = None
+        if len(others) < OTHERS_SCANNED:
+            if handle in others:
+                return
+        else:
+            known = self._others_seen.get(sb.stream)
+            if known is None:
+                known = self._others_seen[sb.stream] = set(others)
+            if handle in known:
+                return
+        if len(others) < MAX_OTHERS:
+            if known is not None:
+                known.add(handle)
+            others.append(handle)
             return
         sb.more_others += 1   # not remembered: a handle seen twice past the limit counts twice
         if sb.more_others == 1:
@@ -188,7 +209,7 @@ class ChatPlugin(Plugin):
             sb.client_messages += 1
             self._count(sb, cmd.ts)
             if self.html_report and self._keep(sb):
-                sb.lines.append(ChatLine(cmd.ts, C2S, None, msg.text()))
+                _add_line(sb, ChatLine(cmd.ts, C2S, None, msg.text()))
         else:
             sender, service = self._sender(cmd)
             if sender is not None and not service:
@@ -198,7 +219,7 @@ class ChatPlugin(Plugin):
                 if self.html_report and self._keep(sb):
                     found = message_sender(cmd)
                     nick = nick_text(found.nick) if found is not None and found.nick is not None else None
-                    sb.lines.append(ChatLine(cmd.ts, cmd.direction, sender, msg.text(), nick))
+                    _add_line(sb, ChatLine(cmd.ts, cmd.direction, sender, msg.text(), nick))
 
     def _sender(self, cmd) -> tuple[str | None, bool]:
         """The handle a server MSG names as its sender and whether it is the service's own

@@ -328,14 +328,15 @@ impl PyProtocolState {
 /// command finished by a later read takes that read's time, as in the reference).
 #[pyclass(module = "analyzer._core", name = "CommandReader")]
 struct PyCommandReader {
+    // Thousands are open at once on a busy server's capture (two per connection): only what
+    // an idle reader needs is kept here. The direction is the reader's `client` flag (the
+    // `direction` getter gives the shared 'c2s'/'s2c' string), and each call's events are
+    // made in a Vec of its own (a Vec kept here costs every reader 24 bytes, idle or not).
     reader: Reader<u64>,
-    #[pyo3(get)]
-    direction: PyObject,
     #[pyo3(get)]
     state: Py<PyProtocolState>,
     generation: u64,
     partial_ts: Option<(u64, PyObject)>,
-    out: Vec<Event<u64>>,
 }
 
 impl PyCommandReader {
@@ -345,9 +346,10 @@ impl PyCommandReader {
         let tag = self.begin(&ts);
         let state = self.state.clone_ref(py);
         let mut state = state.borrow_mut(py);
-        self.reader.feed(&mut state.inner, bytes, tag, &mut self.out);
+        let mut out = Vec::new();
+        self.reader.feed(&mut state.inner, bytes, tag, &mut out);
         drop(state);
-        self.finish(py, ts)
+        self.finish(py, ts, out)
     }
 
     fn begin(&mut self, ts: &Option<PyObject>) -> Option<u64> {
@@ -355,7 +357,8 @@ impl PyCommandReader {
         ts.as_ref().map(|_| self.generation)
     }
 
-    fn finish<'py>(&mut self, py: Python<'py>, ts: Option<PyObject>) -> PyResult<Bound<'py, PyList>> {
+    fn finish<'py>(&mut self, py: Python<'py>, ts: Option<PyObject>, events: Vec<Event<u64>>)
+        -> PyResult<Bound<'py, PyList>> {
         let types = event_types(py)?;
         let generation = self.generation;
         let resolve = |tag: Option<u64>| -> PyObject {
@@ -369,10 +372,8 @@ impl PyCommandReader {
             }
         };
         let out = PyList::empty(py);
-        let direction = self.direction.bind(py);
-        // Taken, not drained: a drained Vec keeps its capacity (an Event is about 190 bytes),
-        // and every idle reader of a busy capture would hold the largest batch it ever made.
-        for event in std::mem::take(&mut self.out) {
+        let direction = if self.reader.client { types.c2s.bind(py) } else { types.s2c.bind(py) };
+        for event in events {
             let item = match event {
                 Event::Command(c) => {
                     let args = PyList::empty(py);
@@ -440,11 +441,9 @@ impl PyCommandReader {
         };
         Ok(PyCommandReader {
             reader: Reader::new(client, max_line, max_payload),
-            direction: if client { types.c2s.clone_ref(py) } else { types.s2c.clone_ref(py) },
             state,
             generation: 0,
             partial_ts: None,
-            out: Vec::new(),
         })
     }
 
@@ -465,15 +464,24 @@ impl PyCommandReader {
     #[pyo3(signature = (ts=None))]
     fn close<'py>(&mut self, py: Python<'py>, ts: Option<PyObject>) -> PyResult<Bound<'py, PyList>> {
         let tag = self.begin(&ts);
-        self.reader.close(tag, &mut self.out);
-        self.finish(py, ts)
+        let mut out = Vec::new();
+        self.reader.close(tag, &mut out);
+        self.finish(py, ts, out)
     }
 
     #[pyo3(signature = (size, ts=None))]
     fn gap<'py>(&mut self, py: Python<'py>, size: u64, ts: Option<PyObject>) -> PyResult<Bound<'py, PyList>> {
         let tag = self.begin(&ts);
-        self.reader.gap(size, tag, &mut self.out);
-        self.finish(py, ts)
+        let mut out = Vec::new();
+        self.reader.gap(size, tag, &mut out);
+        self.finish(py, ts, out)
+    }
+
+    /// 'c2s' or 's2c' (the strings of analyzer.msnp.events).
+    #[getter]
+    fn direction(&self, py: Python<'_>) -> PyResult<PyObject> {
+        let types = event_types(py)?;
+        Ok(if self.reader.client { types.c2s.clone_ref(py) } else { types.s2c.clone_ref(py) })
     }
 
     #[getter]

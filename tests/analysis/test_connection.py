@@ -43,3 +43,45 @@ def test_a_released_connection_makes_no_new_pairing():
     conn.close(2.0)
     conn.release()
     assert conn.tracker is None and conn.wake == float("inf") and conn.tick(100.0) == []
+
+
+def test_a_tracker_that_holds_nothing_and_cannot_time_out_is_dropped_at_once():
+    # A switchboard's server lines and the client's MSG U make a tracker with nothing to wait
+    # for (wake: inf): no tick would ever come for it, so the feed drops it (thousands of boards
+    # idle at once on a busy server).
+    conn = Connection("1")
+    conn.feed(S2C, b"JOI bob@example.com Bob\r\n", 1.0)
+    assert conn._tracker is None
+    events = conn.feed(S2C, b"ACK 9\r\n", 2.0)                 # still said: it answers nothing
+    assert [e.name for e in events if hasattr(e, "name")] == ["msnp.reply.orphan"]
+    assert conn._tracker is None
+    settled = conn.feed(C2S, b"MSG 3 U 4\r\nabcd", 3.0)
+    assert [t.outcome for t in settled if type(t) is Transaction] == ["no_reply_expected"]
+    assert conn._tracker is None
+    conn.feed(C2S, b"MSG 4 A 4\r\nabcd", 4.0)              # an ACK is awaited: kept
+    assert conn._tracker is not None and conn.wake == 64.0
+    conn.feed(S2C, b"ACK 4\r\n", 4.5)                      # idle, but its tick is due: kept until then
+    assert conn._tracker is not None
+    assert conn.tick(64.5) == [] and conn._tracker is None
+    assert conn.outcomes == {"no_reply_expected": 1, "answered": 1}
+
+
+def test_outcomes_are_counted_in_a_flat_list_and_read_in_first_seen_order():
+    # A Counter per connection cost 220 bytes on each of thousands of open connections: the
+    # counts are a flat [outcome, count, ...] list; `outcomes` reads it as a Counter whose key
+    # order (the stream record's "transactions") is the order each outcome was first seen.
+    conn = Connection("1")
+    assert conn._outcomes is None and conn.outcomes == {}
+    conn.feed(C2S, b"CHG 1 NLN 0\r\n", 1.0)
+    conn.feed(S2C, b"201 1\r\n", 1.1)
+    for trid in (2, 3, 4):
+        conn.feed(C2S, b"CHG %d NLN 0\r\n" % trid, 2.0)
+        conn.feed(S2C, b"CHG %d NLN 0\r\n" % trid, 2.1)
+    conn.feed(C2S, b"OUT\r\n", 3.0)
+    conn.feed(C2S, b"CHG 5 NLN 0\r\n", 3.5)
+    conn.close(4.0)
+    assert conn._outcomes == ["error", 1, "answered", 3, "no_reply_expected", 1, "unanswered", 1]
+    assert list(conn.outcomes.items()) == [("error", 1), ("answered", 3), ("no_reply_expected", 1),
+                                           ("unanswered", 1)]
+    conn.outcomes["error"] += 5                   # a copy: the connection's counts are its own
+    assert conn.outcomes["error"] == 1

@@ -189,3 +189,16 @@ def test_known_codes_share_one_string(implementation):
     again = [e for e in theirs.feed(b"VER 3 MSNP8\r\nPNG\r\nXYZ 4\r\n", 2.0) if hasattr(e, "cmd")]
     assert [e.cmd for e in first] == [e.cmd for e in again] == ["VER", "PNG", "XYZ"]
     assert first[0].cmd is again[0].cmd and first[1].cmd is again[1].cmd
+
+
+def test_an_idle_compiled_reader_keeps_only_its_state():
+    # Two per connection, thousands of connections open at once on a busy server: the reader
+    # object holds no event buffer and no direction object of its own (its `client` flag
+    # gives the shared string). 136 bytes: the Rust reader, its state, the time of a command
+    # waiting for its payload, and the Python object header.
+    import sys
+    for direction in (C2S, S2C):
+        reader = core.CORE.CommandReader(direction)
+        assert reader.direction is direction
+        reader.feed(b"VER 1 MSNP8 CVR0\r\nMSG 2 N 10\r\nabc", 1.0)
+        assert reader.pending == 3 and sys.getsizeof(reader) <= 136

@@ -118,7 +118,8 @@ def test_without_an_html_report_counts_and_times_are_kept_but_no_text(tmp_path):
     _, full = run(SAMPLE, ChatPlugin())
     _, brief = run(SAMPLE, summary_only())
     (a,), (b,) = full.get("chat").transcripts(), brief.get("chat").transcripts()
-    assert len(a.lines) == 3 and b.lines == []
+    assert len(a.lines) == 3 and b.lines == ()    # the shared empty tuple: no list per board
+    assert all(sb.lines == () for sb in brief.get("chat").switchboards.values())
     assert (b.messages, b.client_messages) == (3, 2)
     assert (b.first_message, b.last_message) == (a.lines[0].ts, a.lines[-1].ts)
     assert b.participants == a.participants == ["alice@example.com", "bob@example.com"]
@@ -143,7 +144,7 @@ def test_analyze_keeps_chat_text_only_when_it_writes_html(tmp_path, monkeypatch,
     row = capsys.readouterr().out.split("Chats")[1].splitlines()[4]
     assert [c.strip() for c in row.split("│")[1:4:2]] == ["1", "7"]  # the board and its message count
     (board,) = plain.transcripts()
-    assert plain.html_report is False and board.messages == 7 and board.lines == []
+    assert plain.html_report is False and board.messages == 7 and board.lines == ()
     page = tmp_path / "t.html"
     assert main(["analyze", str(REAL / "ppa1e_msnms.pcap"), "--html", str(page)]) == 0
     html_plugin = made[1]
@@ -230,3 +231,28 @@ def test_server_message_senders_are_read_as_facts_reads_them_within_a_bound(monk
     assert board.others == expected == ["a@example.com", "B@Example.com", "c@example.com", "d@example.com",
                                         "e@example.com"]
     assert board.messages == len(tokens)
+
+
+def test_a_board_names_each_participant_once_and_keeps_a_set_only_past_a_few(monkeypatch):
+    # Thousands of boards are open at once on a busy server: one of a few people is looked up
+    # in its list (no set per board); past OTHERS_SCANNED a set keeps each JOI one lookup.
+    from analyzer.msnp import S2C, Command
+    from msnp_analyzer_plugins import chat as chat_module
+    monkeypatch.setattr(chat_module, "OTHERS_SCANNED", 4)
+    plugin = ChatPlugin()
+
+    class Conn:
+        id, client, server, role, handle = "7", None, None, "SB", None
+
+    def joi(n, handle):
+        line = b"JOI %s Nick\r\n" % handle
+        plugin.on_command(Conn(), Command(S2C, "JOI", None, [handle, b"Nick"], line, None, None, n, float(n)))
+
+    for n, h in enumerate([b"a@x.com", b"b@x.com", b"A@x.com;{1}", b"b@x.com", b"c@x.com"]):
+        joi(n, h)
+    board = plugin.switchboards["7"]
+    assert board.others == ["a@x.com", "b@x.com", "A@x.com", "c@x.com"] and plugin._others_seen == {}
+    for n, h in enumerate([b"d@x.com", b"a@x.com", b"e@x.com", b"d@x.com", b"c@x.com"], 10):
+        joi(n, h)
+    assert board.others == ["a@x.com", "b@x.com", "A@x.com", "c@x.com", "d@x.com", "e@x.com"]
+    assert plugin._others_seen == {"7": set(board.others)}
