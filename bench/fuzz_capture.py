@@ -12,6 +12,14 @@ an odd value, a header byte flipped) and goes through
 - one in ten: `msnp-analyzer analyze FILE --json OUT --no-redact` on each implementation
   in this process: the same exit status and the same JSON Lines, byte for byte.
 
+With `--tcp` the edits are made to the TCP segments instead (the compiled core's fast lane
+and the Python tracker see the same file and must write the same records): the first 400
+IPv4 segments of each seed, then a few of: a segment sent again (the same bytes or other
+bytes: a retransmission, an overlap mismatch), two swapped, one dropped, one split in two,
+FIN, RST or SYN set on one, an ACK or a sequence number moved, a pause of 5 s to 40 min from
+one segment on (timeouts: reply, quiet release of unacknowledged bytes, idle); the file is
+written again as Ethernet/IPv4 and every input is analysed end to end by both.
+
 Any difference, any exception other than the reader's own `CaptureError`, and any Rust
 panic (pyo3 raises PanicException) is a finding: the input is saved to
 tests/fuzz_crashes/capture-* (tests/capture/test_pcap_core.py reads every file there on
@@ -73,6 +81,86 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
     return bytes(buf)
 
 
+def tcp_seeds(pool: list[bytes], tmp: str) -> list[list[tuple]]:
+    """The first 400 IPv4 TCP segments of each seed, as the Python reader yields them."""
+    import analyzer.core as core
+    from analyzer.capture.pcap import CaptureError, CaptureFile
+    path = os.path.join(tmp, "seed")
+    found, saved = [], core.CORE
+    core.CORE = None
+    try:
+        for data in pool:
+            with open(path, "wb") as f:
+                f.write(data)
+            try:
+                capture = CaptureFile(path)
+                try:
+                    segments = [seg for _, seg in zip(range(400), capture.segments()) if len(seg[1]) == 12]
+                finally:
+                    capture.close()
+            except CaptureError:
+                continue
+            if segments:
+                found.append(segments)
+    finally:
+        core.CORE = saved
+    return found
+
+
+def mutate_tcp(rng: random.Random, segments: list[tuple]) -> list[tuple]:
+    """A few TCP-level edits of `segments` ((ts, key, seq, ack, flags, payload) tuples)."""
+    segs = list(segments)
+    for _ in range(rng.randint(1, 4)):
+        if not segs:
+            break
+        i = rng.randrange(len(segs))
+        ts, key, seq, ack, flags, payload = segs[i]
+        kind = rng.randrange(10)
+        if kind == 0 and payload:      # sent again later, the same bytes or others
+            if rng.random() < 0.5:
+                k = rng.randrange(len(payload))
+                payload = payload[:k] + bytes([payload[k] ^ 0x20]) + payload[k + 1:]
+            j = min(len(segs), i + 1 + rng.randrange(8))
+            segs.insert(j, (segs[j - 1][0], key, seq, ack, flags, payload))
+        elif kind == 1 and i + 1 < len(segs):
+            segs[i], segs[i + 1] = segs[i + 1], segs[i]
+        elif kind == 2:
+            del segs[i]
+        elif kind == 3 and len(payload) > 1:   # split in two
+            k = rng.randrange(1, len(payload))
+            segs[i:i + 1] = [(ts, key, seq, ack, flags & ~0x01, payload[:k]),
+                             (ts, key, (seq + k) & 0xFFFFFFFF, ack, flags, payload[k:])]
+        elif kind == 4:
+            segs[i] = (ts, key, seq, ack, flags | rng.choice([0x01, 0x04, 0x02, 0x11]), payload)
+        elif kind == 5:
+            segs[i] = (ts, key, seq, (ack + rng.choice([-100, -3, 1, 7, 1 << 31])) & 0xFFFFFFFF, flags, payload)
+        elif kind == 6:
+            segs[i] = (ts, key, (seq + rng.choice([-5, -1, 1, 3, 1000])) & 0xFFFFFFFF, ack, flags, payload)
+        elif kind == 7:                 # a pause from here on
+            pause = rng.choice([5.0, 11.0, 65.0, 200.0, 2400.0])
+            segs[i:] = [(t + pause, *rest) for t, *rest in segs[i:]]
+        elif kind == 8 and payload:     # a bare ACK of the other direction in between
+            rkey = key[4:8] + key[:4] + key[10:12] + key[8:10]
+            segs.insert(i + 1, (ts, rkey, ack, (seq + len(payload)) & 0xFFFFFFFF, 0x10, b""))
+        else:                           # time going back a little
+            segs[i] = (ts - rng.choice([0.001, 1.0]), key, seq, ack, flags, payload)
+    return segs
+
+
+def write_tcp(segments: list[tuple]) -> bytes:
+    """A classic pcap (Ethernet, IPv4) of `segments`."""
+    sys.path.insert(0, str(ROOT / "captures"))
+    from make_hostile import ethernet, pcap_header, pcap_record, tcp_segment
+    from analyzer.capture.pcap import split_key
+    out = [pcap_header()]
+    for ts, key, seq, ack, flags, payload in segments:
+        src, sport, dst, dport = split_key(key)
+        names = "".join(c for bit, c in ((1, "F"), (2, "S"), (4, "R"), (8, "P"), (16, "A")) if flags & bit)
+        out.append(pcap_record(ethernet(tcp_segment(src, sport, dst, dport, seq, ack, names, payload)),
+                               max(0.0, ts)))
+    return b"".join(out)
+
+
 def read_both(path: str):
     import analyzer.core as core
     from analyzer.capture.pcap import CaptureError, CaptureFile
@@ -128,6 +216,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0, help="how long to run (default 60)")
     ap.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    ap.add_argument("--tcp", action="store_true", help="edit TCP segments (the fast lane), not file bytes")
     args = ap.parse_args()
     import analyzer.core as core
     if core.CORE is None:
@@ -139,7 +228,23 @@ def main() -> int:
     tried = analysed = findings = 0
     with tempfile.TemporaryDirectory(prefix="fuzz-capture-") as tmp:
         path = os.path.join(tmp, "input")
+        flows = tcp_seeds(pool, tmp) if args.tcp else []
         while time.monotonic() < deadline:
+            if args.tcp:
+                data = write_tcp(mutate_tcp(rng, rng.choice(flows)))
+                with open(path, "wb") as f:
+                    f.write(data)
+                tried += 1
+                analysed += 1
+                try:
+                    python, rust = analyze_both(path, tmp)
+                    if python != rust:
+                        save(data, f"analyze differs (exit {python[0]} vs {rust[0]})")
+                        findings += 1
+                except Exception as exc:  # noqa: BLE001 - any exception (a PanicException too) is a finding
+                    save(data, f"{type(exc).__name__}: {exc}"[:200])
+                    findings += 1
+                continue
             data = mutate(rng, rng.choice(pool))
             with open(path, "wb") as f:
                 f.write(data)
@@ -159,7 +264,8 @@ def main() -> int:
             except Exception as exc:  # noqa: BLE001 - any exception (a PanicException too) is a finding
                 save(data, f"{type(exc).__name__}: {exc}"[:200])
                 findings += 1
-    print(f"{tried} inputs read by both readers, {analysed} analysed end to end by both, "
+    read = "" if args.tcp else f"{tried} inputs read by both readers, "
+    print(f"{read}{analysed} {'TCP-edited inputs ' if args.tcp else ''}analysed end to end by both, "
           f"{findings} findings in {args.seconds:g} s (seed {args.seed})")
     return 1 if findings else 0
 
