@@ -204,6 +204,15 @@ def analyze_both(path: str, out_dir: str):
     return results
 
 
+def compare_end_to_end(path: str, tmp: str, data: bytes) -> int:
+    """`analyze` of the input on both paths: 1 (saved as a finding) when they differ, else 0."""
+    python, rust = analyze_both(path, tmp)
+    if python != rust:
+        save(data, f"analyze differs (exit {python[0]} vs {rust[0]})")
+        return 1
+    return 0
+
+
 def save(data: bytes, why: str) -> Path:
     CRASHES.mkdir(parents=True, exist_ok=True)
     path = CRASHES / f"capture-{hashlib.sha1(data).hexdigest()[:16]}"
@@ -237,10 +246,7 @@ def main() -> int:
                 tried += 1
                 analysed += 1
                 try:
-                    python, rust = analyze_both(path, tmp)
-                    if python != rust:
-                        save(data, f"analyze differs (exit {python[0]} vs {rust[0]})")
-                        findings += 1
+                    findings += compare_end_to_end(path, tmp, data)
                 except Exception as exc:  # noqa: BLE001 - any exception (a PanicException too) is a finding
                     save(data, f"{type(exc).__name__}: {exc}"[:200])
                     findings += 1
@@ -257,10 +263,7 @@ def main() -> int:
                     continue
                 if tried % 10 == 0:
                     analysed += 1
-                    python, rust = analyze_both(path, tmp)
-                    if python != rust:
-                        save(data, f"analyze differs (exit {python[0]} vs {rust[0]})")
-                        findings += 1
+                    findings += compare_end_to_end(path, tmp, data)
             except Exception as exc:  # noqa: BLE001 - any exception (a PanicException too) is a finding
                 save(data, f"{type(exc).__name__}: {exc}"[:200])
                 findings += 1
