@@ -199,15 +199,27 @@ class Connection:
     # -- feeding --------------------------------------------------------------
 
     def feed(self, direction: str, data: bytes, ts: float | None = None) -> list:
+        # `took` after the reader, inline: this is the Python path's per-packet frame (the
+        # compiled lane calls `took`; the tests comparing both paths hold the two equal).
         if not data:
             return []
+        if direction == C2S:
+            self.c2s_bytes += len(data)
+        else:
+            self.s2c_bytes += len(data)
+        if ts is not None:
+            if self.first_ts is None:
+                self.first_ts = ts
+            self.last_ts = ts
         if self.failed:
-            return self.took(direction, len(data), ts, ())
+            return []
         try:
             events = (self.c2s if direction == C2S else self.s2c).feed(data, ts)
+            if self.protocol != MSNP:
+                return self._absorb_ftp(events)
+            return self._absorb(events) if events else events
         except Exception as exc:  # noqa: BLE001 - fail-open is the contract
-            events = exc
-        return self.took(direction, len(data), ts, events)
+            return self._fail(exc, direction, ts)
 
     def took(self, direction: str, size: int, ts: float | None, events) -> list:
         """The rest of `feed` once the reader of `direction` took `size` bytes at `ts` and returned

@@ -203,8 +203,19 @@ class TcpTracker:
     # -- input ------------------------------------------------------------------
 
     def segment(self, ts: float, key: bytes, seq: int, ack: int, flags: int, payload: bytes) -> None:
-        if ts > self.now or self.syncing or self.syncing_halves:
-            self._advance(ts)
+        # `_advance(ts)`, inline: capture time moves on with nearly every packet, and this is
+        # the Python path's per-packet frame (the lane goes through `_advance`; the tests that
+        # compare both paths record for record, tests/capture/test_lane.py among them, and
+        # `bench/fuzz_capture.py --tcp` hold the two equal).
+        if ts > self.now:
+            self.now = ts
+            if self.deadlines and self.deadlines[0][0] < ts:
+                self._due(ts)
+            stones = self._stones
+            if stones and stones[0][0] < ts - TOMBSTONE_SECONDS:
+                self._expire_tombstones(ts)
+        if (self.syncing or self.syncing_halves) and ts - self._window_ts > START_WINDOW:
+            self._expire_windows(ts)
         entry = self.flows.get(key)
         if entry is None:
             entry = self._new_flow(ts, key, seq, flags, payload)
@@ -259,7 +270,7 @@ class TcpTracker:
 
     def _advance(self, ts: float) -> None:
         """Capture time reached `ts` (a segment's): deadlines that passed, tombstones that
-        expired and start windows that closed are dealt with first."""
+        expired and start windows that closed are dealt with first (`segment` has this inline)."""
         if ts > self.now:
             self.now = ts
             if self.deadlines and self.deadlines[0][0] < ts:
@@ -757,8 +768,17 @@ class TcpTracker:
             self.detector.decide(self, flow, final=False)
             return
         self.analysis.feed(conn, flow.dirs[index], data, ts)
+        # `_delivered`, inline (the Python path's per-packet frame; the lane's `_fast` calls it:
+        # the tests comparing both paths hold the two equal)
+        wake = conn.wake
+        keep = self.reorder_timeout
         sent = flow.halves[index].sent
-        self._delivered(flow, conn, ts, sent is not None and len(sent) > UNACKED_SMALL)
+        if sent is not None and len(sent) > UNACKED_SMALL and UNACKED_QUIET < keep:
+            keep = UNACKED_QUIET
+        if ts is not None and ts + keep < wake:
+            wake = ts + keep
+        if wake < flow.due and flow.state == "open":
+            self._schedule(flow, wake)
 
     def _delivered(self, flow: Flow, conn, ts, big: bool) -> bool:
         """After bytes of `flow` reached its connection at `ts` (`big`: more than UNACKED_SMALL of
@@ -921,7 +941,8 @@ class TcpTracker:
             # unacknowledged bytes, a hole waiting, the pairing's next expiry (one heap entry).
             due = last + idle
             if kept is None:
-                sent, other = (half.sent for half in flow.halves)
+                first, second = flow.halves
+                sent, other = first.sent, second.sent
                 kept = (0 if sent is None else len(sent), 0 if other is None else len(other))
             if kept[0] or kept[1]:
                 big = kept[0] > UNACKED_SMALL or kept[1] > UNACKED_SMALL
