@@ -166,9 +166,9 @@ class Connection:
     def tracker(self) -> TransactionTracker | None:
         """The pairing of this connection's requests and replies (None once released).
 
-        Made when a command needs it; `tick` drops it when it holds nothing (no request
-        waiting, nothing lingering, nothing given up, not one-sided): a new one then
-        starts where the old one would stand."""
+        Made when a command needs it; dropped when it holds nothing (no request waiting,
+        nothing lingering, nothing given up, not one-sided) by `tick`, or at the end of a
+        feed when nothing can time out: a new one then starts where the old one would stand."""
         tracker = self._tracker
         if tracker is None and self.c2s is not None:
             limits = self._limits

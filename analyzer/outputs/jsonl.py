@@ -262,36 +262,34 @@ class JsonLinesWriter:
         if rec is None:
             return None
         # The codec's records: only their times and latencies can be floats, so only those
-        # are checked (`encode` walks the whole record), each by `_plain`'s test for a float written
-        # inline (a call per time cost more than the test; tests/outputs/test_jsonl.py holds the
-        # lines to `reference`, times outside the range included).
+        # are checked (`encode` walks the whole record), each by `_plain`'s test for a float
+        # (written here once; tests/outputs/test_jsonl.py holds the lines to `reference`, times
+        # outside the range included).
         if kind is Command or kind is Anomaly or kind is Skipped:
-            ts = event.ts
-            plain = type(ts) is not float or ts == 0.0 or 1e-4 <= abs(ts) < 1e16
+            times = (event.ts,)
         elif kind is Transaction:
-            ts, latency = event.request.ts, event.latency_ms
-            plain = ((type(ts) is not float or ts == 0.0 or 1e-4 <= abs(ts) < 1e16)
-                     and (type(latency) is not float or latency == 0.0 or 1e-4 <= abs(latency) < 1e16))
-            if plain:
-                for reply in event.replies:
-                    ts = reply.ts
-                    if not (type(ts) is not float or ts == 0.0 or 1e-4 <= abs(ts) < 1e16):
-                        plain = False
-                        break
+            times = (event.request.ts, event.latency_ms, *[reply.ts for reply in event.replies])
         else:
-            line = encode(rec) + "\n"
-            return line.encode() if as_bytes else line
-        if plain:
-            try:
-                data = _dumps(rec, option=_LINE_OPTIONS)
-            except TypeError:
-                pass
+            times = None    # another layer's record: `encode` decides
+        data = None
+        if times is not None:
+            for t in times:
+                if type(t) is float and t != 0.0 and not 1e-4 <= abs(t) < 1e16:
+                    break
             else:
-                if data.isascii():
-                    return data if as_bytes else data.decode()
-                line = one_line(data.decode())
-                return line.encode() if as_bytes else line
-        line = reference(rec) + "\n"
+                try:
+                    data = _dumps(rec, option=_LINE_OPTIONS)
+                except TypeError:
+                    pass
+                else:
+                    if data.isascii():
+                        return data if as_bytes else data.decode()
+        if data is not None:
+            line = one_line(data.decode())
+        elif times is None:
+            line = encode(rec) + "\n"
+        else:
+            line = reference(rec) + "\n"
         return line.encode() if as_bytes else line
 
     def stream(self, conn: Connection) -> None:
