@@ -102,7 +102,7 @@ class HalfStream:
     pending and everything acknowledged holds no buffer at all."""
 
     __slots__ = ("index", "nxt", "pos", "pending", "starts", "pending_bytes", "pending_since",
-                 "sent", "fin", "ended", "retransmissions", "window", "seen", "ack_strikes", "ack_upto")
+                 "sent", "fin", "ended", "isn", "window", "seen", "ack_strikes", "ack_upto")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -115,7 +115,7 @@ class HalfStream:
         self.sent: bytearray | None = None   # delivered bytes the peer has not acknowledged: [pos - len, pos)
         self.fin: int | None = None   # stream offset of the FIN
         self.ended = False
-        self.retransmissions = 0
+        self.isn: int | None = None   # initial sequence number, from this direction's SYN
         self.window: list | None = None  # a late half's first segments, while its start is chosen
         self.seen = 0                 # data segments in the flow's start window
         self.ack_strikes = 0          # peer ACKs seen past a hole in this direction
@@ -123,15 +123,18 @@ class HalfStream:
 
 
 class Flow:
-    """One TCP connection (a 4-tuple from SYN, or from first sight, to FIN/RST)."""
+    """One TCP connection (a 4-tuple from SYN, or from first sight, to FIN/RST).
 
-    __slots__ = ("keys", "halves", "syn", "client_hint", "state", "window", "early", "early_bytes",
-                 "conn", "dirs", "last_ts", "first_ts", "due", "entry", "lane")
+    Tens of thousands are open at once on a busy server's capture: the tracker's tables hold
+    the flow itself (the flow table maps both keys to it; a segment's half is the one whose
+    key it came with), and each direction's SYN is its half's `isn`."""
+
+    __slots__ = ("keys", "halves", "client_hint", "state", "window", "early", "early_bytes",
+                 "conn", "dirs", "last_ts", "due", "entry", "lane")
 
     def __init__(self, key: bytes, rkey: bytes, ts: float) -> None:
         self.keys = (key, rkey)
         self.halves = (HalfStream(0), HalfStream(1))
-        self.syn: list = [None, None]     # ISN per half, from SYN
         self.client_hint: int | None = None   # half index of the client, from SYN / SYN-ACK
         self.state = "sync"               # sync -> open (deciding / msnp) -> closed
         self.window: list | None = []     # segments held while the start is chosen
@@ -139,7 +142,6 @@ class Flow:
         self.early_bytes = 0
         self.conn = None                  # the analysis Connection, once MSNP
         self.dirs: tuple | None = None    # half index -> C2S/S2C
-        self.first_ts = ts
         self.last_ts = ts
         self.due = NEVER                  # when its entry in the deadline heap comes due
         self.entry: int | None = None     # that entry's seq (see TcpTracker.deadlines)
@@ -171,9 +173,11 @@ class TcpTracker:
         self.idle_timeout = idle_timeout
         self.detector = detector or detect.Detector()
         self._on_referral = self.detector.referral   # one bound method for every connection
-        self.flows: dict[bytes, object] = {}   # key -> (Flow, half index) or IgnoredFlow
-        self.open: dict[int, Flow] = {}        # id(flow) -> flow
-        self.ignored: dict[int, IgnoredFlow] = {}
+        # key -> Flow (the segment's half: 0 for keys[0], 1 for keys[1]) or IgnoredFlow
+        self.flows: dict[bytes, object] = {}
+        # Flows open, in the order they were first seen, each its own key (no id() int per flow).
+        self.open: dict[Flow, Flow] = {}
+        self.ignored: dict[IgnoredFlow, IgnoredFlow] = {}
         self.tombstones: dict[bytes, float] = {}
         self._stones: deque = deque()          # (time written, key), oldest first, to expire tombstones
         # Start windows open, oldest first: whole flows, and late halves (flow, half, ts).
@@ -216,17 +220,19 @@ class TcpTracker:
                 self._expire_tombstones(ts)
         if (self.syncing or self.syncing_halves) and ts - self._window_ts > START_WINDOW:
             self._expire_windows(ts)
-        entry = self.flows.get(key)
-        if entry is None:
-            entry = self._new_flow(ts, key, seq, flags, payload)
-            if entry is None:
+        flow = self.flows.get(key)
+        if flow is None:
+            flow = self._new_flow(ts, key, seq, flags, payload)
+            if flow is None:
                 return
-        elif type(entry) is IgnoredFlow:
-            entry.last_ts = ts
+        elif type(flow) is IgnoredFlow:
+            flow.last_ts = ts
             if flags & (FIN | RST):
-                self._forget_ignored(entry)
+                self._forget_ignored(flow)
             return
-        flow, index = entry
+        # The half this key names: keys[1]'s when the two keys are one (a host talking to itself
+        # on one port), as `_new_flow` wrote keys[1] last.
+        index = 1 if key == flow.keys[1] else 0
         flow.last_ts = ts
         if payload and not flags & (SYN | FIN | RST) and flow.conn is not None:
             # The common case, kept short: the next bytes of an MSNP stream, nothing pending.
@@ -297,9 +303,10 @@ class TcpTracker:
         """Enough of the flow's first segments to choose where each direction starts:
         both SYNs, or SYNC_WINDOW data segments per direction (or SYNC_WINDOW_MAX in all).
         Otherwise the window closes START_WINDOW seconds after the flow's first segment."""
-        if flow.syn[0] is not None and flow.syn[1] is not None or len(flow.window) >= SYNC_WINDOW_MAX:
+        first, second = flow.halves
+        if first.isn is not None and second.isn is not None or len(flow.window) >= SYNC_WINDOW_MAX:
             return True
-        return all(flow.syn[h.index] is not None or h.seen >= SYNC_WINDOW for h in flow.halves)
+        return all(h.isn is not None or h.seen >= SYNC_WINDOW for h in flow.halves)
 
     def _expire_windows(self, ts: float) -> None:
         """Close start windows older than START_WINDOW, oldest first (stream ids follow first sight),
@@ -418,29 +425,29 @@ class TcpTracker:
         rkey = reverse_key(key)
         self.tombstones.pop(rkey, None)
         flow = Flow(key, rkey, ts)
-        self.flows[key] = (flow, 0)
-        self.flows[rkey] = (flow, 1)
-        self.open[id(flow)] = flow
+        self.flows[key] = flow
+        self.flows[rkey] = flow
+        self.open[flow] = flow
         self._sync_seq += 1
         self.syncing[id(flow)] = (self._sync_seq, flow, ts)
         self._window_ts = -NEVER
         self._schedule(flow, ts + self.idle_timeout)
         self.stats["flows"] += 1
-        return self.flows[key]
+        return flow
 
     def _syn(self, flow: Flow, index: int, ts, key, seq, flags, payload) -> bool:
         """A SYN: note the ISN, or start a new flow on a reused 4-tuple. True when consumed."""
-        known = flow.syn[index]
         half = flow.halves[index]
+        known = half.isn
         if known == seq:
             return not payload  # a retransmitted SYN
         if known is None and (flow.window is not None or (flags & ACK and half.nxt is None)):
-            flow.syn[index] = seq
+            half.isn = seq
             if flow.client_hint is None:
                 flow.client_hint = 1 - index if flags & ACK else index
             if flow.window is None:
                 half.nxt = (seq + 1) & MASK
-            elif not payload and flow.syn[0] is not None and flow.syn[1] is not None:
+            elif not payload and flow.halves[1 - index].isn is not None:
                 self._start(flow)
             return not payload
         if flags & ACK:
@@ -482,14 +489,14 @@ class TcpTracker:
         syncing.pop(id(flow), None)
         self._window_ts = -NEVER
         window, flow.window = flow.window, None
-        if not window and (flow.syn[0] is None or flow.syn[1] is None):
+        if not window and (flow.halves[0].isn is None or flow.halves[1].isn is None):
             # One side's SYN and nothing else through the whole window: an attempt that got
             # no answer (a scan, a flood, a server that is down). Nothing to decode: forget it
             # rather than hold it to the idle timeout; a later segment starts a flow of its own.
             self._forget_syn_only(flow)
             return None
         for half in flow.halves:
-            isn = flow.syn[half.index]
+            isn = half.isn
             if isn is not None:
                 half.nxt = (isn + 1) & MASK
                 continue
@@ -561,7 +568,6 @@ class TcpTracker:
             if n == 1 and back == 1:
                 return  # a keep-alive probe: one byte below the window, never data
             start = half.pos - back
-            half.retransmissions += 1
             self._check_overlap(flow, half, start, payload, ts)
             if n <= back:
                 self._anomaly(flow, half, "tcp.retransmission",
@@ -720,16 +726,15 @@ class TcpTracker:
                 _, old = self._stones.popleft()
                 if self.tombstones.get(old) is not None and old not in self.flows:
                     del self.tombstones[old]
-        self.open.pop(id(flow), None)
+        self.open.pop(flow, None)
         self._release(flow)
 
     def _forget_syn_only(self, flow: Flow) -> None:
         flow.state = "closed"
         for key in flow.keys:
-            entry = self.flows.get(key)
-            if entry is not None and type(entry) is tuple and entry[0] is flow:
+            if self.flows.get(key) is flow:
                 del self.flows[key]
-        self.open.pop(id(flow), None)
+        self.open.pop(flow, None)
         self._release(flow)
         self.stats["syn_only_flows"] += 1
 
@@ -755,7 +760,7 @@ class TcpTracker:
         for key in ignored.keys:
             if self.flows.get(key) is ignored:
                 del self.flows[key]
-        self.ignored.pop(id(ignored), None)
+        self.ignored.pop(ignored, None)
         self._cancel(ignored)
 
     # -- bytes out ----------------------------------------------------------------
@@ -835,8 +840,8 @@ class TcpTracker:
         ignored = IgnoredFlow(flow.keys, flow.last_ts)
         for key in flow.keys:
             self.flows[key] = ignored
-        self.ignored[id(ignored)] = ignored
-        self.open.pop(id(flow), None)
+        self.ignored[ignored] = ignored
+        self.open.pop(flow, None)
         self._release(flow)
         self._schedule(ignored, ignored.last_ts + self.idle_timeout)
 
@@ -976,13 +981,13 @@ class TcpTracker:
     def _slow(self, ts: float, key: bytes, seq: int, ack: int, flags: int, payload: bytes) -> tuple:
         """A segment the lane did not take: `segment`, its flow out of the lane first and back in
         after when it is in the fast state. Returns the horizon the lane checks time against."""
-        entry = self.flows.get(key)
-        if type(entry) is tuple and entry[0].lane is not None:
-            self._unlane(entry[0])
+        flow = self.flows.get(key)
+        if type(flow) is Flow and flow.lane is not None:
+            self._unlane(flow)
         self.segment(ts, key, seq, ack, flags, payload)
-        entry = self.flows.get(key)
-        if type(entry) is tuple and entry[0].lane is None and self._lane_ready(entry[0]):
-            self._enlane(entry[0])
+        flow = self.flows.get(key)
+        if type(flow) is Flow and flow.lane is None and self._lane_ready(flow):
+            self._enlane(flow)
         return self._horizon()
 
     def _horizon(self) -> tuple:
@@ -1041,7 +1046,7 @@ class TcpTracker:
         first.sent = second.sent = None   # the lane keeps them now
 
     def _unlane(self, flow: Flow) -> None:
-        states = self._lane.take(flow.lane)
+        states = self._lane.take(flow.lane, *flow.keys)
         flow.lane = None
         for half, (nxt, pos, sent) in zip(flow.halves, states):
             half.nxt, half.pos, half.sent = nxt, pos, sent

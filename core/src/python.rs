@@ -932,11 +932,12 @@ use std::collections::VecDeque;
 
 use crate::lane::{lane_flags, Horizon, LaneHalf, ACK};
 
-/// One flow in the lane: the tracker's `Flow` (handed back to Python with each segment), its
-/// two keys, each direction's sequence state and the reader of each direction (by half index).
+/// One flow in the lane: the tracker's `Flow` (handed back to Python with each segment), each
+/// direction's sequence state and the reader of each direction (by half index). Its keys are
+/// the map's alone (tcp.py passes them again to `take`): thousands of flows are in the lane at
+/// once on a busy server's capture, and a second copy cost each 100 bytes.
 struct LaneFlow {
     flow: PyObject,
-    keys: [Box<[u8]>; 2],
     halves: [LaneHalf; 2],
     readers: [Py<PyCommandReader>; 2],
 }
@@ -1101,7 +1102,6 @@ impl FastLane {
            reader1: Py<PyCommandReader>) -> usize {
         let entry = LaneFlow {
             flow,
-            keys: [key0.into(), key1.into()],
             halves: [half_from_py(nxt0, pos0, sent0.map(|b| b.to_vec())), half_from_py(nxt1, pos1, sent1.map(|b| b.to_vec()))],
             readers: [reader0, reader1],
         };
@@ -1122,14 +1122,15 @@ impl FastLane {
         slot
     }
 
-    /// Drop the flow in `slot` from the lane and give back each half's `(nxt, pos, sent)`
-    /// (`sent` a bytearray, or None when nothing is unacknowledged).
-    fn take(&mut self, py: Python<'_>, slot: usize) -> PyResult<(HalfState, HalfState)> {
+    /// Drop the flow in `slot` (the keys it was added with: `key0`, `key1`) from the lane and
+    /// give back each half's `(nxt, pos, sent)` (`sent` a bytearray, or None when nothing is
+    /// unacknowledged).
+    fn take(&mut self, py: Python<'_>, slot: usize, key0: &[u8], key1: &[u8]) -> PyResult<(HalfState, HalfState)> {
         let Some(entry) = self.flows.get_mut(slot).and_then(Option::take) else {
             return Err(PyValueError::new_err(format!("no flow in lane slot {slot}")));
         };
         self.free.push(slot);
-        for key in entry.keys.iter() {
+        for key in [key0, key1] {
             if matches!(self.keys.get(key), Some(&(s, _)) if s == slot) {
                 self.keys.remove(key);
             }

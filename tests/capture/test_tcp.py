@@ -346,7 +346,7 @@ def test_idle_connections_cost_nothing_while_another_one_talks():
     # few seconds as a sweep over all open flows did (about 240 times each here).
     # The talker itself is looked at about once a minute (each PNG's deadline).
     from collections import Counter
-    talker = w.tracker.flows[key(CLIENT, SERVER)][0].conn
+    talker = w.tracker.flows[key(CLIENT, SERVER)].conn
     counts = Counter(map(id, ticks))
     assert counts.pop(id(talker), 0) <= 1200 / 60 + 1
     assert len(counts) == 300 and max(counts.values()) == 1
@@ -375,7 +375,7 @@ def test_acknowledged_bytes_are_not_kept():
     w = Wire()
     w.handshake()
     w.send("c", b"VER 1 MSNP8 CVR0\r\n")
-    half = w.tracker.flows[key(CLIENT, SERVER)][0].halves[0]
+    half = w.tracker.flows[key(CLIENT, SERVER)].halves[0]
     assert bytes(half.sent) == b"VER 1 MSNP8 CVR0\r\n"   # not acknowledged yet
     w.send("s", b"VER 1 MSNP8 CVR0\r\n", ack=w.seq["c"] - 5)
     assert bytes(half.sent) == b"VR0\r\n"                # the last five bytes still are not
@@ -456,7 +456,7 @@ def test_a_quiet_flow_releases_its_unacknowledged_bytes():
     pings = b"PNG\r\n" * (UNACKED_SMALL // 5 + 1)
     w.send("c", b"VER 1 MSNP8 CVR0\r\n" + pings)
     w.send("s", b"VER 1 MSNP8 CVR0\r\n" + pings.replace(b"PNG", b"QNG"))   # acknowledges nothing (ack=0)
-    flow = w.tracker.flows[key(CLIENT, SERVER)][0]
+    flow = w.tracker.flows[key(CLIENT, SERVER)]
     assert flow.halves[0].sent is not None and flow.halves[1].sent is not None
     # Another flow's segment moves capture time on (the idle flow sends nothing itself).
     other = ("127.0.0.7", 40001)
