@@ -350,7 +350,7 @@ class Connection:
                     # the shared empty one (an orphan reply, or nothing), which keeps nothing of it
                     # (see _EMPTY_TRACKER); no tracker is made for a switchboard's pushed lines.
                     _EMPTY_TRACKER.observe_into(event, out)
-                else:
+                elif not _settle_fresh(event, out):   # OUT, MSG U: no tracker made only to be dropped
                     tracker = self.tracker
                     observe = tracker.observe_into
                     observe(event, out)
@@ -502,5 +502,6 @@ def _add_outcome(counts: list, outcome: str) -> None:
 # empty tables: an orphan anomaly or nothing; its wake is inf, so nothing expires), so one
 # serves every connection. tests/analysis/test_connection.py checks it stays empty.
 _EMPTY_TRACKER = TransactionTracker()
+_settle_fresh = TransactionTracker.settle_fresh
 
 _HINT_CODES = frozenset({"USR", "XFR", "RNG", "ANS", "UBX", "QNG", "ADL", "RML"})

@@ -266,6 +266,35 @@ class TransactionTracker:
 
     # -- requests -----------------------------------------------------------
 
+    @staticmethod
+    def settle_fresh(cmd: Command, out: list) -> bool:
+        """What a new tracker does with the client line `cmd` when that leaves it holding
+        nothing: `OUT` and `MSG U` settle at once as "no_reply_expected" (appended to `out`),
+        a line without a TrID pairs with nothing. True then; False: `cmd` needs a tracker.
+
+        For a connection with no tracker (an idle one drops it): a client's `MSG U` on a
+        switchboard would otherwise make a tracker only to drop it. `_request`'s rule for
+        these lines, as a new tracker applies it (tests/msnp/test_pairing.py holds the two
+        equal on every kind of line)."""
+        code = cmd.cmd
+        if code == "OUT":
+            txn = Transaction(cmd, 1)
+            txn.outcome = "no_reply_expected"
+            out.append(txn)
+            return True
+        if code == "PNG":
+            return False
+        if cmd.trid is None:
+            return True
+        if code == "MSG":
+            args = cmd.args
+            if len(args) > 1 and args[1] == b"U":
+                txn = Transaction(cmd, 1)
+                txn.outcome = "no_reply_expected"
+                out.append(txn)
+                return True
+        return False
+
     def _request(self, cmd: Command, out: list) -> None:
         self._seq += 1
         txn = Transaction(cmd, self._seq)

@@ -129,7 +129,8 @@ class JsonLinesWriter:
         self.redactor = redactor or Redactor()
         self.payloads = payloads
         self.flush_each = flush
-        self._compiled = _compiled_lines(self)
+        self._formatter = _compiled_lines(self)
+        self._compiled = self._formatter.lines if self._formatter is not None else None
         # (code, direction, payload) -> the payload's text as written, for small payloads: a
         # client's typing notifications repeat byte for byte, and the redactor's look at a
         # payload costs more than the look-up (at most PAYLOAD_MEMO of them, then forgotten).
@@ -197,18 +198,17 @@ class JsonLinesWriter:
         return text
 
     def event(self, conn: Connection | None, event) -> None:
-        binary = self._binary
-        line = self._text_of(conn, event, binary is not None)
-        if line is None:
+        text = self._text(conn, (event,))
+        if not text:
             return
         out = self._out
         if out.closed:
             return  # the run's file was closed (a report rendered after it): nothing to write to
-        if binary is not None:
-            binary.write(line)   # UTF-8 already (see _binary_of)
+        if self._binary is not None:
+            self._binary.write(text)   # UTF-8 already (see _binary_of)
         else:
             try:
-                out.write(line)   # a text stream encodes all of it before writing any
+                out.write(text)   # a text stream encodes all of it before writing any
             except UnicodeEncodeError:
                 self._write_cleaned(self.record(conn, event))
         if self.flush_each:
@@ -217,27 +217,14 @@ class JsonLinesWriter:
     def event_batch(self, conn: Connection | None, events: list) -> None:
         """`event` for each of a feed's events, their lines written in one piece (text the
         output cannot take: the batch goes event by event, as `event` writes it)."""
-        text_of = self._text_of
-        binary = self._binary
-        as_bytes = binary is not None
-        if len(events) == 1:
-            text = text_of(conn, events[0], as_bytes)
-            if text is None:
-                return
-        else:
-            lines = []
-            for event in events:
-                line = text_of(conn, event, as_bytes)
-                if line is not None:
-                    lines.append(line)
-            if not lines:
-                return
-            text = b"".join(lines) if as_bytes else "".join(lines)
+        text = self._text(conn, events)
+        if not text:
+            return
         out = self._out
         if out.closed:
             return
-        if as_bytes:
-            binary.write(text)   # UTF-8 already (see _binary_of)
+        if self._binary is not None:
+            self._binary.write(text)   # UTF-8 already (see _binary_of)
         else:
             try:
                 out.write(text)
@@ -248,15 +235,29 @@ class JsonLinesWriter:
         if self.flush_each:
             out.flush()
 
-    def _text_of(self, conn: Connection | None, event, as_bytes: bool = False) -> str | bytes | None:
-        """The line (with its newline) `event` is written as, or None: no record. Through the
-        compiled core's formatter when it takes the event, else orjson or the reference.
-        `as_bytes`: the same line in UTF-8 (for `_binary`)."""
+    def _text(self, conn: Connection | None, events) -> str | bytes | None:
+        """The lines (newlines included) of `events`, in order: UTF-8 bytes for `_binary`,
+        else text; empty or None: no record. The compiled core's formatter writes the whole
+        batch in one call and calls `_line_of` back for each record it leaves to Python."""
         compiled = self._compiled
         if compiled is not None:
-            line = compiled(conn.id if conn is not None else None, event)
+            data = compiled(conn.id if conn is not None else None, events, self._line_of, conn)
+            return data if self._binary is not None else data.decode()
+        as_bytes = self._binary is not None
+        line_of = self._line_of
+        if len(events) == 1:
+            return line_of(conn, events[0], as_bytes)
+        lines = []
+        for event in events:
+            line = line_of(conn, event, as_bytes)
             if line is not None:
-                return line.encode() if as_bytes else line
+                lines.append(line)
+        return (b"" if as_bytes else "").join(lines)
+
+    def _line_of(self, conn: Connection | None, event, as_bytes: bool = True) -> str | bytes | None:
+        """The line (with its newline) the Python writer writes `event` as, or None: no record;
+        through orjson where it writes what the reference writes, else the reference.
+        `as_bytes`: the same line in UTF-8."""
         kind = type(event)
         rec = self.record(conn, event)
         if rec is None:
@@ -327,14 +328,16 @@ class JsonLinesWriter:
 
 def _compiled_lines(writer: JsonLinesWriter):
     """The compiled core's formatter of `command`, `transaction` and `skipped` lines for
-    `writer` (`JsonFormatter.line(stream, event)`: the line, or None when the record is the
-    Python writer's: a secret to mask, a value past what it formats), or None: no core, or a
-    subclass that changes `record` (its records are its own)."""
+    `writer` (`JsonFormatter.lines(stream, events, declined, conn)`: a batch's lines as UTF-8
+    bytes, each record it leaves to the Python writer (a secret to mask, a value past what it
+    formats, another kind) written by `declined(conn, event)` in its place), or None: no core,
+    or a subclass that changes `record` or `_line_of` (its records are its own)."""
     from analyzer.core import CORE
-    if CORE is None or type(writer).record is not JsonLinesWriter.record:
+    if CORE is None or type(writer).record is not JsonLinesWriter.record \
+            or type(writer)._line_of is not JsonLinesWriter._line_of:
         return None
     return CORE.JsonFormatter(Command, Transaction, Skipped, sorted(SECRET_COMMANDS),
-                              writer.redactor.enabled, writer.payloads).line
+                              writer.redactor.enabled, writer.payloads)
 
 
 def stream_record(conn: Connection) -> dict:

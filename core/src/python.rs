@@ -747,8 +747,9 @@ fn push_position(py: Python<'_>, out: &mut String, ev: &Bound<'_, PyAny>) -> PyR
 }
 
 /// The lines of the JSON Lines writer's `command`, `transaction` and `skipped` records,
-/// byte for byte as `JsonLinesWriter` writes them, for the events it can: `line` answers
-/// None for any other event, for a command whose parameters or payload the redactor may
+/// byte for byte as `JsonLinesWriter` writes them, for the events it can: `lines` writes a
+/// feed's batch into one buffer and asks the Python writer for the rest; `line` (one event)
+/// answers None for any other event, for a command whose parameters or payload the redactor may
 /// change (secret-bearing codes, payloads its gates pick: see `jsonl::payload_needs_redaction`),
 /// and for values the Python writer handles itself (floats past the plain range, ints past
 /// 64 bits, lone surrogates, subclasses). The Python writer stays the rule; tests compare both.
@@ -882,6 +883,38 @@ impl JsonFormatter {
     }
 }
 
+impl JsonFormatter {
+    /// The record's line (newline included) onto `out`, `stream` being the stream's JSON value;
+    /// false when the record is the Python writer's (`out` then holds part of a line: the
+    /// caller cuts it off).
+    fn push_line(&self, py: Python<'_>, out: &mut String, stream: &str, event: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let kind = event.get_type();
+        let name = if kind.is(&self.command) {
+            "command"
+        } else if kind.is(&self.transaction) {
+            "transaction"
+        } else if kind.is(&self.skipped) {
+            "skipped"
+        } else {
+            return Ok(false);
+        };
+        out.push_str("{\"kind\":\"");
+        out.push_str(name);
+        out.push_str("\",\"stream\":");
+        out.push_str(stream);
+        out.push(',');
+        let done = match name {
+            "command" => self.command_line(py, out, event)?,
+            "transaction" => self.transaction_line(py, out, event)?,
+            _ => self.skipped_line(py, out, event)?,
+        };
+        if done {
+            out.push_str("}\n");
+        }
+        Ok(done)
+    }
+}
+
 #[pymethods]
 impl JsonFormatter {
     #[new]
@@ -893,34 +926,48 @@ impl JsonFormatter {
 
     /// The record's line (newline included), or None: the Python writer writes it.
     fn line(&self, py: Python<'_>, stream: &Bound<'_, PyAny>, event: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
-        let kind = event.get_type();
-        let name = if kind.is(&self.command) {
-            "command"
-        } else if kind.is(&self.transaction) {
-            "transaction"
-        } else if kind.is(&self.skipped) {
-            "skipped"
-        } else {
+        let mut value = String::new();
+        if !push_value(&mut value, stream) {
             return Ok(None);
-        };
+        }
         let mut out = String::with_capacity(256);
-        out.push_str("{\"kind\":\"");
-        out.push_str(name);
-        out.push_str("\",\"stream\":");
-        if !push_value(&mut out, stream) {
-            return Ok(None);
-        }
-        out.push(',');
-        let done = match name {
-            "command" => self.command_line(py, &mut out, event)?,
-            "transaction" => self.transaction_line(py, &mut out, event)?,
-            _ => self.skipped_line(py, &mut out, event)?,
+        Ok(self.push_line(py, &mut out, &value, event)?.then_some(out))
+    }
+
+    /// The lines of all `events` (any iterable) of one stream, in their order, as one UTF-8
+    /// `bytes`: each line this formatter writes (`line`), and in the place of each record it
+    /// leaves to the Python writer what `declined(context, event)` returns (that line as UTF-8
+    /// `bytes`, or None: the event has no line).
+    fn lines<'py>(&self, py: Python<'py>, stream: &Bound<'py, PyAny>, events: &Bound<'py, PyAny>,
+                  declined: &Bound<'py, PyAny>, context: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        let mut value = String::new();
+        let stream_ok = push_value(&mut value, stream); // else every record is Python's
+        let mut out = String::with_capacity(256 * events.len().unwrap_or(1).max(1));
+        let mut one = |event: Bound<'py, PyAny>| -> PyResult<()> {
+            let start = out.len();
+            if stream_ok && self.push_line(py, &mut out, &value, &event)? {
+                return Ok(());
+            }
+            out.truncate(start); // `start` ends a line: a char boundary
+            let line = declined.call1((context, &event))?;
+            if !line.is_none() {
+                let line = line.downcast_exact::<PyBytes>()?;
+                let text = std::str::from_utf8(line.as_bytes())
+                    .map_err(|err| PyValueError::new_err(format!("a declined line is not UTF-8: {err}")))?;
+                out.push_str(text);
+            }
+            Ok(())
         };
-        if !done {
-            return Ok(None);
+        if let Ok(list) = events.downcast_exact::<PyList>() {
+            for event in list.iter() {
+                one(event)?;
+            }
+        } else {
+            for event in events.try_iter()? {
+                one(event?)?;
+            }
         }
-        out.push_str("}\n");
-        Ok(Some(out))
+        Ok(PyBytes::new(py, out.as_bytes()))
     }
 }
 

@@ -331,3 +331,33 @@ def test_tick_expires_old_requests():
 
 # Every test here runs on both implementations: the pure-Python reference and the compiled core.
 pytestmark = pytest.mark.usefixtures("implementation")
+
+
+_FRESH_LINES = [
+    b"OUT\r\n", b"OUT 4\r\n", b"MSG 5 U 3\r\nabc", b"MSG 6 N 3\r\nabc", b"MSG 7 A 3\r\nabc",
+    b"MSG 8 D 3\r\nabc", b"PNG\r\n", b"QRY 9 msmsgs@msnmsgr.com 32\r\n" + b"0" * 32,
+    b"XFR 10 SB\r\n", b"CAL 11 bob@example.com\r\n", b"SYN 12 0 0\r\n", b"CHG 13 NLN 0\r\n",
+    b"USR 14 TWN I alice@example.com\r\n", b"VER 0 MSNP8 CVR0\r\n", b"ANS 15 a@b.c 1.2 3\r\n",
+    b"LST 16 FL\r\n", b"XYZ\r\n", b"xyz 17\r\n", b"123 18\r\n", b"BLP 19 AL\r\n",
+]
+
+
+@pytest.mark.parametrize("line", _FRESH_LINES)
+@pytest.mark.parametrize("version", [2, 8, 15, None])
+def test_settle_fresh_is_what_a_new_tracker_does(line, version):
+    """`settle_fresh` (a connection without a tracker) settles a client line exactly as a new
+    tracker's `observe` does, and takes only the lines that leave that tracker holding nothing."""
+    state = ProtocolState(version)
+    commands = [e for e in CommandReader(C2S, state).feed(line, 5.0) if type(e).__name__ == "Command"]
+    assert commands, line
+    for cmd in commands:
+        fresh = TransactionTracker()
+        expected = fresh.observe(cmd)
+        out: list = []
+        taken = TransactionTracker.settle_fresh(cmd, out)
+        assert taken == (fresh.idle and fresh.wake == float("inf")), (line, version)
+        if taken:
+            assert [type(e) for e in out] == [type(e) for e in expected]
+            assert [vars(e) for e in out] == [vars(e) for e in expected]   # request, outcome, seq, ...
+        else:
+            assert out == []

@@ -42,7 +42,7 @@ def written(events, *, compiled: bool, redact: bool = True, payloads: bool = Tru
 
 
 def formatter(redact: bool = True, payloads: bool = True):
-    return JsonLinesWriter(io.StringIO(), Redactor(redact, key=b"test"), payloads=payloads)._compiled
+    return JsonLinesWriter(io.StringIO(), Redactor(redact, key=b"test"), payloads=payloads)._formatter.line
 
 
 # -- the records the formatter writes, and those it leaves to Python ----------------------
