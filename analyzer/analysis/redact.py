@@ -187,6 +187,7 @@ def _needed(low: bytes) -> list:
     return rules
 
 
+MASKS_KEPT = 1024   # masks remembered (Redactor.mask): bounded, the secrets come off the wire
 _NAME_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _COOKIE_VALUE = re.compile(rb"(^|;\s*)([^=;\s]+=)([^;]*)")
 _BYTES_LITERAL = re.compile(r"""b'(?:[^'\\]|\\.)*'|b"(?:[^"\\]|\\.)*\"""")
@@ -197,10 +198,20 @@ class Redactor:
     def __init__(self, enabled: bool = True, key: bytes | None = None) -> None:
         self.enabled = enabled
         self.key = key if key is not None else os.urandom(16)
+        # secret -> its mask, for the few most recent: a switchboard cookie or a ticket is
+        # masked in each line that carries it (XFR then USR, RNG then ANS) and in its link record.
+        self._masks: dict[bytes, str] = {}
 
     def mask(self, secret: bytes) -> str:
-        digest = hmac.digest(self.key, secret, "sha256").hex()[:8]   # one call: hmac.new(...).hexdigest()
-        return f"<redacted:{digest}>"
+        masks = self._masks
+        text = masks.get(secret)
+        if text is None:
+            digest = hmac.digest(self.key, secret, "sha256").hex()[:8]   # one call: hmac.new(...).hexdigest()
+            text = f"<redacted:{digest}>"
+            if len(masks) >= MASKS_KEPT:
+                masks.clear()
+            masks[secret] = text
+        return text
 
     # -- MSNP command lines ---------------------------------------------------------
 

@@ -36,9 +36,14 @@ Contract:
   that is still open starts a new connection (port reuse). Memory grows with
   the number of open flows times the configured buffers, not with the file.
 - Timeouts (idle flows, holes waiting for their bytes, the pairing's reply
-  and linger deadlines) come from one deadline heap: each flow has one entry,
+  and linger deadlines) come from one deadline queue: each flow has one entry,
   at the earliest of its deadlines, moved on lazily when it comes due; a
-  segment costs nothing for the flows that are not due.
+  segment costs nothing for the flows that are not due. Most deadlines are a
+  fixed delay after the time they are set (the idle timeout, the quiet release,
+  a reply timeout), so a deadline is rarely earlier than the last one set with
+  the same delay: the queue is a few FIFOs, each kept in order, plus a heap for
+  a deadline that fits at the end of none; entries come out in (time, order
+  set) order whichever holds them (see `_push`, `_due`).
 - The compiled fast lane (`FastLane`, core/src/lane.rs), when the core reads the capture
   (`drive`, pcap and pcapng): a flow in the fast state (open, an MSNP connection on the compiled reader that
   has not failed, both directions started, nothing out of order, no FIN) is handed to the
@@ -92,6 +97,7 @@ UNACKED_QUIET = 10.0
 UNACKED_SMALL = 256     # ... when they are more than this: a keep-alive's few bytes are not worth a heap pop
 TOMBSTONE_SECONDS = 120.0            # late segments of a closed flow are dropped this long
 MAX_SYNCING = 4096                   # start windows open at once (flows and late halves); past it the oldest closes
+DEADLINE_FIFOS = 4                   # ordered runs of deadlines beside the heap (idle, quiet, reply, ...)
 NEVER = float("inf")
 
 
@@ -186,15 +192,21 @@ class TcpTracker:
         # The start time of the oldest window when _expire_windows last found nothing to close
         # (-inf once the windows change): until START_WINDOW past it, a segment skips the look.
         self._window_ts = -NEVER
-        # The deadline heap: (due, seq) tuples, and the flow of each live seq in `_due_flows`
+        # The deadline queue: (due, seq) tuples, and the flow of each live seq in `_due_flows`
         # (at most one per flow). The tuples hold no reference, so the garbage collector stops
         # tracking them: a busy capture keeps tens of thousands of deadlines for minutes of
         # capture time, and entries it had to track were promoted by the million to its oldest
         # generation, each promotion bringing the next full collection nearer.
+        # The entries are in `_fifos` (each in (due, seq) order: an entry goes at the end of
+        # the one whose last entry is the latest not after it) or, when none fits, in the heap
+        # `deadlines`: with twenty thousand connections open, a heap pop walked fifteen levels
+        # of entries scattered in memory for each deadline (most of them idle timeouts).
         self.deadlines: list = []
+        self._fifos: tuple[deque, ...] = tuple(deque() for _ in range(DEADLINE_FIFOS))
+        self._next_due = NEVER                 # the earliest entry (perhaps cancelled), NEVER: none
         self._due_flows: dict[int, object] = {}
         self._due_seq = 0
-        self._stale = 0                        # cancelled entries still in the heap
+        self._stale = 0                        # cancelled entries still queued
         self.now = 0.0
         self._lane = None                      # the compiled fast lane, while `drive` runs
         self.stats = {"segments": 0, "ignored_segments": 0, "late_segments": 0, "flows": 0,
@@ -209,7 +221,7 @@ class TcpTracker:
         # `bench/fuzz_capture.py --tcp` hold the two equal).
         if ts > self.now:
             self.now = ts
-            if self.deadlines and self.deadlines[0][0] < ts:
+            if self._next_due < ts:
                 self._due(ts)
             stones = self._stones
             if stones and stones[0][0] < ts - TOMBSTONE_SECONDS:
@@ -273,7 +285,7 @@ class TcpTracker:
         expired and start windows that closed are dealt with first (`segment` has this inline)."""
         if ts > self.now:
             self.now = ts
-            if self.deadlines and self.deadlines[0][0] < ts:
+            if self._next_due < ts:
                 self._due(ts)
             stones = self._stones
             if stones and stones[0][0] < ts - TOMBSTONE_SECONDS:
@@ -396,7 +408,11 @@ class TcpTracker:
         self.tombstones.clear()
         self._stones.clear()
         self.deadlines.clear()
+        for fifo in self._fifos:
+            fifo.clear()
+        self._next_due = NEVER
         self._due_flows.clear()
+        self._stale = 0
 
     # -- flows ------------------------------------------------------------------
 
@@ -843,34 +859,77 @@ class TcpTracker:
     # -- timeouts -----------------------------------------------------------------
 
     def _schedule(self, flow, due: float) -> None:
-        """Make sure `flow` is looked at by `due` (a new heap entry only when that is earlier)."""
+        """Make sure `flow` is looked at by `due` (a new entry only when that is earlier)."""
         if due < flow.due:
             self._cancel(flow)
             self._push(flow, due)
 
     def _push(self, flow, due: float) -> None:
-        """`flow`'s heap entry, at `due` (it has none)."""
+        """`flow`'s entry, at `due` (it has none): at the end of the FIFO whose last entry is the
+        latest not after it (an empty one if none is), so each FIFO stays in (due, seq) order;
+        in the heap when every FIFO ends later."""
         flow.due = due
         self._due_seq = seq = self._due_seq + 1
         flow.entry = seq
         self._due_flows[seq] = flow
-        heapq.heappush(self.deadlines, (due, seq))
+        entry = (due, seq)
+        best = spare = None
+        latest = -NEVER
+        for fifo in self._fifos:
+            if fifo:
+                last = fifo[-1][0]
+                if latest < last <= due:
+                    best, latest = fifo, last
+            elif spare is None:
+                spare = fifo
+        if best is None:
+            best = spare
+        if best is None:
+            heapq.heappush(self.deadlines, entry)
+        else:
+            best.append(entry)
+        if due < self._next_due:
+            self._next_due = due
 
     def _cancel(self, flow) -> None:
-        """Drop `flow`'s heap entry (it stays in the heap, stale, until popped or compacted:
-        the heap holds at most twice as many entries as there are flows)."""
+        """Drop `flow`'s entry (it stays queued, stale, until it comes out or the queue is
+        compacted: the queue holds at most twice as many entries as there are flows)."""
         seq = flow.entry
         if seq is not None:
             del self._due_flows[seq]
             flow.entry = None
             self._stale += 1
-            heap = self.deadlines
-            if self._stale > 64 and 2 * self._stale > len(heap):
-                live = self._due_flows
-                heap[:] = [e for e in heap if e[1] in live]
-                heapq.heapify(heap)
-                self._stale = 0
+            if self._stale > 64:
+                heap = self.deadlines
+                if 2 * self._stale > len(heap) + sum(map(len, self._fifos)):
+                    self._compact()
         flow.due = NEVER
+
+    def _compact(self) -> None:
+        """Drop the cancelled entries (each FIFO keeps its order; the heap is rebuilt)."""
+        live = self._due_flows
+        heap = self.deadlines
+        heap[:] = [e for e in heap if e[1] in live]
+        heapq.heapify(heap)
+        soonest = heap[0][0] if heap else NEVER
+        for fifo in self._fifos:
+            kept = [e for e in fifo if e[1] in live]
+            fifo.clear()
+            fifo.extend(kept)
+            if fifo and fifo[0][0] < soonest:
+                soonest = fifo[0][0]
+        self._next_due = soonest
+        self._stale = 0
+
+    def _first(self) -> tuple:
+        """The queue holding the earliest entry (None: the heap) and that entry (None: empty),
+        cancelled or not: in (due, seq) order, as one heap holding them all would give them."""
+        heap = self.deadlines
+        where, first = None, (heap[0] if heap else None)
+        for fifo in self._fifos:
+            if fifo and (first is None or fifo[0] < first):
+                where, first = fifo, fifo[0]
+        return where, first
 
     def _reschedule(self, flow: Flow) -> None:
         """After a segment: a hole that started waiting, or a request now awaiting its reply,
@@ -895,12 +954,25 @@ class TcpTracker:
         """Capture time passed the earliest deadlines: idle flows close, stale holes become gaps,
         requests past their reply timeout are reported; each flow is then scheduled again."""
         heap = self.deadlines
+        fifos = self._fifos
         live = self._due_flows
         pop = heapq.heappop
         idle, reorder = self.idle_timeout, self.reorder_timeout
         quiet_after = min(reorder, UNACKED_QUIET)
-        while heap and heap[0][0] < ts:
-            flow = live.pop(pop(heap)[1], None)
+        while True:
+            # `_first`, inline (a frame per deadline otherwise)
+            where, soonest = None, (heap[0] if heap else None)
+            for fifo in fifos:
+                if fifo and (soonest is None or fifo[0] < soonest):
+                    where, soonest = fifo, fifo[0]
+            if soonest is None or soonest[0] >= ts:
+                self._next_due = NEVER if soonest is None else soonest[0]
+                break
+            if where is None:
+                pop(heap)
+            else:
+                where.popleft()
+            flow = live.pop(soonest[1], None)
             if flow is None:
                 self._stale -= 1
                 continue   # superseded by an earlier entry, or the flow is gone
@@ -938,7 +1010,7 @@ class TcpTracker:
             if flow.state == "closed":
                 continue
             # The flow's next deadline, the earliest of: idle, the quiet release of its
-            # unacknowledged bytes, a hole waiting, the pairing's next expiry (one heap entry).
+            # unacknowledged bytes, a hole waiting, the pairing's next expiry (one entry).
             due = last + idle
             if kept is None:
                 first, second = flow.halves
@@ -992,13 +1064,22 @@ class TcpTracker:
                 self._window_ts if self.syncing or self.syncing_halves else None)
 
     def _head(self) -> float:
-        """When the deadline heap next has something to do: its first live entry (cancelled
-        ones on top are dropped now, as `_due` would drop them, so they stop no segment)."""
-        heap, live = self.deadlines, self._due_flows
-        while heap and heap[0][1] not in live:
-            heapq.heappop(heap)
+        """When the deadline queue next has something to do: its first live entry (cancelled
+        ones before it are dropped now, as `_due` would drop them, so they stop no segment)."""
+        live = self._due_flows
+        while True:
+            where, first = self._first()
+            if first is None:
+                self._next_due = NEVER
+                return NEVER
+            if first[1] in live:
+                self._next_due = first[0]
+                return first[0]
+            if where is None:
+                heapq.heappop(self.deadlines)
+            else:
+                where.popleft()
             self._stale -= 1
-        return heap[0][0] if heap else NEVER
 
     def _time(self, ts: float) -> tuple:
         """The lane holds a segment at `ts` that crosses the horizon: `_advance` to it first."""

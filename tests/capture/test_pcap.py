@@ -171,3 +171,18 @@ def test_a_classic_pcap_is_read_without_importing_scapy():
 
 # Every test here runs on both readers: the pure-Python reference and the compiled core.
 pytestmark = pytest.mark.usefixtures("implementation")
+
+
+def test_split_key_writes_addresses_as_ipaddress_does():
+    import ipaddress
+    import random
+    rnd = random.Random(5)
+    for n in (4, 16):
+        for _ in range(500):
+            a, b = rnd.randbytes(n), rnd.randbytes(n)
+            if n == 16 and rnd.random() < 0.5:   # runs of zeros (the :: form)
+                a = bytes(8) + a[8:]
+            key = a + b + (1863).to_bytes(2, "big") + (40000).to_bytes(2, "big")
+            assert split_key(key) == (str(ipaddress.ip_address(a)), 1863, str(ipaddress.ip_address(b)), 40000)
+    for edge in (bytes(4), b"\xff" * 4, b"\x7f\x00\x00\x01", b"\x00\x00\x00\x01"):
+        assert split_key(edge + edge + bytes(4))[0] == str(ipaddress.ip_address(edge))

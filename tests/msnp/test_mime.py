@@ -59,9 +59,28 @@ def test_the_content_type_is_the_first_content_type_header_of_the_header_list():
             fast = mime._parse_mime(payload).header(name)     # before the header list exists
             listed = [v for k, v in mime.parse_headers(msg._head) if k.lower() == name.lower()]
             assert fast == (listed[0] if listed else None), name
+        cut, size = payload.find(b"\r\n\r\n"), 4     # the blank line: the first of either spelling
+        lf = payload.find(b"\n\n")
+        if lf != -1 and (cut == -1 or lf < cut):
+            cut, size = lf, 2
+        assert (msg._head, msg.body, msg.separated) == ((payload, b"", False) if cut == -1
+                                                        else (payload[:cut], payload[cut + size:], True))
+        listed = [v for k, v in mime.parse_headers(msg._head) if k.lower() == "typinguser"]
+        assert mime._parse_mime(payload).typing_user == (listed[0] if listed else None)
         assert msg.headers == mime.parse_headers(msg._head)
 
     check()
+
+
+def test_the_blank_line_is_the_first_of_either_spelling():
+    for payload, head, body in [(b"a: b\r\n\r\nc\n\nd", b"a: b", b"c\n\nd"),
+                                (b"a: b\n\nc\r\n\r\nd", b"a: b", b"c\r\n\r\nd"),
+                                (b"a: b\r\n\n\r\nc", b"a: b\r", b"\r\nc"),   # LF LF inside CR LF CR LF
+                                (b"a\n\r\n\r\nb", b"a\n", b"b"),
+                                (b"a: b\r\n\r\n", b"a: b", b""), (b"a: b\n\n", b"a: b", b""),
+                                (b"\n\n\r\n\r\n", b"", b"\r\n\r\n")]:
+        msg = mime._parse_mime(payload)
+        assert (msg._head, msg.body, msg.separated) == (head, body, True), payload
 
 
 def test_a_parsed_message_classifies_and_reads_its_headers_lazily():
