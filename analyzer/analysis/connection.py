@@ -64,6 +64,53 @@ def add_codes(into: Counter, counts, limit: int = MAX_RUN_CODES) -> None:
             into[OTHER_CODES] += n
 
 
+class CodeSet:
+    """Command codes in the order a connection first saw them, with each code's place: the keys
+    of a connection's command counts (`Connection.commands`), shared by every connection that saw
+    the same codes in the same order (a busy server's capture holds tens of thousands of
+    connections open, nearly all with one of a few sequences of codes; each then keeps only an
+    array of counts, not a dict of its own).
+
+    Shared sets form a tree from `NO_CODES` (`grow`), bounded by SHARED_CODES codes in all:
+    past that, and for a set made only for one connection (`private`), `grow` extends a copy
+    that the connection owns alone, in place from then on (hostile traffic with ever new codes
+    costs each connection its own codes, as a dict did, never the shared tree)."""
+
+    __slots__ = ("codes", "index", "grown", "private")
+
+    def __init__(self, codes: list, private: bool = False) -> None:
+        self.codes = codes                  # in first-seen order
+        self.index = {code: i for i, code in enumerate(codes)}
+        self.grown: dict | None = None      # code -> the shared set of `codes` plus that code
+        self.private = private
+
+    def grow(self, code: str) -> CodeSet:
+        """These codes and `code` after them (a set the caller may keep in place of this one)."""
+        if self.private:
+            self.index[code] = len(self.codes)
+            self.codes.append(code)
+            return self
+        grown = self.grown
+        if grown is not None:
+            found = grown.get(code)
+            if found is not None:
+                return found
+        global _shared_codes
+        if _shared_codes + len(self.codes) + 1 > SHARED_CODES:
+            return CodeSet(self.codes + [code], private=True)
+        _shared_codes += len(self.codes) + 1
+        found = CodeSet(self.codes + [code])
+        if grown is None:
+            grown = self.grown = {}
+        grown[code] = found
+        return found
+
+
+SHARED_CODES = 65_536   # codes held by shared CodeSets in all (a few MB at most)
+_shared_codes = 0
+NO_CODES = CodeSet([])
+
+
 @dataclass
 class Limits:
     """Resource limits for decoding one connection (documented in the README)."""
@@ -78,7 +125,7 @@ class Connection:
     # Thousands are open at once on a busy server's capture: slots, and the two readers and
     # byte counts as fields rather than dicts keyed by direction.
     __slots__ = ("id", "client", "server", "protocol", "state", "c2s", "s2c", "_tracker", "_limits", "role", "handle",
-                 "commands", "_anomalies", "_outcomes", "_latencies", "latency_count", "c2s_bytes", "s2c_bytes",
+                 "_codes", "_counts", "_anomalies", "_outcomes", "_latencies", "latency_count", "c2s_bytes", "s2c_bytes",
                  "first_ts", "last_ts", "failed", "closed", "logged_in", "inherited_version", "legs",
                  "on_referral")
 
@@ -102,7 +149,10 @@ class Connection:
         self._limits = limits
         self.role: str | None = "MSNFTP" if protocol == MSNFTP else None
         self.handle: str | None = None
-        self.commands: Counter[str] = Counter()
+        # The command counts (`commands`): the codes, shared (CodeSet), and one count per code,
+        # made at the first command.
+        self._codes = NO_CODES
+        self._counts: array | None = None
         # Made when first needed (the properties below): most connections never see an
         # anomaly, and one that is idle holds no more than its counters.
         self._anomalies: Counter[str] | None = None
@@ -140,6 +190,13 @@ class Connection:
         if self.state.max_version:
             return f"MSNP2-{self.state.max_version}"  # the dialect its lines showed (VER not seen)
         return self.inherited_version
+
+    @property
+    def commands(self) -> Counter[str]:
+        """Commands seen, by code, in the order each code was first seen (a new Counter per call:
+        read it, do not count into it; `_absorb` counts)."""
+        counts = self._counts
+        return Counter() if counts is None else Counter(dict(zip(self._codes.codes, counts)))
 
     @property
     def anomalies(self) -> Counter[str]:
@@ -327,19 +384,19 @@ class Connection:
         append = out.append
         tracker = self._tracker
         observe = tracker.observe_into if tracker is not None else None
-        commands = self.commands
+        index = self._codes.index
+        counts = self._counts
         for event in events:
             append(event)
             kind = type(event)
             if kind is Command:
                 code = event.cmd
-                seen = commands.get(code)
+                seen = index.get(code)
                 if seen is not None:
-                    commands[code] = seen + 1
-                elif len(commands) < MAX_COMMAND_CODES:
-                    commands[code] = 1
+                    counts[seen] += 1
                 else:
-                    self._other_code(event, out)
+                    self._new_code(event, out)
+                    index, counts = self._codes.index, self._counts
                 if code in _HINT_CODES or self.role is None:
                     self._learn(event)
                 mark = len(out)
@@ -368,12 +425,32 @@ class Connection:
             self._tracker = None
         return out
 
+    def _count_code(self, code: str) -> None:
+        """One more command with `code` (counted one by one, whatever the limit)."""
+        codes = self._codes
+        seen = codes.index.get(code)
+        if seen is not None:
+            self._counts[seen] += 1
+            return
+        self._codes = codes.grow(code)
+        if self._counts is None:
+            self._counts = array("Q", (1,))
+        else:
+            self._counts.append(1)
+
+    def _new_code(self, cmd: Command, out: list) -> None:
+        """A code not seen before on this connection (`cmd`, the last event in `out`): counted
+        one by one up to MAX_COMMAND_CODES codes, then under OTHER_CODES."""
+        if len(self._codes.codes) < MAX_COMMAND_CODES:
+            self._count_code(cmd.cmd)
+        else:
+            self._other_code(cmd, out)
+
     def _other_code(self, cmd: Command, out: list) -> None:
         """A code past MAX_COMMAND_CODES distinct ones (`cmd`, the last event in `out`): counted
         under OTHER_CODES; the first time, one `msnp.command.code_limit` just before it."""
-        commands = self.commands
-        first = OTHER_CODES not in commands
-        commands[OTHER_CODES] += 1
+        first = OTHER_CODES not in self._codes.index
+        self._count_code(OTHER_CODES)
         if first:
             self.anomalies["msnp.command.code_limit"] += 1
             code = cmd.cmd if len(cmd.cmd) <= 40 else cmd.cmd[:40] + "..."
@@ -386,16 +463,15 @@ class Connection:
     def _absorb_ftp(self, events: list) -> list:
         """MSNFTP events: commands and anomalies counted, nothing paired."""
         out: list = []
-        commands = self.commands
         for event in events:
             out.append(event)
             kind = type(event)
             if kind is Command:
-                seen = commands.get(event.cmd)
-                if seen is not None or len(commands) < MAX_COMMAND_CODES:
-                    commands[event.cmd] = (seen or 0) + 1
+                seen = self._codes.index.get(event.cmd)
+                if seen is not None:
+                    self._counts[seen] += 1
                 else:
-                    self._other_code(event, out)
+                    self._new_code(event, out)
                 if event.cmd == "USR" and event.direction == C2S and event.args and self.handle is None:
                     self.handle = event.args[0].decode("utf-8", "replace")
             elif kind is Anomaly:

@@ -117,3 +117,29 @@ def test_server_lines_of_a_connection_without_a_tracker_are_judged_by_an_empty_o
     conn = Connection("c")                              # a request still gets its own tracker
     conn.feed(C2S, b"PNG\r\n", 1.0)
     assert conn._tracker is not None and conn._tracker is not shared
+
+
+def test_command_counts_share_their_codes_and_read_as_a_counter_in_first_seen_order():
+    a, b, c = Connection("1"), Connection("2"), Connection("3")
+    for conn in (a, b):
+        conn.feed(C2S, b"VER 1 MSNP8 CVR0\r\nCVR 2 x\r\n", 1.0)
+        conn.feed(C2S, b"PNG\r\nPNG\r\nVER 3 MSNP8\r\n", 2.0)
+    c.feed(C2S, b"CVR 2 x\r\nVER 1 MSNP8 CVR0\r\n", 1.0)
+    assert a._codes is b._codes                   # the same codes in the same order: one set
+    assert a._codes is not c._codes               # another order: another set
+    assert list(a.commands.items()) == [("VER", 2), ("CVR", 1), ("PNG", 2)]
+    assert sum(a.commands.values()) == 5 and list(c.commands) == ["CVR", "VER"]
+    assert Connection("4").commands == {}
+
+
+def test_command_codes_past_the_shared_budget_are_each_connections_own(monkeypatch):
+    from analyzer.analysis import connection as module
+    monkeypatch.setattr(module, "_shared_codes", module.SHARED_CODES)   # the shared tree is full
+    a, b = Connection("1"), Connection("2")
+    for conn in (a, b):
+        conn.feed(C2S, b"ZZA 1\r\nZZB 2\r\nZZA 3\r\n", 1.0)
+    assert a._codes.private and a._codes is not b._codes
+    assert a._codes.codes == b._codes.codes == ["ZZA", "ZZB"]
+    assert a.commands == b.commands == {"ZZA": 2, "ZZB": 1}
+    a.feed(C2S, b"ZZC 4\r\n", 2.0)                # a private set grows in place, for its connection alone
+    assert a.commands == {"ZZA": 2, "ZZB": 1, "ZZC": 1} and b.commands == {"ZZA": 2, "ZZB": 1}
