@@ -249,6 +249,7 @@ class Linker:
         self.facts: dict[str, StreamFacts] = {}
         self.conns: dict = {}
         self.referrals: list[Referral] = []
+        self._referrals_of: dict[str, list[Referral]] = {}   # those of each stream, in order
         self._order = 0
         self._result: dict | None = None
         # Settling (see the module docstring); off unless settle_after is set.
@@ -371,18 +372,17 @@ class Linker:
                 facts.referrals += 1
             elif found.kind == "NS":
                 facts.referrals += 1
-                self.referrals.append(Referral("xfr_ns", facts.id, cmd.ts, self._order, found.target, cmd.trid,
-                                               offset=cmd.offset))
+                self._refer(Referral("xfr_ns", facts.id, cmd.ts, self._order, found.target, cmd.trid,
+                                     offset=cmd.offset))
                 keys = self._keys_of.get(facts.id)
                 if keys and keys[0][0] == "a":   # the NS connections it may lead to: same client host
                     self._key(facts.id, ("a", found.target, keys[0][2]))
             elif found.cookie is not None:
                 kind, trid = ("xfr_sb", cmd.trid) if code == "XFR" else ("rng", None)
                 facts.referrals += 1
-                self.referrals.append(Referral(kind, facts.id, cmd.ts, self._order, found.target, trid,
-                                               cookie=found.cookie, sessid=found.sessid,
-                                               inviter=found.inviter.text if found.inviter else None,
-                                               offset=cmd.offset))
+                self._refer(Referral(kind, facts.id, cmd.ts, self._order, found.target, trid,
+                                     cookie=found.cookie, sessid=found.sessid,
+                                     inviter=found.inviter.text if found.inviter else None, offset=cmd.offset))
                 self._ns_of_cookie[found.cookie] = facts.id
                 self._key(facts.id, ("c", found.cookie))
         elif code == "IRO" or code == "JOI":
@@ -415,6 +415,14 @@ class Linker:
             me = facts.participants[0]
             if found is not None and found.nick is not None and me.via == "self" and me.nick is None:
                 me.nick = wire.nick_text(found.nick)
+
+    def _refer(self, ref: Referral) -> None:
+        self.referrals.append(ref)
+        mine = self._referrals_of.get(ref.stream)
+        if mine is None:
+            self._referrals_of[ref.stream] = [ref]
+        else:
+            mine.append(ref)
 
     def _join(self, facts: StreamFacts, handle: bytes | str, nick: bytes | None, ts, via: str) -> None:
         text = handle if type(handle) is str else _text(handle)
@@ -546,9 +554,11 @@ class Linker:
         ts = getattr(conn, "last_ts", None)
         return ts if ts is not None else self.facts[sid].last_ts if sid in self.facts else None
 
-    def _link(self, only: set[str] | None = None) -> dict:
+    def _link(self, only: set[str] | None = None, chats: bool = True) -> dict:
         """Link every stream held, or `only` those (a set closed under what ties streams
-        together, see `_affected`: the result is then the full one's for them).
+        together, see `_affected`: the result is then the full one's for them). Without
+        `chats`, the chat records are not built ("chats" is None; "sids" lists the streams
+        linked, in capture order): a settling pass writes those of settled sessions only.
 
         The garbage collector is paused meanwhile: a pass builds several objects per stream
         (queues, records) that live until it ends, so on a busy capture each pass had them
@@ -559,12 +569,12 @@ class Linker:
         if paused:
             gc.disable()
         try:
-            return self._link_all(only)
+            return self._link_all(only, chats)
         finally:
             if paused:
                 gc.enable()
 
-    def _link_all(self, only: set[str] | None) -> dict:
+    def _link_all(self, only: set[str] | None, chats: bool = True) -> dict:
         links: list[dict] = []
         unlinked: list[dict] = []
         parent: dict[str, str] = {}       # child stream -> parent stream
@@ -712,9 +722,10 @@ class Linker:
                                  "reason": "no DS XFR NS to this connection in the capture"})
 
         sessions, session_of = self._sessions(sids, parent)
-        chats = [self._chat(sid, session_of.get(sid)) for sid in sids if self._role(sid) == "SB"]
-        return {"links": links, "unlinked": unlinked, "sessions": sessions, "chats": chats,
-                "session_of": session_of, "parent": parent, "referred": referred}
+        chat_records = ([self._chat(sid, session_of.get(sid)) for sid in sids if self._role(sid) == "SB"]
+                        if chats else None)
+        return {"links": links, "unlinked": unlinked, "sessions": sessions, "chats": chat_records,
+                "session_of": session_of, "parent": parent, "referred": referred, "sids": sids}
 
     def _sb_pick(self, ref: Referral, queues: dict, sessids: dict, position: dict, claimed: set[str],
                  exact: bool) -> str | None:
@@ -863,14 +874,11 @@ class Linker:
             self._next_try = self._backoff()   # every held stream ended within the window: nothing can settle
             return
         only = self._affected([sid for sid, c in self.conns.items() if isinstance(c, Ended)])
-        res = self._link(only)
+        res = self._link(only, chats=False)
         self._result = None
         done: list[dict] = []
         if self._now is not None:
-            refs_of: dict[str, list[Referral]] = {}
-            for ref in self.referrals:
-                if only is None or ref.stream in only:
-                    refs_of.setdefault(ref.stream, []).append(ref)
+            refs_of = self._referrals_of   # a session's streams are all in `only`
             still_open = [sid for sid, c in self.conns.items() if not isinstance(c, Ended)]
             index = self._open_index(still_open)
             horizon = self._now - self.window
@@ -916,18 +924,21 @@ class Linker:
             self.settled_sessions += 1
             rename[session["session"]] = f"L{self.settled_sessions}"
             gone.update(session["streams"])
-        records = []
-        for r in self.records(res):
-            if r["kind"] == "link":
-                if (r["to"] or r["from"]) in gone:
-                    records.append(r)
-            elif r["session"] in rename:
-                records.append(dict(r, session=rename[r["session"]]))
+        # The records of `self.records(res)` that belong to settled sessions, in its order; only
+        # these are copied, and only their switchboards' chat records are built (see `_link`).
+        records = [dict(r, linked=True) for r in res["links"] if (r["to"] or r["from"]) in gone]
+        records += [dict(r, linked=False) for r in res["unlinked"] if (r["to"] or r["from"]) in gone]
+        records += [dict(s, session=rename[s["session"]]) for s in res["sessions"] if s["session"] in rename]
+        session_of = res["session_of"]
+        records += [dict(self._chat(sid, session_of[sid]), session=rename[session_of[sid]])
+                    for sid in res["sids"] if session_of[sid] in rename and self._role(sid) == "SB"]
         for sid in gone:
             del self.facts[sid]
             del self.conns[sid]
             self._unkey(sid)
         self.referrals = [r for r in self.referrals if r.stream not in gone]
+        for sid in gone:
+            self._referrals_of.pop(sid, None)
         ends = [self._end(sid) for sid, c in self.conns.items() if isinstance(c, Ended)]
         self._oldest_end = min((e for e in ends if e is not None), default=_NEVER)
         self._ns_of_cookie = {c: sid for c, sid in self._ns_of_cookie.items() if sid not in gone}

@@ -38,12 +38,11 @@ Contract:
 - Timeouts (idle flows, holes waiting for their bytes, the pairing's reply
   and linger deadlines) come from one deadline queue: each flow has one entry,
   at the earliest of its deadlines, moved on lazily when it comes due; a
-  segment costs nothing for the flows that are not due. Most deadlines are a
-  fixed delay after the time they are set (the idle timeout, the quiet release,
-  a reply timeout), so a deadline is rarely earlier than the last one set with
-  the same delay: the queue is a few FIFOs, each kept in order, plus a heap for
-  a deadline that fits at the end of none; entries come out in (time, order
-  set) order whichever holds them (see `_push`, `_due`).
+  segment costs nothing for the flows that are not due. The queue is a
+  calendar: a small heap per second of capture time and a heap of those
+  seconds, so a deadline costs a heap of the few due in its second, not one of
+  every open flow's (entries come out in (time, order set) order, as one heap
+  of them all gives them; see `_push`, `_due`).
 - The compiled fast lane (`FastLane`, core/src/lane.rs), when the core reads the capture
   (`drive`, pcap and pcapng): a flow in the fast state (open, an MSNP connection on the compiled reader that
   has not failed, both directions started, nothing out of order, no FIN) is handed to the
@@ -97,7 +96,7 @@ UNACKED_QUIET = 10.0
 UNACKED_SMALL = 256     # ... when they are more than this: a keep-alive's few bytes are not worth a heap pop
 TOMBSTONE_SECONDS = 120.0            # late segments of a closed flow are dropped this long
 MAX_SYNCING = 4096                   # start windows open at once (flows and late halves); past it the oldest closes
-DEADLINE_FIFOS = 4                   # ordered runs of deadlines beside the heap (idle, quiet, reply, ...)
+FAR = 1e15                           # deadlines past this (inf) wait in the plain heap, not by the second
 NEVER = float("inf")
 
 
@@ -197,12 +196,13 @@ class TcpTracker:
         # tracking them: a busy capture keeps tens of thousands of deadlines for minutes of
         # capture time, and entries it had to track were promoted by the million to its oldest
         # generation, each promotion bringing the next full collection nearer.
-        # The entries are in `_fifos` (each in (due, seq) order: an entry goes at the end of
-        # the one whose last entry is the latest not after it) or, when none fits, in the heap
-        # `deadlines`: with twenty thousand connections open, a heap pop walked fifteen levels
-        # of entries scattered in memory for each deadline (most of them idle timeouts).
+        # Entries are kept by the second they fall in (`_buckets`, each a heap; `_seconds`, a
+        # heap of those seconds): with twenty thousand connections open, one heap of them all
+        # walked fifteen levels of entries scattered in memory per deadline. A time that is not
+        # a finite number of seconds goes in the heap `deadlines` instead.
         self.deadlines: list = []
-        self._fifos: tuple[deque, ...] = tuple(deque() for _ in range(DEADLINE_FIFOS))
+        self._buckets: dict[int, list] = {}
+        self._seconds: list[int] = []
         self._next_due = NEVER                 # the earliest entry (perhaps cancelled), NEVER: none
         self._due_flows: dict[int, object] = {}
         self._due_seq = 0
@@ -408,8 +408,8 @@ class TcpTracker:
         self.tombstones.clear()
         self._stones.clear()
         self.deadlines.clear()
-        for fifo in self._fifos:
-            fifo.clear()
+        self._buckets.clear()
+        self._seconds.clear()
         self._next_due = NEVER
         self._due_flows.clear()
         self._stale = 0
@@ -865,29 +865,22 @@ class TcpTracker:
             self._push(flow, due)
 
     def _push(self, flow, due: float) -> None:
-        """`flow`'s entry, at `due` (it has none): at the end of the FIFO whose last entry is the
-        latest not after it (an empty one if none is), so each FIFO stays in (due, seq) order;
-        in the heap when every FIFO ends later."""
+        """`flow`'s entry, at `due` (it has none): in the heap of its second (see `deadlines`)."""
         flow.due = due
         self._due_seq = seq = self._due_seq + 1
         flow.entry = seq
         self._due_flows[seq] = flow
         entry = (due, seq)
-        best = spare = None
-        latest = -NEVER
-        for fifo in self._fifos:
-            if fifo:
-                last = fifo[-1][0]
-                if latest < last <= due:
-                    best, latest = fifo, last
-            elif spare is None:
-                spare = fifo
-        if best is None:
-            best = spare
-        if best is None:
-            heapq.heappush(self.deadlines, entry)
+        if -FAR < due < FAR:
+            second = int(due)   # monotone: an earlier second holds only earlier deadlines
+            bucket = self._buckets.get(second)
+            if bucket is None:
+                self._buckets[second] = [entry]
+                heapq.heappush(self._seconds, second)
+            else:
+                heapq.heappush(bucket, entry)
         else:
-            best.append(entry)
+            heapq.heappush(self.deadlines, entry)
         if due < self._next_due:
             self._next_due = due
 
@@ -899,37 +892,47 @@ class TcpTracker:
             del self._due_flows[seq]
             flow.entry = None
             self._stale += 1
-            if self._stale > 64:
-                heap = self.deadlines
-                if 2 * self._stale > len(heap) + sum(map(len, self._fifos)):
-                    self._compact()
+            if self._stale > 64 and self._stale > len(self._due_flows):   # half the entries
+                self._compact()
         flow.due = NEVER
 
     def _compact(self) -> None:
-        """Drop the cancelled entries (each FIFO keeps its order; the heap is rebuilt)."""
+        """Drop the cancelled entries (the heaps are rebuilt, empty seconds forgotten)."""
         live = self._due_flows
         heap = self.deadlines
         heap[:] = [e for e in heap if e[1] in live]
         heapq.heapify(heap)
-        soonest = heap[0][0] if heap else NEVER
-        for fifo in self._fifos:
-            kept = [e for e in fifo if e[1] in live]
-            fifo.clear()
-            fifo.extend(kept)
-            if fifo and fifo[0][0] < soonest:
-                soonest = fifo[0][0]
-        self._next_due = soonest
+        buckets = {}
+        for second, bucket in self._buckets.items():
+            kept = [e for e in bucket if e[1] in live]
+            if kept:
+                heapq.heapify(kept)
+                buckets[second] = kept
+        self._buckets = buckets
+        self._seconds = list(buckets)
+        heapq.heapify(self._seconds)
+        first = self._first()[1]
+        self._next_due = NEVER if first is None else first[0]
         self._stale = 0
 
     def _first(self) -> tuple:
-        """The queue holding the earliest entry (None: the heap) and that entry (None: empty),
-        cancelled or not: in (due, seq) order, as one heap holding them all would give them."""
+        """The heap holding the earliest entry (a second's, or `deadlines`) and that entry (None:
+        the queue is empty), cancelled or not."""
         heap = self.deadlines
-        where, first = None, (heap[0] if heap else None)
-        for fifo in self._fifos:
-            if fifo and (first is None or fifo[0] < first):
-                where, first = fifo, fifo[0]
-        return where, first
+        seconds = self._seconds
+        if seconds:
+            where = self._buckets[seconds[0]]
+            first = where[0]
+            if heap and heap[0] < first:
+                return heap, heap[0]
+            return where, first
+        return heap, (heap[0] if heap else None)
+
+    def _take(self, where: list) -> None:
+        """Remove the first entry of `where` (as `_first` named it)."""
+        heapq.heappop(where)
+        if not where and where is not self.deadlines:
+            del self._buckets[heapq.heappop(self._seconds)]
 
     def _reschedule(self, flow: Flow) -> None:
         """After a segment: a hole that started waiting, or a request now awaiting its reply,
@@ -954,24 +957,32 @@ class TcpTracker:
         """Capture time passed the earliest deadlines: idle flows close, stale holes become gaps,
         requests past their reply timeout are reported; each flow is then scheduled again."""
         heap = self.deadlines
-        fifos = self._fifos
         live = self._due_flows
         pop = heapq.heappop
         idle, reorder = self.idle_timeout, self.reorder_timeout
         quiet_after = min(reorder, UNACKED_QUIET)
         while True:
-            # `_first`, inline (a frame per deadline otherwise)
-            where, soonest = None, (heap[0] if heap else None)
-            for fifo in fifos:
-                if fifo and (soonest is None or fifo[0] < soonest):
-                    where, soonest = fifo, fifo[0]
-            if soonest is None or soonest[0] >= ts:
-                self._next_due = NEVER if soonest is None else soonest[0]
-                break
-            if where is None:
-                pop(heap)
+            # `_first` and `_take`, inline (two frames per deadline otherwise); `_buckets` and
+            # `_seconds` are read anew each time: a compaction below replaces them.
+            seconds = self._seconds
+            if seconds:
+                where = self._buckets[seconds[0]]
+                soonest = where[0]
+                if heap and heap[0] < soonest:
+                    where = heap
+                    soonest = heap[0]
+            elif heap:
+                where = heap
+                soonest = heap[0]
             else:
-                where.popleft()
+                self._next_due = NEVER
+                break
+            if soonest[0] >= ts:
+                self._next_due = soonest[0]
+                break
+            pop(where)
+            if not where and where is not heap:
+                del self._buckets[pop(seconds)]
             flow = live.pop(soonest[1], None)
             if flow is None:
                 self._stale -= 1
@@ -1075,10 +1086,7 @@ class TcpTracker:
             if first[1] in live:
                 self._next_due = first[0]
                 return first[0]
-            if where is None:
-                heapq.heappop(self.deadlines)
-            else:
-                where.popleft()
+            self._take(where)
             self._stale -= 1
 
     def _time(self, ts: float) -> tuple:

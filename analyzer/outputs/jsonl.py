@@ -131,6 +131,7 @@ class JsonLinesWriter:
         self.flush_each = flush
         self._formatter = _compiled_lines(self)
         self._compiled = self._formatter.lines if self._formatter is not None else None
+        self._declined = self._line_of   # the Python writer's line of what the core leaves to it
         # (code, direction, payload) -> the payload's text as written, for small payloads: a
         # client's typing notifications repeat byte for byte, and the redactor's look at a
         # payload costs more than the look-up (at most PAYLOAD_MEMO of them, then forgotten).
@@ -217,6 +218,15 @@ class JsonLinesWriter:
     def event_batch(self, conn: Connection | None, events: list) -> None:
         """`event` for each of a feed's events, their lines written in one piece (text the
         output cannot take: the batch goes event by event, as `event` writes it)."""
+        compiled, binary = self._compiled, self._binary
+        if compiled is not None and binary is not None:
+            # The common case, `_text` inline (a frame less per feed): the core's bytes to the file.
+            data = compiled(conn.id if conn is not None else None, events, self._declined, conn)
+            if data and not self._out.closed:
+                binary.write(data)
+                if self.flush_each:
+                    self._out.flush()
+            return
         text = self._text(conn, events)
         if not text:
             return
@@ -241,7 +251,7 @@ class JsonLinesWriter:
         batch in one call and calls `_line_of` back for each record it leaves to Python."""
         compiled = self._compiled
         if compiled is not None:
-            data = compiled(conn.id if conn is not None else None, events, self._line_of, conn)
+            data = compiled(conn.id if conn is not None else None, events, self._declined, conn)
             return data if self._binary is not None else data.decode()
         as_bytes = self._binary is not None
         line_of = self._line_of
@@ -294,7 +304,24 @@ class JsonLinesWriter:
         return line.encode() if as_bytes else line
 
     def stream(self, conn: Connection) -> None:
-        self._write(stream_record(conn))
+        # The core's formatter writes the line of `stream_record` when it can (None: the
+        # Python writer's; tests/outputs/test_jsonl_batch.py holds the two equal).
+        line = self._formatter.stream_line(conn) if self._compiled is not None else None
+        if line is None:
+            self._write(stream_record(conn))
+            return
+        out = self._out
+        if out.closed:
+            return
+        if self._binary is not None:
+            self._binary.write(line)
+        else:
+            try:
+                out.write(line.decode())
+            except UnicodeEncodeError:
+                self._write_cleaned(stream_record(conn))
+        if self.flush_each:
+            out.flush()
 
     def _write(self, rec: dict) -> None:
         self._line(rec, encode(rec))
@@ -341,6 +368,8 @@ def _compiled_lines(writer: JsonLinesWriter):
 
 
 def stream_record(conn: Connection) -> dict:
+    """The `stream` record of `conn`: the rule (the core's `JsonFormatter.stream_line` writes
+    the same line, reading the same attributes; tests/outputs/test_jsonl_batch.py holds them equal)."""
     return {"kind": "stream", "stream": conn.id, "client": conn.client, "server": conn.server,
             "role": conn.role, "version": conn.version_label, "handle": conn.handle,
             "start": conn.first_ts, "end": conn.last_ts,

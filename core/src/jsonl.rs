@@ -33,7 +33,18 @@ fn escape_into(out: &mut String, s: &str) {
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let b = bytes[i];
+        // Eight plain ASCII bytes at a time (the common text): none below 0x20, none a quote
+        // or a backslash, none from 0x80 (where U+0085, U+2028 and U+2029 start).
+        while let Some(chunk) = bytes.get(i..i + 8) {
+            if !plain_ascii(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]))) {
+                break;
+            }
+            i += 8;
+        }
+        while i < bytes.len() && PLAIN[bytes[i] as usize] {
+            i += 1;
+        }
+        let Some(&b) = bytes.get(i) else { break };
         let skip = match b {
             0xC2 if bytes.get(i + 1) == Some(&0x85) => 2,
             0xE2 if bytes.get(i + 1) == Some(&0x80) && matches!(bytes.get(i + 2), Some(0xA8) | Some(0xA9)) => 3,
@@ -64,6 +75,34 @@ fn escape_into(out: &mut String, s: &str) {
         start = i;
     }
     out.push_str(&s[start..]);
+}
+
+/// The bytes a JSON string holds as they are, whatever follows them: not a control character,
+/// a quote or a backslash, and not 0xC2 or 0xE2 (which start U+0085, U+2028 and U+2029).
+const PLAIN: [bool; 256] = {
+    let mut table = [true; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = false;
+        b += 1;
+    }
+    table[b'"' as usize] = false;
+    table[b'\\' as usize] = false;
+    table[0xC2] = false;
+    table[0xE2] = false;
+    table
+};
+
+/// Whether all eight bytes of `word` are ASCII that a JSON string holds as it is.
+fn plain_ascii(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte's high bit in `has_zero(v)` is set when that byte of v is zero (the lowest such
+    // byte exactly; higher ones may be false alarms, which only send the scan byte by byte).
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    (word & HIGH) == 0 && below_space == 0 && has_zero(word ^ (ONES * b'"' as u64)) == 0
+        && has_zero(word ^ (ONES * b'\\' as u64)) == 0
 }
 
 /// Wire bytes as a JSON string, decoded as `decode("utf-8", "backslashreplace")` decodes them.
@@ -97,6 +136,15 @@ pub fn push_float(out: &mut String, x: f64) -> bool {
     if !(x == 0.0 || (1e-4..1e16).contains(&x.abs())) {
         return false; // NaN, infinities, and exponent notation: the Python writer's
     }
+    if x == 0.0 || !push_float_fixed(out, x) {
+        push_float_shortest(out, x);
+    }
+    true
+}
+
+/// `push_float` for any `x` in the plain range, by Rust's shortest digits (and repr's choice
+/// of digits where two strings of that length read back as `x`).
+fn push_float_shortest(out: &mut String, x: f64) {
     let start = out.len();
     // Rust's `Display` for f64 writes the shortest digits that read back as `x` (as repr
     // does), in plain notation (without repr's `.0` on whole numbers). When the exact value
@@ -108,7 +156,7 @@ pub fn push_float(out: &mut String, x: f64) -> bool {
         if !out[start..].contains('.') {
             out.push_str(".0");
         }
-        return true;
+        return;
     }
     let shortest = out[start..].trim_start_matches(['-', '0', '.']).replace('.', "");
     let n = shortest.trim_end_matches('0').len().max(1);
@@ -139,7 +187,99 @@ pub fn push_float(out: &mut String, x: f64) -> bool {
     if !out[start..].contains('.') {
         out.push_str(".0");
     }
+}
+
+/// Powers of ten up to 10^22, all exact as f64.
+const POW10: [f64; 23] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                          1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22];
+
+/// `x` (non-zero, in the plain range) as `repr` writes it, by the fewest decimals `d` whose
+/// grid holds a number that reads back as `x`, when that is quick to prove; false (nothing
+/// written) otherwise, and `push_float` takes the general way.
+///
+/// Why it is exact: Python reads a decimal string as the double nearest to it, so
+/// `n / 10^d` (both exact doubles, the quotient correctly rounded) equals `x` exactly when the
+/// string `n·10^-d` reads back as `x`. The numbers that read back as `x` lie in an interval
+/// no wider than `ulp`, the gap from `x` up to the next double; while `10^d * ulp < 1` the grid
+/// of step `10^-d` holds at most one of them, and it is the integer nearest to the exact
+/// `x * 10^d` (within 1/2 of it), which `nearest_integer` finds. Take the largest such `d`: if
+/// its grid holds no such number, no coarser grid does (each is part of it), and the general
+/// way decides. If it holds `n`, a coarser grid holds one exactly when `n` ends in zeros (that
+/// one is `n` without them): so `n` without its trailing zeros is the shortest string, and the
+/// only one of its length (repr's choice among equally short strings never comes into it).
+/// Timestamps (six decimals) and latencies take this way.
+fn push_float_fixed(out: &mut String, x: f64) -> bool {
+    let magnitude = x.abs();
+    let bits = magnitude.to_bits();
+    let ulp = f64::from_bits(bits + 1) - magnitude; // exact: neighbours; 2^k, k = exponent - 1075
+    let k = ((bits >> 52) & 0x7ff) as i64 - 1075;
+    if k >= 0 {
+        return false; // whole numbers are ulp apart: the general way
+    }
+    // The largest d with 10^d < 2^-k: floor(-k log10 2), never within rounding of a whole number here.
+    let mut d = ((-k) as f64 * std::f64::consts::LOG10_2) as usize;
+    if d >= POW10.len() || POW10[d] * ulp >= 1.0 {
+        return false;
+    }
+    let scale = POW10[d];
+    let Some(mut n) = nearest_integer(magnitude, scale) else { return false };
+    if n as f64 / scale != magnitude {
+        return false;
+    }
+    while d > 0 && n % 10 == 0 {
+        n /= 10;
+        d -= 1;
+    }
+    // [-]digits.digits, the point before the last d digits (at least one digit before it),
+    // written from the end.
+    let mut text = [b'0'; 32];
+    let mut at = text.len();
+    if d == 0 {
+        at -= 2;
+        text[at] = b'.'; // and the '0' after it is there already
+    }
+    let (mut rest, mut written) = (n, 0);
+    loop {
+        at -= 1;
+        text[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        written += 1;
+        if written == d {
+            at -= 1;
+            text[at] = b'.';
+        }
+        if rest == 0 && written > d {
+            break;
+        }
+    }
+    if x < 0.0 {
+        at -= 1;
+        text[at] = b'-';
+    }
+    out.push_str(std::str::from_utf8(&text[at..]).unwrap_or_default()); // ASCII
     true
+}
+
+/// The integer nearest to the exact product `x * scale` (x > 0), when it is below 2^53; None
+/// past that. The product rounded to a double is off by at most half its ulp; `mul_add` gives
+/// that error exactly, so the nearest integer of the exact product is found (a tie, exactly
+/// half way, cannot matter: see `push_float_fixed`, its grid point does not read back as x).
+fn nearest_integer(x: f64, scale: f64) -> Option<u64> {
+    let product = x * scale;
+    if product >= 9007199254740992.0 {
+        return None;
+    }
+    let error = x.mul_add(scale, -product); // exact: x * scale - product
+    let n = product.round();
+    let rest = (product - n) + error; // product - n is exact (both below 2^53, n the nearest integer)
+    let n = n as u64;
+    Some(if rest > 0.5 {
+        n + 1
+    } else if rest < -0.5 {
+        n.checked_sub(1)?
+    } else {
+        n
+    })
 }
 
 /// Whether the exact value of `x` (in the plain range) may lie halfway between two
@@ -176,13 +316,14 @@ const CHAT_HEADS: [&[u8]; 2] = [
     b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgscontrol",
 ];
 
-/// `[ \t]*(name)[ \t]*:` at `low[i..]` (the text after a line feed), for any secret header name.
+/// `[ \t]*(name)[ \t]*:` at `low[i..]` (the text after a line feed), for any secret header
+/// name in any case (as the redactor matches it in the lower-cased text).
 fn secret_header_at(low: &[u8], mut i: usize) -> bool {
     while i < low.len() && (low[i] == b' ' || low[i] == b'\t') {
         i += 1;
     }
     for name in MIME_SECRET_HEADERS {
-        if low[i..].starts_with(name) {
+        if low.len() - i >= name.len() && low[i..i + name.len()].eq_ignore_ascii_case(name) {
             let mut j = i + name.len();
             while j < low.len() && (low[j] == b' ' || low[j] == b'\t') {
                 j += 1;
@@ -222,12 +363,22 @@ fn count(hay: &[u8], needle: &[u8]) -> usize {
 /// `payload` unchanged for sure; true when it may change it (the Python writer then formats).
 pub fn payload_needs_redaction(payload: &[u8]) -> bool {
     if CHAT_HEADS.iter().any(|h| payload.starts_with(h)) {
-        // A chat or typing message: only its header block is looked at.
-        let head = match payload.windows(4).position(|w| w == b"\r\n\r\n") {
-            Some(end) => &payload[..end + 2],
-            None => payload,
-        };
-        return mime_gate(&head.to_ascii_lowercase());
+        // A chat or typing message: only its header block (up to the first "\r\n\r\n",
+        // its first "\r\n" included) is looked at: the redactor's `_MIME_GATE.search` over
+        // it, line feed by line feed. A header name holds no "\r", so a match starting
+        // before the block's end does not run past it.
+        let mut from = 0;
+        while let Some(at) = payload[from..].iter().position(|&b| b == b'\n') {
+            let i = from + at;
+            if i > 0 && payload[i - 1] == b'\r' && payload[i + 1..].starts_with(b"\r\n") {
+                return false; // the block's last line feed: nothing of the block follows it
+            }
+            if secret_header_at(payload, i + 1) {
+                return true;
+            }
+            from = i + 1;
+        }
+        return false;
     }
     // `Redactor.text`: one of the free-text rules `_needed` picks for the lower-cased text.
     let low = payload.to_ascii_lowercase();
@@ -300,6 +451,80 @@ mod tests {
         }
         assert!(!push_float(&mut String::new(), 0.00009));
         assert!(!push_float(&mut String::new(), f64::INFINITY));
+    }
+
+    #[test]
+    fn plain_ascii_words() {
+        assert!(plain_ascii(u64::from_le_bytes(*b"MSG 5 A ")));
+        assert!(plain_ascii(u64::from_le_bytes(*b" !~}#[]\x7f")));
+        for bad in [b'"', b'\\', 0x00, 0x1f, 0x0a, 0x80, 0xc2, 0xe2, 0xff] {
+            for at in 0..8 {
+                let mut word = *b"abcdefgh";
+                word[at] = bad;
+                assert!(!plain_ascii(u64::from_le_bytes(word)), "{bad:#x} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn escapes_are_found_at_every_place_in_long_strings() {
+        for special in ["\"", "\\", "\n", "\u{1}", "\u{85}", "\u{2028}", "\u{2029}", "é", "\u{2027}"] {
+            for at in 0..20 {
+                let text = format!("{}{}{}", "a".repeat(at), special, "b".repeat(19 - at));
+                let mut fast = String::new();
+                push_str(&mut fast, &text);
+                let mut slow = String::from("\"");
+                for c in text.chars() {
+                    let mut one = String::new();
+                    escape_into(&mut one, &c.to_string());
+                    slow.push_str(&one);
+                }
+                slow.push('"');
+                assert_eq!(fast, slow, "{special:?} at {at}");
+            }
+        }
+    }
+
+    /// A small deterministic generator (xorshift) for the float comparisons.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn the_fixed_point_way_writes_what_the_shortest_way_writes() {
+        let mut state = 0x2545_f491_4f6c_dd1d;
+        let mut values = vec![1115371249.437368, 1700000000.123456, 1732950000.5, 62.632, 0.0001, 9999999999999998.0,
+                              0.1 + 0.2, 204.090118408203125, 931288779406768.25, 1.5, 3.0, 1e15, 123456.0];
+        for _ in 0..200_000 {
+            let r = next(&mut state);
+            values.push(match r % 5 {
+                0 => f64::from_bits(r >> 2) % 1e16,                                      // any bits
+                1 => (1.0e9 + (r % 1_000_000_000) as f64) + ((r >> 34) % 1_000_000) as f64 / 1e6, // pcap times
+                2 => ((r >> 8) % 100_000_000) as f64 / 1e3,                              // latencies in ms
+                3 => ((r >> 8) % (1 << 40)) as f64 / 1024.0,                             // binary fractions
+                _ => 1e-4 + ((r >> 11) as f64 / (1u64 << 53) as f64) * 10f64.powi((r % 20) as i32),
+            });
+        }
+        let mut taken = 0;
+        for x in values {
+            for x in [x, -x] {
+                if !(1e-4..1e16).contains(&x.abs()) {
+                    continue;
+                }
+                let (mut fast, mut slow) = (String::new(), String::new());
+                push_float_shortest(&mut slow, x);
+                if push_float_fixed(&mut fast, x) {
+                    taken += 1;
+                    assert_eq!(fast, slow, "{x:e}");
+                } else {
+                    assert!(fast.is_empty());
+                }
+            }
+        }
+        assert!(taken > 100_000, "{taken}"); // the fixed-point way is the common one
     }
 
     #[test]

@@ -699,7 +699,7 @@ impl PcapngSegments {
 // -- JSON Lines -------------------------------------------------------------------------
 
 use pyo3::intern;
-use pyo3::types::{PyBool, PyFloat};
+use pyo3::types::{PyBool, PyDict, PyFloat};
 
 use crate::jsonl::{payload_needs_redaction, push_bytes_text, push_float, push_str};
 
@@ -731,6 +731,16 @@ fn push_value(out: &mut String, v: &Bound<'_, PyAny>) -> bool {
     true
 }
 
+/// `getattr(obj, name, None)` as Python reads it: None for an AttributeError, other errors raised.
+fn getattr_or_none<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>, name: &Bound<'py, PyString>)
+                        -> PyResult<Option<Bound<'py, PyAny>>> {
+    match obj.getattr(name) {
+        Ok(value) => Ok(Some(value)),
+        Err(err) if err.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
 /// `"name":value,` for one attribute of `obj`.
 fn push_field(out: &mut String, key: &str, obj: &Bound<'_, PyAny>, attr: &Bound<'_, PyString>) -> PyResult<bool> {
     out.push('"');
@@ -758,7 +768,8 @@ pub struct JsonFormatter {
     command: PyObject,
     transaction: PyObject,
     skipped: PyObject,
-    secret: std::collections::HashSet<String>,
+    /// SECRET_COMMANDS (a few short codes): compared in place, without an upper-cased copy.
+    secret: Vec<String>,
     redact: bool,
     payloads: bool,
 }
@@ -768,7 +779,7 @@ impl JsonFormatter {
         let cmd = ev.getattr(intern!(py, "cmd"))?;
         let Ok(cmd) = cmd.downcast_exact::<PyString>() else { return Ok(false) };
         let Ok(code) = cmd.to_str() else { return Ok(false) };
-        if self.redact && (!code.is_ascii() || self.secret.contains(&code.to_ascii_uppercase())) {
+        if self.redact && (!code.is_ascii() || self.secret.iter().any(|s| s.eq_ignore_ascii_case(code))) {
             return Ok(false);
         }
         if !push_position(py, out, ev)? {
@@ -932,6 +943,86 @@ impl JsonFormatter {
         }
         let mut out = String::with_capacity(256);
         Ok(self.push_line(py, &mut out, &value, event)?.then_some(out))
+    }
+
+    /// The `stream` record's line of `conn` (newline included) as UTF-8 `bytes`, byte for byte
+    /// what the Python writer writes for `stream_record(conn)` (analyzer/outputs/jsonl.py,
+    /// which it reads as that function does: the same attributes and properties, in the same
+    /// order); None when the line is the Python writer's (a proxy's legs, a value past what
+    /// this formatter writes: a float past the plain range, a lone surrogate, a key that is
+    /// not a str).
+    fn stream_line<'py>(&self, py: Python<'py>, conn: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let mut out = String::with_capacity(384);
+        out.push_str("{\"kind\":\"stream\",");
+        let fields = [("stream", intern!(py, "id")), ("client", intern!(py, "client")), ("server", intern!(py, "server")),
+                      ("role", intern!(py, "role")), ("version", intern!(py, "version_label")),
+                      ("handle", intern!(py, "handle")), ("start", intern!(py, "first_ts")), ("end", intern!(py, "last_ts"))];
+        for (key, attr) in fields {
+            if !push_field(&mut out, key, conn, attr)? {
+                return Ok(None);
+            }
+            out.push(',');
+        }
+        let bytes = conn.getattr(intern!(py, "bytes"))?;
+        out.push_str("\"bytes\":{\"c2s\":");
+        if !push_value(&mut out, &bytes.get_item(intern!(py, "c2s"))?) {
+            return Ok(None);
+        }
+        out.push_str(",\"s2c\":");
+        if !push_value(&mut out, &bytes.get_item(intern!(py, "s2c"))?) {
+            return Ok(None);
+        }
+        // sum(conn.commands.values()): counts are ints; anything else is the Python writer's.
+        out.push_str("},\"commands\":");
+        let commands = conn.getattr(intern!(py, "commands"))?;
+        let Ok(commands) = commands.downcast::<PyDict>() else { return Ok(None) };
+        let mut total: i64 = 0;
+        for count in commands.values().iter() {
+            let Ok(count) = count.downcast_exact::<PyInt>() else { return Ok(None) };
+            let Some(sum) = count.extract::<i64>().ok().and_then(|n| total.checked_add(n)) else { return Ok(None) };
+            total = sum;
+        }
+        out.push_str(total.to_string().as_str());
+        for (key, attr) in [("transactions", intern!(py, "outcomes")), ("anomalies", intern!(py, "anomalies"))] {
+            // dict(conn.outcomes), dict(conn.anomalies): the counters' items in their order.
+            out.push_str(",\"");
+            out.push_str(key);
+            out.push_str("\":{");
+            let counts = conn.getattr(attr)?;
+            let Ok(counts) = counts.downcast::<PyDict>() else { return Ok(None) };
+            for (i, (name, count)) in counts.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let Ok(name) = name.downcast_exact::<PyString>() else { return Ok(None) };
+                if !push_value(&mut out, name) {
+                    return Ok(None);
+                }
+                out.push(':');
+                if !push_value(&mut out, &count) {
+                    return Ok(None);
+                }
+            }
+            out.push('}');
+        }
+        // getattr(conn, "legs", None): a live proxy's legs are the Python writer's.
+        if let Some(legs) = getattr_or_none(py, conn, intern!(py, "legs"))? {
+            if legs.is_truthy()? {
+                return Ok(None);
+            }
+        }
+        // getattr(conn.tracker, "gave_up", 0), when not zero.
+        let tracker = conn.getattr(intern!(py, "tracker"))?;
+        if let Some(given_up) = getattr_or_none(py, &tracker, intern!(py, "gave_up"))? {
+            if given_up.is_truthy()? {
+                out.push_str(",\"pending_given_up\":");
+                if !push_value(&mut out, &given_up) {
+                    return Ok(None);
+                }
+            }
+        }
+        out.push_str("}\n");
+        Ok(Some(PyBytes::new(py, out.as_bytes())))
     }
 
     /// The lines of all `events` (any iterable) of one stream, in their order, as one UTF-8

@@ -238,10 +238,10 @@ def linked_output(chunks, settle_after=None, extra=None, passes=None, window=300
     if passes is not None:  # count the linking passes (each: the streams it linked, of those held, open)
         link = linker._link
 
-        def counting(only=None):
+        def counting(only=None, **options):
             still = {sid for sid, c in linker.conns.items() if c is conns.get(sid)}
             passes.append((len(linker.facts) if only is None else len(only), len(linker.facts), still))
-            return link(only)
+            return link(only, **options)
         linker._link = counting
     writer = JsonLinesWriter(out, redactor)
     analysis = Analysis([linker, writer, LinkWriter(linker, [writer])])
@@ -278,6 +278,21 @@ def test_settling_writes_the_same_records_as_linking_at_the_end_while_holding_fe
     # records came out during the run, right after their login settled
     kinds = [r["kind"] for r in settled]
     assert kinds.index("session") < kinds.index("stream", kinds.index("session"))
+
+
+def test_a_settling_pass_builds_the_chat_records_of_settled_logins_only(monkeypatch):
+    # Logins overlapping in time: a pass finds some settled and links the others too, which
+    # wait; their chat records (a participant list each) are built when they are written.
+    built = []
+    real = Linker._chat
+    monkeypatch.setattr(Linker, "_chat", lambda self, sid, session: built.append(sid) or real(self, sid, session))
+    chunks = replicas(8, gap=15.0)
+    settled, _ = linked_output(chunks, settle_after=2, window=5.0)
+    chats = [r["stream"] for r in settled if r["kind"] == "chat"]
+    assert len(chats) >= 8 and sorted(built) == sorted(chats)   # each once, none thrown away
+    built.clear()
+    batch, _ = linked_output(chunks, window=5.0)
+    assert named_by_first_stream(settled) == named_by_first_stream(batch)
 
 
 @pytest.mark.parametrize("one_user", [False, True])
@@ -423,9 +438,9 @@ def counted_settling(max_held: int):
     passes = [0]
     real = linker._link
 
-    def counting(*args):
+    def counting(*args, **options):
         passes[0] += 1
-        return real(*args)
+        return real(*args, **options)
     linker._link = counting
     return out, linker, analysis, passes
 

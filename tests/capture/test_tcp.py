@@ -472,7 +472,7 @@ def test_a_quiet_flow_releases_its_unacknowledged_bytes():
     assert lines(got) == [b"VER 1 MSNP8 CVR0\r\n"] + [b"PNG\r\n"] * (UNACKED_SMALL // 5 + 2)
 
 
-# -- the deadline queue (FIFOs beside a heap) ---------------------------------------------
+# -- the deadline queue (a calendar: a heap per second) ------------------------------------
 
 
 def _queued(tracker, dues):
@@ -481,77 +481,65 @@ def _queued(tracker, dues):
     from analyzer.capture.tcp import IgnoredFlow
     flows = []
     for i, due in enumerate(dues):
-        flow = IgnoredFlow((b"k%d" % i,), 0.0)
+        flow = IgnoredFlow((b"k%d" % i,), -1e300)
         tracker._schedule(flow, due)
         flows.append(flow)
     return flows
 
 
-def test_deadlines_come_due_in_time_then_set_order_whichever_queue_holds_them():
-    # Several fixed delays set as time moves on (each run in order), some set out of order,
-    # ties across runs, and cancellations: `_due` takes them in (time, order set) order,
-    # exactly as one heap of them all would, the cancelled ones never.
+def test_deadlines_come_due_in_time_then_set_order_wherever_they_are_kept():
+    # Deadlines set as time moves on, some out of order, many equal (within a second and across
+    # the heap of times that are not a number of seconds), negative ones, and cancellations
+    # (enough to compact the queue): `_due` takes them in (time, order set) order, exactly as
+    # one heap of them all would, the cancelled ones never.
     import random
     rng = random.Random(17)
     tracker = TcpTracker(Analysis([]), idle_timeout=0.0)
-    dues, now = [], 0.0
+    dues, now = [], -20.0
     for _ in range(3000):
-        now += rng.choice((0.0, 0.5, 1.0))
-        dues.append(now + rng.choice((10.0, 60.0, 1800.0)) if rng.random() < 0.9
-                    else now + rng.choice((0.0, 3.0, 10.0, 600.0)) - rng.choice((0.0, 5.0, 50.0)))
+        now += rng.choice((0.0, 0.25, 0.5, 1.0))
+        dues.append(now + rng.choice((10.0, 10.5, 60.0, 1800.0)) if rng.random() < 0.8
+                    else rng.choice((2e15, -float("inf"), now + rng.choice((0.0, 3.0, 600.0)) - rng.choice((0.0, 5.0, 50.0)))))
     flows = _queued(tracker, dues)
-    assert tracker.deadlines and any(tracker._fifos)   # both kinds of queue hold entries here
-    cancelled = set(rng.sample(range(len(flows)), 700))
+    assert tracker.deadlines and len(tracker._buckets) > 100   # both kinds of heap hold entries here
+    cancelled = set(rng.sample(range(len(flows)), 1700))
     for i in sorted(cancelled):
         tracker._cancel(flows[i])
     came = []
     tracker._forget_ignored = came.append
-    for ts in (5.0, 700.0, 1200.0, 2500.0, 4000.0, 9999.0):
+    for ts in (-5.0, 5.0, 700.0, 1200.0, 2500.0, 4000.0, 9999.0, float("inf")):
         tracker._due(ts)
+        assert tracker._next_due >= ts
     want = sorted((d, i) for i, d in enumerate(dues) if i not in cancelled)
     assert [id(f) for f in came] == [id(flows[i]) for _, i in want]
+    assert tracker._head() == float("inf") and tracker._buckets == {} and tracker.deadlines == []
 
 
-def test_deadlines_set_a_fixed_delay_after_the_time_stay_out_of_the_heap(monkeypatch):
-    # Idle timeouts, quiet releases and reply timeouts of thousands of connections, each set
-    # a fixed delay after capture time as it moves on: they queue in FIFOs, so none costs a
-    # heap push or pop (a heap of tens of thousands of scattered entries on a busy capture).
-    import heapq as real_heapq
-
-    import analyzer.capture.tcp as tcp
-    calls = {"push": 0, "pop": 0}
-
-    class CountingHeapq:
-        @staticmethod
-        def heappush(heap, item):
-            calls["push"] += 1
-            real_heapq.heappush(heap, item)
-
-        @staticmethod
-        def heappop(heap):
-            calls["pop"] += 1
-            return real_heapq.heappop(heap)
-
-        heapify = staticmethod(real_heapq.heapify)
-        nsmallest = staticmethod(real_heapq.nsmallest)
-
-    monkeypatch.setattr(tcp, "heapq", CountingHeapq)
+def test_a_deadline_is_kept_in_the_small_heap_of_its_second():
+    # Twenty thousand connections' idle timeouts, quiet releases and reply timeouts spread over
+    # half an hour: each comes out of a heap of the few due in its second, not of one heap of
+    # them all (a heap of tens of thousands of scattered entries on a busy capture).
     tracker = TcpTracker(Analysis([]), idle_timeout=0.0)
-    dues = [t * 0.1 + delay for t in range(3000) for delay in (10.0, 45.0, 1800.0)]
+    dues = [t * 0.1 + delay for t in range(20000) for delay in (10.0, 45.0, 1800.0)]
     _queued(tracker, dues)
+    assert tracker.deadlines == [] and max(map(len, tracker._buckets.values())) <= 30
+    assert sorted(tracker._seconds) == sorted(tracker._buckets) == sorted({int(d) for d in dues})
     came = []
     tracker._forget_ignored = came.append
-    tracker._due(5000.0)
-    assert len(came) == len(dues) and calls == {"push": 0, "pop": 0}
+    tracker._due(1000.0)
+    assert len(came) == sum(d < 1000.0 for d in dues)
+    assert min(tracker._seconds) == 1000 and len(tracker._seconds) == len(tracker._buckets)
 
 
-def test_the_deadline_head_skips_cancelled_entries_in_every_queue():
+def test_the_deadline_head_skips_cancelled_entries_in_every_heap():
     tracker = TcpTracker(Analysis([]))
-    early, late, middle = _queued(tracker, [5.0, 50.0, 20.0])   # 20 fits after 5 in the first FIFO
+    early, never, middle, late = _queued(tracker, [5.0, 2e15, 5.5, 50.0])
     assert tracker._next_due == 5.0 and tracker._head() == 5.0
     tracker._cancel(early)
-    assert tracker._head() == 20.0 and tracker._next_due == 20.0
+    assert tracker._head() == 5.5 and tracker._next_due == 5.5
     tracker._cancel(middle)
-    assert tracker._head() == 50.0
+    assert tracker._head() == 50.0 and 5 not in tracker._buckets
     tracker._cancel(late)
-    assert tracker._head() == float("inf") and tracker._next_due == float("inf")
+    assert tracker._head() == 2e15 and tracker._buckets == {} and tracker._seconds == []
+    tracker._cancel(never)
+    assert tracker._head() == float("inf") and tracker.deadlines == []

@@ -161,3 +161,121 @@ def test_the_writer_writes_a_batch_as_the_python_writer_does_to_files_and_text_s
         file.close()
         assert path.read_bytes() == want
         assert text.getvalue().encode() == want
+
+
+# -- the `stream` record ------------------------------------------------------------------------
+
+from collections import Counter  # noqa: E402
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from analyzer.outputs.jsonl import encode, stream_record  # noqa: E402
+
+
+class Tracker:
+    def __init__(self, gave_up) -> None:
+        self.gave_up = gave_up
+
+
+class StreamConn:
+    """What `stream_record` reads of a Connection, set freely."""
+
+    def __init__(self, **fields) -> None:
+        self.__dict__.update(fields)
+        self.bytes = {"c2s": fields.pop("c2s"), "s2c": fields.pop("s2c")}
+
+
+texts = st.one_of(st.none(), st.sampled_from(["127.0.0.1:1863", "SB", "NS", "MSNP11", "MSNP2-7", "a@b.c", "nämé ☃",
+                                              "x\u2028y\x85", "q\"\\\n", "\udc80"]), st.text(max_size=6))
+times = st.one_of(st.none(), st.just(0.0), st.floats(), st.floats(1e9, 2e9), st.integers(0, 2 ** 40).map(lambda n: n / 1e6),
+                  st.integers(-3, 2 ** 66))
+counts = st.dictionaries(st.one_of(st.sampled_from(["answered", "error", "timeout", "no_reply_expected", "tcp.gap"]),
+                                   st.text(max_size=4)), st.integers(0, 2 ** 63 - 1), max_size=4)
+
+
+@st.composite
+def stream_conns(draw) -> StreamConn:
+    return StreamConn(id=draw(st.one_of(st.sampled_from(["1", "2:7"]), texts)), client=draw(texts), server=draw(texts),
+                      role=draw(texts), version_label=draw(texts), handle=draw(texts), first_ts=draw(times),
+                      last_ts=draw(times), c2s=draw(st.integers(0, 2 ** 64)), s2c=draw(st.integers(0, 2 ** 40)),
+                      commands=Counter(draw(st.dictionaries(st.sampled_from(["MSG", "USR", "CHG", "ß"]),
+                                                            st.integers(0, 2 ** 62), max_size=3))),
+                      outcomes=Counter(draw(counts)), anomalies=Counter(draw(counts)),
+                      legs=draw(st.sampled_from([None, [], [{"leg": "client", "ts": 1.5}]])),
+                      tracker=draw(st.sampled_from([None, Tracker(0), Tracker(3)])))
+
+
+@settings(max_examples=400, deadline=None)
+@given(stream_conns())
+def test_the_stream_line_is_the_python_writer_s(conn):
+    writer = JsonLinesWriter(io.StringIO(), Redactor(True, key=b"test"))
+    line = writer._formatter.stream_line(conn)
+    want = (encode(stream_record(conn)) + "\n").encode()
+    if line is not None:
+        assert line == want
+    plain = all(t is None or type(t) is float and (t == 0.0 or 1e-4 <= abs(t) < 1e16) for t in (conn.first_ts, conn.last_ts))
+    utf8 = all(type(v) is not str or v.encode("utf-8", "surrogatepass") == v.encode("utf-8", "ignore")
+               for v in (conn.id, conn.client, conn.server, conn.role, conn.version_label, conn.handle,
+                         *conn.outcomes, *conn.anomalies))
+    if plain and utf8 and not conn.legs and conn.bytes["c2s"] < 2 ** 64:
+        assert line is not None   # the core writes the common records itself
+    for compiled in (True, False):   # through the writer, to a text stream
+        out = io.StringIO()
+        writer = JsonLinesWriter(out, Redactor(True, key=b"test"))
+        if not compiled:
+            writer._compiled = None
+        writer.stream(conn)
+        assert out.getvalue().encode() == want
+
+
+def test_the_stream_lines_of_a_real_capture_are_the_core_s_and_the_python_writer_s(tmp_path):
+    from analyzer.analysis.run import Analysis
+    from analyzer.capture.files import feed_capture
+    from pathlib import Path
+    written = {}
+    for compiled in (True, False):
+        path = tmp_path / f"{compiled}.jsonl"
+        out = open_output(str(path))
+        writer = JsonLinesWriter(out, Redactor(True, key=b"test"))
+        if not compiled:
+            writer._compiled = None
+        else:
+            stream_line = writer._formatter.stream_line
+            made = []
+
+            class Spy:
+                def stream_line(self, conn):
+                    made.append(stream_line(conn))
+                    return made[-1]
+            writer._formatter = Spy()
+        analysis = Analysis([writer])
+        feed_capture(analysis, str(Path(__file__).resolve().parents[3] / "shared" / "captures-real" / "ndpi_msnms.pcap"))
+        analysis.finish()
+        out.close()
+        written[compiled] = path.read_bytes()
+    assert written[True] == written[False]
+    assert made and all(line is not None for line in made)
+    assert sum(b'"kind":"stream"' in line for line in written[True].splitlines()) == len(made)
+
+
+def test_times_and_latencies_are_written_as_repr_writes_them_in_bulk():
+    """The core writes plain-range floats by the fewest decimals that read back (a proof in
+    core/src/jsonl.rs, `push_float_fixed`) or by Rust's shortest digits: repr's text either way,
+    checked here on many pcap-like times, latencies and arbitrary doubles."""
+    import random
+    import struct
+    rng = random.Random(18)
+    values = [1115371249.437368, 1732950000.000001, 62.632, 0.0001, 9999999999999998.0, 0.30000000000000004]
+    for _ in range(6000):
+        values.append(rng.randrange(10 ** 9, 2 * 10 ** 9) + rng.randrange(10 ** 6) / 1e6)   # pcap times
+        values.append(rng.randrange(10 ** 8) / 1e3)                                         # latencies, ms
+        values.append(struct.unpack("<d", rng.randbytes(8))[0])                             # any double
+        values.append(rng.random() * 10 ** rng.randrange(-4, 16))
+    formatter = JsonLinesWriter(io.StringIO(), Redactor(True, key=b"test"))._formatter
+    events = [Skipped(C2S, b"", 0, value) for value in values]
+    lines = formatter.lines("1", events, lambda conn, event: b"-\n", None).decode().splitlines()
+    for value, line in zip(values, lines, strict=True):
+        if value == value and (value == 0.0 or 1e-4 <= abs(value) < 1e16):
+            assert f'"ts":{value!r},' in line, value
+        else:
+            assert line == "-"
