@@ -203,8 +203,9 @@ class TransactionTracker:
         self._blocks: dict[int, Transaction] = _EMPTY            # the lingering ones whose replies form a block
         self._syn_block: Transaction | None = None           # MSNP8+ SYN list being counted
         # The earliest time at which `tick` could settle something (inf: nothing waits): no
-        # request or lingering block can expire before it. A plain attribute (read-only to
-        # others): the capture reads each connection's after every delivery.
+        # request or lingering block can expire before it; inf again as soon as a reply leaves
+        # nothing that could expire. A plain attribute (read-only to others): the capture
+        # reads each connection's after every delivery.
         self.wake = _NEVER
         # These two are () while empty, as _pings.
         self._inside: list[tuple[Transaction, Anomaly]] | tuple = ()  # async lines after a lingering reply
@@ -232,6 +233,10 @@ class TransactionTracker:
             self._request(cmd, out)
         else:
             self._reply(cmd, out)
+            if self.wake != _NEVER and not (self._order or self._pings or self._naks or self._lingering):
+                # The reply settled the last thing that could expire: nothing is due (the
+                # capture brings no tick for it, and the connection may drop this tracker now).
+                self.wake = _NEVER
 
     @property
     def idle(self) -> bool:

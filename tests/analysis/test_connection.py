@@ -11,19 +11,22 @@ def test_an_idle_connection_holds_no_pairing_and_a_new_one_pairs_as_the_old():
     conn = Connection("1")
     conn.feed(C2S, b"VER 1 MSNP8 CVR0\r\n", 1.0)
     assert conn._tracker is not None                # a request waits
+    conn.feed(C2S, b"CVR 2 0x0409 winnt 5.1 i386 MSNMSGR 6.0.0602 MSMSGS alice@example.com\r\n", 1.2)
     conn.feed(S2C, b"VER 1 MSNP8\r\n", 1.5)
-    assert conn.wake == 61.0                        # the capture's deadline for this connection
-    assert conn.tick(61.0) == [] and conn._tracker is None   # nothing waits: the tracker is dropped
+    assert conn.wake == 61.0                        # the capture's deadline for this connection (the VER's,
+    assert conn.tick(61.0) == [] and conn._tracker is not None   # early: the CVR still waits)
+    assert conn.wake == 61.2
+    conn.feed(S2C, b"CVR 2 6.0.0602 6.0.0602 6.0.0602 http://example.com http://example.com\r\n", 1.6)
+    assert conn.wake == float("inf") and conn._tracker is None   # nothing waits: dropped at once
     conn.feed(C2S, b"PNG\r\n", 62.0)
     settled = conn.feed(S2C, b"QNG 50\r\n", 62.25)
-    conn.tick(122.0)
-    assert conn._tracker is None
+    assert conn._tracker is None and conn.wake == float("inf")   # the QNG left nothing to wait for
     (ping,) = [e for e in settled if type(e) is Transaction]
     assert ping.cmd == "PNG" and ping.outcome == "answered" and ping.latency_ms == 250.0
     conn.feed(C2S, b"CHG 2 NLN 0\r\n", 130.0)
     assert conn.tracker.waiting == 1 and conn.wake == 190.0
     assert conn.close(131.0)                        # the CHG is flushed, unanswered
-    assert conn.outcomes == {"answered": 2, "unanswered": 1}
+    assert conn.outcomes == {"answered": 3, "unanswered": 1}
 
 
 def test_a_one_sided_connection_keeps_its_pairing_so_requests_stay_not_captured():
@@ -60,10 +63,12 @@ def test_a_tracker_that_holds_nothing_and_cannot_time_out_is_dropped_at_once():
     assert conn._tracker is None
     conn.feed(C2S, b"MSG 4 A 4\r\nabcd", 4.0)              # an ACK is awaited: kept
     assert conn._tracker is not None and conn.wake == 64.0
-    conn.feed(S2C, b"ACK 4\r\n", 4.5)                      # idle, but its tick is due: kept until then
-    assert conn._tracker is not None
-    assert conn.tick(64.5) == [] and conn._tracker is None
-    assert conn.outcomes == {"no_reply_expected": 1, "answered": 1}
+    conn.feed(S2C, b"ACK 4\r\n", 4.5)                      # nothing left that could expire: dropped
+    assert conn._tracker is None and conn.wake == float("inf")
+    conn.feed(C2S, b"MSG 5 N 4\r\nabcd", 5.0)              # a NAK may come within the linger
+    assert conn._tracker is not None and conn.wake == 8.0
+    assert [t.outcome for t in conn.tick(8.5)] == ["no_reply_expected"] and conn._tracker is None
+    assert conn.outcomes == {"no_reply_expected": 2, "answered": 1}
 
 
 def test_outcomes_are_counted_in_a_flat_list_and_read_in_first_seen_order():
