@@ -26,6 +26,8 @@ from analyzer.text import clean_data
 # allow_nan=False: a non-finite time must not become `Infinity` or `NaN`, which are not
 # JSON; `reference` then writes the record through clean_data (null there).
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+# The same, all ASCII (for a text stream that cannot take the rest: see _write_cleaned).
+_encode_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode
 # What that encoder uses for a string (the C version): quotes and escapes it.
 _quote = json.encoder.encode_basestring
 
@@ -347,7 +349,13 @@ class JsonLinesWriter:
     def _write_cleaned(self, rec: dict) -> None:
         # A lone surrogate (a plugin's odd charset, a file name that is not UTF-8):
         # every JSON line stays valid UTF-8 (see analyzer.text).
-        self._put(one_line(_encode(clean_data(rec))) + "\n")
+        cleaned = clean_data(rec)
+        try:
+            self._put(one_line(_encode(cleaned)) + "\n")
+        except UnicodeEncodeError:
+            # A text stream in another encoding (`--json -` with PYTHONIOENCODING=ascii or a
+            # latin-1 terminal): the same JSON with every non-ASCII character as its escape.
+            self._put(_encode_ascii(cleaned) + "\n")
 
     def close(self) -> None:
         self.out.flush()

@@ -279,3 +279,23 @@ def test_times_and_latencies_are_written_as_repr_writes_them_in_bulk():
             assert f'"ts":{value!r},' in line, value
         else:
             assert line == "-"
+
+
+def test_a_text_stream_in_another_encoding_gets_the_same_records_with_escapes():
+    """`--json -` on a stdout that is not UTF-8 (PYTHONIOENCODING=ascii): a batch the stream
+    cannot take goes event by event, and each line it cannot take is written with JSON
+    escapes: the same records, no traceback."""
+    import json
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="ascii", newline="")
+    writer = JsonLinesWriter(out, Redactor(True, key=b"test"))
+    events = mixed()
+    writer.event_batch(Conn("1"), events)
+    conn = StreamConn(id="1", client=None, server=None, role="SB", version_label=None, handle="nämé ☃", first_ts=1.5,
+                      last_ts=2.5, c2s=1, s2c=2, commands=Counter(), outcomes=Counter(), anomalies=Counter(),
+                      legs=None, tracker=None)
+    writer.stream(conn)
+    out.flush()
+    got = [json.loads(line) for line in raw.getvalue().decode("ascii").splitlines()]
+    want = [json.loads(line) for line in python_lines(events, "1", True, True).decode().splitlines()]
+    assert got == want + [json.loads(encode(stream_record(conn)))]
