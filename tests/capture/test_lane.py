@@ -348,3 +348,33 @@ def test_pcapng_and_frames_left_to_scapy_between_lane_segments(tmp_path, monkeyp
     assert [r["cmd"] for r in records if r["kind"] == "command"] == ["VER", "VER"] + ["PNG", "QNG"] * 4
     assert [r["name"] for r in records if r["kind"] == "anomaly"] == ["capture.fallback_dissection"]
     assert taken >= 4
+
+
+def test_a_flow_without_syn_leaves_its_halves_to_the_lane_and_gets_them_back(tmp_path, monkeypatch):
+    """A flow first seen mid-session (no SYN, no ACK strikes) holds no HalfStreams while it is in
+    the lane (the lane holds their state); a retransmission takes it out (they are made again,
+    with the lane's sequence state) and it comes back; both implementations give the same records."""
+    s = Session()
+    s.send("c2s", b"VER 1 MSNP8 CVR0\r\n")
+    s.send("s2c", b"VER 1 MSNP8\r\n")
+    s.ts += 1.0                                 # past the start window
+    s.send("c2s", b"PNG\r\n")
+    s.send("s2c", b"QNG 50\r\n")
+    first = s.send("c2s", b"PNG\r\n")
+    s.send("s2c", b"QNG 49\r\n", ack=first)
+    s.again("c2s", first, b"PNG\r\n")           # seen again: the flow leaves the lane
+    s.send("c2s", b"PNG\r\n")
+    s.send("s2c", b"QNG 48\r\n")
+    s.send("c2s", b"PNG\r\n")
+    s.send("s2c", b"QNG 47\r\n")
+    seen = []
+    fast = tcp.TcpTracker._fast
+
+    def watched(self, flow, *args):
+        seen.append(flow.halves is tcp.IN_LANE)
+        return fast(self, flow, *args)
+    monkeypatch.setattr(tcp.TcpTracker, "_fast", watched)
+    records, taken = both(tmp_path, monkeypatch, write(tmp_path, s))
+    assert taken >= 4 and seen and all(seen)
+    assert ("1", "tcp.retransmission", 23) in summary(records)
+    assert [r["cmd"] for r in records if r["kind"] == "transaction"] == ["VER", "PNG", "PNG", "PNG", "PNG"]
