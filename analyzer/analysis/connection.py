@@ -238,6 +238,13 @@ class Connection:
         self._tracker = value   # a caller's own (a test's failing tracker)
 
     @property
+    def given_up(self) -> int:
+        """Requests the pairing gave up at its pending limit (`pending_given_up` of the stream
+        record): read without making a tracker (a tracker that gave up is never dropped)."""
+        tracker = self._tracker
+        return 0 if tracker is None else tracker.gave_up
+
+    @property
     def readers(self) -> dict:
         """Each direction's reader (empty once released)."""
         return {} if self.c2s is None else {C2S: self.c2s, S2C: self.s2c}

@@ -385,4 +385,4 @@ def stream_record(conn: Connection) -> dict:
             "commands": sum(conn.commands.values()),
             "transactions": dict(conn.outcomes), "anomalies": dict(conn.anomalies),
             **({"legs": conn.legs} if getattr(conn, "legs", None) else {}),
-            **({"pending_given_up": given_up} if (given_up := getattr(conn.tracker, "gave_up", 0)) else {})}
+            **({"pending_given_up": given_up} if (given_up := getattr(conn, "given_up", 0)) else {})}

@@ -1011,9 +1011,8 @@ impl JsonFormatter {
                 return Ok(None);
             }
         }
-        // getattr(conn.tracker, "gave_up", 0), when not zero.
-        let tracker = conn.getattr(intern!(py, "tracker"))?;
-        if let Some(given_up) = getattr_or_none(py, &tracker, intern!(py, "gave_up"))? {
+        // getattr(conn, "given_up", 0), when not zero.
+        if let Some(given_up) = getattr_or_none(py, conn, intern!(py, "given_up"))? {
             if given_up.is_truthy()? {
                 out.push_str(",\"pending_given_up\":");
                 if !push_value(&mut out, &given_up) {

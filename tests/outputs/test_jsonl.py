@@ -220,3 +220,17 @@ def test_a_file_the_run_opened_gets_the_same_bytes_as_a_text_stream(tmp_path):
     latin.file = io.TextIOWrapper(io.BytesIO(), encoding="latin-1")
     assert _binary_of(latin) is None
     latin.discard()
+
+
+def test_a_stream_record_makes_no_pairing_for_a_connection_that_holds_none(implementation):
+    from analyzer.analysis.connection import Connection
+    from analyzer.analysis.redact import Redactor
+    from analyzer.msnp import C2S, S2C
+    conn = Connection("7", "127.0.0.1:5000", "127.0.0.2:1863")
+    conn.feed(C2S, b"PNG\r\n", 1.0)
+    conn.feed(S2C, b"QNG 50\r\n", 1.5)
+    assert conn._tracker is None          # nothing waits: dropped
+    out = io.StringIO()
+    JsonLinesWriter(out, Redactor()).stream(conn)
+    assert conn._tracker is None          # the record read given_up without making one
+    assert '"pending_given_up"' not in out.getvalue() and '"commands":2' in out.getvalue()
