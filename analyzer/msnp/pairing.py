@@ -203,8 +203,8 @@ class TransactionTracker:
         self._blocks: dict[int, Transaction] = _EMPTY            # the lingering ones whose replies form a block
         self._syn_block: Transaction | None = None           # MSNP8+ SYN list being counted
         # The earliest time at which `tick` could settle something (inf: nothing waits): no
-        # request or lingering block can expire before it; inf again as soon as a reply leaves
-        # nothing that could expire. A plain attribute (read-only to others): the capture
+        # request or lingering block can expire before it; inf again as soon as a reply that
+        # settles a request leaves nothing that could expire. A plain attribute (read-only to others): the capture
         # reads each connection's after every delivery.
         self.wake = _NEVER
         # These two are () while empty, as _pings.
@@ -233,10 +233,6 @@ class TransactionTracker:
             self._request(cmd, out)
         else:
             self._reply(cmd, out)
-            if self.wake != _NEVER and not (self._order or self._pings or self._naks or self._lingering):
-                # The reply settled the last thing that could expire: nothing is due (the
-                # capture brings no tick for it, and the connection may drop this tracker now).
-                self.wake = _NEVER
 
     @property
     def idle(self) -> bool:
@@ -412,6 +408,10 @@ class TransactionTracker:
                                            f"{code} {trid} answers {txn.cmd} {trid}",
                                            cmd.direction, cmd.offset, cmd.ts, trid))
                     self._first_reply(txn, cmd, out)
+                    if not (self._order or self._pings or self._naks or self._lingering):
+                        # The reply settled the last thing that could expire: nothing is due (no
+                        # tick comes for it, and the connection may drop this tracker now).
+                        self.wake = _NEVER
                     return
             nak = self._naks.get(trid) if self._naks else None
             if nak is not None and (code == "NAK" or code == "ACK" or code.isdigit()):
@@ -423,6 +423,8 @@ class TransactionTracker:
                 if nak.latency_ms is None and cmd.ts is not None and nak.request.ts is not None:
                     nak.latency_ms = (cmd.ts - nak.request.ts) * 1000.0
                 out.append(nak)
+                if not (self._order or self._pings or self._naks or self._lingering):
+                    self.wake = _NEVER   # as after a first reply, above
                 return
             lingering = self._lingering.get(trid)
             if lingering is not None and self._accepts(lingering, code):
@@ -442,6 +444,8 @@ class TransactionTracker:
                 if not self._pings:
                     self._pings = ()
                 self._first_reply(txn, cmd, out)
+                if not (self._order or self._pings or self._naks or self._lingering):
+                    self.wake = _NEVER   # as after a first reply, above
             elif self.one_sided is None:
                 out.append(Anomaly("msnp.reply.orphan", "QNG without a PNG",
                                    cmd.direction, cmd.offset, cmd.ts))
