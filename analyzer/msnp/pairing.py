@@ -204,8 +204,8 @@ class TransactionTracker:
         self._syn_block: Transaction | None = None           # MSNP8+ SYN list being counted
         # The earliest time at which `tick` could settle something (inf: nothing waits): no
         # request or lingering block can expire before it; inf again as soon as a reply that
-        # settles a request leaves nothing that could expire. A plain attribute (read-only to others): the capture
-        # reads each connection's after every delivery.
+        # settles a request leaves nothing that could expire (`_settled`). A plain attribute
+        # (read-only to others): the capture reads each connection's after every delivery.
         self.wake = _NEVER
         # These two are () while empty, as _pings.
         self._inside: list[tuple[Transaction, Anomaly]] | tuple = ()  # async lines after a lingering reply
@@ -278,23 +278,18 @@ class TransactionTracker:
         these lines, as a new tracker applies it (tests/msnp/test_pairing.py holds the two
         equal on every kind of line)."""
         code = cmd.cmd
-        if code == "OUT":
-            txn = Transaction(cmd, 1)
-            txn.outcome = "no_reply_expected"
-            out.append(txn)
-            return True
-        if code == "PNG":
-            return False
-        if cmd.trid is None:
-            return True
-        if code == "MSG":
-            args = cmd.args
-            if len(args) > 1 and args[1] == b"U":
-                txn = Transaction(cmd, 1)
-                txn.outcome = "no_reply_expected"
-                out.append(txn)
+        if code != "OUT":
+            if code == "PNG":
+                return False
+            if cmd.trid is None:
                 return True
-        return False
+            args = cmd.args
+            if code != "MSG" or len(args) < 2 or args[1] != b"U":
+                return False
+        txn = Transaction(cmd, 1)   # a new tracker's first
+        txn.outcome = "no_reply_expected"
+        out.append(txn)
+        return True
 
     def _request(self, cmd: Command, out: list) -> None:
         self._seq += 1
@@ -408,10 +403,7 @@ class TransactionTracker:
                                            f"{code} {trid} answers {txn.cmd} {trid}",
                                            cmd.direction, cmd.offset, cmd.ts, trid))
                     self._first_reply(txn, cmd, out)
-                    if not (self._order or self._pings or self._naks or self._lingering):
-                        # The reply settled the last thing that could expire: nothing is due (no
-                        # tick comes for it, and the connection may drop this tracker now).
-                        self.wake = _NEVER
+                    self._settled()
                     return
             nak = self._naks.get(trid) if self._naks else None
             if nak is not None and (code == "NAK" or code == "ACK" or code.isdigit()):
@@ -423,8 +415,7 @@ class TransactionTracker:
                 if nak.latency_ms is None and cmd.ts is not None and nak.request.ts is not None:
                     nak.latency_ms = (cmd.ts - nak.request.ts) * 1000.0
                 out.append(nak)
-                if not (self._order or self._pings or self._naks or self._lingering):
-                    self.wake = _NEVER   # as after a first reply, above
+                self._settled()
                 return
             lingering = self._lingering.get(trid)
             if lingering is not None and self._accepts(lingering, code):
@@ -444,8 +435,7 @@ class TransactionTracker:
                 if not self._pings:
                     self._pings = ()
                 self._first_reply(txn, cmd, out)
-                if not (self._order or self._pings or self._naks or self._lingering):
-                    self.wake = _NEVER   # as after a first reply, above
+                self._settled()
             elif self.one_sided is None:
                 out.append(Anomaly("msnp.reply.orphan", "QNG without a PNG",
                                    cmd.direction, cmd.offset, cmd.ts))
@@ -464,6 +454,12 @@ class TransactionTracker:
         # (a switchboard's MSG); `_note_inside`'s first test here, as no block is usually open.
         if self._lingering or self._syn_block is not None or self._partial:
             self._note_inside(None, cmd)
+
+    def _settled(self) -> None:
+        """A reply settled a request: when nothing is left that could expire, nothing is due
+        (no tick comes for it, and the connection may drop this tracker now)."""
+        if not (self._order or self._pings or self._naks or self._lingering):
+            self.wake = _NEVER
 
     def _note_inside(self, part_of: Transaction | None, cmd: Command) -> None:
         """`cmd` (a line of `part_of`, or asynchronous) arrived while blocks were open: it is

@@ -202,20 +202,8 @@ class JsonLinesWriter:
 
     def event(self, conn: Connection | None, event) -> None:
         text = self._text(conn, (event,))
-        if not text:
-            return
-        out = self._out
-        if out.closed:
-            return  # the run's file was closed (a report rendered after it): nothing to write to
-        if self._binary is not None:
-            self._binary.write(text)   # UTF-8 already (see _binary_of)
-        else:
-            try:
-                out.write(text)   # a text stream encodes all of it before writing any
-            except UnicodeEncodeError:
-                self._write_cleaned(self.record(conn, event))
-        if self.flush_each:
-            out.flush()
+        if text:
+            self._write_lines(text, lambda: self._write_cleaned(self.record(conn, event)))
 
     def event_batch(self, conn: Connection | None, events: list) -> None:
         """`event` for each of a feed's events, their lines written in one piece (text the
@@ -230,20 +218,22 @@ class JsonLinesWriter:
                     self._out.flush()
             return
         text = self._text(conn, events)
-        if not text:
-            return
+        if text:
+            self._write_lines(text, lambda: [self.event(conn, event) for event in events])
+
+    def _write_lines(self, text: str | bytes, otherwise) -> None:
+        """Write `text`, lines from `_text` (UTF-8 bytes for `_binary`, else text); when the text
+        stream cannot encode them, `otherwise()` writes the same records another way."""
         out = self._out
         if out.closed:
-            return
+            return  # the run's file was closed (a report rendered after it): nothing to write to
         if self._binary is not None:
             self._binary.write(text)   # UTF-8 already (see _binary_of)
         else:
             try:
-                out.write(text)
+                out.write(text)   # a text stream encodes all of it before writing any
             except UnicodeEncodeError:
-                for event in events:
-                    self.event(conn, event)
-                return
+                otherwise()
         if self.flush_each:
             out.flush()
 
@@ -312,18 +302,8 @@ class JsonLinesWriter:
         if line is None:
             self._write(stream_record(conn))
             return
-        out = self._out
-        if out.closed:
-            return
-        if self._binary is not None:
-            self._binary.write(line)
-        else:
-            try:
-                out.write(line.decode())
-            except UnicodeEncodeError:
-                self._write_cleaned(stream_record(conn))
-        if self.flush_each:
-            out.flush()
+        self._write_lines(line if self._binary is not None else line.decode(),
+                          lambda: self._write_cleaned(stream_record(conn)))
 
     def _write(self, rec: dict) -> None:
         self._line(rec, encode(rec))

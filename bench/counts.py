@@ -1,0 +1,80 @@
+"""How often the capture's slow paths run: call counts of one `analyze` run.
+
+    python bench/counts.py FILE [-- ANALYZE OPTIONS]
+
+Runs `msnp-analyzer analyze FILE --json /dev/null --quiet` (plus the options given) in this
+process with a few methods counted: how many times the compiled lane handed a segment to
+Python because capture time passed a deadline (`TcpTracker._time`), how many times the
+deadlines were looked at (`TcpTracker._due`) and what those looks set again (the quiet
+release of unacknowledged bytes, the idle timeout, anything else), how many pairing ticks
+ran (`Analysis.tick`), and the most streams the linker held at once (`Linker.facts`, read
+at each `Linker.stream`). Counts, not times: they do not depend on the machine's load.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    if not argv or argv[0].startswith("-"):
+        print(__doc__.strip())
+        return 2
+    path, extra = argv[0], [a for a in argv[1:] if a != "--"]
+
+    from analyzer.analysis.linking import Linker
+    from analyzer.analysis.run import Analysis
+    from analyzer.capture import tcp
+    from analyzer.cli.main import main as cli
+
+    counts: Counter = Counter()
+    held = [0]
+    inside_due = [False]
+
+    def counted(cls, name, before=None):
+        real = getattr(cls, name)
+
+        def wrapper(self, *args, **kwargs):
+            counts[f"{cls.__name__}.{name}"] += 1
+            if before is not None:
+                before(self, *args)
+            return real(self, *args, **kwargs)
+        setattr(cls, name, wrapper)
+
+    def push(self, flow, due):
+        if inside_due[0]:
+            last = flow.last_ts
+            why = ("idle timeout" if due == last + self.idle_timeout
+                   else "quiet release" if due == last + tcp.UNACKED_QUIET else "other")
+            counts[f"set again by _due: {why}"] += 1
+
+    def due(real):
+        def wrapper(self, ts):
+            counts["TcpTracker._due"] += 1
+            inside_due[0] = True
+            try:
+                return real(self, ts)
+            finally:
+                inside_due[0] = False
+        return wrapper
+
+    counted(tcp.TcpTracker, "_time")
+    counted(tcp.TcpTracker, "_push", push)
+    tcp.TcpTracker._due = due(tcp.TcpTracker._due)
+    counted(Analysis, "tick")
+    counted(Linker, "stream", lambda self, conn: held.__setitem__(0, max(held[0], len(self.facts))))
+    try:
+        cli(["analyze", path, "--json", "/dev/null", "--quiet", *extra])
+    except SystemExit:
+        pass
+    for name, n in sorted(counts.items()):
+        if name != "TcpTracker._push":
+            print(f"{name:40} {n:>12,}")
+    print(f"{'streams the linker held at most':40} {held[0]:>12,}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
