@@ -40,7 +40,8 @@ class _ByKind(dict):
     __slots__ = ()
 
     def of(self, manager: "PluginManager", cmd: Command) -> tuple:
-        kind = _msg_kind(cmd)
+        payload = cmd.payload   # _msg_kind, inline: once per MSG of a capture
+        kind = None if payload is None else parse_mime(payload).kind
         found = self.get(kind)
         if found is None:
             found = self[kind] = tuple((lp, lp.plugin.on_command)
