@@ -82,6 +82,7 @@ class P2PPlugin(Plugin):
     description = ("application/x-msnmsgrp2p binary headers (version 1 and 2) and MSNSLP "
                    "(INVITE, 200 OK, 603 Decline, BYE) by Call-ID")
     commands = frozenset({"MSG"})
+    msg_kinds = frozenset({"p2p"})   # is_p2p: Content-Type application/x-msnmsgrp2p, nothing else
     anomalies = {
         "bad_header": ("warning", "a P2P payload whose binary header, sizes or footer contradict its length"),
     }

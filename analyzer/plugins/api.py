@@ -103,6 +103,11 @@ class Plugin:
     # The command codes `on_command` is called for (e.g. {"MSG"}); None: every command.
     # Saying which is what keeps a large capture fast: the others are never dispatched.
     commands: ClassVar[frozenset[str] | None] = None
+    # The kinds of MSG payload `on_command` is called for (`analyzer.msnp.mime.KINDS`' values and
+    # "other", "malformed", "control", e.g. {"p2p"}); None: every MSG. A plugin that names kinds
+    # is never given a MSG without a payload. The payload is classified once, by the manager,
+    # and `parse_mime` then hands every plugin the same parsed message.
+    msg_kinds: ClassVar[frozenset[str] | None] = None
     # Set by the run before the first event: False when nothing will ask for
     # `html_sections()` (`analyze` without --html), so a plugin may skip keeping
     # what only those sections show (the chat plugin keeps no message text then).

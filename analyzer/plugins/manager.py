@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from analyzer.anomalies import CATALOGUE, Severity, register
 from analyzer.msnp import Anomaly, Command, Transaction
+from analyzer.msnp.mime import parse_mime
 from analyzer.plugins.api import HOOKS, PLUGIN_NAME, DecodedView, Plugin, capabilities, section
 
 DEFAULT_BUDGET = 1.0       # seconds per call before a plugin is disabled
@@ -21,6 +22,31 @@ DEFAULT_BACKLOG = 10000    # events queued for threaded observers before droppin
 
 
 # -- the manager --------------------------------------------------------------
+
+
+_EVERY_KIND = object()   # `_targets` without a MSG payload kind to filter by
+
+
+def _msg_kind(cmd: Command) -> str | None:
+    """The kind of a MSG's payload (`MimeMessage.kind`), None without a payload."""
+    payload = cmd.payload
+    return None if payload is None else parse_mime(payload).kind
+
+
+class _ByKind(dict):
+    """A MSG's (plugin, bound on_command) pairs by payload kind (`_calls`), when a plugin that
+    takes MSG names the kinds it wants (`msg_kinds`). The kinds are a fixed set: bounded."""
+
+    __slots__ = ()
+
+    def of(self, manager: "PluginManager", cmd: Command) -> tuple:
+        payload = cmd.payload   # _msg_kind, inline: once per MSG of a capture
+        kind = None if payload is None else parse_mime(payload).kind
+        found = self.get(kind)
+        if found is None:
+            found = self[kind] = tuple((lp, lp.plugin.on_command)
+                                       for lp in manager._targets("on_command", "MSG", kind))
+        return found
 
 
 @dataclass
@@ -35,6 +61,7 @@ class LoadedPlugin:
     seconds: float = 0.0
     hooks: frozenset = frozenset()  # the hooks this plugin really implements
     commands: frozenset | None = None  # the codes on_command wants (None: all)
+    msg_kinds: frozenset | None = None  # the MSG payload kinds on_command wants (None: all)
 
     def __post_init__(self) -> None:
         # A hook inherited unchanged from the Plugin base class is a no-op: never call it.
@@ -49,6 +76,14 @@ class LoadedPlugin:
                 self.commands = frozenset(str(c).upper() for c in wanted)
             except TypeError:
                 self.commands = None  # not a collection of codes: every command, as before
+        kinds = getattr(self.plugin, "msg_kinds", None)
+        if kinds is not None:
+            if isinstance(kinds, str):
+                kinds = [kinds]
+            try:
+                self.msg_kinds = frozenset(str(k).lower() for k in kinds)
+            except TypeError:
+                self.msg_kinds = None  # not a collection of kinds: every MSG
 
 
 def _warn_stderr(message: str) -> None:
@@ -244,10 +279,7 @@ class PluginManager:
     def event(self, conn, event) -> None:
         kind = type(event)
         if kind is Command:
-            routes = self._routes
-            targets = routes.get(event.cmd)
-            if targets is None:
-                targets = routes[event.cmd] = self._targets("on_command", event.cmd)
+            targets = self._command_targets(event)
             if not targets:
                 return  # no plugin wants this code: not even queued
             if self._queue is None:
@@ -287,6 +319,8 @@ class PluginManager:
                 found = calls.get(event.cmd)
                 if found is None:
                     found = self._calls_for(event.cmd, "on_command")
+                if type(found) is _ByKind:
+                    found = found.of(self, event)
             elif kind is Transaction:
                 found = calls.get(Transaction)
                 if found is None:
@@ -338,6 +372,8 @@ class PluginManager:
                 targets = calls.get(event.cmd)
                 if targets is None:
                     targets = self._calls_for(event.cmd, hook)
+                if type(targets) is _ByKind:
+                    targets = targets.of(self, event)
             elif kind is Transaction:
                 hook = "on_transaction"
                 targets = calls.get(Transaction)
@@ -379,10 +415,17 @@ class PluginManager:
     def _calls_for(self, key, hook: str) -> tuple:
         """The (plugin, bound hook) pairs for a command code (hook on_command) or for
         on_transaction (key: the class Transaction, which no code off the wire can equal),
-        remembered in `_calls` until the plugins change."""
+        remembered in `_calls` until the plugins change. For MSG, when a plugin that takes it
+        names the payload kinds it wants, a `_ByKind` of such tuples instead."""
         calls = self._calls
-        targets = calls[key] = tuple((lp, getattr(lp.plugin, hook))
-                                     for lp in self._targets(hook, key if hook == "on_command" else None))
+        if hook == "on_command":
+            found = self._targets(hook, key)
+            if key == "MSG" and any(lp.msg_kinds is not None for lp in found):
+                calls[key] = by_kind = _ByKind()
+                return by_kind
+        else:
+            found = self._targets(hook)
+        targets = calls[key] = tuple((lp, getattr(lp.plugin, hook)) for lp in found)
         return targets
 
     def _call_each(self, targets: list, hook: str, conn, event) -> None:
@@ -393,17 +436,42 @@ class PluginManager:
             if lp.enabled:
                 call(lp, hook, conn, event)
 
-    def _targets(self, hook: str, code: str | None = None) -> list:
+    def _targets(self, hook: str, code: str | None = None, kind=_EVERY_KIND) -> list:
+        """The enabled plugins that take `hook` (for on_command: that want `code`, and for a
+        MSG whose payload is of `kind` (None: no payload), that want that kind)."""
         return [lp for lp in self.loaded if lp.enabled and hook in lp.hooks
-                and (code is None or lp.commands is None or code in lp.commands)]
+                and (code is None or lp.commands is None or code in lp.commands)
+                and (kind is _EVERY_KIND or lp.msg_kinds is None or (kind is not None and kind in lp.msg_kinds))]
+
+    def _command_targets(self, cmd: Command) -> list:
+        """The enabled plugins whose on_command takes `cmd` (its code, and a MSG's payload kind
+        when some plugin names kinds), remembered in `_routes` until the plugins change."""
+        routes = self._routes
+        code = cmd.cmd
+        targets = routes.get(code)
+        if targets is None:
+            targets = self._targets("on_command", code)
+            if code == "MSG" and any(lp.msg_kinds is not None for lp in targets):
+                targets = _ByKind()
+            routes[code] = targets
+        if type(targets) is _ByKind:
+            kind = _msg_kind(cmd)
+            key = ("MSG", kind)   # a 2-tuple: neither a code off the wire nor a hook's key
+            found = routes.get(key)
+            if found is None:
+                found = routes[key] = self._targets("on_command", code, kind)
+            return found
+        return targets
 
     def _route(self, hook: str, args: tuple = ()) -> list:
-        """The enabled plugins that take this call (for on_command: that want its code)."""
+        """The enabled plugins that take this call (for on_command: that want its command)."""
+        if hook == "on_command":
+            return self._command_targets(args[1])
         routes = self._routes
-        key = args[1].cmd if hook == "on_command" else (hook,)   # a tuple: no code off the wire
+        key = (hook,)   # a tuple: no code off the wire
         targets = routes.get(key)
         if targets is None:
-            targets = routes[key] = self._targets(hook, key if hook == "on_command" else None)
+            targets = routes[key] = self._targets(hook)
         return targets
 
     def stream(self, conn) -> None:

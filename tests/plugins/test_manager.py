@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rich.console import Console
 
 from analyzer.analysis.run import Analysis
@@ -553,3 +555,71 @@ def test_a_manager_whose_plugins_observe_nothing_skips_batches_until_one_does():
     assert observer.seen == ["CHG", "OUT"] and not manager._observing   # disabled: nothing observes
     analysis.feed(conn, C2S, b"PNG\r\n", 3.0)
     assert observer.seen == ["CHG", "OUT"]
+
+
+def _msg(body: bytes, content_type: bytes, trid: int) -> bytes:
+    payload = b"MIME-Version: 1.0\r\nContent-Type: " + content_type + b"\r\n\r\n" + body
+    return b"MSG %d N %d\r\n" % (trid, len(payload)) + payload
+
+
+class KindRecorder(Plugin):
+    def __init__(self, name, kinds=None):
+        self.name = name
+        if kinds is not None:
+            self.msg_kinds = kinds
+        self.seen: list[tuple[str, object]] = []
+
+    def on_command(self, conn, cmd):
+        from analyzer.msnp.mime import parse_mime
+        self.seen.append((cmd.cmd, None if cmd.payload is None else parse_mime(cmd.payload).kind))
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize("together", [False, True])
+def test_plugins_get_only_the_msg_kinds_they_declare(threaded, together):
+    # A plugin naming MSG payload kinds gets the MSGs of those kinds and every other command
+    # it takes, in order, on each path (a feed of one command, a feed of several, the threaded
+    # observers); never a MSG without a payload. The others are not narrowed by it.
+    lines = [_msg(b"hi", b"text/plain; charset=UTF-8", 1),
+             _msg(b"\x00" * 48, b"application/x-msnmsgrp2p", 2),
+             b"PNG\r\n",
+             _msg(b"", b"text/x-msmsgscontrol\r\nTypingUser: bob@example.com", 3),
+             _msg(b"no headers at all", b"", 4)[:0] + b"MSG 5 N 9\r\nno blank.",
+             _msg(b"\x01" * 48, b"application/x-msnmsgrp2p", 6)]
+    every = KindRecorder("every")
+    p2p_only = KindRecorder("p2ponly", frozenset({"p2p"}))
+    text_or_none = KindRecorder("textornone", ["TEXT", "malformed"])   # any collection, any case
+    analysis = Analysis([])
+    manager = PluginManager(analysis, warn=lambda message: None, threaded=threaded)
+    for p in (every, p2p_only, text_or_none):
+        manager.add(p, "test")
+    analysis.sinks.append(manager)
+    conn = analysis.open(conn_id="1")
+    if together:
+        analysis.feed(conn, C2S, b"".join(lines), 1.0)
+    else:
+        for i, line in enumerate(lines):
+            analysis.feed(conn, C2S, line, 1.0 + i)
+    analysis.finish()
+    kinds = [k for _, k in every.seen]
+    assert kinds == ["text", "p2p", None, "typing", "malformed", "p2p"]
+    assert p2p_only.seen == [c for c in every.seen if c[1] == "p2p" or c[0] != "MSG"]
+    assert text_or_none.seen == [c for c in every.seen if c[1] in ("text", "malformed") or c[0] != "MSG"]
+    assert len(p2p_only.seen) == 3 and len(text_or_none.seen) == 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"MIME-Version: 1.0\r\n", b"Content-Type: application/x-msnmsgrp2p\r\n",
+                                 b"content-type:application/X-MSNMSGRP2P; x=1\n", b"Content-Type: text/plain\r\n",
+                                 b"P2P-Dest: a@b\r\n", b"\r\n", b"\n", b"X: " + b"y" * 300 + b"\r\n",
+                                 b"TypingUser: a\r\n", b"\x00\x01"]), max_size=8))
+def test_the_p2p_plugin_s_msg_kinds_hold_every_payload_it_acts_on(parts):
+    # p2p names {"p2p"}: a payload its own test (is_p2p) takes must be of that kind, so routing
+    # by kind never keeps from it a MSG it would have acted on.
+    from analyzer.msnp.mime import parse_mime
+    from msnp_analyzer_plugins.p2p import P2PPlugin, is_p2p
+    payload = b"".join(parts)
+    cmd = Command(C2S, "MSG", 1, [b"1", b"D", str(len(payload)).encode()], b"MSG 1 D %d\r\n" % len(payload),
+                  payload, len(payload), 0, None)
+    if is_p2p(cmd):
+        assert parse_mime(payload).kind in P2PPlugin.msg_kinds
