@@ -6,9 +6,11 @@ Runs `msnp-analyzer analyze FILE --json /dev/null --quiet` (plus the options giv
 process with a few methods counted: how many times the compiled lane handed a segment to
 Python because capture time passed a deadline (`TcpTracker._time`), how many times the
 deadlines were looked at (`TcpTracker._due`) and what those looks set again (the quiet
-release of unacknowledged bytes, the idle timeout, anything else), how many pairing ticks
-ran (`Analysis.tick`), and the most streams the linker held at once (`Linker.facts`, read
-at each `Linker.stream`). Counts, not times: they do not depend on the machine's load.
+release of unacknowledged bytes of flows outside the lane, the idle timeout, anything else),
+how many flows the lane's own quiet release emptied (at their next segment, and by its
+queue for flows that stayed silent), how many pairing ticks ran (`Analysis.tick`), and the
+most streams the linker held at once (`Linker.facts`, read at each `Linker.stream`).
+Counts, not times: they do not depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def main() -> int:
 
     counts: Counter = Counter()
     held = [0]
+    lanes = []
     inside_due = [False]
 
     def counted(cls, name, before=None):
@@ -61,6 +64,7 @@ def main() -> int:
         return wrapper
 
     counted(tcp.TcpTracker, "_time")
+    counted(tcp.TcpTracker, "_enlane", lambda self, flow: lanes.append(self._lane) if not lanes else None)
     counted(tcp.TcpTracker, "_push", push)
     tcp.TcpTracker._due = due(tcp.TcpTracker._due)
     counted(Analysis, "tick")
@@ -69,8 +73,12 @@ def main() -> int:
         cli(["analyze", path, "--json", "/dev/null", "--quiet", *extra])
     except SystemExit:
         pass
+    if lanes:
+        at_segment, by_queue, _ = lanes[0].released
+        counts["lane released: at the next segment"] = at_segment
+        counts["lane released: silent, by its queue"] = by_queue
     for name, n in sorted(counts.items()):
-        if name != "TcpTracker._push":
+        if name not in ("TcpTracker._push", "TcpTracker._enlane"):
             print(f"{name:40} {n:>12,}")
     print(f"{'streams the linker held at most':40} {held[0]:>12,}")
     return 0

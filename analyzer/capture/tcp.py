@@ -51,7 +51,10 @@ Contract:
   crossing no deadline, tombstone expiry or start window) with no Python tuple or call but
   `_fast`, which does what `_deliver` does after the reader. The flow leaves the lane
   (`_unlane`: its state written back into its `HalfStream`s) before anything else touches
-  it: a segment the lane did not take, its deadline (`_due`), its close, a failed connection.
+  it: a segment the lane did not take, its close, a failed connection. The lane applies the
+  quiet release (`released`) itself, at the flow's next segment and for flows that stay
+  silent on its own clock, so the deadlines of a flow in the lane are only its pairing
+  timeouts and its idle close (`_due` does not touch the lane's state).
 - At most `max_flows` flows are open at once: a new flow beyond that closes
   the least recently active sixteenth of them first (their holes become
   gaps, their connections end; a later segment of one starts a new flow), and
@@ -88,16 +91,28 @@ ACK_STRIKES = 3                      # peer ACKs past a hole before it is given 
 START_WINDOW = 0.5                   # seconds a SYN-less direction waits for reordered first segments
 SYNC_WINDOW_MAX = 32                 # segments a flow holds at most while it picks its start
 UNACKED = 16 * 1024                  # delivered bytes not yet acknowledged, kept per direction to check retransmissions
-# A flow silent this long drops its unacknowledged bytes: a retransmission comes within
-# seconds (TCP's retransmission timeout starts at 1 s), so its ACK is simply not in the
-# capture (a capture of data segments only, a lost mirror packet). A busy capture keeps
-# thousands of idle flows open between keep-alives; they should hold no bytes.
+# A flow silent this long drops its unacknowledged bytes (the quiet release, `released`): a
+# retransmission comes within seconds (TCP's retransmission timeout starts at 1 s), so its ACK
+# is simply not in the capture (a capture of data segments only, a lost mirror packet). A busy
+# capture keeps thousands of idle flows open between keep-alives; they should hold no bytes.
 UNACKED_QUIET = 10.0
-UNACKED_SMALL = 256     # ... when they are more than this: a keep-alive's few bytes are not worth a heap pop
+UNACKED_SMALL = 256     # the Python path sets a deadline to free them only above this: a keep-alive's few bytes are not worth a heap pop
 TOMBSTONE_SECONDS = 120.0            # late segments of a closed flow are dropped this long
 MAX_SYNCING = 4096                   # start windows open at once (flows and late halves); past it the oldest closes
 FAR = 1e15                           # deadlines past this (inf) wait in the plain heap, not by the second
 NEVER = float("inf")
+
+
+def released(now: float, last_ts: float, quiet: float) -> bool:
+    """The quiet release: a flow whose last segment was at `last_ts` keeps no unacknowledged bytes
+    (either direction) once capture time `now` is more than `quiet` seconds past it
+    (`TcpTracker.quiet`: UNACKED_QUIET, or the reorder timeout when shorter). `segment` applies
+    it before it handles a flow's segment (inline), so a retransmission after a quiet spell is
+    compared with nothing; a deadline (`_due`) frees the bytes of a flow that stays silent, by
+    the same rule, which drops only what that next segment would drop (capture time `now` never
+    goes back). The compiled lane's copy is core/src/lane.rs `released`, applied the same two
+    ways (tests/capture/test_lane.py compares the implementations at the boundary)."""
+    return now - last_ts > quiet
 
 
 class HalfStream:
@@ -176,6 +191,7 @@ class TcpTracker:
         self.buffer = buffer
         self.reorder_timeout = reorder_timeout
         self.idle_timeout = idle_timeout
+        self.quiet = min(reorder_timeout, UNACKED_QUIET)   # the quiet release's interval (`released`)
         self.detector = detector or detect.Detector()
         self._on_referral = self.detector.referral   # one bound method for every connection
         # key -> Flow (the segment's half: 0 for keys[0], 1 for keys[1]) or IgnoredFlow
@@ -245,6 +261,9 @@ class TcpTracker:
         # The half this key names: keys[1]'s when the two keys are one (a host talking to itself
         # on one port), as `_new_flow` wrote keys[1] last.
         index = 1 if key == flow.keys[1] else 0
+        if self.now - flow.last_ts > self.quiet:   # `released`, inline: the quiet release
+            for half in flow.halves:
+                half.sent = None
         flow.last_ts = ts
         if payload and not flags & (SYN | FIN | RST) and flow.conn is not None:
             # The common case, kept short: the next bytes of an MSNP stream, nothing pending.
@@ -789,8 +808,8 @@ class TcpTracker:
             self.detector.decide(self, flow, final=False)
             return
         self.analysis.feed(conn, flow.dirs[index], data, ts)
-        # `_delivered`, inline (the Python path's per-packet frame; the lane's `_fast` calls it:
-        # the tests comparing both paths hold the two equal)
+        # The flow's deadline: a request now awaiting its reply, or the bytes just kept, when they
+        # stop being kept (memory only: `released`; the lane's `_fast` sets the first alone)
         wake = conn.wake
         keep = self.reorder_timeout
         sent = flow.halves[index].sent
@@ -800,21 +819,6 @@ class TcpTracker:
             wake = ts + keep
         if wake < flow.due and flow.state == "open":
             self._schedule(flow, wake)
-
-    def _delivered(self, flow: Flow, conn, ts, big: bool) -> bool:
-        """After bytes of `flow` reached its connection at `ts` (`big`: more than UNACKED_SMALL of
-        that direction's bytes are unacknowledged now): bring its deadline forward if need be
-        (True when it did)."""
-        wake = conn.wake
-        keep = self.reorder_timeout
-        if big and UNACKED_QUIET < keep:
-            keep = UNACKED_QUIET
-        if ts is not None and ts + keep < wake:
-            wake = ts + keep   # when these bytes stop being kept (see _due)
-        if wake < flow.due and flow.state == "open":
-            self._schedule(flow, wake)   # a request now awaits its reply, or bytes are kept
-            return True
-        return False
 
     def _anomaly(self, flow: Flow, half: HalfStream, name: str, detail: str, offset, ts) -> None:
         if flow.conn is not None:
@@ -965,7 +969,7 @@ class TcpTracker:
         live = self._due_flows
         pop = heapq.heappop
         idle, reorder = self.idle_timeout, self.reorder_timeout
-        quiet_after = min(reorder, UNACKED_QUIET)
+        quiet_after = self.quiet
         while True:
             # `_first` and `_take`, inline (two frames per deadline otherwise); `_buckets` and
             # `_seconds` are read anew each time: a compaction below replaces them.
@@ -1006,18 +1010,20 @@ class TcpTracker:
             if ts - last > idle:
                 self._close(flow, last)
                 continue
-            quiet = ts - last > quiet_after
             if flow.lane is not None:
-                # In the lane: nothing pending; its unacknowledged bytes are the lane's.
-                kept = self._lane.kept(flow.lane, quiet)
+                # In the lane: nothing pending; the lane releases its unacknowledged bytes itself
+                # (core/src/lane.rs), so no deadline of ours is set for them.
+                kept = (0, 0)
             else:
+                quiet = released(ts, last, quiet_after)
                 for half in flow.halves:
                     since = half.pending_since
                     if half.pending and since is not None and ts - since > reorder:
                         self._fill_gap(flow, half, ts)
                     if quiet:
                         # Unacknowledged bytes of a flow quiet this long: the ACK is not in the
-                        # capture (a retransmission would have come by now); they are not kept.
+                        # capture (a retransmission would have come by now); they are not kept
+                        # (its next segment would drop them: this frees them meanwhile).
                         half.sent = None
                 kept = None
             conn = flow.conn
@@ -1050,7 +1056,7 @@ class TcpTracker:
         every segment in file order, each either taken by the lane (then `_fast`) or given to
         `segment` (`_slow`). Returns the last segment's time (None: no segment)."""
         from analyzer.core import CORE
-        self._lane = CORE.FastLane(unacked=UNACKED, small=UNACKED_SMALL, tombstone_seconds=TOMBSTONE_SECONDS,
+        self._lane = CORE.FastLane(unacked=UNACKED, quiet=self.quiet, tombstone_seconds=TOMBSTONE_SECONDS,
                                    start_window=START_WINDOW)
         self._reader_type = CORE.CommandReader
         try:
@@ -1065,12 +1071,16 @@ class TcpTracker:
         """A segment the lane did not take: `segment`, its flow out of the lane first and back in
         after when it is in the fast state. Returns the horizon the lane checks time against."""
         flow = self.flows.get(key)
+        left = None
         if type(flow) is Flow and flow.lane is not None:
             self._unlane(flow)
+            left = flow
         self.segment(ts, key, seq, ack, flags, payload)
         flow = self.flows.get(key)
         if type(flow) is Flow and flow.lane is None and self._lane_ready(flow):
             self._enlane(flow)
+        if left is not None and left.lane is None:
+            self._release_later(left)
         return self._horizon()
 
     def _horizon(self) -> tuple:
@@ -1099,10 +1109,11 @@ class TcpTracker:
         self._advance(ts)
         return self._horizon()
 
-    def _fast(self, flow: Flow, index: int, events, ts: float, size: int, big: bool) -> float | None:
-        """A segment the lane took: it advanced the half's sequence state, kept its bytes and fed
-        the reader (`events`); the rest of the common case of `segment` and `_deliver`. Returns
-        the deadline heap's head when a deadline was set (the only way it moves here), else None."""
+    def _fast(self, flow: Flow, index: int, events, ts: float, size: int) -> float | None:
+        """A segment the lane took: it applied the quiet release, advanced the half's sequence
+        state, kept its bytes and fed the reader (`events`); the rest of the common case of
+        `segment` and `_deliver`. Returns the deadline heap's head when a deadline was set (the
+        only way it moves here), else None."""
         if ts > self.now:
             self.now = ts
         flow.last_ts = ts
@@ -1110,9 +1121,23 @@ class TcpTracker:
         self.analysis.took(conn, flow.dirs[index], size, ts, events)
         if conn.failed:
             self._unlane(flow)
-        if self._delivered(flow, conn, ts, big):
+            self._release_later(flow)
+        wake = conn.wake
+        if wake < flow.due and flow.state == "open":
+            self._schedule(flow, wake)   # a request now awaits its reply
             return self._head()
         return None
+
+    def _release_later(self, flow: Flow) -> None:
+        """`flow` left the lane and stays out: the unacknowledged bytes it brought back get the
+        deadline `_deliver` would have given them (the lane set none; memory only, see `released`)."""
+        if flow.state != "open":
+            return
+        for half in flow.halves:
+            sent = half.sent
+            if sent is not None and len(sent) > UNACKED_SMALL:
+                self._schedule(flow, flow.last_ts + self.quiet)
+                return
 
     def _lane_ready(self, flow: Flow) -> bool:
         """Whether the common case of `segment` is all the next segments of `flow` may need."""
@@ -1130,7 +1155,7 @@ class TcpTracker:
         first, second = flow.halves
         conn = flow.conn
         readers = (conn.c2s, conn.s2c) if flow.dirs[0] == C2S else (conn.s2c, conn.c2s)
-        flow.lane = self._lane.add(flow, flow.keys[0], flow.keys[1], first.nxt, first.pos, first.sent,
+        flow.lane = self._lane.add(flow, flow.keys[0], flow.keys[1], flow.last_ts, first.nxt, first.pos, first.sent,
                                    second.nxt, second.pos, second.sent, *readers)
         first.sent = second.sent = None   # the lane keeps them now
         if _plain(first) and _plain(second):

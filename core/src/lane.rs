@@ -5,15 +5,27 @@
 //! started, nothing pending out of order, no FIN seen) it hands the flow's sequence state to
 //! the lane: per direction the raw sequence number of the next byte (`nxt`, wraps at 2^32),
 //! its stream offset (`pos`) and the delivered bytes the peer has not acknowledged (`sent`,
-//! at most `unacked`). A segment that continues one of those directions in order, carries
-//! data and no SYN, FIN or RST, at a capture time that crosses none of the tracker's horizons
-//! (see `Horizon`), is then taken here: the same updates as tcp.py's common case
-//! (`_ack_sent` on the other direction, then the stream advances and `_remember` keeps the
-//! bytes). Anything else goes back to Python, which first takes the flow's state back.
+//! at most `unacked`), and the flow's last segment time (`last`). A segment that continues
+//! one of those directions in order, carries data and no SYN, FIN or RST, at a capture time
+//! that crosses none of the tracker's horizons (see `Horizon`), is then taken here: the same
+//! updates as tcp.py's common case (the quiet release, `_ack_sent` on the other direction,
+//! then the stream advances and `_remember` keeps the bytes). Anything else goes back to
+//! Python, which first takes the flow's state back.
+//!
+//! The quiet release (tcp.py `released`): a flow silent for more than the quiet interval
+//! (`UNACKED_QUIET`, or the reorder timeout when shorter) drops the unacknowledged bytes of
+//! both directions before its next segment is handled (their ACK is not in the capture). The
+//! lane applies it exactly there (`LaneFlow::arrive`); for the memory of flows that stay
+//! silent, `QuietQueue` looks at each flow holding bytes again once it may have gone quiet,
+//! on the lane's own clock, and drops them by the same rule (which only drops what the next
+//! segment would drop anyway: the clock never goes back). The tracker's deadlines are left to
+//! what needs Python (pairing timeouts, idle closes).
 //!
 //! This module is plain Rust (no Python) so `cargo test` checks the rules; the binding
 //! (python.rs, `FastLane`) feeds the connection's readers and calls Python per segment.
 
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
 use std::collections::VecDeque;
 
 pub const MASK_HALF: u32 = 0x8000_0000;
@@ -68,6 +80,171 @@ impl LaneHalf {
             self.sent.drain(..over);
         }
         self.sent.extend(payload);
+    }
+}
+
+/// tcp.py `released`, the quiet release's rule: a flow whose last segment was at `last` keeps no
+/// unacknowledged bytes once the tracker's clock `now` is more than `quiet` seconds past it.
+pub fn released(now: f64, last: f64, quiet: f64) -> bool {
+    now - last > quiet
+}
+
+/// The part of a flow in the lane that the rules touch (python.rs adds its Python objects):
+/// each direction's sequence state and the flow's last segment time (tcp.py `Flow.last_ts`).
+#[derive(Debug, Clone)]
+pub struct LaneState {
+    pub halves: [LaneHalf; 2],
+    pub last: f64,
+    /// Which flow this is: slots are reused, and the quiet queue's entries name the flow.
+    pub stamp: u32,
+    /// Whether the quiet queue holds an entry for this flow.
+    pub queued: bool,
+}
+
+impl LaneState {
+    pub fn new(halves: [LaneHalf; 2], last: f64, stamp: u32) -> Self {
+        LaneState { halves, last, stamp, queued: false }
+    }
+
+    /// Whether either direction keeps unacknowledged bytes.
+    pub fn holding(&self) -> bool {
+        !self.halves[0].sent.is_empty() || !self.halves[1].sent.is_empty()
+    }
+
+    /// Drop both directions' unacknowledged bytes (tcp.py `_release_quiet`).
+    pub fn release(&mut self) {
+        for half in self.halves.iter_mut() {
+            half.sent = VecDeque::new();
+        }
+    }
+
+    /// A segment of this flow at `ts`, the tracker's clock being `now` (`ts` or later) once it
+    /// passed: the quiet release first, as `segment` does it, then `last` follows. True when
+    /// bytes were released.
+    pub fn arrive(&mut self, now: f64, ts: f64, quiet: f64) -> bool {
+        let drop = released(now, self.last, quiet) && self.holding();
+        if drop {
+            self.release();
+        }
+        self.last = ts;
+        drop
+    }
+}
+
+/// Gives the `LaneState` of what the lane keeps in a slot (python.rs's `LaneFlow`).
+pub trait Laned {
+    fn state(&mut self) -> &mut LaneState;
+}
+
+impl Laned for LaneState {
+    fn state(&mut self) -> &mut LaneState {
+        self
+    }
+}
+
+/// An entry of the quiet queue: look at the flow in `slot` (if it is still flow `stamp`) once the
+/// clock is past `due`.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    due: f64,
+    slot: u32,
+    stamp: u32,
+}
+
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.due.total_cmp(&other.due).then(self.slot.cmp(&other.slot)).then(self.stamp.cmp(&other.stamp))
+    }
+}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Entry {}
+
+/// The memory side of the quiet release: each flow in the lane holding unacknowledged bytes has
+/// one entry, at its last segment plus the quiet interval (set again, later, when it spoke
+/// since). A flow that speaks again is released exactly at that segment (`LaneState::arrive`);
+/// this queue is for the flows that stay silent, so that thousands of idle connections hold no
+/// bytes. It drops them only where the rule says so (`released` at the lane's clock, which
+/// never goes back), so when it runs does not change what the next segment finds.
+#[derive(Debug)]
+pub struct QuietQueue {
+    heap: BinaryHeap<Reverse<Entry>>,
+    pub quiet: f64,
+    /// Flows whose bytes the queue released.
+    pub released: u64,
+}
+
+impl QuietQueue {
+    pub fn new(quiet: f64) -> Self {
+        QuietQueue { heap: BinaryHeap::new(), quiet, released: 0 }
+    }
+
+    /// When the queue next has something to look at (infinity: nothing).
+    pub fn next(&self) -> f64 {
+        self.heap.peek().map_or(f64::INFINITY, |e| e.0.due)
+    }
+
+    /// Entries queued (some may name flows that left the lane).
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// The flow in `slot` may hold bytes now (it entered the lane, or took a segment): queue it,
+    /// unless it is queued already or holds nothing.
+    pub fn note(&mut self, slot: usize, state: &mut LaneState) {
+        if !state.queued && state.holding() {
+            state.queued = true;
+            self.heap.push(Reverse(Entry { due: state.last + self.quiet, slot: slot as u32, stamp: state.stamp }));
+        }
+    }
+
+    /// The clock reached `now`: the flows queued before it that are quiet drop their bytes, the
+    /// others that still hold some are queued again at their own last segment plus the quiet
+    /// interval. Returns how many were released.
+    pub fn sweep<F: Laned>(&mut self, now: f64, flows: &mut [Option<F>]) -> usize {
+        let mut n = 0;
+        while let Some(&Reverse(entry)) = self.heap.peek() {
+            if !(entry.due < now) {
+                break;
+            }
+            self.heap.pop();
+            let Some(Some(flow)) = flows.get_mut(entry.slot as usize) else { continue };
+            let state = flow.state();
+            if state.stamp != entry.stamp {
+                continue; // that flow left the lane; another took its slot
+            }
+            state.queued = false;
+            if !state.holding() {
+                continue;
+            }
+            if released(now, state.last, self.quiet) {
+                state.release();
+                n += 1;
+                continue;
+            }
+            // It spoke since: again at its own time (not before `now`, so this loop ends even
+            // where `last + quiet < now` and `now - last > quiet` disagree by a rounding).
+            let due = state.last + self.quiet;
+            state.queued = true;
+            self.heap.push(Reverse(Entry { due: if due < now { now } else { due }, ..entry }));
+        }
+        self.released += n as u64;
+        n
     }
 }
 
@@ -200,6 +377,71 @@ mod tests {
         assert_eq!(h.now, 30.0);
         h.passed(25.0);
         assert_eq!(h.now, 30.0);
+    }
+
+    #[test]
+    fn the_quiet_release_rule() {
+        assert!(!released(110.0, 100.0, 10.0)); // exactly the quiet interval: still kept
+        assert!(released(110.000_001, 100.0, 10.0));
+        assert!(!released(105.0, 100.0, 10.0));
+        assert!(released(103.5, 100.0, 3.0)); // a shorter reorder timeout is the interval
+        assert!(!released(50.0, 100.0, 10.0)); // a clock behind the flow's last segment
+    }
+
+    fn state(last: f64, sent0: &[u8], sent1: &[u8], stamp: u32) -> LaneState {
+        LaneState::new([half(0, 0, sent0), half(0, 0, sent1)], last, stamp)
+    }
+
+    #[test]
+    fn a_segment_after_a_quiet_spell_finds_nothing_kept() {
+        let mut s = state(100.0, b"abc", b"de", 1);
+        assert!(!s.arrive(110.0, 110.0, 10.0)); // not quiet: kept, and last follows
+        assert_eq!((bytes(&s.halves[0]), bytes(&s.halves[1]), s.last), (b"abc".to_vec(), b"de".to_vec(), 110.0));
+        // The clock (another flow's segment) is past the quiet interval; this segment's own
+        // time is earlier (capture time went back): the clock decides, as in tcp.py.
+        assert!(s.arrive(120.5, 119.0, 10.0));
+        assert!(s.halves[0].sent.is_empty() && s.halves[1].sent.is_empty());
+        assert_eq!(s.last, 119.0);
+        assert!(!s.arrive(200.0, 200.0, 10.0)); // nothing kept: nothing to release
+    }
+
+    #[test]
+    fn the_quiet_queue_releases_silent_flows_by_the_same_rule() {
+        let mut q = QuietQueue::new(10.0);
+        let mut flows: Vec<Option<LaneState>> = vec![
+            Some(state(100.0, b"abc", b"", 1)),   // silent from 100
+            Some(state(100.0, b"", b"xyz", 2)),   // speaks again at 105
+            Some(state(100.0, b"", b"", 3)),      // holds nothing: never queued
+            Some(state(101.0, b"q", b"", 4)),     // leaves the lane; slot 3 is then another flow's
+        ];
+        for (slot, flow) in flows.iter_mut().enumerate() {
+            q.note(slot, flow.as_mut().unwrap());
+        }
+        assert_eq!(q.len(), 3);
+        assert!(!flows[2].as_ref().unwrap().queued);
+        assert_eq!(q.next(), 110.0);
+        flows[1].as_mut().unwrap().arrive(105.0, 105.0, 10.0);
+        flows[3] = Some(state(104.0, b"new", b"", 5));
+        assert_eq!(q.sweep(110.0, &mut flows), 0); // due at 110 is not before 110
+        assert_eq!(q.sweep(110.5, &mut flows), 1);
+        assert!(!flows[0].as_ref().unwrap().holding());
+        assert!(flows[1].as_ref().unwrap().holding() && flows[1].as_ref().unwrap().queued);
+        assert_eq!(q.next(), 111.0); // the entry of the flow that left slot 3
+        assert_eq!(q.sweep(111.5, &mut flows), 0);
+        assert_eq!(bytes(&flows[3].as_ref().unwrap().halves[0]), b"new".to_vec()); // it did not touch the new one
+        assert_eq!(q.next(), 115.0);
+        assert_eq!(q.sweep(116.0, &mut flows), 1);
+        assert!(!flows[1].as_ref().unwrap().holding());
+        assert!(q.is_empty() && q.released == 2);
+        // A time where `last + quiet < now` but not `now - last > quiet` (a rounding): the
+        // entry comes back at `now`, and the sweep ends.
+        let (last, quiet, now) = (0.6120383236846554, 3.3, 3.9120383236846554);
+        assert!(last + quiet < now && !released(now, last, quiet));
+        let mut q = QuietQueue::new(quiet);
+        flows[0] = Some(state(last, b"a", b"", 6));
+        q.note(0, flows[0].as_mut().unwrap());
+        assert_eq!(q.sweep(now, &mut flows), 0);
+        assert!(flows[0].as_ref().unwrap().holding() && q.next() == now);
     }
 
     #[test]

@@ -1135,24 +1135,32 @@ use pyo3::types::PyByteArray;
 
 use std::collections::VecDeque;
 
-use crate::lane::{lane_flags, Horizon, LaneHalf, ACK};
+use crate::lane::{lane_flags, Horizon, LaneHalf, LaneState, Laned, QuietQueue, ACK};
 
 /// One flow in the lane: the tracker's `Flow` (handed back to Python with each segment), each
-/// direction's sequence state and the reader of each direction (by half index). Its keys are
-/// the map's alone (tcp.py passes them again to `take`): thousands of flows are in the lane at
-/// once on a busy server's capture, and a second copy cost each 100 bytes.
+/// direction's sequence state and the flow's last segment time (`state`) and the reader of
+/// each direction (by half index). Its keys are the map's alone (tcp.py passes them again to
+/// `take`): thousands of flows are in the lane at once on a busy server's capture, and a second
+/// copy cost each 100 bytes.
 struct LaneFlow {
     flow: PyObject,
-    halves: [LaneHalf; 2],
+    state: LaneState,
     readers: [Py<PyCommandReader>; 2],
+}
+
+impl Laned for LaneFlow {
+    fn state(&mut self) -> &mut LaneState {
+        &mut self.state
+    }
 }
 
 /// The flows tcp.py handed to the lane (see core/src/lane.rs for what the lane does).
 ///
 /// `add` takes a flow in the fast state and its sequence state; `take` gives the state back
 /// and drops the flow: tcp.py does so before anything but the common case touches the flow
-/// (a segment the lane did not take, its deadline, its close). `horizon` is set from the
-/// values `slow` and `fast` return.
+/// (a segment the lane did not take, its close, its connection failing). `horizon` is set from
+/// the values `slow` and `fast` return. The lane applies the quiet release itself (see
+/// core/src/lane.rs): the tracker's deadlines are its pairing timeouts and idle closes.
 #[pyclass(module = "analyzer._core")]
 pub struct FastLane {
     keys: HashMap<Box<[u8]>, (usize, usize)>,
@@ -1160,13 +1168,18 @@ pub struct FastLane {
     free: Vec<usize>,
     horizon: Horizon,
     unacked: usize,
-    small: usize,
+    quiet: QuietQueue,
+    /// When `quiet` next has something to look at (its head's time, cached).
+    quiet_next: f64,
+    stamps: u32,
+    /// Flows whose bytes a segment found quiet (`LaneState::arrive`).
+    released_at_segment: u64,
 }
 
 /// What the lane made of a segment.
 enum Verdict {
     /// Taken: what `fast` is called with.
-    Taken { flow: PyObject, index: usize, events: PyObject, big: bool },
+    Taken { flow: PyObject, index: usize, events: PyObject },
     /// It continues a flow in the lane, but its time crosses the horizon: Python first.
     Later,
     /// Python's (`slow`).
@@ -1188,27 +1201,40 @@ impl FastLane {
         key[s.addrs.len()..klen].copy_from_slice(s.ports);
         let Some(&(slot, index)) = self.keys.get(&key[..klen]) else { return Verdict::Python };
         let Some(Some(flow)) = self.flows.get_mut(slot) else { return Verdict::Python };
-        if flow.halves[index].nxt != s.seq {
+        if flow.state.halves[index].nxt != s.seq {
             return Verdict::Python;
         }
         if !self.horizon.admits(ts) {
             return Verdict::Later;
         }
-        let other = &mut flow.halves[1 - index];
+        self.horizon.passed(ts);
+        // tcp.py `segment`: the clock moves on, the quiet release, `last_ts`, then the common case.
+        if flow.state.arrive(self.horizon.now, ts, self.quiet.quiet) {
+            self.released_at_segment += 1;
+        }
+        let other = &mut flow.state.halves[1 - index];
         if s.flags & ACK != 0 && !other.sent.is_empty() {
             other.ack_sent(s.ack);
         }
-        let half = &mut flow.halves[index];
-        half.advance(s.payload, self.unacked);
-        let big = half.sent.len() > self.small;
-        self.horizon.passed(ts);
+        flow.state.halves[index].advance(s.payload, self.unacked);
+        self.quiet.note(slot, &mut flow.state);
         // The reader's own failure (it only fails where Python would: an event object it could
         // not make) goes to Python as the exception, which fails the connection as `feed` does.
         let events = match flow.readers[index].borrow_mut(py).feed_bytes(py, s.payload, Some(ts_obj.clone().into_any().unbind())) {
             Ok(list) => list.into_any().unbind(),
             Err(err) => err.into_value(py).into_any(),
         };
-        Verdict::Taken { flow: flow.flow.clone_ref(py), index, events, big }
+        let flow = flow.flow.clone_ref(py);
+        self.sweep();
+        Verdict::Taken { flow, index, events }
+    }
+
+    /// The quiet queue, when the lane's clock passed its head (memory only: see lane.rs).
+    fn sweep(&mut self) {
+        if self.quiet_next < self.horizon.now {
+            self.quiet.sweep(self.horizon.now, &mut self.flows);
+            self.quiet_next = self.quiet.next();
+        }
     }
 
     fn set_horizon(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -1217,6 +1243,7 @@ impl FastLane {
         self.horizon.head = head;
         self.horizon.stones = stones;
         self.horizon.window = window;
+        self.sweep();
         Ok(())
     }
 }
@@ -1255,8 +1282,8 @@ fn lane_segment(py: Python<'_>, lane: &Bound<'_, FastLane>, calls: &LaneCalls<'_
         verdict = lane.take_segment(py, ts, &ts_obj, s);
     }
     match verdict {
-        Verdict::Taken { flow, index, events, big } => {
-            let head: Option<f64> = calls.fast.call1((flow, index, events, ts_obj, s.payload.len(), big))?.extract()?;
+        Verdict::Taken { flow, index, events } => {
+            let head: Option<f64> = calls.fast.call1((flow, index, events, ts_obj, s.payload.len()))?.extract()?;
             if let Some(head) = head {
                 lane.borrow_mut().horizon.head = head;
             }
@@ -1284,32 +1311,36 @@ type HalfState = (u32, u64, Option<PyObject>);
 
 #[pymethods]
 impl FastLane {
+    /// `quiet`: the quiet release's interval (tcp.py: the reorder timeout or UNACKED_QUIET,
+    /// the shorter).
     #[new]
-    #[pyo3(signature = (*, unacked, small, tombstone_seconds, start_window))]
-    fn new(unacked: usize, small: usize, tombstone_seconds: f64, start_window: f64) -> Self {
+    #[pyo3(signature = (*, unacked, quiet, tombstone_seconds, start_window))]
+    fn new(unacked: usize, quiet: f64, tombstone_seconds: f64, start_window: f64) -> Self {
         FastLane {
             keys: HashMap::new(),
             flows: Vec::new(),
             free: Vec::new(),
             horizon: Horizon::new(tombstone_seconds, start_window),
             unacked: unacked.max(1),
-            small,
+            quiet: QuietQueue::new(quiet),
+            quiet_next: f64::INFINITY,
+            stamps: 0,
+            released_at_segment: 0,
         }
     }
 
-    /// Take `flow` (keys `key0` for half 0, `key1` for half 1) into the lane with each half's
-    /// `nxt`, `pos` and unacknowledged bytes, and the reader of each half. Returns its slot.
+    /// Take `flow` (keys `key0` for half 0, `key1` for half 1, last segment at `last`) into the
+    /// lane with each half's `nxt`, `pos` and unacknowledged bytes, and the reader of each
+    /// half. Returns its slot.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (flow, key0, key1, nxt0, pos0, sent0, nxt1, pos1, sent1, reader0, reader1))]
-    fn add(&mut self, flow: PyObject, key0: &[u8], key1: &[u8], nxt0: u32, pos0: u64,
+    #[pyo3(signature = (flow, key0, key1, last, nxt0, pos0, sent0, nxt1, pos1, sent1, reader0, reader1))]
+    fn add(&mut self, flow: PyObject, key0: &[u8], key1: &[u8], last: f64, nxt0: u32, pos0: u64,
            sent0: Option<Bound<'_, PyByteArray>>, nxt1: u32, pos1: u64, sent1: Option<Bound<'_, PyByteArray>>,
            reader0: Py<PyCommandReader>,
            reader1: Py<PyCommandReader>) -> usize {
-        let entry = LaneFlow {
-            flow,
-            halves: [half_from_py(nxt0, pos0, sent0.map(|b| b.to_vec())), half_from_py(nxt1, pos1, sent1.map(|b| b.to_vec()))],
-            readers: [reader0, reader1],
-        };
+        self.stamps = self.stamps.wrapping_add(1);
+        let halves = [half_from_py(nxt0, pos0, sent0.map(|b| b.to_vec())), half_from_py(nxt1, pos1, sent1.map(|b| b.to_vec()))];
+        let entry = LaneFlow { flow, state: LaneState::new(halves, last, self.stamps), readers: [reader0, reader1] };
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.flows[slot] = Some(entry);
@@ -1320,6 +1351,10 @@ impl FastLane {
                 self.flows.len() - 1
             }
         };
+        if let Some(Some(flow)) = self.flows.get_mut(slot) {
+            self.quiet.note(slot, &mut flow.state);
+            self.quiet_next = self.quiet.next();
+        }
         // Half 1's key last, as tcp.py's `_new_flow` writes them (a flow from a host to itself
         // on one port has one key for both halves).
         self.keys.insert(key0.into(), (slot, 0));
@@ -1352,21 +1387,14 @@ impl FastLane {
             };
             (h.nxt, h.pos, sent)
         };
-        Ok((out(&entry.halves[0]), out(&entry.halves[1])))
+        Ok((out(&entry.state.halves[0]), out(&entry.state.halves[1])))
     }
 
-    /// The unacknowledged bytes kept for each half of the flow in `slot` (tcp.py `_due`), after
-    /// dropping them all when `quiet`.
-    fn kept(&mut self, slot: usize, quiet: bool) -> PyResult<(usize, usize)> {
-        let Some(Some(flow)) = self.flows.get_mut(slot) else {
-            return Err(PyValueError::new_err(format!("no flow in lane slot {slot}")));
-        };
-        if quiet {
-            for half in flow.halves.iter_mut() {
-                half.sent = VecDeque::new();
-            }
-        }
-        Ok((flow.halves[0].sent.len(), flow.halves[1].sent.len()))
+    /// How many flows the quiet release emptied: at their next segment, and by the quiet queue
+    /// (flows that stayed silent), and the entries the queue holds now (bench/counts.py).
+    #[getter]
+    fn released(&self) -> (u64, u64, usize) {
+        (self.released_at_segment, self.quiet.released, self.quiet.len())
     }
 
     /// Flows in the lane.

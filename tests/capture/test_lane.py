@@ -378,3 +378,63 @@ def test_a_flow_without_syn_leaves_its_halves_to_the_lane_and_gets_them_back(tmp
     assert taken >= 4 and seen and all(seen)
     assert ("1", "tcp.retransmission", 23) in summary(records)
     assert [r["cmd"] for r in records if r["kind"] == "transaction"] == ["VER", "PNG", "PNG", "PNG", "PNG"]
+
+
+def _quiet_spell(gap: float) -> Session:
+    """Both directions keep unacknowledged bytes (300 and 320, more than UNACKED_SMALL), the flow is
+    silent for `gap` seconds, then the server's next segment comes in order (the lane takes it)
+    and both sides retransmit their kept bytes with other bytes."""
+    s = login(Session())
+    c = s.send("c2s", b"PNG\r\n" * 60, ts=1_000_100.0)
+    s_ = s.send("s2c", b"QNG 50\r\n" * 40, ack=c, ts=1_000_100.5)     # acknowledges nothing of the PNGs
+    s.send("s2c", b"QNG 49\r\n", ack=c, ts=1_000_100.5 + gap)          # the first segment after the spell
+    s.again("c2s", c, b"PXG\r\n", ack=s_, ts=1_000_100.6 + gap)       # differs from the kept copy, if kept
+    s.again("s2c", s_, b"QXG 50\r\n", ack=c, ts=1_000_100.7 + gap)
+    return s
+
+
+@pytest.mark.parametrize("gap, extra, kept", [
+    (10.0, (), True),                                  # exactly UNACKED_QUIET: still kept
+    (10.000001, (), False),                            # a microsecond more: released
+    (2.0, ("--reorder-timeout", "3"), True),           # a shorter reorder timeout is the interval
+    (3.5, ("--reorder-timeout", "3"), False),
+])
+def test_the_lane_releases_a_quiet_flow_by_the_python_rule(tmp_path, monkeypatch, gap, extra, kept):
+    """The quiet release (tcp.py `released`, core/src/lane.rs `released`): the segment after a
+    silence longer than the quiet interval finds no unacknowledged bytes in either direction, so
+    the retransmissions after it are compared with nothing. The lane takes that segment and
+    applies the rule itself (its count says so); both implementations give the same records."""
+    released = []
+    fast = tcp.TcpTracker._fast
+
+    def watched(self, *args):
+        released.append(self._lane.released[0])
+        return fast(self, *args)
+    monkeypatch.setattr(tcp.TcpTracker, "_fast", watched)
+    records, taken = both(tmp_path, monkeypatch, write(tmp_path, _quiet_spell(gap)), *extra)
+    mismatches = [r["offset"] for r in records if r["kind"] == "anomaly" and r["name"] == "tcp.overlap_mismatch"]
+    assert mismatches == ([18, 13] if kept else [])
+    assert [r["offset"] for r in records if r["kind"] == "anomaly" and r["name"] == "tcp.retransmission"] == [18, 13]
+    assert taken >= 2 and released[-1] == (0 if kept else 1)
+
+
+def test_the_lane_frees_the_bytes_of_flows_that_stay_silent(tmp_path, monkeypatch):
+    """A flow holding unacknowledged bytes that never speaks again: the lane's quiet queue drops
+    them once the lane's clock (another flow's segments) is past its last segment plus the quiet
+    interval, not before, and only once."""
+    one = login(Session(ts=1_000_000.0))
+    one.send("c2s", b"PNG\r\n" * 60, ts=1_000_001.0)
+    one.send("s2c", b"QNG 50\r\n", ack=one.nxt["c2s"] - 300, ts=1_000_001.5)   # the lane holds 300 bytes
+    two = login(Session(client=("127.0.0.3", 40001), ts=1_000_000.5))
+    for i in range(30):
+        two.send("c2s", b"PNG\r\n", ts=1_000_002.0 + i)
+        two.send("s2c", b"QNG 50\r\n", ts=1_000_002.25 + i)
+    seen = []
+    fast = tcp.TcpTracker._fast
+
+    def watched(self, flow, index, events, ts, size):
+        seen.append((ts, self._lane.released[1]))
+        return fast(self, flow, index, events, ts, size)
+    monkeypatch.setattr(tcp.TcpTracker, "_fast", watched)
+    both(tmp_path, monkeypatch, write(tmp_path, one, two))
+    assert seen and all(n == (1 if ts > 1_000_011.5 else 0) for ts, n in seen)

@@ -448,8 +448,9 @@ def test_a_hole_waits_while_its_bytes_can_still_come_keepalives_a_minute_apart()
 
 def test_a_quiet_flow_releases_its_unacknowledged_bytes():
     # A capture without the ACKs (data segments only): the bytes are never acknowledged,
-    # but once the flow has been quiet for UNACKED_QUIET seconds they are not kept (when
-    # they are more than UNACKED_SMALL: a keep-alive's few bytes are not worth a timer).
+    # but once the flow has been quiet for UNACKED_QUIET seconds they are not kept; a deadline
+    # frees them while the flow stays silent (when they are more than UNACKED_SMALL: a
+    # keep-alive's few bytes are not worth a timer; its next segment drops them, see below).
     from analyzer.capture.tcp import UNACKED_QUIET, UNACKED_SMALL
     w = Wire()
     w.handshake()
@@ -471,6 +472,32 @@ def test_a_quiet_flow_releases_its_unacknowledged_bytes():
     got = w.finish()
     assert lines(got) == [b"VER 1 MSNP8 CVR0\r\n"] + [b"PNG\r\n"] * (UNACKED_SMALL // 5 + 2)
 
+
+
+def test_the_segment_after_a_quiet_spell_finds_no_unacknowledged_bytes():
+    # `released`: a keep-alive's few bytes get no deadline, but the flow's next segment after
+    # more than UNACKED_QUIET seconds (the tracker's clock, here moved on by another flow) finds
+    # them gone in both directions, so a retransmission with other bytes is not compared; at
+    # exactly UNACKED_QUIET they are still kept and the mismatch is reported.
+    from analyzer.capture.tcp import UNACKED_QUIET, released
+    assert not released(110.0, 100.0, 10.0) and released(110.5, 100.0, 10.0) and not released(90.0, 100.0, 10.0)
+    for silence, kept in ((UNACKED_QUIET, True), (UNACKED_QUIET + 0.5, False)):
+        w = Wire()
+        w.handshake()
+        w.ts = 1000.0
+        png = w.send("c", b"PNG\r\n")                  # never acknowledged
+        w.send("s", b"QNG 50\r\n", ack=png)
+        last = w.ts
+        assert w.tracker.flows[key(CLIENT, SERVER)].halves[0].sent == b"PNG\r\n"
+        w.tracker.segment(last + silence, key(("127.0.0.7", 40001), SERVER), 1, 0, SYN, b"")
+        w.ts = last + silence - 0.01                    # the next segment (send adds 0.01)
+        w.send("s", b"QNG 49\r\n", ack=png)
+        flow = w.tracker.flows[key(CLIENT, SERVER)]
+        assert (flow.halves[0].sent is not None) == kept
+        assert bytes(flow.halves[1].sent) == (b"QNG 50\r\nQNG 49\r\n" if kept else b"QNG 49\r\n")
+        w.send("c", b"PXG\r\n", seq=png)
+        names = w.finish().names()
+        assert ("tcp.overlap_mismatch" in names) == kept and "tcp.retransmission" in names
 
 # -- the deadline queue (a calendar: a heap per second) ------------------------------------
 
