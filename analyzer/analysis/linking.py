@@ -66,6 +66,7 @@ so its cost and its temporaries follow what changed, not what is held.
 from __future__ import annotations
 
 import gc
+import sys
 from bisect import bisect_left
 from dataclasses import dataclass
 from operator import attrgetter
@@ -178,7 +179,12 @@ def _listed(facts: StreamFacts, handle: str) -> bool:
 
 
 _NEVER = float("inf")
-_UNKEYED = ("unkeyed",)   # the key of a stream without addresses: every pass links everything
+_UNKEYED = object()   # the key of a stream without addresses: every pass links everything
+
+
+def _address(server: str, host: str) -> str:
+    """The key of the connections to `server` from client `host` (one string, shared by them)."""
+    return sys.intern(f"{server} {host}")
 
 
 def _tie(index: dict, key, sid: str) -> None:
@@ -376,9 +382,9 @@ class Linker:
         self._oldest_end = _NEVER
         self._ns_of_cookie: dict[bytes, str] = {}  # XFR SB / RNG cookie -> the stream that sent it
         # What could tie streams together in a pass (see _component): key -> its streams, where a
-        # key is ("c", cookie) for a switchboard login or an XFR SB/RNG line, ("a", server, client
-        # host) for a connection and for the target of an XFR NS line; each stream's keys.
-        self._keyed: dict[tuple, str | dict[str, None]] = {}   # one stream, or several (see _tie)
+        # key is the cookie (bytes) of a switchboard login or an XFR SB/RNG line, or "server
+        # client-host" (str, see _address) for a connection and for the target of an XFR NS line.
+        self._keyed: dict[bytes | str, str | dict[str, None]] = {}   # one stream, or several (see _tie)
         self._unkeyed = 0   # streams without a server address or client host (transcripts): passes link all
         # Told of a limit hit (Analysis.anomaly, set by the run): conn, Anomaly.
         self.reporter = None
@@ -457,7 +463,7 @@ class Linker:
             found = wire.login(cmd)
             if found is not None and found.server == "SB" and facts.sb_login is None:
                 facts.sb_login = SbLogin(found.cmd, found.cookie, found.sessid, cmd.ts)
-                self._key(facts.id, ("c", found.cookie))
+                self._key(facts.id, found.cookie)
                 self._join(facts, found.endpoint.text, None, cmd.ts, "self")
         elif code == "OUT":
             facts.saw_out = True
@@ -482,9 +488,10 @@ class Linker:
                 facts.referrals += 1
                 self._refer(Referral("xfr_ns", facts.id, cmd.ts, self._order, found.target, cmd.trid,
                                      offset=cmd.offset))
-                keys = facts.keys
-                if keys and keys[0][0] == "a":   # the NS connections it may lead to: same client host
-                    self._key(facts.id, ("a", found.target, keys[0][2]))
+                if facts.keys and facts.keys[0] is not _UNKEYED:   # the NS connections it may lead to:
+                    host = wire.host_of(getattr(self.conns.get(facts.id), "client", None))  # same client host
+                    if host is not None:
+                        self._key(facts.id, _address(found.target, host))
             elif found.cookie is not None:
                 kind, trid = ("xfr_sb", cmd.trid) if code == "XFR" else ("rng", None)
                 facts.referrals += 1
@@ -492,7 +499,7 @@ class Linker:
                                      cookie=found.cookie, sessid=found.sessid,
                                      inviter=found.inviter.text if found.inviter else None, offset=cmd.offset))
                 self._ns_of_cookie[found.cookie] = facts.id
-                self._key(facts.id, ("c", found.cookie))
+                self._key(facts.id, found.cookie)
         elif code == "IRO" or code == "JOI":
             found = wire.arrival(cmd)
             if found is not None:
@@ -578,7 +585,7 @@ class Linker:
             self._unkeyed += 1
             self.facts[sid].keys = (_UNKEYED,)
             return
-        self._key(sid, ("a", server, host))
+        self._key(sid, _address(server, host))
 
     def _key(self, sid: str, key: tuple) -> None:
         facts = self.facts[sid]
@@ -616,7 +623,8 @@ class Linker:
         keyed, users, facts = self._keyed, self._users, self.facts
         found = {seed}
         todo = [seed]
-        seen_keys: set = set()
+        seen_keys: set = set()    # cookies (bytes) and addresses (str)
+        seen_users: set = set()
         while todo:
             sid = todo.pop()
             f = facts[sid]
@@ -629,8 +637,8 @@ class Linker:
                         found.add(other)
                         todo.append(other)
             user = f.user
-            if user is not None and user not in seen_keys:
-                seen_keys.add(user)   # a str: never equal to a key (tuples)
+            if user is not None and user not in seen_users:
+                seen_users.add(user)
                 for other in _tied(users, user):
                     if other not in found:
                         found.add(other)
