@@ -406,16 +406,19 @@ class Linker:
             facts = self.facts[conn.id] = StreamFacts(conn.id, self._order)
             self.conns[conn.id] = conn
             self._key_stream(conn.id, conn)
+        first_ts, last_ts, now = facts.first_ts, None, self._now
+        commands = False
         for event in events:
             if type(event) is not Command:
                 continue
+            commands = True
             ts = event.ts
             if ts is not None:
-                if facts.first_ts is None:
-                    facts.first_ts = ts
-                facts.last_ts = ts
-                if self._now is None or ts > self._now:
-                    self._now = ts
+                if first_ts is None:
+                    first_ts = facts.first_ts = ts
+                last_ts = ts
+                if now is None or ts > now:
+                    now = ts
             code = event.cmd
             if event.direction == C2S:
                 first = not facts.first_c2s_seen
@@ -424,6 +427,10 @@ class Linker:
                     self._client_line(facts, event, first)
             elif code in _WATCH_S2C:
                 self._server_line(facts, event)
+        if commands:
+            if last_ts is not None:
+                facts.last_ts = last_ts
+            self._now = now
             self._result = None
 
     def stream(self, conn) -> None:
