@@ -80,6 +80,10 @@ COMMAND_SECRETS: tuple[ParamRule, ...] = (
     ParamRule("RNG", S2C, ((2, frozenset({b"CKI"}), False),), 3, False, "switchboard cookie of an invitation"),
 )
 
+# Codes whose first parameter is never a TrID, even when it is a number and the reader left
+# it among the parameters (RNG's first parameter is the session id).
+UNNUMBERED = frozenset({"RNG"})
+
 # Payloads masked whole: (command, direction).
 PAYLOAD_SECRETS = frozenset({("QRY", C2S)})  # the MD5 answer to a CHL challenge
 
@@ -213,6 +217,19 @@ class Redactor:
             masks[secret] = text
         return text
 
+    def core_table(self) -> tuple | None:
+        """This redactor's key and the command table as the compiled core's JSON formatter takes
+        them (`JsonFormatter(..., masks=)`; core/src/redact.rs applies them as `params` and
+        `payload` do): `(key, rules, payload_secrets, unnumbered)`, the rules as
+        `(code, direction, [(index, [word], negate)], first, to_end)`. None when the core must
+        not mask for this redactor (disabled, a subclass: its masks are its own, or a key
+        that is not bytes)."""
+        if not self.enabled or type(self) is not Redactor or type(self.key) is not bytes:
+            return None
+        rules = [(r.cmd, r.direction, [(i, sorted(words), negate) for i, words, negate in r.words], r.first, r.to_end)
+                 for r in COMMAND_SECRETS]
+        return self.key, rules, sorted(PAYLOAD_SECRETS), sorted(UNNUMBERED)
+
     # -- MSNP command lines ---------------------------------------------------------
 
     def secret_params(self, cmd: Command) -> set[int]:
@@ -223,7 +240,7 @@ class Redactor:
         if rules is None:
             return set()
         params = cmd.raw_params
-        if cmd.trid is None and params and _TRID.match(params[0]) and cmd.cmd.upper() != "RNG":
+        if cmd.trid is None and params and _TRID.match(params[0]) and cmd.cmd.upper() not in UNNUMBERED:
             # A code the reader does not know (`usr`) keeps its TrID among the parameters.
             return {i + 1 for i in _secret_indexes(rules, cmd.direction, params[1:], partial=False)}
         return _secret_indexes(rules, cmd.direction, params, partial=False)
@@ -267,7 +284,7 @@ class Redactor:
             if rules is None:
                 continue
             rest = tokens[i + 1:]
-            if rest and _TRID.match(rest[0].group()) and code != "RNG":
+            if rest and _TRID.match(rest[0].group()) and code not in UNNUMBERED:
                 rest = rest[1:]
             directions = (direction,) if direction in (C2S, S2C) else (C2S, S2C)
             hit: set[int] = set()

@@ -344,15 +344,17 @@ class JsonLinesWriter:
 def _compiled_lines(writer: JsonLinesWriter):
     """The compiled core's formatter of `command`, `transaction` and `skipped` lines for
     `writer` (`JsonFormatter.lines(stream, events, declined, conn)`: a batch's lines as UTF-8
-    bytes, each record it leaves to the Python writer (a secret to mask, a value past what it
-    formats, another kind) written by `declined(conn, event)` in its place), or None: no core,
-    or a subclass that changes `record` or `_line_of` (its records are its own)."""
+    bytes, each record it leaves to the Python writer (a payload the free-text rules may
+    change, a value past what it formats, another kind) written by `declined(conn, event)` in
+    its place; the secret parameters of commands, and the payloads masked whole, it masks with
+    the redactor's table and key: `Redactor.core_table()`), or None: no core, or a subclass
+    that changes `record` or `_line_of` (its records are its own)."""
     from analyzer.core import CORE
     if CORE is None or type(writer).record is not JsonLinesWriter.record \
             or type(writer)._line_of is not JsonLinesWriter._line_of:
         return None
     return CORE.JsonFormatter(Command, Transaction, Skipped, sorted(SECRET_COMMANDS),
-                              writer.redactor.enabled, writer.payloads)
+                              writer.redactor.enabled, writer.payloads, writer.redactor.core_table())
 
 
 def stream_record(conn: Connection) -> dict:

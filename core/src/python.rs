@@ -702,6 +702,11 @@ use pyo3::intern;
 use pyo3::types::{PyBool, PyDict, PyFloat};
 
 use crate::jsonl::{payload_needs_redaction, push_bytes_text, push_float, push_str};
+use crate::redact::{Masker, ParamRule, SecretTable, Word};
+
+/// `Redactor.core_table()` as it crosses: `(key, rules, payload_secrets, unnumbered)`.
+type MaskTable = (Vec<u8>, Vec<(String, String, Vec<(usize, Vec<Vec<u8>>, bool)>, usize, bool)>,
+                  Vec<(String, String)>, Vec<String>);
 
 /// One JSON value for an exact `None`, `str`, `float`, `bool` or 64-bit `int`; false for
 /// anything else (the Python writer then writes the whole record).
@@ -760,8 +765,9 @@ fn push_position(py: Python<'_>, out: &mut String, ev: &Bound<'_, PyAny>) -> PyR
 /// byte for byte as `JsonLinesWriter` writes them, for the events it can: `lines` writes a
 /// feed's batch into one buffer and asks the Python writer for the rest; `line` (one event)
 /// answers None for any other event, for a command whose parameters or payload the redactor may
-/// change (secret-bearing codes, payloads its gates pick: see `jsonl::payload_needs_redaction`),
-/// and for values the Python writer handles itself (floats past the plain range, ints past
+/// change and this formatter does not mask (a secret-bearing code when it was given no
+/// `masks`, a code that is not ASCII, payloads the redactor's free-text gates pick: see
+/// `jsonl::payload_needs_redaction`), and for values the Python writer handles itself (floats past the plain range, ints past
 /// 64 bits, lone surrogates, subclasses). The Python writer stays the rule; tests compare both.
 #[pyclass(module = "analyzer._core")]
 pub struct JsonFormatter {
@@ -772,6 +778,9 @@ pub struct JsonFormatter {
     secret: Vec<String>,
     redact: bool,
     payloads: bool,
+    /// The redactor's table and key (`redact.core_table()`): a secret-bearing command is then
+    /// masked here; without them (a redactor of another class) it is left to Python.
+    masks: Option<(SecretTable, Masker)>,
 }
 
 impl JsonFormatter {
@@ -779,9 +788,19 @@ impl JsonFormatter {
         let cmd = ev.getattr(intern!(py, "cmd"))?;
         let Ok(cmd) = cmd.downcast_exact::<PyString>() else { return Ok(false) };
         let Ok(code) = cmd.to_str() else { return Ok(false) };
-        if self.redact && (!code.is_ascii() || self.secret.iter().any(|s| s.eq_ignore_ascii_case(code))) {
-            return Ok(false);
+        if self.redact && !code.is_ascii() {
+            return Ok(false); // `str.upper` beyond ASCII: the redactor's own
         }
+        // A secret-bearing code (`Redactor.params` looks at it): masked here with the
+        // redactor's table and key, or left to Python when the formatter has none.
+        let secret = if self.redact && self.secret.iter().any(|s| s.eq_ignore_ascii_case(code)) {
+            match &self.masks {
+                Some(masks) => Some(masks),
+                None => return Ok(false),
+            }
+        } else {
+            None
+        };
         if !push_position(py, out, ev)? {
             return Ok(false);
         }
@@ -796,12 +815,38 @@ impl JsonFormatter {
         let args = ev.getattr(intern!(py, "args"))?;
         let Ok(args) = args.downcast_exact::<PyList>() else { return Ok(false) };
         let skip = usize::from(!trid.is_none());
-        for (i, arg) in args.iter().enumerate().skip(skip) {
-            let Ok(raw) = arg.downcast_exact::<PyBytes>() else { return Ok(false) };
-            if i > skip {
-                out.push(',');
+        let mut direction = None;
+        if let Some((table, masker)) = secret {
+            let dir = ev.getattr(intern!(py, "direction"))?;
+            let Ok(dir) = dir.downcast_exact::<PyString>() else { return Ok(false) };
+            let Ok(dir) = dir.to_str() else { return Ok(false) };
+            let dir = dir.to_owned();
+            let mut raw = Vec::with_capacity(args.len());
+            for arg in args.iter().skip(skip) {
+                let Ok(bytes) = arg.downcast_exact::<PyBytes>() else { return Ok(false) };
+                raw.push(bytes.clone());
             }
-            push_bytes_text(out, raw.as_bytes());
+            let params: Vec<&[u8]> = raw.iter().map(|b| b.as_bytes()).collect();
+            let hidden = table.secret_params(code, &dir, skip == 1, &params);
+            for (i, param) in params.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                if hidden.contains(&i) {
+                    push_str(out, &masker.mask(param));
+                } else {
+                    push_bytes_text(out, param);
+                }
+            }
+            direction = Some(dir);
+        } else {
+            for (i, arg) in args.iter().enumerate().skip(skip) {
+                let Ok(raw) = arg.downcast_exact::<PyBytes>() else { return Ok(false) };
+                if i > skip {
+                    out.push(',');
+                }
+                push_bytes_text(out, raw.as_bytes());
+            }
         }
         out.push(']');
         out.push(',');
@@ -813,11 +858,15 @@ impl JsonFormatter {
             if !payload.is_none() {
                 let Ok(raw) = payload.downcast_exact::<PyBytes>() else { return Ok(false) };
                 let raw = raw.as_bytes();
-                if self.redact && payload_needs_redaction(raw) {
-                    return Ok(false);
-                }
                 out.push_str(",\"payload\":");
-                push_bytes_text(out, raw);
+                match (secret, &direction) {
+                    // `Redactor.payload`: a payload of PAYLOAD_SECRETS (a QRY's MD5 answer) masked whole.
+                    (Some((table, masker)), Some(dir)) if table.payload_is_secret(code, dir) => {
+                        push_str(out, &masker.mask(raw));
+                    }
+                    _ if self.redact && payload_needs_redaction(raw) => return Ok(false),
+                    _ => push_bytes_text(out, raw),
+                }
             }
         }
         Ok(true)
@@ -929,10 +978,29 @@ impl JsonFormatter {
 #[pymethods]
 impl JsonFormatter {
     #[new]
-    #[pyo3(signature = (command, transaction, skipped, secret_commands, redact, payloads))]
+    /// `masks`: `(key, rules, payload_secrets, unnumbered)` of the run's redactor
+    /// (`Redactor.core_table()`): the key, COMMAND_SECRETS as `(code, direction, [(index,
+    /// [word], negate)], first, to_end)`, PAYLOAD_SECRETS as `(code, direction)` and the codes
+    /// that never carry a TrID among their parameters. Without it a secret-bearing command
+    /// (with `redact`) is left to Python.
+    #[pyo3(signature = (command, transaction, skipped, secret_commands, redact, payloads, masks=None))]
     fn new(command: PyObject, transaction: PyObject, skipped: PyObject, secret_commands: Vec<String>,
-           redact: bool, payloads: bool) -> Self {
-        JsonFormatter { command, transaction, skipped, secret: secret_commands.into_iter().collect(), redact, payloads }
+           redact: bool, payloads: bool, masks: Option<MaskTable>) -> Self {
+        let masks = masks.map(|(key, rules, payloads, unnumbered)| {
+            let rules = rules
+                .into_iter()
+                .map(|(code, direction, words, first, to_end)| ParamRule {
+                    code,
+                    direction,
+                    words: words.into_iter().map(|(index, words, negate)| Word { index, words, negate }).collect(),
+                    first,
+                    to_end,
+                })
+                .collect();
+            (SecretTable { rules, payloads, unnumbered }, Masker::new(&key))
+        });
+        JsonFormatter { command, transaction, skipped, secret: secret_commands.into_iter().collect(), redact, payloads,
+                        masks }
     }
 
     /// The record's line (newline included), or None: the Python writer writes it.

@@ -9,11 +9,12 @@ that it does format the common records (so the equality is not won by always dec
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from analyzer.analysis.redact import Redactor
+from analyzer.analysis.redact import PAYLOAD_SECRETS, Redactor
 from analyzer.msnp import C2S, S2C, Anomaly, Command, Skipped
 from analyzer.msnp.pairing import Transaction
 from analyzer.outputs.jsonl import JsonLinesWriter
@@ -68,9 +69,6 @@ def test_common_records_are_formatted_by_the_core_as_python_writes_them():
 
 
 @pytest.mark.parametrize("event", [
-    Command(C2S, "USR", 3, [b"3", b"MD5", b"S", b"0123456789abcdef"], b"USR 3 MD5 S 0123456789abcdef\r\n",
-            None, None, 0, 1.0),
-    Command(C2S, "usr", None, [b"3", b"MD5", b"S", b"0123"], b"usr 3 MD5 S 0123\r\n", None, None, 0, 1.0),
     msg(b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgsinvite\r\n\r\nAuthCookie: 1234\r\n"),
     msg(b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\nSID: 1\r\n\r\nhi"),
     msg(b"https://login/?t=secret&p=other"),
@@ -78,11 +76,58 @@ def test_common_records_are_formatted_by_the_core_as_python_writes_them():
     msg(b"x", ts=float("nan")),
     Command(C2S, "CHG", 2 ** 70, [str(2 ** 70).encode(), b"NLN"], b"CHG ...\r\n", None, None, 0, 1.0),
     Anomaly("msnp.line.garbage", "b'USR 3 MD5 S x'", C2S, 0, 1.0),
-], ids=["secret-params", "secret-lower-case", "mime-secret", "chat-head-secret", "ticket", "big-float", "nan",
-        "big-trid", "anomaly"])
+    Command(C2S, "ÜSR", 3, [b"3", b"MD5", b"S", b"0123"], b"\xc3\x9cSR 3 MD5 S 0123\r\n", None, None, 0, 1.0),
+], ids=["mime-secret", "chat-head-secret", "ticket", "big-float", "nan", "big-trid", "anomaly", "code-not-ascii"])
 def test_what_may_need_python_is_left_to_python(event):
     assert formatter()("1", event) is None
     assert written([(Conn("1"), event)], compiled=True) == written([(Conn("1"), event)], compiled=False)
+
+
+def usr(*args: bytes, code="USR", trid=3, direction=C2S, payload=None) -> Command:
+    args = ([str(trid).encode()] if trid is not None else []) + list(args)
+    return Command(direction, code, trid, args, b"line\r\n", payload, None if payload is None else len(payload), 0, 1.0)
+
+
+@pytest.mark.parametrize("event, masked", [
+    (usr(b"MD5", b"S", b"0123456789abcdef"), [2]),
+    (usr(b"SSO", b"S", b"t=ticket&p=profile", b"response"), [2, 3]),
+    (usr(b"3", b"MD5", b"S", b"0123", code="usr", trid=None), [3]),          # the TrID among the parameters
+    (usr(b"a@b.c", b"17262740.1050826919"), [1]),                               # a switchboard login's cookie
+    (usr(b"a@b.c", b"17262740.1050826919", code="ANS"), [1]),
+    (usr(b"SB", b"127.0.0.1:1864", b"CKI", b"17262740.1050826919", code="XFR", direction=S2C), [3]),
+    (usr(b"117", b"127.0.0.1:1864", b"CKI", b"8496.2", code="RNG", trid=None, direction=S2C), [3]),
+    (usr(b"msmsgs@msnmsgr.com", b"32", code="QRY", payload=b"0123456789abcdef0123456789abcdef"), []),
+    (usr(b"OK", b"a@b.c", b"Name", direction=S2C), []),
+], ids=["md5", "sso", "lower-case", "sb-login", "ans", "xfr", "rng", "qry", "usr-ok"])
+def test_secret_parameters_are_masked_by_the_core_as_the_redactor_masks_them(event, masked):
+    """The core masks with the redactor's own table and key (Redactor.core_table): the same
+    masks at the same places, and these records are not left to Python."""
+    line = formatter()("1", event)
+    assert line is not None
+    assert line == written([(Conn("1"), event)], compiled=False)
+    params = json.loads(line)["params"]
+    assert [i for i, p in enumerate(params) if p.startswith("<redacted:")] == masked
+    assert all(Redactor(key=b"test").mask(event.raw_params[i]) == params[i] for i in masked)
+    if event.cmd == "QRY":
+        assert json.loads(line)["payload"] == Redactor(key=b"test").mask(event.payload)
+    assert Redactor(key=b"other").mask(b"x") != Redactor(key=b"test").mask(b"x")   # the key matters
+
+
+def test_a_redactor_the_core_cannot_copy_keeps_its_secret_commands():
+    """A Redactor subclass (its masks may be its own) gets no table: its secret-bearing
+    commands are left to the Python writer, and the two writers still agree."""
+    class Upper(Redactor):
+        def mask(self, secret: bytes) -> str:
+            return "<hidden>"
+
+    event = usr(b"MD5", b"S", b"0123")
+    writer = JsonLinesWriter(io.StringIO(), Upper(key=b"test"))
+    assert writer.redactor.core_table() is None
+    assert writer._formatter.line("1", event) is None
+    out = io.StringIO()
+    writer.out = out
+    writer.event(Conn("1"), event)
+    assert '"<hidden>"' in out.getvalue()
 
 
 def test_without_redaction_secret_commands_are_the_cores():
@@ -98,6 +143,7 @@ SECRETISH = [b"SID: 1", b"  authcookie :x", b"Nonce:\t{x}", b"kv: 3", b"MSPAuth:
              b"from-PP='t=1&p=2'", b"<ml/>", b"=", b"\xff\xfe", "é".encode()]
 
 tokens = st.one_of(st.binary(max_size=10), st.sampled_from([b"MD5", b"S", b"I", b"SB", b"CKI", b"OK", b"TWN", b"SSO",
+                                                            b"SHA", b"A", b"md5", b"s", b"cki", b"sb", b"12", b"12\n",
                                                             b"12345.678", b"a@b.c", b"127.0.0.1:1863"]))
 times = st.one_of(st.none(), st.floats(), st.floats(0, 2e9), st.integers(-2 ** 70, 2 ** 70),
                   st.integers(0, 2 ** 40).map(lambda n: n / 1024), st.integers(0, 2 ** 30).map(lambda n: n / 1000))
@@ -108,7 +154,7 @@ payloads = st.one_of(
               st.lists(st.sampled_from(SECRETISH), max_size=5), st.booleans(), st.binary(max_size=20))
     .map(lambda t: t[0] + b"\r\n".join(t[1]) + (b"\r\n\r\n" if t[2] else b"\n") + t[3]))
 codes = st.one_of(st.sampled_from(["MSG", "USR", "usr", "XFR", "RNG", "ANS", "QRY", "CHG", "ILN", "PNG", "QNG", "ADL",
-                                   "Usr", "ß"]), st.text(max_size=4))
+                                   "Usr", "ß", "xfr", "Rng", "ans", "qry", "UsR1"]), st.text(max_size=4))
 
 
 @st.composite
@@ -146,6 +192,57 @@ def test_any_records_are_written_alike(events, redact, payloads):
     events = [(Conn(s) if s is not None else None, e) for s, e in events]
     assert written(events, compiled=True, redact=redact, payloads=payloads) == \
         written(events, compiled=False, redact=redact, payloads=payloads)
+
+
+SECRET_WORDS = [b"MD5", b"TWN", b"SSO", b"SHA", b"OK", b"S", b"A", b"I", b"SB", b"NS", b"CKI", b"md5", b"sso", b"s",
+                b"cki", b"Sb", b"0", b"12", b"12\n", b"a@b.c", b"127.0.0.1:1864", b"17262740.1050826919.32308",
+                b"t=ticket&p=profile", b"\xff\xfe", "é".encode()]
+
+
+# The parameter shapes of the table's commands (None: any word), so the rules' conditions hold
+# often; each word may then change case, and the line may be cut short or run on.
+SHAPES = {"USR": [[b"MD5", b"S", None], [b"TWN", b"S", None], [b"SSO", b"S", None, None], [b"SHA", b"A", None],
+                  [b"SSO", b"S", None, None, None],
+                  [b"MD5", b"I", None], [None, None], [b"OK", None, None]],
+          "XFR": [[b"SB", None, b"CKI", None], [b"NS", None, b"0"]],
+          "RNG": [[b"11752013", None, b"CKI", None, None, None], [None, None, b"CKI", None]],
+          "ANS": [[None, None, None]],
+          "QRY": [[b"msmsgs@msnmsgr.com", b"32"]],
+          "CHG": [[b"NLN", None]]}
+word = st.one_of(st.sampled_from(SECRET_WORDS), st.binary(max_size=8))
+
+
+@st.composite
+def secret_command(draw) -> tuple[str, list[bytes]]:
+    """A code of the table in some case and parameters of one of its shapes (now and then another's)."""
+    code = draw(st.sampled_from(["USR", "USR", "USR", "XFR", "RNG", "RNG", "ANS", "QRY", "CHG"]))
+    shapes = SHAPES[code] if draw(st.integers(0, 3)) else [s for shapes in SHAPES.values() for s in shapes]
+    args = [w if w is not None else draw(word) for w in draw(st.sampled_from(shapes))]
+    args = [w.lower() if draw(st.booleans()) else w for w in args]
+    args = args[:draw(st.integers(0, len(args)))] if not draw(st.integers(0, 3)) else args + draw(st.lists(word, max_size=2))
+    return draw(st.sampled_from([code, code.lower(), code.title()])), args
+
+
+@settings(max_examples=500, deadline=None)
+@given(secret_command(), st.sampled_from([C2S, S2C]), st.one_of(st.none(), st.none(), st.integers(0, 2 ** 32)),
+       st.one_of(st.none(), st.binary(max_size=40), st.just(b"0123456789abcdef0123456789abcdef")),
+       st.booleans(), st.binary(max_size=100))
+def test_secret_bearing_commands_are_masked_as_the_redactor_masks_them(command, direction, trid, payload, redact, key):
+    """Record for record: the core's line of a secret-bearing command (USR, XFR, RNG, ANS, QRY in
+    any case, with and without a TrID the reader took, with and without redaction, under any
+    key) is the Python writer's, and the core does write it (unless a payload the free-text
+    rules may change is there)."""
+    code, args = command
+    if trid is not None:
+        args = [str(trid).encode()] + args
+    cmd = Command(direction, code, trid, args, b"line\r\n", payload, None if payload is None else len(payload), 7,
+                  1115371249.437368)
+    writer = JsonLinesWriter(io.StringIO(), Redactor(redact, key=key))
+    core = writer._formatter.line("1", cmd)
+    if payload is None or (redact and (code.upper(), direction) in PAYLOAD_SECRETS):
+        assert core is not None
+    if core is not None:
+        assert core == writer._line_of(Conn("1"), cmd, as_bytes=False)
 
 
 @settings(max_examples=300, deadline=None)
