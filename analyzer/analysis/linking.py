@@ -48,10 +48,19 @@ are held (20 x `settle_after` unless given), the logins past the window settle
 even though an open stream could still join them, and if more than `max_held`
 are still held, the logins that ended first settle inside the window down to
 half of it (memory stays bounded when logins end faster than the window lets
-them go), their session records saying so in a "forced" field. Each pass looks the open streams up through
-one index (by cookie, handle and start time) and links through indexes by
-cookie, login, session id, server address and client host (`_Queue`), so a
-pass costs about linearly in what it holds.
+them go), their session records saying so in a "forced" field.
+
+Passes are incremental: streams are indexed by what ties them together (cookie,
+server address and client host, user handle), and a pass links again only the
+groups of tied streams that changed since the last one (a stream new, ended, with
+a new key, handle, role or start), keeping of each group only the sessions whose
+streams have all ended; the records of the sessions that settle are built by
+linking their groups once more. Linking a group alone finds what linking
+everything finds for it, so the records are those of linking everything at each
+pass. A pass looks the open streams up through one index (by cookie, handle and
+start time) and links through indexes by cookie, login, session id, server
+address and client host (`_Queue`), a chunk of groups at a time (`LINK_CHUNK`),
+so its cost and its temporaries follow what changed, not what is held.
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ from __future__ import annotations
 import gc
 from bisect import bisect_left
 from dataclasses import dataclass
+from operator import attrgetter
 
 from typing import NamedTuple
 
@@ -130,6 +140,13 @@ class StreamFacts:
     # Indexes over `participants`, so a JOI/BYE flood costs one lookup per line:
     present: dict[str, Participant] | None = None  # handle -> the one not yet left
     handles: set[str] | None = None                # every handle listed
+    # Settling (see `Linker._relink`): the linked group (`_Group`) the stream was last linked
+    # in, its user handle as indexed (lower case), and, while it is open, its role and start
+    # as they were then (a change means the group must be linked again).
+    group: "_Group | None" = None
+    user: str | None = None
+    seen_role: str | None = None
+    seen_start: float | None = None
 
 
 def _listing(facts: StreamFacts) -> StreamFacts:
@@ -140,6 +157,9 @@ def _listing(facts: StreamFacts) -> StreamFacts:
 
 
 _NEVER = float("inf")
+_seen = attrgetter("order")   # referrals in the order seen
+_first = attrgetter("key")    # held sessions in capture order
+_ending = attrgetter("end")   # ... and by their end
 
 
 class _OpenStreams:
@@ -155,6 +175,33 @@ class _OpenStreams:
         self.unknown = _NEVER
         self.starts: list[float] = []
         self.timeless = False       # an open stream without any time: it could join anything
+
+
+class _Held(NamedTuple):
+    """A login session whose streams have all ended, as a settling pass last linked it."""
+    key: tuple                # its first stream's place in capture order (see `Linker._place`)
+    end: float | None
+    user: str                 # its handle, lower case ("" when none)
+    streams: tuple            # its streams, in capture order
+
+
+class _Group:
+    """Streams tied together (cookie, server address and client host, user handle: see
+    `Linker._component`), linked together in a settling pass, and what that found: the login
+    sessions whose streams have all ended. It stays valid until one of its streams changes
+    (a new key, an end, a new handle, role or start) or, when `moving` (a switchboard without
+    its NS that has a user, beside a stream still open: whether they overlap in time depends
+    on the open stream's end, which moves), at every pass."""
+
+    __slots__ = ("members", "held", "moving")
+
+    def __init__(self, members) -> None:
+        self.members = members
+        self.held: list[_Held] = []
+        self.moving = False
+
+
+LINK_CHUNK = 2000   # streams linked at once by a settling pass (its temporaries scale with this)
 
 
 class _Queue:
@@ -248,7 +295,6 @@ class Linker:
         self.redactor = redactor or Redactor()
         self.facts: dict[str, StreamFacts] = {}
         self.conns: dict = {}
-        self.referrals: list[Referral] = []
         self._referrals_of: dict[str, list[Referral]] = {}   # those of each stream, in order
         self._order = 0
         self._result: dict | None = None
@@ -264,11 +310,17 @@ class Linker:
         # even when an open stream could still join them ("forced" in their session record).
         self.max_held = max_held if max_held is not None else 20 * (settle_after or 0)
         self.forced = 0
+        self.passes = 0                # settling passes made
+        # Incremental settling (see `_relink`): the streams changed since the last pass, the
+        # groups linked by earlier passes that are still valid, and streams by user handle.
+        self._dirty: set[str] = set()
+        self._groups: set[_Group] = set()
+        self._users: dict[str, dict[str, None]] = {}
         # No held stream ended before this: until capture time passes it by the window, no
         # login can settle, so a pass (linear in what is held) is not tried (a min, may be stale low).
         self._oldest_end = _NEVER
         self._ns_of_cookie: dict[bytes, str] = {}  # XFR SB / RNG cookie -> the stream that sent it
-        # What could tie streams together in a pass (see _affected): key -> its streams, where a
+        # What could tie streams together in a pass (see _component): key -> its streams, where a
         # key is ("c", cookie) for a switchboard login or an XFR SB/RNG line, ("a", server, client
         # host) for a connection and for the target of an XFR NS line; each stream's keys.
         self._keyed: dict[tuple, dict[str, None]] = {}
@@ -329,6 +381,8 @@ class Linker:
         if not isinstance(self.conns.get(conn.id), Ended):
             self._ended += 1
         ended = self.conns[conn.id] = Ended(conn)  # the stream is over (see Analysis.close)
+        self._dirty.add(conn.id)
+        self._index_user(facts, self._handle(conn.id))
         if ended.last_ts is not None and (self._now is None or ended.last_ts > self._now):
             self._now = ended.last_ts
         end = self._end(conn.id)
@@ -416,8 +470,13 @@ class Linker:
             if found is not None and found.nick is not None and me.via == "self" and me.nick is None:
                 me.nick = wire.nick_text(found.nick)
 
+    @property
+    def referrals(self) -> list[Referral]:
+        """Every XFR/RNG line held, in the order seen."""
+        return sorted((r for refs in self._referrals_of.values() for r in refs), key=_seen)
+
     def _refer(self, ref: Referral) -> None:
-        self.referrals.append(ref)
+        self._dirty.add(ref.stream)
         mine = self._referrals_of.get(ref.stream)
         if mine is None:
             self._referrals_of[ref.stream] = [ref]
@@ -465,6 +524,7 @@ class Linker:
         linked by); a stream without both makes every pass link everything (transcripts)."""
         server = getattr(conn, "server", None)
         host = wire.host_of(getattr(conn, "client", None))
+        self._dirty.add(sid)
         self._keys_of[sid] = []
         if server is None or host is None:
             self._unkeyed += 1
@@ -479,6 +539,7 @@ class Linker:
         if key not in keys:
             keys.append(key)
             self._keyed.setdefault(key, {})[sid] = None
+            self._dirty.add(sid)
 
     def _unkey(self, sid: str) -> None:
         for key in self._keys_of.pop(sid, ()):
@@ -491,39 +552,46 @@ class Linker:
                 if not members:
                     del self._keyed[key]
 
-    def _affected(self, seeds: list[str]) -> set[str] | None:
-        """The streams a settling pass links: `seeds` (the ended streams held) and every stream
-        that shares a key with one of them, transitively: a switchboard cookie, a server address
+    def _index_user(self, facts: StreamFacts, handle: str | None) -> bool:
+        """Index a stream by its user handle (lower case); whether that changed it."""
+        user = handle.lower() if handle else None
+        if user == facts.user:
+            return False
+        if facts.user is not None:
+            streams = self._users.get(facts.user)
+            if streams is not None:
+                streams.pop(facts.id, None)
+                if not streams:
+                    del self._users[facts.user]
+        facts.user = user
+        if user is not None:
+            self._users.setdefault(user, {})[facts.id] = None
+        return True
+
+    def _component(self, seed: str) -> set[str]:
+        """The streams tied to `seed`, transitively: by a switchboard cookie, a server address
         and client host (an XFR NS line's target and the connections that could answer it), a
         user handle (a switchboard without its NS joins a login of the same user). Linking only
         ever pairs streams that share such a key, and sessions are grouped through those pairs
-        and handles, so what `_link` finds for these streams is what it would find for all:
-        a pass costs what it holds ended (and their logins), not every stream still open.
-        None (link everything) while a stream has no addresses (transcripts)."""
-        if self._unkeyed:
-            return None
-        by_handle: dict[str, list[str]] = {}
-        for sid in self.facts:
-            handle = self._handle(sid)
-            if handle:
-                by_handle.setdefault(handle.lower(), []).append(sid)
-        handle_of = {sid: h for h, sids in by_handle.items() for sid in sids}
-        keyed, keys_of = self._keyed, self._keys_of
-        found = set(seeds)
-        todo = list(seeds)
+        and handles, so what `_link` finds for these streams is what it would find for all."""
+        keyed, keys_of, users, facts = self._keyed, self._keys_of, self._users, self.facts
+        found = {seed}
+        todo = [seed]
         seen_keys: set = set()
         while todo:
             sid = todo.pop()
-            keys = list(keys_of.get(sid, ()))
-            handle = handle_of.get(sid)
-            if handle is not None:
-                keys.append(("u", handle))
-            for key in keys:
+            for key in keys_of.get(sid, ()):
                 if key in seen_keys:
                     continue
                 seen_keys.add(key)
-                members = by_handle[key[1]] if key[0] == "u" else keyed.get(key, ())
-                for other in members:
+                for other in keyed.get(key, ()):
+                    if other not in found:
+                        found.add(other)
+                        todo.append(other)
+            user = facts[sid].user
+            if user is not None and user not in seen_keys:
+                seen_keys.add(user)   # a str: never equal to a key (tuples)
+                for other in users.get(user, ()):
                     if other not in found:
                         found.add(other)
                         todo.append(other)
@@ -543,6 +611,11 @@ class Linker:
         if role is None and self.facts.get(sid) and self.facts[sid].sb_login:
             return "SB"
         return role
+
+    def _place(self, sid: str) -> tuple:
+        """A stream's place in capture order: by start time (those without one last), then first sight."""
+        start = self._start(sid)
+        return (start is None, start or 0.0, self.facts[sid].order)
 
     def _start(self, sid: str) -> float | None:
         conn = self.conns.get(sid)
@@ -579,14 +652,17 @@ class Linker:
         unlinked: list[dict] = []
         parent: dict[str, str] = {}       # child stream -> parent stream
         referred: dict[str, Referral] = {}  # child stream -> the XFR/RNG line that opened it
-        for sid, conn in self.conns.items():
-            if sid not in self.facts:
-                self.facts[sid] = StreamFacts(sid, 10 ** 9)
-        refs = self.referrals if only is None else [r for r in self.referrals if r.stream in only]
+        if only is None:
+            for sid, conn in self.conns.items():
+                if sid not in self.facts:
+                    self.facts[sid] = StreamFacts(sid, 10 ** 9)
+            refs = self.referrals
+        else:
+            refs_of = self._referrals_of
+            refs = sorted((r for sid in only for r in refs_of.get(sid, ())), key=_seen)
         for ref in refs:
             ref.linked_to = None   # as this pass finds it (an earlier pass's link is not kept)
-        sids = sorted(self.facts if only is None else only,
-                      key=lambda s: (self._start(s) is None, self._start(s) or 0.0, self.facts[s].order))
+        sids = sorted(self.facts if only is None else only, key=self._place)
 
         # NS <- SB by cookie (and session id for RNG), through queues by cookie, login command,
         # session id and server address (see _sb_pick).
@@ -869,79 +945,105 @@ class Linker:
     # -- settling -------------------------------------------------------------
 
     def _settle(self) -> None:
-        """Hand over the records of the sessions that have settled and forget their streams."""
+        """Hand over the records of the sessions that have settled and forget their streams.
+
+        A pass links again only what changed since the last one (see `_relink`); the login
+        sessions it weighs are those whose streams have all ended, as their group was last linked."""
         if self._ended <= self.max_held and (self._now is None or self._oldest_end >= self._now - self.window):
             self._next_try = self._backoff()   # every held stream ended within the window: nothing can settle
             return
-        only = self._affected([sid for sid, c in self.conns.items() if isinstance(c, Ended)])
-        res = self._link(only, chats=False)
+        self.passes += 1
+        index = self._refresh()
+        self._relink()
         self._result = None
-        done: list[dict] = []
-        if self._now is not None:
-            refs_of = self._referrals_of   # a session's streams are all in `only`
-            still_open = [sid for sid, c in self.conns.items() if not isinstance(c, Ended)]
-            index = self._open_index(still_open)
+        done: list[_Held] = []
+        forced: dict[tuple, str] = {}     # a settled session's first stream's place -> why it was forced
+        if index is not None:
+            refs_of = self._referrals_of
             horizon = self._now - self.window
-            ended = [s for s in res["sessions"]
-                     if s["end"] is not None and s["end"] < horizon
-                     and all(isinstance(self.conns.get(m), Ended) for m in s["streams"])]
-            done = [s for s in ended if not self._could_join(s, refs_of, index)]
+            held = sorted((h for group in self._groups for h in group.held), key=_first)
+            ended = [h for h in held if h.end is not None and h.end < horizon]
+            done = [h for h in ended if not self._could_join(h, refs_of, index)]
             if self._ended > self.max_held:
                 # Too many ended streams held: logins past the window settle even though an
                 # open stream could still join them, and their records say so.
-                settled = {id(s) for s in done}
-                waiting = [s for s in ended if id(s) not in settled]
-                for s in waiting:
-                    s["forced"] = (f"settled while open connections could still have joined it: more than "
-                                   f"{self.max_held} ended connections were held")
-                    self.forced += 1
+                settled = {h.key for h in done}
+                for h in ended:
+                    if h.key not in settled:
+                        forced[h.key] = (f"settled while open connections could still have joined it: more "
+                                         f"than {self.max_held} ended connections were held")
+                        self.forced += 1
                 done = ended
                 # Still too many (thousands of logins ended within the window): the logins that
                 # ended first settle inside it too, down to half the bound, so memory stays
                 # bounded and the next pass comes only after as many streams again (linear).
-                held = self._ended - sum(len(s["streams"]) for s in done)
-                if held > self.max_held // 2:
-                    settled = {id(s) for s in done}
-                    young = sorted((s for s in res["sessions"] if id(s) not in settled and s["end"] is not None
-                                    and all(isinstance(self.conns.get(m), Ended) for m in s["streams"])),
-                                   key=lambda s: s["end"])
-                    for s in young:
-                        if held <= self.max_held // 2:
+                left = self._ended - sum(len(h.streams) for h in done)
+                if left > self.max_held // 2:
+                    settled = {h.key for h in done}
+                    young = sorted((h for h in held if h.key not in settled and h.end is not None),
+                                   key=_ending)
+                    for h in young:
+                        if left <= self.max_held // 2:
                             break
-                        s["forced"] = (f"settled inside the link window: more than {self.max_held} ended "
-                                       f"connections were held")
+                        forced[h.key] = (f"settled inside the link window: more than {self.max_held} ended "
+                                         f"connections were held")
                         self.forced += 1
-                        done.append(s)
-                        held -= len(s["streams"])
+                        done.append(h)
+                        left -= len(h.streams)
         if not done:
             self._next_try = self._backoff()  # nothing yet: try again later
             return
-        # Settled sessions are numbered on from those handed over before; a link record
-        # belongs to the session of the stream(s) it names.
-        rename: dict[str, str] = {}
+        # Settled sessions are numbered on from those handed over before, in the order decided;
+        # a link record belongs to the session of the stream(s) it names. Their groups are
+        # linked once more, for their records (in the order linking everything would give).
+        rename: dict[str, tuple] = {}    # a settled session's first stream -> its name, why forced
         gone: set[str] = set()
-        for session in done:
+        groups: set[_Group] = set()
+        for h in done:
             self.settled_sessions += 1
-            rename[session["session"]] = f"L{self.settled_sessions}"
-            gone.update(session["streams"])
-        # The records of `self.records(res)` that belong to settled sessions, in its order; only
-        # these are copied, and only their switchboards' chat records are built (see `_link`).
+            rename[h.streams[0]] = (f"L{self.settled_sessions}", forced.get(h.key))
+            gone.update(h.streams)
+            groups.add(self.facts[h.streams[0]].group)
+        res = self._link(set().union(*(g.members for g in groups)), chats=False)
         records = [dict(r, linked=True) for r in res["links"] if (r["to"] or r["from"]) in gone]
         records += [dict(r, linked=False) for r in res["unlinked"] if (r["to"] or r["from"]) in gone]
-        records += [dict(s, session=rename[s["session"]]) for s in res["sessions"] if s["session"] in rename]
+        names: dict[str, str] = {}      # the session names of `res` -> the settled names
+        for s in res["sessions"]:
+            found = rename.get(s["streams"][0])
+            if found is None:
+                continue
+            name, why = found
+            names[s["session"]] = name
+            rec = dict(s, session=name)
+            if why is not None:
+                rec["forced"] = why
+            records.append(rec)
         session_of = res["session_of"]
-        records += [dict(self._chat(sid, session_of[sid]), session=rename[session_of[sid]])
-                    for sid in res["sids"] if session_of[sid] in rename and self._role(sid) == "SB"]
+        records += [dict(self._chat(sid, session_of[sid]), session=names[session_of[sid]])
+                    for sid in res["sids"] if session_of[sid] in names and self._role(sid) == "SB"]
+        del res
+        for group in groups:
+            self._groups.discard(group)
+            for sid in group.members:   # what is left of these groups is linked again next pass
+                if sid not in gone:
+                    self.facts[sid].group = None
+                    self._dirty.add(sid)
         for sid in gone:
-            del self.facts[sid]
+            facts = self.facts.pop(sid)
+            self._index_user(facts, None)
             del self.conns[sid]
             self._unkey(sid)
-        self.referrals = [r for r in self.referrals if r.stream not in gone]
-        for sid in gone:
-            self._referrals_of.pop(sid, None)
-        ends = [self._end(sid) for sid, c in self.conns.items() if isinstance(c, Ended)]
-        self._oldest_end = min((e for e in ends if e is not None), default=_NEVER)
-        self._ns_of_cookie = {c: sid for c, sid in self._ns_of_cookie.items() if sid not in gone}
+            self._dirty.discard(sid)
+            for ref in self._referrals_of.pop(sid, ()):
+                if ref.cookie is not None and self._ns_of_cookie.get(ref.cookie) == sid:
+                    del self._ns_of_cookie[ref.cookie]
+        oldest = _NEVER
+        for sid, conn in self.conns.items():
+            if type(conn) is Ended:
+                end = self._end(sid)
+                if end is not None and end < oldest:
+                    oldest = end
+        self._oldest_end = oldest
         self._ended -= len(gone)
         self._next_try = self._backoff()
         if self.on_settled is not None:
@@ -949,8 +1051,7 @@ class Linker:
 
     def _backoff(self) -> int:
         # The next attempt once settle_after more streams have ended, or, when many
-        # are held (something keeps them from settling), once as many again have:
-        # each attempt links everything held, so this keeps the total linear.
+        # are held (something keeps them from settling), once as many again have.
         # Up to max_held, every settle_after more (a forced pass frees at least half of it);
         # still past it (ended streams of logins with a connection open cannot settle),
         # once as many again have ended.
@@ -958,28 +1059,113 @@ class Linker:
             return 2 * self._ended
         return max(self._ended + self.settle_after, min(2 * self._ended, self.max_held + 1))
 
-    def _open_index(self, still_open: list[str]) -> "_OpenStreams":
-        """What the streams still open could join, indexed once per settling pass."""
-        index = _OpenStreams()
-        young = self._now - self.window   # a stream that started before this and still has no handle never will
-        for sid in still_open:
+    def _refresh(self) -> "_OpenStreams | None":
+        """One look at the streams still open, at the start of a pass: those whose user handle
+        became known or changed are indexed again, and those whose role or start changed since
+        their group was linked mark it to be linked again; and what they could join, indexed
+        (None without a capture time yet: then nothing settles)."""
+        now = self._now
+        index = _OpenStreams() if now is not None else None
+        young = now - self.window if now is not None else 0.0  # a stream this old without a handle never gets one
+        dirty = self._dirty
+        for sid, conn in self.conns.items():
+            if type(conn) is Ended:
+                continue
+            facts = self.facts[sid]
+            handle = self._handle(sid)
+            if self._index_user(facts, handle):
+                dirty.add(sid)
             start = self._start(sid)
+            if facts.group is not None and (start != facts.seen_start or self._role(sid) != facts.seen_role):
+                dirty.add(sid)
+            if index is None:
+                continue
             if start is None:
                 index.timeless = True
                 continue
             index.starts.append(start)
-            login = self.facts[sid].sb_login
+            login = facts.sb_login
             if login is not None:
                 index.cookie[login.cookie] = min(index.cookie.get(login.cookie, start), start)
-            handle = (self._handle(sid) or "").lower()
-            if handle:
-                index.handle[handle] = min(index.handle.get(handle, start), start)
+            if facts.user:
+                index.handle[facts.user] = min(index.handle.get(facts.user, start), start)
             elif start >= young:
                 index.unknown = min(index.unknown, start)
-        index.starts.sort()
+        if index is not None:
+            index.starts.sort()
         return index
 
-    def _could_join(self, session: dict, refs_of: dict[str, list[Referral]], index: "_OpenStreams") -> bool:
+    def _relink(self) -> None:
+        """Link again the streams changed since the last pass and every stream tied to them
+        (their `_component`), a chunk of groups at a time, and keep of each group the login
+        sessions whose streams have all ended. A group with no ended stream is not linked
+        (nothing in it can settle yet); without addresses (transcripts) everything is one group."""
+        todo = list(self._dirty)
+        for group in self._groups:
+            if group.moving:
+                todo.extend(group.members)
+        self._dirty = set()
+        if self._unkeyed:
+            for group in self._groups:
+                for sid in group.members:
+                    if sid in self.facts:
+                        self.facts[sid].group = None
+            self._groups.clear()
+            todo = [next(iter(self.facts))] if self.facts else []
+            found_all = True
+        else:
+            found_all = False
+        facts, conns = self.facts, self.conns
+        done: set[str] = set()
+        chunk: list[set[str]] = []
+        size = 0
+        while todo:
+            seed = todo.pop()
+            if seed in done or seed not in facts:
+                continue
+            members = set(facts) if found_all else self._component(seed)
+            done |= members
+            for sid in members:
+                old = facts[sid].group
+                if old is not None:   # linked before: its other streams are looked at again too
+                    self._groups.discard(old)
+                    facts[sid].group = None
+                    todo.extend(old.members)
+            if not any(type(conns.get(sid)) is Ended for sid in members):
+                continue   # all still open: nothing to settle here yet
+            chunk.append(members)
+            size += len(members)
+            if size >= LINK_CHUNK:
+                self._link_groups(chunk)
+                chunk, size = [], 0
+        if chunk:
+            self._link_groups(chunk)
+
+    def _link_groups(self, chunk: list[set[str]]) -> None:
+        """Link these groups (each closed under `_component`) and keep what a pass needs of them."""
+        facts, conns = self.facts, self.conns
+        res = self._link(set().union(*chunk), chats=False)
+        parent = res["parent"]
+        for members in chunk:
+            group = _Group(list(members))
+            self._groups.add(group)
+            unlinked_user = still_open = False
+            for sid in members:
+                f = facts[sid]
+                f.group = group
+                if type(conns.get(sid)) is not Ended:
+                    still_open = True
+                    f.seen_start, f.seen_role = self._start(sid), self._role(sid)
+                if not unlinked_user and sid not in parent and f.user and self._role(sid) == "SB":
+                    unlinked_user = True
+            group.moving = unlinked_user and still_open
+        for s in res["sessions"]:
+            streams = s["streams"]
+            if all(type(conns.get(m)) is Ended for m in streams):
+                facts[streams[0]].group.held.append(
+                    _Held(self._place(streams[0]), s["end"], (s["handle"] or "").lower(), tuple(streams)))
+
+    def _could_join(self, session: _Held, refs_of: dict[str, list[Referral]], index: "_OpenStreams") -> bool:
         """Whether a stream still open might yet be linked into `session` (see the module docstring):
         one that started before the session's end plus the window and that presented one of its
         cookies, could answer one of its unlinked XFR NS lines, or whose user is the same or not
@@ -987,11 +1173,10 @@ class Linker:
         holds nothing back, so one such stream cannot keep every login from settling)."""
         if index.timeless:
             return True
-        latest = session["end"] + self.window
-        handle = (session["handle"] or "").lower()
-        if index.unknown <= latest or index.handle.get(handle, _NEVER) <= latest:
+        latest = session.end + self.window
+        if index.unknown <= latest or index.handle.get(session.user, _NEVER) <= latest:
             return True
-        for m in session["streams"]:
+        for m in session.streams:
             for ref in refs_of.get(m, ()):
                 if ref.cookie is not None and index.cookie.get(ref.cookie, _NEVER) <= latest:
                     return True

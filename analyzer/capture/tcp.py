@@ -43,6 +43,12 @@ Contract:
   seconds, so a deadline costs a heap of the few due in its second, not one of
   every open flow's (entries come out in (time, order set) order, as one heap
   of them all gives them; see `_push`, `_due`).
+- Delivered bytes the peer has not acknowledged are kept (at most UNACKED per
+  direction) to compare retransmissions with; a flow quiet for more than
+  `TcpTracker.quiet` seconds drops them (`released`, applied before its next
+  segment). Freeing the bytes of a flow that stays silent is memory only and has
+  its own queue (`_releases`; the lane, its own), so it never moves a flow's
+  deadline: both implementations close flows and expire requests in one order.
 - The compiled fast lane (`FastLane`, core/src/lane.rs), when the core reads the capture
   (`drive`, pcap and pcapng): a flow in the fast state (open, an MSNP connection on the compiled reader that
   has not failed, both directions started, nothing out of order, no FIN) is handed to the
@@ -150,7 +156,7 @@ class Flow:
     key it came with), and each direction's SYN is its half's `isn`."""
 
     __slots__ = ("keys", "halves", "client_hint", "state", "window", "early", "early_bytes",
-                 "conn", "dirs", "last_ts", "due", "entry", "lane")
+                 "conn", "dirs", "last_ts", "due", "entry", "lane", "release_at")
 
     def __init__(self, key: bytes, rkey: bytes, ts: float) -> None:
         self.keys = (key, rkey)
@@ -166,6 +172,7 @@ class Flow:
         self.due = NEVER                  # when its entry in the deadline heap comes due
         self.entry: int | None = None     # that entry's seq (see TcpTracker.deadlines)
         self.lane: int | None = None      # its slot in the compiled fast lane, while it is there
+        self.release_at: float | None = None   # its entry in TcpTracker._releases, if any
 
 
 class IgnoredFlow:
@@ -227,6 +234,12 @@ class TcpTracker:
         self._due_flows: dict[int, object] = {}
         self._due_seq = 0
         self._stale = 0                        # cancelled entries still queued
+        # Flows outside the lane holding more than UNACKED_SMALL unacknowledged bytes, (when they
+        # may have gone quiet, flow), about in time order: their bytes are freed by `released`
+        # (`_release_quiet`). Memory only, and kept apart from the deadline queue: whether a flow
+        # holds bytes must not change when or in which order its deadlines come due (the lane
+        # keeps its flows' bytes itself, and both implementations give the same records).
+        self._releases: deque = deque()
         self.now = 0.0
         self._lane = None                      # the compiled fast lane, while `drive` runs
         self.stats = {"segments": 0, "ignored_segments": 0, "late_segments": 0, "flows": 0,
@@ -438,6 +451,7 @@ class TcpTracker:
         self._seconds.clear()
         self._next_due = NEVER
         self._due_flows.clear()
+        self._releases.clear()
         self._stale = 0
 
     # -- flows ------------------------------------------------------------------
@@ -808,17 +822,14 @@ class TcpTracker:
             self.detector.decide(self, flow, final=False)
             return
         self.analysis.feed(conn, flow.dirs[index], data, ts)
-        # The flow's deadline: a request now awaiting its reply, or the bytes just kept, when they
-        # stop being kept (memory only: `released`; the lane's `_fast` sets the first alone)
+        # A request now awaiting its reply brings the flow's deadline forward (as the lane's `_fast`
+        # does); the bytes just kept are freed once the flow is quiet (`_releases`).
         wake = conn.wake
-        keep = self.reorder_timeout
-        sent = flow.halves[index].sent
-        if sent is not None and len(sent) > UNACKED_SMALL and UNACKED_QUIET < keep:
-            keep = UNACKED_QUIET
-        if ts is not None and ts + keep < wake:
-            wake = ts + keep
         if wake < flow.due and flow.state == "open":
             self._schedule(flow, wake)
+        sent = flow.halves[index].sent
+        if sent is not None and len(sent) > UNACKED_SMALL and flow.release_at is None and ts is not None:
+            self._release_at(flow, ts + self.quiet)
 
     def _anomaly(self, flow: Flow, half: HalfStream, name: str, detail: str, offset, ts) -> None:
         if flow.conn is not None:
@@ -921,7 +932,7 @@ class TcpTracker:
         self._seconds = list(buckets)
         heapq.heapify(self._seconds)
         first = self._first()[1]
-        self._next_due = NEVER if first is None else first[0]
+        self._next_due = self._with_releases(NEVER if first is None else first[0])
         self._stale = 0
 
     def _first(self) -> tuple:
@@ -1011,9 +1022,7 @@ class TcpTracker:
                 self._close(flow, last)
                 continue
             if flow.lane is not None:
-                # In the lane: nothing pending; the lane releases its unacknowledged bytes itself
-                # (core/src/lane.rs), so no deadline of ours is set for them.
-                kept = (0, 0)
+                pass   # nothing pending; the lane releases its unacknowledged bytes itself
             else:
                 quiet = released(ts, last, quiet_after)
                 for half in flow.halves:
@@ -1025,29 +1034,29 @@ class TcpTracker:
                         # capture (a retransmission would have come by now); they are not kept
                         # (its next segment would drop them: this frees them meanwhile).
                         half.sent = None
-                kept = None
             conn = flow.conn
             if conn is not None and flow.state != "closed" and conn.wake < ts:
                 self.analysis.tick(conn, ts)
             if flow.state == "closed":
                 continue
-            # The flow's next deadline, the earliest of: idle, the quiet release of its
-            # unacknowledged bytes, a hole waiting, the pairing's next expiry (one entry).
-            due = last + idle
-            if kept is None:
-                first, second = flow.halves
-                sent, other = first.sent, second.sent
-                kept = (0 if sent is None else len(sent), 0 if other is None else len(other))
-            if kept[0] or kept[1]:
-                big = kept[0] > UNACKED_SMALL or kept[1] > UNACKED_SMALL
-                quiet = last + (quiet_after if big else reorder)
-                if quiet < due:
-                    due = quiet
-            due = self._waiting(flow, due)
+            # The flow's next deadline, the earliest of: idle, a hole waiting, the pairing's next
+            # expiry (one entry; unacknowledged bytes are `_releases`', not the queue's).
+            due = self._waiting(flow, last + idle)
             if flow.entry is not None:   # a gap filled above delivered bytes, which scheduled it
                 self._schedule(flow, due)
             elif due < NEVER:
                 self._push(flow, due)
+        if self._releases:
+            self._release_quiet(ts)
+            self._next_due = self._with_releases(self._next_due)
+
+    def _with_releases(self, due: float) -> float:
+        """`due` (the deadline queue's first entry), or the first of `_releases` when earlier:
+        `_next_due`, which makes `segment` call `_due`."""
+        releases = self._releases
+        if releases and releases[0][0] < due:
+            return releases[0][0]
+        return due
 
     # -- the compiled fast lane ---------------------------------------------------
 
@@ -1096,10 +1105,12 @@ class TcpTracker:
         while True:
             where, first = self._first()
             if first is None:
-                self._next_due = NEVER
+                self._next_due = self._with_releases(NEVER)
                 return NEVER
             if first[1] in live:
-                self._next_due = first[0]
+                # `_releases` (flows outside the lane, memory only) wait for a segment that goes
+                # to `segment` anyway: no segment of the lane crosses for them.
+                self._next_due = self._with_releases(first[0])
                 return first[0]
             self._take(where)
             self._stale -= 1
@@ -1129,15 +1140,33 @@ class TcpTracker:
         return None
 
     def _release_later(self, flow: Flow) -> None:
-        """`flow` left the lane and stays out: the unacknowledged bytes it brought back get the
-        deadline `_deliver` would have given them (the lane set none; memory only, see `released`)."""
-        if flow.state != "open":
-            return
-        for half in flow.halves:
-            sent = half.sent
-            if sent is not None and len(sent) > UNACKED_SMALL:
-                self._schedule(flow, flow.last_ts + self.quiet)
-                return
+        """`flow` left the lane and stays out: the unacknowledged bytes it brought back are freed
+        once it is quiet, as `_deliver` arranges it for bytes kept outside the lane."""
+        if flow.state == "open" and flow.release_at is None and _holds(flow):
+            self._release_at(flow, flow.last_ts + self.quiet)
+
+    def _release_at(self, flow: Flow, due: float) -> None:
+        flow.release_at = due
+        self._releases.append((due, flow))
+        if due < self._next_due:
+            self._next_due = due
+
+    def _release_quiet(self, now: float) -> None:
+        """Capture time reached `now`: the flows queued in `_releases` before it drop their
+        unacknowledged bytes if quiet (`released`), or are queued again at their last segment plus
+        the quiet interval. Memory only: their next segment would drop the same bytes."""
+        releases, quiet = self._releases, self.quiet
+        while releases and releases[0][0] < now:
+            _, flow = releases.popleft()
+            flow.release_at = None
+            if flow.state != "open" or flow.lane is not None:
+                continue   # closed (nothing kept), or the lane keeps its bytes now
+            if released(now, flow.last_ts, quiet):
+                for half in flow.halves:
+                    half.sent = None
+            elif _holds(flow):
+                due = flow.last_ts + quiet
+                self._release_at(flow, due if due >= now else now)
 
     def _lane_ready(self, flow: Flow) -> bool:
         """Whether the common case of `segment` is all the next segments of `flow` may need."""
@@ -1176,6 +1205,15 @@ class TcpTracker:
 
 
 IN_LANE = ()   # a flow's halves while the lane holds all of their state (see _enlane)
+
+
+def _holds(flow: Flow) -> bool:
+    """Whether either half of `flow` keeps more than UNACKED_SMALL unacknowledged bytes."""
+    for half in flow.halves:
+        sent = half.sent
+        if sent is not None and len(sent) > UNACKED_SMALL:
+            return True
+    return False
 
 
 def _plain(half: HalfStream) -> bool:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from analyzer.analysis.run import Analysis
 from analyzer.msnp import C2S, S2C
@@ -228,13 +229,16 @@ def replicas(n: int, gap: float = 1000.0):
 
 
 def linked_output(chunks, settle_after=None, extra=None, passes=None, window=300.0, addresses=None,
-                  keep_open=()):
+                  keep_open=(), watch=None):
     """JSON Lines of a run that closes each connection after its last chunk (as FINs do), but
     `extra` and those in `keep_open` (closed at the end of the run).
-    `addresses(label)`: a connection's (client, server), else the MSNP8 session's."""
+    `addresses(label)`: a connection's (client, server), else the MSNP8 session's.
+    `watch(linker)`: called with the linker before the run."""
     out = io.StringIO()
     redactor = Redactor(enabled=False)
     linker = Linker(redactor, settle_after=settle_after, window=window)
+    if watch is not None:
+        watch(linker)
     if passes is not None:  # count the linking passes (each: the streams it linked, of those held, open)
         link = linker._link
 
@@ -611,3 +615,121 @@ def test_a_pass_links_an_open_connection_that_shares_a_cookie_with_an_ended_one(
     assert settled_early and settled.index(settled_early[0]) < next(
         i for i, r in enumerate(settled) if r["kind"] == "stream" and r.get("stream") == "nsA")
     assert any(still >= {"nsA"} and linked == 4 for linked, _, still in passes)
+
+
+# -- incremental passes: what a pass keeps equals linking everything from scratch ---------
+
+def _random_capture(data):
+    """MSNP8 logins from a hypothesis draw: how many, how far apart, which user and client host
+    each has (shared ones tie logins together), which connections are missing from the capture
+    (a switchboard without its NS, an NS without its DS) and which stay open to the end."""
+    from dataclasses import replace
+    n = data.draw(st.integers(1, 7), label="logins")
+    chunks, open_, hosts = [], [], {}
+    t = 0.0
+    for k in range(n):
+        t += data.draw(st.sampled_from([0.5, 3.0, 12.0, 40.0, 400.0]), label="gap")
+        user = data.draw(st.integers(0, 2), label="user")
+        host = data.draw(st.integers(0, 2), label="host")
+        missing = data.draw(st.sets(st.sampled_from(["ds", "ns", "sb1", "sb2"]), max_size=2), label="missing")
+        kept = data.draw(st.sets(st.sampled_from(["ds", "ns", "sb1", "sb2"]), max_size=1), label="open")
+        for c in SESSIONS["msnp8"]:
+            if c.conn in missing:
+                continue
+            data_ = (c.data.replace(b"17262740", b"1726274%d" % k).replace(b"849102291", b"84910229%d" % k)
+                     .replace(b"alice@", b"al%03d@" % user))
+            label = f"{c.conn}-{k}"
+            chunks.append(replace(c, conn=label, ts=c.ts + t, data=data_))
+            client, server = CONNECTIONS["msnp8"][c.conn]
+            hosts[label] = (f"127.0.{host + 1}.1:{client.rsplit(':', 1)[1]}{k}", server)
+        open_ += [f"{c}-{k}" for c in kept - missing]
+    chunks.sort(key=lambda c: c.ts)
+    return chunks, open_, hosts
+
+
+@given(st.data())
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_each_pass_keeps_the_sessions_linking_everything_finds(data):
+    # At every settling pass, the sessions kept (those whose streams have all ended, from the
+    # groups linked again and those kept from earlier passes) are the ones a from-scratch link
+    # of every stream held finds, and without a bound forcing logins out the records written
+    # equal those of linking once at the end.
+    from analyzer.analysis.linking import Ended
+    chunks, open_, hosts = _random_capture(data)
+    window = data.draw(st.sampled_from([5.0, 30.0, 300.0]), label="window")
+    settle_after = data.draw(st.integers(1, 3), label="settle_after")
+    checked = []
+
+    def watch(linker):
+        real = linker._relink
+
+        def relink():
+            real()
+            kept = sorted((h.streams, h.end, h.user) for g in linker._groups for h in g.held)
+            full = Linker._link(linker)   # everything held, from scratch
+            want = sorted((tuple(s["streams"]), s["end"], (s["handle"] or "").lower()) for s in full["sessions"]
+                          if all(type(linker.conns[m]) is Ended for m in s["streams"]))
+            assert kept == want
+            checked.append(len(kept))
+        linker._relink = relink
+
+    batch, _ = linked_output(chunks, window=window, addresses=hosts.get, keep_open=open_)
+    settled, _ = linked_output(chunks, settle_after=settle_after, window=window, addresses=hosts.get,
+                               keep_open=open_, watch=watch)
+    if not any("forced" in r for r in settled):   # past max_held (20 x settle_after), logins are let go early
+        assert named_by_first_stream(settled) == named_by_first_stream(batch)
+
+
+@pytest.mark.parametrize("gap", [2.0, 60.0])
+def test_a_pass_ties_an_open_login_to_a_switchboard_of_its_user_without_its_ns(gap):
+    # Login 1's switchboards have no NS in the capture and join the login of the same user
+    # that overlaps them (login 0: only its NS, which stays open, from another client host;
+    # nothing but the user handle ties them): a pass must
+    # link them with it (tied by the user handle the open NS has), not keep them as a session
+    # of their own. `gap` seconds later, they overlap the NS only once its end has moved past
+    # their start (it speaks again later): its group is linked again at each pass while open.
+    # Logins 2 to 5 (other users and hosts) end before the NS speaks again (2) and after it
+    # (3 to 5), so passes come before and after that.
+    from dataclasses import replace
+    late = 3 * gap + 100.0
+    chunks = []
+    for k in range(6):
+        for c in SESSIONS["msnp8"]:
+            if (k == 0 and c.conn != "ns") or (k == 1 and c.conn in ("ds", "ns")):
+                continue
+            data_ = c.data.replace(b"17262740", b"1726274%d" % k).replace(b"849102291", b"84910229%d" % k)
+            if k >= 2:
+                data_ = data_.replace(b"alice@", b"zed%d@" % k)
+            chunks.append(replace(c, conn=f"{c.conn}-{k}", ts=c.ts + (k * gap if k < 2 else 2 * gap + 60.0 if k == 2 else late + 40.0 * k),
+                                  data=data_))
+    [last] = [c for c in chunks if c.conn == "ns-0"][-1:]
+    chunks.append(replace(last, ts=late))   # the NS of login 0 speaks again, much later
+    chunks.sort(key=lambda c: c.ts)
+
+    def hosts(label):
+        name, k = label.split("-")
+        client, server = CONNECTIONS["msnp8"][name]
+        return f"127.0.{int(k) + 1}.1:{client.rsplit(':', 1)[1]}", server
+
+    from analyzer.analysis.linking import Ended
+    checked = []
+
+    def watch(linker):
+        real = linker._relink
+
+        def relink():
+            real()
+            kept = sorted(h.streams for g in linker._groups for h in g.held)
+            full = Linker._link(linker)
+            assert kept == sorted(tuple(s["streams"]) for s in full["sessions"]
+                                  if all(type(linker.conns[m]) is Ended for m in s["streams"]))
+            checked.append(linker._now)
+        linker._relink = relink
+
+    batch, _ = linked_output(chunks, window=30.0, addresses=hosts, keep_open=["ns-0"])
+    settled, _ = linked_output(chunks, settle_after=1, window=30.0, addresses=hosts, keep_open=["ns-0"],
+                               watch=watch)
+    assert min(checked) < late < max(checked)   # passes came before and after the NS spoke again
+    assert named_by_first_stream(settled) == named_by_first_stream(batch)
+    [login] = [r for r in batch if r["kind"] == "session" and "ns-0" in r["streams"]]
+    assert {"sb1-1", "sb2-1"} <= set(login["streams"])

@@ -438,3 +438,19 @@ def test_the_lane_frees_the_bytes_of_flows_that_stay_silent(tmp_path, monkeypatc
     monkeypatch.setattr(tcp.TcpTracker, "_fast", watched)
     both(tmp_path, monkeypatch, write(tmp_path, one, two))
     assert seen and all(n == (1 if ts > 1_000_011.5 else 0) for ts, n in seen)
+
+
+def test_kept_bytes_do_not_change_the_order_deadlines_come_due_in(tmp_path, monkeypatch):
+    """Two flows closed by one late segment (both idle): they close in the order of their
+    deadlines. Flow 2 keeps 300 unacknowledged bytes (the lane holds them; the Python path frees
+    them from a queue of its own): that must not move its deadline before flow 1's on either
+    implementation, or the two would write their records in different orders."""
+    one = login(Session(ts=1_000_000.0))
+    two = login(Session(client=("127.0.0.3", 40001), ts=1_000_001.0))
+    two.send("c2s", b"PNG\r\n" * 60, ts=1_000_030.0)
+    two.send("s2c", b"QNG 50\r\n", ack=two.nxt["c2s"] - 300, ts=1_000_030.5)
+    late = Session(client=("127.0.0.4", 40002), ts=1_000_200.0).handshake()
+    records, taken = both(tmp_path, monkeypatch, write(tmp_path, one, two, late),
+                          "--idle-timeout", "60", "--reply-timeout", "1000")
+    assert [r["stream"] for r in records if r["kind"] == "stream"] == ["1", "2"]
+    assert taken >= 1
