@@ -172,9 +172,10 @@ _MIME_GATE = re.compile(rb"\n[ \t]*(?:" + _MIME_NAMES.encode() + rb")[ \t]*:")
 def _needed(low: bytes) -> list:
     """The free-text patterns that may match `low` (the text, lower-cased), cheapest checks first.
 
-    The compiled core copies these gates and `Redactor.payload`'s chat-head test
-    (core/src/jsonl.rs `payload_needs_redaction`) to write unchanged payloads itself; change
-    them together (tests/outputs/test_jsonl_core.py holds the two writers equal)."""
+    The compiled core copies these gates, `Redactor.payload`'s chat-head test and the
+    `_MIME_LINE` and `_TICKET_FIELD` substitutions (core/src/redact.rs `redact_payload`;
+    a payload another rule may apply to is left to this module); change them together
+    (tests/outputs/test_jsonl_core.py holds the two writers equal)."""
     rules = []
     if _MIME_GATE.search(low) or _MIME_GATE.match(b"\n" + low[:16]):
         rules.append(_MIME_LINE)
@@ -218,17 +219,19 @@ class Redactor:
         return text
 
     def core_table(self) -> tuple | None:
-        """This redactor's key and the command table as the compiled core's JSON formatter takes
-        them (`JsonFormatter(..., masks=)`; core/src/redact.rs applies them as `params` and
-        `payload` do): `(key, rules, payload_secrets, unnumbered)`, the rules as
-        `(code, direction, [(index, [word], negate)], first, to_end)`. None when the core must
+        """This redactor's key and the table as the compiled core's JSON formatter takes them
+        (`JsonFormatter(..., masks=)`; core/src/redact.rs applies them as `params` and
+        `payload` do, and leaves to Python a payload the free-text rules it does not copy may
+        change): `(key, rules, payload_secrets, unnumbered, mime_headers)`, the rules as
+        `(code, direction, [(index, [word], negate)], first, to_end)`, the MIME header names
+        sorted as `_MIME_LINE` tries them. None when the core must
         not mask for this redactor (disabled, a subclass: its masks are its own, or a key
         that is not bytes)."""
         if not self.enabled or type(self) is not Redactor or type(self.key) is not bytes:
             return None
         rules = [(r.cmd, r.direction, [(i, sorted(words), negate) for i, words, negate in r.words], r.first, r.to_end)
                  for r in COMMAND_SECRETS]
-        return self.key, rules, sorted(PAYLOAD_SECRETS), sorted(UNNUMBERED)
+        return self.key, rules, sorted(PAYLOAD_SECRETS), sorted(UNNUMBERED), sorted(MIME_SECRET_HEADERS)
 
     # -- MSNP command lines ---------------------------------------------------------
 

@@ -12,9 +12,8 @@
 //!   then quoted as `push_str` quotes.
 //! - `push_float`: a float as Python's `repr` writes it, for the plain range only
 //!   (0, or 1e-4 <= |x| < 1e16, where repr and orjson agree and use no exponent); None outside it.
-//! - `payload_needs_redaction`: whether `Redactor.payload` could change a payload (a conservative
-//!   copy of its gates: when it says false, the redactor returns the payload unchanged).
-//!   Checked against the redactor by tests/outputs/test_jsonl_core.py.
+//!
+//! Secrets are masked by `crate::redact` before a value gets here.
 
 use std::fmt::Write;
 
@@ -308,99 +307,6 @@ fn may_tie(x: f64) -> bool {
     significant <= 18
 }
 
-/// The MIME header names whose lines `Redactor.payload` masks (MIME_SECRET_HEADERS), lower case.
-pub const MIME_SECRET_HEADERS: [&[u8]; 6] = [b"authcookie", b"kv", b"mspauth", b"mspprof", b"nonce", b"sid"];
-
-const CHAT_HEADS: [&[u8]; 2] = [
-    b"MIME-Version: 1.0\r\nContent-Type: text/plain",
-    b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgscontrol",
-];
-
-/// `[ \t]*(name)[ \t]*:` at `low[i..]` (the text after a line feed), for any secret header
-/// name in any case (as the redactor matches it in the lower-cased text).
-fn secret_header_at(low: &[u8], mut i: usize) -> bool {
-    while i < low.len() && (low[i] == b' ' || low[i] == b'\t') {
-        i += 1;
-    }
-    for name in MIME_SECRET_HEADERS {
-        if low.len() - i >= name.len() && low[i..i + name.len()].eq_ignore_ascii_case(name) {
-            let mut j = i + name.len();
-            while j < low.len() && (low[j] == b' ' || low[j] == b'\t') {
-                j += 1;
-            }
-            if j < low.len() && low[j] == b':' {
-                return true;
-            }
-        }
-    }
-    false
-}
-
-/// The redactor's `_MIME_GATE.search(low)`: a secret header name at the start of a line after a `\n`.
-fn mime_gate(low: &[u8]) -> bool {
-    low.iter().enumerate().any(|(i, &b)| b == b'\n' && secret_header_at(low, i + 1))
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// Non-overlapping occurrences, as `bytes.count` counts them.
-fn count(hay: &[u8], needle: &[u8]) -> usize {
-    let (mut n, mut i) = (0, 0);
-    while i + needle.len() <= hay.len() {
-        if &hay[i..i + needle.len()] == needle {
-            n += 1;
-            i += needle.len();
-        } else {
-            i += 1;
-        }
-    }
-    n
-}
-
-/// False when `Redactor.payload` (enabled, for a command that is not secret-bearing) returns
-/// `payload` unchanged for sure; true when it may change it (the Python writer then formats).
-pub fn payload_needs_redaction(payload: &[u8]) -> bool {
-    if CHAT_HEADS.iter().any(|h| payload.starts_with(h)) {
-        // A chat or typing message: only its header block (up to the first "\r\n\r\n",
-        // its first "\r\n" included) is looked at: the redactor's `_MIME_GATE.search` over
-        // it, line feed by line feed. A header name holds no "\r", so a match starting
-        // before the block's end does not run past it.
-        let mut from = 0;
-        while let Some(at) = payload[from..].iter().position(|&b| b == b'\n') {
-            let i = from + at;
-            if i > 0 && payload[i - 1] == b'\r' && payload[i + 1..].starts_with(b"\r\n") {
-                return false; // the block's last line feed: nothing of the block follows it
-            }
-            if secret_header_at(payload, i + 1) {
-                return true;
-            }
-            from = i + 1;
-        }
-        return false;
-    }
-    // `Redactor.text`: one of the free-text rules `_needed` picks for the lower-cased text.
-    let low = payload.to_ascii_lowercase();
-    if mime_gate(&low) {
-        return true;
-    }
-    // `_MIME_GATE.match(b"\n" + low[:16])`: a secret header on the first line, within 16 bytes.
-    if secret_header_at(&low[..low.len().min(16)], 0) {
-        return true;
-    }
-    if low.contains(&b'=') {
-        if contains(&low, b"from-pp") || contains(&low, b"pwd=") || contains(&low, b"passw") {
-            return true;
-        }
-        if contains(&low, b"p=") || count(&low, b"t=") > count(&low, b"charset=") {
-            return true;
-        }
-    }
-    low.contains(&b'<')
-        && (contains(&low, b"password") || contains(&low, b"binarys") || contains(&low, b"ciphervalue"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,23 +431,5 @@ mod tests {
             }
         }
         assert!(taken > 100_000, "{taken}"); // the fixed-point way is the common one
-    }
-
-    #[test]
-    fn payload_gates() {
-        let chat = b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\npassword=x t=1 p=2";
-        assert!(!payload_needs_redaction(chat)); // a typed body is not looked at
-        let chat_sid = b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n  SID : 1\r\n\r\nhi";
-        assert!(payload_needs_redaction(chat_sid));
-        assert!(payload_needs_redaction(b"AuthCookie: 1"));
-        assert!(payload_needs_redaction(b"x\n\tnonce\t:1"));
-        assert!(!payload_needs_redaction(b"                sid:1")); // past the first 16 bytes, no line feed
-        assert!(payload_needs_redaction(b"a=1&pwd=2"));
-        assert!(payload_needs_redaction(b"t=1"));
-        assert!(!payload_needs_redaction(b"Content-Type: text/x; charset=UTF-8")); // its t= is charset's
-        assert!(payload_needs_redaction(b"charset=1 t=1"));
-        assert!(payload_needs_redaction(b"<Password>x</Password>"));
-        assert!(!payload_needs_redaction(b"<ml><d n=\"x\"/></ml>"));
-        assert!(!payload_needs_redaction(b""));
     }
 }

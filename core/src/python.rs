@@ -701,12 +701,12 @@ impl PcapngSegments {
 use pyo3::intern;
 use pyo3::types::{PyBool, PyDict, PyFloat};
 
-use crate::jsonl::{payload_needs_redaction, push_bytes_text, push_float, push_str};
+use crate::jsonl::{push_bytes_text, push_float, push_str};
 use crate::redact::{Masker, ParamRule, SecretTable, Word};
 
-/// `Redactor.core_table()` as it crosses: `(key, rules, payload_secrets, unnumbered)`.
+/// `Redactor.core_table()` as it crosses: `(key, rules, payload_secrets, unnumbered, mime_headers)`.
 type MaskTable = (Vec<u8>, Vec<(String, String, Vec<(usize, Vec<Vec<u8>>, bool)>, usize, bool)>,
-                  Vec<(String, String)>, Vec<String>);
+                  Vec<(String, String)>, Vec<String>, Vec<String>);
 
 /// One JSON value for an exact `None`, `str`, `float`, `bool` or 64-bit `int`; false for
 /// anything else (the Python writer then writes the whole record).
@@ -765,9 +765,9 @@ fn push_position(py: Python<'_>, out: &mut String, ev: &Bound<'_, PyAny>) -> PyR
 /// byte for byte as `JsonLinesWriter` writes them, for the events it can: `lines` writes a
 /// feed's batch into one buffer and asks the Python writer for the rest; `line` (one event)
 /// answers None for any other event, for a command whose parameters or payload the redactor may
-/// change and this formatter does not mask (a secret-bearing code when it was given no
-/// `masks`, a code that is not ASCII, payloads the redactor's free-text gates pick: see
-/// `jsonl::payload_needs_redaction`), and for values the Python writer handles itself (floats past the plain range, ints past
+/// change and this formatter does not mask (without `masks`: a secret-bearing code or a
+/// payload; a code that is not ASCII; a payload one of the free-text rules not done here may
+/// apply to: see `redact::SecretTable::redact_payload`), and for values the Python writer handles itself (floats past the plain range, ints past
 /// 64 bits, lone surrogates, subclasses). The Python writer stays the rule; tests compare both.
 #[pyclass(module = "analyzer._core")]
 pub struct JsonFormatter {
@@ -859,13 +859,20 @@ impl JsonFormatter {
                 let Ok(raw) = payload.downcast_exact::<PyBytes>() else { return Ok(false) };
                 let raw = raw.as_bytes();
                 out.push_str(",\"payload\":");
-                match (secret, &direction) {
-                    // `Redactor.payload`: a payload of PAYLOAD_SECRETS (a QRY's MD5 answer) masked whole.
-                    (Some((table, masker)), Some(dir)) if table.payload_is_secret(code, dir) => {
-                        push_str(out, &masker.mask(raw));
+                if !self.redact {
+                    push_bytes_text(out, raw);
+                } else {
+                    // `Redactor.payload`, for a redactor whose table this formatter has.
+                    let Some((table, masker)) = &self.masks else { return Ok(false) };
+                    match (secret, &direction) {
+                        // A payload of PAYLOAD_SECRETS (a QRY's MD5 answer) masked whole.
+                        (Some(_), Some(dir)) if table.payload_is_secret(code, dir) => push_str(out, &masker.mask(raw)),
+                        // The MIME header lines and ticket fields masked; another rule: Python's.
+                        _ => match table.redact_payload(raw, &|secret| masker.mask(secret)) {
+                            Some(text) => push_bytes_text(out, &text),
+                            None => return Ok(false),
+                        },
                     }
-                    _ if self.redact && payload_needs_redaction(raw) => return Ok(false),
-                    _ => push_bytes_text(out, raw),
                 }
             }
         }
@@ -978,15 +985,15 @@ impl JsonFormatter {
 #[pymethods]
 impl JsonFormatter {
     #[new]
-    /// `masks`: `(key, rules, payload_secrets, unnumbered)` of the run's redactor
+    /// `masks`: `(key, rules, payload_secrets, unnumbered, mime_headers)` of the run's redactor
     /// (`Redactor.core_table()`): the key, COMMAND_SECRETS as `(code, direction, [(index,
-    /// [word], negate)], first, to_end)`, PAYLOAD_SECRETS as `(code, direction)` and the codes
-    /// that never carry a TrID among their parameters. Without it a secret-bearing command
-    /// (with `redact`) is left to Python.
+    /// [word], negate)], first, to_end)`, PAYLOAD_SECRETS as `(code, direction)`, the codes
+    /// that never carry a TrID among their parameters and MIME_SECRET_HEADERS (sorted).
+    /// Without it (with `redact`) a secret-bearing command and every payload are left to Python.
     #[pyo3(signature = (command, transaction, skipped, secret_commands, redact, payloads, masks=None))]
     fn new(command: PyObject, transaction: PyObject, skipped: PyObject, secret_commands: Vec<String>,
            redact: bool, payloads: bool, masks: Option<MaskTable>) -> Self {
-        let masks = masks.map(|(key, rules, payloads, unnumbered)| {
+        let masks = masks.map(|(key, rules, payloads, unnumbered, mime_headers)| {
             let rules = rules
                 .into_iter()
                 .map(|(code, direction, words, first, to_end)| ParamRule {
@@ -997,7 +1004,8 @@ impl JsonFormatter {
                     to_end,
                 })
                 .collect();
-            (SecretTable { rules, payloads, unnumbered }, Masker::new(&key))
+            let mime_headers = mime_headers.into_iter().map(String::into_bytes).collect();
+            (SecretTable { rules, payloads, unnumbered, mime_headers }, Masker::new(&key))
         });
         JsonFormatter { command, transaction, skipped, secret: secret_commands.into_iter().collect(), redact, payloads,
                         masks }

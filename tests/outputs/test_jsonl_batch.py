@@ -49,7 +49,7 @@ def mixed() -> list:
         command("USR", [b"MD5", b"S", b"0123456789abcdef"], trid=4),                       # a secret
         txn,
         command("usr", [b"TWN", b"S", b"t=ticket&p=profile"], trid=5),                     # lower-case secret
-        command("MSG", [b"A", b"30"], trid=6, payload=b"MIME-Version: 1.0\r\nAuthCookie: 1234\r\n\r\n"),
+        command("MSG", [b"A", b"30"], trid=6, payload=b"MIME-Version: 1.0\r\nAuthCookie: 1234\r\n\r\npwd=x"),  # a password
         command("JOI", ["nämé@example.com".encode(), b"N%C3%A4m%C3%A9"], direction=S2C),
         command("QNG", [b"50"], ts=1e-5, direction=S2C),                                    # 1e-05 in Python
         late,
@@ -59,6 +59,7 @@ def mixed() -> list:
         {"kind": "note", "stream": "other", "v": "\ud800"},                                 # a lone surrogate
         command("CHG", [b"NLN"], trid=2 ** 70),                                             # past 64 bits
         command("RNG", [b"1.2.3.4:1863", b"CKI", b"17262740.1050826919.32308"], trid=None, direction=S2C),
+        command("MSG", [b"A", b"30"], trid=8, payload=b"MIME-Version: 1.0\r\nAuthCookie: 1234\r\n\r\n"),  # a header
     ]
 
 
@@ -96,9 +97,10 @@ def test_a_mixed_batch_is_the_python_writer_s_lines_byte_for_byte(redact, payloa
         assert own == []   # a stream id that is not UTF-8: every record is Python's (cleaned)
     else:
         assert events[0] in own and events[2] in own and events[5] in own
-        # Secret parameters are masked by the core too (the redactor's table and key).
-        assert events[1] in own and events[3] in own and events[13] in own
-        # A payload the free-text rules may change is the redactor's.
+        # Secret parameters and secret header lines are masked by the core too (the redactor's
+        # table and key).
+        assert events[1] in own and events[3] in own and events[13] in own and events[14] in own
+        # A payload a free-text rule the core does not copy may change (a password) is the redactor's.
         assert events[4] not in own if redact and payloads else events[4] in own
         assert events[6] not in own and events[7] not in own and events[9] not in own
 
@@ -109,7 +111,7 @@ def test_the_lines_come_in_batch_order_around_the_declined_ones():
     marks = iter(range(100))
     data = writer._formatter.lines("1", events, lambda conn, event: b"<%d>\n" % next(marks), None)
     lines = data.decode().splitlines()
-    assert [line for line in lines if line.startswith("<")] == [f"<{i}>" for i in range(len(events) - 7)]
+    assert [line for line in lines if line.startswith("<")] == [f"<{i}>" for i in range(len(events) - 8)]
     assert lines[0].startswith('{"kind":"command"') and lines[1].startswith('{"kind":"command"')
     assert lines[2].startswith('{"kind":"transaction"') and lines[3].startswith('{"kind":"command"')
     assert lines[4] == "<0>"
