@@ -5,8 +5,9 @@
 Runs `msnp-analyzer analyze FILE --json /dev/null --quiet` (plus the options given) in this
 process with a few methods counted: how many times the compiled lane handed a segment to
 Python because capture time passed a deadline (`TcpTracker._time`), how many times the
-deadlines were looked at (`TcpTracker._due`) and what those looks set again (the quiet
-release of unacknowledged bytes of flows outside the lane, the idle timeout, anything else),
+deadlines were looked at (`TcpTracker._due`) and what those looks set again (the idle
+timeout, a pairing expiry, anything else) after an entry set for what came due (an idle
+timeout the flow pushed back by speaking since, a pairing expiry whose reply came),
 how many flows the lane's own quiet release emptied (at their next segment, and by its
 queue for flows that stayed silent), how many pairing ticks ran (`Analysis.tick`), and the
 most streams the linker held at once (`Linker.facts`, read at each `Linker.stream`).
@@ -46,12 +47,18 @@ def main() -> int:
             return real(self, *args, **kwargs)
         setattr(cls, name, wrapper)
 
+    reasons: dict = {}   # id(flow) -> what its entry in the deadline queue was set for
+
     def push(self, flow, due):
+        conn = getattr(flow, "conn", None)
+        why = ("idle timeout" if due == flow.last_ts + self.idle_timeout
+               else "pairing" if conn is not None and due == conn.wake else "other")
         if inside_due[0]:
-            last = flow.last_ts
-            why = ("idle timeout" if due == last + self.idle_timeout
-                   else "quiet release" if due == last + tcp.UNACKED_QUIET else "other")
-            counts[f"set again by _due: {why}"] += 1
+            # A look that only set the flow's deadline again: what it set, and what the entry
+            # that came due was for (an idle timeout the flow pushed back by speaking since, or
+            # a pairing expiry whose reply came meanwhile, ...).
+            counts[f"set again by _due: {why} (came due: {reasons.get(id(flow), '?')})"] += 1
+        reasons[id(flow)] = why
 
     def due(real):
         def wrapper(self, ts):

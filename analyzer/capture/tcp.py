@@ -199,6 +199,9 @@ class TcpTracker:
         self.reorder_timeout = reorder_timeout
         self.idle_timeout = idle_timeout
         self.quiet = min(reorder_timeout, UNACKED_QUIET)   # the quiet release's interval (`released`)
+        # A flow's entry earlier than its pairing's next expiry and than this long past a segment
+        # it delivered is set again there (`_refresh`), not left to come due for nothing.
+        self._stale_after = idle_timeout / 2
         self.detector = detector or detect.Detector()
         self._on_referral = self.detector.referral   # one bound method for every connection
         # key -> Flow (the segment's half: 0 for keys[0], 1 for keys[1]) or IgnoredFlow
@@ -822,11 +825,16 @@ class TcpTracker:
             self.detector.decide(self, flow, final=False)
             return
         self.analysis.feed(conn, flow.dirs[index], data, ts)
-        # A request now awaiting its reply brings the flow's deadline forward (as the lane's `_fast`
-        # does); the bytes just kept are freed once the flow is quiet (`_releases`).
+        # A request now awaiting its reply brings the flow's deadline forward, a reply that came
+        # may leave it stale (both as the lane's `_fast` does); the bytes just kept are freed
+        # once the flow is quiet (`_releases`).
         wake = conn.wake
-        if wake < flow.due and flow.state == "open":
-            self._schedule(flow, wake)
+        due = flow.due
+        if wake < due:
+            if flow.state == "open":
+                self._schedule(flow, wake)
+        elif due < wake and ts is not None and due < ts + self._stale_after and flow.state == "open":
+            self._refresh(flow)
         sent = flow.halves[index].sent
         if sent is not None and len(sent) > UNACKED_SMALL and flow.release_at is None and ts is not None:
             self._release_at(flow, ts + self.quiet)
@@ -1134,10 +1142,30 @@ class TcpTracker:
             self._unlane(flow)
             self._release_later(flow)
         wake = conn.wake
-        if wake < flow.due and flow.state == "open":
-            self._schedule(flow, wake)   # a request now awaits its reply
-            return self._head()
+        due = flow.due
+        if wake < due:
+            if flow.state == "open":
+                self._schedule(flow, wake)   # a request now awaits its reply
+                return self._head()
+        elif due < wake and due < ts + self._stale_after and flow.state == "open":
+            if self._refresh(flow):
+                return self._head()
         return None
+
+    def _refresh(self, flow: Flow) -> bool:
+        """`flow` delivered bytes and its entry in the deadline queue is earlier than its pairing's
+        next expiry (the reply came) and than half an idle timeout past them (it spoke since
+        the entry was set): set it again at the earliest deadline it has now, as `_due` would
+        when it came due, so that it does not come due for nothing (for the lane: a segment
+        handed to Python only for that). True when the entry moved. Both paths call this at the
+        same deliveries (`_deliver`, `_fast`), so their deadlines come due alike."""
+        due = self._waiting(flow, flow.last_ts + self.idle_timeout)
+        if due <= flow.due:
+            return False
+        self._cancel(flow)
+        if due < NEVER:
+            self._push(flow, due)
+        return True
 
     def _release_later(self, flow: Flow) -> None:
         """`flow` left the lane and stays out: the unacknowledged bytes it brought back are freed

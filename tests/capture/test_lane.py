@@ -404,18 +404,21 @@ def test_the_lane_releases_a_quiet_flow_by_the_python_rule(tmp_path, monkeypatch
     silence longer than the quiet interval finds no unacknowledged bytes in either direction, so
     the retransmissions after it are compared with nothing. The lane takes that segment and
     applies the rule itself (its count says so); both implementations give the same records."""
-    released = []
+    released = {}
     fast = tcp.TcpTracker._fast
 
-    def watched(self, *args):
-        released.append(self._lane.released[0])
-        return fast(self, *args)
+    def watched(self, flow, index, events, ts, size):
+        released[ts] = self._lane.released[0]   # flows the lane released at a segment, so far
+        return fast(self, flow, index, events, ts, size)
     monkeypatch.setattr(tcp.TcpTracker, "_fast", watched)
     records, taken = both(tmp_path, monkeypatch, write(tmp_path, _quiet_spell(gap)), *extra)
     mismatches = [r["offset"] for r in records if r["kind"] == "anomaly" and r["name"] == "tcp.overlap_mismatch"]
     assert mismatches == ([18, 13] if kept else [])
     assert [r["offset"] for r in records if r["kind"] == "anomaly" and r["name"] == "tcp.retransmission"] == [18, 13]
-    assert taken >= 2 and released[-1] == (0 if kept else 1)
+    # The lane took the segments before and after the spell, and released at the second.
+    before, after = (min(released, key=lambda ts: abs(ts - want)) for want in (1_000_100.5, 1_000_100.5 + gap))
+    assert abs(before - 1_000_100.5) < 1e-3 and abs(after - 1_000_100.5 - gap) < 1e-3
+    assert released[after] - released[before] == (0 if kept else 1)
 
 
 def test_the_lane_frees_the_bytes_of_flows_that_stay_silent(tmp_path, monkeypatch):
@@ -454,3 +457,33 @@ def test_kept_bytes_do_not_change_the_order_deadlines_come_due_in(tmp_path, monk
                           "--idle-timeout", "60", "--reply-timeout", "1000")
     assert [r["stream"] for r in records if r["kind"] == "stream"] == ["1", "2"]
     assert taken >= 1
+
+
+def test_a_reply_that_came_leaves_no_deadline_to_come_due_for_nothing(tmp_path, monkeypatch):
+    """Each PNG sets the flow's deadline at its reply timeout; its QNG comes half a second later,
+    and the deadline is set again there (`_refresh`, at the same delivery on both paths), so no
+    segment of the lane is handed to Python for a deadline with nothing left to do (`_time`).
+    The last PNG gets no reply: its timeout still fires, between the other flow's segments."""
+    s = login(Session())
+    for i in range(20):
+        s.send("c2s", b"PNG\r\n", ts=1_000_010.0 + 10 * i)
+        s.send("s2c", b"QNG 50\r\n", ts=1_000_010.5 + 10 * i)
+    s.send("c2s", b"PNG\r\n", ts=1_000_300.0)
+    other = login(Session(client=("127.0.0.3", 40001), ts=1_000_290.0))
+    for i in range(4):
+        other.send("c2s", b"PNG\r\n", ts=1_000_301.0 + 2 * i)
+        other.send("s2c", b"QNG 50\r\n", ts=1_000_301.5 + 2 * i)
+    crossings = []
+    time = tcp.TcpTracker._time
+
+    def counted(self, ts):
+        crossings.append(ts)
+        return time(self, ts)
+    monkeypatch.setattr(tcp.TcpTracker, "_time", counted)
+    records, taken = both(tmp_path, monkeypatch, write(tmp_path, s, other), "--reply-timeout", "5")
+    assert taken >= 40
+    assert crossings == [1_000_305.5]   # only the unanswered PNG's timeout (at 1,000,305)
+    short = summary(records)
+    pngs = [i for i, r in enumerate(short) if r == ("2", "c2s", "PNG")]
+    qngs = [i for i, r in enumerate(short) if r == ("2", "s2c", "QNG")]
+    assert pngs[2] < short.index(("1", "transaction", "PNG", "unanswered")) < qngs[2]   # 1,000,305.0 < 305 + 5 < 305.5
