@@ -66,6 +66,7 @@ so its cost and its temporaries follow what changed, not what is held.
 from __future__ import annotations
 
 import gc
+import sys
 from bisect import bisect_left
 from dataclasses import dataclass
 from operator import attrgetter
@@ -132,31 +133,91 @@ class StreamFacts:
     sb_login: SbLogin | None = None
     first_c2s_seen: bool = False
     # () / None until someone is listed: most streams (NS, DS) never list anyone, and
-    # thousands are open at once on a busy server (see `_listing`).
+    # thousands are open at once on a busy server (see `_list`).
     participants: list[Participant] | tuple = ()
     saw_out: bool = False
     more_participants: int = 0   # arrivals past MAX_PARTICIPANTS, counted, not listed
     referrals: int = 0           # XFR/RNG lines of this stream kept (at most MAX_REFERRALS)
     # Indexes over `participants`, so a JOI/BYE flood costs one lookup per line:
     present: dict[str, Participant] | None = None  # handle -> the one not yet left
-    handles: set[str] | None = None                # every handle listed
+    handles: set[str] | None = None   # every handle listed, once more than _SCAN are (see `_listed`)
     # Settling (see `Linker._relink`): the linked group (`_Group`) the stream was last linked
     # in, its user handle as indexed (lower case), and, while it is open, its role and start
     # as they were then (a change means the group must be linked again).
     group: "_Group | None" = None
     user: str | None = None
+    keys: tuple = ()      # what ties it to other streams (see `Linker._component`)
     seen_role: str | None = None
     seen_start: float | None = None
 
 
-def _listing(facts: StreamFacts) -> StreamFacts:
-    """`facts`, with its participant list and indexes created (when it lists its first one)."""
+_SCAN = 16   # participants looked through one by one; past this many, a set of their handles
+
+
+def _list(facts: StreamFacts, p: Participant, present: bool = True) -> None:
+    """List `p` on `facts` (its list and indexes created with the first one); `present`: as
+    the one of its handle not yet left."""
     if facts.present is None:
-        facts.participants, facts.present, facts.handles = [], {}, set()
-    return facts
+        facts.participants, facts.present = [], {}
+    facts.participants.append(p)
+    if facts.handles is not None:
+        facts.handles.add(p.handle)
+    elif len(facts.participants) > _SCAN:
+        facts.handles = {q.handle for q in facts.participants}
+    if present:
+        facts.present[p.handle] = p
+
+
+def _listed(facts: StreamFacts, handle: str) -> bool:
+    """Whether `handle` was ever listed on `facts` (a look through a short list, else the set)."""
+    if facts.handles is not None:
+        return handle in facts.handles
+    for p in facts.participants:
+        if p.handle == handle:
+            return True
+    return False
 
 
 _NEVER = float("inf")
+_UNKEYED = object()   # the key of a stream without addresses: every pass links everything
+
+
+def _address(server: str, host: str) -> str:
+    """The key of the connections to `server` from client `host` (one string, shared by them)."""
+    return sys.intern(f"{server} {host}")
+
+
+def _tie(index: dict, key, sid: str) -> None:
+    """Add `sid` to `index[key]`: one stream is kept as itself, several in a dict (in order);
+    most keys (a client's address, a cookie) have one or two streams, and a dict costs 200 bytes."""
+    held = index.get(key)
+    if held is None:
+        index[key] = sid
+    elif type(held) is not dict:
+        if held != sid:
+            index[key] = {held: None, sid: None}
+    else:
+        held[sid] = None
+
+
+def _untie(index: dict, key, sid: str) -> None:
+    held = index.get(key)
+    if held is None:
+        return
+    if type(held) is not dict:
+        if held == sid:
+            del index[key]
+        return
+    held.pop(sid, None)
+    if len(held) == 1:
+        index[key] = next(iter(held))
+    elif not held:
+        del index[key]
+
+
+def _tied(index: dict, key) -> tuple | dict:
+    held = index.get(key)
+    return () if held is None else held if type(held) is dict else (held,)
 _seen = attrgetter("order")   # referrals in the order seen
 _first = attrgetter("key")    # held sessions in capture order
 _ending = attrgetter("end")   # ... and by their end
@@ -315,16 +376,15 @@ class Linker:
         # groups linked by earlier passes that are still valid, and streams by user handle.
         self._dirty: set[str] = set()
         self._groups: set[_Group] = set()
-        self._users: dict[str, dict[str, None]] = {}
+        self._users: dict[str, str | dict[str, None]] = {}
         # No held stream ended before this: until capture time passes it by the window, no
         # login can settle, so a pass (linear in what is held) is not tried (a min, may be stale low).
         self._oldest_end = _NEVER
         self._ns_of_cookie: dict[bytes, str] = {}  # XFR SB / RNG cookie -> the stream that sent it
         # What could tie streams together in a pass (see _component): key -> its streams, where a
-        # key is ("c", cookie) for a switchboard login or an XFR SB/RNG line, ("a", server, client
-        # host) for a connection and for the target of an XFR NS line; each stream's keys.
-        self._keyed: dict[tuple, dict[str, None]] = {}
-        self._keys_of: dict[str, list[tuple]] = {}
+        # key is the cookie (bytes) of a switchboard login or an XFR SB/RNG line, or "server
+        # client-host" (str, see _address) for a connection and for the target of an XFR NS line.
+        self._keyed: dict[bytes | str, str | dict[str, None]] = {}   # one stream, or several (see _tie)
         self._unkeyed = 0   # streams without a server address or client host (transcripts): passes link all
         # Told of a limit hit (Analysis.anomaly, set by the run): conn, Anomaly.
         self.reporter = None
@@ -346,16 +406,19 @@ class Linker:
             facts = self.facts[conn.id] = StreamFacts(conn.id, self._order)
             self.conns[conn.id] = conn
             self._key_stream(conn.id, conn)
+        first_ts, last_ts, now = facts.first_ts, None, self._now
+        commands = False
         for event in events:
             if type(event) is not Command:
                 continue
+            commands = True
             ts = event.ts
             if ts is not None:
-                if facts.first_ts is None:
-                    facts.first_ts = ts
-                facts.last_ts = ts
-                if self._now is None or ts > self._now:
-                    self._now = ts
+                if first_ts is None:
+                    first_ts = facts.first_ts = ts
+                last_ts = ts
+                if now is None or ts > now:
+                    now = ts
             code = event.cmd
             if event.direction == C2S:
                 first = not facts.first_c2s_seen
@@ -364,6 +427,10 @@ class Linker:
                     self._client_line(facts, event, first)
             elif code in _WATCH_S2C:
                 self._server_line(facts, event)
+        if commands:
+            if last_ts is not None:
+                facts.last_ts = last_ts
+            self._now = now
             self._result = None
 
     def stream(self, conn) -> None:
@@ -403,7 +470,7 @@ class Linker:
             found = wire.login(cmd)
             if found is not None and found.server == "SB" and facts.sb_login is None:
                 facts.sb_login = SbLogin(found.cmd, found.cookie, found.sessid, cmd.ts)
-                self._key(facts.id, ("c", found.cookie))
+                self._key(facts.id, found.cookie)
                 self._join(facts, found.endpoint.text, None, cmd.ts, "self")
         elif code == "OUT":
             facts.saw_out = True
@@ -428,9 +495,10 @@ class Linker:
                 facts.referrals += 1
                 self._refer(Referral("xfr_ns", facts.id, cmd.ts, self._order, found.target, cmd.trid,
                                      offset=cmd.offset))
-                keys = self._keys_of.get(facts.id)
-                if keys and keys[0][0] == "a":   # the NS connections it may lead to: same client host
-                    self._key(facts.id, ("a", found.target, keys[0][2]))
+                if facts.keys and facts.keys[0] is not _UNKEYED:   # the NS connections it may lead to:
+                    host = wire.host_of(getattr(self.conns.get(facts.id), "client", None))  # same client host
+                    if host is not None:
+                        self._key(facts.id, _address(found.target, host))
             elif found.cookie is not None:
                 kind, trid = ("xfr_sb", cmd.trid) if code == "XFR" else ("rng", None)
                 facts.referrals += 1
@@ -438,7 +506,7 @@ class Linker:
                                      cookie=found.cookie, sessid=found.sessid,
                                      inviter=found.inviter.text if found.inviter else None, offset=cmd.offset))
                 self._ns_of_cookie[found.cookie] = facts.id
-                self._key(facts.id, ("c", found.cookie))
+                self._key(facts.id, found.cookie)
         elif code == "IRO" or code == "JOI":
             found = wire.arrival(cmd)
             if found is not None:
@@ -450,20 +518,17 @@ class Linker:
                 p.left, p.left_via = cmd.ts, "BYE"
             elif self._room(facts, cmd):
                 # Left without our seeing the arrival (mid-session capture).
-                _listing(facts).participants.append(Participant(handle, None, None, "unseen", cmd.ts, "BYE"))
-                facts.handles.add(handle)
+                _list(facts, Participant(handle, None, None, "unseen", cmd.ts, "BYE"), present=False)
         elif code == "MSG" and not facts.sb_login:
             # Mid-session switchboard: a sender we never saw arrive was there all the same.
             found = wire.sender(cmd)
             if (found is not None and not found.service
-                    and (facts.handles is None or found.endpoint.text not in facts.handles)
+                    and not _listed(facts, found.endpoint.text)
                     and self._room(facts, cmd)):
                 sender = found.endpoint.text
                 nick = wire.nick_text(found.nick) if found.nick is not None else None
                 p = Participant(sender, nick, None, "MSG")
-                _listing(facts).participants.append(p)
-                facts.handles.add(sender)
-                facts.present[sender] = p
+                _list(facts, p)
         elif code == "USR" and facts.participants:
             found = wire.login(cmd)
             me = facts.participants[0]
@@ -493,9 +558,7 @@ class Linker:
         if not self._room(facts, None, ts):
             return
         p = Participant(text, wire.nick_text(nick) if nick is not None else None, ts, via)
-        _listing(facts).participants.append(p)
-        facts.handles.add(text)
-        facts.present[text] = p
+        _list(facts, p)
 
     def _room(self, facts: StreamFacts, cmd: Command | None, ts=None) -> bool:
         """Whether the switchboard may list one more participant (MAX_PARTICIPANTS); if not, it is counted."""
@@ -525,32 +588,26 @@ class Linker:
         server = getattr(conn, "server", None)
         host = wire.host_of(getattr(conn, "client", None))
         self._dirty.add(sid)
-        self._keys_of[sid] = []
         if server is None or host is None:
             self._unkeyed += 1
-            self._keys_of[sid].append(("unkeyed",))
+            self.facts[sid].keys = (_UNKEYED,)
             return
-        self._key(sid, ("a", server, host))
+        self._key(sid, _address(server, host))
 
     def _key(self, sid: str, key: tuple) -> None:
-        keys = self._keys_of.get(sid)
-        if keys is None:
-            keys = self._keys_of[sid] = []
-        if key not in keys:
-            keys.append(key)
-            self._keyed.setdefault(key, {})[sid] = None
+        facts = self.facts[sid]
+        if key not in facts.keys:
+            facts.keys += (key,)
+            _tie(self._keyed, key, sid)
             self._dirty.add(sid)
 
-    def _unkey(self, sid: str) -> None:
-        for key in self._keys_of.pop(sid, ()):
-            if key[0] == "unkeyed":
+    def _unkey(self, facts: StreamFacts) -> None:
+        for key in facts.keys:
+            if key is _UNKEYED:
                 self._unkeyed -= 1
-                continue
-            members = self._keyed.get(key)
-            if members is not None:
-                members.pop(sid, None)
-                if not members:
-                    del self._keyed[key]
+            else:
+                _untie(self._keyed, key, facts.id)
+        facts.keys = ()
 
     def _index_user(self, facts: StreamFacts, handle: str | None) -> bool:
         """Index a stream by its user handle (lower case); whether that changed it."""
@@ -558,14 +615,10 @@ class Linker:
         if user == facts.user:
             return False
         if facts.user is not None:
-            streams = self._users.get(facts.user)
-            if streams is not None:
-                streams.pop(facts.id, None)
-                if not streams:
-                    del self._users[facts.user]
+            _untie(self._users, facts.user, facts.id)
         facts.user = user
         if user is not None:
-            self._users.setdefault(user, {})[facts.id] = None
+            _tie(self._users, user, facts.id)
         return True
 
     def _component(self, seed: str) -> set[str]:
@@ -574,24 +627,26 @@ class Linker:
         user handle (a switchboard without its NS joins a login of the same user). Linking only
         ever pairs streams that share such a key, and sessions are grouped through those pairs
         and handles, so what `_link` finds for these streams is what it would find for all."""
-        keyed, keys_of, users, facts = self._keyed, self._keys_of, self._users, self.facts
+        keyed, users, facts = self._keyed, self._users, self.facts
         found = {seed}
         todo = [seed]
-        seen_keys: set = set()
+        seen_keys: set = set()    # cookies (bytes) and addresses (str)
+        seen_users: set = set()
         while todo:
             sid = todo.pop()
-            for key in keys_of.get(sid, ()):
+            f = facts[sid]
+            for key in f.keys:
                 if key in seen_keys:
                     continue
                 seen_keys.add(key)
-                for other in keyed.get(key, ()):
+                for other in _tied(keyed, key):
                     if other not in found:
                         found.add(other)
                         todo.append(other)
-            user = facts[sid].user
-            if user is not None and user not in seen_keys:
-                seen_keys.add(user)   # a str: never equal to a key (tuples)
-                for other in users.get(user, ()):
+            user = f.user
+            if user is not None and user not in seen_users:
+                seen_users.add(user)
+                for other in _tied(users, user):
                     if other not in found:
                         found.add(other)
                         todo.append(other)
@@ -1032,7 +1087,7 @@ class Linker:
             facts = self.facts.pop(sid)
             self._index_user(facts, None)
             del self.conns[sid]
-            self._unkey(sid)
+            self._unkey(facts)
             self._dirty.discard(sid)
             for ref in self._referrals_of.pop(sid, ()):
                 if ref.cookie is not None and self._ns_of_cookie.get(ref.cookie) == sid:

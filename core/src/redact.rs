@@ -205,14 +205,17 @@ fn is_blank(b: u8) -> bool {
 }
 
 impl SecretTable {
-    /// `_MIME_GATE` at `low[i..]` (the lower-cased text after a line feed): `[ \t]*(name)[ \t]*:`
-    /// for a name of MIME_SECRET_HEADERS as the table spells it.
+    /// `_MIME_GATE` at `text[i..]` (after a line feed), as it matches the lower-cased text:
+    /// `[ \t]*(name)[ \t]*:` for a name of MIME_SECRET_HEADERS as the table spells it. `text`
+    /// need not be lower-cased (its bytes are, one by one: a chat message's head is looked at
+    /// without a lower-cased copy).
     fn gate_at(&self, low: &[u8], mut i: usize) -> bool {
         while i < low.len() && is_blank(low[i]) {
             i += 1;
         }
         self.mime_headers.iter().any(|name| {
-            if !low[i..].starts_with(name) {
+            let rest = &low[i..];
+            if rest.len() < name.len() || !rest.iter().zip(name).all(|(b, n)| b.to_ascii_lowercase() == *n) {
                 return false;
             }
             let mut j = i + name.len();
@@ -223,7 +226,7 @@ impl SecretTable {
         })
     }
 
-    /// `_MIME_GATE.search(low)`: a secret header name at the start of a line after a `\n`.
+    /// `_MIME_GATE.search(text.lower())`: a secret header name at the start of a line after a `\n`.
     fn gate(&self, low: &[u8]) -> bool {
         low.iter().enumerate().any(|(i, &b)| b == b'\n' && self.gate_at(low, i + 1))
     }
@@ -259,7 +262,7 @@ impl SecretTable {
     /// Whether `Redactor.payload` (enabled, for a payload not masked whole) may change `payload`.
     pub fn payload_needs_redaction(&self, payload: &[u8]) -> bool {
         match Self::chat_head(payload) {
-            Some(head) => self.gate(&payload[..head].to_ascii_lowercase()),
+            Some(head) => self.gate(&payload[..head]),
             None => self.needed(payload).any(),
         }
     }
@@ -270,7 +273,7 @@ impl SecretTable {
     /// passwords, SOAP elements: the Python redactor's).
     pub fn redact_payload<'a>(&self, payload: &'a [u8], mask: &dyn Fn(&[u8]) -> String) -> Option<Cow<'a, [u8]>> {
         if let Some(head) = Self::chat_head(payload) {
-            if !self.gate(&payload[..head].to_ascii_lowercase()) {
+            if !self.gate(&payload[..head]) {
                 return Some(Cow::Borrowed(payload));
             }
             let mut out = self.mime_lines(&payload[..head], mask);
