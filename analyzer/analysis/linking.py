@@ -493,7 +493,7 @@ class Linker:
                 facts.referrals += 1
             elif found.kind == "NS":
                 facts.referrals += 1
-                self._refer(Referral("xfr_ns", facts.id, cmd.ts, self._order, found.target, cmd.trid,
+                self._refer(Referral("xfr_ns", facts.id, cmd.ts, self._order, sys.intern(found.target), cmd.trid,
                                      offset=cmd.offset))
                 if facts.keys and facts.keys[0] is not _UNKEYED:   # the NS connections it may lead to:
                     host = wire.host_of(getattr(self.conns.get(facts.id), "client", None))  # same client host
@@ -502,7 +502,8 @@ class Linker:
             elif found.cookie is not None:
                 kind, trid = ("xfr_sb", cmd.trid) if code == "XFR" else ("rng", None)
                 facts.referrals += 1
-                self._refer(Referral(kind, facts.id, cmd.ts, self._order, found.target, trid,
+                # The target is one of a few servers: interned, its text is held once, not per line.
+                self._refer(Referral(kind, facts.id, cmd.ts, self._order, sys.intern(found.target), trid,
                                      cookie=found.cookie, sessid=found.sessid,
                                      inviter=found.inviter.text if found.inviter else None, offset=cmd.offset))
                 self._ns_of_cookie[found.cookie] = facts.id

@@ -284,16 +284,20 @@ def test_a_flow_leaves_the_lane_at_its_fin_and_a_new_one_on_the_same_ports_enter
 @given(st.data())
 def test_random_sessions_are_the_same_on_both_implementations(tmp_path_factory, monkeypatch, data):
     """Sessions with retransmissions (same or other bytes), segments swapped, bare ACKs of any
-    value, pauses past the timeouts and sequence numbers near the wrap, interleaved on two flows."""
+    value, bytes left unacknowledged (few or many), pauses past the timeouts and the quiet
+    release, and sequence numbers near the wrap, interleaved on two flows."""
     draw = data.draw
     sessions = []
     for n in range(2):
         isn = (draw(st.sampled_from([1000, tcp.MASK - 20, tcp.MASK - 2])), draw(st.sampled_from([5000, tcp.MASK - 7])))
         s = login(Session(client=("127.0.0.1", 40000 + n), isn=isn, ts=1_000_000.0 + n * 0.005))
         for _ in range(draw(st.integers(1, 12))):
-            step = draw(st.sampled_from(["pair", "pair", "pair", "again", "other", "swap", "ack", "pause"]))
+            step = draw(st.sampled_from(["pair", "pair", "pair", "again", "other", "swap", "ack", "pause", "big"]))
             s.ts += 0.02
-            if step == "pair":
+            if step == "big":   # more than UNACKED_SMALL bytes the server leaves unacknowledged
+                start = s.send("c2s", b"PNG\r\n" * draw(st.sampled_from([20, 60])))
+                s.send("s2c", b"QNG 50\r\n", ack=start)
+            elif step == "pair":
                 s.send("c2s", b"PNG\r\n")
                 s.send("s2c", b"QNG 50\r\n", ack=draw(st.sampled_from([None, s.nxt["c2s"] - 3])))
             elif step in ("again", "other"):
@@ -308,7 +312,7 @@ def test_random_sessions_are_the_same_on_both_implementations(tmp_path_factory, 
             elif step == "ack":
                 s._seg("s2c", s.nxt["s2c"], s.nxt["c2s"] - draw(st.integers(0, 12)), "A", b"", None)
             else:
-                s.ts += draw(st.sampled_from([5.0, 11.0, 30.0, 100.0]))
+                s.ts += draw(st.sampled_from([5.0, 9.97, 11.0, 30.0, 100.0]))
         if draw(st.booleans()):
             s.fin("c2s")
         sessions.append(s)
