@@ -736,6 +736,79 @@ fn push_value(out: &mut String, v: &Bound<'_, PyAny>) -> bool {
     true
 }
 
+/// How deep `push_data` follows lists and dicts (deeper: the Python writer's).
+const DATA_DEPTH: usize = 32;
+
+/// One JSON value of plain data, as orjson (and `json`) write it: `push_value`'s values, and
+/// exact lists, tuples and dicts with exact `str` keys (in their order), nested up to `depth`;
+/// false for anything else.
+fn push_data(out: &mut String, v: &Bound<'_, PyAny>, depth: usize) -> bool {
+    let items = if let Ok(list) = v.downcast_exact::<PyList>() {
+        list.iter()
+    } else if let Ok(tuple) = v.downcast_exact::<PyTuple>() {
+        tuple.to_list().iter()
+    } else if let Ok(dict) = v.downcast_exact::<PyDict>() {
+        if depth == 0 {
+            return false;
+        }
+        out.push('{');
+        let done = push_items(out, dict, depth - 1);
+        out.push('}');
+        return done;
+    } else {
+        return push_value(out, v);
+    };
+    if depth == 0 {
+        return false;
+    }
+    out.push('[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if !push_data(out, &item, depth - 1) {
+            return false;
+        }
+    }
+    out.push(']');
+    true
+}
+
+/// The `"key":value` pairs of `dict` (no braces), each as `push_data` writes it.
+fn push_items(out: &mut String, dict: &Bound<'_, PyDict>, depth: usize) -> bool {
+    for (i, (key, value)) in dict.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let Ok(key) = key.downcast_exact::<PyString>() else { return false };
+        let Ok(key) = key.to_str() else { return false };
+        push_str(out, key);
+        out.push(':');
+        if !push_data(out, &value, depth) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Another layer's record (a `link`, `chat`, `session` dict) as `JsonLinesWriter.record` and
+/// `encode` write it: `{"stream": stream, **record}` unless it names its own stream.
+fn push_record(py: Python<'_>, out: &mut String, stream: &str, record: &Bound<'_, PyDict>) -> PyResult<bool> {
+    out.push('{');
+    if !record.contains(intern!(py, "stream"))? {
+        out.push_str("\"stream\":");
+        out.push_str(stream);
+        if !record.is_empty() {
+            out.push(',');
+        }
+    }
+    if !push_items(out, record, DATA_DEPTH) {
+        return Ok(false);
+    }
+    out.push_str("}\n");
+    Ok(true)
+}
+
 /// `getattr(obj, name, None)` as Python reads it: None for an AttributeError, other errors raised.
 fn getattr_or_none<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>, name: &Bound<'py, PyString>)
                         -> PyResult<Option<Bound<'py, PyAny>>> {
@@ -962,6 +1035,8 @@ impl JsonFormatter {
             "transaction"
         } else if kind.is(&self.skipped) {
             "skipped"
+        } else if let Ok(record) = event.downcast_exact::<PyDict>() {
+            return push_record(py, out, stream, record);
         } else {
             return Ok(false);
         };

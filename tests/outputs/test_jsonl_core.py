@@ -361,3 +361,73 @@ def test_a_batch_with_a_line_the_output_cannot_take_is_written_cleaned():
     cmd = Command(S2C, "PNG", None, [], b"PNG\r\n", None, None, 0, 1.5)
     written = _written_by("\udc80", [cmd, cmd], batch=True).decode().splitlines()
     assert len(written) == 2 and all('"stream":"\\\\x80"' in line for line in written)   # cleaned
+
+
+# -- other layers' records (dicts) ---------------------------------------------------------
+
+class Name(str):
+    pass
+
+
+scalars = st.one_of(st.none(), st.booleans(), st.text(max_size=6), st.sampled_from(["\ud800", "a\u2028b", "\x00\"\\"]),
+                    st.builds(Name, st.text(max_size=3)), st.integers(-2 ** 70, 2 ** 70), st.integers(-5, 5),
+                    st.floats(), st.floats(0, 2e9), st.sampled_from([1e-5, 1.5e-7, 1e16, -0.0, 0.0, 62.632]))
+keys = st.one_of(st.text(max_size=5), st.sampled_from(["kind", "stream", "ts", "\udc80"]), st.integers(0, 3),
+                 st.builds(Name, st.just("k")))
+data = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3), st.tuples(inner, inner),
+                                                     st.dictionaries(keys, inner, max_size=3)), max_leaves=12)
+
+
+def _plain_data(value, depth=0) -> bool:
+    """What the core writes itself: exact types, plain floats, ints of 64 bits, UTF-8 text, str keys."""
+    kind = type(value)
+    if kind in (list, tuple):
+        return depth < 32 and all(_plain_data(v, depth + 1) for v in value)
+    if kind is dict:
+        return depth < 32 and all(type(k) is str and _plain_data(k) and _plain_data(v, depth + 1)
+                                  for k, v in value.items())
+    if kind is float:
+        return value == 0.0 or 1e-4 <= abs(value) < 1e16
+    if kind is int:
+        return -2 ** 63 <= value < 2 ** 64
+    if kind is str:
+        return not any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+    return value is None or kind is bool
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(keys, data, max_size=6), st.one_of(st.none(), st.sampled_from(["1", "2:7"])))
+def test_other_layers_records_are_written_as_python_writes_them(record, stream):
+    """A `link`, `chat` or `session` record (a dict) is the Python writer's line byte for byte,
+    and the core writes it whenever it holds only plain data."""
+    writer = JsonLinesWriter(io.StringIO(), Redactor(key=b"test"))
+    core = writer._formatter.line(stream, record)
+    conn = Conn(stream) if stream is not None else None
+    if _plain_data(record):
+        assert core is not None
+    if core is not None:
+        assert core == writer._line_of(conn, record, as_bytes=False)
+
+
+def test_a_link_record_is_the_core_s():
+    link = {"kind": "link", "type": "ns_sb", "from": "2", "to": "3", "ts": 1115371249.437368, "trid": None,
+            "cookie": "<redacted:6d1b2b14>", "linked": True, "streams": ["1", "2"], "counts": {"a": 1}}
+    line = formatter()("2", link)
+    assert line is not None and line.startswith('{"stream":"2","kind":"link",')
+    assert line == written([(Conn("2"), link)], compiled=False)
+    assert formatter()("2", {"stream": "9", "kind": "x"}) == '{"stream":"9","kind":"x"}\n'
+    assert formatter()("2", {}) == '{"stream":"2"}\n'
+    nested = {"n": 1}
+    for i in range(16):   # 24 levels deep: within what the core follows
+        nested = {"v": [nested, (i, 0.5)]} if i % 2 else {"w": nested}
+    assert formatter()("2", nested) == written([(Conn("2"), nested)], compiled=False)
+
+
+def test_deep_or_odd_data_is_left_to_python():
+    deep = []
+    for _ in range(40):
+        deep = [deep]
+    for record in ({"kind": "x", "v": deep}, {"kind": "x", 0: 1}, {"kind": "x", "v": Name("n")},
+                   {"kind": "x", "v": 1e-7}, {"kind": "x", "v": 2 ** 64}, {"kind": "x", "v": (1, "\udc80")}):
+        assert formatter()("1", record) is None
+        assert written([(Conn("1"), record)], compiled=True) == written([(Conn("1"), record)], compiled=False)
