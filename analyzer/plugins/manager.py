@@ -68,22 +68,21 @@ class LoadedPlugin:
         cls = type(self.plugin)
         self.hooks = frozenset(h for h in HOOKS if getattr(cls, h, None) is not None
                                and getattr(cls, h) is not getattr(Plugin, h, None))
-        wanted = getattr(self.plugin, "commands", None)
-        if wanted is not None:
-            if isinstance(wanted, str):
-                wanted = [wanted]
-            try:
-                self.commands = frozenset(str(c).upper() for c in wanted)
-            except TypeError:
-                self.commands = None  # not a collection of codes: every command, as before
-        kinds = getattr(self.plugin, "msg_kinds", None)
-        if kinds is not None:
-            if isinstance(kinds, str):
-                kinds = [kinds]
-            try:
-                self.msg_kinds = frozenset(str(k).lower() for k in kinds)
-            except TypeError:
-                self.msg_kinds = None  # not a collection of kinds: every MSG
+        self.commands = _names(getattr(self.plugin, "commands", None), str.upper)
+        self.msg_kinds = _names(getattr(self.plugin, "msg_kinds", None), str.lower)
+
+
+def _names(wanted, case) -> frozenset | None:
+    """A plugin's `commands` (codes, upper case) or `msg_kinds` (kinds, lower case) as a frozenset:
+    one name or any collection of them; None (everything) for None or what is not a collection."""
+    if wanted is None:
+        return None
+    if isinstance(wanted, str):
+        wanted = [wanted]
+    try:
+        return frozenset(case(str(name)) for name in wanted)
+    except TypeError:
+        return None
 
 
 def _warn_stderr(message: str) -> None:
