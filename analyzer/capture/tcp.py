@@ -410,6 +410,8 @@ class TcpTracker:
 
     def _evict(self, ts) -> None:
         """Too many open flows: close the least recently active sixteenth (amortised: no scan per flow)."""
+        if self._lane is not None:
+            self._lane_last(self.open.values())
         victims = heapq.nsmallest(max(1, self.max_flows // 16), chain(self.open.values(), self.ignored.values()),
                                   key=lambda f: f.last_ts)
         for flow in victims:
@@ -423,6 +425,8 @@ class TcpTracker:
 
     def finish(self, ts: float | None = None) -> None:
         """End of capture: flush every open flow (holes become gaps) and close it."""
+        if self._lane is not None:
+            self._lane_last(self.open.values())
         for flow in list(self.open.values()):
             self._close(flow, flow.last_ts)  # a flow still open ends at its own last segment
         if self.evicted:
@@ -1017,6 +1021,8 @@ class TcpTracker:
                 continue   # superseded by an earlier entry, or the flow is gone
             flow.entry = None
             flow.due = NEVER
+            if type(flow) is Flow and flow.lane is not None:
+                flow.last_ts = self._lane.last(flow.lane)   # its bare ACKs (see `_lane_clock`)
             last = flow.last_ts
             if type(flow) is IgnoredFlow:
                 if ts - last > idle:
@@ -1079,6 +1085,7 @@ class TcpTracker:
         try:
             return capture.drive(self._lane, self._slow, self._fast, self._time, progress)
         finally:
+            self._lane_clock()
             for flow in list(self.open.values()):   # an exception left some in the lane
                 if flow.lane is not None:
                     self._unlane(flow)
@@ -1087,6 +1094,7 @@ class TcpTracker:
     def _slow(self, ts: float, key: bytes, seq: int, ack: int, flags: int, payload: bytes) -> tuple:
         """A segment the lane did not take: `segment`, its flow out of the lane first and back in
         after when it is in the fast state. Returns the horizon the lane checks time against."""
+        self._lane_clock()
         flow = self.flows.get(key)
         left = None
         if type(flow) is Flow and flow.lane is not None:
@@ -1125,6 +1133,7 @@ class TcpTracker:
 
     def _time(self, ts: float) -> tuple:
         """The lane holds a segment at `ts` that crosses the horizon: `_advance` to it first."""
+        self._lane_clock()
         self._advance(ts)
         return self._horizon()
 
@@ -1133,8 +1142,9 @@ class TcpTracker:
         state, kept its bytes and fed the reader (`events`); the rest of the common case of
         `segment` and `_deliver`. Returns the deadline heap's head when a deadline was set (the
         only way it moves here), else None."""
-        if ts > self.now:
-            self.now = ts
+        now = self._lane.now   # `ts` or later (`_lane_clock`, inline)
+        if now > self.now:
+            self.now = now
         flow.last_ts = ts
         conn = flow.conn
         self.analysis.took(conn, flow.dirs[index], size, ts, events)
@@ -1224,12 +1234,28 @@ class TcpTracker:
             flow.halves = IN_LANE
 
     def _unlane(self, flow: Flow) -> None:
-        states = self._lane.take(flow.lane, *flow.keys)
+        first, second, flow.last_ts = self._lane.take(flow.lane, *flow.keys)
         flow.lane = None
         if flow.halves is IN_LANE:
             flow.halves = (HalfStream(0), HalfStream(1))
-        for half, (nxt, pos, sent) in zip(flow.halves, states):
+        for half, (nxt, pos, sent) in zip(flow.halves, (first, second)):
             half.nxt, half.pos, half.sent = nxt, pos, sent
+
+    def _lane_clock(self) -> None:
+        """The lane takes a flow's bare ACKs without calling Python (`segment` would only have
+        moved the clock, the flow's `last_ts` and its peer's unacknowledged bytes): capture time
+        is the lane's clock if that is later, and a flow's `last_ts` is read from the lane by
+        whatever looks at it while the flow is there (`_due`, `_evict`, `finish`)."""
+        now = self._lane.now
+        if now > self.now:
+            self.now = now
+
+    def _lane_last(self, flows) -> None:
+        """`last_ts` of each of `flows` still in the lane, as the lane has it (see `_lane_clock`)."""
+        last = self._lane.last
+        for flow in flows:
+            if type(flow) is Flow and flow.lane is not None:
+                flow.last_ts = last(flow.lane)
 
 
 IN_LANE = ()   # a flow's halves while the lane holds all of their state (see _enlane)

@@ -297,10 +297,10 @@ impl Horizon {
     }
 }
 
-/// Whether a segment may take the lane at all (before its flow is looked up): data, and no
-/// SYN, FIN or RST.
+/// Whether a segment may take the lane at all (before its flow is looked up): data or a bare
+/// ACK, and no SYN, FIN or RST.
 pub fn lane_flags(flags: u8, payload_len: usize) -> bool {
-    payload_len > 0 && flags & (SYN | FIN | RST) == 0
+    flags & (SYN | FIN | RST) == 0 && (payload_len > 0 || flags & ACK != 0)
 }
 
 #[cfg(test)]
@@ -448,7 +448,9 @@ mod tests {
     fn flags_of_the_lane() {
         assert!(lane_flags(ACK, 1));
         assert!(lane_flags(ACK | 0x08, 10));
-        assert!(!lane_flags(ACK, 0));
+        assert!(lane_flags(ACK, 0)); // a bare ACK
+        assert!(!lane_flags(0, 0)); // neither data nor an ACK: Python's
+        assert!(!lane_flags(ACK | RST, 0));
         assert!(!lane_flags(ACK | FIN, 10));
         assert!(!lane_flags(SYN, 10));
         assert!(!lane_flags(RST, 10));

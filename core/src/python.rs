@@ -1263,6 +1263,9 @@ pub struct FastLane {
 enum Verdict {
     /// Taken: what `fast` is called with.
     Taken { flow: PyObject, index: usize, events: PyObject },
+    /// A bare ACK of a flow in the lane, applied by the lane (tcp.py `segment` does no more
+    /// with it: the quiet release, `last_ts`, the peer's unacknowledged bytes): nothing to call.
+    Absorbed,
     /// It continues a flow in the lane, but its time crosses the horizon: Python first.
     Later,
     /// Python's (`slow`).
@@ -1298,6 +1301,13 @@ impl FastLane {
         let other = &mut flow.state.halves[1 - index];
         if s.flags & ACK != 0 && !other.sent.is_empty() {
             other.ack_sent(s.ack);
+        }
+        if s.payload.is_empty() {
+            // A bare ACK (`lane_flags`): tcp.py's `segment` then finds nothing pending, no FIN, no
+            // RST, and the flow's deadline already no later than its pairing's next expiry.
+            self.quiet.note(slot, &mut flow.state);
+            self.sweep();
+            return Verdict::Absorbed;
         }
         flow.state.halves[index].advance(s.payload, self.unacked);
         self.quiet.note(slot, &mut flow.state);
@@ -1365,6 +1375,7 @@ fn lane_segment(py: Python<'_>, lane: &Bound<'_, FastLane>, calls: &LaneCalls<'_
         verdict = lane.take_segment(py, ts, &ts_obj, s);
     }
     match verdict {
+        Verdict::Absorbed => {}
         Verdict::Taken { flow, index, events } => {
             let head: Option<f64> = calls.fast.call1((flow, index, events, ts_obj, s.payload.len()))?.extract()?;
             if let Some(head) = head {
@@ -1445,10 +1456,25 @@ impl FastLane {
         slot
     }
 
+    /// The lane's clock: the latest segment time it or the tracker has seen (it takes bare
+    /// ACKs without calling Python, so the tracker reads it before it acts).
+    #[getter]
+    fn now(&self) -> f64 {
+        self.horizon.now
+    }
+
+    /// The time of the last segment of the flow in `slot` (its bare ACKs included).
+    fn last(&self, slot: usize) -> PyResult<f64> {
+        match self.flows.get(slot) {
+            Some(Some(entry)) => Ok(entry.state.last),
+            _ => Err(PyValueError::new_err(format!("no flow in lane slot {slot}"))),
+        }
+    }
+
     /// Drop the flow in `slot` (the keys it was added with: `key0`, `key1`) from the lane and
     /// give back each half's `(nxt, pos, sent)` (`sent` a bytearray, or None when nothing is
-    /// unacknowledged).
-    fn take(&mut self, py: Python<'_>, slot: usize, key0: &[u8], key1: &[u8]) -> PyResult<(HalfState, HalfState)> {
+    /// unacknowledged) and the time of its last segment.
+    fn take(&mut self, py: Python<'_>, slot: usize, key0: &[u8], key1: &[u8]) -> PyResult<(HalfState, HalfState, f64)> {
         let Some(entry) = self.flows.get_mut(slot).and_then(Option::take) else {
             return Err(PyValueError::new_err(format!("no flow in lane slot {slot}")));
         };
@@ -1470,7 +1496,7 @@ impl FastLane {
             };
             (h.nxt, h.pos, sent)
         };
-        Ok((out(&entry.state.halves[0]), out(&entry.state.halves[1])))
+        Ok((out(&entry.state.halves[0]), out(&entry.state.halves[1]), entry.state.last))
     }
 
     /// How many flows the quiet release emptied: at their next segment, and by the quiet queue

@@ -491,3 +491,64 @@ def test_a_reply_that_came_leaves_no_deadline_to_come_due_for_nothing(tmp_path, 
     pngs = [i for i, r in enumerate(short) if r == ("2", "c2s", "PNG")]
     qngs = [i for i, r in enumerate(short) if r == ("2", "s2c", "QNG")]
     assert pngs[2] < short.index(("1", "transaction", "PNG", "unanswered")) < qngs[2]   # 1,000,305.0 < 305 + 5 < 305.5
+
+
+def _slow_segments(monkeypatch) -> list:
+    """The segments the lane hands to Python (`_slow`), as (flags, payload length)."""
+    seen = []
+    slow = tcp.TcpTracker._slow
+
+    def counted(self, ts, key, seq, ack, flags, payload):
+        seen.append((flags, len(payload)))
+        return slow(self, ts, key, seq, ack, flags, payload)
+    monkeypatch.setattr(tcp.TcpTracker, "_slow", counted)
+    return seen
+
+
+def test_the_lane_takes_bare_acks_and_they_keep_a_flow_from_its_idle_close(tmp_path, monkeypatch):
+    """Bare ACKs of a flow in the lane stay in the lane (no call to Python), yet count as the
+    flow's activity as `segment` counts them: a flow that only ACKs for longer than the idle
+    timeout is not closed as idle, and one whose ACKs stop is closed at its last ACK's time."""
+    s = login(Session())
+    s.send("c2s", b"PNG\r\n")
+    s.send("s2c", b"QNG 50\r\n")
+    for i in range(8):   # 8 x 20 s of bare ACKs only: past the 60 s idle timeout, never idle 60 s
+        s._seg("s2c", s.nxt["s2c"], s.nxt["c2s"], "A", b"", s.ts + 20.0 * (i + 1))
+    s.ts += 170.0
+    s.send("c2s", b"PNG\r\n")
+    s.send("s2c", b"QNG 50\r\n")
+    quiet = login(Session(client=("127.0.0.3", 40001), ts=s.ts - 200.0))
+    quiet.send("c2s", b"PNG\r\n")
+    quiet.send("s2c", b"QNG 50\r\n")
+    quiet._seg("s2c", quiet.nxt["s2c"], quiet.nxt["c2s"], "A", b"", quiet.ts + 30.0)   # its last segment
+    slow = _slow_segments(monkeypatch)
+    records, taken = both(tmp_path, monkeypatch, write(tmp_path, s, quiet), "--idle-timeout", "60")
+    assert taken >= 6
+    bare_in_python = [f for f, n in slow if n == 0 and f == 0x10]
+    assert len(bare_in_python) <= 2   # each flow's handshake ACK, before it enters the lane
+    streams = {r["stream"]: r for r in records if r["kind"] == "stream"}
+    assert len(streams) == 2                                    # no idle close split the first flow
+    first = next(k for k, r in streams.items() if r["client"] == "127.0.0.1:40000")
+    assert sum(1 for r in summary(records) if r[0] == first and r[1:] == ("c2s", "PNG")) == 2
+    other = next(k for k, r in streams.items() if k != first)
+    assert streams[other]["end"] < streams[first]["start"] + 200   # closed as idle, long before the first
+
+
+def test_the_lane_s_bare_acks_move_capture_time_and_the_flow_s_last_time_as_python_does(tmp_path, monkeypatch):
+    """A bare ACK whose timestamp runs ahead of the next segments' (capture clocks step back),
+    ACKs that release a quiet flow's kept bytes before a retransmission, and flows evicted at
+    the flow limit by the time of their last ACK: the same records on both implementations."""
+    flows = []
+    for n in range(6):
+        s = login(Session(client=("127.0.0.1", 41000 + n), ts=1_000_000.0 + n))
+        start = s.send("c2s", b"PNG\r\n" * 60)           # 300 bytes the server leaves unacknowledged
+        s.send("s2c", b"QNG 50\r\n", ack=start)
+        s._seg("s2c", s.nxt["s2c"], start + 2, "A", b"", s.ts + 12.0 - n)   # later than what follows
+        s.again("c2s", start, b"PXG\r\n", ts=s.ts + 0.5)   # other bytes: compared only if still kept
+        s._seg("s2c", s.nxt["s2c"], s.nxt["c2s"], "A", b"", 1_000_050.0 + 3 * (5 - n))
+        flows.append(s)
+    late = login(Session(client=("127.0.0.9", 42000), ts=1_000_070.0))   # past the limit: evicts
+    late.send("c2s", b"PNG\r\n")
+    records, taken = both(tmp_path, monkeypatch, write(tmp_path, *flows, late), "--max-flows", "4")
+    assert taken > 0
+    assert any(r["kind"] == "stream" for r in records)
