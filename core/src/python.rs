@@ -1252,8 +1252,6 @@ pub struct FastLane {
     horizon: Horizon,
     unacked: usize,
     quiet: QuietQueue,
-    /// When `quiet` next has something to look at (its head's time, cached).
-    quiet_next: f64,
     stamps: u32,
     /// Flows whose bytes a segment found quiet (`LaneState::arrive`).
     released_at_segment: u64,
@@ -1322,11 +1320,11 @@ impl FastLane {
         Verdict::Taken { flow, index, events }
     }
 
-    /// The quiet queue, when the lane's clock passed its head (memory only: see lane.rs).
+    /// The quiet queue, when the lane's clock passed its head (memory only: see lane.rs; the
+    /// head is a peek, read anew each time, as any segment may have queued an earlier one).
     fn sweep(&mut self) {
-        if self.quiet_next < self.horizon.now {
+        if self.quiet.next() < self.horizon.now {
             self.quiet.sweep(self.horizon.now, &mut self.flows);
-            self.quiet_next = self.quiet.next();
         }
     }
 
@@ -1417,7 +1415,6 @@ impl FastLane {
             horizon: Horizon::new(tombstone_seconds, start_window),
             unacked: unacked.max(1),
             quiet: QuietQueue::new(quiet),
-            quiet_next: f64::INFINITY,
             stamps: 0,
             released_at_segment: 0,
         }
@@ -1447,7 +1444,6 @@ impl FastLane {
         };
         if let Some(Some(flow)) = self.flows.get_mut(slot) {
             self.quiet.note(slot, &mut flow.state);
-            self.quiet_next = self.quiet.next();
         }
         // Half 1's key last, as tcp.py's `_new_flow` writes them (a flow from a host to itself
         // on one port has one key for both halves).

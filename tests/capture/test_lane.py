@@ -447,6 +447,31 @@ def test_the_lane_frees_the_bytes_of_flows_that_stay_silent(tmp_path, monkeypatc
     assert seen and all(n == (1 if ts > 1_000_011.5 else 0) for ts, n in seen)
 
 
+def test_the_quiet_queue_frees_bytes_kept_after_it_emptied(tmp_path, monkeypatch):
+    """The quiet queue empties (the one flow holding bytes was released), then that flow keeps
+    bytes again at a segment the lane takes, and no flow enters the lane after it: the queue
+    still frees them once the lane's clock (the other flow's bare ACKs, which hold nothing) is
+    past that segment plus the quiet interval."""
+    one = login(Session(ts=1_000_000.0))
+    one.send("c2s", b"PNG\r\n" * 60, ts=1_000_001.0)
+    one.send("s2c", b"QNG 50\r\n", ack=one.nxt["c2s"] - 300, ts=1_000_001.5)   # released after 1,000,011.5
+    one.send("c2s", b"PNG\r\n" * 60, ts=1_000_015.0)
+    one.send("s2c", b"QNG 50\r\n", ack=one.nxt["c2s"] - 300, ts=1_000_015.5)   # kept again: after 1,000,025.5
+    two = login(Session(client=("127.0.0.3", 40001), ts=1_000_000.5))
+    for i in range(30):   # the lane's clock moves on; two holds no bytes
+        two._seg("c2s", two.nxt["c2s"], two.nxt["s2c"], "A", b"", 1_000_002.0 + i)
+    two.send("c2s", b"PNG\r\n", ts=1_000_032.0)
+    seen = {}
+    fast = tcp.TcpTracker._fast
+
+    def watched(self, flow, index, events, ts, size):
+        seen[ts] = self._lane.released[1]   # flows the quiet queue released, so far
+        return fast(self, flow, index, events, ts, size)
+    monkeypatch.setattr(tcp.TcpTracker, "_fast", watched)
+    both(tmp_path, monkeypatch, write(tmp_path, one, two))
+    assert seen[1_000_015.0] == 1 and seen[1_000_032.0] == 2
+
+
 def test_kept_bytes_do_not_change_the_order_deadlines_come_due_in(tmp_path, monkeypatch):
     """Two flows closed by one late segment (both idle): they close in the order of their
     deadlines. Flow 2 keeps 300 unacknowledged bytes (the lane holds them; the Python path frees
