@@ -9,9 +9,12 @@ deadlines were looked at (`TcpTracker._due`) and what those looks set again (the
 timeout, a pairing expiry, anything else) after an entry set for what came due (an idle
 timeout the flow pushed back by speaking since, a pairing expiry whose reply came),
 how many flows the lane's own quiet release emptied (at their next segment, and by its
-queue for flows that stayed silent), how many pairing ticks ran (`Analysis.tick`), and the
-most streams the linker held at once (`Linker.facts`, read at each `Linker.stream`).
-Counts, not times: they do not depend on the machine's load.
+queue for flows that stayed silent), how many pairing ticks ran (`Analysis.tick`), the
+most streams the linker held at once (`Linker.facts`, read at each `Linker.stream`), the
+segments the lane handed to Python (`TcpTracker._slow`; bare ACKs apart), the records the
+compiled JSON formatter left to the Python writer (`JsonLinesWriter._line_of`), and each
+plugin's calls. Counts, not times: they do not depend on the machine's load (but for the
+microseconds a plugin call took, from the manager's own `calls` and `seconds`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ def main() -> int:
 
     from analyzer.analysis.linking import Linker
     from analyzer.analysis.run import Analysis
+    from analyzer.outputs.jsonl import JsonLinesWriter
+    from analyzer.plugins.manager import PluginManager
     from analyzer.capture import tcp
     from analyzer.cli.main import main as cli
 
@@ -75,6 +80,14 @@ def main() -> int:
     counted(tcp.TcpTracker, "_push", push)
     tcp.TcpTracker._due = due(tcp.TcpTracker._due)
     counted(Analysis, "tick")
+    counted(JsonLinesWriter, "_line_of")
+
+    def bare(self, ts, key, seq, ack, flags, payload):
+        if not payload and flags == tcp.ACK:
+            counts["TcpTracker._slow: bare ACKs"] += 1
+    counted(tcp.TcpTracker, "_slow", bare)
+    managers = []
+    counted(PluginManager, "close", managers.append)
     counted(Linker, "stream", lambda self, conn: held.__setitem__(0, max(held[0], len(self.facts))))
     try:
         cli(["analyze", path, "--json", "/dev/null", "--quiet", *extra])
@@ -84,10 +97,15 @@ def main() -> int:
         at_segment, by_queue, _ = lanes[0].released
         counts["lane released: at the next segment"] = at_segment
         counts["lane released: silent, by its queue"] = by_queue
+    counts["JsonLinesWriter._line_of"] += 0   # records left to the Python writer: shown when none
     for name, n in sorted(counts.items()):
-        if name not in ("TcpTracker._push", "TcpTracker._enlane"):
+        if name not in ("TcpTracker._push", "TcpTracker._enlane", "PluginManager.close"):
             print(f"{name:40} {n:>12,}")
     print(f"{'streams the linker held at most':40} {held[0]:>12,}")
+    for manager in managers[:1]:
+        for lp in manager.loaded:
+            each = f" ({1e6 * lp.seconds / lp.calls:.2f} us a call)" if lp.calls else ""
+            print(f"{'plugin ' + lp.name + ': calls':40} {lp.calls:>12,}{each}")
     return 0
 
 

@@ -131,7 +131,6 @@ class StreamFacts:
     first_ts: float | None = None
     last_ts: float | None = None
     sb_login: SbLogin | None = None
-    first_c2s_seen: bool = False
     # () / None until someone is listed: most streams (NS, DS) never list anyone, and
     # thousands are open at once on a busy server (see `_list`).
     participants: list[Participant] | tuple = ()
@@ -218,6 +217,8 @@ def _untie(index: dict, key, sid: str) -> None:
 def _tied(index: dict, key) -> tuple | dict:
     held = index.get(key)
     return () if held is None else held if type(held) is dict else (held,)
+
+
 _seen = attrgetter("order")   # referrals in the order seen
 _first = attrgetter("key")    # held sessions in capture order
 _ending = attrgetter("end")   # ... and by their end
@@ -421,10 +422,8 @@ class Linker:
                     now = ts
             code = event.cmd
             if event.direction == C2S:
-                first = not facts.first_c2s_seen
-                facts.first_c2s_seen = True
                 if code in _WATCH_C2S:
-                    self._client_line(facts, event, first)
+                    self._client_line(facts, event)
             elif code in _WATCH_S2C:
                 self._server_line(facts, event)
         if commands:
@@ -464,7 +463,7 @@ class Linker:
 
     # -- observation ----------------------------------------------------------
 
-    def _client_line(self, facts: StreamFacts, cmd: Command, first: bool) -> None:
+    def _client_line(self, facts: StreamFacts, cmd: Command) -> None:
         code = cmd.cmd
         if code == "USR" or code == "ANS":
             found = wire.login(cmd)

@@ -410,8 +410,11 @@ class TcpTracker:
 
     def _evict(self, ts) -> None:
         """Too many open flows: close the least recently active sixteenth (amortised: no scan per flow)."""
-        if self._lane is not None:
-            self._lane_last(self.open.values())
+        if self._lane is not None:   # the lane's bare ACKs move a flow's last_ts (`_lane_clock`)
+            last = self._lane.last
+            for flow in self.open.values():
+                if flow.lane is not None:
+                    flow.last_ts = last(flow.lane)
         victims = heapq.nsmallest(max(1, self.max_flows // 16), chain(self.open.values(), self.ignored.values()),
                                   key=lambda f: f.last_ts)
         for flow in victims:
@@ -425,8 +428,6 @@ class TcpTracker:
 
     def finish(self, ts: float | None = None) -> None:
         """End of capture: flush every open flow (holes become gaps) and close it."""
-        if self._lane is not None:
-            self._lane_last(self.open.values())
         for flow in list(self.open.values()):
             self._close(flow, flow.last_ts)  # a flow still open ends at its own last segment
         if self.evicted:
@@ -1245,17 +1246,11 @@ class TcpTracker:
         """The lane takes a flow's bare ACKs without calling Python (`segment` would only have
         moved the clock, the flow's `last_ts` and its peer's unacknowledged bytes): capture time
         is the lane's clock if that is later, and a flow's `last_ts` is read from the lane by
-        whatever looks at it while the flow is there (`_due`, `_evict`, `finish`)."""
+        whatever looks at it while the flow is there (`_due`, `_evict`; `_unlane` takes it back,
+        as `drive` does for every flow before `finish`)."""
         now = self._lane.now
         if now > self.now:
             self.now = now
-
-    def _lane_last(self, flows) -> None:
-        """`last_ts` of each of `flows` still in the lane, as the lane has it (see `_lane_clock`)."""
-        last = self._lane.last
-        for flow in flows:
-            if type(flow) is Flow and flow.lane is not None:
-                flow.last_ts = last(flow.lane)
 
 
 IN_LANE = ()   # a flow's halves while the lane holds all of their state (see _enlane)

@@ -27,12 +27,6 @@ DEFAULT_BACKLOG = 10000    # events queued for threaded observers before droppin
 _EVERY_KIND = object()   # `_targets` without a MSG payload kind to filter by
 
 
-def _msg_kind(cmd: Command) -> str | None:
-    """The kind of a MSG's payload (`MimeMessage.kind`), None without a payload."""
-    payload = cmd.payload
-    return None if payload is None else parse_mime(payload).kind
-
-
 class _ByKind(dict):
     """A MSG's (plugin, bound on_command) pairs by payload kind (`_calls`), when a plugin that
     takes MSG names the kinds it wants (`msg_kinds`). The kinds are a fixed set: bounded."""
@@ -40,7 +34,7 @@ class _ByKind(dict):
     __slots__ = ()
 
     def of(self, manager: "PluginManager", cmd: Command) -> tuple:
-        payload = cmd.payload   # _msg_kind, inline: once per MSG of a capture
+        payload = cmd.payload   # the payload's kind (None: no payload), once per MSG of a capture
         kind = None if payload is None else parse_mime(payload).kind
         found = self.get(kind)
         if found is None:
@@ -278,7 +272,7 @@ class PluginManager:
     def event(self, conn, event) -> None:
         kind = type(event)
         if kind is Command:
-            targets = self._command_targets(event)
+            targets = self._command_calls(event)
             if not targets:
                 return  # no plugin wants this code: not even queued
             if self._queue is None:
@@ -286,7 +280,9 @@ class PluginManager:
                 return
             item = ("on_command", conn, event)
         elif kind is Transaction:
-            targets = self._route("on_transaction")
+            targets = self._calls.get(Transaction)
+            if targets is None:
+                targets = self._calls_for(Transaction, "on_transaction")
             if not targets:
                 return
             if self._queue is None:
@@ -427,11 +423,11 @@ class PluginManager:
         targets = calls[key] = tuple((lp, getattr(lp.plugin, hook)) for lp in found)
         return targets
 
-    def _call_each(self, targets: list, hook: str, conn, event) -> None:
-        """`_run` for one command or transaction on the synchronous path (every routed command
-        of a capture comes here): the targets already routed, no item tuple built."""
+    def _call_each(self, targets: tuple, hook: str, conn, event) -> None:
+        """`_run` for one command or transaction on the synchronous path: its (plugin, bound
+        hook) pairs already routed (`_calls`), no item tuple built."""
         call = self._call
-        for lp in targets:
+        for lp, _ in targets:
             if lp.enabled:
                 call(lp, hook, conn, event)
 
@@ -442,30 +438,21 @@ class PluginManager:
                 and (code is None or lp.commands is None or code in lp.commands)
                 and (kind is _EVERY_KIND or lp.msg_kinds is None or (kind is not None and kind in lp.msg_kinds))]
 
-    def _command_targets(self, cmd: Command) -> list:
-        """The enabled plugins whose on_command takes `cmd` (its code, and a MSG's payload kind
-        when some plugin names kinds), remembered in `_routes` until the plugins change."""
-        routes = self._routes
-        code = cmd.cmd
-        targets = routes.get(code)
-        if targets is None:
-            targets = self._targets("on_command", code)
-            if code == "MSG" and any(lp.msg_kinds is not None for lp in targets):
-                targets = _ByKind()
-            routes[code] = targets
-        if type(targets) is _ByKind:
-            kind = _msg_kind(cmd)
-            key = ("MSG", kind)   # a 2-tuple: neither a code off the wire nor a hook's key
-            found = routes.get(key)
-            if found is None:
-                found = routes[key] = self._targets("on_command", code, kind)
-            return found
-        return targets
+    def _command_calls(self, cmd: Command) -> tuple:
+        """The (plugin, bound on_command) pairs that take `cmd`: the `_calls` route of its code,
+        and of a MSG's payload kind when some plugin names kinds (`event_batch` reads the same
+        routes inline)."""
+        found = self._calls.get(cmd.cmd)
+        if found is None:
+            found = self._calls_for(cmd.cmd, "on_command")
+        if type(found) is _ByKind:
+            found = found.of(self, cmd)
+        return found
 
     def _route(self, hook: str, args: tuple = ()) -> list:
         """The enabled plugins that take this call (for on_command: that want its command)."""
         if hook == "on_command":
-            return self._command_targets(args[1])
+            return [lp for lp, _ in self._command_calls(args[1])]
         routes = self._routes
         key = (hook,)   # a tuple: no code off the wire
         targets = routes.get(key)

@@ -66,24 +66,12 @@ fn is_trid(param: &[u8]) -> bool {
     !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
 }
 
-/// Python's `str.isupper` for ASCII: a cased character, and none in lower case.
-fn is_upper(code: &str) -> bool {
-    code.bytes().any(|b| b.is_ascii_uppercase()) && !code.bytes().any(|b| b.is_ascii_lowercase())
-}
-
 impl SecretTable {
     /// The rules of `code` as `_RULES.get(code) or _RULES.get(code.upper())` finds them.
     fn rules_of<'a>(&'a self, code: &'a str) -> impl Iterator<Item = &'a ParamRule> + 'a {
         let exact = self.rules.iter().any(|r| r.code == code);
         let upper = code.to_ascii_uppercase();
         self.rules.iter().filter(move |r| if exact { r.code == code } else { r.code == upper })
-    }
-
-    /// Whether `code` is in SECRET_COMMANDS as `Redactor.params` asks (the code itself, or,
-    /// when it is not all upper case, its upper case).
-    pub fn is_secret(&self, code: &str) -> bool {
-        let listed = |c: &str| self.rules.iter().any(|r| r.code == c) || self.payloads.iter().any(|(p, _)| p == c);
-        listed(code) || (!is_upper(code) && listed(&code.to_ascii_uppercase()))
     }
 
     /// `Redactor.secret_params` (enabled): the indexes into the raw parameters (`params`, after
@@ -447,14 +435,8 @@ mod tests {
     }
 
     #[test]
-    fn secret_codes_as_redactor_params_asks() {
+    fn payloads_masked_whole() {
         let t = table();
-        for code in ["USR", "usr", "Usr", "QRY", "qry", "RNG"] {
-            assert!(t.is_secret(code), "{code}");
-        }
-        for code in ["CHG", "US", "USRX", ""] {
-            assert!(!t.is_secret(code), "{code}");
-        }
         assert!(t.payload_is_secret("QRY", "c2s") && t.payload_is_secret("qRy", "c2s"));
         assert!(!t.payload_is_secret("QRY", "s2c") && !t.payload_is_secret("QR", "c2s"));
     }
