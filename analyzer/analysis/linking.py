@@ -128,20 +128,17 @@ class SbLogin(NamedTuple):
 class StreamFacts:
     id: str
     order: int
-    client: str | None = None
-    server: str | None = None
     first_ts: float | None = None
     last_ts: float | None = None
     sb_login: SbLogin | None = None
     # () / None until someone is listed: most streams (NS, DS) never list anyone, and
     # thousands are open at once on a busy server (see `_list`).
     participants: list[Participant] | tuple = ()
-    saw_out: bool = False
     more_participants: int = 0   # arrivals past MAX_PARTICIPANTS, counted, not listed
     referrals: int = 0           # XFR/RNG lines of this stream kept (at most MAX_REFERRALS)
-    # Indexes over `participants`, so a JOI/BYE flood costs one lookup per line:
-    present: dict[str, Participant] | None = None  # handle -> the one not yet left
-    handles: set[str] | None = None   # every handle listed, once more than _SCAN are (see `_listed`)
+    # An index over `participants` once more than _SCAN are listed, so a JOI/BYE flood costs
+    # one look-up a line (a short list is looked through: most switchboards list two or three):
+    latest: dict[str, Participant] | None = None  # handle -> the last of it listed (see `_latest`)
     # Settling (see `Linker._relink`): the linked group (`_Group`) the stream was last linked
     # in, its user handle as indexed (lower case), and, while it is open, its role and start
     # as they were then (a change means the group must be linked again).
@@ -152,31 +149,30 @@ class StreamFacts:
     seen_start: float | None = None
 
 
-_SCAN = 16   # participants looked through one by one; past this many, a set of their handles
+_SCAN = 16   # participants looked through one by one; past this many, indexed by handle
 
 
-def _list(facts: StreamFacts, p: Participant, present: bool = True) -> None:
-    """List `p` on `facts` (its list and indexes created with the first one); `present`: as
-    the one of its handle not yet left."""
-    if facts.present is None:
-        facts.participants, facts.present = [], {}
+def _list(facts: StreamFacts, p: Participant) -> None:
+    """List `p` on `facts` (its list created with the first one, its index past _SCAN)."""
+    if not facts.participants:
+        facts.participants = []
     facts.participants.append(p)
-    if facts.handles is not None:
-        facts.handles.add(p.handle)
+    if facts.latest is not None:
+        facts.latest[p.handle] = p
     elif len(facts.participants) > _SCAN:
-        facts.handles = {q.handle for q in facts.participants}
-    if present:
-        facts.present[p.handle] = p
+        facts.latest = {q.handle: q for q in facts.participants}   # the later of a handle wins
 
 
-def _listed(facts: StreamFacts, handle: str) -> bool:
-    """Whether `handle` was ever listed on `facts` (a look through a short list, else the set)."""
-    if facts.handles is not None:
-        return handle in facts.handles
-    for p in facts.participants:
+def _latest(facts: StreamFacts, handle: str) -> Participant | None:
+    """The last participant of `handle` listed on `facts`, if any (a look through a short list,
+    else the index). A handle is there when that one has not left: an arrival lists a handle
+    again only after it left, a BYE lists one (left) only when none of it is there."""
+    if facts.latest is not None:
+        return facts.latest.get(handle)
+    for p in reversed(facts.participants):
         if p.handle == handle:
-            return True
-    return False
+            return p
+    return None
 
 
 _NEVER = float("inf")
@@ -486,7 +482,6 @@ class Linker:
                 self._key(facts.id, found.cookie)
                 self._join(facts, found.endpoint.text, None, cmd.ts, "self")
         elif code == "OUT":
-            facts.saw_out = True
             me = facts.participants[0] if facts.participants and facts.participants[0].via == "self" else None
             if me is not None and me.left is None:
                 me.left, me.left_via = cmd.ts, "OUT"
@@ -527,17 +522,17 @@ class Linker:
                 self._join(facts, found.endpoint.text, found.nick, cmd.ts, code)
         elif code == "BYE" and params:
             handle = _text(params[0])
-            p = facts.present.pop(handle, None) if facts.present else None
+            p = _latest(facts, handle)
             if p is not None and p.left is None:
                 p.left, p.left_via = cmd.ts, "BYE"
             elif self._room(facts, cmd):
                 # Left without our seeing the arrival (mid-session capture).
-                _list(facts, Participant(handle, None, None, "unseen", cmd.ts, "BYE"), present=False)
+                _list(facts, Participant(handle, None, None, "unseen", cmd.ts, "BYE"))
         elif code == "MSG" and not facts.sb_login:
             # Mid-session switchboard: a sender we never saw arrive was there all the same.
             found = wire.sender(cmd)
             if (found is not None and not found.service
-                    and not _listed(facts, found.endpoint.text)
+                    and _latest(facts, found.endpoint.text) is None
                     and self._room(facts, cmd)):
                 sender = found.endpoint.text
                 nick = wire.nick_text(found.nick) if found.nick is not None else None
@@ -564,7 +559,7 @@ class Linker:
 
     def _join(self, facts: StreamFacts, handle: bytes | str, nick: bytes | None, ts, via: str) -> None:
         text = handle if type(handle) is str else _text(handle)
-        p = facts.present.get(text) if facts.present else None
+        p = _latest(facts, text)
         if p is not None and p.left is None:
             if nick is not None and p.nick is None:
                 p.nick = wire.nick_text(nick)

@@ -772,3 +772,63 @@ def test_a_stream_that_only_ends_leaves_its_group_linked():
     assert linked == [["ds", "ns", "sb1", "sb2"]]
     assert held() == [(("ds", "ns", "sb1", "sb2"), 100.0, "alice@example.com")]
     assert linker.passes == 4 and linker.settled_sessions == 0   # ended inside the window: held
+
+
+@given(st.sampled_from([0, 1, 2, 3, 16]), st.booleans(), st.lists(st.tuples(st.sampled_from(["JOI", "IRO", "BYE", "OUT", "MSG"]), st.integers(0, 8)),
+                                max_size=70))
+@settings(max_examples=300, deadline=None)
+def test_participants_follow_arrivals_and_departures_as_the_rule_says(scan, login, lines_):
+    # The rule: a handle's arrival lists it unless the one of that handle still there has not
+    # left; a BYE takes the one still there (it leaves, unless it left already: then an
+    # "unseen" one is listed, left); an OUT makes the user leave; on a switchboard whose login
+    # was not seen (mid-session), a sender never listed is listed from its MSG. Checked
+    # against a model of the rule, with short lists (looked through) and long ones (past
+    # _SCAN: indexed; `scan` sets it low, so that both ways see the same lines).
+    from analyzer.analysis import linking
+    before, linking._SCAN = linking._SCAN, scan
+    try:
+        _participants_as_the_rule_says(login, lines_)
+    finally:
+        linking._SCAN = before
+
+
+def _participants_as_the_rule_says(login, lines_):
+    linker = Linker(Redactor(enabled=False))
+    analysis = Analysis([linker])
+    sb = analysis.open("127.0.0.1:40000", "127.0.0.3:1864", conn_id="sb")
+    model, there = [], {}
+    if login:
+        analysis.feed(sb, C2S, b"USR 1 alice@example.com 1.2.3\r\n", 1.0)
+        analysis.feed(sb, S2C, b"USR 1 OK alice@example.com Alice\r\n", 1.0)
+        model.append(["alice@example.com", "self", 1.0, None, None])
+        there["alice@example.com"] = model[0]
+    for t, (cmd, k) in enumerate(lines_, 2):
+        handle = f"u{k}@example.com" if k else "alice@example.com"   # the user too: after an OUT
+        if cmd in ("JOI", "IRO"):
+            line = (b"JOI %s U\r\n" % handle.encode() if cmd == "JOI"
+                    else b"IRO 1 1 2 %s U\r\n" % handle.encode())
+            analysis.feed(sb, S2C, line, float(t))
+            p = there.get(handle)
+            if p is None or p[3] is not None:
+                there[handle] = [handle, cmd, float(t), None, None]
+                model.append(there[handle])
+        elif cmd == "BYE":
+            analysis.feed(sb, S2C, b"BYE %s\r\n" % handle.encode(), float(t))
+            p = there.pop(handle, None)
+            if p is not None and p[3] is None:
+                p[3:] = [float(t), "BYE"]
+            else:
+                model.append([handle, "unseen", None, float(t), "BYE"])
+        elif cmd == "OUT":
+            analysis.feed(sb, C2S, b"OUT\r\n", float(t))
+            if login and model[0][3] is None:
+                model[0][3:] = [float(t), "OUT"]
+        else:
+            body = b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhi"
+            analysis.feed(sb, S2C, b"MSG %s U %d\r\n%s" % (handle.encode(), len(body), body), float(t))
+            if not login and not any(p[0] == handle for p in model):
+                there[handle] = [handle, "MSG", None, None, None]
+                model.append(there[handle])
+    facts = linker.facts.get("sb")
+    got = [[p.handle, p.via, p.joined, p.left, p.left_via] for p in (facts.participants if facts else ())]
+    assert got == model
