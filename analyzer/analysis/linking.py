@@ -52,10 +52,12 @@ them go), their session records saying so in a "forced" field.
 
 Passes are incremental: streams are indexed by what ties them together (cookie,
 server address and client host, user handle), and a pass links again only the
-groups of tied streams that changed since the last one (a stream new, ended, with
-a new key, handle, role or start), keeping of each group only the sessions whose
-streams have all ended; the records of the sessions that settle are built by
-linking their groups once more. Linking a group alone finds what linking
+groups of tied streams that changed since the last one (a stream new, with a new
+key, handle, role or start), keeping of each group the sessions whose streams have
+all ended and those of the others; a stream that only ended does not change what
+linking finds (see `_Group`), so its group is not linked again: its sessions whose
+last stream ended join those held. The records of the sessions that settle are
+built by linking their groups once more. Linking a group alone finds what linking
 everything finds for it, so the records are those of linking everything at each
 pass. A pass looks the open streams up through one index (by cookie, handle and
 start time) and links through indexes by cookie, login, session id, server
@@ -250,16 +252,21 @@ class _Held(NamedTuple):
 class _Group:
     """Streams tied together (cookie, server address and client host, user handle: see
     `Linker._component`), linked together in a settling pass, and what that found: the login
-    sessions whose streams have all ended. It stays valid until one of its streams changes
-    (a new key, an end, a new handle, role or start) or, when `moving` (a switchboard without
-    its NS that has a user, beside a stream still open: whether they overlap in time depends
-    on the open stream's end, which moves), at every pass."""
+    sessions whose streams have all ended (`held`) and those with a stream still open
+    (`open`, their streams in capture order). It stays valid until one of its streams changes
+    (a new key, a new handle, role or start) or, when `moving` (a switchboard without its NS
+    that has a user, beside a stream still open: whether they overlap in time depends on the
+    open stream's end, which moves), at every pass. A stream that only ends leaves it valid:
+    linking does not look at whether a stream has ended, nor (but when `moving`) at its end,
+    so the sessions are the same and those whose last open stream ended move to `held`
+    (`Linker._ended_in`) without linking the group again."""
 
-    __slots__ = ("members", "held", "moving")
+    __slots__ = ("members", "held", "open", "moving")
 
     def __init__(self, members) -> None:
         self.members = members
         self.held: list[_Held] = []
+        self.open: list[tuple] = []
         self.moving = False
 
 
@@ -377,6 +384,7 @@ class Linker:
         # groups linked by earlier passes that are still valid, and streams by user handle.
         self._dirty: set[str] = set()
         self._groups: set[_Group] = set()
+        self._ends: set[_Group] = set()   # groups still valid in which a stream ended since the last pass
         self._users: dict[str, str | dict[str, None]] = {}
         # No held stream ended before this: until capture time passes it by the window, no
         # login can settle, so a pass (linear in what is held) is not tried (a min, may be stale low).
@@ -444,11 +452,16 @@ class Linker:
             label = getattr(self.conns.get(ns), "version_label", None) if ns is not None else None
             if label is not None:
                 conn.inherited_version = label
-        if not isinstance(self.conns.get(conn.id), Ended):
+        was_open = not isinstance(self.conns.get(conn.id), Ended)
+        if was_open:
             self._ended += 1
         ended = self.conns[conn.id] = Ended(conn)  # the stream is over (see Analysis.close)
-        self._dirty.add(conn.id)
-        self._index_user(facts, self._handle(conn.id))
+        group = facts.group
+        if (self._index_user(facts, self._handle(conn.id)) or group is None or group.moving or not was_open
+                or self._start(conn.id) != facts.seen_start or self._role(conn.id) != facts.seen_role):
+            self._dirty.add(conn.id)   # its group is linked again at the next pass
+        else:
+            self._ends.add(group)      # only ended: its sessions are the same (see _Group)
         if ended.last_ts is not None and (self._now is None or ended.last_ts > self._now):
             self._now = ended.last_ts
         end = self._end(conn.id)
@@ -469,6 +482,7 @@ class Linker:
             found = wire.login(cmd)
             if found is not None and found.server == "SB" and facts.sb_login is None:
                 facts.sb_login = SbLogin(found.cmd, found.cookie, found.sessid, cmd.ts)
+                self._dirty.add(facts.id)   # even when the cookie already tied it (its own XFR SB line)
                 self._key(facts.id, found.cookie)
                 self._join(facts, found.endpoint.text, None, cmd.ts, "self")
         elif code == "OUT":
@@ -1195,6 +1209,28 @@ class Linker:
                 chunk, size = [], 0
         if chunk:
             self._link_groups(chunk)
+        ends, self._ends = self._ends, set()
+        for group in ends:
+            if group in self._groups:   # not linked again meanwhile
+                self._ended_in(group)
+
+    def _ended_in(self, group: _Group) -> None:
+        """Move to `held` the sessions of `group` whose last open stream has ended, with what
+        linking the group again would give them (their end, their user)."""
+        conns = self.conns
+        still = []
+        for streams in group.open:
+            if all(type(conns.get(m)) is Ended for m in streams):
+                group.held.append(self._held(streams))
+            else:
+                still.append(streams)
+        group.open = still
+
+    def _held(self, streams: tuple) -> _Held:
+        """A session whose streams (in capture order) have all ended, as `_sessions` records it."""
+        ends = [t for t in map(self._end, streams) if t is not None]
+        return _Held(self._place(streams[0]), max(ends, default=None),
+                     (self._session_handle(streams) or "").lower(), streams)
 
     def _link_groups(self, chunk: list[set[str]]) -> None:
         """Link these groups (each closed under `_component`) and keep what a pass needs of them."""
@@ -1216,9 +1252,12 @@ class Linker:
             group.moving = unlinked_user and still_open
         for s in res["sessions"]:
             streams = s["streams"]
+            group = facts[streams[0]].group
             if all(type(conns.get(m)) is Ended for m in streams):
-                facts[streams[0]].group.held.append(
-                    _Held(self._place(streams[0]), s["end"], (s["handle"] or "").lower(), tuple(streams)))
+                group.held.append(_Held(self._place(streams[0]), s["end"], (s["handle"] or "").lower(),
+                                        tuple(streams)))
+            else:
+                group.open.append(tuple(streams))
 
     def _could_join(self, session: _Held, refs_of: dict[str, list[Referral]], index: "_OpenStreams") -> bool:
         """Whether a stream still open might yet be linked into `session` (see the module docstring):

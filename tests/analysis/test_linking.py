@@ -733,3 +733,42 @@ def test_a_pass_ties_an_open_login_to_a_switchboard_of_its_user_without_its_ns(g
     assert named_by_first_stream(settled) == named_by_first_stream(batch)
     [login] = [r for r in batch if r["kind"] == "session" and "ns-0" in r["streams"]]
     assert {"sb1-1", "sb2-1"} <= set(login["streams"])
+
+
+def test_a_stream_that_only_ends_leaves_its_group_linked():
+    # An NS stays open while its DS and switchboards end, one pass after another (a busy
+    # server's logins last hours): the group is linked once, at the first pass that finds an
+    # ended stream in it; the later ends change nothing linking looks at, so the passes only
+    # move the sessions whose last stream ended to those held, as linking again would find them.
+    from analyzer.analysis.linking import Ended
+    linked = []
+    real = Linker._link_groups
+
+    def counting(self, chunk):
+        linked.append(sorted(set().union(*chunk)))
+        return real(self, chunk)
+    linker = Linker(Redactor(enabled=False), settle_after=10 ** 6, window=5.0, max_held=10 ** 6)
+    linker._link_groups = counting.__get__(linker)
+    analysis = Analysis([linker])
+    conns = {}
+    for c in SESSIONS["msnp8"]:
+        conn = conns.get(c.conn)
+        if conn is None:
+            conn = conns[c.conn] = analysis.open(*CONNECTIONS["msnp8"][c.conn], conn_id=c.conn)
+        analysis.feed(conn, c.direction, c.data, c.ts)
+    analysis.feed(conns["ns"], S2C, b"QNG 50\r\n", 100.0)   # the NS goes on: capture time moves
+
+    def held():
+        return sorted((h.streams, h.end, h.user) for g in linker._groups for h in g.held)
+
+    def from_scratch():
+        full = Linker._link(linker)
+        return sorted((tuple(s["streams"]), s["end"], (s["handle"] or "").lower()) for s in full["sessions"]
+                      if all(type(linker.conns[m]) is Ended for m in s["streams"]))
+    for label in ("ds", "sb1", "sb2", "ns"):
+        analysis.close(conns[label], 100.0 if label == "ns" else None)
+        linker._settle()
+        assert held() == from_scratch()
+    assert linked == [["ds", "ns", "sb1", "sb2"]]
+    assert held() == [(("ds", "ns", "sb1", "sb2"), 100.0, "alice@example.com")]
+    assert linker.passes == 4 and linker.settled_sessions == 0   # ended inside the window: held
