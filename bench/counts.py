@@ -10,7 +10,8 @@ timeout, a pairing expiry, anything else) after an entry set for what came due (
 timeout the flow pushed back by speaking since, a pairing expiry whose reply came),
 how many flows the lane's own quiet release emptied (at their next segment, and by its
 queue for flows that stayed silent), how many pairing ticks ran (`Analysis.tick`), the
-most streams the linker held at once (`Linker.facts`, read at each `Linker.stream`), the
+most streams the linker held at once (`Linker.facts`, read at each `Linker.stream`), its
+settling passes tried and made and the streams its passes linked (`Linker._link`), the
 segments the lane handed to Python (`TcpTracker._slow`; bare ACKs apart), the records the
 compiled JSON formatter left to the Python writer (`JsonLinesWriter._line_of`), and each
 plugin's calls. Counts, not times: they do not depend on the machine's load (but for the
@@ -89,6 +90,11 @@ def main() -> int:
     managers = []
     counted(PluginManager, "close", managers.append)
     counted(Linker, "stream", lambda self, conn: held.__setitem__(0, max(held[0], len(self.facts))))
+    linkers = []
+    counted(Linker, "close", linkers.append)
+    counted(Linker, "_settle")
+    counted(Linker, "_link", lambda self, only=None, chats=True: counts.update(
+        {"Linker._link: streams linked": len(self.facts) if only is None else len(only)}))
     try:
         cli(["analyze", path, "--json", "/dev/null", "--quiet", *extra])
     except SystemExit:
@@ -102,6 +108,8 @@ def main() -> int:
         if name not in ("TcpTracker._push", "TcpTracker._enlane", "PluginManager.close"):
             print(f"{name:40} {n:>12,}")
     print(f"{'streams the linker held at most':40} {held[0]:>12,}")
+    for linker in linkers[:1]:
+        print(f"{'linker: settling passes made':40} {linker.passes:>12,}")
     for manager in managers[:1]:
         for lp in manager.loaded:
             each = f" ({1e6 * lp.seconds / lp.calls:.2f} us a call)" if lp.calls else ""

@@ -55,9 +55,10 @@ def _allow_digits(max_line: int) -> None:
 
 
 def add_codes(into: Counter, counts, limit: int = MAX_RUN_CODES) -> None:
-    """Add command counts to `into`, keeping at most `limit` codes one by one: codes past that
-    are counted under OTHER_CODES (a run's totals over many connections stay bounded)."""
-    for code, n in counts.items():
+    """Add command counts, (code, count) pairs (`Connection.command_counts`, a Counter's
+    items), to `into`, keeping at most `limit` codes one by one: codes past that are counted
+    under OTHER_CODES (a run's totals over many connections stay bounded)."""
+    for code, n in counts:
         if code in into or len(into) < limit:
             into[code] += n
         else:
@@ -197,6 +198,23 @@ class Connection:
         read it, do not count into it; `_absorb` counts)."""
         counts = self._counts
         return Counter() if counts is None else Counter(dict(zip(self._codes.codes, counts)))
+
+    def command_counts(self):
+        """`commands.items()` without the Counter: (code, count) pairs, in first-seen order
+        (what a run's totals and the stream record read of a closing connection)."""
+        counts = self._counts
+        return () if counts is None else zip(self._codes.codes, counts)
+
+    @property
+    def command_total(self) -> int:
+        """`sum(commands.values())`: the commands seen (the stream record's `commands`)."""
+        counts = self._counts
+        return 0 if counts is None else sum(counts)
+
+    def outcome_counts(self):
+        """`outcomes.items()` without the Counter: (outcome, count) pairs, in first-seen order."""
+        counts = self._outcomes
+        return () if counts is None else zip(counts[::2], counts[1::2])
 
     @property
     def anomalies(self) -> Counter[str]:

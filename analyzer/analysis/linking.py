@@ -52,10 +52,12 @@ them go), their session records saying so in a "forced" field.
 
 Passes are incremental: streams are indexed by what ties them together (cookie,
 server address and client host, user handle), and a pass links again only the
-groups of tied streams that changed since the last one (a stream new, ended, with
-a new key, handle, role or start), keeping of each group only the sessions whose
-streams have all ended; the records of the sessions that settle are built by
-linking their groups once more. Linking a group alone finds what linking
+groups of tied streams that changed since the last one (a stream new, with a new
+key, handle, role or start), keeping of each group the sessions whose streams have
+all ended and those of the others; a stream that only ended does not change what
+linking finds (see `_Group`), so its group is not linked again: its sessions whose
+last stream ended join those held. The records of the sessions that settle are
+built by linking their groups once more. Linking a group alone finds what linking
 everything finds for it, so the records are those of linking everything at each
 pass. A pass looks the open streams up through one index (by cookie, handle and
 start time) and links through indexes by cookie, login, session id, server
@@ -126,20 +128,17 @@ class SbLogin(NamedTuple):
 class StreamFacts:
     id: str
     order: int
-    client: str | None = None
-    server: str | None = None
     first_ts: float | None = None
     last_ts: float | None = None
     sb_login: SbLogin | None = None
     # () / None until someone is listed: most streams (NS, DS) never list anyone, and
     # thousands are open at once on a busy server (see `_list`).
     participants: list[Participant] | tuple = ()
-    saw_out: bool = False
     more_participants: int = 0   # arrivals past MAX_PARTICIPANTS, counted, not listed
     referrals: int = 0           # XFR/RNG lines of this stream kept (at most MAX_REFERRALS)
-    # Indexes over `participants`, so a JOI/BYE flood costs one lookup per line:
-    present: dict[str, Participant] | None = None  # handle -> the one not yet left
-    handles: set[str] | None = None   # every handle listed, once more than _SCAN are (see `_listed`)
+    # An index over `participants` once more than _SCAN are listed, so a JOI/BYE flood costs
+    # one look-up a line (a short list is looked through: most switchboards list two or three):
+    latest: dict[str, Participant] | None = None  # handle -> the last of it listed (see `_latest`)
     # Settling (see `Linker._relink`): the linked group (`_Group`) the stream was last linked
     # in, its user handle as indexed (lower case), and, while it is open, its role and start
     # as they were then (a change means the group must be linked again).
@@ -150,31 +149,30 @@ class StreamFacts:
     seen_start: float | None = None
 
 
-_SCAN = 16   # participants looked through one by one; past this many, a set of their handles
+_SCAN = 16   # participants looked through one by one; past this many, indexed by handle
 
 
-def _list(facts: StreamFacts, p: Participant, present: bool = True) -> None:
-    """List `p` on `facts` (its list and indexes created with the first one); `present`: as
-    the one of its handle not yet left."""
-    if facts.present is None:
-        facts.participants, facts.present = [], {}
+def _list(facts: StreamFacts, p: Participant) -> None:
+    """List `p` on `facts` (its list created with the first one, its index past _SCAN)."""
+    if not facts.participants:
+        facts.participants = []
     facts.participants.append(p)
-    if facts.handles is not None:
-        facts.handles.add(p.handle)
+    if facts.latest is not None:
+        facts.latest[p.handle] = p
     elif len(facts.participants) > _SCAN:
-        facts.handles = {q.handle for q in facts.participants}
-    if present:
-        facts.present[p.handle] = p
+        facts.latest = {q.handle: q for q in facts.participants}   # the later of a handle wins
 
 
-def _listed(facts: StreamFacts, handle: str) -> bool:
-    """Whether `handle` was ever listed on `facts` (a look through a short list, else the set)."""
-    if facts.handles is not None:
-        return handle in facts.handles
-    for p in facts.participants:
+def _latest(facts: StreamFacts, handle: str) -> Participant | None:
+    """The last participant of `handle` listed on `facts`, if any (a look through a short list,
+    else the index). A handle is there when that one has not left: an arrival lists a handle
+    again only after it left, a BYE lists one (left) only when none of it is there."""
+    if facts.latest is not None:
+        return facts.latest.get(handle)
+    for p in reversed(facts.participants):
         if p.handle == handle:
-            return True
-    return False
+            return p
+    return None
 
 
 _NEVER = float("inf")
@@ -250,16 +248,21 @@ class _Held(NamedTuple):
 class _Group:
     """Streams tied together (cookie, server address and client host, user handle: see
     `Linker._component`), linked together in a settling pass, and what that found: the login
-    sessions whose streams have all ended. It stays valid until one of its streams changes
-    (a new key, an end, a new handle, role or start) or, when `moving` (a switchboard without
-    its NS that has a user, beside a stream still open: whether they overlap in time depends
-    on the open stream's end, which moves), at every pass."""
+    sessions whose streams have all ended (`held`) and those with a stream still open
+    (`open`, their streams in capture order). It stays valid until one of its streams changes
+    (a new key, a new handle, role or start) or, when `moving` (a switchboard without its NS
+    that has a user, beside a stream still open: whether they overlap in time depends on the
+    open stream's end, which moves), at every pass. A stream that only ends leaves it valid:
+    linking does not look at whether a stream has ended, nor (but when `moving`) at its end,
+    so the sessions are the same and those whose last open stream ended move to `held`
+    (`Linker._ended_in`) without linking the group again."""
 
-    __slots__ = ("members", "held", "moving")
+    __slots__ = ("members", "held", "open", "moving")
 
     def __init__(self, members) -> None:
         self.members = members
         self.held: list[_Held] = []
+        self.open: list[tuple] = []
         self.moving = False
 
 
@@ -377,6 +380,7 @@ class Linker:
         # groups linked by earlier passes that are still valid, and streams by user handle.
         self._dirty: set[str] = set()
         self._groups: set[_Group] = set()
+        self._ends: set[_Group] = set()   # groups still valid in which a stream ended since the last pass
         self._users: dict[str, str | dict[str, None]] = {}
         # No held stream ended before this: until capture time passes it by the window, no
         # login can settle, so a pass (linear in what is held) is not tried (a min, may be stale low).
@@ -444,11 +448,16 @@ class Linker:
             label = getattr(self.conns.get(ns), "version_label", None) if ns is not None else None
             if label is not None:
                 conn.inherited_version = label
-        if not isinstance(self.conns.get(conn.id), Ended):
+        was_open = not isinstance(self.conns.get(conn.id), Ended)
+        if was_open:
             self._ended += 1
         ended = self.conns[conn.id] = Ended(conn)  # the stream is over (see Analysis.close)
-        self._dirty.add(conn.id)
-        self._index_user(facts, self._handle(conn.id))
+        group = facts.group
+        if (self._index_user(facts, self._handle(conn.id)) or group is None or group.moving or not was_open
+                or self._start(conn.id) != facts.seen_start or self._role(conn.id) != facts.seen_role):
+            self._dirty.add(conn.id)   # its group is linked again at the next pass
+        else:
+            self._ends.add(group)      # only ended: its sessions are the same (see _Group)
         if ended.last_ts is not None and (self._now is None or ended.last_ts > self._now):
             self._now = ended.last_ts
         end = self._end(conn.id)
@@ -469,10 +478,10 @@ class Linker:
             found = wire.login(cmd)
             if found is not None and found.server == "SB" and facts.sb_login is None:
                 facts.sb_login = SbLogin(found.cmd, found.cookie, found.sessid, cmd.ts)
+                self._dirty.add(facts.id)   # even when the cookie already tied it (its own XFR SB line)
                 self._key(facts.id, found.cookie)
                 self._join(facts, found.endpoint.text, None, cmd.ts, "self")
         elif code == "OUT":
-            facts.saw_out = True
             me = facts.participants[0] if facts.participants and facts.participants[0].via == "self" else None
             if me is not None and me.left is None:
                 me.left, me.left_via = cmd.ts, "OUT"
@@ -513,17 +522,17 @@ class Linker:
                 self._join(facts, found.endpoint.text, found.nick, cmd.ts, code)
         elif code == "BYE" and params:
             handle = _text(params[0])
-            p = facts.present.pop(handle, None) if facts.present else None
+            p = _latest(facts, handle)
             if p is not None and p.left is None:
                 p.left, p.left_via = cmd.ts, "BYE"
             elif self._room(facts, cmd):
                 # Left without our seeing the arrival (mid-session capture).
-                _list(facts, Participant(handle, None, None, "unseen", cmd.ts, "BYE"), present=False)
+                _list(facts, Participant(handle, None, None, "unseen", cmd.ts, "BYE"))
         elif code == "MSG" and not facts.sb_login:
             # Mid-session switchboard: a sender we never saw arrive was there all the same.
             found = wire.sender(cmd)
             if (found is not None and not found.service
-                    and not _listed(facts, found.endpoint.text)
+                    and _latest(facts, found.endpoint.text) is None
                     and self._room(facts, cmd)):
                 sender = found.endpoint.text
                 nick = wire.nick_text(found.nick) if found.nick is not None else None
@@ -550,7 +559,7 @@ class Linker:
 
     def _join(self, facts: StreamFacts, handle: bytes | str, nick: bytes | None, ts, via: str) -> None:
         text = handle if type(handle) is str else _text(handle)
-        p = facts.present.get(text) if facts.present else None
+        p = _latest(facts, text)
         if p is not None and p.left is None:
             if nick is not None and p.nick is None:
                 p.nick = wire.nick_text(nick)
@@ -1195,6 +1204,28 @@ class Linker:
                 chunk, size = [], 0
         if chunk:
             self._link_groups(chunk)
+        ends, self._ends = self._ends, set()
+        for group in ends:
+            if group in self._groups:   # not linked again meanwhile
+                self._ended_in(group)
+
+    def _ended_in(self, group: _Group) -> None:
+        """Move to `held` the sessions of `group` whose last open stream has ended, with what
+        linking the group again would give them (their end, their user)."""
+        conns = self.conns
+        still = []
+        for streams in group.open:
+            if all(type(conns.get(m)) is Ended for m in streams):
+                group.held.append(self._held(streams))
+            else:
+                still.append(streams)
+        group.open = still
+
+    def _held(self, streams: tuple) -> _Held:
+        """A session whose streams (in capture order) have all ended, as `_sessions` records it."""
+        ends = [t for t in map(self._end, streams) if t is not None]
+        return _Held(self._place(streams[0]), max(ends, default=None),
+                     (self._session_handle(streams) or "").lower(), streams)
 
     def _link_groups(self, chunk: list[set[str]]) -> None:
         """Link these groups (each closed under `_component`) and keep what a pass needs of them."""
@@ -1216,9 +1247,12 @@ class Linker:
             group.moving = unlinked_user and still_open
         for s in res["sessions"]:
             streams = s["streams"]
+            group = facts[streams[0]].group
             if all(type(conns.get(m)) is Ended for m in streams):
-                facts[streams[0]].group.held.append(
-                    _Held(self._place(streams[0]), s["end"], (s["handle"] or "").lower(), tuple(streams)))
+                group.held.append(_Held(self._place(streams[0]), s["end"], (s["handle"] or "").lower(),
+                                        tuple(streams)))
+            else:
+                group.open.append(tuple(streams))
 
     def _could_join(self, session: _Held, refs_of: dict[str, list[Referral]], index: "_OpenStreams") -> bool:
         """Whether a stream still open might yet be linked into `session` (see the module docstring):

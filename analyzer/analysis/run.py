@@ -16,6 +16,7 @@ sink is called is worked out once per list of sinks, not per event.
 
 from __future__ import annotations
 
+import math
 import random
 from array import array
 from collections import Counter, deque
@@ -202,11 +203,12 @@ class Analysis:
         outcomes: Counter[str] = Counter(folded.outcomes)
         versions: Counter[str] = Counter(folded.versions)
         for conn in self.connections.values():
-            add_codes(commands, conn.commands)
+            add_codes(commands, conn.command_counts())
             anomalies.update(conn.anomalies)
-            outcomes.update(conn.outcomes)
+            for outcome, n in conn.outcome_counts():
+                outcomes[outcome] += n
             if conn.version_label:
-                add_codes(versions, {conn.version_label: 1}, MAX_VERSIONS)
+                add_codes(versions, ((conn.version_label, 1),), MAX_VERSIONS)
         return {"connections": len(self.connections) + folded.count, "commands": commands,
                 "anomalies": anomalies, "outcomes": outcomes, "versions": versions}
 
@@ -228,24 +230,57 @@ class Folded:
         self.outcomes: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()
         self.latencies = array("d")
-        self._seen = 0
+        self._seen = 0            # latencies seen (the sample is of those)
+        self._next: int | None = None   # where the next one kept is (see _sample)
+        self._weight = 0.0
         self._random = random.Random(1863)
 
     def add(self, conn: Connection) -> None:
         self.count += 1
-        add_codes(self.commands, conn.commands)
-        self.anomalies.update(conn.anomalies)
-        self.outcomes.update(conn.outcomes)
-        if conn.version_label:   # a VER line can name any of ten million versions: 64 kept one by one
-            add_codes(self.versions, {conn.version_label: 1}, MAX_VERSIONS)
-        for value in conn.latencies:  # reservoir sampling: bounded, unbiased
-            self._seen += 1
-            if len(self.latencies) < self.SAMPLE:
-                self.latencies.append(value)
-            else:
-                j = self._random.randrange(self._seen)
-                if j < self.SAMPLE:
-                    self.latencies[j] = value
+        add_codes(self.commands, conn.command_counts())
+        if conn._anomalies:
+            self.anomalies.update(conn._anomalies)
+        outcomes = self.outcomes
+        for outcome, n in conn.outcome_counts():
+            outcomes[outcome] += n
+        label = conn.version_label
+        if label:   # a VER line can name any of ten million versions: 64 kept one by one
+            add_codes(self.versions, ((label, 1),), MAX_VERSIONS)
+        values = conn._latencies
+        if values:
+            self._sample(values)
+
+    def _sample(self, values) -> None:
+        """Add `values` (latencies) to the uniform sample of SAMPLE kept of all seen: the first
+        SAMPLE as they come, then each later one replaces a random kept one with probability
+        SAMPLE / seen (reservoir sampling). The replaced ones are found by skipping ahead a
+        random count at a time (Li's algorithm L: the same distribution as drawing for each
+        value, with a draw per replacement, so a long capture's many latencies cost little)."""
+        kept, seen, size = self.latencies, self._seen, self.SAMPLE
+        room = size - len(kept)
+        if room > 0:
+            kept.extend(values[:room])
+        n = len(values)
+        end = seen + n
+        self._seen = end
+        if end <= size:
+            return
+        rnd = self._random
+
+        def uniform() -> float:   # in (0, 1): its log is finite
+            u = rnd.random()
+            while u == 0.0:
+                u = rnd.random()
+            return u
+
+        if self._next is None:   # the sample just filled: the first skip
+            self._weight = math.exp(math.log(uniform()) / size)
+            self._next = size + int(math.log(uniform()) / math.log1p(-self._weight))
+        # `_next`: the position (0-based, over every value seen) of the next one kept.
+        while self._next < end:
+            kept[rnd.randrange(size)] = values[self._next - seen]
+            self._weight *= math.exp(math.log(uniform()) / size)
+            self._next += 1 + int(math.log(uniform()) / math.log1p(-self._weight))
 
 
 __all__ = ["Analysis", "Folded", "Sink", "Transaction"]

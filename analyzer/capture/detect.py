@@ -102,6 +102,7 @@ class Detector:
         self.endpoints: set[tuple[bytes, int]] = set()  # (packed ip, port) named by XFR/RNG
         self.referral_ports: set[int] = set()
         self.endpoints_dropped = 0   # referral addresses not learned past MAX_ENDPOINTS
+        self._packed: dict[str, bytes] = {}   # a referral's host as the flow keys hold it (b"": a name)
         # Undecided flows: id(flow) -> [flow, head of side 0, head of side 1, first side, deliveries read].
         self._heads: dict[int, list] = {}
 
@@ -111,14 +112,22 @@ class Detector:
         address = referral.address
         if address is None:
             return
-        try:
-            endpoint = (ipaddress.ip_address(address.host).packed, address.port)
+        host = address.host
+        packed = self._packed.get(host)
+        if packed is None:   # every XFR/RNG names one of a few servers: each parsed once
+            try:
+                packed = ipaddress.ip_address(host).packed
+            except ValueError:
+                packed = b""   # a host name: only its port can be matched
+            if len(self._packed) >= MAX_ENDPOINTS:
+                self._packed.clear()
+            self._packed[host] = packed
+        if packed:
+            endpoint = (packed, address.port)
             if len(self.endpoints) < MAX_ENDPOINTS or endpoint in self.endpoints:
                 self.endpoints.add(endpoint)
             else:
                 self.endpoints_dropped += 1
-        except ValueError:
-            pass  # a host name: only its port can be matched
         self.referral_ports.add(address.port)
 
     def server_by_address(self, key: bytes) -> int | None:

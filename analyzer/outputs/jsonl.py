@@ -364,7 +364,7 @@ def stream_record(conn: Connection) -> dict:
             "role": conn.role, "version": conn.version_label, "handle": conn.handle,
             "start": conn.first_ts, "end": conn.last_ts,
             "bytes": {"c2s": conn.bytes["c2s"], "s2c": conn.bytes["s2c"]},
-            "commands": sum(conn.commands.values()),
-            "transactions": dict(conn.outcomes), "anomalies": dict(conn.anomalies),
+            "commands": conn.command_total,
+            "transactions": dict(conn.outcome_counts()), "anomalies": dict(conn.anomalies),
             **({"legs": conn.legs} if getattr(conn, "legs", None) else {}),
             **({"pending_given_up": given_up} if (given_up := getattr(conn, "given_up", 0)) else {})}

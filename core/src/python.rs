@@ -791,6 +791,19 @@ fn push_items(out: &mut String, dict: &Bound<'_, PyDict>, depth: usize) -> bool 
     true
 }
 
+/// `"name":count` (a comma first past the first, `i`), for a str name and a plain value.
+fn push_count(out: &mut String, i: usize, name: &Bound<'_, PyAny>, count: &Bound<'_, PyAny>) -> bool {
+    if i > 0 {
+        out.push(',');
+    }
+    let Ok(name) = name.downcast_exact::<PyString>() else { return false };
+    if !push_value(out, name) {
+        return false;
+    }
+    out.push(':');
+    push_value(out, count)
+}
+
 /// Another layer's record (a `link`, `chat`, `session` dict) as `JsonLinesWriter.record` and
 /// `encode` write it: `{"stream": stream, **record}` unless it names its own stream.
 fn push_record(py: Python<'_>, out: &mut String, stream: &str, record: &Bound<'_, PyDict>) -> PyResult<bool> {
@@ -1123,39 +1136,33 @@ impl JsonFormatter {
         if !push_value(&mut out, &bytes.get_item(intern!(py, "s2c"))?) {
             return Ok(None);
         }
-        // sum(conn.commands.values()): counts are ints; anything else is the Python writer's.
+        // conn.command_total (an int; anything else is the Python writer's).
         out.push_str("},\"commands\":");
-        let commands = conn.getattr(intern!(py, "commands"))?;
-        let Ok(commands) = commands.downcast::<PyDict>() else { return Ok(None) };
-        let mut total: i64 = 0;
-        for count in commands.values().iter() {
-            let Ok(count) = count.downcast_exact::<PyInt>() else { return Ok(None) };
-            let Some(sum) = count.extract::<i64>().ok().and_then(|n| total.checked_add(n)) else { return Ok(None) };
-            total = sum;
+        if !push_value(&mut out, &conn.getattr(intern!(py, "command_total"))?) {
+            return Ok(None);
         }
-        out.push_str(total.to_string().as_str());
-        for (key, attr) in [("transactions", intern!(py, "outcomes")), ("anomalies", intern!(py, "anomalies"))] {
-            // dict(conn.outcomes), dict(conn.anomalies): the counters' items in their order.
-            out.push_str(",\"");
-            out.push_str(key);
-            out.push_str("\":{");
-            let counts = conn.getattr(attr)?;
-            let Ok(counts) = counts.downcast::<PyDict>() else { return Ok(None) };
-            for (i, (name, count)) in counts.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                let Ok(name) = name.downcast_exact::<PyString>() else { return Ok(None) };
-                if !push_value(&mut out, name) {
-                    return Ok(None);
-                }
-                out.push(':');
-                if !push_value(&mut out, &count) {
-                    return Ok(None);
-                }
+        // dict(conn.outcome_counts()), dict(conn.anomalies): the pairs in their order.
+        out.push_str(",\"transactions\":{");
+        let outcomes = conn.call_method0(intern!(py, "outcome_counts"))?;
+        for (i, pair) in outcomes.try_iter()?.enumerate() {
+            let pair = pair?;
+            let Ok(pair) = pair.downcast_exact::<PyTuple>() else { return Ok(None) };
+            if pair.len() != 2 {
+                return Ok(None);
             }
-            out.push('}');
+            if !push_count(&mut out, i, &pair.get_item(0)?, &pair.get_item(1)?) {
+                return Ok(None);
+            }
         }
+        out.push_str("},\"anomalies\":{");
+        let anomalies = conn.getattr(intern!(py, "anomalies"))?;
+        let Ok(anomalies) = anomalies.downcast::<PyDict>() else { return Ok(None) };
+        for (i, (name, count)) in anomalies.iter().enumerate() {
+            if !push_count(&mut out, i, &name, &count) {
+                return Ok(None);
+            }
+        }
+        out.push('}');
         // getattr(conn, "legs", None): a live proxy's legs are the Python writer's.
         if let Some(legs) = getattr_or_none(py, conn, intern!(py, "legs"))? {
             if legs.is_truthy()? {

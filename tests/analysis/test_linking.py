@@ -733,3 +733,102 @@ def test_a_pass_ties_an_open_login_to_a_switchboard_of_its_user_without_its_ns(g
     assert named_by_first_stream(settled) == named_by_first_stream(batch)
     [login] = [r for r in batch if r["kind"] == "session" and "ns-0" in r["streams"]]
     assert {"sb1-1", "sb2-1"} <= set(login["streams"])
+
+
+def test_a_stream_that_only_ends_leaves_its_group_linked():
+    # An NS stays open while its DS and switchboards end, one pass after another (a busy
+    # server's logins last hours): the group is linked once, at the first pass that finds an
+    # ended stream in it; the later ends change nothing linking looks at, so the passes only
+    # move the sessions whose last stream ended to those held, as linking again would find them.
+    from analyzer.analysis.linking import Ended
+    linked = []
+    real = Linker._link_groups
+
+    def counting(self, chunk):
+        linked.append(sorted(set().union(*chunk)))
+        return real(self, chunk)
+    linker = Linker(Redactor(enabled=False), settle_after=10 ** 6, window=5.0, max_held=10 ** 6)
+    linker._link_groups = counting.__get__(linker)
+    analysis = Analysis([linker])
+    conns = {}
+    for c in SESSIONS["msnp8"]:
+        conn = conns.get(c.conn)
+        if conn is None:
+            conn = conns[c.conn] = analysis.open(*CONNECTIONS["msnp8"][c.conn], conn_id=c.conn)
+        analysis.feed(conn, c.direction, c.data, c.ts)
+    analysis.feed(conns["ns"], S2C, b"QNG 50\r\n", 100.0)   # the NS goes on: capture time moves
+
+    def held():
+        return sorted((h.streams, h.end, h.user) for g in linker._groups for h in g.held)
+
+    def from_scratch():
+        full = Linker._link(linker)
+        return sorted((tuple(s["streams"]), s["end"], (s["handle"] or "").lower()) for s in full["sessions"]
+                      if all(type(linker.conns[m]) is Ended for m in s["streams"]))
+    for label in ("ds", "sb1", "sb2", "ns"):
+        analysis.close(conns[label], 100.0 if label == "ns" else None)
+        linker._settle()
+        assert held() == from_scratch()
+    assert linked == [["ds", "ns", "sb1", "sb2"]]
+    assert held() == [(("ds", "ns", "sb1", "sb2"), 100.0, "alice@example.com")]
+    assert linker.passes == 4 and linker.settled_sessions == 0   # ended inside the window: held
+
+
+@given(st.sampled_from([0, 1, 2, 3, 16]), st.booleans(), st.lists(st.tuples(st.sampled_from(["JOI", "IRO", "BYE", "OUT", "MSG"]), st.integers(0, 8)),
+                                max_size=70))
+@settings(max_examples=300, deadline=None)
+def test_participants_follow_arrivals_and_departures_as_the_rule_says(scan, login, lines_):
+    # The rule: a handle's arrival lists it unless the one of that handle still there has not
+    # left; a BYE takes the one still there (it leaves, unless it left already: then an
+    # "unseen" one is listed, left); an OUT makes the user leave; on a switchboard whose login
+    # was not seen (mid-session), a sender never listed is listed from its MSG. Checked
+    # against a model of the rule, with short lists (looked through) and long ones (past
+    # _SCAN: indexed; `scan` sets it low, so that both ways see the same lines).
+    from analyzer.analysis import linking
+    before, linking._SCAN = linking._SCAN, scan
+    try:
+        _participants_as_the_rule_says(login, lines_)
+    finally:
+        linking._SCAN = before
+
+
+def _participants_as_the_rule_says(login, lines_):
+    linker = Linker(Redactor(enabled=False))
+    analysis = Analysis([linker])
+    sb = analysis.open("127.0.0.1:40000", "127.0.0.3:1864", conn_id="sb")
+    model, there = [], {}
+    if login:
+        analysis.feed(sb, C2S, b"USR 1 alice@example.com 1.2.3\r\n", 1.0)
+        analysis.feed(sb, S2C, b"USR 1 OK alice@example.com Alice\r\n", 1.0)
+        model.append(["alice@example.com", "self", 1.0, None, None])
+        there["alice@example.com"] = model[0]
+    for t, (cmd, k) in enumerate(lines_, 2):
+        handle = f"u{k}@example.com" if k else "alice@example.com"   # the user too: after an OUT
+        if cmd in ("JOI", "IRO"):
+            line = (b"JOI %s U\r\n" % handle.encode() if cmd == "JOI"
+                    else b"IRO 1 1 2 %s U\r\n" % handle.encode())
+            analysis.feed(sb, S2C, line, float(t))
+            p = there.get(handle)
+            if p is None or p[3] is not None:
+                there[handle] = [handle, cmd, float(t), None, None]
+                model.append(there[handle])
+        elif cmd == "BYE":
+            analysis.feed(sb, S2C, b"BYE %s\r\n" % handle.encode(), float(t))
+            p = there.pop(handle, None)
+            if p is not None and p[3] is None:
+                p[3:] = [float(t), "BYE"]
+            else:
+                model.append([handle, "unseen", None, float(t), "BYE"])
+        elif cmd == "OUT":
+            analysis.feed(sb, C2S, b"OUT\r\n", float(t))
+            if login and model[0][3] is None:
+                model[0][3:] = [float(t), "OUT"]
+        else:
+            body = b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhi"
+            analysis.feed(sb, S2C, b"MSG %s U %d\r\n%s" % (handle.encode(), len(body), body), float(t))
+            if not login and not any(p[0] == handle for p in model):
+                there[handle] = [handle, "MSG", None, None, None]
+                model.append(there[handle])
+    facts = linker.facts.get("sb")
+    got = [[p.handle, p.via, p.joined, p.left, p.left_via] for p in (facts.participants if facts else ())]
+    assert got == model

@@ -79,3 +79,27 @@ def test_the_contact_book_declares_every_code_it_reads():
     assert book.logins == {}   # nothing outside its codes is read
     book.event(conn, Command(S2C, "NLN", None, [b"NLN", b"bob@example.com", b"Bob"], b"", None, None, 0, 1.0))
     assert book.logins
+
+
+def test_the_folded_latencies_are_a_bounded_uniform_sample_of_every_closed_connection_s():
+    """Folded keeps SAMPLE latencies of all the closed connections' (reservoir sampling with
+    skips): bounded, each kept one really seen, and uniform over the whole run: as many from
+    the later connections as from the first ones, not the first SAMPLE seen."""
+    from array import array
+    from types import SimpleNamespace
+    from analyzer.analysis.run import Folded
+
+    folded = Folded()
+    folded.SAMPLE = 1000
+    seen = 0
+    for size in [0, 7, 993, 1, 4000] + [250] * 396:   # 104,001 in all, the sample filling mid-connection
+        values = array("d", range(seen, seen + size))
+        seen += size
+        folded.add(SimpleNamespace(command_counts=lambda: (), outcome_counts=lambda: (), _anomalies=None,
+                                   version_label=None, _latencies=values))
+    kept = list(folded.latencies)
+    assert folded._seen == seen == 104_001 and folded.count == 401
+    assert len(kept) == 1000 and len(set(kept)) == 1000 and all(0 <= v < seen for v in kept)
+    late = sum(v >= seen // 2 for v in kept)   # the second half of the values: about half the sample
+    assert 430 < late < 570
+    assert 0.45 * seen < sum(kept) / len(kept) < 0.55 * seen

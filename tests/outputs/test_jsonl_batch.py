@@ -191,6 +191,13 @@ class StreamConn:
         self.__dict__.update(fields)
         self.bytes = {"c2s": fields.pop("c2s"), "s2c": fields.pop("s2c")}
 
+    @property
+    def command_total(self) -> int:   # as Connection's, from the counts drawn
+        return sum(self.commands.values())
+
+    def outcome_counts(self):
+        return iter(self.outcomes.items())
+
 
 texts = st.one_of(st.none(), st.sampled_from(["127.0.0.1:1863", "SB", "NS", "MSNP11", "MSNP2-7", "a@b.c", "nämé ☃",
                                               "x\u2028y\x85", "q\"\\\n", "\udc80"]), st.text(max_size=6))
