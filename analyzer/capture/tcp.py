@@ -51,7 +51,7 @@ Contract:
   deadline: both implementations close flows and expire requests in one order.
 - The compiled fast lane (`FastLane`, core/src/lane.rs), when the core reads the capture
   (`drive`, pcap and pcapng): a flow in the fast state (open, an MSNP connection on the compiled reader that
-  has not failed, both directions started, nothing out of order, no FIN) is handed to the
+  has not failed, a direction started, nothing out of order, no FIN) is handed to the
   lane with its sequence state (`_enlane`, after the segment that made it so); the lane then
   takes the common case of `segment` for it (data in order, no SYN/FIN/RST, capture time
   crossing no deadline, tombstone expiry or start window) with no Python tuple or call but
@@ -107,6 +107,9 @@ TOMBSTONE_SECONDS = 120.0            # late segments of a closed flow are droppe
 MAX_SYNCING = 4096                   # start windows open at once (flows and late halves); past it the oldest closes
 FAR = 1e15                           # deadlines past this (inf) wait in the plain heap, not by the second
 NEVER = float("inf")
+# A flow's `dirs` (half index -> direction): one of these two, shared by every flow (a tuple made
+# per flow cost each of tens of thousands open at once 56 bytes).
+CLIENT_FIRST, SERVER_FIRST = (C2S, S2C), (S2C, C2S)
 
 
 def released(now: float, last_ts: float, quiet: float) -> bool:
@@ -167,7 +170,7 @@ class Flow:
         self.early: list | None = []      # deliveries held while MSNP-ness is decided
         self.early_bytes = 0
         self.conn = None                  # the analysis Connection, once MSNP
-        self.dirs: tuple | None = None    # half index -> C2S/S2C
+        self.dirs: tuple | None = None    # half index -> C2S/S2C (CLIENT_FIRST or SERVER_FIRST)
         self.last_ts = ts
         self.due = NEVER                  # when its entry in the deadline heap comes due
         self.entry: int | None = None     # that entry's seq (see TcpTracker.deadlines)
@@ -429,7 +432,9 @@ class TcpTracker:
     def finish(self, ts: float | None = None) -> None:
         """End of capture: flush every open flow (holes become gaps) and close it."""
         for flow in list(self.open.values()):
-            self._close(flow, flow.last_ts)  # a flow still open ends at its own last segment
+            # A flow still open ends at its own last segment; no tombstone (they are all
+            # forgotten below: two per flow open, thousands on a busy capture, made for nothing).
+            self._close(flow, flow.last_ts, final=True)
         if self.evicted:
             self.analysis.anomaly(None, Anomaly(
                 "capture.flow_limit",
@@ -741,7 +746,9 @@ class TcpTracker:
         if flow.conn is not None:
             self.analysis.end(flow.conn, flow.dirs[half.index], ts)
 
-    def _close(self, flow: Flow, ts) -> None:
+    def _close(self, flow: Flow, ts, final: bool = False) -> None:
+        """Close `flow` at `ts` (holes become gaps, its connection ends); its keys become tombstones
+        (late segments of it start nothing) unless `final` (the end of the capture)."""
         if flow.state == "closed":
             return
         if flow.lane is not None:
@@ -771,6 +778,12 @@ class TcpTracker:
                 if half.fin is not None and not half.ended:
                     self._end(flow, half, ts)
             self.analysis.close(flow.conn, ts)
+        if final:
+            for key in flow.keys:
+                self.flows.pop(key, None)
+            self.open.pop(flow, None)
+            self._release(flow)
+            return
         stone = ts if ts is not None else self.now
         for key in flow.keys:
             self.flows.pop(key, None)
@@ -859,7 +872,7 @@ class TcpTracker:
         a, b = format_address(sip, sport), format_address(dip, dport)
         client, server = (a, b) if client_index == 0 else (b, a)
         server = sys.intern(server)   # many connections share a server: one string for them all
-        flow.dirs = (C2S, S2C) if client_index == 0 else (S2C, C2S)
+        flow.dirs = CLIENT_FIRST if client_index == 0 else SERVER_FIRST
         flow.conn = self.analysis.open(client, server, protocol=protocol)
         flow.conn.on_referral = self._on_referral  # servers named by XFR/RNG are MSNP servers
         self.stats["msnp_flows"] += 1
@@ -1078,7 +1091,8 @@ class TcpTracker:
     def drive(self, capture, progress=None) -> float | None:
         """Read `capture` (a classic pcap file the compiled core reads) through the fast lane:
         every segment in file order, each either taken by the lane (then `_fast`) or given to
-        `segment` (`_slow`). Returns the last segment's time (None: no segment)."""
+        `segment` (`_slow`). Returns the last segment's time (None: no segment). The capture is
+        then over: what may follow is `finish` (flows that were plain in the lane keep no halves)."""
         from analyzer.core import CORE
         self._lane = CORE.FastLane(unacked=UNACKED, quiet=self.quiet, tombstone_seconds=TOMBSTONE_SECONDS,
                                    start_window=START_WINDOW)
@@ -1087,8 +1101,17 @@ class TcpTracker:
             return capture.drive(self._lane, self._slow, self._fast, self._time, progress)
         finally:
             self._lane_clock()
+            take = self._lane.take
             for flow in list(self.open.values()):   # an exception left some in the lane
-                if flow.lane is not None:
+                if flow.lane is None:
+                    continue
+                if flow.halves is IN_LANE:
+                    # The capture is over: `finish` only closes the flow, which reads nothing of
+                    # halves that were plain (`_plain`) and drops their kept bytes, so they are
+                    # not made again (thousands of flows are open at the end of a busy capture).
+                    flow.last_ts = take(flow.lane, *flow.keys)[2]
+                    flow.lane = None
+                else:
                     self._unlane(flow)
             self._lane = None
 
@@ -1214,10 +1237,16 @@ class TcpTracker:
                 or conn.protocol != MSNP or type(conn.c2s) is not self._reader_type
                 or type(conn.s2c) is not self._reader_type):
             return False
+        started = False
         for half in flow.halves:
-            if half.nxt is None or half.pending or half.fin is not None or half.window is not None:
+            if half.pending or half.fin is not None or half.window is not None:
                 return False
-        return True
+            if half.nxt is not None:
+                started = True
+        # A direction not started (a one-sided connection: the capture holds one side) goes in
+        # as such; the lane takes none of its segments (the first goes to `segment`, which takes
+        # the flow out), and the started one's as for any flow.
+        return started
 
     def _enlane(self, flow: Flow) -> None:
         first, second = flow.halves
@@ -1253,7 +1282,7 @@ class TcpTracker:
             self.now = now
 
 
-IN_LANE = ()   # a flow's halves while the lane holds all of their state (see _enlane)
+IN_LANE = ()   # a flow's halves while the lane holds all of their state (see _enlane), and after `drive`
 
 
 def _holds(flow: Flow) -> bool:

@@ -6,7 +6,8 @@
 //! the lane: per direction the raw sequence number of the next byte (`nxt`, wraps at 2^32),
 //! its stream offset (`pos`) and the delivered bytes the peer has not acknowledged (`sent`,
 //! at most `unacked`), and the flow's last segment time (`last`). A segment that continues
-//! one of those directions in order, carries data and no SYN, FIN or RST, at a capture time
+//! one of those directions in order (a direction that has not started, in a connection whose
+//! capture holds only one side, takes none), carries data and no SYN, FIN or RST, at a capture time
 //! that crosses none of the tracker's horizons (see `Horizon`), is then taken here: the same
 //! updates as tcp.py's common case (the quiet release, `_ack_sent` on the other direction,
 //! then the stream advances and `_remember` keeps the bytes). Anything else goes back to
@@ -25,7 +26,7 @@
 //! (python.rs, `FastLane`) feeds the connection's readers and calls Python per segment.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::collections::VecDeque;
 
 pub const MASK_HALF: u32 = 0x8000_0000;
@@ -38,28 +39,53 @@ pub const ACK: u8 = 0x10;
 #[derive(Debug, Default, Clone)]
 pub struct LaneHalf {
     pub nxt: u32,
+    /// False for a direction that has not started (tcp.py's `nxt` is None: a one-sided
+    /// connection, only one direction in the capture): the lane takes none of its segments.
+    pub started: bool,
     pub pos: u64,
-    /// Delivered bytes not yet acknowledged: stream offsets `[pos - len, pos)`. Empty here is
-    /// `None` there (tcp.py never keeps an empty buffer).
-    pub sent: VecDeque<u8>,
+    /// Delivered bytes not yet acknowledged: stream offsets `[pos - len, pos)`. None when there
+    /// are none, as tcp.py keeps None there (never an empty buffer): boxed, because thousands
+    /// of idle flows sit in the lane at once on a busy server's capture holding nothing, and a
+    /// `VecDeque` inline cost each direction 32 bytes where the box costs 8.
+    pub sent: Option<Box<VecDeque<u8>>>,
 }
 
 impl LaneHalf {
+    pub fn new(nxt: u32, pos: u64, sent: &[u8]) -> Self {
+        LaneHalf { nxt, started: true, pos, sent: if sent.is_empty() { None } else { Some(Box::new(sent.iter().copied().collect())) } }
+    }
+
+    /// How many unacknowledged bytes this direction keeps.
+    pub fn unacked(&self) -> usize {
+        self.sent.as_ref().map_or(0, |sent| sent.len())
+    }
+
+    /// Those bytes, oldest first.
+    pub fn sent_bytes(&self) -> Vec<u8> {
+        let Some(sent) = self.sent.as_ref() else { return Vec::new() };
+        let (a, b) = sent.as_slices();
+        let mut all = Vec::with_capacity(sent.len());
+        all.extend_from_slice(a);
+        all.extend_from_slice(b);
+        all
+    }
+
     /// tcp.py `_ack_sent`: the peer acknowledged this direction up to `ack`.
     pub fn ack_sent(&mut self, ack: u32) {
         let d = self.nxt.wrapping_sub(ack);
         if d == 0 || d >= MASK_HALF {
-            self.sent = VecDeque::new(); // everything (or more) acknowledged: nothing kept
+            self.sent = None; // everything (or more) acknowledged: nothing kept
             return;
         }
+        let Some(sent) = self.sent.as_mut() else { return };
         let d = d as usize;
-        if d < self.sent.len() {
-            let cut = self.sent.len() - d;
-            self.sent.drain(..cut);
+        if d < sent.len() {
+            let cut = sent.len() - d;
+            sent.drain(..cut);
             // Memory follows what is kept, as a Python bytearray's does when it shrinks to
             // less than half: thousands of open flows must not each hold UNACKED.
-            if self.sent.capacity() > 2 * self.sent.len() + 64 {
-                self.sent.shrink_to_fit();
+            if sent.capacity() > 2 * sent.len() + 64 {
+                sent.shrink_to_fit();
             }
         }
     }
@@ -70,16 +96,78 @@ impl LaneHalf {
         let n = payload.len();
         self.nxt = self.nxt.wrapping_add(n as u32);
         self.pos += n as u64;
-        if n >= unacked {
-            self.sent.clear();
-            self.sent.extend(&payload[n - unacked..]);
+        if n == 0 {
             return;
         }
-        let over = (self.sent.len() + n).saturating_sub(unacked);
-        if over > 0 {
-            self.sent.drain(..over);
+        let sent = self.sent.get_or_insert_with(Box::default);
+        if n >= unacked {
+            sent.clear();
+            sent.extend(&payload[n - unacked..]);
+            return;
         }
-        self.sent.extend(payload);
+        let over = (sent.len() + n).saturating_sub(unacked);
+        if over > 0 {
+            sent.drain(..over);
+        }
+        sent.extend(payload);
+    }
+}
+
+/// The lane's flow table: a segment's key (its two addresses then its two ports, as tcp.py's
+/// keys) -> the slot of its flow and the half that key names. Twenty thousand flows in the lane
+/// (two keys each) are a busy server's capture: an IPv4 key (12 bytes, nearly every one) is
+/// held inline with its slot and half packed in 4 bytes (16 bytes an entry), where a boxed key
+/// and two `usize`s cost 32 bytes an entry plus a 32-byte allocation per key. Other keys (IPv6,
+/// or a slot past 2^31) are held boxed in a second map.
+#[derive(Debug, Default)]
+pub struct LaneKeys {
+    v4: HashMap<[u8; 12], u32>,
+    other: HashMap<Box<[u8]>, (usize, usize)>,
+}
+
+impl LaneKeys {
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.other.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.other.len()
+    }
+
+    /// The slot and half index `key` names.
+    pub fn get(&self, key: &[u8]) -> Option<(usize, usize)> {
+        if let Ok(inline) = <[u8; 12]>::try_from(key) {
+            if let Some(&packed) = self.v4.get(&inline) {
+                return Some(((packed >> 1) as usize, (packed & 1) as usize));
+            }
+            if self.other.is_empty() {
+                return None;
+            }
+        }
+        self.other.get(key).copied()
+    }
+
+    /// `key` names half `index` (0 or 1) of the flow in `slot` (replacing what it named).
+    pub fn insert(&mut self, key: &[u8], slot: usize, index: usize) {
+        if let Ok(inline) = <[u8; 12]>::try_from(key) {
+            if slot < (1 << 31) {
+                self.other.remove(key);
+                self.v4.insert(inline, ((slot as u32) << 1) | (index as u32 & 1));
+                return;
+            }
+            self.v4.remove(&inline);
+        }
+        self.other.insert(key.into(), (slot, index));
+    }
+
+    /// Forget `key` if it names a half of the flow in `slot`.
+    pub fn remove_if(&mut self, key: &[u8], slot: usize) {
+        if matches!(self.get(key), Some((s, _)) if s == slot) {
+            if let Ok(inline) = <[u8; 12]>::try_from(key) {
+                self.v4.remove(&inline);
+            }
+            self.other.remove(key);
+        }
     }
 }
 
@@ -108,13 +196,13 @@ impl LaneState {
 
     /// Whether either direction keeps unacknowledged bytes.
     pub fn holding(&self) -> bool {
-        !self.halves[0].sent.is_empty() || !self.halves[1].sent.is_empty()
+        self.halves[0].sent.is_some() || self.halves[1].sent.is_some()
     }
 
     /// Drop both directions' unacknowledged bytes (tcp.py `_release_quiet`).
     pub fn release(&mut self) {
         for half in self.halves.iter_mut() {
-            half.sent = VecDeque::new();
+            half.sent = None;
         }
     }
 
@@ -308,11 +396,40 @@ mod tests {
     use super::*;
 
     fn half(nxt: u32, pos: u64, sent: &[u8]) -> LaneHalf {
-        LaneHalf { nxt, pos, sent: sent.iter().copied().collect() }
+        LaneHalf::new(nxt, pos, sent)
     }
 
     fn bytes(h: &LaneHalf) -> Vec<u8> {
-        h.sent.iter().copied().collect()
+        h.sent_bytes()
+    }
+
+    #[test]
+    fn lane_keys_inline_and_boxed() {
+        let mut k = LaneKeys::default();
+        assert!(k.is_empty());
+        let v4a = [1u8, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 2];
+        let v4b = [5u8, 6, 7, 8, 1, 2, 3, 4, 0, 2, 0, 1];
+        let v6 = [9u8; 36];
+        k.insert(&v4a, 7, 0);
+        k.insert(&v4b, 7, 1);
+        k.insert(&v6, 3, 1);
+        assert_eq!((k.get(&v4a), k.get(&v4b), k.get(&v6), k.len()), (Some((7, 0)), Some((7, 1)), Some((3, 1)), 3));
+        assert_eq!(k.get(&v4a[..11]), None);
+        k.insert(&v4a, 9, 1); // the same key names another flow's half now
+        assert_eq!(k.get(&v4a), Some((9, 1)));
+        k.remove_if(&v4a, 7); // not the flow in slot 7 any more: kept
+        assert_eq!(k.get(&v4a), Some((9, 1)));
+        k.remove_if(&v4a, 9);
+        k.remove_if(&v6, 3);
+        assert_eq!((k.get(&v4a), k.get(&v6), k.len()), (None, None, 1));
+        // A slot past what the packed value holds goes to the boxed map, and back.
+        let big = 1usize << 31;
+        k.insert(&v4b, big, 1);
+        assert_eq!((k.get(&v4b), k.len()), (Some((big, 1)), 1));
+        k.insert(&v4b, 4, 0);
+        assert_eq!((k.get(&v4b), k.len()), (Some((4, 0)), 1));
+        k.remove_if(&v4b, 4);
+        assert!(k.is_empty());
     }
 
     #[test]
@@ -341,10 +458,10 @@ mod tests {
         h.ack_sent(90); // an old ACK: 10 unacknowledged, more than kept: nothing changes
         assert_eq!(bytes(&h), b"456789".to_vec());
         h.ack_sent(100);
-        assert!(h.sent.is_empty());
+        assert!(h.sent.is_none());
         let mut h = half(100, 10, b"0123");
         h.ack_sent(101); // past what was sent: all acknowledged
-        assert!(h.sent.is_empty());
+        assert!(h.sent.is_none());
     }
 
     #[test]
@@ -400,7 +517,7 @@ mod tests {
         // The clock (another flow's segment) is past the quiet interval; this segment's own
         // time is earlier (capture time went back): the clock decides, as in tcp.py.
         assert!(s.arrive(120.5, 119.0, 10.0));
-        assert!(s.halves[0].sent.is_empty() && s.halves[1].sent.is_empty());
+        assert!(s.halves[0].sent.is_none() && s.halves[1].sent.is_none());
         assert_eq!(s.last, 119.0);
         assert!(!s.arrive(200.0, 200.0, 10.0)); // nothing kept: nothing to release
     }

@@ -1225,7 +1225,7 @@ use pyo3::types::PyByteArray;
 
 use std::collections::VecDeque;
 
-use crate::lane::{lane_flags, Horizon, LaneHalf, LaneState, Laned, QuietQueue, ACK};
+use crate::lane::{lane_flags, Horizon, LaneHalf, LaneKeys, LaneState, Laned, QuietQueue, ACK};
 
 /// One flow in the lane: the tracker's `Flow` (handed back to Python with each segment), each
 /// direction's sequence state and the flow's last segment time (`state`) and the reader of
@@ -1253,7 +1253,7 @@ impl Laned for LaneFlow {
 /// core/src/lane.rs): the tracker's deadlines are its pairing timeouts and idle closes.
 #[pyclass(module = "analyzer._core")]
 pub struct FastLane {
-    keys: HashMap<Box<[u8]>, (usize, usize)>,
+    keys: LaneKeys,
     flows: Vec<Option<LaneFlow>>,
     free: Vec<usize>,
     horizon: Horizon,
@@ -1290,9 +1290,10 @@ impl FastLane {
         }
         key[..s.addrs.len()].copy_from_slice(s.addrs);
         key[s.addrs.len()..klen].copy_from_slice(s.ports);
-        let Some(&(slot, index)) = self.keys.get(&key[..klen]) else { return Verdict::Python };
+        let Some((slot, index)) = self.keys.get(&key[..klen]) else { return Verdict::Python };
         let Some(Some(flow)) = self.flows.get_mut(slot) else { return Verdict::Python };
-        if flow.state.halves[index].nxt != s.seq {
+        let half = &flow.state.halves[index];
+        if half.nxt != s.seq || !half.started {
             return Verdict::Python;
         }
         if !self.horizon.admits(ts) {
@@ -1304,7 +1305,7 @@ impl FastLane {
             self.released_at_segment += 1;
         }
         let other = &mut flow.state.halves[1 - index];
-        if s.flags & ACK != 0 && !other.sent.is_empty() {
+        if s.flags & ACK != 0 && other.sent.is_some() {
             other.ack_sent(s.ack);
         }
         if s.payload.is_empty() {
@@ -1402,11 +1403,13 @@ struct LaneCalls<'a, 'py> {
     time: &'a Bound<'py, PyAny>,
 }
 
-fn half_from_py(nxt: u32, pos: u64, sent: Option<Vec<u8>>) -> LaneHalf {
-    LaneHalf { nxt, pos, sent: sent.map(VecDeque::from).unwrap_or_default() }
+fn half_from_py(nxt: Option<u32>, pos: u64, sent: Option<Vec<u8>>) -> LaneHalf {
+    let sent = sent.filter(|b| !b.is_empty()).map(|b| Box::new(VecDeque::from(b)));
+    LaneHalf { nxt: nxt.unwrap_or(0), started: nxt.is_some(), pos, sent }
 }
 
-type HalfState = (u32, u64, Option<PyObject>);
+/// A half's `(nxt, pos, sent)` as tcp.py holds them (`nxt` None: not started).
+type HalfState = (Option<u32>, u64, Option<PyObject>);
 
 #[pymethods]
 impl FastLane {
@@ -1416,7 +1419,7 @@ impl FastLane {
     #[pyo3(signature = (*, unacked, quiet, tombstone_seconds, start_window))]
     fn new(unacked: usize, quiet: f64, tombstone_seconds: f64, start_window: f64) -> Self {
         FastLane {
-            keys: HashMap::new(),
+            keys: LaneKeys::default(),
             flows: Vec::new(),
             free: Vec::new(),
             horizon: Horizon::new(tombstone_seconds, start_window),
@@ -1432,8 +1435,8 @@ impl FastLane {
     /// half. Returns its slot.
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (flow, key0, key1, last, nxt0, pos0, sent0, nxt1, pos1, sent1, reader0, reader1))]
-    fn add(&mut self, flow: PyObject, key0: &[u8], key1: &[u8], last: f64, nxt0: u32, pos0: u64,
-           sent0: Option<Bound<'_, PyByteArray>>, nxt1: u32, pos1: u64, sent1: Option<Bound<'_, PyByteArray>>,
+    fn add(&mut self, flow: PyObject, key0: &[u8], key1: &[u8], last: f64, nxt0: Option<u32>, pos0: u64,
+           sent0: Option<Bound<'_, PyByteArray>>, nxt1: Option<u32>, pos1: u64, sent1: Option<Bound<'_, PyByteArray>>,
            reader0: Py<PyCommandReader>,
            reader1: Py<PyCommandReader>) -> usize {
         self.stamps = self.stamps.wrapping_add(1);
@@ -1454,8 +1457,8 @@ impl FastLane {
         }
         // Half 1's key last, as tcp.py's `_new_flow` writes them (a flow from a host to itself
         // on one port has one key for both halves).
-        self.keys.insert(key0.into(), (slot, 0));
-        self.keys.insert(key1.into(), (slot, 1));
+        self.keys.insert(key0, slot, 0);
+        self.keys.insert(key1, slot, 1);
         slot
     }
 
@@ -1483,21 +1486,11 @@ impl FastLane {
         };
         self.free.push(slot);
         for key in [key0, key1] {
-            if matches!(self.keys.get(key), Some(&(s, _)) if s == slot) {
-                self.keys.remove(key);
-            }
+            self.keys.remove_if(key, slot);
         }
         let out = |h: &LaneHalf| -> HalfState {
-            let sent = if h.sent.is_empty() {
-                None
-            } else {
-                let (a, b) = h.sent.as_slices();
-                let mut all = Vec::with_capacity(h.sent.len());
-                all.extend_from_slice(a);
-                all.extend_from_slice(b);
-                Some(PyByteArray::new(py, &all).into_any().unbind())
-            };
-            (h.nxt, h.pos, sent)
+            let sent = h.sent.as_ref().map(|_| PyByteArray::new(py, &h.sent_bytes()).into_any().unbind());
+            (h.started.then_some(h.nxt), h.pos, sent)
         };
         Ok((out(&entry.state.halves[0]), out(&entry.state.halves[1]), entry.state.last))
     }

@@ -384,6 +384,38 @@ def test_a_flow_without_syn_leaves_its_halves_to_the_lane_and_gets_them_back(tmp
     assert [r["cmd"] for r in records if r["kind"] == "transaction"] == ["VER", "PNG", "PNG", "PNG", "PNG"]
 
 
+@pytest.mark.parametrize("late", [b"", b"VER 1 MSNP8\r\n"])
+def test_a_one_sided_connection_goes_in_the_lane_with_its_other_direction_not_started(tmp_path, monkeypatch, late):
+    """Only the client's side is in the capture: the flow goes in the lane with the server's
+    direction not started (it holds no HalfStreams there) and the lane takes the client's
+    segments; a late segment of the server's direction (a bare ACK, or data: a start window of
+    its own) goes to Python, which takes the flow out; both implementations give the same records."""
+    s = Session()
+    s.send("c2s", b"VER 1 MSNP8 CVR0\r\n")
+    s.ts += 1.0                                 # past the start window
+    for _ in range(4):
+        s.send("c2s", b"PNG\r\n")
+    if late:
+        s.send("s2c", late)
+    else:
+        s._seg("s2c", s.nxt["s2c"], s.nxt["c2s"], "A", b"", None)
+    s.ts += 1.0                                 # past the server direction's own start window
+    for _ in range(3):
+        s.send("c2s", b"PNG\r\n")
+    seen = []
+    fast = tcp.TcpTracker._fast
+
+    def watched(self, flow, index, *args):
+        seen.append((flow.halves is tcp.IN_LANE, flow.dirs[index]))
+        return fast(self, flow, index, *args)
+    monkeypatch.setattr(tcp.TcpTracker, "_fast", watched)
+    records, taken = both(tmp_path, monkeypatch, write(tmp_path, s))
+    assert taken >= 5 and seen and all(in_lane and d == "c2s" for in_lane, d in seen)
+    codes = [(r["dir"], r["cmd"]) for r in records if r["kind"] == "command"]
+    assert codes.count(("c2s", "PNG")) == 7
+    assert (("s2c", "VER") in codes) == bool(late)
+
+
 def _quiet_spell(gap: float) -> Session:
     """Both directions keep unacknowledged bytes (300 and 320, more than UNACKED_SMALL), the flow is
     silent for `gap` seconds, then the server's next segment comes in order (the lane takes it)

@@ -570,3 +570,26 @@ def test_the_deadline_head_skips_cancelled_entries_in_every_heap():
     assert tracker._head() == 2e15 and tracker._buckets == {} and tracker._seconds == []
     tracker._cancel(never)
     assert tracker._head() == float("inf") and tracker.deadlines == []
+
+
+def test_the_end_of_the_capture_closes_open_flows_without_tombstones():
+    # Tombstones keep late segments of a closed flow from starting a new one; at the end of the
+    # capture there are none to come, and a busy capture closes thousands of flows there: the
+    # flows closed by `finish` write none (those closed before it keep theirs until then).
+    w = Wire()
+    for i in range(5):
+        src = ("127.0.5.%d" % (1 + i), 31000 + i)
+        w.tracker.segment(100.0 + i, key(src, SERVER), 1000, 0, PSH_ACK, b"VER 1 MSNP8 CVR0\r\n")
+        w.tracker.segment(100.0 + i, key(SERVER, src), 5000, 1018, PSH_ACK, b"VER 1 MSNP8\r\n")
+    w.tracker.segment(106.0, key(("127.0.5.1", 31000), SERVER), 1018, 5013, RST, b"")
+    assert len(w.tracker.tombstones) == 2 and len(w.tracker.open) == 4
+    seen = []
+    close = w.analysis.close
+
+    def watched(conn, ts=None):
+        seen.append(len(w.tracker.tombstones))
+        return close(conn, ts)
+    w.analysis.close = watched
+    w.tracker.finish(w.ts)
+    assert seen == [2, 2, 2, 2]   # the four flows still open, each closed with no tombstone added
+    assert not w.tracker.open and not w.tracker.tombstones
