@@ -181,26 +181,39 @@ _UNKEYED = object()   # the key of a stream without addresses: every pass links 
 
 
 def _address(server: str, host: str) -> str:
-    """The key of the connections to `server` from client `host` (one string, shared by them)."""
-    return sys.intern(f"{server} {host}")
+    """The key of the connections to `server` from client `host`. Not interned: nearly every
+    key is one stream's (a busy server's clients each have their own host), and the table of
+    interned strings would hold an entry for each beside it."""
+    return f"{server} {host}"
+
+
+_FEW = 8   # streams of a key kept in a tuple; past this many, a dict (a tuple is copied to add one)
 
 
 def _tie(index: dict, key, sid: str) -> None:
-    """Add `sid` to `index[key]`: one stream is kept as itself, several in a dict (in order);
-    most keys (a client's address, a cookie) have one or two streams, and a dict costs 200 bytes."""
+    """Add `sid` to `index[key]`: one stream is kept as itself, a few in a tuple, more in a dict
+    (in order, each way); most keys (a client's address, a cookie) have one or two streams, and
+    a dict costs 200 bytes where a tuple of two costs 56."""
     held = index.get(key)
     if held is None:
         index[key] = sid
-    elif type(held) is not dict:
-        if held != sid:
-            index[key] = {held: None, sid: None}
-    else:
+    elif type(held) is tuple:
+        if sid not in held:
+            index[key] = held + (sid,) if len(held) < _FEW else dict.fromkeys(held + (sid,))
+    elif type(held) is dict:
         held[sid] = None
+    elif held != sid:
+        index[key] = (held, sid)
 
 
 def _untie(index: dict, key, sid: str) -> None:
     held = index.get(key)
     if held is None:
+        return
+    if type(held) is tuple:
+        if sid in held:
+            rest = tuple(s for s in held if s != sid)
+            index[key] = rest[0] if len(rest) == 1 else rest
         return
     if type(held) is not dict:
         if held == sid:
@@ -215,7 +228,7 @@ def _untie(index: dict, key, sid: str) -> None:
 
 def _tied(index: dict, key) -> tuple | dict:
     held = index.get(key)
-    return () if held is None else held if type(held) is dict else (held,)
+    return () if held is None else held if type(held) is tuple or type(held) is dict else (held,)
 
 
 _seen = attrgetter("order")   # referrals in the order seen

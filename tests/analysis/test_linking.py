@@ -861,3 +861,23 @@ def test_an_open_connections_events_find_its_facts_on_it_and_two_linkers_keep_th
     for linker in (first, second):
         res = linker.result()
         assert (res["links"], res["sessions"], res["chats"]) == (alone["links"], alone["sessions"], alone["chats"])
+
+
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from("ab"), st.integers(0, 11)), max_size=80))
+def test_an_index_of_streams_by_key_keeps_them_in_order_one_a_few_or_many(ops):
+    # _tie/_untie keep one stream as itself, a few in a tuple, more in a dict (past _FEW):
+    # whichever way, _tied gives the streams of a key in the order they were first tied.
+    from analyzer.analysis.linking import _FEW, _tie, _tied, _untie
+    index, model = {}, {"a": {}, "b": {}}
+    for add, key, n in ops:
+        sid = f"s{n}"
+        if add:
+            _tie(index, key, sid)
+            model[key].setdefault(sid, None)
+        else:
+            _untie(index, key, sid)
+            model[key].pop(sid, None)
+        for k in "ab":
+            assert list(_tied(index, k)) == list(model[k])
+            assert (k in index) == bool(model[k])
+    assert _FEW < 12   # the draws go past it
