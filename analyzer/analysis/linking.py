@@ -651,6 +651,8 @@ class Linker:
     def _index_user(self, facts: StreamFacts, handle: str | None) -> bool:
         """Index a stream by its user handle (lower case); whether that changed it."""
         user = handle.lower() if handle else None
+        if user == handle:
+            user = handle   # already lower case (nearly always): the handle's string, not a copy
         if user == facts.user:
             return False
         if facts.user is not None:
