@@ -128,6 +128,7 @@ class SbLogin(NamedTuple):
 class StreamFacts:
     id: str
     order: int
+    linker: "Linker | None" = None   # the Linker keeping these (see `Linker._facts_of`)
     first_ts: float | None = None
     last_ts: float | None = None
     sb_login: SbLogin | None = None
@@ -405,12 +406,12 @@ class Linker:
         give its times and what it says of logins, referrals and participants."""
         if conn is None:
             return
-        facts = self.facts.get(conn.id)
-        if facts is None:
-            self._order += 1
-            facts = self.facts[conn.id] = StreamFacts(conn.id, self._order)
-            self.conns[conn.id] = conn
-            self._key_stream(conn.id, conn)
+        try:
+            facts = conn.linked
+        except AttributeError:   # not a Connection
+            facts = None
+        if facts is None or facts.linker is not self:
+            facts = self._facts_of(conn)
         first_ts, last_ts, now = facts.first_ts, None, self._now
         commands = False
         for event in events:
@@ -436,12 +437,28 @@ class Linker:
             self._now = now
             self._result = None
 
+    def _facts_of(self, conn) -> StreamFacts:
+        """The facts of `conn` (made at its first event: streams are numbered in that order),
+        also kept on it (`Connection.linked`) while it is open, unless another Linker keeps its
+        own there."""
+        facts = self.facts.get(conn.id)
+        if facts is None:
+            self._order += 1
+            facts = self.facts[conn.id] = StreamFacts(conn.id, self._order, self)
+            self.conns[conn.id] = conn
+            self._key_stream(conn.id, conn)
+        if self.conns.get(conn.id) is conn and getattr(conn, "linked", False) is None:
+            conn.linked = facts
+        return facts
+
     def stream(self, conn) -> None:
         facts = self.facts.get(conn.id)
         if facts is None:
             self._order += 1
-            facts = self.facts[conn.id] = StreamFacts(conn.id, self._order)
+            facts = self.facts[conn.id] = StreamFacts(conn.id, self._order, self)
             self._key_stream(conn.id, conn)
+        if getattr(conn, "linked", None) is facts:
+            conn.linked = None   # ended: its facts go when its login settles (a later event looks them up)
         if facts.sb_login is not None and getattr(conn, "version_label", "") is None:
             # Before the writers see the stream: a switchboard speaks its NS's version.
             ns = self._ns_of_cookie.get(facts.sb_login.cookie)
@@ -1094,6 +1111,7 @@ class Linker:
                     self._dirty.add(sid)
         for sid in gone:
             facts = self.facts.pop(sid)
+            facts.linker = None   # a connection still pointing at them (Connection.linked) looks up anew
             self._index_user(facts, None)
             del self.conns[sid]
             self._unkey(facts)

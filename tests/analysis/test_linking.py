@@ -832,3 +832,32 @@ def _participants_as_the_rule_says(login, lines_):
     facts = linker.facts.get("sb")
     got = [[p.handle, p.via, p.joined, p.left, p.left_via] for p in (facts.participants if facts else ())]
     assert got == model
+
+
+def test_an_open_connections_events_find_its_facts_on_it_and_two_linkers_keep_their_own():
+    # Each event of an open connection finds the linker's facts on the connection
+    # (Connection.linked), not by a look-up in a table of every open connection; a second
+    # Linker on the same connections keeps its own facts and links the same.
+    class Counted(dict):
+        looks = 0
+
+        def get(self, *args):
+            Counted.looks += 1
+            return super().get(*args)
+    first, second = Linker(Redactor(enabled=False)), Linker(Redactor(enabled=False))
+    first.facts = Counted()
+    analysis = Analysis([first, second])
+    conns = {}
+    for c in SESSIONS["msnp8"]:
+        conn = conns.get(c.conn)
+        if conn is None:
+            conn = conns[c.conn] = analysis.open(*CONNECTIONS["msnp8"][c.conn], conn_id=c.conn)
+        analysis.feed(conn, c.direction, c.data, c.ts)
+    assert Counted.looks == len(conns)   # once each, at its first event
+    assert all(conn.linked is first.facts[label] for label, conn in conns.items())
+    analysis.finish()
+    assert all(conn.linked is None for conn in conns.values())   # ended: no longer kept on it
+    alone, _ = run(SESSIONS["msnp8"], CONNECTIONS["msnp8"])
+    for linker in (first, second):
+        res = linker.result()
+        assert (res["links"], res["sessions"], res["chats"]) == (alone["links"], alone["sessions"], alone["chats"])
