@@ -128,7 +128,7 @@ class Connection:
     __slots__ = ("id", "client", "server", "protocol", "state", "c2s", "s2c", "_tracker", "_limits", "role", "handle",
                  "_codes", "_counts", "_anomalies", "_outcomes", "_latencies", "latency_count", "c2s_bytes", "s2c_bytes",
                  "first_ts", "last_ts", "failed", "closed", "logged_in", "inherited_version", "legs",
-                 "on_referral")
+                 "on_referral", "linked")
 
     def __init__(self, conn_id: str, client: str | None = None, server: str | None = None,
                  limits: Limits | None = None, version: int | None = None, protocol: str = MSNP) -> None:
@@ -175,6 +175,11 @@ class Connection:
         self.legs: list[dict] | None = None  # the live proxy's two TCP legs (see Analysis.legs)
         # Told of each XFR/RNG the server sends (the pcap detector learns server addresses so).
         self.on_referral: Callable[[Referral], None] | None = None
+        # What the run's Linker keeps of this connection while it is open (analysis.linking's
+        # StreamFacts): found from each of its events without a look-up by id in a table of
+        # thousands of open connections (a cache miss per event on a busy capture).
+        self.linked = None
+        self.linked = None
 
     # -- facts ----------------------------------------------------------------
 

@@ -128,6 +128,7 @@ class SbLogin(NamedTuple):
 class StreamFacts:
     id: str
     order: int
+    linker: "Linker | None" = None   # the Linker keeping these (see `Linker._facts_of`)
     first_ts: float | None = None
     last_ts: float | None = None
     sb_login: SbLogin | None = None
@@ -180,26 +181,39 @@ _UNKEYED = object()   # the key of a stream without addresses: every pass links 
 
 
 def _address(server: str, host: str) -> str:
-    """The key of the connections to `server` from client `host` (one string, shared by them)."""
-    return sys.intern(f"{server} {host}")
+    """The key of the connections to `server` from client `host`. Not interned: nearly every
+    key is one stream's (a busy server's clients each have their own host), and the table of
+    interned strings would hold an entry for each beside it."""
+    return f"{server} {host}"
+
+
+_FEW = 8   # streams of a key kept in a tuple; past this many, a dict (a tuple is copied to add one)
 
 
 def _tie(index: dict, key, sid: str) -> None:
-    """Add `sid` to `index[key]`: one stream is kept as itself, several in a dict (in order);
-    most keys (a client's address, a cookie) have one or two streams, and a dict costs 200 bytes."""
+    """Add `sid` to `index[key]`: one stream is kept as itself, a few in a tuple, more in a dict
+    (in order, each way); most keys (a client's address, a cookie) have one or two streams, and
+    a dict costs 200 bytes where a tuple of two costs 56."""
     held = index.get(key)
     if held is None:
         index[key] = sid
-    elif type(held) is not dict:
-        if held != sid:
-            index[key] = {held: None, sid: None}
-    else:
+    elif type(held) is tuple:
+        if sid not in held:
+            index[key] = held + (sid,) if len(held) < _FEW else dict.fromkeys(held + (sid,))
+    elif type(held) is dict:
         held[sid] = None
+    elif held != sid:
+        index[key] = (held, sid)
 
 
 def _untie(index: dict, key, sid: str) -> None:
     held = index.get(key)
     if held is None:
+        return
+    if type(held) is tuple:
+        if sid in held:
+            rest = tuple(s for s in held if s != sid)
+            index[key] = rest[0] if len(rest) == 1 else rest
         return
     if type(held) is not dict:
         if held == sid:
@@ -214,7 +228,7 @@ def _untie(index: dict, key, sid: str) -> None:
 
 def _tied(index: dict, key) -> tuple | dict:
     held = index.get(key)
-    return () if held is None else held if type(held) is dict else (held,)
+    return () if held is None else held if type(held) is tuple or type(held) is dict else (held,)
 
 
 _seen = attrgetter("order")   # referrals in the order seen
@@ -405,12 +419,12 @@ class Linker:
         give its times and what it says of logins, referrals and participants."""
         if conn is None:
             return
-        facts = self.facts.get(conn.id)
-        if facts is None:
-            self._order += 1
-            facts = self.facts[conn.id] = StreamFacts(conn.id, self._order)
-            self.conns[conn.id] = conn
-            self._key_stream(conn.id, conn)
+        try:
+            facts = conn.linked
+        except AttributeError:   # not a Connection
+            facts = None
+        if facts is None or facts.linker is not self:
+            facts = self._facts_of(conn)
         first_ts, last_ts, now = facts.first_ts, None, self._now
         commands = False
         for event in events:
@@ -436,12 +450,28 @@ class Linker:
             self._now = now
             self._result = None
 
+    def _facts_of(self, conn) -> StreamFacts:
+        """The facts of `conn` (made at its first event: streams are numbered in that order),
+        also kept on it (`Connection.linked`) while it is open, unless another Linker keeps its
+        own there."""
+        facts = self.facts.get(conn.id)
+        if facts is None:
+            self._order += 1
+            facts = self.facts[conn.id] = StreamFacts(conn.id, self._order, self)
+            self.conns[conn.id] = conn
+            self._key_stream(conn.id, conn)
+        if self.conns.get(conn.id) is conn and getattr(conn, "linked", False) is None:
+            conn.linked = facts
+        return facts
+
     def stream(self, conn) -> None:
         facts = self.facts.get(conn.id)
         if facts is None:
             self._order += 1
-            facts = self.facts[conn.id] = StreamFacts(conn.id, self._order)
+            facts = self.facts[conn.id] = StreamFacts(conn.id, self._order, self)
             self._key_stream(conn.id, conn)
+        if getattr(conn, "linked", None) is facts:
+            conn.linked = None   # ended: its facts go when its login settles (a later event looks them up)
         if facts.sb_login is not None and getattr(conn, "version_label", "") is None:
             # Before the writers see the stream: a switchboard speaks its NS's version.
             ns = self._ns_of_cookie.get(facts.sb_login.cookie)
@@ -621,6 +651,8 @@ class Linker:
     def _index_user(self, facts: StreamFacts, handle: str | None) -> bool:
         """Index a stream by its user handle (lower case); whether that changed it."""
         user = handle.lower() if handle else None
+        if user == handle:
+            user = handle   # already lower case (nearly always): the handle's string, not a copy
         if user == facts.user:
             return False
         if facts.user is not None:
@@ -1094,6 +1126,7 @@ class Linker:
                     self._dirty.add(sid)
         for sid in gone:
             facts = self.facts.pop(sid)
+            facts.linker = None   # a connection still pointing at them (Connection.linked) looks up anew
             self._index_user(facts, None)
             del self.conns[sid]
             self._unkey(facts)

@@ -832,3 +832,52 @@ def _participants_as_the_rule_says(login, lines_):
     facts = linker.facts.get("sb")
     got = [[p.handle, p.via, p.joined, p.left, p.left_via] for p in (facts.participants if facts else ())]
     assert got == model
+
+
+def test_an_open_connections_events_find_its_facts_on_it_and_two_linkers_keep_their_own():
+    # Each event of an open connection finds the linker's facts on the connection
+    # (Connection.linked), not by a look-up in a table of every open connection; a second
+    # Linker on the same connections keeps its own facts and links the same.
+    class Counted(dict):
+        looks = 0
+
+        def get(self, *args):
+            Counted.looks += 1
+            return super().get(*args)
+    first, second = Linker(Redactor(enabled=False)), Linker(Redactor(enabled=False))
+    first.facts = Counted()
+    analysis = Analysis([first, second])
+    conns = {}
+    for c in SESSIONS["msnp8"]:
+        conn = conns.get(c.conn)
+        if conn is None:
+            conn = conns[c.conn] = analysis.open(*CONNECTIONS["msnp8"][c.conn], conn_id=c.conn)
+        analysis.feed(conn, c.direction, c.data, c.ts)
+    assert Counted.looks == len(conns)   # once each, at its first event
+    assert all(conn.linked is first.facts[label] for label, conn in conns.items())
+    analysis.finish()
+    assert all(conn.linked is None for conn in conns.values())   # ended: no longer kept on it
+    alone, _ = run(SESSIONS["msnp8"], CONNECTIONS["msnp8"])
+    for linker in (first, second):
+        res = linker.result()
+        assert (res["links"], res["sessions"], res["chats"]) == (alone["links"], alone["sessions"], alone["chats"])
+
+
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from("ab"), st.integers(0, 11)), max_size=80))
+def test_an_index_of_streams_by_key_keeps_them_in_order_one_a_few_or_many(ops):
+    # _tie/_untie keep one stream as itself, a few in a tuple, more in a dict (past _FEW):
+    # whichever way, _tied gives the streams of a key in the order they were first tied.
+    from analyzer.analysis.linking import _FEW, _tie, _tied, _untie
+    index, model = {}, {"a": {}, "b": {}}
+    for add, key, n in ops:
+        sid = f"s{n}"
+        if add:
+            _tie(index, key, sid)
+            model[key].setdefault(sid, None)
+        else:
+            _untie(index, key, sid)
+            model[key].pop(sid, None)
+        for k in "ab":
+            assert list(_tied(index, k)) == list(model[k])
+            assert (k in index) == bool(model[k])
+    assert _FEW < 12   # the draws go past it
