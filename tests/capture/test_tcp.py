@@ -6,6 +6,9 @@ import socket
 import struct
 from collections import OrderedDict
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from analyzer.analysis.run import Analysis
 from analyzer.capture.tcp import ACK, FIN, MAX_SYNCING, RST, START_WINDOW, SYN, TcpTracker
 from resegment import Collector
@@ -593,3 +596,19 @@ def test_the_end_of_the_capture_closes_open_flows_without_tombstones():
     w.tracker.finish(w.ts)
     assert seen == [2, 2, 2, 2]   # the four flows still open, each closed with no tombstone added
     assert not w.tracker.open and not w.tracker.tombstones
+
+
+_dues = st.floats(allow_nan=False)
+_seqs = st.integers(0, (1 << 64) - 1)
+
+
+@given(_dues, _seqs, _dues, _seqs)
+def test_a_deadline_entry_orders_as_its_due_and_seq_do(a, s, b, t):
+    # The queue keeps (due, seq) as one int (`_entry`): it must sort exactly as the tuple does
+    # (equal dues, -0.0 and 0.0 among them, by seq), give its due back, and compare with
+    # `_entry(ts, 0)` as its due compares with ts (`_due` stops there).
+    from analyzer.capture.tcp import _due_of, _entry
+    assert ((a, s) < (b, t)) == (_entry(a, s) < _entry(b, t))
+    assert ((a, s) == (b, t)) == (_entry(a, s) == _entry(b, t))
+    assert (a >= b) == (_entry(a, s) >= _entry(b, 0))
+    assert _due_of(_entry(a, s)) == a
