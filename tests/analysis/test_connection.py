@@ -71,12 +71,14 @@ def test_a_tracker_that_holds_nothing_and_cannot_time_out_is_dropped_at_once():
     assert conn.outcomes == {"no_reply_expected": 2, "answered": 1}
 
 
-def test_outcomes_are_counted_in_a_flat_list_and_read_in_first_seen_order():
+def test_outcomes_are_counted_in_two_fields_and_a_flat_list_and_read_in_first_seen_order():
     # A Counter per connection cost 220 bytes on each of thousands of open connections: the
-    # counts are a flat [outcome, count, ...] list; `outcomes` reads it as a Counter whose key
-    # order (the stream record's "transactions") is the order each outcome was first seen.
+    # first outcome and its count are two fields, the others a flat [outcome, count, ...] list;
+    # `outcomes` reads them as a Counter whose key order (the stream record's "transactions")
+    # is the order each outcome was first seen.
     conn = Connection("1")
-    assert conn._outcomes is None and conn.outcomes == {}
+    assert conn._outcome is None and conn._outcomes is None and conn.outcomes == {}
+    assert list(conn.outcome_counts()) == []
     conn.feed(C2S, b"CHG 1 NLN 0\r\n", 1.0)
     conn.feed(S2C, b"201 1\r\n", 1.1)
     for trid in (2, 3, 4):
@@ -85,7 +87,10 @@ def test_outcomes_are_counted_in_a_flat_list_and_read_in_first_seen_order():
     conn.feed(C2S, b"OUT\r\n", 3.0)
     conn.feed(C2S, b"CHG 5 NLN 0\r\n", 3.5)
     conn.close(4.0)
-    assert conn._outcomes == ["error", 1, "answered", 3, "no_reply_expected", 1, "unanswered", 1]
+    assert (conn._outcome, conn._outcome_n) == ("error", 1)
+    assert conn._outcomes == ["answered", 3, "no_reply_expected", 1, "unanswered", 1]
+    assert list(conn.outcome_counts()) == [("error", 1), ("answered", 3), ("no_reply_expected", 1),
+                                           ("unanswered", 1)]
     assert list(conn.outcomes.items()) == [("error", 1), ("answered", 3), ("no_reply_expected", 1),
                                            ("unanswered", 1)]
     conn.outcomes["error"] += 5                   # a copy: the connection's counts are its own
