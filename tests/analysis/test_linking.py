@@ -38,6 +38,17 @@ def run(chunks, addresses=None, redact=False, keep=lambda chunk: True):
     return linker.result(), analysis
 
 
+def _feed_msnp8(analysis) -> dict:
+    """The MSNP8 session fed into `analysis`, each connection with its addresses: label -> Connection."""
+    conns = {}
+    for c in SESSIONS["msnp8"]:
+        conn = conns.get(c.conn)
+        if conn is None:
+            conn = conns[c.conn] = analysis.open(*CONNECTIONS["msnp8"][c.conn], conn_id=c.conn)
+        analysis.feed(conn, c.direction, c.data, c.ts)
+    return conns
+
+
 def links_of(res, type_):
     return {(l["from"], l["to"]): l for l in res["links"] if l["type"] == type_}
 
@@ -750,12 +761,7 @@ def test_a_stream_that_only_ends_leaves_its_group_linked():
     linker = Linker(Redactor(enabled=False), settle_after=10 ** 6, window=5.0, max_held=10 ** 6)
     linker._link_groups = counting.__get__(linker)
     analysis = Analysis([linker])
-    conns = {}
-    for c in SESSIONS["msnp8"]:
-        conn = conns.get(c.conn)
-        if conn is None:
-            conn = conns[c.conn] = analysis.open(*CONNECTIONS["msnp8"][c.conn], conn_id=c.conn)
-        analysis.feed(conn, c.direction, c.data, c.ts)
+    conns = _feed_msnp8(analysis)
     analysis.feed(conns["ns"], S2C, b"QNG 50\r\n", 100.0)   # the NS goes on: capture time moves
 
     def held():
@@ -847,12 +853,7 @@ def test_an_open_connections_events_find_its_facts_on_it_and_two_linkers_keep_th
     first, second = Linker(Redactor(enabled=False)), Linker(Redactor(enabled=False))
     first.facts = Counted()
     analysis = Analysis([first, second])
-    conns = {}
-    for c in SESSIONS["msnp8"]:
-        conn = conns.get(c.conn)
-        if conn is None:
-            conn = conns[c.conn] = analysis.open(*CONNECTIONS["msnp8"][c.conn], conn_id=c.conn)
-        analysis.feed(conn, c.direction, c.data, c.ts)
+    conns = _feed_msnp8(analysis)
     assert Counted.looks == len(conns)   # once each, at its first event
     assert all(conn.linked is first.facts[label] for label, conn in conns.items())
     analysis.finish()
