@@ -182,7 +182,6 @@ class Connection:
         # StreamFacts): found from each of its events without a look-up by id in a table of
         # thousands of open connections (a cache miss per event on a busy capture).
         self.linked = None
-        self.linked = None
 
     # -- facts ----------------------------------------------------------------
 

@@ -804,24 +804,20 @@ class TcpTracker:
                 if half.fin is not None and not half.ended:
                     self._end(flow, half, ts)
             self.analysis.close(flow.conn, ts)
-        if final:
-            for key in flow.keys:
-                self.flows.pop(key, None)
-            self.open.pop(flow, None)
-            self._release(flow)
-            return
-        stone = ts if ts is not None else self.now
         for key in flow.keys:
             self.flows.pop(key, None)
-            self.tombstones[key] = stone
-            self._stones.append((self.now, key))
-        if len(self._stones) > 2 * self.max_flows:
-            # Capture time that stands still (every packet at one instant) never expires them:
-            # at most two per open flow's worth are kept, the oldest forgotten first.
-            for _ in range(len(self._stones) - 2 * self.max_flows):
-                _, old = self._stones.popleft()
-                if self.tombstones.get(old) is not None and old not in self.flows:
-                    del self.tombstones[old]
+        if not final:   # at the end of the capture no late segment can come
+            stone = ts if ts is not None else self.now
+            for key in flow.keys:
+                self.tombstones[key] = stone
+                self._stones.append((self.now, key))
+            if len(self._stones) > 2 * self.max_flows:
+                # Capture time that stands still (every packet at one instant) never expires them:
+                # at most two per open flow's worth are kept, the oldest forgotten first.
+                for _ in range(len(self._stones) - 2 * self.max_flows):
+                    _, old = self._stones.popleft()
+                    if self.tombstones.get(old) is not None and old not in self.flows:
+                        del self.tombstones[old]
         self.open.pop(flow, None)
         self._release(flow)
 

@@ -173,15 +173,9 @@ def parse_mime(payload: bytes) -> MimeMessage:
     MEMO_BYTES (rare: a client cuts its MSGs at about 1,600 bytes) is parsed each
     time, so that the memo never holds 64 payloads of the 1 MiB --max-payload allows.
     """
-    global _last
-    last = _last
-    if last[0] is payload:   # the same payload object again: the next plugin of the same MSG
-        return last[1]
     if len(payload) > MEMO_BYTES:
         return _parse_mime(payload)
-    msg = _parse_small(payload)
-    _last = (payload, msg)   # one rebinding: a reader on another thread sees a pair, never half of one
-    return msg
+    return _parse_small(payload)
 
 
 def _parse_mime(payload: bytes) -> MimeMessage:
@@ -242,4 +236,3 @@ def _content_type(value: bytes) -> tuple[str, dict[str, str]]:
 
 
 _parse_small = lru_cache(maxsize=64)(_parse_mime)
-_last: tuple = (None, None)   # the last small payload parsed (the object itself) and its message

@@ -1157,10 +1157,8 @@ impl JsonFormatter {
         out.push_str("},\"anomalies\":{");
         let anomalies = conn.getattr(intern!(py, "anomalies"))?;
         let Ok(anomalies) = anomalies.downcast::<PyDict>() else { return Ok(None) };
-        for (i, (name, count)) in anomalies.iter().enumerate() {
-            if !push_count(&mut out, i, &name, &count) {
-                return Ok(None);
-            }
+        if !push_items(&mut out, anomalies, 0) {   // depth 0: plain values only
+            return Ok(None);
         }
         out.push('}');
         // getattr(conn, "legs", None): a live proxy's legs are the Python writer's.
