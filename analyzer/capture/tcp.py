@@ -103,7 +103,6 @@ UNACKED = 16 * 1024                  # delivered bytes not yet acknowledged, kep
 # is simply not in the capture (a capture of data segments only, a lost mirror packet). A busy
 # capture keeps thousands of idle flows open between keep-alives; they should hold no bytes.
 UNACKED_QUIET = 10.0
-UNACKED_SMALL = 256     # the Python path sets a deadline to free them only above this: a keep-alive's few bytes are not worth a heap pop
 TOMBSTONE_SECONDS = 120.0            # late segments of a closed flow are dropped this long
 MAX_SYNCING = 4096                   # start windows open at once (flows and late halves); past it the oldest closes
 FAR = 1e15                           # deadlines past this (inf) wait in the plain heap, not by the second
@@ -343,9 +342,10 @@ class TcpTracker:
         self._due_flows: dict[int, object] = {}   # entry -> its flow
         self._due_seq = 0
         self._stale = 0                        # cancelled entries still queued
-        # Flows outside the lane holding more than UNACKED_SMALL unacknowledged bytes, (when they
-        # may have gone quiet, flow), about in time order: their bytes are freed by `released`
-        # (`_release_quiet`). Memory only, and kept apart from the deadline queue: whether a flow
+        # Flows outside the lane holding unacknowledged bytes, (when they may have gone quiet,
+        # flow), about in time order: their bytes are freed by `released` (`_release_quiet`), a
+        # keep-alive's few too (on a busy capture nearly every idle flow holds its last reply
+        # unacknowledged, some 130 bytes with the bytearray, as the lane frees them). Memory only, and kept apart from the deadline queue: whether a flow
         # holds bytes must not change when or in which order its deadlines come due (the lane
         # keeps its flows' bytes itself, and both implementations give the same records).
         self._releases: deque = deque()
@@ -969,8 +969,7 @@ class TcpTracker:
                 self._schedule(flow, wake)
         elif due < wake and ts is not None and due < ts + self._stale_after and flow.state == "open":
             self._refresh(flow)
-        sent = flow.halves[index].sent
-        if sent is not None and len(sent) > UNACKED_SMALL and flow.release_at is None and ts is not None:
+        if flow.release_at is None and ts is not None and flow.halves[index].sent is not None:
             self._release_at(flow, ts + self.quiet)
 
     def _anomaly(self, flow: Flow, half: HalfStream, name: str, detail: str, offset, ts) -> None:
@@ -1404,10 +1403,9 @@ IN_LANE = ()   # a flow's halves while the lane holds all of their state (see _e
 
 
 def _holds(flow: Flow) -> bool:
-    """Whether either half of `flow` keeps more than UNACKED_SMALL unacknowledged bytes."""
+    """Whether either half of `flow` keeps unacknowledged bytes."""
     for half in flow.halves:
-        sent = half.sent
-        if sent is not None and len(sent) > UNACKED_SMALL:
+        if half.sent is not None:
             return True
     return False
 
