@@ -250,20 +250,20 @@ class Flow:
 
     Tens of thousands are open at once on a busy server's capture: the tracker's tables hold
     the flow itself (the flow table maps both keys to it; a segment's half is the one whose
-    key it came with), and each direction's SYN is its half's `isn`."""
+    key it came with), and each direction's SYN is its half's `isn`. What it holds only until it
+    is decided (start window, early deliveries, the client's side from a SYN) is a `FlowStart`,
+    dropped then (`start`): twelve slots, 128 bytes where fifteen cost 160. Those fields read
+    as before (`flow.window`, `flow.early`, ...: None, 0 once decided)."""
 
-    __slots__ = ("key", "rkey", "halves", "client_hint", "state", "window", "early", "early_bytes",
-                 "conn", "dirs", "last_ts", "due", "entry", "lane", "release_at")
+    __slots__ = ("key", "rkey", "halves", "state", "start", "conn", "dirs", "last_ts", "due", "entry", "lane",
+                 "release_at")
 
     def __init__(self, key: bytes, rkey: bytes, ts: float) -> None:
         self.key = key                    # half 0's key (the segment that made the flow)
         self.rkey = rkey                  # half 1's: its reverse
         self.halves = (HalfStream(0), HalfStream(1))
-        self.client_hint: int | None = None   # half index of the client, from SYN / SYN-ACK
         self.state = "sync"               # sync -> open (deciding / msnp) -> closed
-        self.window: list | None = []     # segments held while the start is chosen
-        self.early: list | None = []      # deliveries held while MSNP-ness is decided
-        self.early_bytes = 0
+        self.start: FlowStart | None = FlowStart()   # until MSNP-ness is decided (or the flow closed)
         self.conn = None                  # the analysis Connection, once MSNP
         self.dirs: tuple | None = None    # half index -> C2S/S2C (CLIENT_FIRST or SERVER_FIRST)
         self.last_ts = ts
@@ -277,6 +277,38 @@ class Flow:
         """(half 0's key, half 1's key). Two slots, not a tuple kept: 48 bytes less on each of tens
         of thousands of flows open at once."""
         return (self.key, self.rkey)
+
+    @property
+    def window(self) -> list | None:
+        start = self.start
+        return None if start is None else start.window
+
+    @property
+    def early(self) -> list | None:
+        start = self.start
+        return None if start is None else start.early
+
+    @property
+    def early_bytes(self) -> int:
+        start = self.start
+        return 0 if start is None else start.early_bytes
+
+    @property
+    def client_hint(self) -> int | None:
+        start = self.start
+        return None if start is None else start.client_hint
+
+
+class FlowStart:
+    """What a `Flow` holds from its first segment until the detector decides it (MSNP or not)."""
+
+    __slots__ = ("window", "early", "early_bytes", "client_hint")
+
+    def __init__(self) -> None:
+        self.window: list | None = []     # segments held while the start is chosen
+        self.early: list | None = []      # deliveries held while MSNP-ness is decided
+        self.early_bytes = 0
+        self.client_hint: int | None = None   # half index of the client, from SYN / SYN-ACK
 
 
 class IgnoredFlow:
@@ -611,8 +643,9 @@ class TcpTracker:
             return not payload  # a retransmitted SYN
         if known is None and (flow.window is not None or (flags & ACK and half.nxt is None)):
             half.isn = seq
-            if flow.client_hint is None:
-                flow.client_hint = 1 - index if flags & ACK else index
+            start = flow.start   # none once decided: the detector reads the hint no more
+            if start is not None and start.client_hint is None:
+                start.client_hint = 1 - index if flags & ACK else index
             if flow.window is None:
                 half.nxt = (seq + 1) & MASK
             elif not payload and flow.halves[1 - index].isn is not None:
@@ -656,7 +689,8 @@ class TcpTracker:
                 self._start(next(iter(syncing.values()))[1])
         syncing.pop(id(flow), None)
         self._window_ts = -NEVER
-        window, flow.window = flow.window, None
+        start = flow.start   # there is one: the window is open
+        window, start.window = start.window, None
         if not window and (flow.halves[0].isn is None or flow.halves[1].isn is None):
             # One side's SYN and nothing else through the whole window: an attempt that got
             # no answer (a scan, a flood, a server that is down). Nothing to decode: forget it
@@ -938,7 +972,11 @@ class TcpTracker:
             extra = half.extra
             if extra is not None:
                 extra.pending, extra.starts, extra.window = None, None, None
-        flow.early = None
+        start = flow.start
+        if start is not None:   # no early deliveries any more; a start window still open stays
+            start.early = None
+            if start.window is None:
+                flow.start = None
         flow.conn = None   # the Connection is the analysis's now: nothing here keeps it
         self._cancel(flow)
 
@@ -954,8 +992,9 @@ class TcpTracker:
     def _deliver(self, flow: Flow, index: int, data: bytes, ts) -> None:
         conn = flow.conn
         if conn is None:
-            flow.early.append(Early(index, ts, data))
-            flow.early_bytes += len(data)
+            start = flow.start   # undecided: there is one
+            start.early.append(Early(index, ts, data))
+            start.early_bytes += len(data)
             self.detector.decide(self, flow, final=False)
             return
         self.analysis.feed(conn, flow.dirs[index], data, ts)
@@ -991,7 +1030,7 @@ class TcpTracker:
         flow.conn = self.analysis.open(client, server, protocol=protocol)
         flow.conn.on_referral = self._on_referral  # servers named by XFR/RNG are MSNP servers
         self.stats["msnp_flows"] += 1
-        early, flow.early = flow.early, None
+        early, flow.start = flow.early, None   # decided (its window closed before any delivery)
         for item in early:
             if item.data is not None:
                 self._deliver(flow, item.index, item.data, item.ts)
@@ -1007,7 +1046,7 @@ class TcpTracker:
     def reject(self, flow: Flow) -> None:
         """The flow is not MSNP: forget its bytes, skip its segments from now on."""
         self.stats["ignored_flows"] += 1
-        flow.early = None
+        flow.start = None   # decided (its window closed before any delivery)
         flow.state = "closed"
         ignored = IgnoredFlow(flow.keys, flow.last_ts)
         for key in flow.keys:

@@ -794,3 +794,22 @@ def test_random_holes_reorders_and_acks_deliver_each_byte_once_and_leave_no_idle
             assert item == stream[offset:offset + len(item)]
             offset += len(item)
     assert offset <= len(stream)
+
+
+def test_a_flow_keeps_its_start_state_only_until_it_is_decided():
+    # The start window, early deliveries and the SYN's hint of the client live in a FlowStart,
+    # dropped once the detector decided: the connection keeps the side the SYN named.
+    from analyzer.capture.tcp import CLIENT_FIRST
+    w = Wire(client=("127.0.0.1", 1863), server=("127.0.0.2", 40000))   # the client on the port
+    w.send("c", flags=SYN)
+    flow = w.tracker.flows[key(w.client, w.server)]
+    assert flow.start is not None and flow.window == [] and flow.client_hint == 0
+    w.send("s", flags=SYN | ACK)
+    w.send("c", flags=ACK)
+    assert flow.window is None and flow.early == []            # started, not decided yet
+    w.send("c", b"VER 1 MSNP8 CVR0\r\n")
+    w.send("s", b"VER 1 MSNP8 CVR0\r\n")
+    assert flow.conn is not None and flow.start is None and flow.early is None and flow.early_bytes == 0
+    assert flow.dirs is CLIENT_FIRST
+    got = w.finish()
+    assert lines(got) == [b"VER 1 MSNP8 CVR0\r\n"]
