@@ -51,12 +51,15 @@ class MimeMessage:
     thousands of distinct payloads, most of them only classified, and a message the memo of
     `parse_mime` holds does not grow after it was counted (see `_held_by`)."""
 
-    __slots__ = ("_head", "_headers", "body", "content_type", "params", "separated", "_kind", "_typing_user",
-                 "_used")
+    __slots__ = ("_block", "_head_end", "_headers", "body", "content_type", "params", "separated", "_kind",
+                 "_typing_user", "_used")
 
     def __init__(self, headers: list[tuple[str, str]] | None, body: bytes, content_type: str,
-                 params: dict[str, str], separated: bool, head: bytes = b"") -> None:
-        self._head = head              # the header block, parsed into `headers` on first use
+                 params: dict[str, str], separated: bool, head: bytes = b"", head_end: int | None = None) -> None:
+        # The header block is head[:head_end] (all of head by default): `_parse_mime` passes the
+        # payload itself, so that a message the memo holds keeps no copy of its headers.
+        self._block = head
+        self._head_end = len(head) if head_end is None else head_end
         self._headers = headers
         self.body = body
         self.content_type = content_type   # lower case, without parameters ("" when absent)
@@ -65,6 +68,12 @@ class MimeMessage:
         self._kind = None
         self._typing_user = _UNSET
         self._used = True              # the memo's mark: made or asked for since its last sweep
+
+    @property
+    def _head(self) -> bytes:
+        """The header block (without the blank line that ends it)."""
+        block, end = self._block, self._head_end
+        return block if end == len(block) else block[:end]
 
     @property
     def headers(self) -> list[tuple[str, str]]:
@@ -101,14 +110,14 @@ class MimeMessage:
         """The `TypingUser` header (a typing notification names who types), worked out once."""
         user = self._typing_user
         if user is _UNSET:
-            head = self._head
-            at = head.find(b"\n", len(_USUAL)) + 1 if self._headers is None and head.startswith(_USUAL) else 0
-            if at and head.startswith(b"TypingUser:", at):
+            block, end = self._block, self._head_end
+            at = block.find(b"\n", len(_USUAL), end) + 1 \
+                if self._headers is None and block.startswith(_USUAL, 0, end) else 0
+            if at and block.startswith(b"TypingUser:", at, end):
                 # The usual layout (MIME-Version, Content-Type, then TypingUser): the first line
-                # `header` would find, found without upper-casing the block (a busy server's
-                # typing notifications are parsed anew nearly every time: 20,000 users between).
-                stop = head.find(b"\n", at)
-                user = head[at + 11:stop if stop != -1 else len(head)].decode("utf-8", "replace").strip()
+                # `header` would find, found without upper-casing the block.
+                stop = block.find(b"\n", at, end)
+                user = block[at + 11:stop if stop != -1 else end].decode("utf-8", "replace").strip()
             else:
                 user = self.header("TypingUser")
             if self.content_type == _CONTROL:
@@ -246,13 +255,15 @@ def _sweep() -> None:
 
 
 def _held_by(payload: bytes, msg: MimeMessage) -> int:
-    """The bytes a memo entry holds, counted against MEMO_HELD: the payload (its key), its head
-    and body, the message, its slot in the dict, the typing user a typing notification keeps,
+    """The bytes a memo entry holds, counted against MEMO_HELD: the payload (its key, which
+    holds the header block too), its body, the message, its slot in the dict, the typing user a typing notification keeps,
     and the content type with its parameters unless shared with the memo of content types.
     Nothing in a remembered message grows after this is counted: the kind is worked out before
     (`_remember`), the header list is not kept, the typing user is kept for typing
     notifications only; so the count at eviction is the count at entry."""
-    held = _ENTRY + len(payload) + len(msg._head) + len(msg.body)
+    held = _ENTRY + len(payload) + len(msg.body)
+    if msg._block is not payload:   # (`_parse_mime` keeps the payload itself)
+        held += sys.getsizeof(msg._block)
     user = msg._typing_user
     if user.__class__ is str:
         held += sys.getsizeof(user)
@@ -269,18 +280,18 @@ def _parse_mime(payload: bytes) -> MimeMessage:
     if lf != -1:
         cut, sep_len = lf, 2
     if cut == -1:
-        head, body, separated = payload, b"", False
+        cut, body, separated = len(payload), b"", False
     else:
-        head, body, separated = payload[:cut], payload[cut + sep_len:], True
-    if head.startswith(_USUAL):
+        body, separated = payload[cut + sep_len:], True
+    if payload.startswith(_USUAL, 0, cut):
         # Nearly every client starts its headers this way: the first header named
         # Content-Type is then the second line (what `_first_value` would find, found sooner).
-        stop = head.find(b"\n", len(_USUAL))
-        value = head[len(_USUAL):stop] if stop != -1 else head[len(_USUAL):]
+        stop = payload.find(b"\n", len(_USUAL), cut)
+        value = payload[len(_USUAL):stop if stop != -1 else cut]
     else:
-        value = _first_value(head, b"CONTENT-TYPE")
+        value = _first_value(payload[:cut], b"CONTENT-TYPE")
     content_type, params = _content_type(value) if value is not None else _NO_TYPE
-    return MimeMessage(None, body, content_type, params, separated, head)
+    return MimeMessage(None, body, content_type, params, separated, payload, cut)
 
 
 _USUAL = b"MIME-Version: 1.0\r\nContent-Type:"
@@ -338,7 +349,7 @@ def _content_type(value: bytes) -> tuple[str, dict[str, str]]:
 
 
 _CONTROL = "text/x-msmsgscontrol"
-# What every memo entry holds besides its bytes: the headers of the payload, head and body
-# objects, the message, and its share of the dict's table (an entry of 24 bytes and its
-# index, the table up to three times the entries it holds once evictions left it gaps).
-_ENTRY = 3 * sys.getsizeof(b"") + sys.getsizeof(MimeMessage(None, b"", "", {}, False)) + 128
+# What every memo entry holds besides its bytes: the headers of the payload and body objects,
+# the message, and its share of the dict's table (an entry of 24 bytes and its index, the
+# table up to three times the entries it holds once evictions left it gaps).
+_ENTRY = 2 * sys.getsizeof(b"") + sys.getsizeof(MimeMessage(None, b"", "", {}, False)) + 128
