@@ -18,7 +18,7 @@ import sys
 from array import array
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from analyzer.msnp import (C2S, S2C, DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD, Anomaly, Command,
                     Transaction, TransactionTracker)
@@ -127,8 +127,9 @@ class Connection:
     # byte counts as fields rather than dicts keyed by direction.
     __slots__ = ("id", "client", "server", "protocol", "state", "c2s", "s2c", "_tracker", "_limits", "role", "handle",
                  "_codes", "_counts", "_anomalies", "_outcome", "_outcome_n", "_outcomes", "_latencies", "latency_count", "c2s_bytes", "s2c_bytes",
-                 "first_ts", "last_ts", "failed", "closed", "logged_in", "inherited_version", "legs",
-                 "on_referral", "linked")
+                 "first_ts", "last_ts", "first_command_ts", "last_command_ts", "latest_command_ts",
+                 "failed", "closed", "logged_in", "inherited_version", "legs",
+                 "on_referral", "linked", "_watch", "watched")
 
     def __init__(self, conn_id: str, client: str | None = None, server: str | None = None,
                  limits: Limits | None = None, version: int | None = None, protocol: str = MSNP) -> None:
@@ -170,6 +171,12 @@ class Connection:
         self.s2c_bytes = 0
         self.first_ts: float | None = None
         self.last_ts: float | None = None
+        # The times of its commands (`_absorb`), where `first_ts`/`last_ts` are those of its bytes:
+        # the first and the last command with a time, and the latest time of any (capture times
+        # may step back). The run's Linker reads them here rather than looking at every event.
+        self.first_command_ts: float | None = None
+        self.last_command_ts: float | None = None
+        self.latest_command_ts: float | None = None
         self.failed = False
         self.closed = False
         self.logged_in = False
@@ -182,6 +189,11 @@ class Connection:
         # StreamFacts): found from each of its events without a look-up by id in a table of
         # thousands of open connections (a cache miss per event on a busy capture).
         self.linked = None
+        # The command codes a sink watches on this connection (`watch`; the Linker's), and whether
+        # a feed since the run last routed one held such a command (`Analysis._emit` hands the
+        # watching sink only those feeds, and resets it).
+        self._watch = NO_WATCH
+        self.watched = False
 
     # -- facts ----------------------------------------------------------------
 
@@ -288,6 +300,11 @@ class Connection:
         """When `tick` next has something to time out (inf: nothing waits, or the connection is over)."""
         tracker = self._tracker
         return tracker.wake if tracker is not None and not self.failed else _NEVER   # an attribute
+
+    def watch(self, c2s: frozenset, s2c: frozenset) -> None:
+        """Set `watched` from now on at each command with a code of `c2s` from the client or of
+        `s2c` from the server (a sink's choice: see `Analysis._emit`; the sets are shared)."""
+        self._watch = watch_of(c2s, s2c)
 
     # -- feeding --------------------------------------------------------------
 
@@ -422,6 +439,10 @@ class Connection:
         observe = tracker.observe_into if tracker is not None else None
         index = self._codes.index
         counts = self._counts
+        watch = self._watch
+        notable = watch.notable
+        last = None          # the time of the last command with one, and the latest
+        latest = _NO_TIME
         for event in events:
             append(event)
             kind = type(event)
@@ -433,8 +454,16 @@ class Connection:
                 else:
                     self._new_code(event, out)
                     index, counts = self._codes.index, self._counts
-                if code in _HINT_CODES or self.role is None:
-                    self._learn(event)
+                ts = event.ts
+                if ts is not None:
+                    last = ts
+                    if ts > latest:
+                        latest = ts
+                if code in notable or self.role is None:   # one look-up for both checks below
+                    if code in _HINT_CODES or self.role is None:
+                        self._learn(event)
+                    if code in (watch.c2s if event.direction == C2S else watch.s2c):
+                        self.watched = True
                 mark = len(out)
                 if observe is not None:
                     observe(event, out)
@@ -453,6 +482,8 @@ class Connection:
                 self.anomalies[event.name] += 1
             elif kind is Transaction:
                 self._count([event], 0)
+        if last is not None:
+            self._timed(events, last, latest)
         if tracker is not None and tracker.wake == _NEVER and tracker.idle:
             # Nothing waits and nothing can time out: the capture's deadline will never bring
             # this connection to `tick` for it, so it is dropped here (a client's MSG U makes a
@@ -460,6 +491,15 @@ class Connection:
             # A float comparison per feed when the tracker waits.
             self._tracker = None
         return out
+
+    def _timed(self, events: list, last: float, latest: float) -> None:
+        """Commands of `events` had times, the last `last` and the latest `latest`: keep them
+        (`first_command_ts` ...); the first ever is looked for only once."""
+        self.last_command_ts = last
+        if self.first_command_ts is None:
+            self.first_command_ts = next(e.ts for e in events if type(e) is Command and e.ts is not None)
+        if self.latest_command_ts is None or latest > self.latest_command_ts:
+            self.latest_command_ts = latest
 
     def _count_code(self, code: str) -> None:
         """One more command with `code` (counted one by one, whatever the limit)."""
@@ -499,6 +539,9 @@ class Connection:
     def _absorb_ftp(self, events: list) -> list:
         """MSNFTP events: commands and anomalies counted, nothing paired."""
         out: list = []
+        watch = self._watch
+        last = None
+        latest = _NO_TIME
         for event in events:
             out.append(event)
             kind = type(event)
@@ -510,8 +553,17 @@ class Connection:
                     self._new_code(event, out)
                 if event.cmd == "USR" and event.direction == C2S and event.args and self.handle is None:
                     self.handle = event.args[0].decode("utf-8", "replace")
+                if event.cmd in (watch.c2s if event.direction == C2S else watch.s2c):
+                    self.watched = True
+                ts = event.ts
+                if ts is not None:
+                    last = ts
+                    if ts > latest:
+                        latest = ts
             elif kind is Anomaly:
                 self.anomalies[event.name] += 1
+        if last is not None:
+            self._timed(events, last, latest)
         return out
 
     def _count(self, settled: list, start: int = 0) -> list:
@@ -621,3 +673,27 @@ _EMPTY_TRACKER = TransactionTracker()
 _settle_fresh = TransactionTracker.settle_fresh
 
 _HINT_CODES = frozenset({"USR", "XFR", "RNG", "ANS", "UBX", "QNG", "ADL", "RML"})
+_NO_TIME = float("-inf")   # below every command time (`_absorb`'s latest before the first)
+
+
+class Watch(NamedTuple):
+    """The codes a sink watches on a connection (`Connection.watch`), from the client and from
+    the server, and those with the hints `_learn` takes: the codes `_absorb` looks at closer."""
+    c2s: frozenset
+    s2c: frozenset
+    notable: frozenset
+
+
+_WATCHES: dict[tuple, Watch] = {}   # shared: thousands of connections watch the same few sets
+
+
+def watch_of(c2s: frozenset, s2c: frozenset) -> Watch:
+    found = _WATCHES.get((c2s, s2c))
+    if found is None:
+        if len(_WATCHES) >= 64:   # a sink making ever new sets: not shared past a few
+            return Watch(c2s, s2c, _HINT_CODES | c2s | s2c)
+        found = _WATCHES[(c2s, s2c)] = Watch(c2s, s2c, _HINT_CODES | c2s | s2c)
+    return found
+
+
+NO_WATCH = watch_of(frozenset(), frozenset())

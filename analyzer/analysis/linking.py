@@ -21,6 +21,15 @@ returns what could be linked and what could not:
 Partial captures (mid-session, one direction only) link what they can; each
 thing that could not be linked is reported with the reason, never guessed.
 
+What it is handed (analysis.run routes a run's feeds by `watches`): of a
+Connection, its first feed and then only the feeds holding a command it watches
+there (`Connection.watch`: XFR/RNG/IRO/JOI/BYE/USR and, until a switchboard's
+login is seen, MSG from the server; USR/ANS/OUT from the client), a few in a
+hundred; the times of every command (a stream's first and last, the clock of a
+settling pass) are kept by the Connection as it counts them and read from it
+where they are needed (`_start`, `_end`, `_clock`). Another kind of input is
+handed every event and its times are kept here (`_take`).
+
 Records (`records()`, a generator) are dicts for the JSON Lines writer, kinds "link",
 "session" and "chat" (see the README's JSON section). Cookies are passed
 through the run's `Redactor`, so they still match across records but are not
@@ -81,6 +90,9 @@ from analyzer.analysis.redact import Redactor
 
 _WATCH_S2C = frozenset({"XFR", "RNG", "IRO", "JOI", "BYE", "USR", "MSG"})
 _WATCH_C2S = frozenset({"USR", "ANS", "OUT"})
+# A server's MSG tells something only on a switchboard whose login was not seen (a sender
+# there all the same, see `_server_line`): once the login is seen, MSG is not watched.
+_WATCH_S2C_LOGGED_IN = _WATCH_S2C - {"MSG"}
 CLOCK_SKEW = 1.0  # seconds a switchboard may seem to start before its XFR/RNG (captures merged from two hosts)
 MAX_PARTICIPANTS = 10_000  # participants listed per switchboard; later arrivals are counted (more_participants)
 MAX_REFERRALS = 10_000     # XFR/RNG lines kept for linking per connection; later ones are counted, not linked
@@ -359,7 +371,8 @@ class Ended:
     capture alive until the end of the run.
     """
 
-    __slots__ = ("id", "client", "server", "role", "handle", "version_label", "first_ts", "last_ts")
+    __slots__ = ("id", "client", "server", "role", "handle", "version_label", "first_ts", "last_ts",
+                 "first_command_ts", "last_command_ts")
 
     def __init__(self, conn) -> None:
         for name in self.__slots__:
@@ -377,6 +390,7 @@ class Linker:
         self._referrals_of: dict[str, list[Referral]] = {}   # those of each stream, in order
         self._order = 0
         self._result: dict | None = None
+        self._result_fed = 0          # `_fed` when `_result` was computed
         # Settling (see the module docstring); off unless settle_after is set.
         self.settle_after = settle_after
         self.window = window
@@ -410,21 +424,50 @@ class Linker:
 
     # -- sink interface -------------------------------------------------------
 
+    # A run (analysis.run) hands `event_batch` only the feeds of a connection that hold a command
+    # watched there (`Connection.watch`, set at its first feed and once a switchboard login is
+    # seen) and those until a Linker keeps it: the times of the others' commands, which every
+    # command moves, are read from the Connection (`Connection.first_command_ts`, ...) where
+    # they are needed (`_start`, `_end`, the clock of a settling pass: `_clock`).
+    watches = True
+
     def event(self, conn, event) -> None:
         self.event_batch(conn, (event,))
 
     def event_batch(self, conn, events) -> None:
         """A feed's events of one connection (`event` is this for one): the stream is known
         from its first event of any kind (streams are numbered in that order); its commands
-        give its times and what it says of logins, referrals and participants."""
+        say what it says of logins, referrals and participants, and give its times (kept by
+        the Connection itself; here for another kind of input, see `_take`)."""
         if conn is None:
             return
         try:
             facts = conn.linked
-        except AttributeError:   # not a Connection
-            facts = None
+        except AttributeError:   # not a Connection: its times are kept here
+            self._take(self._facts_of(conn), events)
+            return
         if facts is None or facts.linker is not self:
             facts = self._facts_of(conn)
+        login = facts.sb_login
+        commands = False
+        for event in events:
+            if type(event) is not Command:
+                continue
+            commands = True
+            code = event.cmd
+            if event.direction == C2S:
+                if code in _WATCH_C2S:
+                    self._client_line(facts, event)
+            elif code in _WATCH_S2C:
+                self._server_line(facts, event)
+        if commands:
+            self._result = None
+            if login is None and facts.sb_login is not None:
+                conn.watch(_WATCH_C2S, _WATCH_S2C_LOGGED_IN)
+
+    def _take(self, facts: StreamFacts, events) -> None:
+        """`event_batch` for an input that is not a Connection (a test's, a tool's): its times
+        and the clock are kept here, from every command."""
         first_ts, last_ts, now = facts.first_ts, None, self._now
         commands = False
         for event in events:
@@ -460,6 +503,9 @@ class Linker:
             facts = self.facts[conn.id] = StreamFacts(conn.id, self._order, self)
             self.conns[conn.id] = conn
             self._key_stream(conn.id, conn)
+            watch = getattr(conn, "watch", None)
+            if watch is not None:   # a Connection: from now on, it says which feeds to look at
+                watch(_WATCH_C2S, _WATCH_S2C)
         if self.conns.get(conn.id) is conn and getattr(conn, "linked", False) is None:
             conn.linked = facts
         return facts
@@ -488,6 +534,7 @@ class Linker:
             self._dirty.add(conn.id)   # its group is linked again at the next pass
         else:
             self._ends.add(group)      # only ended: its sessions are the same (see _Group)
+        self._now = self._later(self._now, getattr(conn, "latest_command_ts", None))   # its commands'
         if ended.last_ts is not None and (self._now is None or ended.last_ts > self._now):
             self._now = ended.last_ts
         end = self._end(conn.id)
@@ -519,7 +566,6 @@ class Linker:
     def _server_line(self, facts: StreamFacts, cmd: Command) -> None:
         code = cmd.cmd
         params = cmd.raw_params
-        self._order += 1
         if code == "XFR" or code == "RNG":
             found = wire.referral(cmd)
             if found is None:
@@ -531,6 +577,7 @@ class Linker:
                 facts.referrals += 1
             elif found.kind == "NS":
                 facts.referrals += 1
+                self._order += 1
                 self._refer(Referral("xfr_ns", facts.id, cmd.ts, self._order, sys.intern(found.target), cmd.trid,
                                      offset=cmd.offset))
                 if facts.keys and facts.keys[0] is not _UNKEYED:   # the NS connections it may lead to:
@@ -540,6 +587,7 @@ class Linker:
             elif found.cookie is not None:
                 kind, trid = ("xfr_sb", cmd.trid) if code == "XFR" else ("rng", None)
                 facts.referrals += 1
+                self._order += 1   # numbers referrals and streams together, in the order seen
                 # The target is one of a few servers: interned, its text is held once, not per line.
                 self._refer(Referral(kind, facts.id, cmd.ts, self._order, sys.intern(found.target), trid,
                                      cookie=found.cookie, sessid=found.sessid,
@@ -696,10 +744,17 @@ class Linker:
     # -- linking --------------------------------------------------------------
 
     def result(self) -> dict:
-        """Links, sessions, chats and what could not be linked (computed once per change)."""
-        if self._result is None:
+        """Links, sessions, chats and what could not be linked (computed once per change: a
+        command of an open stream is one, though `event_batch` does not see most: see `_fed`)."""
+        fed = self._fed()
+        if self._result is None or fed != self._result_fed:
             self._result = self._link()
+            self._result_fed = fed
         return self._result
+
+    def _fed(self) -> int:
+        """The commands the open Connections held have seen (it grows with each)."""
+        return sum(getattr(conn, "command_total", 0) for conn in self.conns.values() if type(conn) is not Ended)
 
     def _role(self, sid: str) -> str | None:
         conn = self.conns.get(sid)
@@ -714,14 +769,40 @@ class Linker:
         return (start is None, start or 0.0, self.facts[sid].order)
 
     def _start(self, sid: str) -> float | None:
+        """When a stream started: its first byte's time, else its first command's (a Connection
+        or its `Ended` keeps that, another input's is kept in its facts: see `_take`)."""
         conn = self.conns.get(sid)
         ts = getattr(conn, "first_ts", None)
-        return ts if ts is not None else self.facts[sid].first_ts if sid in self.facts else None
+        if ts is None:
+            ts = getattr(conn, "first_command_ts", None)
+            if ts is None and sid in self.facts:
+                ts = self.facts[sid].first_ts
+        return ts
 
     def _end(self, sid: str) -> float | None:
+        """When a stream ended: its last byte's time, else its last command's (see `_start`)."""
         conn = self.conns.get(sid)
         ts = getattr(conn, "last_ts", None)
-        return ts if ts is not None else self.facts[sid].last_ts if sid in self.facts else None
+        if ts is None:
+            ts = getattr(conn, "last_command_ts", None)
+            if ts is None and sid in self.facts:
+                ts = self.facts[sid].last_ts
+        return ts
+
+    @staticmethod
+    def _later(now: float | None, ts: float | None) -> float | None:
+        return ts if ts is not None and (now is None or ts > now) else now
+
+    def _clock(self) -> float | None:
+        """The linker's clock, `_now`: the latest command time of any stream (and the last byte's
+        of any that ended). Those of streams still open are read from their Connections here, at
+        a settling pass, rather than at each of their feeds (`event_batch` sees only a few)."""
+        now, later = self._now, self._later
+        for conn in self.conns.values():
+            if type(conn) is not Ended:
+                now = later(now, getattr(conn, "latest_command_ts", None))
+        self._now = now
+        return now
 
     def _link(self, only: set[str] | None = None, chats: bool = True) -> dict:
         """Link every stream held, or `only` those (a set closed under what ties streams
@@ -1045,6 +1126,7 @@ class Linker:
 
         A pass links again only what changed since the last one (see `_relink`); the login
         sessions it weighs are those whose streams have all ended, as their group was last linked."""
+        self._clock()
         if self._ended <= self.max_held and (self._now is None or self._oldest_end >= self._now - self.window):
             self._next_try = self._backoff()   # every held stream ended within the window: nothing can settle
             return

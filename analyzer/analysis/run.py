@@ -10,8 +10,13 @@ counters (for the final report) but drop their decoders.
 The events of one feed reach the sinks sink by sink, in the sinks' order: each
 sink sees all of them (through `event_batch` when it has one) before the next
 sink sees any. A sink that declares `event_codes` (a frozenset of command
-codes) is handed only the `Command`s with those codes, nothing else; how each
-sink is called is worked out once per list of sinks, not per event.
+codes) is handed only the `Command`s with those codes, nothing else; a sink that
+declares `watches` (the Linker) is handed, through `event_batch`, only the feeds
+that hold a command it watches on that connection (it says which with
+`Connection.watch`; `Connection._absorb`, which looks at every command anyway,
+marks the connection `watched`) and each connection's feeds until one such sink
+keeps it (`Connection.linked`, from its first feed). How each sink is called is
+worked out once per list of sinks, not per event.
 """
 
 from __future__ import annotations
@@ -39,10 +44,14 @@ class Sink(Protocol):
     #   event_batch(conn, events): takes a feed's events together, in place of `event`;
     #   event_codes: frozenset[str]: `event` takes only the Commands with these codes
     #     (it would ignore every other event): Analysis hands it nothing else.
+    #   watches: True: `event_batch` takes only the feeds of a connection that hold a command
+    #     it watches there (`Connection.watched`), and those of a connection no sink keeps
+    #     yet (`Connection.linked` None); `event` still takes anomalies and records.
 
 
 _BATCH = object()  # a route's mode: the sink's event_batch takes the events together
 _EVERY = None      # a route's mode: the sink's event takes each event
+_WATCHED = object()  # a route's mode: the sink's event_batch takes the feeds it watches
 
 
 CAPTURE_NOTES = 20  # capture-level anomalies kept with their detail (file, offset) for the report
@@ -72,6 +81,7 @@ class Analysis:
         self._routed: list = []
         self._routes: tuple = ()       # (callable, mode) per sink, in order: see _route
         self._takers: tuple = ()       # the `event` of each sink that takes anomalies and records
+        self._watching = False         # some sink `watches` (see _emit)
 
     def new_id(self) -> str:
         self._next_id += 1
@@ -165,12 +175,24 @@ class Analysis:
         if events:
             if self.sinks != self._routed:
                 self._route()
+            watched = False
+            if self._watching:
+                # Read once for every watching sink (the first one handed the feed keeps the
+                # connection), and reset for the next feed.
+                watched = conn.watched
+                if watched:
+                    conn.watched = False
+                elif conn.linked is None:
+                    watched = True
             for take, mode in self._routes:
                 if mode is _EVERY:
                     for event in events:
                         take(conn, event)
                 elif mode is _BATCH:
                     take(conn, events)
+                elif mode is _WATCHED:
+                    if watched:
+                        take(conn, events)
                 else:   # the sink's event_codes
                     for event in events:
                         if type(event) is Command and event.cmd in mode:
@@ -180,9 +202,15 @@ class Analysis:
     def _route(self) -> None:
         """Work out how each sink takes events (see the module docstring), for `sinks` as it is."""
         routes, takers = [], []
+        watching = False
         for sink in self.sinks:
             codes = getattr(sink, "event_codes", None)
             batch = getattr(sink, "event_batch", None)
+            if getattr(sink, "watches", False) and batch is not None:
+                takers.append(sink.event)
+                routes.append((batch, _WATCHED))
+                watching = True
+                continue
             if codes is not None:
                 codes = frozenset(codes)
                 if codes:   # none: a sink whose event takes nothing (its stream and close still run)
@@ -191,6 +219,7 @@ class Analysis:
             takers.append(sink.event)
             routes.append((batch, _BATCH) if batch is not None else (sink.event, _EVERY))
         self._routes, self._takers = tuple(routes), tuple(takers)
+        self._watching = watching
         self._routed = list(self.sinks)
 
     # -- totals for reports ---------------------------------------------------

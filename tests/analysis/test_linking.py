@@ -864,6 +864,166 @@ def test_an_open_connections_events_find_its_facts_on_it_and_two_linkers_keep_th
         assert (res["links"], res["sessions"], res["chats"]) == (alone["links"], alone["sessions"], alone["chats"])
 
 
+# -- the linker is handed only the feeds it watches; command times come from the Connection --
+
+class _NotAConnection:
+    """A Connection seen as another kind of input (a test's, a tool's): the Linker keeps its
+    command times and its clock itself, from every command it is handed (`Linker._take`)."""
+
+    __slots__ = ("_conn",)
+    _HIDDEN = frozenset({"linked", "watch", "first_command_ts", "last_command_ts", "latest_command_ts"})
+
+    def __init__(self, conn) -> None:
+        object.__setattr__(self, "_conn", conn)
+
+    def __getattr__(self, name):
+        if name in self._HIDDEN:
+            raise AttributeError(name)
+        return getattr(self._conn, name)
+
+    def __setattr__(self, name, value) -> None:
+        setattr(self._conn, name, value)
+
+
+class _EveryCommand:
+    """A sink handing a Linker every event of every feed, one at a time, as the run did before
+    it routed by watched codes: the command-by-command feed the routed Linker must agree with."""
+
+    def __init__(self, linker: Linker) -> None:
+        self.linker = linker
+        self.seen: dict = {}
+
+    def _as(self, conn):
+        if conn is None:
+            return None
+        plain = self.seen.get(id(conn))
+        if plain is None:
+            plain = self.seen[id(conn)] = (_NotAConnection(conn), conn)
+        return plain[0]
+
+    def event(self, conn, event) -> None:
+        self.linker.event(self._as(conn), event)
+
+    def stream(self, conn) -> None:
+        self.linker.stream(self._as(conn))
+
+    def close(self) -> None:
+        self.linker.close()
+
+
+def _timeless(analysis, label, client, server):
+    """A Connection whose bytes have no times (`first_ts`, `last_ts` stay None), opened in
+    `analysis`: linking then reads its commands' times wherever it needs a start or an end."""
+    from analyzer.analysis.connection import Connection
+
+    class Timeless(Connection):
+        first_ts = property(lambda self: None, lambda self, value: None)
+        last_ts = property(lambda self: None, lambda self, value: None)
+    conn = analysis.connections[label] = Timeless(label, client, server, analysis.limits)
+    return conn
+
+
+@given(st.data())
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_routed_linker_keeps_the_times_and_clock_a_command_by_command_feed_gives(data):
+    # The run hands the Linker only the feeds holding a command it watches; the times of the
+    # others' commands are read from the Connection. However TCP chopped the streams, whatever
+    # times the pieces carry (missing, stepping back), the times of each stream and the clock
+    # equal those of a Linker handed every command, at every feed, and so do the records of the
+    # settling passes (the clock decides them) and of the end. With `timeless`, the bytes carry no
+    # times and every start and end linking reads is a command's.
+    chunks, open_, hosts = _random_capture(data)
+    rnd = data.draw(st.randoms(use_true_random=False), label="segmentation")
+    timeless = data.draw(st.booleans(), label="timeless")
+    window = data.draw(st.sampled_from([1.0, 5.0, 300.0]), label="window")
+    settle_after = data.draw(st.sampled_from([None, 1, 2]), label="settle_after")
+    pieces = []   # (label, direction, bytes, ts): each chunk cut anywhere, each piece with its own time
+    for c in chunks:
+        cuts = sorted(rnd.sample(range(1, len(c.data)), min(len(c.data) - 1, rnd.randint(0, 3))))
+        for a, b in zip([0] + cuts, cuts + [len(c.data)]):
+            ts = rnd.choice([c.ts, c.ts, c.ts - rnd.random() * 3, c.ts + rnd.random(), None])
+            pieces.append((c.conn, c.direction, c.data[a:b], ts))
+    routed, every = (Linker(Redactor(enabled=False), settle_after=settle_after, window=window) for _ in range(2))
+    settled = {routed: [], every: []}
+    clocks = {routed: [], every: []}   # the clock as each settling attempt left it (it decided by it)
+    for linker in (routed, every):
+        linker.on_settled = settled[linker].extend
+
+        def settle(linker=linker, real=linker._settle):
+            real()
+            clocks[linker].append((linker._now, linker.passes))
+        linker._settle = settle
+    handed = []
+    batch = routed.event_batch
+    routed.event_batch = lambda conn, events: (handed.append(len(events)), batch(conn, events))
+    analysis = Analysis([routed, _EveryCommand(every)])
+    last = {p[0]: i for i, p in enumerate(pieces)}
+    conns, want = {}, {}   # the oracle: each stream's first, last and latest command time
+    clock = None
+    fed = 0
+    for i, (label, direction, piece, ts) in enumerate(pieces):
+        conn = conns.get(label)
+        if conn is None:
+            conn = conns[label] = (_timeless(analysis, label, *hosts[label]) if timeless
+                                   else analysis.open(*hosts[label], conn_id=label))
+        for event in analysis.feed(conn, direction, piece, ts):
+            fed += 1
+            if type(event).__name__ == "Command" and event.ts is not None:
+                first, _, latest = want.get(label, (event.ts, None, event.ts))
+                want[label] = (first, event.ts, max(latest, event.ts))
+                clock = event.ts if clock is None else max(clock, event.ts)
+        assert (conn.first_command_ts, conn.last_command_ts, conn.latest_command_ts) == want.get(label, (None,) * 3)
+        facts = every.facts.get(label)
+        if facts is not None:
+            assert (facts.first_ts, facts.last_ts) == want.get(label, (None,) * 2)[:2]
+            assert (routed._start(label), routed._end(label)) == (every._start(label), every._end(label))
+        if last[label] == i and label not in open_:
+            analysis.close(conn, None if timeless else ts)
+        if not any(type(every.conns.get(s)).__name__ == "Ended" for s in every.conns):
+            assert every._now == clock   # no stream ended yet: the latest command time of all
+    analysis.finish()
+    assert clocks[routed] == clocks[every]
+    assert settled[routed] == settled[every]
+    assert routed._clock() == every._now
+    a, b = routed.result(), every.result()
+    assert (a["links"], a["unlinked"], a["sessions"], a["chats"]) == (b["links"], b["unlinked"], b["sessions"],
+                                                                       b["chats"])
+    assert sum(handed) <= fed   # handed the watched feeds only (see the test below)
+
+
+def test_the_linker_is_handed_a_connection_s_first_feed_and_those_holding_a_command_it_watches():
+    # Feeds of MSNP8 lines one at a time: the routed Linker is handed each connection's first,
+    # then only those with XFR/RNG/IRO/JOI/BYE/USR (MSG while a switchboard's login is unseen)
+    # from the server and USR/ANS/OUT from the client; the rest (CHG, ILN, PNG, a logged-in
+    # switchboard's MSG, ...) are not handed over, yet it links as one handed everything does.
+    from analyzer.analysis.linking import _WATCH_C2S, _WATCH_S2C
+    linker = Linker(Redactor(enabled=False))
+    handed = []
+    batch = linker.event_batch
+    linker.event_batch = lambda conn, events: (handed.append((conn.id, [getattr(e, "cmd", None) for e in events])),
+                                               batch(conn, events))
+    analysis = Analysis([linker])
+    conns, want, logged_in = {}, [], set()
+    for c in SESSIONS["msnp8"]:
+        conn = conns.get(c.conn)
+        if conn is None:
+            conn = conns[c.conn] = analysis.open(*CONNECTIONS["msnp8"][c.conn], conn_id=c.conn)
+        for line in c.data.split(b"\r\n")[:-1] if b"MSG" not in c.data else [c.data[:-2]]:
+            events = analysis.feed(conn, c.direction, line + b"\r\n", c.ts)
+            codes = [e.cmd for e in events if type(e).__name__ == "Command"]
+            watched = _WATCH_C2S if c.direction == C2S else _WATCH_S2C - ({"MSG"} if c.conn in logged_in else set())
+            if events and (not any(conn_id == c.conn for conn_id, _ in want) or set(codes) & watched):
+                want.append((c.conn, [getattr(e, "cmd", None) for e in events]))
+            if c.direction == C2S and c.conn.startswith("sb") and codes[:1] in (["USR"], ["ANS"]):
+                logged_in.add(c.conn)
+    analysis.finish()
+    assert handed == want
+    assert len(handed) < sum(1 for _ in SESSIONS["msnp8"]) // 2
+    alone, _ = run(SESSIONS["msnp8"], CONNECTIONS["msnp8"])
+    res = linker.result()
+    assert (res["links"], res["sessions"], res["chats"]) == (alone["links"], alone["sessions"], alone["chats"])
+
+
 @given(st.lists(st.tuples(st.booleans(), st.sampled_from("ab"), st.integers(0, 11)), max_size=80))
 def test_an_index_of_streams_by_key_keeps_them_in_order_one_a_few_or_many(ops):
     # _tie/_untie keep one stream as itself, a few in a tuple, more in a dict (past _FEW):
