@@ -236,9 +236,9 @@ def _sweep() -> None:
     """Evict down to _SWEPT_TO of both bounds (called with `_memo_lock` held). A clock over
     the dict's order: the oldest entry goes unless asked for since it was last swept (or
     remembered since: a new entry is not the first to go), in which case it gets a second
-    chance, moved to the end with its mark cleared. The order is walked
-    from a copy taken once per pass (looking for the oldest anew for each entry would step over
-    the slots of every entry removed before it)."""
+    chance, moved to the end with its mark cleared. The order is walked from a copy taken
+    once per pass (looking for the oldest anew for each entry would step over the slots of
+    every entry removed before it)."""
     global _held
     memo = _memo
     held_to, entries_to = MEMO_HELD * _SWEPT_TO, MEMO_ENTRIES * _SWEPT_TO
@@ -256,11 +256,12 @@ def _sweep() -> None:
 
 def _held_by(payload: bytes, msg: MimeMessage) -> int:
     """The bytes a memo entry holds, counted against MEMO_HELD: the payload (its key, which
-    holds the header block too), its body, the message, its slot in the dict, the typing user a typing notification keeps,
-    and the content type with its parameters unless shared with the memo of content types.
-    Nothing in a remembered message grows after this is counted: the kind is worked out before
-    (`_remember`), the header list is not kept, the typing user is kept for typing
-    notifications only; so the count at eviction is the count at entry."""
+    holds the header block too), its body, the message, its share of the dict, the typing
+    user a typing notification keeps, and the content type with its parameters unless shared
+    with the memo of content types. Nothing in a remembered message grows after this is
+    counted: the kind is worked out before (`_remember`), the header list is not kept, the
+    typing user is kept for typing notifications only; so the count at eviction is the
+    count at entry."""
     held = _ENTRY + len(payload) + len(msg.body)
     if msg._block is not payload:   # (`_parse_mime` keeps the payload itself)
         held += sys.getsizeof(msg._block)
@@ -343,8 +344,13 @@ def _content_type(value: bytes) -> tuple[str, dict[str, str]]:
             params[k.strip().lower()] = v.strip().strip('"')
     found = (parts[0].lower(), params)
     if len(value) <= TYPE_MEMO_BYTES and len(_types) < TYPE_MEMO:
-        found = _types.setdefault(value, found)   # one parse kept when two threads race here
-        _shared_params.add(id(found[1]))
+        # Marked shared before any message can hold it from `_types`; when another thread
+        # stored the same value first, its parse is the one kept and this one is unmarked.
+        _shared_params.add(id(params))
+        kept = _types.setdefault(value, found)
+        if kept is not found:
+            _shared_params.discard(id(params))
+            found = kept
     return found
 
 

@@ -34,9 +34,8 @@ def test_a_payload_repeated_after_a_thousand_others_is_still_parsed_once():
 
 def _forget() -> None:
     """Empty the memo (and its dict's table, which evictions do not shrink)."""
-    global_memo = mime._memo
     with mime._memo_lock:
-        global_memo.clear()
+        mime._memo.clear()
         mime._held = 0
 
 
@@ -89,7 +88,6 @@ def test_the_memo_holds_at_most_its_bound_on_a_run_of_unique_hostile_payloads():
         # also keeps the size it had at the most entries ever held, at most MEMO_ENTRIES: the
         # memo starts empty here.)
         keys = sum(sys.getsizeof(k) for k in mime._memo)
-        print("SHAPE", shape, grown, keys, held, len(mime._memo))
         assert grown + keys <= held + 16 * 1024, (shape, grown, keys, held)
 
 
