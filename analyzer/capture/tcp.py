@@ -103,7 +103,6 @@ UNACKED = 16 * 1024                  # delivered bytes not yet acknowledged, kep
 # is simply not in the capture (a capture of data segments only, a lost mirror packet). A busy
 # capture keeps thousands of idle flows open between keep-alives; they should hold no bytes.
 UNACKED_QUIET = 10.0
-UNACKED_SMALL = 256     # the Python path sets a deadline to free them only above this: a keep-alive's few bytes are not worth a heap pop
 TOMBSTONE_SECONDS = 120.0            # late segments of a closed flow are dropped this long
 MAX_SYNCING = 4096                   # start windows open at once (flows and late halves); past it the oldest closes
 FAR = 1e15                           # deadlines past this (inf) wait in the plain heap, not by the second
@@ -143,26 +142,103 @@ def released(now: float, last_ts: float, quiet: float) -> bool:
 
 
 class HalfStream:
-    """One direction of a flow: sequence bookkeeping, out-of-order buffer, unacknowledged bytes.
+    """One direction of a flow: sequence bookkeeping, unacknowledged bytes, its SYN; the rest
+    (out-of-order buffer, FIN, a late start window, ACK strikes) in a `HalfExtra` made when
+    first needed and dropped when it is back at its defaults (`settle`).
 
-    Containers are created when first needed: an idle direction with nothing
-    pending and everything acknowledged holds no buffer at all."""
+    Tens of thousands of directions are open at once on a busy server's capture, nearly all of
+    them in order with nothing pending: six slots (80 bytes) where all fifteen cost 160. The
+    rare fields read as before (`half.pending`, `half.fin`, ...: their defaults when there is
+    no `extra`); they are written through `more`, which makes the `HalfExtra`."""
 
-    __slots__ = ("index", "nxt", "pos", "pending", "starts", "pending_bytes", "pending_since",
-                 "sent", "fin", "ended", "isn", "window", "seen", "ack_strikes", "ack_upto")
+    __slots__ = ("index", "nxt", "pos", "sent", "isn", "extra")
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.nxt: int | None = None   # raw sequence number of the next byte expected
         self.pos = 0                  # stream offset of that byte
+        self.sent: bytearray | None = None   # delivered bytes the peer has not acknowledged: [pos - len, pos)
+        self.isn: int | None = None   # initial sequence number, from this direction's SYN
+        self.extra: HalfExtra | None = None   # the rare fields, when any is not at its default
+
+    @property
+    def more(self) -> HalfExtra:
+        """The rare fields, to write one (made now if the half has none)."""
+        extra = self.extra
+        if extra is None:
+            self.extra = extra = HalfExtra()
+        return extra
+
+    def settle(self) -> None:
+        """Drop `extra` when every field that is read holds its default again (a hole filled, a
+        late start window over): `ack_upto` is read only with ACK strikes, `seen` only in the
+        flow's start window (`_start` sets it back to 0)."""
+        extra = self.extra
+        if (extra is not None and not extra.pending and extra.pending_since is None and not extra.pending_bytes
+                and extra.fin is None and not extra.ended and extra.window is None and not extra.seen
+                and not extra.ack_strikes):
+            self.extra = None
+
+    # The rare fields, read: their defaults without `extra`.
+    @property
+    def pending(self) -> dict[int, bytes] | None:
+        extra = self.extra
+        return None if extra is None else extra.pending
+
+    @property
+    def starts(self) -> list[int] | None:
+        extra = self.extra
+        return None if extra is None else extra.starts
+
+    @property
+    def pending_bytes(self) -> int:
+        extra = self.extra
+        return 0 if extra is None else extra.pending_bytes
+
+    @property
+    def pending_since(self) -> float | None:
+        extra = self.extra
+        return None if extra is None else extra.pending_since
+
+    @property
+    def fin(self) -> int | None:
+        extra = self.extra
+        return None if extra is None else extra.fin
+
+    @property
+    def ended(self) -> bool:
+        extra = self.extra
+        return False if extra is None else extra.ended
+
+    @property
+    def window(self) -> list | None:
+        extra = self.extra
+        return None if extra is None else extra.window
+
+    @property
+    def seen(self) -> int:
+        extra = self.extra
+        return 0 if extra is None else extra.seen
+
+    @property
+    def ack_strikes(self) -> int:
+        extra = self.extra
+        return 0 if extra is None else extra.ack_strikes
+
+
+class HalfExtra:
+    """The fields of a `HalfStream` that keep their defaults nearly all the time."""
+
+    __slots__ = ("pending", "starts", "pending_bytes", "pending_since", "fin", "ended", "window", "seen",
+                 "ack_strikes", "ack_upto")
+
+    def __init__(self) -> None:
         self.pending: dict[int, bytes] | None = None   # stream offset -> bytes, not yet deliverable
         self.starts: list[int] | None = None   # the keys of `pending`, a heap (the next one first)
         self.pending_bytes = 0
         self.pending_since: float | None = None
-        self.sent: bytearray | None = None   # delivered bytes the peer has not acknowledged: [pos - len, pos)
         self.fin: int | None = None   # stream offset of the FIN
         self.ended = False
-        self.isn: int | None = None   # initial sequence number, from this direction's SYN
         self.window: list | None = None  # a late half's first segments, while its start is chosen
         self.seen = 0                 # data segments in the flow's start window
         self.ack_strikes = 0          # peer ACKs seen past a hole in this direction
@@ -174,20 +250,20 @@ class Flow:
 
     Tens of thousands are open at once on a busy server's capture: the tracker's tables hold
     the flow itself (the flow table maps both keys to it; a segment's half is the one whose
-    key it came with), and each direction's SYN is its half's `isn`."""
+    key it came with), and each direction's SYN is its half's `isn`. What it holds only until it
+    is decided (start window, early deliveries, the client's side from a SYN) is a `FlowStart`,
+    dropped then (`start`): twelve slots, 128 bytes where fifteen cost 160. Those fields read
+    as before (`flow.window`, `flow.early`, ...: None, 0 once decided)."""
 
-    __slots__ = ("key", "rkey", "halves", "client_hint", "state", "window", "early", "early_bytes",
-                 "conn", "dirs", "last_ts", "due", "entry", "lane", "release_at")
+    __slots__ = ("key", "rkey", "halves", "state", "start", "conn", "dirs", "last_ts", "due", "entry", "lane",
+                 "release_at")
 
     def __init__(self, key: bytes, rkey: bytes, ts: float) -> None:
         self.key = key                    # half 0's key (the segment that made the flow)
         self.rkey = rkey                  # half 1's: its reverse
         self.halves = (HalfStream(0), HalfStream(1))
-        self.client_hint: int | None = None   # half index of the client, from SYN / SYN-ACK
         self.state = "sync"               # sync -> open (deciding / msnp) -> closed
-        self.window: list | None = []     # segments held while the start is chosen
-        self.early: list | None = []      # deliveries held while MSNP-ness is decided
-        self.early_bytes = 0
+        self.start: FlowStart | None = FlowStart()   # until MSNP-ness is decided (or the flow closed)
         self.conn = None                  # the analysis Connection, once MSNP
         self.dirs: tuple | None = None    # half index -> C2S/S2C (CLIENT_FIRST or SERVER_FIRST)
         self.last_ts = ts
@@ -201,6 +277,38 @@ class Flow:
         """(half 0's key, half 1's key). Two slots, not a tuple kept: 48 bytes less on each of tens
         of thousands of flows open at once."""
         return (self.key, self.rkey)
+
+    @property
+    def window(self) -> list | None:
+        start = self.start
+        return None if start is None else start.window
+
+    @property
+    def early(self) -> list | None:
+        start = self.start
+        return None if start is None else start.early
+
+    @property
+    def early_bytes(self) -> int:
+        start = self.start
+        return 0 if start is None else start.early_bytes
+
+    @property
+    def client_hint(self) -> int | None:
+        start = self.start
+        return None if start is None else start.client_hint
+
+
+class FlowStart:
+    """What a `Flow` holds from its first segment until the detector decides it (MSNP or not)."""
+
+    __slots__ = ("window", "early", "early_bytes", "client_hint")
+
+    def __init__(self) -> None:
+        self.window: list | None = []     # segments held while the start is chosen
+        self.early: list | None = []      # deliveries held while MSNP-ness is decided
+        self.early_bytes = 0
+        self.client_hint: int | None = None   # half index of the client, from SYN / SYN-ACK
 
 
 class IgnoredFlow:
@@ -266,9 +374,10 @@ class TcpTracker:
         self._due_flows: dict[int, object] = {}   # entry -> its flow
         self._due_seq = 0
         self._stale = 0                        # cancelled entries still queued
-        # Flows outside the lane holding more than UNACKED_SMALL unacknowledged bytes, (when they
-        # may have gone quiet, flow), about in time order: their bytes are freed by `released`
-        # (`_release_quiet`). Memory only, and kept apart from the deadline queue: whether a flow
+        # Flows outside the lane holding unacknowledged bytes, (when they may have gone quiet,
+        # flow), about in time order: their bytes are freed by `released` (`_release_quiet`), a
+        # keep-alive's few too (on a busy capture nearly every idle flow holds its last reply
+        # unacknowledged, some 130 bytes with the bytearray, as the lane frees them). Memory only, and kept apart from the deadline queue: whether a flow
         # holds bytes must not change when or in which order its deadlines come due (the lane
         # keeps its flows' bytes itself, and both implementations give the same records).
         self._releases: deque = deque()
@@ -311,10 +420,12 @@ class TcpTracker:
                 half.sent = None
         flow.last_ts = ts
         if payload and not flags & (SYN | FIN | RST) and flow.conn is not None:
-            # The common case, kept short: the next bytes of an MSNP stream, nothing pending.
+            # The common case, kept short: the next bytes of an MSNP stream, neither half holding
+            # anything rare (a half with `extra` but nothing pending, an old ACK strike or the
+            # other side's FIN, goes the general way, which does the same with in-order bytes).
             half = flow.halves[index]
             other = flow.halves[1 - index]
-            if seq == half.nxt and not half.pending and half.fin is None and not other.pending:
+            if seq == half.nxt and half.extra is None and other.extra is None:
                 if other.sent is not None and flags & ACK:
                     self._ack_sent(other, ack)
                 n = len(payload)
@@ -336,7 +447,7 @@ class TcpTracker:
         if flow.window is not None:
             flow.window.append((index, seq, flags, payload, ts))
             if payload:
-                flow.halves[index].seen += 1
+                flow.halves[index].more.seen += 1
             if self._window_full(flow):
                 self._start(flow)
             return
@@ -410,21 +521,22 @@ class TcpTracker:
 
     def _acked(self, flow: Flow, half: HalfStream, ack: int, ts) -> None:
         """The peer acknowledged bytes of `half` that the capture does not hold: those holes never fill."""
+        extra = half.extra   # there is one: something is pending
         d = (ack - half.nxt) & MASK
         if not d or d >= HALF:
-            half.ack_strikes = 0
+            extra.ack_strikes = 0
             return
         # One ACK past a hole may come from a capture that reordered across directions
         # (mirror ports, merged files); several ACKs, each further than the last, mean
         # the peer got bytes this capture never will.
         upto = half.pos + d
-        if half.ack_strikes and upto <= half.ack_upto:
+        if extra.ack_strikes and upto <= extra.ack_upto:
             return
-        half.ack_upto = upto
-        half.ack_strikes += 1
-        if half.ack_strikes < ACK_STRIKES:
+        extra.ack_upto = upto
+        extra.ack_strikes += 1
+        if extra.ack_strikes < ACK_STRIKES:
             return
-        half.ack_strikes = 0
+        extra.ack_strikes = 0
         while half.pending and flow.state != "closed":
             start = half.starts[0]
             if start >= upto:
@@ -531,8 +643,9 @@ class TcpTracker:
             return not payload  # a retransmitted SYN
         if known is None and (flow.window is not None or (flags & ACK and half.nxt is None)):
             half.isn = seq
-            if flow.client_hint is None:
-                flow.client_hint = 1 - index if flags & ACK else index
+            start = flow.start   # none once decided: the detector reads the hint no more
+            if start is not None and start.client_hint is None:
+                start.client_hint = 1 - index if flags & ACK else index
             if flow.window is None:
                 half.nxt = (seq + 1) & MASK
             elif not payload and flow.halves[1 - index].isn is not None:
@@ -576,7 +689,8 @@ class TcpTracker:
                 self._start(next(iter(syncing.values()))[1])
         syncing.pop(id(flow), None)
         self._window_ts = -NEVER
-        window, flow.window = flow.window, None
+        start = flow.start   # there is one: the window is open
+        window, start.window = start.window, None
         if not window and (flow.halves[0].isn is None or flow.halves[1].isn is None):
             # One side's SYN and nothing else through the whole window: an attempt that got
             # no answer (a scan, a flood, a server that is down). Nothing to decode: forget it
@@ -584,6 +698,9 @@ class TcpTracker:
             self._forget_syn_only(flow)
             return None
         for half in flow.halves:
+            if half.extra is not None:   # its count of data segments in the window, read no more
+                half.extra.seen = 0
+                half.settle()
             isn = half.isn
             if isn is not None:
                 half.nxt = (isn + 1) & MASK
@@ -600,7 +717,9 @@ class TcpTracker:
     def _start_half(self, flow: Flow, half: HalfStream) -> None:
         self.syncing_halves.pop(id(half), None)
         self._window_ts = -NEVER
-        window, half.window = half.window, None
+        extra = half.extra   # there is one: the window
+        window, extra.window = extra.window, None
+        half.settle()
         half.nxt = self._lowest(seq for seq, flags, payload, ts in window if payload)
         if half.nxt is None:
             half.nxt = window[0][0]
@@ -617,13 +736,14 @@ class TcpTracker:
                 return
             # This direction's first data came after the flow's start window: give it a
             # window of its own (the other direction carries on meanwhile).
-            if half.window is None:
-                half.window = []
+            extra = half.more
+            if extra.window is None:
+                extra.window = []
                 self._sync_seq += 1
                 self.syncing_halves[id(half)] = (self._sync_seq, flow, half, ts)
                 self._window_ts = -NEVER
-            half.window.append((seq, flags, payload, ts))
-            if len(half.window) >= SYNC_WINDOW or flags & (FIN | RST):
+            extra.window.append((seq, flags, payload, ts))
+            if len(extra.window) >= SYNC_WINDOW or flags & (FIN | RST):
                 self._start_half(flow, half)
             return
         if payload:
@@ -638,11 +758,12 @@ class TcpTracker:
                 self._out_of_order(flow, half, ts, seq, d, payload)
         if flags & FIN and half.fin is None:
             d = (seq + len(payload) - half.nxt) & MASK
-            half.fin = half.pos + (d if d < HALF else d - (1 << 32))
-        if half.pending and half.pending_since is not None and ts - half.pending_since > self.reorder_timeout:
-            self._fill_gap(flow, half, ts)
-        if half.fin is not None and not half.ended and half.pos >= half.fin and not half.pending:
-            self._end(flow, half, ts)
+            half.more.fin = half.pos + (d if d < HALF else d - (1 << 32))
+        if half.extra is not None:   # nothing pending, no FIN, not ended without it
+            if half.pending and half.pending_since is not None and ts - half.pending_since > self.reorder_timeout:
+                self._fill_gap(flow, half, ts)
+            if half.fin is not None and not half.ended and half.pos >= half.fin and not half.pending:
+                self._end(flow, half, ts)
         if flags & RST:
             self._close(flow, ts)
         elif half.ended and flow.halves[1 - half.index].ended:
@@ -671,39 +792,42 @@ class TcpTracker:
                 self._deliver(flow, half.index, payload, ts)
                 return
         start = half.pos + d
-        if half.pending is None:
-            half.pending, half.starts = {}, []
-        old = half.pending.get(start)
+        extra = half.more
+        if extra.pending is None:
+            extra.pending, extra.starts = {}, []
+        old = extra.pending.get(start)
         if old is not None:
             if old[:len(payload)] != payload[:len(old)]:
                 self._anomaly(flow, half, "tcp.overlap_mismatch",
                               f"two copies of offset {start} differ", start, ts)
             if len(old) >= len(payload):
                 return
-            half.pending_bytes -= len(old)
+            extra.pending_bytes -= len(old)
         else:
-            heapq.heappush(half.starts, start)
-        half.pending[start] = payload
-        half.pending_bytes += len(payload)
-        if half.pending_since is None:
-            half.pending_since = ts
+            heapq.heappush(extra.starts, start)
+        extra.pending[start] = payload
+        extra.pending_bytes += len(payload)
+        if extra.pending_since is None:
+            extra.pending_since = ts
         self._drain(flow, half, ts)
         if half.pending_bytes > self.buffer:
             self._fill_gap(flow, half, ts)
 
     def _drain(self, flow: Flow, half: HalfStream, ts) -> None:
-        """Deliver pending segments that now continue the stream."""
-        pending = half.pending
-        starts = half.starts
+        """Deliver pending segments that now continue the stream (the half's `extra` is dropped
+        when that leaves nothing rare in it)."""
+        extra = half.extra   # there is one: something is pending
+        pending = extra.pending
+        starts = extra.starts
         while pending:
             start = starts[0]
             if start > half.pos:
                 return
             heapq.heappop(starts)
             data = pending.pop(start)
-            half.pending_bytes -= len(data)
+            extra.pending_bytes -= len(data)
             if not pending:
-                half.pending_since = None
+                extra.pending_since = None
             end = start + len(data)
             if end <= half.pos:
                 self._check_overlap(flow, half, start, data, ts)
@@ -717,6 +841,7 @@ class TcpTracker:
             self._deliver(flow, half.index, data, ts)
             if flow.state == "closed":
                 return
+        half.settle()
 
     def _fill_gap(self, flow: Flow, half: HalfStream, ts, everything: bool = False) -> None:
         """The hole before the first pending segment will not fill: report it and move on.
@@ -734,7 +859,7 @@ class TcpTracker:
             if not everything and half.pending_bytes <= self.buffer:
                 break
         if half.pending:
-            half.pending_since = ts
+            half.extra.pending_since = ts
 
     def _gap(self, flow: Flow, half: HalfStream, size: int, ts, detail: str) -> None:
         if flow.conn is not None:
@@ -768,7 +893,7 @@ class TcpTracker:
                           f"(the first copy was kept)", lo, ts)
 
     def _end(self, flow: Flow, half: HalfStream, ts) -> None:
-        half.ended = True
+        half.more.ended = True
         if flow.conn is not None:
             self.analysis.end(flow.conn, flow.dirs[half.index], ts)
 
@@ -843,8 +968,15 @@ class TcpTracker:
         self._window_ts = -NEVER
         for half in flow.halves:
             self.syncing_halves.pop(id(half), None)
-            half.sent, half.pending, half.starts, half.window = None, None, None, None
-        flow.early = None
+            half.sent = None
+            extra = half.extra
+            if extra is not None:
+                extra.pending, extra.starts, extra.window = None, None, None
+        start = flow.start
+        if start is not None:   # no early deliveries any more; a start window still open stays
+            start.early = None
+            if start.window is None:
+                flow.start = None
         flow.conn = None   # the Connection is the analysis's now: nothing here keeps it
         self._cancel(flow)
 
@@ -860,8 +992,9 @@ class TcpTracker:
     def _deliver(self, flow: Flow, index: int, data: bytes, ts) -> None:
         conn = flow.conn
         if conn is None:
-            flow.early.append(Early(index, ts, data))
-            flow.early_bytes += len(data)
+            start = flow.start   # undecided: there is one
+            start.early.append(Early(index, ts, data))
+            start.early_bytes += len(data)
             self.detector.decide(self, flow, final=False)
             return
         self.analysis.feed(conn, flow.dirs[index], data, ts)
@@ -875,8 +1008,7 @@ class TcpTracker:
                 self._schedule(flow, wake)
         elif due < wake and ts is not None and due < ts + self._stale_after and flow.state == "open":
             self._refresh(flow)
-        sent = flow.halves[index].sent
-        if sent is not None and len(sent) > UNACKED_SMALL and flow.release_at is None and ts is not None:
+        if flow.release_at is None and ts is not None and flow.halves[index].sent is not None:
             self._release_at(flow, ts + self.quiet)
 
     def _anomaly(self, flow: Flow, half: HalfStream, name: str, detail: str, offset, ts) -> None:
@@ -898,7 +1030,7 @@ class TcpTracker:
         flow.conn = self.analysis.open(client, server, protocol=protocol)
         flow.conn.on_referral = self._on_referral  # servers named by XFR/RNG are MSNP servers
         self.stats["msnp_flows"] += 1
-        early, flow.early = flow.early, None
+        early, flow.start = flow.early, None   # decided (its window closed before any delivery)
         for item in early:
             if item.data is not None:
                 self._deliver(flow, item.index, item.data, item.ts)
@@ -914,7 +1046,7 @@ class TcpTracker:
     def reject(self, flow: Flow) -> None:
         """The flow is not MSNP: forget its bytes, skip its segments from now on."""
         self.stats["ignored_flows"] += 1
-        flow.early = None
+        flow.start = None   # decided (its window closed before any delivery)
         flow.state = "closed"
         ignored = IgnoredFlow(flow.keys, flow.last_ts)
         for key in flow.keys:
@@ -1310,10 +1442,9 @@ IN_LANE = ()   # a flow's halves while the lane holds all of their state (see _e
 
 
 def _holds(flow: Flow) -> bool:
-    """Whether either half of `flow` keeps more than UNACKED_SMALL unacknowledged bytes."""
+    """Whether either half of `flow` keeps unacknowledged bytes."""
     for half in flow.halves:
-        sent = half.sent
-        if sent is not None and len(sent) > UNACKED_SMALL:
+        if half.sent is not None:
             return True
     return False
 

@@ -105,8 +105,12 @@ class ProtocolState:
 
 
 class CommandReader:
-    __slots__ = ("direction", "state", "max_line", "max_payload", "_client", "_fast", "_chunks",
-                 "_pending_len", "_offset", "_mode", "_partial", "_need", "_garbage")
+    # Two per connection, tens of thousands of connections open at once on a busy server's
+    # capture: ten slots (112 bytes). The limits are one tuple shared by the readers that have
+    # the same (`_limits`); which side sent the bytes, and so the first-token table, comes from
+    # `direction`.
+    __slots__ = ("direction", "state", "_limits", "_chunks", "_pending_len", "_offset", "_mode", "_partial",
+                 "_need", "_garbage")
 
     def __init__(self, direction: str, state: ProtocolState | None = None, *,
                  max_line: int = DEFAULT_MAX_LINE,
@@ -115,10 +119,7 @@ class CommandReader:
             raise ValueError(f"direction must be {C2S!r} or {S2C!r}")
         self.direction = direction
         self.state = state if state is not None else ProtocolState()
-        self.max_line = max_line
-        self.max_payload = max_payload
-        self._client = direction == C2S
-        self._fast = _CLIENT_TABLE if self._client else _SERVER_TABLE
+        self._limits = _limits(max_line, max_payload)
         # Pending bytes (in _LINE mode: no \n among them); () when there are none, so an
         # idle reader holds no list (thousands are open at once on a busy server).
         self._chunks: list[bytes] | tuple = ()
@@ -130,6 +131,14 @@ class CommandReader:
         self._garbage = False           # inside a run of undecodable lines
 
     # -- public API ---------------------------------------------------------
+
+    @property
+    def max_line(self) -> int:
+        return self._limits[0]
+
+    @property
+    def max_payload(self) -> int:
+        return self._limits[1]
 
     @property
     def offset(self) -> int:
@@ -277,9 +286,9 @@ class CommandReader:
             self._partial = None
             self._mode = _LINE
             pos = need
-        max_line = self.max_line
-        client = self._client
-        fast = self._fast
+        max_line, max_payload = self._limits
+        client = direction == C2S
+        fast = _CLIENT_TABLE if client else _SERVER_TABLE
         append = out.append
         # Odd bytes in a line's content send it down the slow path: a tab (rare, so
         # one scan of the read spares a scan per line) or any \r (the line end's
@@ -289,7 +298,6 @@ class CommandReader:
         tabs = 9 in buf
         garbage = self._garbage  # kept in step with self._garbage: read on every line
         find = buf.find
-        max_payload = self.max_payload
         while True:
             nl = find(b"\n", pos)
             if nl < 0:
@@ -441,7 +449,7 @@ class CommandReader:
             return tokens
         plain = len(code) == 3 and code.isascii()
         if plain and code.isdigit():
-            if self._client:
+            if self.direction == C2S:
                 out.append(Anomaly("msnp.error.from_client", f"client sent error code {code.decode()}",
                                    direction, offset, ts))
             return tokens
@@ -513,7 +521,7 @@ class CommandReader:
     def _learn_version(self, tokens: list[bytes], trid, offset: int, ts, out: list) -> None:
         versions = [v for v in (parse_version(t) for t in tokens[2:]) if v is not None]
         state = self.state
-        if self._client:
+        if self.direction == C2S:
             if versions:
                 state.offered = versions
             return
@@ -530,6 +538,16 @@ class CommandReader:
                                "server supports none of "
                                + (", ".join(f"MSNP{v}" for v in state.offered) or "the offered versions"),
                                self.direction, offset, ts, trid))
+
+
+_DEFAULT_LIMITS = (DEFAULT_MAX_LINE, DEFAULT_MAX_PAYLOAD)
+
+
+def _limits(max_line: int, max_payload: int) -> tuple:
+    """A reader's (max_line, max_payload): the defaults' one tuple when they are those."""
+    if max_line == DEFAULT_MAX_LINE and max_payload == DEFAULT_MAX_PAYLOAD:
+        return _DEFAULT_LIMITS
+    return (max_line, max_payload)
 
 
 def connection_readers(version: int | None = None, *, max_line: int = DEFAULT_MAX_LINE,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import io
 import json
+import sys
 from typing import IO
 
 import orjson
@@ -98,8 +99,12 @@ def encode(rec) -> str:
     return reference(rec)
 
 
-PAYLOAD_MEMO = 1024        # payload texts remembered by a writer (see JsonLinesWriter._payload_texts)
-PAYLOAD_MEMO_BYTES = 512   # the largest payload remembered
+PAYLOAD_MEMO = 4096             # payload texts remembered by a writer, at most (see JsonLinesWriter._payload_text) ...
+PAYLOAD_MEMO_HELD = 1 << 20    # ... holding at most this many bytes, as _payload_text counts them
+PAYLOAD_MEMO_BYTES = 512       # the largest payload remembered
+# What a remembered text holds besides the payload's bytes and the text: its key tuple, the
+# payload's bytes object, its share of the dict's table (as analyzer.msnp.mime counts it).
+_PAYLOAD_ENTRY = sys.getsizeof((0, 0, 0)) + sys.getsizeof(b"") + 128
 
 
 def _text(raw: bytes | None) -> str | None:
@@ -136,8 +141,10 @@ class JsonLinesWriter:
         self._declined = self._line_of   # the Python writer's line of what the core leaves to it
         # (code, direction, payload) -> the payload's text as written, for small payloads: a
         # client's typing notifications repeat byte for byte, and the redactor's look at a
-        # payload costs more than the look-up (at most PAYLOAD_MEMO of them, then forgotten).
+        # payload costs more than the look-up (bounded by PAYLOAD_MEMO and PAYLOAD_MEMO_HELD:
+        # then forgotten all at once, which keeps a hit a bare look-up).
         self._payload_texts: dict[tuple, str] = {}
+        self._payload_held = 0
 
     @property
     def out(self) -> IO[str]:
@@ -195,9 +202,12 @@ class JsonLinesWriter:
         text = texts.get(key)
         if text is None:
             text = _text(self.redactor.payload(cmd))
-            if len(texts) >= PAYLOAD_MEMO:
+            held = _PAYLOAD_ENTRY + len(payload) + sys.getsizeof(text) + sys.getsizeof(key[0])
+            if len(texts) >= PAYLOAD_MEMO or self._payload_held + held > PAYLOAD_MEMO_HELD:
                 texts.clear()
+                self._payload_held = 0
             texts[key] = text
+            self._payload_held += held
         return text
 
     def event(self, conn: Connection | None, event) -> None:

@@ -295,7 +295,7 @@ def test_random_sessions_are_the_same_on_both_implementations(tmp_path_factory, 
         for _ in range(draw(st.integers(1, 12))):
             step = draw(st.sampled_from(["pair", "pair", "pair", "again", "other", "swap", "ack", "pause", "big"]))
             s.ts += 0.02
-            if step == "big":   # more than UNACKED_SMALL bytes the server leaves unacknowledged
+            if step == "big":   # hundreds of bytes the server leaves unacknowledged
                 start = s.send("c2s", b"PNG\r\n" * draw(st.sampled_from([20, 60])))
                 s.send("s2c", b"QNG 50\r\n", ack=start)
             elif step == "pair":
@@ -423,7 +423,7 @@ def test_a_one_sided_connection_goes_in_the_lane_with_its_other_direction_not_st
 
 
 def _quiet_spell(gap: float) -> Session:
-    """Both directions keep unacknowledged bytes (300 and 320, more than UNACKED_SMALL), the flow is
+    """Both directions keep unacknowledged bytes (300 and 320), the flow is
     silent for `gap` seconds, then the server's next segment comes in order (the lane takes it)
     and both sides retransmit their kept bytes with other bytes."""
     s = login(Session())

@@ -2,21 +2,114 @@
 
 from __future__ import annotations
 
+import sys
+
 from analyzer.msnp import mime
 
 
 def test_small_payloads_are_parsed_once_and_large_ones_are_never_held():
     small = b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgscontrol\r\nTypingUser: memo@test\r\n\r\n"
     first = mime.parse_mime(small)
-    assert mime.parse_mime(bytes(small)) is first          # the plugins share one parse
-    before = mime._parse_small.cache_info()
+    assert mime.parse_mime(bytes(bytearray(small))) is first     # the plugins share one parse
+    held, entries = mime._held, len(mime._memo)
     big = b"Content-Type: text/plain\r\n\r\n" + b"x" * (mime.MEMO_BYTES + 1)
     one, two = mime.parse_mime(big), mime.parse_mime(big)
     assert one is not two and one.body == two.body == b"x" * (mime.MEMO_BYTES + 1)
-    after = mime._parse_small.cache_info()
-    # a payload above MEMO_BYTES neither hits nor enters the memo: at most 64 small ones are held
-    assert (after.hits, after.misses, after.currsize) == (before.hits, before.misses, before.currsize)
-    assert mime._parse_small.cache_info().maxsize * mime.MEMO_BYTES <= 1 << 20
+    # a payload above MEMO_BYTES never enters the memo
+    assert big not in mime._memo and (mime._held, len(mime._memo)) == (held, entries)
+
+
+def _typing(n: int) -> bytes:
+    return b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgscontrol\r\nTypingUser: u%05d@test\r\n\r\n\r\n" % n
+
+
+def test_a_payload_repeated_after_a_thousand_others_is_still_parsed_once():
+    # A busy server interleaves thousands of conversations: the typing notification of one
+    # comes back after those of a thousand others (a memo of 64 entries had forgotten it).
+    first = [mime.parse_mime(_typing(n)) for n in range(1000)]
+    again = [mime.parse_mime(_typing(n)) for n in range(1000)]
+    assert all(a is b for a, b in zip(first, again))
+    assert first[7].kind == "typing" and first[7].typing_user == "u00007@test"
+
+
+def _forget() -> None:
+    """Empty the memo (and its dict's table, which evictions do not shrink)."""
+    with mime._memo_lock:
+        mime._memo.clear()
+        mime._held = 0
+
+
+def _settled_memo():
+    """The memo's own count of what it holds, checked against a recount of its entries."""
+    assert mime._held == sum(mime._held_by(k, v) for k, v in mime._memo.items())
+    assert mime._held <= mime.MEMO_HELD and len(mime._memo) <= mime.MEMO_ENTRIES
+    return mime._held
+
+
+def _hostile(n: int, shape: str) -> bytes:
+    """Payloads of the largest size memoised, unique (n), each built to make its parse cost most."""
+    size, tag = mime.MEMO_BYTES, b"%08d" % n
+    if shape == "typing user":   # a TypingUser of bytes that are not UTF-8: two bytes a character
+        head = b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgscontrol\r\nTypingUser: " + tag
+        return head + b"\xff" * (size - len(head) - 4) + b"\r\n\r\n"
+    if shape == "parameters":    # a Content-Type of thousands of parameters (not shared)
+        head = b"Content-Type: text/plain" + tag
+        return head + b";a=b" * ((size - len(head) - 4) // 4) + b"\r\n\r\n"
+    if shape == "header lines":  # thousands of short lines (the header list, when asked for)
+        head = b"Content-Type: text/x-msmsgsinvite\r\n" + tag
+        return (head + b"\na:b" * ((size - len(head) - 4) // 4) + b"\r\n\r\n")[:size]
+    return b"Content-Type: text/plain\r\n\r\n" + tag     # tiny: the count bound
+
+
+def test_the_memo_holds_at_most_its_bound_on_a_run_of_unique_hostile_payloads():
+    import gc
+    import tracemalloc
+    for shape, count in [("typing user", 100), ("parameters", 150), ("header lines", 150), ("tiny", 6000)]:
+        payloads = [_hostile(n, shape) for n in range(count)]
+        _forget()
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for payload in payloads:
+                msg = mime.parse_mime(payload)
+                msg.kind, msg.typing_user, msg.headers, msg.header("Chunks"), msg.text()   # all it can grow by
+                assert mime.parse_mime(payload) is msg
+            del msg
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert len(payloads[0]) <= mime.MEMO_BYTES and (shape == "tiny" or len(payloads[0]) > mime.MEMO_BYTES - 8)
+        held = _settled_memo()
+        assert held > mime.MEMO_HELD * mime._SWEPT_TO * 0.9 or len(mime._memo) > mime.MEMO_ENTRIES * 0.8, shape
+        # What the memo's entries really hold (the payloads are the test's own: not counted
+        # by tracemalloc, counted by the memo) stays within what it counts. (The dict's table
+        # also keeps the size it had at the most entries ever held, at most MEMO_ENTRIES: the
+        # memo starts empty here.)
+        keys = sum(sys.getsizeof(k) for k in mime._memo)
+        assert grown + keys <= held + 16 * 1024, (shape, grown, keys, held)
+
+
+def test_the_count_of_what_the_memo_holds_stays_exact_with_threads_racing():
+    import threading
+    payloads = [_typing(n) for n in range(3000)] + [_hostile(n, "typing user") for n in range(40)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)   # switch threads as often as possible: races, if any, show
+
+    def work(k: int) -> None:
+        for i in range(20000):
+            mime.parse_mime(bytes(bytearray(payloads[(i * 7 + k * 131) % len(payloads)])))
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        sys.setswitchinterval(switch)
+    assert not any(t.is_alive() for t in threads)
+    _settled_memo()
 
 
 # The content type is the first header `parse_headers` names Content-Type (decoded, stripped,

@@ -234,3 +234,31 @@ def test_a_stream_record_makes_no_pairing_for_a_connection_that_holds_none(imple
     JsonLinesWriter(out, Redactor()).stream(conn)
     assert conn._tracker is None          # the record read given_up without making one
     assert '"pending_given_up"' not in out.getvalue() and '"commands":2' in out.getvalue()
+
+
+def test_the_payload_texts_a_writer_remembers_stay_within_their_bytes():
+    # Unique payloads of the largest size remembered, each byte one that the text writes as
+    # four characters (\xff): the memo forgets all at once before it holds more than its bound.
+    import gc
+    import sys
+    import tracemalloc
+    from analyzer.outputs import jsonl
+    writer = JsonLinesWriter(io.StringIO(), Redactor(key=b"k" * 16))
+    events = [Command(C2S, "MSG", n, [b"N", b"512"], b"", b"%05d" % n + b"\xff" * (jsonl.PAYLOAD_MEMO_BYTES - 5),
+                      jsonl.PAYLOAD_MEMO_BYTES, 0, 1.0) for n in range(1500)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        most = 0
+        for event in events:
+            assert writer._payload_text(event) == event.payload.decode("utf-8", "backslashreplace")
+            assert writer._payload_held <= jsonl.PAYLOAD_MEMO_HELD
+            most = max(most, len(writer._payload_texts))
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    keys = sum(sys.getsizeof(key[2]) for key in writer._payload_texts)   # the test's own bytes
+    assert most > 300 and grown + keys <= writer._payload_held + 16 * 1024, (grown, keys, writer._payload_held)
+    assert writer._payload_held == sum(jsonl._PAYLOAD_ENTRY + len(k[2]) + sys.getsizeof(t) + sys.getsizeof(k[0])
+                                       for k, t in writer._payload_texts.items())
