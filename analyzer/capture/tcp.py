@@ -381,6 +381,9 @@ class TcpTracker:
         # holds bytes must not change when or in which order its deadlines come due (the lane
         # keeps its flows' bytes itself, and both implementations give the same records).
         self._releases: deque = deque()
+        # The first of `_releases` (NEVER: none), checked apart from `_next_due`: a flow's kept
+        # bytes wake neither the deadline queue nor `_due`.
+        self._next_release = NEVER
         self.now = 0.0
         self._lane = None                      # the compiled fast lane, while `drive` runs
         self.stats = {"segments": 0, "ignored_segments": 0, "late_segments": 0, "flows": 0,
@@ -397,6 +400,8 @@ class TcpTracker:
             self.now = ts
             if self._next_due < ts:
                 self._due(ts)
+            if self._next_release < ts:
+                self._release_quiet(ts)
             stones = self._stones
             if stones and stones[0][0] < ts - TOMBSTONE_SECONDS:
                 self._expire_tombstones(ts)
@@ -468,6 +473,8 @@ class TcpTracker:
             self.now = ts
             if self._next_due < ts:
                 self._due(ts)
+            if self._next_release < ts:
+                self._release_quiet(ts)
             stones = self._stones
             if stones and stones[0][0] < ts - TOMBSTONE_SECONDS:
                 self._expire_tombstones(ts)
@@ -603,6 +610,7 @@ class TcpTracker:
         self._next_due = NEVER
         self._due_flows.clear()
         self._releases.clear()
+        self._next_release = NEVER
         self._stale = 0
 
     # -- flows ------------------------------------------------------------------
@@ -1111,7 +1119,7 @@ class TcpTracker:
         self._seconds = list(buckets)
         heapq.heapify(self._seconds)
         first = self._first()[1]
-        self._next_due = self._with_releases(NEVER if first is None else live[first].due)
+        self._next_due = NEVER if first is None else live[first].due
         self._stale = 0
 
     def _first(self) -> tuple:
@@ -1228,17 +1236,6 @@ class TcpTracker:
                 self._schedule(flow, due)
             elif due < NEVER:
                 self._push(flow, due)
-        if self._releases:
-            self._release_quiet(ts)
-            self._next_due = self._with_releases(self._next_due)
-
-    def _with_releases(self, due: float) -> float:
-        """`due` (the deadline queue's first entry), or the first of `_releases` when earlier:
-        `_next_due`, which makes `segment` call `_due`."""
-        releases = self._releases
-        if releases and releases[0][0] < due:
-            return releases[0][0]
-        return due
 
     # -- the compiled fast lane ---------------------------------------------------
 
@@ -1299,14 +1296,14 @@ class TcpTracker:
         while True:
             where, first = self._first()
             if first is None:
-                self._next_due = self._with_releases(NEVER)
+                self._next_due = NEVER
                 return NEVER
             flow = live.get(first)
             if flow is not None:
                 # `_releases` (flows outside the lane, memory only) wait for a segment that goes
                 # to `segment` anyway: no segment of the lane crosses for them.
                 due = flow.due   # the entry's own (`_push`)
-                self._next_due = self._with_releases(due)
+                self._next_due = due
                 return due
             self._take(where)
             self._stale -= 1
@@ -1365,9 +1362,10 @@ class TcpTracker:
 
     def _release_at(self, flow: Flow, due: float) -> None:
         flow.release_at = due
-        self._releases.append((due, flow))
-        if due < self._next_due:
-            self._next_due = due
+        releases = self._releases
+        if not releases:
+            self._next_release = due
+        releases.append((due, flow))
 
     def _release_quiet(self, now: float) -> None:
         """Capture time reached `now`: the flows queued in `_releases` before it drop their
@@ -1385,6 +1383,7 @@ class TcpTracker:
             elif _holds(flow):
                 due = flow.last_ts + quiet
                 self._release_at(flow, due if due >= now else now)
+        self._next_release = releases[0][0] if releases else NEVER
 
     def _lane_ready(self, flow: Flow) -> bool:
         """Whether the common case of `segment` is all the next segments of `flow` may need."""
