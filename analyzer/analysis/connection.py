@@ -482,8 +482,13 @@ class Connection:
                 self.anomalies[event.name] += 1
             elif kind is Transaction:
                 self._count([event], 0)
-        if last is not None:
-            self._timed(events, last, latest)
+        if last is not None:   # `_timed`, inline (a call a feed)
+            self.last_command_ts = last
+            if self.first_command_ts is None:
+                self.first_command_ts = _first_time(events)
+            top = self.latest_command_ts
+            if top is None or latest > top:
+                self.latest_command_ts = latest
         if tracker is not None and tracker.wake == _NEVER and tracker.idle:
             # Nothing waits and nothing can time out: the capture's deadline will never bring
             # this connection to `tick` for it, so it is dropped here (a client's MSG U makes a
@@ -497,8 +502,9 @@ class Connection:
         (`first_command_ts` ...); the first ever is looked for only once."""
         self.last_command_ts = last
         if self.first_command_ts is None:
-            self.first_command_ts = next(e.ts for e in events if type(e) is Command and e.ts is not None)
-        if self.latest_command_ts is None or latest > self.latest_command_ts:
+            self.first_command_ts = _first_time(events)
+        top = self.latest_command_ts
+        if top is None or latest > top:
             self.latest_command_ts = latest
 
     def _count_code(self, code: str) -> None:
@@ -653,6 +659,11 @@ class Connection:
                 state.min_version = max(state.min_version, 9)
             elif code in ("ADL", "RML") and cmd.payload:
                 state.min_version = max(state.min_version, 13)
+
+
+def _first_time(events: list) -> float:
+    """The time of the first command of `events` that has one (there is one)."""
+    return next(e.ts for e in events if type(e) is Command and e.ts is not None)
 
 
 def _add_outcome(counts: list, outcome: str) -> None:
