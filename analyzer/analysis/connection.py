@@ -482,13 +482,8 @@ class Connection:
                 self.anomalies[event.name] += 1
             elif kind is Transaction:
                 self._count([event], 0)
-        if last is not None:   # `_timed`, inline (a call a feed)
-            self.last_command_ts = last
-            if self.first_command_ts is None:
-                self.first_command_ts = _first_time(events)
-            top = self.latest_command_ts
-            if top is None or latest > top:
-                self.latest_command_ts = latest
+        if last is not None:
+            self._timed(events, last, latest)
         if tracker is not None and tracker.wake == _NEVER and tracker.idle:
             # Nothing waits and nothing can time out: the capture's deadline will never bring
             # this connection to `tick` for it, so it is dropped here (a client's MSG U makes a

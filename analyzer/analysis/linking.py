@@ -451,15 +451,9 @@ class Linker:
         login = facts.sb_login
         commands = False
         for event in events:
-            if type(event) is not Command:
-                continue
-            commands = True
-            code = event.cmd
-            if event.direction == C2S:
-                if code in _WATCH_C2S:
-                    self._client_line(facts, event)
-            elif code in _WATCH_S2C:
-                self._server_line(facts, event)
+            if type(event) is Command:
+                commands = True
+                self._line(facts, event)
         if commands:
             self._result = None
             if login is None and facts.sb_login is not None:
@@ -481,17 +475,21 @@ class Linker:
                 last_ts = ts
                 if now is None or ts > now:
                     now = ts
-            code = event.cmd
-            if event.direction == C2S:
-                if code in _WATCH_C2S:
-                    self._client_line(facts, event)
-            elif code in _WATCH_S2C:
-                self._server_line(facts, event)
+            self._line(facts, event)
         if commands:
             if last_ts is not None:
                 facts.last_ts = last_ts
             self._now = now
             self._result = None
+
+    def _line(self, facts: StreamFacts, cmd: Command) -> None:
+        """What `cmd`, a command of the stream of `facts`, says of logins, referrals and participants."""
+        code = cmd.cmd
+        if cmd.direction == C2S:
+            if code in _WATCH_C2S:
+                self._client_line(facts, cmd)
+        elif code in _WATCH_S2C:
+            self._server_line(facts, cmd)
 
     def _facts_of(self, conn) -> StreamFacts:
         """The facts of `conn` (made at its first event: streams are numbered in that order),
