@@ -142,25 +142,45 @@ def decode_ip(data, o: int, end: int | None = None):
 
 
 def link_offset(linktype: int, data) -> int:
-    """Where the IP header starts in a frame of this link type, or -1 (not IP / unknown)."""
+    """Where the IP header starts in a frame of this link type, or -1 (not IP / unknown).
+    A link layer that names the IP version (an EtherType, LINKTYPE_IPV4 and _IPV6) must find
+    that version in the header's first nibble (Wireshark's "bogus IP version"): a frame
+    whose EtherType says IPv4 over a version-6 header is not decoded as either. The core's
+    `link_offset` (core/src/decode.rs) is the same rule."""
     n = len(data)
     if linktype == LINKTYPE_ETHERNET:
         o, etype = 14, (_u16(data, 12)[0] if n >= 14 else 0)
         while etype in VLAN_TAGS and o + 4 <= n:
             etype = _u16(data, o + 2)[0]
             o += 4
-        return o if etype in (ETH_IPV4, ETH_IPV6) else -1
+        return _announced(data, o, etype)
     if linktype in RAW_IP_LINKTYPES:
+        if linktype == LINKTYPE_IPV4:
+            return _announced(data, 0, ETH_IPV4)
+        if linktype == LINKTYPE_IPV6:
+            return _announced(data, 0, ETH_IPV6)
         return 0
     if linktype == LINKTYPE_LINUX_SLL:
-        return 16 if n >= 16 and _u16(data, 14)[0] in (ETH_IPV4, ETH_IPV6) else -1
+        return _announced(data, 16, _u16(data, 14)[0]) if n >= 16 else -1
     if linktype == LINKTYPE_LINUX_SLL2:
-        return 20 if n >= 20 and _u16(data, 0)[0] in (ETH_IPV4, ETH_IPV6) else -1
+        return _announced(data, 20, _u16(data, 0)[0]) if n >= 20 else -1
     if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
         # The family is in host (NULL) or network (LOOP) byte order and its value
         # for IPv6 differs per OS: the IP version nibble is the reliable test.
         return 4 if n > 4 and data[4] >> 4 in (4, 6) else -1
     return -1
+
+
+_VERSIONS = {ETH_IPV4: 4, ETH_IPV6: 6}
+
+
+def _announced(data, o: int, etype: int, end: int | None = None) -> int:
+    """`o` when `etype` names IPv4 or IPv6 and the header at `data[o]` (before `end`) is of
+    that version, else -1."""
+    want = _VERSIONS.get(etype)
+    if want is None or o >= (len(data) if end is None else end) or data[o] >> 4 != want:
+        return -1
+    return o
 
 
 class _WarningTrap(logging.Handler):
@@ -480,10 +500,10 @@ class CaptureFile:
                     while etype in VLAN_TAGS and o + 4 <= stop:
                         etype = u16(buf, o + 2)[0]
                         o += 4
-                    if etype != ETH_IPV4 and etype != ETH_IPV6:
+                    if _announced(buf, o, etype, stop) < 0:
                         continue
-                elif caplen < 34 or buf[start + 23] != IPPROTO_TCP:
-                    continue  # IPv4 but not TCP: the commonest skip, decided in two lookups
+                elif caplen < 34 or buf[start + 23] != IPPROTO_TCP or buf[o] >> 4 != 4:
+                    continue  # IPv4 but not TCP (the commonest skip), or not IPv4 (`link_offset`)
                 seg = decode(buf, o, stop)
             else:
                 frame = buf[start:stop]

@@ -47,7 +47,11 @@ fn u32_at(data: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]])
 }
 
-/// Where the IP header starts in a frame of a known link type, or None (not IP).
+/// Where the IP header starts in a frame of a known link type, or None (not IP). A link
+/// layer that names the IP version (an EtherType, LINKTYPE_IPV4 and _IPV6) must find that
+/// version in the header's first nibble (as Wireshark's "bogus IP version"): a frame whose
+/// EtherType says IPv4 over a version-6 header is not decoded as either. `link_offset` in
+/// analyzer/capture/pcap.py is the same rule.
 pub fn link_offset(linktype: u32, data: &[u8]) -> Option<usize> {
     let n = data.len();
     match linktype {
@@ -58,20 +62,32 @@ pub fn link_offset(linktype: u32, data: &[u8]) -> Option<usize> {
                 etype = u16_at(data, o + 2);
                 o += 4;
             }
-            (etype == ETH_IPV4 || etype == ETH_IPV6).then_some(o)
+            announced(data, o, etype)
         }
-        LINKTYPE_RAW | 12 | 14 | LINKTYPE_IPV4 | LINKTYPE_IPV6 => Some(0),
+        LINKTYPE_RAW | 12 | 14 => Some(0),
+        LINKTYPE_IPV4 => announced(data, 0, ETH_IPV4),
+        LINKTYPE_IPV6 => announced(data, 0, ETH_IPV6),
         LINKTYPE_LINUX_SLL => {
-            (n >= 16 && matches!(u16_at(data, 14), ETH_IPV4 | ETH_IPV6)).then_some(16)
+            if n >= 16 { announced(data, 16, u16_at(data, 14)) } else { None }
         }
         LINKTYPE_LINUX_SLL2 => {
-            (n >= 20 && matches!(u16_at(data, 0), ETH_IPV4 | ETH_IPV6)).then_some(20)
+            if n >= 20 { announced(data, 20, u16_at(data, 0)) } else { None }
         }
         // The family is in host (NULL) or network (LOOP) order and its IPv6 value differs
         // per OS: the IP version nibble is the reliable test.
         LINKTYPE_NULL | LINKTYPE_LOOP => (n > 4 && matches!(data[4] >> 4, 4 | 6)).then_some(4),
         _ => None,
     }
+}
+
+/// `Some(o)` when `etype` names IPv4 or IPv6 and the header at `o` is of that version.
+fn announced(data: &[u8], o: usize, etype: u16) -> Option<usize> {
+    let want = match etype {
+        ETH_IPV4 => 4,
+        ETH_IPV6 => 6,
+        _ => return None,
+    };
+    (o < data.len() && data[o] >> 4 == want).then_some(o)
 }
 
 /// One TCP segment, borrowing the frame it came from.
@@ -178,6 +194,22 @@ pub fn decode_frame(linktype: u32, frame: &[u8]) -> Decoded<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_layers_ip_version_must_match_the_header() {
+        let mut ip6 = vec![0x60, 0, 0, 0, 0, 20, 6, 64];
+        ip6.extend_from_slice(&[0; 32]);
+        ip6.extend_from_slice(&[0; 20]);
+        for (etype, ok) in [(0x0800u16, false), (0x86DD, true)] {
+            let mut frame = vec![0; 12];
+            frame.extend_from_slice(&etype.to_be_bytes());
+            frame.extend_from_slice(&ip6);
+            assert_eq!(link_offset(LINKTYPE_ETHERNET, &frame).is_some(), ok);
+        }
+        assert_eq!(link_offset(LINKTYPE_IPV4, &ip6), None);
+        assert_eq!(link_offset(LINKTYPE_IPV6, &ip6), Some(0));
+        assert_eq!(link_offset(LINKTYPE_RAW, &ip6), Some(0));
+    }
 
     fn ipv4_tcp(payload: &[u8], total_override: Option<u16>) -> Vec<u8> {
         let mut p = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0, 127, 0, 0, 1, 127, 0, 0, 2];
