@@ -12,9 +12,12 @@ how many flows the lane's own quiet release emptied (at their next segment, and 
 queue for flows that stayed silent), how many pairing ticks ran (`Analysis.tick`), the
 most streams the linker held at once (`Linker.facts`, read at each `Linker.stream`), its
 settling passes tried and made and the streams its passes linked (`Linker._link`), the
-segments the lane handed to Python (`TcpTracker._slow`; bare ACKs apart), the records the
-compiled JSON formatter left to the Python writer (`JsonLinesWriter._line_of`), and each
-plugin's calls. Counts, not times: they do not depend on the machine's load (but for the
+segments the lane handed to Python (`TcpTracker._slow`; bare ACKs apart), the feeds handed
+to the linker (`Linker.event_batch`), the records the compiled JSON formatter left to the
+Python writer (`JsonLinesWriter._line_of`), the MIME memo's look-ups and misses (`parse_mime`
+calls, and the parses it made: `mime._parse_mime`, payloads past MEMO_BYTES included), the
+Python writer's payload texts and those it had to make (`JsonLinesWriter._payload_text`, and
+the `Redactor.payload` calls inside it: a miss), and each plugin's calls. Counts, not times: they do not depend on the machine's load (but for the
 microseconds a plugin call took, from the manager's own `calls` and `seconds`).
 """
 
@@ -31,7 +34,10 @@ def main() -> int:
         return 2
     path, extra = argv[0], [a for a in argv[1:] if a != "--"]
 
+    import importlib
     from analyzer.analysis.linking import Linker
+    from analyzer.analysis.redact import Redactor
+    from analyzer.msnp import mime
     from analyzer.analysis.run import Analysis
     from analyzer.outputs.jsonl import JsonLinesWriter
     from analyzer.plugins.manager import PluginManager
@@ -95,6 +101,46 @@ def main() -> int:
     counted(Linker, "_settle")
     counted(Linker, "_link", lambda self, only=None, chats=True: counts.update(
         {"Linker._link: streams linked": len(self.facts) if only is None else len(only)}))
+    counted(Linker, "event_batch")
+
+    # The MIME memo: every module that took `parse_mime` by name (the plugins' too) calls the
+    # counted one; a miss is a parse (`_parse_mime`, looked up by `parse_mime` at each call).
+    real_parse, real_lookup = mime._parse_mime, mime.parse_mime
+
+    def parse(payload):
+        counts["parse_mime: parses (misses)"] += 1
+        return real_parse(payload)
+
+    def lookup(payload):
+        counts["parse_mime: calls"] += 1
+        return real_lookup(payload)
+    mime._parse_mime = parse
+    for name in ("analyzer.msnp.mime", "analyzer.msnp.p2p", "analyzer.analysis.objects", "analyzer.plugins.manager",
+                 "msnp_analyzer_plugins.mime", "msnp_analyzer_plugins.chat", "msnp_analyzer_plugins.p2p"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if getattr(module, "parse_mime", None) is real_lookup:
+            module.parse_mime = lookup
+
+    # The Python writer's payload texts (pure path): a miss makes the text with the redactor.
+    in_text = [False]
+    real_text, real_payload = JsonLinesWriter._payload_text, Redactor.payload
+
+    def payload_text(self, cmd):
+        counts["JsonLinesWriter._payload_text: calls"] += 1
+        in_text[0] = True
+        try:
+            return real_text(self, cmd)
+        finally:
+            in_text[0] = False
+
+    def redacted(self, cmd):
+        if in_text[0]:
+            counts["JsonLinesWriter._payload_text: made (misses)"] += 1
+        return real_payload(self, cmd)
+    JsonLinesWriter._payload_text, Redactor.payload = payload_text, redacted
     try:
         cli(["analyze", path, "--json", "/dev/null", "--quiet", *extra])
     except SystemExit:

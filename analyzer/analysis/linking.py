@@ -767,24 +767,23 @@ class Linker:
         return (start is None, start or 0.0, self.facts[sid].order)
 
     def _start(self, sid: str) -> float | None:
-        """When a stream started: its first byte's time, else its first command's (a Connection
-        or its `Ended` keeps that, another input's is kept in its facts: see `_take`)."""
-        conn = self.conns.get(sid)
-        ts = getattr(conn, "first_ts", None)
-        if ts is None:
-            ts = getattr(conn, "first_command_ts", None)
-            if ts is None and sid in self.facts:
-                ts = self.facts[sid].first_ts
-        return ts
+        """When a stream started: its first byte's time, else its first command's."""
+        return self._time(sid, "first_ts", "first_command_ts")
 
     def _end(self, sid: str) -> float | None:
-        """When a stream ended: its last byte's time, else its last command's (see `_start`)."""
+        """When a stream ended: its last byte's time, else its last command's."""
+        return self._time(sid, "last_ts", "last_command_ts")
+
+    def _time(self, sid: str, of_bytes: str, of_commands: str) -> float | None:
+        """A time of stream `sid`: its connection's `of_bytes` (`first_ts`, `last_ts`), else its
+        `of_commands` (a Connection or its `Ended` keeps those), else, for another kind of input,
+        the one its facts keep under the name `of_bytes` (see `_take`)."""
         conn = self.conns.get(sid)
-        ts = getattr(conn, "last_ts", None)
+        ts = getattr(conn, of_bytes, None)
         if ts is None:
-            ts = getattr(conn, "last_command_ts", None)
+            ts = getattr(conn, of_commands, None)
             if ts is None and sid in self.facts:
-                ts = self.facts[sid].last_ts
+                ts = getattr(self.facts[sid], of_bytes)
         return ts
 
     @staticmethod

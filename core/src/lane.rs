@@ -51,8 +51,11 @@ pub struct LaneHalf {
 }
 
 impl LaneHalf {
-    pub fn new(nxt: u32, pos: u64, sent: &[u8]) -> Self {
-        LaneHalf { nxt, started: true, pos, sent: if sent.is_empty() { None } else { Some(Box::new(sent.iter().copied().collect())) } }
+    /// A direction as tcp.py hands it to the lane: `nxt` None when it has not started, `sent`
+    /// its unacknowledged bytes (empty: none, kept as None).
+    pub fn new(nxt: Option<u32>, pos: u64, sent: Vec<u8>) -> Self {
+        let sent = (!sent.is_empty()).then(|| Box::new(VecDeque::from(sent)));
+        LaneHalf { nxt: nxt.unwrap_or(0), started: nxt.is_some(), pos, sent }
     }
 
     /// How many unacknowledged bytes this direction keeps.
@@ -396,7 +399,7 @@ mod tests {
     use super::*;
 
     fn half(nxt: u32, pos: u64, sent: &[u8]) -> LaneHalf {
-        LaneHalf::new(nxt, pos, sent)
+        LaneHalf::new(Some(nxt), pos, sent.to_vec())
     }
 
     fn bytes(h: &LaneHalf) -> Vec<u8> {

@@ -1401,11 +1401,6 @@ struct LaneCalls<'a, 'py> {
     time: &'a Bound<'py, PyAny>,
 }
 
-fn half_from_py(nxt: Option<u32>, pos: u64, sent: Option<Vec<u8>>) -> LaneHalf {
-    let sent = sent.filter(|b| !b.is_empty()).map(|b| Box::new(VecDeque::from(b)));
-    LaneHalf { nxt: nxt.unwrap_or(0), started: nxt.is_some(), pos, sent }
-}
-
 /// A half's `(nxt, pos, sent)` as tcp.py holds them (`nxt` None: not started).
 type HalfState = (Option<u32>, u64, Option<PyObject>);
 
@@ -1438,7 +1433,8 @@ impl FastLane {
            reader0: Py<PyCommandReader>,
            reader1: Py<PyCommandReader>) -> usize {
         self.stamps = self.stamps.wrapping_add(1);
-        let halves = [half_from_py(nxt0, pos0, sent0.map(|b| b.to_vec())), half_from_py(nxt1, pos1, sent1.map(|b| b.to_vec()))];
+        let halves = [LaneHalf::new(nxt0, pos0, sent0.map(|b| b.to_vec()).unwrap_or_default()),
+                      LaneHalf::new(nxt1, pos1, sent1.map(|b| b.to_vec()).unwrap_or_default())];
         let entry = LaneFlow { flow, state: LaneState::new(halves, last, self.stamps), readers: [reader0, reader1] };
         let slot = match self.free.pop() {
             Some(slot) => {
