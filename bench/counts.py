@@ -72,20 +72,23 @@ def main() -> int:
             counts[f"set again by _due: {why} (came due: {reasons.get(id(flow), '?')})"] += 1
         reasons[id(flow)] = why
 
-    def due(real):
-        def wrapper(self, ts):
-            counts["TcpTracker._due"] += 1
-            inside_due[0] = True
+    def flagged(cls, name, flag, label):
+        """Count `cls.name` under `label`, with `flag[0]` true while a call of it runs."""
+        real = getattr(cls, name)
+
+        def wrapper(self, *args):
+            counts[label] += 1
+            flag[0] = True
             try:
-                return real(self, ts)
+                return real(self, *args)
             finally:
-                inside_due[0] = False
-        return wrapper
+                flag[0] = False
+        setattr(cls, name, wrapper)
 
     counted(tcp.TcpTracker, "_time")
     counted(tcp.TcpTracker, "_enlane", lambda self, flow: lanes.append(self._lane) if not lanes else None)
     counted(tcp.TcpTracker, "_push", push)
-    tcp.TcpTracker._due = due(tcp.TcpTracker._due)
+    flagged(tcp.TcpTracker, "_due", inside_due, "TcpTracker._due")
     counted(Analysis, "tick")
     counted(JsonLinesWriter, "_line_of")
 
@@ -126,21 +129,9 @@ def main() -> int:
 
     # The Python writer's payload texts (pure path): a miss makes the text with the redactor.
     in_text = [False]
-    real_text, real_payload = JsonLinesWriter._payload_text, Redactor.payload
-
-    def payload_text(self, cmd):
-        counts["JsonLinesWriter._payload_text: calls"] += 1
-        in_text[0] = True
-        try:
-            return real_text(self, cmd)
-        finally:
-            in_text[0] = False
-
-    def redacted(self, cmd):
-        if in_text[0]:
-            counts["JsonLinesWriter._payload_text: made (misses)"] += 1
-        return real_payload(self, cmd)
-    JsonLinesWriter._payload_text, Redactor.payload = payload_text, redacted
+    flagged(JsonLinesWriter, "_payload_text", in_text, "JsonLinesWriter._payload_text: calls")
+    counted(Redactor, "payload", lambda self, cmd: counts.update(
+        {"JsonLinesWriter._payload_text: made (misses)": 1} if in_text[0] else {}))
     try:
         cli(["analyze", path, "--json", "/dev/null", "--quiet", *extra])
     except SystemExit:
@@ -151,7 +142,7 @@ def main() -> int:
         counts["lane released: silent, by its queue"] = by_queue
     counts["JsonLinesWriter._line_of"] += 0   # records left to the Python writer: shown when none
     for name, n in sorted(counts.items()):
-        if name not in ("TcpTracker._push", "TcpTracker._enlane", "PluginManager.close"):
+        if name not in ("TcpTracker._push", "TcpTracker._enlane", "PluginManager.close", "Redactor.payload"):
             print(f"{name:40} {n:>12,}")
     print(f"{'streams the linker held at most':40} {held[0]:>12,}")
     for linker in linkers[:1]:
